@@ -1,0 +1,33 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <polymap/detail/run_state.hpp>
+
+#include <cstddef>
+
+namespace polymap {
+struct options;
+}
+
+namespace polymap::detail {
+
+/// Runs items [begin, end) of a call: the typed loop, behind one indirect call per chunk.
+using chunk_fn = void (*)(const void* ctx, std::size_t begin, std::size_t end,
+                          worker_context& worker);
+
+/// A call as a backend sees it: an index space and a way to run any chunk of it.
+struct map_job {
+  std::size_t begin = 0;            ///< first index still to run
+  std::size_t end = 0;              ///< one past the last index
+  chunk_fn run_chunk = nullptr;
+  const void* ctx = nullptr;
+  run_state* state = nullptr;
+  const options* opts = nullptr;
+  double seconds_per_item = 0;      ///< measured cost, 0 when unknown
+  bool ascending = false;           ///< hand out chunks in index order (streaming)
+  std::size_t max_chunk = 0;        ///< upper bound on a chunk, 0 for none
+  bool device_callable = false;     ///< the function may run on a GPU
+};
+
+}  // namespace polymap::detail

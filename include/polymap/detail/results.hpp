@@ -1,0 +1,90 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <polymap/detail/execute.hpp>
+#include <polymap/detail/run_state.hpp>
+#include <polymap/error.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace polymap::detail {
+
+/// Where a map writes its results: the vector it returns when `R` can be default
+/// constructed and assigned, a vector of optionals otherwise.
+template <class R>
+inline constexpr bool direct_results_v =
+    std::is_default_constructible_v<R> && std::is_move_assignable_v<R>;
+
+template <class R>
+using slot_t = std::conditional_t<direct_results_v<R>, R, std::optional<R>>;
+
+template <class R>
+[[nodiscard]] std::vector<slot_t<R>> make_slots(std::size_t n) {
+  std::vector<slot_t<R>> slots;
+  if constexpr (std::is_trivially_default_constructible_v<slot_t<R>>) {
+    constexpr std::size_t huge_threshold = std::size_t{4} << 20;
+    slots.reserve(n);
+    if (n * sizeof(slot_t<R>) >= huge_threshold) {
+      advise_huge_pages(slots.data(), n * sizeof(slot_t<R>));
+    }
+  }
+  slots.resize(n);
+  return slots;
+}
+
+/// The vector a successful map returns.
+template <class R>
+[[nodiscard]] std::vector<R> finish_results(std::vector<slot_t<R>>&& slots) {
+  if constexpr (direct_results_v<R>) {
+    return std::move(slots);
+  } else {
+    std::vector<R> out;
+    out.reserve(slots.size());
+    for (auto& slot : slots) out.push_back(std::move(*slot));
+    return out;
+  }
+}
+
+/// Throws the error of a finished call whose state says it failed or was cancelled;
+/// returns when every item succeeded. `slots` may be null for calls without results.
+template <class R, class Slot>
+void throw_if_failed(run_state& state, std::vector<Slot>* slots) {
+  if (state.has_failures()) {
+    std::vector<item_failure> failures = state.take_failures();
+    map_error error(std::move(failures), state.total());
+    if constexpr (!std::is_void_v<R> && std::is_same_v<Slot, slot_t<R>>) {
+      if (slots != nullptr) {
+        std::vector<std::optional<R>> partial(slots->size());
+        const auto& sorted = error.failures();
+        for (const index_range& range : state.take_ranges()) {
+          for (std::size_t i = range.begin; i < range.end; ++i) {
+            const auto it = std::lower_bound(
+                sorted.begin(), sorted.end(), i,
+                [](const item_failure& f, std::size_t index) { return f.index < index; });
+            if (it != sorted.end() && it->index == i) continue;
+            partial[i] = std::move((*slots)[i]);
+          }
+        }
+        error.set_results(std::move(partial));
+      }
+    }
+    throw error;
+  }
+  if (state.cancelled() && state.done() < state.total()) {
+    throw cancelled_error(state.done(), state.total());
+  }
+}
+
+/// The same, for calls whose results are not kept (streams, for_each).
+template <class R>
+void throw_if_failed(run_state& state) {
+  throw_if_failed<R, char>(state, nullptr);
+}
+
+}  // namespace polymap::detail

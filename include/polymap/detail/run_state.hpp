@@ -1,0 +1,126 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <polymap/backend.hpp>
+#include <polymap/error.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+namespace polymap::detail {
+
+/// A half-open range of item indices.
+struct index_range {
+  std::size_t begin = 0;
+  std::size_t end = 0;
+};
+
+/// The shared state of one call: stop flag, counters, failures and the ranges that ran.
+/// Thread safety: the atomics are shared; the vectors are guarded by `mutex_`.
+class run_state {
+ public:
+  run_state(const run_state&) = delete;
+  run_state& operator=(const run_state&) = delete;
+  explicit run_state(std::size_t total) noexcept : total_(total) {}
+
+  [[nodiscard]] std::size_t total() const noexcept { return total_; }
+
+  /// True once the call must not start more items (cancel, or fail_fast after a failure).
+  [[nodiscard]] bool stopping() const noexcept { return stop_.load(std::memory_order_relaxed); }
+  /// Asks every worker to stop claiming items.
+  void request_stop() noexcept { stop_.store(true, std::memory_order_seq_cst); }
+  /// Marks the call cancelled (by the user, not by a failure) and stops it.
+  void cancel() noexcept {
+    cancelled_.store(true, std::memory_order_relaxed);
+    request_stop();
+  }
+  [[nodiscard]] bool cancelled() const noexcept {
+    return cancelled_.load(std::memory_order_relaxed);
+  }
+  /// Cancels and returns once no item can start any more: chunks already running finish
+  /// first, except the caller's own when it calls from inside an item.
+  void cancel_and_wait() noexcept;
+
+  /// Enters a chunk; false (and not entered) when the call is stopping. Paired with
+  /// `leave()`. The seq_cst pair with `request_stop()` is a Dekker handshake: either the
+  /// worker sees the stop, or `cancel_and_wait()` sees the worker and waits for it.
+  [[nodiscard]] bool enter() noexcept {
+    active_.fetch_add(1, std::memory_order_seq_cst);
+    if (stop_.load(std::memory_order_seq_cst)) {
+      active_.fetch_sub(1, std::memory_order_release);
+      return false;
+    }
+    return true;
+  }
+  void leave() noexcept { active_.fetch_sub(1, std::memory_order_release); }
+
+  void add_done(std::size_t n) noexcept { done_.fetch_add(n, std::memory_order_relaxed); }
+  [[nodiscard]] std::size_t done() const noexcept { return done_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::size_t failed() const noexcept {
+    return failed_.load(std::memory_order_relaxed);
+  }
+
+  void add_failure(item_failure failure) {
+    {
+      std::lock_guard lock(mutex_);
+      failures_.push_back(std::move(failure));
+    }
+    failed_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  /// Records ranges whose items finished (succeeded or failed), for partial results.
+  void add_ranges(const std::vector<index_range>& ranges) {
+    std::lock_guard lock(mutex_);
+    ranges_.insert(ranges_.end(), ranges.begin(), ranges.end());
+  }
+
+  [[nodiscard]] std::vector<item_failure> take_failures() {
+    std::lock_guard lock(mutex_);
+    return std::exchange(failures_, {});
+  }
+  [[nodiscard]] std::vector<index_range> take_ranges() {
+    std::lock_guard lock(mutex_);
+    return std::exchange(ranges_, {});
+  }
+  [[nodiscard]] bool has_failures() const noexcept { return failed() != 0; }
+
+ private:
+  std::size_t total_;
+  alignas(64) std::atomic<bool> stop_{false};
+  std::atomic<bool> cancelled_{false};
+  alignas(64) std::atomic<int> active_{0};
+  alignas(64) std::atomic<std::size_t> done_{0};
+  std::atomic<std::size_t> failed_{0};
+  std::mutex mutex_;
+  std::vector<item_failure> failures_;
+  std::vector<index_range> ranges_;
+};
+
+/// What one worker knows while it runs chunks of a call.
+struct worker_context {
+  std::size_t worker = 0;
+  backend_kind backend = backend_kind::serial;
+  run_state* state = nullptr;
+  unsigned retries = 0;
+  bool fail_fast = true;
+  std::vector<index_range> ranges;  ///< finished ranges, flushed into `state` at the end
+
+  void note_range(std::size_t begin, std::size_t end) {
+    if (begin == end) return;
+    if (!ranges.empty() && ranges.back().end == begin) {
+      ranges.back().end = end;
+    } else {
+      ranges.push_back({begin, end});
+    }
+  }
+  void flush() {
+    if (!ranges.empty()) state->add_ranges(ranges);
+    ranges.clear();
+  }
+};
+
+}  // namespace polymap::detail

@@ -1,0 +1,225 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <polymap/detail/execute.hpp>
+#include <polymap/detail/results.hpp>
+#include <polymap/detail/run_items.hpp>
+#include <polymap/map.hpp>
+#include <polymap/options.hpp>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstddef>
+#include <exception>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace polymap {
+
+namespace detail {
+
+/// Default window of a stream: enough results in flight to keep every worker busy.
+[[nodiscard]] std::size_t default_window(const options& opts) noexcept;
+
+/// The shared state of one stream: the results computed ahead of the consumer.
+template <class R>
+struct stream_state {
+  explicit stream_state(std::size_t n, std::size_t window) : run(n), window(window) {}
+
+  run_state run;
+  const std::size_t window;
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::map<std::size_t, std::optional<R>> ready;  // an empty optional: the item failed
+  std::size_t yielded = 0;     // results handed to the consumer (or skipped as failed)
+  std::size_t next_index = 0;  // ordered: the index to hand out next
+  bool finished = false;
+  std::exception_ptr error;    // from the run itself (options, backend)
+
+  /// Blocks a worker until items below `end` fit into the window, or the stream stops.
+  void admit(std::size_t end, bool ordered) {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] {
+      return run.stopping() || end <= (ordered ? next_index : yielded) + window;
+    });
+  }
+};
+
+template <class It, class Fn, class R>
+struct stream_ctx {
+  It first;
+  Fn* fn;
+  stream_state<R>* stream;
+  bool ordered;
+
+  static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
+    const auto& c = *static_cast<const stream_ctx*>(p);
+    c.stream->admit(e, c.ordered);
+    std::vector<std::optional<R>> out(e - b);
+    run_items(b, e, w, [&c, &out, b](std::size_t i) {
+      out[i - b] = std::invoke(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
+    });
+    {
+      std::lock_guard lock(c.stream->mutex);
+      for (std::size_t i = b; i < e; ++i) c.stream->ready.emplace(i, std::move(out[i - b]));
+    }
+    c.stream->changed.notify_all();
+  }
+};
+
+}  // namespace detail
+
+/// Results of `imap`, streamed while the map runs: an input range of (index, value) pairs.
+///
+/// At most `options::window` results are computed ahead of the consumer, so a slow
+/// consumer does not make results pile up. Leaving the loop early cancels the rest.
+/// Iterating past a failed item throws `map_error` (at once under fail_fast; after the
+/// last good result under collect).
+/// Thread safety: one consumer thread.
+template <class R>
+class stream {
+ public:
+  using value_type = std::pair<std::size_t, R>;
+
+  class iterator {
+   public:
+    using iterator_concept = std::input_iterator_tag;
+    using value_type = stream::value_type;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    explicit iterator(stream* s) : s_(s) { ++*this; }
+    value_type& operator*() const { return *s_->current_; }
+    value_type* operator->() const { return &*s_->current_; }
+    iterator& operator++() {
+      if (!s_->advance()) s_ = nullptr;
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.s_ == nullptr; }
+
+   private:
+    stream* s_ = nullptr;
+  };
+
+  template <class Start>
+  stream(std::size_t n, std::size_t window, bool ordered, on_error policy, Start&& start)
+      : state_(std::make_unique<detail::stream_state<R>>(n, window)),
+        ordered_(ordered),
+        policy_(policy) {
+    driver_ = std::thread([this, start = std::forward<Start>(start)]() mutable {
+      try {
+        start(*state_);
+      } catch (...) {
+        std::lock_guard lock(state_->mutex);
+        state_->error = std::current_exception();
+      }
+      {
+        std::lock_guard lock(state_->mutex);
+        state_->finished = true;
+      }
+      state_->changed.notify_all();
+    });
+  }
+  stream(const stream&) = delete;
+  stream& operator=(const stream&) = delete;
+  ~stream() {
+    {
+      std::lock_guard lock(state_->mutex);
+      state_->run.cancel();
+    }
+    state_->changed.notify_all();
+    if (driver_.joinable()) driver_.join();
+  }
+
+  [[nodiscard]] iterator begin() { return iterator(this); }
+  [[nodiscard]] std::default_sentinel_t end() const noexcept { return {}; }
+
+ private:
+  /// Moves the next result into `current_`; false at the end.
+  /// @throws map_error for failed items, or what the run threw
+  bool advance() {
+    auto& st = *state_;
+    std::unique_lock lock(st.mutex);
+    for (;;) {
+      if (st.error) std::rethrow_exception(st.error);
+      const bool stop_now = policy_ == on_error::fail_fast && st.run.has_failures();
+      if (stop_now) {
+        st.changed.wait(lock, [&] { return st.finished; });
+        throw_failures(lock);
+      }
+      auto it = ordered_ ? st.ready.find(st.next_index) : st.ready.begin();
+      if (it != st.ready.end()) {
+        std::optional<R> value = std::move(it->second);
+        const std::size_t index = it->first;
+        st.ready.erase(it);
+        ++st.yielded;
+        if (ordered_) ++st.next_index;
+        st.changed.notify_all();
+        if (value) {
+          current_.emplace(index, std::move(*value));
+          return true;
+        }
+        continue;  // a failed item: reported at the end
+      }
+      if (st.finished) {
+        if (st.error) std::rethrow_exception(st.error);
+        if (st.run.has_failures() || st.run.cancelled()) throw_failures(lock);
+        return false;
+      }
+      st.changed.wait(lock);
+    }
+  }
+
+  void throw_failures(std::unique_lock<std::mutex>& lock) {
+    lock.unlock();
+    detail::throw_if_failed<R>(state_->run);
+  }
+
+  std::unique_ptr<detail::stream_state<R>> state_;
+  bool ordered_;
+  on_error policy_;
+  std::optional<value_type> current_;
+  std::thread driver_;
+};
+
+/// Applies `fn` to every item of `xs` and streams the results while the map runs:
+/// `for (auto&& [index, value] : imap(xs, fn)) ...`. In input order by default;
+/// `.ordered = false` yields results as they complete. The input must outlive the stream.
+/// @throws option_error for a bad option (before anything runs); iterating throws
+///   map_error for failed items
+template <std::ranges::random_access_range Range, class Fn>
+  requires std::ranges::sized_range<Range>
+[[nodiscard]] auto imap(Range& xs, Fn fn, const options& opts = {}) {
+  detail::check_options(opts);
+  using It = std::ranges::iterator_t<Range>;
+  using R = detail::item_result_t<Fn, It>;
+  const auto n = static_cast<std::size_t>(std::ranges::size(xs));
+  const std::size_t window = opts.window != 0 ? opts.window : detail::default_window(opts);
+  return stream<R>(n, window, opts.ordered, opts.on_error,
+                   [first = std::ranges::begin(xs), fn = std::move(fn), opts, n, window](
+                       detail::stream_state<R>& st) mutable {
+                     const detail::stream_ctx<It, Fn, R> ctx{first, &fn, &st, opts.ordered};
+                     detail::map_job job{.begin = 0,
+                                         .end = n,
+                                         .run_chunk = &detail::stream_ctx<It, Fn, R>::chunk,
+                                         .ctx = &ctx,
+                                         .state = &st.run,
+                                         .opts = &opts,
+                                         .seconds_per_item = 0,
+                                         .ascending = true,
+                                         .max_chunk = std::max<std::size_t>(1, window / 2),
+                                         .device_callable = false};
+                     (void)detail::execute(job, detail::stats_for<Fn, std::iter_value_t<It>>());
+                   });
+}
+
+}  // namespace polymap

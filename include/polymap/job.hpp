@@ -1,0 +1,109 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <polymap/detail/run_state.hpp>
+#include <polymap/map.hpp>
+#include <polymap/options.hpp>
+#include <polymap/progress.hpp>
+
+#include <chrono>
+#include <future>
+#include <memory>
+#include <ranges>
+#include <thread>
+#include <type_traits>
+#include <utility>
+
+namespace polymap {
+
+namespace detail {
+[[nodiscard]] progress_info progress_of(const run_state& state,
+                                        std::chrono::steady_clock::time_point start,
+                                        bool finished) noexcept;
+}
+
+/// A map running in the background: the handle `map_async` returns.
+/// @tparam T what `get()` returns (`std::vector<R>`, or void)
+/// Thread safety: `progress()`, `cancel()` and `ready()` may be called from any thread;
+/// `get()` once, from one thread.
+template <class T>
+class job {
+ public:
+  job(std::shared_ptr<detail::run_state> state, std::future<T> result,
+      std::chrono::steady_clock::time_point start)
+      : state_(std::move(state)), result_(std::move(result)), start_(start) {}
+  job(job&&) noexcept = default;
+  job& operator=(job&& other) noexcept {
+    if (this != &other) {
+      abandon();
+      state_ = std::move(other.state_);
+      result_ = std::move(other.result_);
+      start_ = other.start_;
+    }
+    return *this;
+  }
+  job(const job&) = delete;
+  job& operator=(const job&) = delete;
+  /// A job never retrieved is cancelled and waited for: no work outlives its handle.
+  ~job() { abandon(); }
+
+  /// Items done, failed and total, rate and ETA.
+  [[nodiscard]] progress_info progress() const noexcept {
+    return detail::progress_of(*state_, start_, ready());
+  }
+
+  /// Stops the job: pending items are not started; returns once none can start.
+  void cancel() noexcept { state_->cancel_and_wait(); }
+
+  /// Whether the job has finished (get() will not block).
+  [[nodiscard]] bool ready() const noexcept {
+    return result_.valid() &&
+           result_.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  }
+
+  /// Waits for the job to finish.
+  void wait() const { result_.wait(); }
+
+  /// Waits and returns the results.
+  /// @throws map_error, cancelled_error, or whatever the map itself threw
+  T get() { return result_.get(); }
+
+ private:
+  void abandon() noexcept {
+    if (state_ && result_.valid()) {
+      state_->cancel_and_wait();
+      result_.wait();
+    }
+  }
+
+  std::shared_ptr<detail::run_state> state_;
+  std::future<T> result_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+/// Starts `map(xs, fn, opts)` on a thread of its own and returns at once.
+/// The range is moved or copied into the job, as std::async does with its arguments: pass a
+/// `std::span` or `std::views::all(v)` to map a container in place (it must then outlive
+/// the job).
+/// @throws option_error for a bad option (checked before the job starts)
+template <std::ranges::input_range Range, class Fn>
+  requires std::ranges::sized_range<Range>
+auto map_async(Range&& xs, Fn fn, options opts = {}) {
+  detail::check_options(opts);
+  using Items = std::remove_cvref_t<Range>;
+  using Result = decltype(polymap::map(std::declval<Items&>(), fn, opts));
+  const auto n = static_cast<std::size_t>(std::ranges::size(xs));
+  auto state = std::make_shared<detail::run_state>(n);
+  const auto start = std::chrono::steady_clock::now();
+  std::future<Result> result =
+      std::async(std::launch::async, [state, items = Items(std::forward<Range>(xs)),
+                                      fn = std::move(fn), opts = std::move(opts)]() mutable {
+        return detail::with_indexable(items, [&](auto first, std::size_t count) {
+          return detail::map_n(first, count, fn, opts, state.get());
+        });
+      });
+  return job<Result>(std::move(state), std::move(result), start);
+}
+
+}  // namespace polymap

@@ -1,0 +1,219 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <polymap/detail/execute.hpp>
+#include <polymap/detail/results.hpp>
+#include <polymap/detail/run_items.hpp>
+#include <polymap/error.hpp>
+#include <polymap/options.hpp>
+#include <polymap/plan.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <functional>
+#include <iterator>
+#include <ranges>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+/// Marks a function that may run on a GPU: `__host__ __device__` under nvcc, nothing
+/// elsewhere. A function not so marked never goes to a GPU.
+#if defined(__CUDACC__)
+#define POLYMAP_HD __host__ __device__
+#else
+#define POLYMAP_HD
+#endif
+
+namespace polymap {
+
+namespace detail {
+
+template <class Range>
+concept indexable_range = std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>;
+
+/// The result type of `fn` on one item of `It`.
+template <class Fn, class It>
+using item_result_t = std::remove_cvref_t<std::invoke_result_t<Fn&, std::iter_reference_t<It>>>;
+
+template <class It, class Fn, class Slot>
+struct map_ctx {
+  It first;
+  Fn* fn;
+  Slot* out;
+
+  static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
+    const auto& c = *static_cast<const map_ctx*>(p);
+    run_items(b, e, w, [&c](std::size_t i) {
+      c.out[i] = std::invoke(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
+    });
+  }
+};
+
+template <class It, class Fn>
+struct apply_ctx {
+  It first;
+  Fn* fn;
+
+  static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
+    const auto& c = *static_cast<const apply_ctx*>(p);
+    run_items(b, e, w, [&c](std::size_t i) {
+      (void)std::invoke(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
+    });
+  }
+};
+
+/// Runs a call whose chunks are `Ctx::chunk`: inline when it is too small to measure,
+/// through `execute()` otherwise. Throws map_error or cancelled_error after the fact.
+template <class R, class Ctx, class Slot>
+void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats& stats,
+              std::vector<Slot>* slots, run_state* external = nullptr) {
+  if (external == nullptr && run_inline(opts, stats, n)) {
+    run_state state(n);
+    worker_context w{.worker = 0,
+                     .backend = backend_kind::serial,
+                     .state = &state,
+                     .retries = opts.retries,
+                     .fail_fast = opts.on_error == on_error::fail_fast,
+                     .ranges = {}};
+    Ctx::chunk(&ctx, 0, n, w);
+    if (state.has_failures()) {
+      w.flush();
+      throw_if_failed<R>(state, slots);
+    }
+    return;
+  }
+  run_state local(n);
+  run_state& state = external != nullptr ? *external : local;
+  map_job job{.begin = 0,
+              .end = n,
+              .run_chunk = &Ctx::chunk,
+              .ctx = &ctx,
+              .state = &state,
+              .opts = &opts,
+              .seconds_per_item = 0,
+              .ascending = false,
+              .max_chunk = 0,
+              .device_callable = false};
+  (void)execute(job, stats);
+  throw_if_failed<R>(state, slots);
+}
+
+template <class It, class Fn>
+auto map_n(It first, std::size_t n, Fn& fn, const options& opts, run_state* external = nullptr) {
+  using R = item_result_t<Fn, It>;
+  function_stats& stats = stats_for<Fn, std::iter_value_t<It>>();
+  if constexpr (std::is_void_v<R>) {
+    const apply_ctx<It, Fn> ctx{first, &fn};
+    run_call<void, apply_ctx<It, Fn>, char>(ctx, n, opts, stats, nullptr, external);
+  } else {
+    std::vector<slot_t<R>> slots = make_slots<R>(n);
+    const map_ctx<It, Fn, slot_t<R>> ctx{first, &fn, slots.data()};
+    run_call<R>(ctx, n, opts, stats, &slots, external);
+    return finish_results<R>(std::move(slots));
+  }
+}
+
+/// Calls `body(first, n)` on the range itself when it can be indexed, or on a vector of
+/// its items otherwise (an input range is read once, on the calling thread).
+template <class Range, class Body>
+decltype(auto) with_indexable(Range&& xs, Body&& body) {
+  if constexpr (indexable_range<Range>) {
+    return body(std::ranges::begin(xs), static_cast<std::size_t>(std::ranges::size(xs)));
+  } else {
+    std::vector<std::ranges::range_value_t<Range>> items;
+    for (auto&& x : xs) items.push_back(std::forward<decltype(x)>(x));
+    return body(items.begin(), items.size());
+  }
+}
+
+template <class Fn>
+struct index_ctx {
+  Fn* fn;
+  static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
+    const auto& c = *static_cast<const index_ctx*>(p);
+    run_items(b, e, w, [&c](std::size_t i) { std::invoke(*c.fn, i); });
+  }
+};
+
+}  // namespace detail
+
+/// Applies `fn` to every item of `xs` on the backend that finishes soonest, and returns the
+/// results in input order.
+/// @param xs any input range; random-access sized ranges are read in place
+/// @param fn called once per item (more with `retries`), from several threads at once
+/// @param opts see `options`
+/// @return `std::vector` of the results (nothing when `fn` returns void)
+/// @throws option_error for a bad option, backend_unavailable for a backend that is not
+///   here, map_error when items failed, cancelled_error when the call was cancelled
+template <std::ranges::input_range Range, class Fn>
+auto map(Range&& xs, Fn fn, const options& opts = {}) {
+  return detail::with_indexable(std::forward<Range>(xs), [&](auto first, std::size_t n) {
+    return detail::map_n(first, n, fn, opts);
+  });
+}
+
+/// Applies `fn` to every item of `xs` and writes result i to `out[i]`: no allocation, and
+/// each page of `out` is first touched by the worker that computes it.
+/// @throws the same as map(); `option_error` when `out` is shorter than `xs`
+template <std::ranges::random_access_range In, std::ranges::random_access_range Out, class Fn>
+  requires std::ranges::sized_range<In> && std::ranges::sized_range<Out>
+void map_into(const In& xs, Out&& out, Fn fn, const options& opts = {}) {
+  const auto n = static_cast<std::size_t>(std::ranges::size(xs));
+  if (static_cast<std::size_t>(std::ranges::size(out)) < n) {
+    throw option_error("out", std::to_string(std::ranges::size(out)) + " elements",
+                       "at least as many elements as the input (" + std::to_string(n) + ")");
+  }
+  auto src = std::ranges::begin(xs);
+  auto dst = std::ranges::begin(out);
+  auto write = [&fn, src, dst](std::size_t i) {
+    const auto d = static_cast<std::iter_difference_t<decltype(src)>>(i);
+    dst[d] = std::invoke(fn, src[d]);
+  };
+  detail::function_stats& stats = detail::stats_for<Fn, std::ranges::range_value_t<In>>();
+  const detail::index_ctx<decltype(write)> ctx{&write};
+  detail::run_call<void, detail::index_ctx<decltype(write)>, char>(ctx, n, opts, stats,
+                                                                   nullptr);
+}
+
+/// Calls `fn(i)` for every i in [0, n), HPC style.
+/// @throws the same as map()
+template <std::integral Index, class Fn>
+  requires std::invocable<Fn&, std::size_t>
+void for_each(Index n, Fn fn, const options& opts = {}) {
+  if (n < 0) {
+    throw option_error("n", std::to_string(n), "a count of zero or more");
+  }
+  detail::function_stats& stats = detail::stats_for<Fn, std::size_t>();
+  const detail::index_ctx<Fn> ctx{&fn};
+  detail::run_call<void, detail::index_ctx<Fn>, char>(ctx, static_cast<std::size_t>(n), opts,
+                                                      stats, nullptr);
+}
+
+/// Where `map(xs, fn, opts)` would run and why, with the predicted time of each backend.
+/// When the function's cost is not known yet, runs it on a few items (up to about 2 us of
+/// work, at most 64 items) to measure it; those results are discarded.
+/// @throws option_error for a bad option
+template <std::ranges::input_range Range, class Fn>
+[[nodiscard]] plan explain(Range&& xs, Fn fn, const options& opts = {}) {
+  return detail::with_indexable(std::forward<Range>(xs), [&](auto first, std::size_t n) {
+    using It = decltype(first);
+    detail::function_stats& stats = detail::stats_for<Fn, std::iter_value_t<It>>();
+    const detail::apply_ctx<It, Fn> ctx{first, &fn};
+    detail::run_state state(n);
+    detail::map_job job{.begin = 0,
+                        .end = n,
+                        .run_chunk = &detail::apply_ctx<It, Fn>::chunk,
+                        .ctx = &ctx,
+                        .state = &state,
+                        .opts = &opts,
+                        .seconds_per_item = 0,
+                        .ascending = false,
+                        .max_chunk = 0,
+                        .device_callable = false};
+    return detail::make_plan(job, stats);
+  });
+}
+
+}  // namespace polymap

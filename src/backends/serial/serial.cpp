@@ -1,0 +1,58 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include <polymap/options.hpp>
+
+#include "chunk_sizer.hpp"
+#include "executor.hpp"
+
+#include <algorithm>
+
+namespace polymap::detail {
+namespace {
+
+/// A loop on the calling thread, in chunks so that a cancel or a fail_fast stop is seen.
+class serial_executor_impl final : public executor {
+ public:
+  [[nodiscard]] backend_kind kind() const noexcept override { return backend_kind::serial; }
+  [[nodiscard]] bool available() const noexcept override { return true; }
+  [[nodiscard]] std::string status() const override { return "a loop on the calling thread"; }
+  [[nodiscard]] std::size_t parallelism(const options&) const noexcept override { return 1; }
+  [[nodiscard]] double overhead_seconds() const noexcept override { return 0; }
+
+  void run(const map_job& job, run_report* report) override {
+    worker_context w{.worker = 0,
+                     .backend = backend_kind::serial,
+                     .state = job.state,
+                     .retries = job.opts->retries,
+                     .fail_fast = job.opts->on_error == on_error::fail_fast,
+                     .ranges = {}};
+    // Chunks rather than one loop, so that a cancel or a fail_fast stop is seen.
+    chunk_sizer sizer(job);
+    for (std::size_t i = job.begin; i < job.end && !job.state->stopping();) {
+      const std::size_t e = i + std::min(job.end - i, sizer.size());
+      if (sizer.adaptive()) {
+        const auto start = chunk_sizer::clock::now();
+        job.run_chunk(job.ctx, i, e, w);
+        sizer.measured(e - i, chunk_sizer::clock::now() - start);
+      } else {
+        job.run_chunk(job.ctx, i, e, w);
+      }
+      i = e;
+    }
+    w.flush();
+    if (report != nullptr) {
+      report->backend = backend_kind::serial;
+      report->workers = 1;
+      report->worker_reports = {worker_report{.worker = 0}};
+    }
+  }
+};
+
+}  // namespace
+
+executor& serial_executor() {
+  static serial_executor_impl instance;
+  return instance;
+}
+
+}  // namespace polymap::detail

@@ -1,0 +1,379 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "backends/threads/thread_pool.hpp"
+
+#include <polymap/options.hpp>
+#include <polymap/topology.hpp>
+
+#include "backends/threads/futex.hpp"
+#include "backends/threads/worker_flag.hpp"
+#include "chunk_sizer.hpp"
+#include "topology/binding.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+namespace polymap::detail {
+
+namespace {
+
+constexpr std::uint64_t closed_bit = std::uint64_t{1} << 31;
+constexpr std::uint64_t count_mask = closed_bit - 1;
+
+/// How long a worker (or a waiting caller) spins before it sleeps: long enough to catch
+/// back-to-back calls, short enough not to steal a core from other work for long.
+constexpr auto spin_time = std::chrono::microseconds(50);
+
+template <class Pred>
+bool spin_until(Pred&& done) noexcept {
+  const auto deadline = std::chrono::steady_clock::now() + spin_time;
+  for (unsigned i = 1;; ++i) {
+    if (done()) return true;
+    cpu_relax();
+    if (i % 64 == 0 && std::chrono::steady_clock::now() > deadline) return false;
+  }
+}
+
+}  // namespace
+
+/// One participant's range of unclaimed items. `begin`/`end` change under `lock`; they
+/// are atomics only so that a thief may glance at them without the lock.
+struct alignas(64) thread_pool::slot {
+  std::atomic<bool> lock{false};
+  std::atomic<std::size_t> begin{0};
+  std::atomic<std::size_t> end{0};
+
+  void acquire() noexcept {
+    while (lock.exchange(true, std::memory_order_acquire)) {
+      while (lock.load(std::memory_order_relaxed)) cpu_relax();
+    }
+  }
+  void release() noexcept { lock.store(false, std::memory_order_release); }
+  [[nodiscard]] std::size_t size_hint() const noexcept {
+    const std::size_t b = begin.load(std::memory_order_relaxed);
+    const std::size_t e = end.load(std::memory_order_relaxed);
+    return e > b ? e - b : 0;
+  }
+};
+
+/// A pool thread and what the OS has applied to it.
+struct thread_pool::worker {
+  std::size_t index = 0;
+  std::thread thread;
+  std::vector<int> applied_cpus;     // empty: never bound by us
+  std::optional<int> original_nice;  // the nice it started with
+  std::optional<int> applied_nice;   // the nice we set, when it differs
+};
+
+thread_pool& thread_pool::instance() {
+  static thread_pool pool;
+  return pool;
+}
+
+thread_pool::thread_pool() {
+  const std::size_t usable = topology::current().usable_count();
+  {
+    std::lock_guard lock(run_mutex_);
+    grow(usable > 1 ? usable - 1 : 0);
+  }
+  fork_join_seconds_ = measure_fork_join();
+}
+
+thread_pool::~thread_pool() {
+  shutdown_.store(true, std::memory_order_seq_cst);
+  epoch_.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake_all(epoch_);
+  for (auto& w : workers_) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+}
+
+std::size_t thread_pool::size() const noexcept { return workers_.size(); }
+
+void thread_pool::grow(std::size_t threads) {
+  if (slot_capacity_ < threads + 1) {
+    slot_capacity_ = threads + 1;
+    slots_ = std::make_unique<slot[]>(slot_capacity_);
+  }
+  while (workers_.size() < threads) {
+    auto w = std::make_unique<worker>();
+    w->index = workers_.size();
+    worker& self = *w;
+    const std::uint32_t epoch = epoch_.load(std::memory_order_acquire);
+    workers_.push_back(std::move(w));
+    self.thread = std::thread([this, &self, epoch] { worker_main(self, epoch); });
+  }
+}
+
+void thread_pool::worker_main(worker& self, std::uint32_t seen) {
+  mark_worker_thread();
+  self.original_nice = this_thread_nice();
+  bool spin = false;
+  for (;;) {
+    auto changed = [&] { return epoch_.load(std::memory_order_acquire) != seen; };
+    if (!(spin && spin_until(changed))) {
+      while (!changed()) {
+        sleepers_.fetch_add(1, std::memory_order_seq_cst);
+        if (!changed()) futex_wait(epoch_, seen);
+        sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+      }
+    }
+    if (shutdown_.load(std::memory_order_acquire)) return;
+    seen = epoch_.load(std::memory_order_acquire);
+    // Calls come in runs: whether or not this thread got into this one, spin for the next.
+    spin = true;
+    if (!join(seen)) continue;
+    const std::size_t s = caller_in_ ? self.index + 1 : self.index;
+    if (s < participants_) {
+      apply_settings(self, s);
+      work(s);
+      if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 ==
+          participants_ - (caller_in_ ? 1 : 0)) {
+        signal_done();
+      }
+    }
+    leave();
+  }
+}
+
+bool thread_pool::join(std::uint32_t epoch) noexcept {
+  std::uint64_t s = gate_.load(std::memory_order_acquire);
+  for (;;) {
+    if ((s >> 32) != epoch || (s & closed_bit) != 0) return false;
+    if (gate_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel,
+                                    std::memory_order_acquire)) {
+      return true;
+    }
+  }
+}
+
+void thread_pool::leave() noexcept {
+  const std::uint64_t s = gate_.fetch_sub(1, std::memory_order_acq_rel) - 1;
+  if ((s & count_mask) == 0 && (s & closed_bit) != 0) signal_done();
+}
+
+void thread_pool::signal_done() noexcept {
+  done_word_.fetch_add(1, std::memory_order_seq_cst);
+  if (caller_sleeping_.load(std::memory_order_seq_cst)) futex_wake_all(done_word_);
+}
+
+void thread_pool::wait_done(bool closed) {
+  // closed: wait until every participant that got in has left. Otherwise (the caller did
+  // not take part) wait until every participant has finished its work.
+  auto done = [&] {
+    if (closed) return (gate_.load(std::memory_order_acquire) & count_mask) == 0;
+    return finished_.load(std::memory_order_acquire) >= participants_;
+  };
+  if (spin_until(done)) return;
+  for (;;) {
+    const std::uint32_t word = done_word_.load(std::memory_order_seq_cst);
+    caller_sleeping_.store(true, std::memory_order_seq_cst);
+    if (done()) break;
+    futex_wait(done_word_, word);
+  }
+  caller_sleeping_.store(false, std::memory_order_relaxed);
+}
+
+void thread_pool::apply_settings(worker& self, std::size_t s) {
+  const options& o = *job_->opts;
+  worker_report& r = reports_[s];
+  r.worker = s;
+  const topology& topo = topology::current();
+  std::vector<int> wanted = o.bind == bind::none
+                                ? topo.usable_pus()
+                                : worker_cpus(topo, o.bind, s, participants_, o.cpus);
+  if (o.bind != bind::none || !self.applied_cpus.empty()) {
+    if (wanted != self.applied_cpus) {
+      const bool ok = bind_this_thread(wanted);
+      self.applied_cpus = ok ? wanted : std::vector<int>{};
+    }
+    if (o.bind != bind::none) {
+      r.bound = !self.applied_cpus.empty() && self.applied_cpus == wanted;
+      r.cpus = self.applied_cpus;
+    }
+    if (o.bind == bind::none && self.applied_cpus == topo.usable_pus()) {
+      self.applied_cpus.clear();  // back to where it started
+    }
+  }
+  const std::optional<int> wanted_nice = o.nice ? o.nice : self.original_nice;
+  const std::optional<int> current = self.applied_nice ? self.applied_nice : self.original_nice;
+  if (wanted_nice && wanted_nice != current) {
+    if (set_this_thread_nice(*wanted_nice)) {
+      self.applied_nice = wanted_nice == self.original_nice ? std::nullopt : wanted_nice;
+    }
+  }
+  if (o.nice) {
+    r.nice = this_thread_nice();
+    r.nice_applied = r.nice == o.nice;
+  }
+}
+
+bool thread_pool::claim_own(std::size_t s, std::size_t chunk, std::size_t& b,
+                            std::size_t& e) noexcept {
+  if (job_->ascending) {
+    b = next_.fetch_add(chunk, std::memory_order_relaxed);
+    if (b >= job_->end) return false;
+    e = std::min(job_->end, b + chunk);
+    return true;
+  }
+  slot& mine = slots_[s];
+  mine.acquire();
+  b = mine.begin.load(std::memory_order_relaxed);
+  const std::size_t end = mine.end.load(std::memory_order_relaxed);
+  e = b + std::min(chunk, end - b);
+  mine.begin.store(e, std::memory_order_relaxed);
+  mine.release();
+  return e > b;
+}
+
+bool thread_pool::steal(std::size_t thief) noexcept {
+  for (std::size_t k = 1; k < participants_; ++k) {
+    const std::size_t v = (thief + k) % participants_;
+    slot& victim = slots_[v];
+    if (victim.size_hint() == 0) continue;
+    victim.acquire();
+    const std::size_t b = victim.begin.load(std::memory_order_relaxed);
+    const std::size_t e = victim.end.load(std::memory_order_relaxed);
+    std::size_t mid = e;
+    if (e > b) {
+      mid = e - b == 1 ? b : b + (e - b) / 2;
+      victim.end.store(mid, std::memory_order_relaxed);
+    }
+    victim.release();
+    if (mid < e) {
+      slot& mine = slots_[thief];
+      mine.acquire();
+      mine.begin.store(mid, std::memory_order_relaxed);
+      mine.end.store(e, std::memory_order_relaxed);
+      mine.release();
+      return true;
+    }
+  }
+  return false;
+}
+
+void thread_pool::run_chunk(std::size_t begin, std::size_t end, worker_context& ctx) {
+  try {
+    job_->run_chunk(job_->ctx, begin, end, ctx);
+  } catch (...) {
+    // Item failures are recorded by the chunk itself; this is a failure of the machinery
+    // (e.g. no memory to record one), which ends the call.
+    {
+      std::lock_guard lock(error_mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
+    job_->state->request_stop();
+  }
+}
+
+void thread_pool::work(std::size_t s) {
+  const map_job& job = *job_;
+  worker_context ctx{.worker = s,
+                     .backend = backend_kind::threads,
+                     .state = job.state,
+                     .retries = job.opts->retries,
+                     .fail_fast = job.opts->on_error == on_error::fail_fast,
+                     .ranges = {}};
+  chunk_sizer sizer(job);
+  std::size_t b = 0;
+  std::size_t e = 0;
+  while (!job.state->stopping()) {
+    if (!claim_own(s, sizer.size(), b, e)) {
+      if (job.ascending || !steal(s)) break;
+      continue;
+    }
+    if (sizer.adaptive()) {
+      const auto start = chunk_sizer::clock::now();
+      run_chunk(b, e, ctx);
+      sizer.measured(e - b, chunk_sizer::clock::now() - start);
+    } else {
+      run_chunk(b, e, ctx);
+    }
+  }
+  try {
+    ctx.flush();
+  } catch (...) {
+    std::lock_guard lock(error_mutex_);
+    if (!error_) error_ = std::current_exception();
+  }
+}
+
+bool thread_pool::try_run(const map_job& job, std::size_t participants, run_report* report) {
+  std::unique_lock lock(run_mutex_, std::try_to_lock);
+  if (!lock.owns_lock()) return false;
+  const options& o = *job.opts;
+  const bool caller_in = o.bind == bind::none && !o.nice;
+  participants = std::max<std::size_t>(participants, 1);
+  grow(caller_in ? participants - 1 : participants);
+
+  // Describe the call, then open the gate: everything above happens-before a join.
+  job_ = &job;
+  participants_ = participants;
+  caller_in_ = caller_in;
+  reports_.assign(participants, worker_report{});
+  error_ = nullptr;
+  finished_.store(0, std::memory_order_relaxed);
+  next_.store(job.begin, std::memory_order_relaxed);
+  const std::size_t n = job.end - job.begin;
+  for (std::size_t s = 0; s < participants; ++s) {
+    slots_[s].begin.store(job.begin + n * s / participants, std::memory_order_relaxed);
+    slots_[s].end.store(job.begin + n * (s + 1) / participants, std::memory_order_relaxed);
+  }
+  const std::uint32_t epoch = epoch_.load(std::memory_order_relaxed) + 1;
+  gate_.store(std::uint64_t{epoch} << 32, std::memory_order_release);
+  epoch_.store(epoch, std::memory_order_seq_cst);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(epoch_);
+
+  if (caller_in) {
+    worker_scope scope;
+    work(0);
+    gate_.fetch_or(closed_bit, std::memory_order_acq_rel);
+    wait_done(true);
+  } else {
+    wait_done(false);
+    gate_.fetch_or(closed_bit, std::memory_order_acq_rel);
+    wait_done(true);
+  }
+  job_ = nullptr;
+
+  if (report != nullptr) {
+    report->backend = backend_kind::threads;
+    report->workers = participants;
+    report->worker_reports = reports_;
+  }
+  if (error_) std::rethrow_exception(error_);
+  return true;
+}
+
+double thread_pool::measure_fork_join() {
+  if (workers_.empty()) return 0;
+  struct noop {
+    static void chunk(const void*, std::size_t b, std::size_t e, worker_context& w) {
+      w.state->add_done(e - b);
+    }
+  };
+  const options opts{};
+  std::vector<double> times;
+  constexpr int rounds = 31;
+  for (int i = 0; i < rounds; ++i) {
+    run_state state(2);
+    const map_job job{.begin = 0,
+                      .end = 2,
+                      .run_chunk = &noop::chunk,
+                      .ctx = nullptr,
+                      .state = &state,
+                      .opts = &opts,
+                      .seconds_per_item = 1e-9,
+                      .ascending = false,
+                      .max_chunk = 0,
+                      .device_callable = false};
+    const auto start = std::chrono::steady_clock::now();
+    (void)try_run(job, 2, nullptr);
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  std::nth_element(times.begin(), times.begin() + rounds / 2, times.end());
+  return times[rounds / 2];
+}
+
+}  // namespace polymap::detail

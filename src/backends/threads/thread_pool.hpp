@@ -1,0 +1,95 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <polymap/detail/map_job.hpp>
+#include <polymap/plan.hpp>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+namespace polymap::detail {
+
+/// The persistent pool behind the threads backend.
+///
+/// Fork-join: the caller writes one index range per participant, opens a gate and wakes the
+/// workers, which spin for a bounded time between calls before they sleep on a futex. Each
+/// participant takes chunks from the front of its own range (sized by `chunk_sizer`) and,
+/// when it runs dry, steals the back half of another's. The caller takes part as worker 0
+/// unless the call binds or prioritises its workers, which would otherwise change the
+/// caller's own thread. One call runs at a time; a call that finds the pool busy runs
+/// elsewhere (`try_run` returns false), so that no call ever waits for another.
+/// Thread safety: `try_run` may be called from any thread.
+class thread_pool {
+ public:
+  /// The process-wide pool, started on first use with one thread per usable CPU but one.
+  static thread_pool& instance();
+
+  thread_pool(const thread_pool&) = delete;
+  thread_pool& operator=(const thread_pool&) = delete;
+  ~thread_pool();
+
+  /// Runs items [job.begin, job.end) on `participants` workers.
+  /// @return false, having run nothing, when another call holds the pool
+  /// @throws whatever escaped a worker's chunk (item failures do not: they are recorded)
+  bool try_run(const map_job& job, std::size_t participants, run_report* report);
+
+  /// Median time of an empty fork-join over two workers, measured at start.
+  [[nodiscard]] double fork_join_seconds() const noexcept { return fork_join_seconds_; }
+
+  /// Threads in the pool (the caller not counted).
+  [[nodiscard]] std::size_t size() const noexcept;
+
+ private:
+  struct slot;
+  struct worker;
+
+  thread_pool();
+  void grow(std::size_t threads);
+  void worker_main(worker& self, std::uint32_t epoch);
+  [[nodiscard]] bool join(std::uint32_t epoch) noexcept;
+  void leave() noexcept;
+  void work(std::size_t slot_index);
+  void run_chunk(std::size_t begin, std::size_t end, worker_context& ctx);
+  [[nodiscard]] bool claim_own(std::size_t s, std::size_t chunk, std::size_t& b,
+                               std::size_t& e) noexcept;
+  [[nodiscard]] bool steal(std::size_t thief) noexcept;
+  void apply_settings(worker& self, std::size_t slot_index);
+  void wait_done(bool closed);
+  void signal_done() noexcept;
+  double measure_fork_join();
+
+  std::mutex run_mutex_;
+  std::vector<std::unique_ptr<worker>> workers_;
+  std::unique_ptr<slot[]> slots_;
+  std::size_t slot_capacity_ = 0;
+
+  // One call's description, written by the caller before it opens the gate.
+  const map_job* job_ = nullptr;
+  std::size_t participants_ = 0;
+  bool caller_in_ = true;
+  std::vector<worker_report> reports_;
+  std::atomic<std::size_t> next_{0};  // ascending mode: next unclaimed index
+  std::mutex error_mutex_;
+  std::exception_ptr error_;
+
+  // gate_: epoch << 32 | closed bit | participants inside.
+  alignas(64) std::atomic<std::uint64_t> gate_{0};
+  alignas(64) std::atomic<std::uint32_t> epoch_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<bool> shutdown_{false};
+  alignas(64) std::atomic<std::uint32_t> done_word_{0};
+  std::atomic<std::size_t> finished_{0};
+  std::atomic<bool> caller_sleeping_{false};
+
+  double fork_join_seconds_ = 0;
+};
+
+}  // namespace polymap::detail

@@ -1,0 +1,53 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include <polymap/options.hpp>
+#include <polymap/topology.hpp>
+
+#include "backends/threads/thread_pool.hpp"
+#include "executor.hpp"
+
+#include <algorithm>
+#include <string>
+
+namespace polymap::detail {
+
+executor& serial_executor();
+
+namespace {
+
+/// The threads backend: the persistent pool, or the calling thread when the pool is busy
+/// with another call (so that no call waits for another, and none deadlocks).
+class threads_executor_impl final : public executor {
+ public:
+  [[nodiscard]] backend_kind kind() const noexcept override { return backend_kind::threads; }
+  [[nodiscard]] bool available() const noexcept override { return true; }
+  [[nodiscard]] std::string status() const override {
+    return "a pool of " + std::to_string(topology::current().usable_count()) +
+           " workers (the caller included)";
+  }
+  [[nodiscard]] std::size_t parallelism(const options& o) const noexcept override {
+    return o.workers != 0 ? o.workers : topology::current().usable_count();
+  }
+  [[nodiscard]] double overhead_seconds() const noexcept override {
+    return thread_pool::instance().fork_join_seconds();
+  }
+
+  void run(const map_job& job, run_report* report) override {
+    const std::size_t participants =
+        std::min(parallelism(*job.opts), std::max<std::size_t>(1, job.end - job.begin));
+    if (thread_pool::instance().try_run(job, participants, report)) return;
+    serial_executor().run(job, report);
+    if (report != nullptr) {
+      report->note = "the thread pool was busy with another call: ran on the calling thread";
+    }
+  }
+};
+
+}  // namespace
+
+executor& threads_executor() {
+  static threads_executor_impl instance;
+  return instance;
+}
+
+}  // namespace polymap::detail

@@ -1,0 +1,256 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include <polymap/detail/execute.hpp>
+#include <polymap/error.hpp>
+#include <polymap/topology.hpp>
+
+#include "executor.hpp"
+#include "progress_reporter.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <optional>
+#include <stop_token>
+#include <string>
+
+namespace polymap::detail {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+double seconds_since(clock::time_point start) {
+  return std::chrono::duration<double>(clock::now() - start).count();
+}
+
+/// The environment's say, read once.
+struct environment {
+  std::optional<backend_kind> backend;
+  std::string backend_text;  // set when POLYMAP_BACKEND is set
+  bool explain = false;
+};
+
+const environment& env() {
+  static const environment e = [] {
+    environment r;
+    if (const char* b = std::getenv("POLYMAP_BACKEND"); b != nullptr && *b != '\0') {
+      r.backend_text = b;
+      r.backend = parse_backend(b);
+    }
+    if (const char* x = std::getenv("POLYMAP_EXPLAIN"); x != nullptr) {
+      r.explain = *x != '\0' && std::string(x) != "0";
+    }
+    return r;
+  }();
+  return e;
+}
+
+/// Serial work below which threads cannot win, set once the pool has measured itself.
+std::atomic<double> g_inline_limit{0};
+
+/// Parallel work must beat serial by this factor before it is chosen: a wrong choice
+/// of threads for small work costs more than a wrong choice of serial near the break-even.
+constexpr double parallel_margin = 0.8;
+
+/// Time budget for sampling an unknown function on the calling thread.
+constexpr double sample_budget = 2e-6;
+constexpr std::size_t sample_max_items = 64;
+
+/// Runs items from job.begin on the calling thread, in growing batches, until about
+/// `sample_budget` has passed; the results are kept. Returns seconds per item.
+double sample(map_job& job, std::size_t& sampled) {
+  worker_context w{.worker = 0,
+                   .backend = backend_kind::serial,
+                   .state = job.state,
+                   .retries = job.opts->retries,
+                   .fail_fast = job.opts->on_error == on_error::fail_fast,
+                   .ranges = {}};
+  double spent = 0;
+  double per_item = 0;
+  std::size_t batch = 1;
+  sampled = 0;
+  while (job.begin < job.end && spent < sample_budget && sampled < sample_max_items &&
+         !job.state->stopping()) {
+    const std::size_t step = job.max_chunk != 0 ? std::min(batch, job.max_chunk) : batch;
+    const std::size_t e = job.begin + std::min(step, job.end - job.begin);
+    const auto start = clock::now();
+    job.run_chunk(job.ctx, job.begin, e, w);
+    const double took = seconds_since(start);
+    spent += took;
+    sampled += e - job.begin;
+    per_item = took / static_cast<double>(e - job.begin);
+    job.begin = e;
+    batch *= 2;
+  }
+  w.flush();
+  return per_item;
+}
+
+void set_inline_limit(double fork_join, std::size_t workers) {
+  if (workers <= 1) {
+    g_inline_limit.store(1e300, std::memory_order_relaxed);
+    return;
+  }
+  // threads win when fj + W/P < margin * W, i.e. W > fj / (margin - 1/P).
+  const double p = static_cast<double>(workers);
+  g_inline_limit.store(fork_join / (parallel_margin - 1.0 / p), std::memory_order_relaxed);
+}
+
+plan decide(map_job& job, function_stats& stats, bool may_sample) {
+  const options& o = *job.opts;
+  plan p;
+  p.items = job.end - job.begin;
+  backend_kind requested = o.backend;
+  std::string source = "options::backend";
+  if (requested == backend_kind::automatic && !env().backend_text.empty()) {
+    if (!env().backend) {
+      throw option_error("POLYMAP_BACKEND", env().backend_text,
+                         "automatic, serial, threads, processes, cuda, kokkos or mpi");
+    }
+    requested = *env().backend;
+    source = "POLYMAP_BACKEND";
+  }
+
+  // The per-item cost: from history when there is one, else from a sample.
+  double cost = stats.seconds_per_item.load(std::memory_order_relaxed);
+  if (cost > 0) {
+    p.cost_source = "history of " + std::to_string(stats.measured.load()) + " calls";
+  } else if (may_sample && job.begin < job.end) {
+    std::size_t sampled = 0;
+    cost = sample(job, sampled);
+    p.cost_source = "sampled " + std::to_string(sampled) + " items on the calling thread";
+    if (stats.seconds_per_item.load(std::memory_order_relaxed) <= 0) {
+      stats.seconds_per_item.store(cost, std::memory_order_relaxed);
+    }
+  } else {
+    p.cost_source = "unknown";
+  }
+  p.seconds_per_item = cost;
+
+  const std::size_t left = job.end - job.begin;
+  const double work = cost * static_cast<double>(left);
+  for (backend_kind kind : all_backends) {
+    backend_estimate e{.backend = kind, .usable = false, .why_not = {}, .seconds = 0, .workers = 0};
+    if (!is_built(kind)) {
+      e.why_not = not_built_reason(kind);
+    } else if (executor& ex = executor_for(kind); !ex.available()) {
+      e.why_not = ex.status();
+    } else {
+      e.usable = true;
+      e.workers = std::min(ex.parallelism(o), std::max<std::size_t>(left, 1));
+      const double overhead = kind == backend_kind::serial ? 0 : ex.overhead_seconds();
+      if (kind == backend_kind::threads) set_inline_limit(overhead, ex.parallelism(o));
+      e.seconds = overhead + work / static_cast<double>(std::max<std::size_t>(e.workers, 1));
+    }
+    p.estimates.push_back(std::move(e));
+  }
+  auto estimate_of = [&p](backend_kind k) -> const backend_estimate& {
+    return *std::find_if(p.estimates.begin(), p.estimates.end(),
+                         [k](const backend_estimate& e) { return e.backend == k; });
+  };
+
+  if (requested != backend_kind::automatic) {
+    p.chosen = requested;
+    p.reason = "requested by " + source;
+    return p;
+  }
+  if (in_worker()) {
+    p.chosen = backend_kind::serial;
+    p.reason = "nested in a worker of another map: runs inline in that worker";
+    return p;
+  }
+  if (o.timeout.count() > 0 || o.memory_limit != 0) {
+    const char* what = o.timeout.count() > 0 ? "options::timeout" : "options::memory_limit";
+    if (!is_built(backend_kind::processes)) {
+      throw backend_unavailable(std::string("polymap: ") + what +
+                                " needs the processes backend: " +
+                                not_built_reason(backend_kind::processes));
+    }
+    p.chosen = backend_kind::processes;
+    p.reason = std::string(what) + " needs worker processes that can be killed";
+    return p;
+  }
+  const backend_estimate& serial = estimate_of(backend_kind::serial);
+  const backend_estimate& threads = estimate_of(backend_kind::threads);
+  if (left == 0) {
+    p.chosen = backend_kind::serial;
+    p.reason = "every item already ran while the cost was sampled";
+  } else if (threads.usable && threads.workers > 1 &&
+             threads.seconds < parallel_margin * serial.seconds) {
+    p.chosen = backend_kind::threads;
+    p.reason = "threads predicted " + std::to_string(serial.seconds / threads.seconds).substr(0, 4) +
+               "x faster than serial";
+  } else {
+    p.chosen = backend_kind::serial;
+    p.reason = threads.workers <= 1
+                   ? std::string("one usable CPU (or one item): nothing to run in parallel")
+                   : "too little work to repay a fork-join of the thread pool";
+  }
+  return p;
+}
+
+}  // namespace
+
+std::size_t default_window(const options& opts) noexcept {
+  const std::size_t workers = opts.workers != 0 ? opts.workers : topology::current().usable_count();
+  return std::max<std::size_t>(64, 16 * workers);
+}
+
+double inline_serial_limit() noexcept {
+  if (!env().backend_text.empty() || env().explain) return 0;
+  return g_inline_limit.load(std::memory_order_relaxed);
+}
+
+plan make_plan(map_job& job, function_stats& stats) {
+  check_options(*job.opts);
+  return decide(job, stats, true);
+}
+
+backend_kind execute(map_job& job, function_stats& stats) {
+  const options& o = *job.opts;
+  check_options(o);
+  run_state& state = *job.state;
+  std::optional<std::stop_callback<std::function<void()>>> on_stop;
+  if (o.stop.stop_possible()) {
+    on_stop.emplace(o.stop, std::function<void()>([&state] { state.cancel_and_wait(); }));
+  }
+  progress_reporter progress(o, state);
+  if (job.begin == job.end || state.stopping()) {
+    if (o.report != nullptr) o.report->backend = backend_kind::serial;
+    return backend_kind::serial;
+  }
+
+  plan p = decide(job, stats, o.backend == backend_kind::automatic);
+  if (env().explain) std::fprintf(stderr, "%s", p.to_string().c_str());
+  executor& ex = executor_for(p.chosen);
+  if (!ex.available()) {
+    throw backend_unavailable("polymap: backend " + std::string(to_string(p.chosen)) +
+                              " is not available here: " + ex.status());
+  }
+  const std::size_t items = job.end - job.begin;
+  job.seconds_per_item = stats.seconds_per_item.load(std::memory_order_relaxed);
+  const auto start = clock::now();
+  if (items != 0) ex.run(job, o.report);
+  const double wall = seconds_since(start);
+
+  // Feed the history: seconds of one worker per item, without the fork-join.
+  if (items != 0 && !state.stopping()) {
+    const std::size_t workers = std::min(ex.parallelism(o), items);
+    const double busy = std::max(0.0, wall - ex.overhead_seconds()) * static_cast<double>(workers);
+    const double measured = busy / static_cast<double>(items);
+    const double old = stats.seconds_per_item.load(std::memory_order_relaxed);
+    stats.seconds_per_item.store(old > 0 ? 0.5 * old + 0.5 * measured : measured,
+                                 std::memory_order_relaxed);
+    stats.measured.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (o.report != nullptr) {
+    if (items == 0) o.report->backend = p.chosen;
+    o.report->decision = std::move(p);
+  }
+  return ex.kind();
+}
+
+}  // namespace polymap::detail

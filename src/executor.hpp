@@ -1,0 +1,45 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <polymap/backend.hpp>
+#include <polymap/detail/map_job.hpp>
+#include <polymap/plan.hpp>
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace polymap::detail {
+
+/// One backend behind one small interface. `polymap::backend` (the enum users write)
+/// names a backend; an executor is what runs it.
+class executor {
+ public:
+  virtual ~executor() = default;
+  [[nodiscard]] virtual backend_kind kind() const noexcept = 0;
+  /// Built in and usable on this machine now (e.g. a device is present).
+  [[nodiscard]] virtual bool available() const noexcept = 0;
+  /// Why `available()` is false, or a short description when it is true.
+  [[nodiscard]] virtual std::string status() const = 0;
+  /// Workers a call with these options would use.
+  [[nodiscard]] virtual std::size_t parallelism(const options& opts) const noexcept = 0;
+  /// Fixed cost of one call in seconds (start-up, fork-join), as measured here.
+  [[nodiscard]] virtual double overhead_seconds() const noexcept = 0;
+  /// Runs items [job.begin, job.end) and blocks until they finished or the call stopped.
+  /// Item failures go to job.state; fills `report` when not null.
+  /// @throws polymap::error when the backend itself fails
+  virtual void run(const map_job& job, run_report* report) = 0;
+};
+
+/// The executor of a concrete backend kind.
+/// @throws backend_unavailable when `kind` is not built into this library
+[[nodiscard]] executor& executor_for(backend_kind kind);
+
+/// Whether `kind` is compiled into this library.
+[[nodiscard]] bool is_built(backend_kind kind) noexcept;
+
+/// Why a backend that is not built is missing, one sentence.
+[[nodiscard]] std::string not_built_reason(backend_kind kind);
+
+}  // namespace polymap::detail

@@ -1,0 +1,64 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include <polymap/backend.hpp>
+#include <polymap/detail/execute.hpp>
+#include <polymap/error.hpp>
+#include <polymap/options.hpp>
+#include <polymap/topology.hpp>
+
+#include "topology/binding.hpp"
+
+#include <cmath>
+#include <string>
+
+namespace polymap {
+
+std::string_view to_string(backend_kind kind) noexcept {
+  switch (kind) {
+    case backend_kind::automatic: return "automatic";
+    case backend_kind::serial: return "serial";
+    case backend_kind::threads: return "threads";
+    case backend_kind::processes: return "processes";
+    case backend_kind::cuda: return "cuda";
+    case backend_kind::kokkos: return "kokkos";
+    case backend_kind::mpi: return "mpi";
+  }
+  return "unknown";
+}
+
+std::optional<backend_kind> parse_backend(std::string_view name) noexcept {
+  if (name == "automatic" || name == "auto") return backend_kind::automatic;
+  for (backend_kind kind : all_backends) {
+    if (name == to_string(kind)) return kind;
+  }
+  return std::nullopt;
+}
+
+namespace detail {
+
+/// Most workers one call may ask for: far beyond any node, small enough to catch a typo.
+constexpr std::size_t max_workers = 4096;
+
+void check_options(const options& o) {
+  if (o.workers > max_workers) {
+    throw option_error("workers", std::to_string(o.workers),
+                       "0 (one per usable CPU) up to " + std::to_string(max_workers));
+  }
+  if (o.nice && (*o.nice < -20 || *o.nice > 19)) {
+    throw option_error("nice", std::to_string(*o.nice), "a nice value from -20 to 19");
+  }
+  const double timeout = o.timeout.count();
+  if (!std::isfinite(timeout) || timeout < 0) {
+    throw option_error("timeout", std::to_string(timeout) + " s",
+                       "a duration of zero (none) or more");
+  }
+  constexpr unsigned max_retries = 1000;
+  if (o.retries > max_retries) {
+    throw option_error("retries", std::to_string(o.retries),
+                       "0 up to " + std::to_string(max_retries));
+  }
+  check_binding(topology::current(), o.bind, o.cpus);
+}
+
+}  // namespace detail
+}  // namespace polymap

@@ -1,0 +1,46 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include <polymap/plan.hpp>
+#include <polymap/version.hpp>
+
+#include <cstdio>
+#include <string>
+
+namespace polymap {
+
+std::string_view library_version() noexcept { return POLYMAP_VERSION_STRING; }
+
+namespace {
+std::string seconds_text(double s) {
+  char buf[32];
+  if (s < 1e-6) {
+    std::snprintf(buf, sizeof buf, "%.1f ns", s * 1e9);
+  } else if (s < 1e-3) {
+    std::snprintf(buf, sizeof buf, "%.2f us", s * 1e6);
+  } else if (s < 1) {
+    std::snprintf(buf, sizeof buf, "%.2f ms", s * 1e3);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.2f s", s);
+  }
+  return buf;
+}
+}  // namespace
+
+std::string plan::to_string() const {
+  std::string text = "polymap: " + std::to_string(items) + " items -> " +
+                     std::string(polymap::to_string(chosen)) + ": " + reason + "\n";
+  text += "  cost per item " + seconds_text(seconds_per_item) + " (" + cost_source + ")\n";
+  for (const backend_estimate& e : estimates) {
+    text += "  " + std::string(polymap::to_string(e.backend)) + ": ";
+    if (e.usable) {
+      text += "predicted " + seconds_text(e.seconds) + " on " + std::to_string(e.workers) +
+              (e.workers == 1 ? " worker" : " workers");
+    } else {
+      text += "not usable: " + e.why_not;
+    }
+    text += e.backend == chosen ? "  <- chosen\n" : "\n";
+  }
+  return text;
+}
+
+}  // namespace polymap

@@ -1,0 +1,94 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include <polymap/detail/execute.hpp>
+#include <polymap/detail/run_items.hpp>
+#include <polymap/detail/run_state.hpp>
+
+#include "backends/threads/futex.hpp"
+#include "backends/threads/worker_flag.hpp"
+
+#include <exception>
+#include <string>
+#include <thread>
+
+#include <sys/mman.h>
+
+namespace polymap::detail {
+
+namespace {
+thread_local chunk_guard* tl_guard = nullptr;
+thread_local bool tl_worker = false;
+}  // namespace
+
+std::string describe(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an exception not derived from std::exception";
+  }
+}
+
+chunk_guard::chunk_guard(run_state& state) noexcept
+    : state_(&state), outer_(tl_guard), entered_(state.enter()) {
+  if (entered_) tl_guard = this;
+}
+
+chunk_guard::~chunk_guard() {
+  if (!entered_) return;
+  tl_guard = outer_;
+  release();
+}
+
+void chunk_guard::release() noexcept {
+  if (entered_ && !released_) {
+    released_ = true;
+    state_->leave();
+  }
+}
+
+chunk_guard* chunk_guard::find(const run_state& state) noexcept {
+  for (chunk_guard* g = tl_guard; g != nullptr; g = g->outer_) {
+    if (g->state_ == &state) return g;
+  }
+  return nullptr;
+}
+
+void run_state::cancel_and_wait() noexcept {
+  cancel();
+  // Called from inside one of this call's items: that chunk stops counting, or two items
+  // cancelling at once would each wait for the other.
+  if (chunk_guard* own = chunk_guard::find(*this)) own->release();
+  unsigned spins = 0;
+  while (active_.load(std::memory_order_acquire) > 0) {
+    if (++spins < 1024) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+void mark_worker_thread() noexcept { tl_worker = true; }
+
+worker_scope::worker_scope() noexcept : was_(tl_worker) { tl_worker = true; }
+worker_scope::~worker_scope() { tl_worker = was_; }
+
+bool in_worker() noexcept { return tl_worker; }
+
+void advise_huge_pages(void* data, std::size_t bytes) noexcept {
+#if defined(MADV_HUGEPAGE)
+  constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
+  const auto first = (reinterpret_cast<std::uintptr_t>(data) + huge - 1) & ~(huge - 1);
+  const auto last = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(huge - 1);
+  if (last > first) {
+    (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+  }
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
+
+}  // namespace polymap::detail
