@@ -32,9 +32,20 @@ class chunk_sizer {
     if (max_ != 0) size_ = std::min(size_, max_);
   }
 
-  /// Whether the caller should time its chunks and call `measured()`.
+  /// Whether the chunk size still follows measured times.
   [[nodiscard]] bool adaptive() const noexcept { return adaptive_; }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
+
+  /// Runs chunk [b, e) of `job` on worker `w`, times it, and adapts the next size. The
+  /// time also feeds the function's cost history (worker_context::busy_*).
+  void run(const map_job& job, std::size_t b, std::size_t e, worker_context& w) {
+    const auto start = clock::now();
+    job.run_chunk(job.ctx, b, e, w);
+    const auto took = clock::now() - start;
+    w.busy_seconds += std::chrono::duration<double>(took).count();
+    w.busy_items += e - b;
+    if (adaptive_) measured(e - b, took);
+  }
 
   void measured(std::size_t items, clock::duration took) noexcept {
     const double seconds = std::chrono::duration<double>(took).count();

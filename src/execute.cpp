@@ -153,6 +153,15 @@ plan decide(map_job& job, function_stats& stats, bool may_sample) {
   };
 
   if (requested != backend_kind::automatic) {
+    if ((requested == backend_kind::serial || requested == backend_kind::threads) &&
+        (o.timeout.count() > 0 || o.memory_limit != 0)) {
+      const bool timeout = o.timeout.count() > 0;
+      throw option_error(timeout ? "timeout" : "memory_limit",
+                         timeout ? std::to_string(o.timeout.count()) + " s"
+                                 : std::to_string(o.memory_limit) + " bytes",
+                         "none with backend " + std::string(to_string(requested)) +
+                             ": only the processes backend can stop or cap an item");
+    }
     p.chosen = requested;
     p.reason = "requested by " + source;
     return p;
@@ -232,19 +241,18 @@ backend_kind execute(map_job& job, function_stats& stats) {
   }
   const std::size_t items = job.end - job.begin;
   job.seconds_per_item = stats.seconds_per_item.load(std::memory_order_relaxed);
-  const auto start = clock::now();
   if (items != 0) ex.run(job, o.report);
-  const double wall = seconds_since(start);
 
-  // Feed the history: seconds of one worker per item, without the fork-join.
+  // Feed the history with the time workers spent inside chunks: no dispatch, no waiting,
+  // no fork-join, so that the estimate does not drift with the backend it ran on.
   if (items != 0 && !state.stopping()) {
-    const std::size_t workers = std::min(ex.parallelism(o), items);
-    const double busy = std::max(0.0, wall - ex.overhead_seconds()) * static_cast<double>(workers);
-    const double measured = busy / static_cast<double>(items);
-    const double old = stats.seconds_per_item.load(std::memory_order_relaxed);
-    stats.seconds_per_item.store(old > 0 ? 0.5 * old + 0.5 * measured : measured,
-                                 std::memory_order_relaxed);
-    stats.measured.fetch_add(1, std::memory_order_relaxed);
+    const double measured = state.busy_seconds_per_item();
+    if (measured > 0) {
+      const double old = stats.seconds_per_item.load(std::memory_order_relaxed);
+      stats.seconds_per_item.store(old > 0 ? 0.5 * old + 0.5 * measured : measured,
+                                   std::memory_order_relaxed);
+      stats.measured.fetch_add(1, std::memory_order_relaxed);
+    }
   }
   if (o.report != nullptr) {
     if (items == 0) o.report->backend = p.chosen;

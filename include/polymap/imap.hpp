@@ -33,7 +33,7 @@ namespace detail {
 /// The shared state of one stream: the results computed ahead of the consumer.
 template <class R>
 struct stream_state {
-  explicit stream_state(std::size_t n, std::size_t window) : run(n), window(window) {}
+  stream_state(std::size_t n, std::size_t window_size) : run(n), window(window_size) {}
 
   run_state run;
   const std::size_t window;

@@ -11,14 +11,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstddef>
-#include <cstdio>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <numeric>
 #include <sstream>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -48,10 +49,11 @@ std::vector<int> intersect(const std::vector<int>& sorted_a, const std::vector<i
   return out;
 }
 
+// "1.50"; to_chars, unlike printf, ignores the locale the application may have set.
 std::string format_cpus(double cpus) {
   char text[64];
-  std::snprintf(text, sizeof text, "%.2f", cpus);
-  return text;
+  const auto result = std::to_chars(text, text + sizeof text, cpus, std::chars_format::fixed, 2);
+  return result.ec == std::errc{} ? std::string(text, result.ptr) : std::string("?");
 }
 
 // The nice value acts per thread on Linux when PRIO_PROCESS is given a thread id.

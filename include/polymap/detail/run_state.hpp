@@ -78,6 +78,18 @@ class run_state {
     ranges_.insert(ranges_.end(), ranges.begin(), ranges.end());
   }
 
+  /// Adds time that workers spent inside chunks, and the items those chunks held.
+  void add_busy(double seconds, std::size_t items) {
+    std::lock_guard lock(mutex_);
+    busy_seconds_ += seconds;
+    busy_items_ += items;
+  }
+  /// Measured seconds per item inside chunks (no dispatch, no waiting); 0 when unknown.
+  [[nodiscard]] double busy_seconds_per_item() {
+    std::lock_guard lock(mutex_);
+    return busy_items_ == 0 ? 0 : busy_seconds_ / static_cast<double>(busy_items_);
+  }
+
   [[nodiscard]] std::vector<item_failure> take_failures() {
     std::lock_guard lock(mutex_);
     return std::exchange(failures_, {});
@@ -98,6 +110,8 @@ class run_state {
   std::mutex mutex_;
   std::vector<item_failure> failures_;
   std::vector<index_range> ranges_;
+  double busy_seconds_ = 0;
+  std::size_t busy_items_ = 0;
 };
 
 /// What one worker knows while it runs chunks of a call.
@@ -108,6 +122,8 @@ struct worker_context {
   unsigned retries = 0;
   bool fail_fast = true;
   std::vector<index_range> ranges;  ///< finished ranges, flushed into `state` at the end
+  double busy_seconds = 0;          ///< time spent in timed chunks
+  std::size_t busy_items = 0;       ///< items of those chunks
 
   void note_range(std::size_t begin, std::size_t end) {
     if (begin == end) return;
@@ -120,6 +136,9 @@ struct worker_context {
   void flush() {
     if (!ranges.empty()) state->add_ranges(ranges);
     ranges.clear();
+    if (busy_items != 0) state->add_busy(busy_seconds, busy_items);
+    busy_seconds = 0;
+    busy_items = 0;
   }
 };
 

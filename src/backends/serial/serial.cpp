@@ -30,13 +30,7 @@ class serial_executor_impl final : public executor {
     chunk_sizer sizer(job);
     for (std::size_t i = job.begin; i < job.end && !job.state->stopping();) {
       const std::size_t e = i + std::min(job.end - i, sizer.size());
-      if (sizer.adaptive()) {
-        const auto start = chunk_sizer::clock::now();
-        job.run_chunk(job.ctx, i, e, w);
-        sizer.measured(e - i, chunk_sizer::clock::now() - start);
-      } else {
-        job.run_chunk(job.ctx, i, e, w);
-      }
+      sizer.run(job, i, e, w);
       i = e;
     }
     w.flush();

@@ -253,9 +253,10 @@ bool thread_pool::steal(std::size_t thief) noexcept {
   return false;
 }
 
-void thread_pool::run_chunk(std::size_t begin, std::size_t end, worker_context& ctx) {
+void thread_pool::run_chunk(chunk_sizer& sizer, std::size_t begin, std::size_t end,
+                            worker_context& ctx) {
   try {
-    job_->run_chunk(job_->ctx, begin, end, ctx);
+    sizer.run(*job_, begin, end, ctx);
   } catch (...) {
     // Item failures are recorded by the chunk itself; this is a failure of the machinery
     // (e.g. no memory to record one), which ends the call.
@@ -283,13 +284,7 @@ void thread_pool::work(std::size_t s) {
       if (job.ascending || !steal(s)) break;
       continue;
     }
-    if (sizer.adaptive()) {
-      const auto start = chunk_sizer::clock::now();
-      run_chunk(b, e, ctx);
-      sizer.measured(e - b, chunk_sizer::clock::now() - start);
-    } else {
-      run_chunk(b, e, ctx);
-    }
+    run_chunk(sizer, b, e, ctx);
   }
   try {
     ctx.flush();
@@ -348,8 +343,16 @@ bool thread_pool::try_run(const map_job& job, std::size_t participants, run_repo
 
 double thread_pool::measure_fork_join() {
   if (workers_.empty()) return 0;
-  struct noop {
-    static void chunk(const void*, std::size_t b, std::size_t e, worker_context& w) {
+  // Two items that wait for each other: the call ends only once a worker has really woken,
+  // joined and run one, which is what a parallel call pays. (Two empty items would let the
+  // caller run both before the worker looks, and measure nothing.)
+  struct rendezvous {
+    std::atomic<int> arrived{0};
+    static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
+      auto& r = *static_cast<rendezvous*>(const_cast<void*>(p));
+      r.arrived.fetch_add(static_cast<int>(e - b));
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
+      while (r.arrived.load() < 2 && std::chrono::steady_clock::now() < give_up) cpu_relax();
       w.state->add_done(e - b);
     }
   };
@@ -358,15 +361,16 @@ double thread_pool::measure_fork_join() {
   constexpr int rounds = 31;
   for (int i = 0; i < rounds; ++i) {
     run_state state(2);
+    rendezvous r;
     const map_job job{.begin = 0,
                       .end = 2,
-                      .run_chunk = &noop::chunk,
-                      .ctx = nullptr,
+                      .run_chunk = &rendezvous::chunk,
+                      .ctx = &r,
                       .state = &state,
                       .opts = &opts,
-                      .seconds_per_item = 1e-9,
+                      .seconds_per_item = 1,
                       .ascending = false,
-                      .max_chunk = 0,
+                      .max_chunk = 1,
                       .device_callable = false};
     const auto start = std::chrono::steady_clock::now();
     (void)try_run(job, 2, nullptr);

@@ -17,6 +17,8 @@
 
 namespace polymap::detail {
 
+class chunk_sizer;
+
 /// The persistent pool behind the threads backend.
 ///
 /// Fork-join: the caller writes one index range per participant, opens a gate and wakes the
@@ -57,7 +59,7 @@ class thread_pool {
   [[nodiscard]] bool join(std::uint32_t epoch) noexcept;
   void leave() noexcept;
   void work(std::size_t slot_index);
-  void run_chunk(std::size_t begin, std::size_t end, worker_context& ctx);
+  void run_chunk(chunk_sizer& sizer, std::size_t begin, std::size_t end, worker_context& ctx);
   [[nodiscard]] bool claim_own(std::size_t s, std::size_t chunk, std::size_t& b,
                                std::size_t& e) noexcept;
   [[nodiscard]] bool steal(std::size_t thief) noexcept;

@@ -1,7 +1,7 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
 // Maps over a vector with polymap built by add_subdirectory() and checks every result.
-#include <polymap/map.hpp>
+#include <polymap/polymap.hpp>
 
 #include <cstddef>
 #include <cstdio>

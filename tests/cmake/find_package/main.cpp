@@ -1,8 +1,9 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
-// Maps over a vector with an installed polymap and checks every result.
+// Maps over a vector with an installed polymap and checks every result. The umbrella header
+// pulls in every public header, so a header missing from the install tree shows here.
 #include <polymap/config.hpp>
-#include <polymap/map.hpp>
+#include <polymap/polymap.hpp>
 
 #include <cstddef>
 #include <cstdio>

@@ -1,0 +1,55 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+#include <vector>
+
+namespace polymap::cli {
+
+/// Exit statuses of the polymap command, as documented in `polymap --help`.
+enum exit_status : int {
+  exit_ok = 0,       ///< the command did what was asked
+  exit_failure = 1,  ///< it ran and failed (e.g. a bench result differs from serial's)
+  exit_usage = 2,    ///< bad command line, or a command that does not exist yet
+};
+
+/// The subcommand that was given.
+enum class command {
+  none,
+  info,
+  bench,
+  not_implemented,  ///< a command of the design (run, status, ...) not written yet
+};
+
+/// `polymap info`.
+struct info_args {
+  bool json = false;
+};
+
+/// `polymap bench`.
+struct bench_args {
+  bool json = false;
+  std::string size = "medium";       ///< small, medium or large
+  unsigned repeat = 5;               ///< timed runs of each kernel on each backend
+  std::vector<std::string> kernels;  ///< empty: all of them
+};
+
+/// Everything the command line said.
+struct cli_args {
+  command what = command::none;
+  std::string command_name;  ///< for messages: "run", "status", ...
+  info_args info;
+  bench_args bench;
+};
+
+/// Names of the built-in kernels, in the order bench runs them.
+[[nodiscard]] const std::vector<std::string>& kernel_names();
+
+/// Declares the options and subcommands of `app`, writing what was parsed into `args`.
+/// `args` must outlive the parse.
+void add_commands(CLI::App& app, cli_args& args);
+
+}  // namespace polymap::cli

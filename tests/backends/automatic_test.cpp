@@ -1,0 +1,135 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// backend::automatic: the choice between serial and threads, explain(), POLYMAP_BACKEND.
+#include <polymap/polymap.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+namespace polymap {
+namespace {
+
+/// About `ns` nanoseconds of work that the optimiser cannot remove.
+double spin_work(double x, int rounds) {
+  for (int i = 0; i < rounds; ++i) x = x * 1.0000001 + 1e-9;
+  return x;
+}
+
+TEST(AutomaticBackend, ThousandCheapItemsRunSerially) {
+  std::vector<double> xs(1000, 1.0);
+  auto cheap = [](double x) { return x * 2; };
+  (void)polymap::map(xs, cheap);  // learns the cost
+  run_report report;
+  (void)polymap::map(xs, cheap, {.report = &report});
+  EXPECT_EQ(report.backend, backend::serial) << report.decision.to_string();
+}
+
+TEST(AutomaticBackend, LargeWorkRunsOnThreads) {
+  if (topology::current().usable_count() < 2) GTEST_SKIP() << "one usable CPU";
+  std::vector<double> xs(200'000, 1.0);
+  auto costly = [](double x) { return spin_work(x, 200); };
+  run_report report;
+  (void)polymap::map(xs, costly, {.report = &report});
+  EXPECT_EQ(report.backend, backend::threads) << report.decision.to_string();
+  EXPECT_NE(report.decision.reason.find("faster"), std::string::npos);
+}
+
+TEST(AutomaticBackend, ExplainNamesEveryBackendAndWhy) {
+  std::vector<double> xs(100'000, 1.0);
+  const plan p = polymap::explain(xs, [](double x) { return spin_work(x, 50); });
+  EXPECT_FALSE(p.reason.empty());
+  EXPECT_EQ(p.items, xs.size());
+  EXPECT_GT(p.seconds_per_item, 0);
+  bool saw_serial = false;
+  bool saw_processes = false;
+  for (const backend_estimate& e : p.estimates) {
+    if (e.backend == backend::serial) {
+      saw_serial = true;
+      EXPECT_TRUE(e.usable);
+      EXPECT_GT(e.seconds, 0);
+    }
+    if (e.backend == backend::processes) {
+      saw_processes = true;
+      EXPECT_FALSE(e.usable);
+      EXPECT_FALSE(e.why_not.empty());
+    }
+  }
+  EXPECT_TRUE(saw_serial);
+  EXPECT_TRUE(saw_processes);
+  const std::string text = p.to_string();
+  EXPECT_NE(text.find("<- chosen"), std::string::npos);
+}
+
+TEST(AutomaticBackend, NestedCallsRunInlineInTheirWorker) {
+  std::vector<int> outer(4, 1);
+  std::atomic<int> inline_runs{0};
+  (void)polymap::map(outer, [&](int) {
+    run_report report;
+    std::vector<int> inner(10'000, 1);
+    (void)polymap::map(inner, [](int x) { return spin_work(x, 20); }, {.report = &report});
+    if (report.backend == backend::serial) ++inline_runs;
+    return 0;
+  }, {.backend = backend::threads});
+  EXPECT_EQ(inline_runs.load(), 4);
+}
+
+TEST(AutomaticBackend, TimeoutNeedsTheProcessBackend) {
+  std::vector<int> xs(10, 1);
+  EXPECT_THROW((void)polymap::map(xs, [](int x) { return x; },
+                                  {.timeout = std::chrono::seconds(1)}),
+               backend_unavailable);
+  EXPECT_THROW((void)polymap::map(xs, [](int x) { return x; },
+                                  {.backend = backend::threads, .timeout = std::chrono::seconds(1)}),
+               option_error);
+}
+
+TEST(AutomaticBackend, BackendsNotBuiltAreUnavailable) {
+  std::vector<int> xs(10, 1);
+  for (backend_kind b : {backend::processes, backend::cuda, backend::kokkos, backend::mpi}) {
+    try {
+      (void)polymap::map(xs, [](int x) { return x; }, {.backend = b});
+      ADD_FAILURE() << to_string(b) << " ran";
+    } catch (const backend_unavailable& e) {
+      EXPECT_NE(std::string(e.what()).find(to_string(b)), std::string::npos) << e.what();
+    }
+  }
+}
+
+using AutomaticBackendDeathTest = testing::Test;
+
+TEST(AutomaticBackendDeathTest, EnvironmentOverridesTheChoice) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process reads the environment
+  EXPECT_EXIT(
+      {
+        setenv("POLYMAP_BACKEND", "serial", 1);
+        std::vector<double> xs(200'000, 1.0);
+        run_report report;
+        (void)polymap::map(xs, [](double x) { return spin_work(x, 200); }, {.report = &report});
+        std::exit(report.backend == backend::serial &&
+                          report.decision.reason.find("POLYMAP_BACKEND") != std::string::npos
+                      ? 0
+                      : 1);
+      },
+      testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(
+      {
+        setenv("POLYMAP_BACKEND", "warp-drive", 1);
+        std::vector<double> xs(10, 1.0);
+        try {
+          (void)polymap::map(xs, [](double x) { return x; });
+        } catch (const option_error& e) {
+          std::exit(e.option() == "POLYMAP_BACKEND" ? 0 : 1);
+        }
+        std::exit(1);
+      },
+      testing::ExitedWithCode(0), "");
+}
+
+}  // namespace
+}  // namespace polymap

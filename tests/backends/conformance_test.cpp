@@ -1,0 +1,391 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// The conformance suite: written once, instantiated for every backend in this build.
+#include <polymap/polymap.hpp>
+
+#include "backends/backend_param.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace polymap {
+namespace {
+
+class BackendConformance : public testing::TestWithParam<backend_kind> {
+ protected:
+  [[nodiscard]] options opts() const { return {.backend = GetParam()}; }
+};
+
+TEST_P(BackendConformance, MapsEveryIndexOnce) {
+  constexpr std::size_t n = 100'000;
+  auto counts = std::make_unique<std::atomic<int>[]>(n);
+  polymap::for_each(n, [&](std::size_t i) { counts[i].fetch_add(1); }, opts());
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(counts[i].load(), 1) << "index " << i;
+}
+
+TEST_P(BackendConformance, KeepsInputOrder) {
+  std::vector<long> xs(50'000);
+  std::iota(xs.begin(), xs.end(), 0L);
+  const std::vector<long> ys = polymap::map(xs, [](long x) { return 3 * x + 1; }, opts());
+  ASSERT_EQ(ys.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], 3 * xs[i] + 1);
+}
+
+TEST_P(BackendConformance, UnorderedStreamYieldsEachResultOnce) {
+  std::vector<int> xs(20'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  options o = opts();
+  o.ordered = false;
+  std::vector<int> seen(xs.size(), 0);
+  std::size_t count = 0;
+  for (auto&& [index, value] : polymap::imap(xs, [](int x) { return 2 * x; }, o)) {
+    ASSERT_LT(index, xs.size());
+    ASSERT_EQ(value, 2 * xs[index]);
+    ++seen[index];
+    ++count;
+  }
+  EXPECT_EQ(count, xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(seen[i], 1) << "index " << i;
+}
+
+TEST_P(BackendConformance, OrderedStreamYieldsInOrder) {
+  std::vector<int> xs(5'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  std::size_t expected = 0;
+  for (auto&& [index, value] : polymap::imap(xs, [](int x) { return x + 7; }, opts())) {
+    ASSERT_EQ(index, expected);
+    ASSERT_EQ(value, xs[index] + 7);
+    ++expected;
+  }
+  EXPECT_EQ(expected, xs.size());
+}
+
+TEST_P(BackendConformance, EmptyInput) {
+  const std::vector<int> xs;
+  int calls = 0;
+  const auto ys = polymap::map(xs, [&](int x) { ++calls; return x; }, opts());
+  EXPECT_TRUE(ys.empty());
+  EXPECT_EQ(calls, 0);
+  polymap::for_each(0, [&](std::size_t) { ++calls; }, opts());
+  EXPECT_EQ(calls, 0);
+  std::size_t streamed = 0;
+  for (auto&& item : polymap::imap(xs, [](int x) { return x; }, opts())) {
+    (void)item;
+    ++streamed;
+  }
+  EXPECT_EQ(streamed, 0u);
+}
+
+TEST_P(BackendConformance, OneItem) {
+  const std::vector<int> xs{41};
+  const auto ys = polymap::map(xs, [](int x) { return x + 1; }, opts());
+  ASSERT_EQ(ys.size(), 1u);
+  EXPECT_EQ(ys[0], 42);
+}
+
+TEST_P(BackendConformance, TenMillionItems) {
+  constexpr std::size_t n = 10'000'000;
+  std::vector<std::uint32_t> xs(n);
+  std::iota(xs.begin(), xs.end(), 0u);
+  const auto ys = polymap::map(xs, [](std::uint32_t x) { return std::uint64_t{x} * x; }, opts());
+  ASSERT_EQ(ys.size(), n);
+  std::size_t wrong = 0;
+  for (std::size_t i = 0; i < n; ++i) wrong += ys[i] != std::uint64_t{xs[i]} * xs[i];
+  EXPECT_EQ(wrong, 0u);
+}
+
+TEST_P(BackendConformance, NonTriviallyCopyableItemsAndResults) {
+  std::vector<std::string> words;
+  for (int i = 0; i < 10'000; ++i) words.push_back("word-" + std::to_string(i));
+  const auto lengths = polymap::map(
+      words, [](const std::string& w) { return std::vector<std::size_t>(w.size(), w.size()); },
+      opts());
+  ASSERT_EQ(lengths.size(), words.size());
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    ASSERT_EQ(lengths[i], std::vector<std::size_t>(words[i].size(), words[i].size()));
+  }
+  const auto upper = polymap::map(
+      words, [](std::string w) { w[0] = 'W'; return w; }, opts());
+  for (std::size_t i = 0; i < words.size(); ++i) ASSERT_EQ(upper[i], "W" + words[i].substr(1));
+}
+
+TEST_P(BackendConformance, ResultWithoutDefaultConstructor) {
+  struct boxed {
+    explicit boxed(int v) : value(v) {}
+    int value;
+  };
+  std::vector<int> xs(1000);
+  std::iota(xs.begin(), xs.end(), 0);
+  const std::vector<boxed> ys = polymap::map(xs, [](int x) { return boxed(x * 2); }, opts());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i].value, xs[i] * 2);
+}
+
+/// Items whose index is in `bad` throw, naming their index.
+std::vector<int> run_failing(const std::set<std::size_t>& bad, on_error policy, backend_kind b,
+                             map_error& caught, std::size_t n) {
+  std::vector<int> xs(n);
+  std::iota(xs.begin(), xs.end(), 0);
+  try {
+    (void)polymap::map(
+        xs,
+        [&bad](int x) {
+          if (bad.count(static_cast<std::size_t>(x)) != 0) {
+            throw std::runtime_error("bad item " + std::to_string(x));
+          }
+          return x * 10;
+        },
+        {.backend = b, .on_error = policy});
+  } catch (const map_error& e) {
+    caught = e;
+    return xs;
+  }
+  ADD_FAILURE() << "map did not throw map_error";
+  return xs;
+}
+
+TEST_P(BackendConformance, OneFailingItemIsReportedWithItsIndex) {
+  for (on_error policy : {on_error::fail_fast, on_error::collect}) {
+    map_error caught({}, 0);
+    const auto xs = run_failing({37}, policy, GetParam(), caught, 1000);
+    ASSERT_EQ(caught.failures().size(), 1u);
+    const item_failure& f = caught.failures()[0];
+    EXPECT_EQ(f.index, 37u);
+    EXPECT_EQ(f.what, "bad item 37");
+    EXPECT_EQ(f.kind, failure_kind::exception);
+    EXPECT_EQ(f.attempts, 1u);
+    EXPECT_NE(std::string(caught.what()).find("item 37"), std::string::npos);
+    const auto& results = caught.results<int>();
+    ASSERT_EQ(results.size(), xs.size());
+    EXPECT_FALSE(results[37].has_value());
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      if (results[i]) {
+        ASSERT_EQ(*results[i], xs[i] * 10) << "index " << i;
+      }
+    }
+    if (policy == on_error::collect) {
+      for (std::size_t i = 0; i < results.size(); ++i) {
+        if (i != 37) {
+          ASSERT_TRUE(results[i].has_value()) << "index " << i;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(BackendConformance, HundredFailingItemsAreReportedWithTheirIndices) {
+  std::set<std::size_t> bad;
+  for (std::size_t i = 0; i < 100; ++i) bad.insert(7 + i * 97);
+  {
+    map_error caught({}, 0);
+    const auto xs = run_failing(bad, on_error::collect, GetParam(), caught, 10'000);
+    std::set<std::size_t> reported;
+    for (const item_failure& f : caught.failures()) {
+      reported.insert(f.index);
+      EXPECT_EQ(f.what, "bad item " + std::to_string(f.index));
+    }
+    EXPECT_EQ(reported, bad);
+    const auto& results = caught.results<int>();
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      ASSERT_EQ(results[i].has_value(), bad.count(i) == 0) << "index " << i;
+      if (results[i]) {
+        ASSERT_EQ(*results[i], xs[i] * 10);
+      }
+    }
+  }
+  {
+    map_error caught({}, 0);
+    (void)run_failing(bad, on_error::fail_fast, GetParam(), caught, 10'000);
+    ASSERT_GE(caught.failures().size(), 1u);
+    for (const item_failure& f : caught.failures()) EXPECT_EQ(bad.count(f.index), 1u);
+  }
+}
+
+TEST_P(BackendConformance, RetriesRunAFailedItemAgain) {
+  constexpr std::size_t n = 200;
+  auto attempts = std::make_unique<std::atomic<int>[]>(n);
+  auto flaky = [&](std::size_t i) {
+    // Every 10th item fails on its first two attempts.
+    if (i % 10 == 0 && attempts[i].fetch_add(1) < 2) throw std::runtime_error("flaky");
+    return i;
+  };
+  std::vector<std::size_t> xs(n);
+  std::iota(xs.begin(), xs.end(), std::size_t{0});
+  options o = opts();
+  o.retries = 2;
+  const auto ys = polymap::map(xs, flaky, o);
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(ys[i], i);
+  for (std::size_t i = 0; i < n; i += 10) EXPECT_EQ(attempts[i].load(), 3) << "index " << i;
+
+  for (std::size_t i = 0; i < n; ++i) attempts[i] = 0;
+  o.retries = 1;
+  o.on_error = on_error::collect;
+  try {
+    (void)polymap::map(xs, flaky, o);
+    FAIL() << "expected map_error";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), n / 10);
+    for (const item_failure& f : e.failures()) {
+      EXPECT_EQ(f.index % 10, 0u);
+      EXPECT_EQ(f.attempts, 2u);
+    }
+  }
+}
+
+TEST_P(BackendConformance, NoItemStartsAfterCancelReturns) {
+  constexpr std::size_t n = 2'000;
+  std::atomic<std::size_t> started{0};
+  std::vector<int> xs(n, 1);
+  auto job = polymap::map_async(std::span<const int>(xs), [&](int x) {
+    started.fetch_add(1);
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+    return x;
+  }, opts());
+  while (started.load() < 4) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  job.cancel();
+  const std::size_t at_cancel = started.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(started.load(), at_cancel);
+  EXPECT_THROW((void)job.get(), cancelled_error);
+  EXPECT_EQ(started.load(), at_cancel);
+  EXPECT_LT(at_cancel, n);
+}
+
+TEST_P(BackendConformance, StopTokenCancels) {
+  std::stop_source source;
+  std::atomic<std::size_t> started{0};
+  options o = opts();
+  o.stop = source.get_token();
+  std::thread stopper([&] {
+    while (started.load() < 3) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    source.request_stop();
+  });
+  try {
+    polymap::for_each(1'000, [&](std::size_t) {
+      started.fetch_add(1);
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }, o);
+    ADD_FAILURE() << "expected cancelled_error";
+  } catch (const cancelled_error& e) {
+    EXPECT_LT(e.done(), 1000u);
+    EXPECT_EQ(e.total(), 1000u);
+  }
+  stopper.join();
+  EXPECT_LT(started.load(), 1000u);
+}
+
+TEST_P(BackendConformance, CancelFromInsideAnItem) {
+  std::atomic<std::size_t> started{0};
+  std::vector<int> xs(1'000, 1);
+  std::stop_source source;
+  options o = opts();
+  o.stop = source.get_token();
+  EXPECT_THROW(polymap::for_each(xs.size(), [&](std::size_t i) {
+    started.fetch_add(1);
+    if (i == 10) source.request_stop();
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }, o), cancelled_error);
+  EXPECT_LT(started.load(), xs.size());
+}
+
+TEST_P(BackendConformance, NestedMapsThreeDeep) {
+  std::vector<int> xs(8);
+  std::iota(xs.begin(), xs.end(), 1);
+  const auto sums = polymap::map(xs, [&](int a) {
+    const auto inner = polymap::map(xs, [&](int b) {
+      const auto innermost = polymap::map(xs, [&](int c) { return a * 100 + b * 10 + c; }, opts());
+      return std::accumulate(innermost.begin(), innermost.end(), 0);
+    }, opts());
+    return std::accumulate(inner.begin(), inner.end(), 0);
+  }, opts());
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    // sum over b, c of (100a + 10b + c) = 64 * 100a + 8 * 10 * 36 + 8 * 36
+    EXPECT_EQ(sums[i], 6400 * xs[i] + 2880 + 288);
+  }
+}
+
+TEST_P(BackendConformance, EightCallerThreadsAtOnce) {
+  constexpr int callers = 8;
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < callers; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<long> xs(100'000);
+      std::iota(xs.begin(), xs.end(), long{t});
+      for (int round = 0; round < 5; ++round) {
+        const auto ys = polymap::map(xs, [t](long x) { return x * 2 + t; }, opts());
+        for (std::size_t i = 0; i < xs.size(); ++i) wrong += ys[i] != xs[i] * 2 + t;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST_P(BackendConformance, MapIntoWritesTheGivenBuffer) {
+  std::vector<double> xs(30'000, 1.5);
+  std::vector<double> out(xs.size(), -1.0);
+  polymap::map_into(xs, out, [](double x) { return x * 2; }, opts());
+  for (double v : out) ASSERT_EQ(v, 3.0);
+  std::vector<double> small(10);
+  EXPECT_THROW(polymap::map_into(xs, small, [](double x) { return x; }, opts()), option_error);
+}
+
+TEST_P(BackendConformance, AsyncJobReportsProgressAndResults) {
+  std::vector<int> xs(3'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto job = polymap::map_async(xs, [](int x) { return x * x; }, opts());
+  const auto ys = job.get();
+  ASSERT_EQ(ys.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], xs[i] * xs[i]);
+  const progress_info p = job.progress();
+  EXPECT_EQ(p.total, xs.size());
+  EXPECT_EQ(p.done, xs.size());
+  EXPECT_EQ(p.failed, 0u);
+}
+
+TEST_P(BackendConformance, ProgressCallbackSeesEveryItemDone) {
+  std::vector<progress_info> reports;
+  std::mutex m;
+  options o = opts();
+  o.on_progress = [&](const progress_info& p) {
+    std::lock_guard lock(m);
+    reports.push_back(p);
+  };
+  polymap::for_each(200, [](std::size_t) { std::this_thread::sleep_for(std::chrono::milliseconds(1)); }, o);
+  ASSERT_FALSE(reports.empty());
+  EXPECT_TRUE(reports.back().finished);
+  EXPECT_EQ(reports.back().done, 200u);
+  EXPECT_EQ(reports.back().total, 200u);
+  for (std::size_t i = 1; i < reports.size(); ++i) EXPECT_GE(reports[i].done, reports[i - 1].done);
+}
+
+TEST_P(BackendConformance, ReportSaysWhereItRan) {
+  run_report report;
+  options o = opts();
+  o.report = &report;
+  polymap::for_each(10'000, [](std::size_t) {}, o);
+  if (GetParam() != backend_kind::automatic) {
+    EXPECT_EQ(report.backend, GetParam());
+  }
+  EXPECT_FALSE(report.decision.reason.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(Serial, BackendConformance, testing::Values(backend_kind::serial),
+                         test::backend_name);
+INSTANTIATE_TEST_SUITE_P(Threads, BackendConformance, testing::Values(backend_kind::threads),
+                         test::backend_name);
+INSTANTIATE_TEST_SUITE_P(Automatic, BackendConformance, testing::Values(backend_kind::automatic),
+                         test::backend_name);
+
+}  // namespace
+}  // namespace polymap

@@ -1,0 +1,104 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// imap: a bounded window, early exit, failures while streaming.
+#include <polymap/polymap.hpp>
+
+#include "backends/backend_param.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <numeric>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+namespace polymap {
+namespace {
+
+class Streaming : public testing::TestWithParam<backend_kind> {};
+
+TEST_P(Streaming, ASlowConsumerBoundsTheResultsAhead) {
+  constexpr std::size_t window = 32;
+  for (bool ordered : {true, false}) {
+    std::vector<int> xs(2'000);
+    std::iota(xs.begin(), xs.end(), 0);
+    std::atomic<std::size_t> yielded{0};
+    std::atomic<std::size_t> worst{0};
+    std::atomic<std::size_t> started{0};
+    auto fn = [&](int x) {
+      const std::size_t ahead = started.fetch_add(1) + 1 - yielded.load();
+      std::size_t w = worst.load();
+      while (ahead > w && !worst.compare_exchange_weak(w, ahead)) {
+      }
+      return x;
+    };
+    std::size_t count = 0;
+    for (auto&& [index, value] :
+         polymap::imap(xs, fn, {.backend = GetParam(), .ordered = ordered, .window = window})) {
+      yielded.fetch_add(1);
+      EXPECT_EQ(value, xs[index]);
+      if (count % 100 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      ++count;
+    }
+    EXPECT_EQ(count, xs.size());
+    // The consumer counts a result just after polymap hands it out, so a worker may see the
+    // count one behind: hence window + 1.
+    EXPECT_LE(worst.load(), window + 1) << (ordered ? "ordered" : "unordered");
+  }
+}
+
+TEST_P(Streaming, LeavingTheLoopEarlyStopsTheRest) {
+  std::vector<int> xs(1'000'000, 1);
+  std::atomic<std::size_t> calls{0};
+  std::size_t taken = 0;
+  {
+    for (auto&& [index, value] : polymap::imap(xs, [&](int x) { ++calls; return x; },
+                                               {.backend = GetParam(), .window = 64})) {
+      (void)index;
+      (void)value;
+      if (++taken == 10) break;
+    }
+  }
+  EXPECT_EQ(taken, 10u);
+  EXPECT_LT(calls.load(), xs.size());
+}
+
+TEST_P(Streaming, AFailedItemThrowsMapErrorWhileIterating) {
+  std::vector<int> xs(500);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto fn = [](int x) {
+    if (x == 250) throw std::runtime_error("two hundred fifty");
+    return x;
+  };
+  for (on_error policy : {on_error::fail_fast, on_error::collect}) {
+    std::size_t good = 0;
+    try {
+      for (auto&& [index, value] :
+           polymap::imap(xs, fn, {.backend = GetParam(), .on_error = policy})) {
+        EXPECT_EQ(value, xs[index]);
+        EXPECT_NE(index, 250u);
+        ++good;
+      }
+      ADD_FAILURE() << "expected map_error";
+    } catch (const map_error& e) {
+      ASSERT_EQ(e.failures().size(), 1u);
+      EXPECT_EQ(e.failures()[0].index, 250u);
+      EXPECT_EQ(e.failures()[0].what, "two hundred fifty");
+    }
+    if (policy == on_error::collect) {
+      EXPECT_EQ(good, xs.size() - 1);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Serial, Streaming, testing::Values(backend_kind::serial),
+                         test::backend_name);
+INSTANTIATE_TEST_SUITE_P(Threads, Streaming, testing::Values(backend_kind::threads),
+                         test::backend_name);
+INSTANTIATE_TEST_SUITE_P(Automatic, Streaming, testing::Values(backend_kind::automatic),
+                         test::backend_name);
+
+}  // namespace
+}  // namespace polymap

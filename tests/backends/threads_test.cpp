@@ -1,0 +1,162 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// What only the threads backend does: binding and priority read back from the OS, load
+// balancing of imbalanced items, a busy pool.
+#include <polymap/polymap.hpp>
+
+#include "topology/binding.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+namespace polymap {
+namespace {
+
+/// What one item saw of the thread it ran on.
+struct seen_thread {
+  pid_t tid = 0;
+  std::vector<int> cpus;
+  int nice = 0;
+};
+
+std::vector<int> os_affinity() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  EXPECT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &set)) cpus.push_back(c);
+  }
+  return cpus;
+}
+
+int os_nice() {
+  errno = 0;
+  return getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+}
+
+/// Runs `n` items of about 1 ms each with `o` and returns what each thread saw.
+std::map<pid_t, seen_thread> observe(const options& o, std::size_t n) {
+  std::mutex m;
+  std::map<pid_t, seen_thread> threads;
+  polymap::for_each(n, [&](std::size_t) {
+    seen_thread s{gettid(), os_affinity(), os_nice()};
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::lock_guard lock(m);
+    threads[s.tid] = s;
+  }, o);
+  return threads;
+}
+
+TEST(ThreadsBackend, BindCoreReadsBackFromTheOs) {
+  const topology& topo = topology::current();
+  const auto cores = topo.usable_cores();
+  const std::size_t workers = std::min<std::size_t>(cores.size(), 4);
+  const std::vector<int> caller_before = os_affinity();
+  run_report report;
+  const auto threads = observe({.backend = backend::threads,
+                                .workers = workers,
+                                .bind = bind::core,
+                                .report = &report},
+                               64);
+  ASSERT_EQ(report.worker_reports.size(), workers);
+  std::set<std::vector<int>> core_sets;
+  for (const core_info* c : cores) {
+    std::vector<int> usable;
+    for (int pu : c->pus) {
+      if (std::find(topo.usable_pus().begin(), topo.usable_pus().end(), pu) !=
+          topo.usable_pus().end()) {
+        usable.push_back(pu);
+      }
+    }
+    core_sets.insert(usable);
+  }
+  for (const auto& [tid, s] : threads) {
+    EXPECT_EQ(core_sets.count(s.cpus), 1u) << "thread " << tid << " is not bound to one core";
+  }
+  for (const worker_report& r : report.worker_reports) {
+    EXPECT_TRUE(r.bound) << "worker " << r.worker;
+    EXPECT_EQ(core_sets.count(r.cpus), 1u);
+  }
+  EXPECT_EQ(os_affinity(), caller_before) << "the calling thread's affinity changed";
+
+  // A later call without binding runs on the whole usable set again.
+  const auto unbound = observe({.backend = backend::threads, .workers = workers}, 64);
+  for (const auto& [tid, s] : unbound) EXPECT_EQ(s.cpus, topo.usable_pus()) << "thread " << tid;
+}
+
+TEST(ThreadsBackend, BindCpusUsesTheGivenList) {
+  const int cpu = topology::current().usable_pus().back();
+  run_report report;
+  const auto threads = observe({.backend = backend::threads,
+                                .workers = 2,
+                                .bind = bind::cpus,
+                                .cpus = {cpu},
+                                .report = &report},
+                               16);
+  for (const auto& [tid, s] : threads) EXPECT_EQ(s.cpus, std::vector<int>{cpu});
+}
+
+TEST(ThreadsBackend, NiceReadsBackFromTheOs) {
+  const int caller_before = os_nice();
+  run_report report;
+  const auto threads =
+      observe({.backend = backend::threads, .workers = 2, .nice = 7, .report = &report}, 32);
+  ASSERT_FALSE(threads.empty());
+  for (const auto& [tid, s] : threads) EXPECT_EQ(s.nice, 7) << "thread " << tid;
+  for (const worker_report& r : report.worker_reports) {
+    EXPECT_TRUE(r.nice_applied);
+    EXPECT_EQ(r.nice, 7);
+  }
+  EXPECT_EQ(os_nice(), caller_before) << "the calling thread's priority changed";
+}
+
+TEST(ThreadsBackend, ImbalancedItemsDoNotLeaveAWorkerIdle) {
+  if (topology::current().usable_count() < 2) GTEST_SKIP() << "one usable CPU";
+  // Item 0 sleeps 200 ms; the other 100 take 1 ms each. The worker stuck on item 0 must not
+  // hold a share of the others: the rest of the pool takes them.
+  std::mutex m;
+  std::map<std::size_t, pid_t> ran_on;
+  polymap::for_each(101, [&](std::size_t i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(i == 0 ? 200 : 1));
+    std::lock_guard lock(m);
+    ran_on[i] = gettid();
+  }, {.backend = backend::threads, .workers = 2});
+  const pid_t slow = ran_on.at(0);
+  std::size_t with_slow = 0;
+  for (const auto& [i, tid] : ran_on) with_slow += i != 0 && tid == slow;
+  EXPECT_LE(with_slow, 20u) << "the worker of the slow item also ran " << with_slow << " others";
+}
+
+TEST(ThreadsBackend, AMapInsideAStreamConsumerDoesNotDeadlock) {
+  std::vector<int> xs(2'000, 1);
+  long total = 0;
+  for (auto&& [index, value] : polymap::imap(xs, [](int x) { return x; },
+                                             {.backend = backend::threads, .window = 64})) {
+    const auto inner = polymap::map(std::vector<int>(100, value), [](int x) { return x; },
+                                    {.backend = backend::threads});
+    total += inner[index % 100];
+  }
+  EXPECT_EQ(total, 2'000);
+}
+
+TEST(ThreadsBackend, UsesEveryWorkerForExpensiveItems) {
+  const std::size_t workers = topology::current().usable_count();
+  if (workers < 2) GTEST_SKIP() << "one usable CPU";
+  const auto threads = observe({.backend = backend::threads}, 200);
+  EXPECT_EQ(threads.size(), workers);
+}
+
+}  // namespace
+}  // namespace polymap
