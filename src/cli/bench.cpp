@@ -3,7 +3,6 @@
 // polymap bench: the built-in kernels on every backend that is here, and on automatic.
 
 #include <polymap/backend.hpp>
-#include <polymap/error.hpp>
 #include <polymap/map.hpp>
 #include <polymap/options.hpp>
 #include <polymap/plan.hpp>
@@ -122,13 +121,16 @@ class saxpy_workload final : public workload {
   std::size_t items() const noexcept override { return x_.size(); }
   std::size_t tasks() const noexcept override { return x_.size(); }
   // Read x and y, write y: the STREAM convention, without the write-allocate traffic.
-  double bytes() const noexcept override { return 3.0 * sizeof(float) * static_cast<double>(x_.size()); }
+  double bytes() const noexcept override {
+    return 3.0 * sizeof(float) * static_cast<double>(x_.size());
+  }
   void reset() override { std::copy(y0_.begin(), y0_.end(), y_.begin()); }
   void run(const options& opts) override {
     const float a = 2.5F;
     const float* x = x_.data();
     float* y = y_.data();
-    polymap::for_each(x_.size(), [=](std::size_t i) noexcept { k::saxpy(i, a, x, y); }, opts);
+    polymap::for_each(
+        x_.size(), [=](std::size_t i) noexcept { k::saxpy(i, a, x, y); }, opts);
   }
   void keep_reference() override { reference_ = y_; }
   std::optional<std::string> difference() const override {
@@ -152,13 +154,18 @@ class stencil_workload final : public workload {
   std::size_t items() const noexcept override { return n_ * n_; }
   std::size_t tasks() const noexcept override { return n_; }
   // Each cell read once from memory (its neighbours come from cache) and written once.
-  double bytes() const noexcept override { return 2.0 * sizeof(double) * static_cast<double>(n_ * n_); }
-  void reset() override { std::fill(out_.begin(), out_.end(), std::numeric_limits<double>::quiet_NaN()); }
+  double bytes() const noexcept override {
+    return 2.0 * sizeof(double) * static_cast<double>(n_ * n_);
+  }
+  void reset() override {
+    std::fill(out_.begin(), out_.end(), std::numeric_limits<double>::quiet_NaN());
+  }
   void run(const options& opts) override {
     const std::size_t n = n_;
     const double* in = in_.data();
     double* out = out_.data();
-    polymap::for_each(n, [=](std::size_t row) noexcept { k::jacobi_row(row, n, in, out); }, opts);
+    polymap::for_each(
+        n, [=](std::size_t row) noexcept { k::jacobi_row(row, n, in, out); }, opts);
   }
   void keep_reference() override { reference_ = out_; }
   std::optional<std::string> difference() const override {
@@ -261,8 +268,8 @@ class pi_workload final : public workload {
   }
   std::string summary() const override {
     const std::uint64_t total = std::accumulate(hits_.begin(), hits_.end(), std::uint64_t{0});
-    return fmt::format("pi ~ {:.6f} from {} samples ({} hits)",
-                       k::pi_estimate(total, items()), items(), total);
+    return fmt::format("pi ~ {:.6f} from {} samples ({} hits)", k::pi_estimate(total, items()),
+                       items(), total);
   }
 
  private:
@@ -289,7 +296,7 @@ struct result_row {
   std::size_t tasks = 0;
   bool skipped = false;
   std::string skip_reason = {};
-  std::vector<double> seconds = {};              // one per repetition
+  std::vector<double> seconds = {};  // one per repetition
   double median = 0;
   double items_per_second = 0;
   std::optional<double> gb_per_second = {};
@@ -300,6 +307,7 @@ struct result_row {
   std::string decision = {};                     // automatic only: why
   std::string note = {};                         // from the run report, e.g. a busy pool
   bool matches_serial = true;
+  std::string error = {};  // what a run threw; no further runs were made
 };
 
 double median_of(std::vector<double> xs) {
@@ -339,8 +347,9 @@ result_row measure(workload& w, backend_kind kind, unsigned repeat,
       w.run(opts);
     } catch (const std::exception& e) {
       row.matches_serial = false;
-      errors.push_back(fmt::format("kernel {} on backend {} failed: {}", w.name(), to_string(kind),
-                                   e.what()));
+      row.error = e.what();
+      errors.push_back(
+          fmt::format("kernel {} on backend {} failed: {}", w.name(), to_string(kind), e.what()));
       break;
     }
     row.seconds.push_back(
@@ -402,8 +411,8 @@ std::string seconds_text(double s) {
   return fmt::format("{:.3f} s", s);
 }
 
-nlohmann::json to_json(const result_row& r, const std::string& size, unsigned repeat) {
-  nlohmann::json j;
+nlohmann::ordered_json to_json(const result_row& r, const std::string& size, unsigned repeat) {
+  nlohmann::ordered_json j;
   j["kernel"] = r.kernel;
   j["backend"] = std::string(to_string(r.backend));
   j["skipped"] = r.skipped;
@@ -419,19 +428,26 @@ nlohmann::json to_json(const result_row& r, const std::string& size, unsigned re
       j[key] = nullptr;
     }
     j["repeat"] = 0;
-    j["seconds"] = nlohmann::json::array();
+    j["seconds"] = nlohmann::ordered_json::array();
     return j;
   }
+  // A backend that failed before its first timed run has no numbers: null, not 0.
+  const bool timed = !r.seconds.empty();
+  auto number = [timed](std::optional<double> v) {
+    return timed && v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
+  };
   j["repeat"] = repeat;
   j["seconds"] = r.seconds;
-  j["median_seconds"] = r.median;
-  j["items_per_second"] = r.items_per_second;
-  j["gb_per_second"] = r.gb_per_second ? nlohmann::json(*r.gb_per_second) : nlohmann::json(nullptr);
-  j["speedup_vs_serial"] = r.speedup;
+  j["median_seconds"] = number(r.median);
+  j["items_per_second"] = number(r.items_per_second);
+  j["gb_per_second"] = number(r.gb_per_second);
+  j["speedup_vs_serial"] = number(r.speedup > 0 ? std::optional<double>(r.speedup) : std::nullopt);
   j["workers"] = r.workers;
   const std::optional<backend_kind> ran_on = mostly_ran_on(r);
-  j["ran_on"] = ran_on ? nlohmann::json(std::string(to_string(*ran_on))) : nlohmann::json(nullptr);
+  j["ran_on"] = ran_on ? nlohmann::ordered_json(std::string(to_string(*ran_on)))
+                       : nlohmann::ordered_json(nullptr);
   j["result_matches_serial"] = r.matches_serial;
+  if (!r.error.empty()) j["error"] = r.error;
   if (r.backend == backend_kind::automatic) j["decision"] = r.decision;
   if (!r.note.empty()) j["note"] = r.note;
   return j;
@@ -459,24 +475,38 @@ void print_table(const std::vector<result_row>& rows, const backend_plan& backen
     } else if (r.automatic_choice) {
       mark = "<- automatic's choice";
     }
-    if (!r.matches_serial) mark += mark.empty() ? "MISMATCH" : ", MISMATCH";
-    if (r.seconds.empty()) {
-      fmt::print("{:<14} {:<10} {:>18} {:>10}  {}\n", r.kernel, to_string(r.backend),
-                 si(static_cast<double>(r.items)) + " " + r.unit + "s", "failed", mark);
-      continue;
+    if (!r.error.empty()) {
+      mark = fmt::format("FAILED: {}", r.error);
+    } else if (!r.matches_serial) {
+      mark += mark.empty() ? "MISMATCH" : ", MISMATCH";
     }
-    fmt::print("{:<14} {:<10} {:>18} {:>10} {:>10} {:>7} {:>6.2f}x  {}\n", r.kernel,
-               to_string(r.backend), si(static_cast<double>(r.items)) + " " + r.unit + "s",
-               seconds_text(r.median), si(r.items_per_second),
-               r.gb_per_second ? fmt::format("{:.1f}", *r.gb_per_second) : std::string("-"),
-               r.speedup, mark);
+    const std::string items = si(static_cast<double>(r.items)) + " " + r.unit + "s";
+    std::string line =
+        r.seconds.empty()
+            ? fmt::format("{:<14} {:<10} {:>18} {:>10} {:>10} {:>7} {:>7}  {}", r.kernel,
+                          to_string(r.backend), items, "-", "-", "-", "-", mark)
+            : fmt::format(
+                  "{:<14} {:<10} {:>18} {:>10} {:>10} {:>7} {:>6.2f}x  {}", r.kernel,
+                  to_string(r.backend), items, seconds_text(r.median), si(r.items_per_second),
+                  r.gb_per_second ? fmt::format("{:.1f}", *r.gb_per_second) : std::string("-"),
+                  r.speedup, mark);
+    line.erase(line.find_last_not_of(' ') + 1);
+    fmt::print("{}\n", line);
   }
 
-  fmt::print("\nautomatic's decisions\n");
+  std::vector<std::string> decisions;
+  std::vector<std::string> notes;
   for (const result_row& r : rows) {
     if (r.backend == backend_kind::automatic && !r.decision.empty()) {
-      fmt::print("  {:<14} {}\n", r.kernel, r.decision);
+      decisions.push_back(fmt::format("  {:<14} {}", r.kernel, r.decision));
     }
+    if (!r.note.empty()) {
+      notes.push_back(fmt::format("  {} on {}: {}", r.kernel, to_string(r.backend), r.note));
+    }
+  }
+  if (!decisions.empty()) {
+    fmt::print("\nautomatic's decisions\n");
+    for (const std::string& d : decisions) fmt::print("{}\n", d);
   }
   if (!backends.skipped.empty()) {
     fmt::print("\nskipped backends\n");
@@ -484,16 +514,13 @@ void print_table(const std::vector<result_row>& rows, const backend_plan& backen
       fmt::print("  {:<14} {}\n", to_string(kind), reason);
     }
   }
-  std::vector<std::string> notes;
-  for (const result_row& r : rows) {
-    if (!r.note.empty()) notes.push_back(fmt::format("  {} on {}: {}", r.kernel, to_string(r.backend), r.note));
-  }
   if (!notes.empty()) {
     fmt::print("\nnotes\n");
     for (const std::string& n : notes) fmt::print("{}\n", n);
   }
-  fmt::print("\nresults checked against serial: bitwise for mandelbrot and pi, within 1e-12 "
-             "relative for the floating-point kernels\n");
+  fmt::print(
+      "\nresults checked against serial: bitwise for mandelbrot and pi, within 1e-12 "
+      "relative for the floating-point kernels\n");
   for (const std::string& s : summaries) fmt::print("{}\n", s);
 }
 
@@ -508,6 +535,15 @@ int run_bench(const bench_args& args) {
         std::find(args.kernels.begin(), args.kernels.end(), name) != args.kernels.end()) {
       selected.push_back(name);
     }
+  }
+
+  // Start what starts on first use (the thread pool, which also times its fork-join then)
+  // before any timed run, so that the first kernel does not pay for it.
+  for (backend_kind kind : backends.run) {
+    if (kind == backend_kind::automatic) continue;
+    polymap::for_each(
+        4 * topology::current().usable_count(), [](std::size_t) noexcept {},
+        options{.backend = kind});
   }
 
   std::vector<result_row> rows;
@@ -550,7 +586,7 @@ int run_bench(const bench_args& args) {
   }
 
   if (args.json) {
-    nlohmann::json out = nlohmann::json::array();
+    nlohmann::ordered_json out = nlohmann::ordered_json::array();
     for (const result_row& r : rows) out.push_back(to_json(r, args.size, args.repeat));
     fmt::print("{}\n", out.dump(2));
   } else {

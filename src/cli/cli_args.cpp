@@ -56,8 +56,12 @@ void add_commands(CLI::App& app, cli_args& args) {
       "bench",
       "Run the built-in kernels on every available backend and on automatic; check that every "
       "backend's results equal serial's");
-  bench->add_flag("--json", args.bench.json, "Print a JSON array of result rows instead of a table");
-  bench->add_option("--size", args.bench.size, "Problem size")
+  bench->add_flag("--json", args.bench.json,
+                  "Print a JSON array of result rows instead of a table");
+  bench
+      ->add_option("--size", args.bench.size,
+                   "Problem size: small (well under a second), medium (a few seconds on 2 cores), "
+                   "large (about 1 GB of memory)")
       ->check(CLI::IsMember({"small", "medium", "large"}))
       ->capture_default_str();
   bench->add_option("--repeat", args.bench.repeat, "Timed runs per kernel and backend (median)")

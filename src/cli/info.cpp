@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace polymap::cli {
@@ -61,10 +62,10 @@ std::string plural(std::size_t n, const char* one, const char* many) {
 }
 
 int print_json(const topology& topo) {
-  nlohmann::json j;
+  nlohmann::ordered_json j;
   j["version"] = std::string(polymap::version);
   j["library_version"] = std::string(polymap::library_version());
-  nlohmann::json t;
+  nlohmann::ordered_json t;
   t["source"] = topo.source();
   t["packages"] = topo.packages().size();
   t["numa_nodes"] = topo.numa_nodes().size();
@@ -74,11 +75,12 @@ int print_json(const topology& topo) {
   t["usable_cpu_list"] = detail::format_cpu_list(topo.usable_pus());
   t["usable_cores"] = topo.usable_cores().size();
   t["usable_count"] = topo.usable_count();
-  t["cpu_quota"] = topo.cpu_quota() ? nlohmann::json(*topo.cpu_quota()) : nlohmann::json(nullptr);
+  t["cpu_quota"] = topo.cpu_quota() ? nlohmann::ordered_json(*topo.cpu_quota())
+                                    : nlohmann::ordered_json(nullptr);
   t["reasons"] = topo.reasons();
   j["topology"] = std::move(t);
 
-  nlohmann::json backends = nlohmann::json::array();
+  nlohmann::ordered_json backends = nlohmann::ordered_json::array();
   for (const backend_row& row : backend_rows()) {
     backends.push_back({{"name", row.name},
                         {"built", row.built},
@@ -90,10 +92,10 @@ int print_json(const topology& topo) {
                 {"cuda", POLYMAP_HAS_CUDA != 0},
                 {"kokkos", POLYMAP_HAS_KOKKOS != 0},
                 {"mpi", POLYMAP_HAS_MPI != 0}};
-  nlohmann::json env = nlohmann::json::object();
+  nlohmann::ordered_json env = nlohmann::ordered_json::object();
   for (const char* name : steering_variables) {
     const std::optional<std::string> value = env_value(name);
-    env[name] = value ? nlohmann::json(*value) : nlohmann::json(nullptr);
+    env[name] = value ? nlohmann::ordered_json(*value) : nlohmann::ordered_json(nullptr);
   }
   j["environment"] = std::move(env);
   fmt::print("{}\n", j.dump(2));
@@ -107,32 +109,37 @@ int print_text(const topology& topo) {
   }
   fmt::print("\n\n");
 
-  fmt::print("topology      {}\n", topo.source());
-  fmt::print("machine       {}, {}, {}, {}\n",
+  fmt::print("{:<16}{}\n", "topology", topo.source());
+  fmt::print("{:<16}{}, {}, {}, {}\n", "machine",
              plural(topo.packages().size(), "package", "packages"),
              plural(topo.numa_nodes().size(), "NUMA node", "NUMA nodes"),
-             plural(topo.cores().size(), "core", "cores"),
-             plural(topo.pus().size(), "PU", "PUs"));
-  fmt::print("usable PUs    {} ({} on {})\n", detail::format_cpu_list(topo.usable_pus()),
-             topo.usable_pus().size(), plural(topo.usable_cores().size(), "core", "cores"));
-  fmt::print("CPU quota     {}\n",
+             plural(topo.cores().size(), "core", "cores"), plural(topo.pus().size(), "PU", "PUs"));
+  fmt::print("{:<16}{} ({} on {})\n", "usable PUs", detail::format_cpu_list(topo.usable_pus()),
+             plural(topo.usable_pus().size(), "PU", "PUs"),
+             plural(topo.usable_cores().size(), "core", "cores"));
+  fmt::print("{:<16}{}\n", "CPU quota",
              topo.cpu_quota() ? fmt::format("{:g} CPUs", *topo.cpu_quota()) : std::string("none"));
-  fmt::print("usable workers {}\n", topo.usable_count());
-  for (const std::string& reason : topo.reasons()) fmt::print("  {}\n", reason);
-
+  fmt::print("{:<16}{}\n", "usable workers", topo.usable_count());
+  for (const std::string& reason : topo.reasons()) fmt::print("{:<16}{}\n", "", reason);
   fmt::print("\nbackends\n");
   for (const backend_row& row : backend_rows()) {
     const char* state = !row.built ? "not built" : row.available ? "available" : "unavailable";
-    fmt::print("  {:<10} {:<12} {}\n", row.name, state, row.status);
+    fmt::print("  {:<14}{:<12}{}\n", row.name, state, row.status);
   }
-  fmt::print("\nbuilt with    hwloc {}, cuda {}, kokkos {}, mpi {}\n",
+  fmt::print("\n{:<16}hwloc {}, cuda {}, kokkos {}, mpi {}\n", "built with",
              POLYMAP_HAS_HWLOC ? "yes" : "no", POLYMAP_HAS_CUDA ? "yes" : "no",
              POLYMAP_HAS_KOKKOS ? "yes" : "no", POLYMAP_HAS_MPI ? "yes" : "no");
 
   fmt::print("\nenvironment\n");
   for (const char* name : steering_variables) {
     const std::optional<std::string> value = env_value(name);
-    fmt::print("  {:<16} {}\n", name, value ? "\"" + *value + "\"" : std::string("(unset)"));
+    std::string shown = value ? fmt::format("\"{}\"", *value) : std::string("(unset)");
+    // The library reads it only when an automatic call starts, and throws then: say it now.
+    if (std::string_view(name) == "POLYMAP_BACKEND" && value && !value->empty() &&
+        !parse_backend(*value)) {
+      shown += " (not a backend: every automatic call will throw option_error)";
+    }
+    fmt::print("  {:<18}{}\n", name, shown);
   }
   return exit_ok;
 }

@@ -7,8 +7,8 @@
 #include "cli/cli_args.hpp"
 #include "cli/commands.hpp"
 
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <CLI/CLI.hpp>
 
 #include <cstdio>
 #include <exception>
@@ -31,13 +31,16 @@ int main(int argc, char** argv) {
 
   try {
     switch (args.what) {
-      case command::info: return run_info(args.info);
-      case command::bench: return run_bench(args.bench);
+      case command::info:
+        return run_info(args.info);
+      case command::bench:
+        return run_bench(args.bench);
       case command::not_implemented:
         fmt::print(stderr, "polymap {}: not implemented in polymap {} yet (see README)\n",
                    args.command_name, polymap::version);
         return exit_usage;
-      case command::none: break;
+      case command::none:
+        break;
     }
     std::cerr << app.help();
     return exit_usage;

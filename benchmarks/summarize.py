@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+# SPDX-FileCopyrightText: polymap contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Summarise Google Benchmark JSON files of the polymap benchmarks as markdown.
+
+Usage: summarize.py RESULT.json [RESULT.json ...] [--workers N]
+
+Benchmarks are named BM_<Workload>/<peer>/<n> (Google Benchmark appends /real_time).
+For every workload and n, prints the median wall time of each peer, its rate, its spread
+(coefficient of variation over the repetitions) and, higher being better everywhere:
+  vs serial     serial time / time (the speedup)
+  vs best peer  best peer time / time, for polymap rows; the best peer is the fastest
+                entry that is neither serial nor polymap
+  vs best       the same against the faster of serial and the best peer
+BM_Overhead also gets the scheduling cost per item, (time * workers - serial time) / n.
+A last table checks the targets of docs/benchmarks.md. Only the standard library is used.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+POLYMAP_PREFIX = "polymap_"
+
+
+def load(paths):
+    """Returns ({(workload, n): {peer: row}}, context of the first file).
+
+    A row holds the median real time in ns, the cv and the rates. With repetitions the
+    'median' and 'cv' aggregates are used; a single run (no aggregates) uses its
+    iterations' own figures.
+    """
+    context = {}
+    runs = defaultdict(lambda: {"iterations": [], "aggregates": {}})
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if not context:
+            context = data.get("context", {})
+        for b in data.get("benchmarks", []):
+            if b.get("error_occurred"):
+                print(f"warning: {b['name']}: {b.get('error_message', 'error')}", file=sys.stderr)
+                continue
+            run_name = b.get("run_name", b["name"])
+            if b.get("run_type") == "aggregate":
+                runs[run_name]["aggregates"][b.get("aggregate_name")] = b
+            else:
+                runs[run_name]["iterations"].append(b)
+    table = defaultdict(dict)
+    for run_name, r in runs.items():
+        parts = [p for p in run_name.split("/") if p != "real_time"]
+        if len(parts) < 2:
+            continue
+        workload = parts[0].removeprefix("BM_")
+        peer = parts[1]
+        n = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 0
+        median = r["aggregates"].get("median")
+        if median is not None:
+            ns = to_ns(median["real_time"], median["time_unit"])
+            cv = r["aggregates"].get("cv")
+            row = {
+                "ns": ns,
+                "cv": cv["real_time"] if cv else None,
+                "bytes_per_second": median.get("bytes_per_second"),
+                "items_per_second": median.get("items_per_second"),
+                "reps": median.get("repetitions", 1),
+            }
+        elif r["iterations"]:
+            its = r["iterations"]
+            times = [to_ns(b["real_time"], b["time_unit"]) for b in its]
+            row = {
+                "ns": statistics.median(times),
+                "cv": statistics.stdev(times) / statistics.mean(times) if len(times) > 1 else None,
+                "bytes_per_second": median_of(its, "bytes_per_second"),
+                "items_per_second": median_of(its, "items_per_second"),
+                "reps": len(its),
+            }
+        else:
+            continue
+        table[(workload, n)][peer] = row
+    return table, context
+
+
+def median_of(rows, key):
+    values = [b[key] for b in rows if key in b]
+    return statistics.median(values) if values else None
+
+
+def to_ns(value, unit):
+    return value * {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}[unit]
+
+
+def fmt_time(ns):
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if ns >= scale:
+            return f"{ns / scale:.3g} {unit}"
+    return f"{ns:.3g} ns"
+
+
+# Workloads whose rate is quoted in bytes; the others in items (rows, items) per second.
+BYTE_RATES = {"Daxpy"}
+
+
+def fmt_rate(row, workload):
+    if workload in BYTE_RATES and row.get("bytes_per_second"):
+        return f"{row['bytes_per_second'] / 1e9:.3g} GB/s"
+    if row.get("items_per_second"):
+        return f"{row['items_per_second'] / 1e6:.3g} M items/s"
+    return ""
+
+
+def fmt_ratio(x):
+    return f"{x:.2f}x" if x is not None else ""
+
+
+def is_peer(name):
+    return name != "serial" and not name.startswith(POLYMAP_PREFIX)
+
+
+def best_peer(peers, among=None):
+    """(name, ns) of the fastest peer that is neither serial nor polymap, or None."""
+    cands = [(p, r["ns"]) for p, r in peers.items()
+             if is_peer(p) and (among is None or any(p.startswith(a) for a in among))]
+    return min(cands, key=lambda c: c[1]) if cands else None
+
+
+def size_label(n):
+    if n > 0 and n & (n - 1) == 0 and n >= 1024:
+        return f"{n} (2^{n.bit_length() - 1})"
+    return str(n)
+
+
+def workload_tables(table, workers):
+    out = []
+    workloads = sorted({w for w, _ in table}, key=workload_order)
+    for w in workloads:
+        overhead = w == "Overhead"
+        out.append(f"### {w}\n")
+        head = ["n", "peer", "median", "rate", "cv", "vs serial", "vs best peer", "vs best"]
+        if overhead:
+            head.append("overhead/item")
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for n in sorted(n for ww, n in table if ww == w):
+            peers = table[(w, n)]
+            serial = peers.get("serial")
+            best = best_peer(peers)
+            for p in sorted(peers, key=peer_order):
+                r = peers[p]
+                vs_serial = serial["ns"] / r["ns"] if serial else None
+                vs_best = vs_best_all = None
+                best_text = ""
+                if p.startswith(POLYMAP_PREFIX) and best:
+                    vs_best = best[1] / r["ns"]
+                    best_text = f"{fmt_ratio(vs_best)} ({best[0]})"
+                    floor = min(best[1], serial["ns"]) if serial else best[1]
+                    vs_best_all = floor / r["ns"]
+                elif best and p == best[0]:
+                    best_text = "best peer"
+                cv = f"{r['cv'] * 100:.1f}%" if r["cv"] is not None else ""
+                cells = [size_label(n), p, fmt_time(r["ns"]), fmt_rate(r, w), cv,
+                         fmt_ratio(vs_serial), best_text, fmt_ratio(vs_best_all)]
+                if overhead:
+                    cells.append(f"{per_item_overhead(r, serial, workers, n):.1f} ns"
+                                 if serial and p != "serial" and n else "")
+                out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
+def per_item_overhead(row, serial, workers, n):
+    return (row["ns"] * workers - serial["ns"]) / n
+
+
+def workload_order(w):
+    order = ["Daxpy", "ForkJoin", "EmptyForkJoin", "Mandelbrot", "Overhead"]
+    return (order.index(w) if w in order else len(order), w)
+
+
+def peer_order(p):
+    if p == "serial":
+        return (0, p)
+    if p.startswith(POLYMAP_PREFIX):
+        return (2, p)
+    return (1, p)
+
+
+def targets(table, workers):
+    """Rows (target, measured, ok) for the targets in docs/benchmarks.md that the data covers."""
+    rows = []
+
+    def get(w, n, p):
+        return table.get((w, n), {}).get(p)
+
+    big = 1 << 26
+    peers = table.get(("Daxpy", big), {})
+    best = best_peer(peers, among=["openmp_static", "tbb", "std_par"])
+    for p in ("polymap_auto", "polymap_threads"):
+        r = peers.get(p)
+        if r and best:
+            x = best[1] / r["ns"]
+            rows.append((f"daxpy 2^26, {p} >= 1.00x best of OpenMP static/TBB/std::par",
+                         f"{x:.2f}x ({best[0]})", x >= 1.0))
+    for n in (1 << 10, 1 << 16):
+        peers = table.get(("Daxpy", n), {})
+        r, serial, best = peers.get("polymap_auto"), peers.get("serial"), best_peer(peers)
+        if r and serial and best:
+            floor = min(serial["ns"], best[1])
+            x = floor / r["ns"]
+            rows.append((f"daxpy 2^{n.bit_length() - 1}, polymap_auto never slower than the "
+                         "better of serial and the best peer",
+                         f"{fmt_time(r['ns'])} vs {fmt_time(floor)} ({x:.2f}x)", x >= 1.0))
+    fj = [(n, r) for (w, n), peers in table.items() if w == "ForkJoin"
+          for p, r in peers.items() if p == "polymap_threads"]
+    for n, r in fj:
+        rows.append(("two items of 5 us on threads <= 6.0 us median",
+                     fmt_time(r["ns"]), r["ns"] <= 6000.0))
+    for (w, n), peers in table.items():
+        if w != "Mandelbrot" or "serial" not in peers:
+            continue
+        for p in ("polymap_auto", "polymap_threads"):
+            if p in peers:
+                x = peers["serial"]["ns"] / peers[p]["ns"]
+                rows.append((f"Mandelbrot {n}x{n}, {p} speedup >= 1.95x over serial",
+                             f"{x:.2f}x", x >= 1.95))
+    for (w, n), peers in table.items():
+        if w != "Overhead" or "serial" not in peers or n == 0:
+            continue
+        for p in ("polymap_auto", "polymap_threads"):
+            if p in peers:
+                o = per_item_overhead(peers[p], peers["serial"], workers, n)
+                rows.append((f"{n} items of ~70 ns, {p} overhead per item <= 5 ns",
+                             f"{o:.1f} ns", o <= 5.0))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="+", help="Google Benchmark JSON output files")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="parallel workers for the overhead formula (default: the "
+                         "benchmark's omp_max_threads, else num_cpus)")
+    args = ap.parse_args()
+    table, context = load(args.files)
+    if not table:
+        print("no benchmark results found", file=sys.stderr)
+        return 1
+    workers = args.workers or int(context.get("omp_max_threads") or context.get("num_cpus") or 1)
+    reps = sorted({r["reps"] for peers in table.values() for r in peers.values()})
+    print(f"Medians of {'/'.join(map(str, reps))} repetition(s); {workers} workers; "
+          f"library build: {context.get('library_build_type', '?')}; "
+          f"load average at start: {context.get('load_avg', '?')}.")
+    print("Ratios are speeds (higher is better): vs serial = serial time / time; "
+          "vs best peer = best non-polymap parallel peer's time / time; "
+          "vs best = the faster of serial and the best peer / time.\n")
+    print("\n".join(workload_tables(table, workers)))
+    rows = targets(table, workers)
+    if rows:
+        print("### Targets\n")
+        print("| target | measured | met |")
+        print("|---|---|---|")
+        for t, m, ok in rows:
+            print(f"| {t} | {m} | {'yes' if ok else '**no**'} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// End-to-end tests of the polymap command: each test runs the built binary and checks its
+// exit status and output, as a user or a script would see them.
+
+#include <polymap/topology.hpp>
+#include <polymap/version.hpp>
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct cli_result {
+  int status = -1;  // exit status, or -1 when it did not exit normally
+  std::string out;  // stdout, with stderr too when asked
+};
+
+std::string shell_quote(const std::string& arg) {
+  std::string quoted = "'";
+  for (char c : arg) {
+    if (c == '\'') {
+      quoted += "'\\''";
+    } else {
+      quoted += c;
+    }
+  }
+  quoted += '\'';
+  return quoted;
+}
+
+/// Runs `polymap args...` and returns its exit status and output: stdout alone (stderr is
+/// dropped, so that JSON parses) or stdout and stderr merged.
+cli_result run_cli(const std::vector<std::string>& args, bool with_stderr = true) {
+  std::string command = shell_quote(POLYMAP_CLI_PATH);
+  for (const std::string& arg : args) {
+    // Two appends, not `" " + shell_quote(arg)`: GCC 12 at -O3 warns a false -Wrestrict on
+    // that (https://gcc.gnu.org/bugzilla/show_bug.cgi?id=105329; drop with GCC 12).
+    command += ' ';
+    command += shell_quote(arg);
+  }
+  command += with_stderr ? " 2>&1" : " 2>/dev/null";
+  cli_result result;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  std::array<char, 4096> buffer{};
+  std::size_t n = 0;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) {
+    result.out.append(buffer.data(), n);
+  }
+  const int wait_status = pclose(pipe);
+  if (wait_status != -1 && WIFEXITED(wait_status)) result.status = WEXITSTATUS(wait_status);
+  return result;
+}
+
+const std::vector<std::string> kernels = {"saxpy", "stencil", "mandelbrot", "black_scholes", "pi"};
+
+TEST(Cli, InfoMentionsUsableWorkerCount) {
+  const cli_result r = run_cli({"info"});
+  ASSERT_EQ(r.status, 0) << r.out;
+  const std::string expected =
+      "usable workers  " + std::to_string(polymap::topology::current().usable_count());
+  EXPECT_NE(r.out.find(expected), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("threads"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("POLYMAP_BACKEND"), std::string::npos) << r.out;
+}
+
+TEST(Cli, InfoJsonMatchesTopology) {
+  const cli_result r = run_cli({"info", "--json"}, false);
+  ASSERT_EQ(r.status, 0) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  const polymap::topology& topo = polymap::topology::current();
+  EXPECT_EQ(j.at("version").get<std::string>(), std::string(polymap::version));
+  EXPECT_EQ(j.at("topology").at("usable_count").get<std::size_t>(), topo.usable_count());
+  EXPECT_EQ(j.at("topology").at("usable_pus").get<std::vector<int>>(), topo.usable_pus());
+  EXPECT_EQ(j.at("topology").at("cores").get<std::size_t>(), topo.cores().size());
+  std::map<std::string, bool> built;
+  for (const nlohmann::json& b : j.at("backends")) {
+    built[b.at("name").get<std::string>()] = b.at("built").get<bool>();
+  }
+  EXPECT_TRUE(built.at("serial"));
+  EXPECT_TRUE(built.at("threads"));
+  EXPECT_EQ(built.size(), 6U);
+}
+
+TEST(Cli, BenchJsonListsEveryKernelOnEveryBackend) {
+  const cli_result r = run_cli({"bench", "--json", "--size", "small", "--repeat", "1"}, false);
+  ASSERT_EQ(r.status, 0) << r.out;
+  const nlohmann::json rows = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(rows.is_array());
+
+  std::map<std::string, std::set<std::string>> ran;  // kernel -> backends that ran
+  std::map<std::string, int> automatic_rows;
+  std::map<std::string, int> chosen_rows;
+  std::map<std::string, std::string> automatic_ran_on;
+  std::map<std::string, std::string> chosen_backend;
+  for (const nlohmann::json& row : rows) {
+    const auto kernel = row.at("kernel").get<std::string>();
+    const auto backend = row.at("backend").get<std::string>();
+    if (row.at("skipped").get<bool>()) {
+      EXPECT_FALSE(row.at("reason").get<std::string>().empty()) << row.dump();
+      continue;
+    }
+    ran[kernel].insert(backend);
+    EXPECT_GT(row.at("items").get<double>(), 0) << row.dump();
+    EXPECT_GT(row.at("median_seconds").get<double>(), 0) << row.dump();
+    EXPECT_GT(row.at("items_per_second").get<double>(), 0) << row.dump();
+    EXPECT_GT(row.at("speedup_vs_serial").get<double>(), 0) << row.dump();
+    EXPECT_TRUE(row.at("result_matches_serial").get<bool>()) << row.dump();
+    if (backend == "automatic") {
+      ++automatic_rows[kernel];
+      automatic_ran_on[kernel] = row.at("ran_on").get<std::string>();
+    }
+    if (row.at("automatic_choice").get<bool>()) {
+      ++chosen_rows[kernel];
+      chosen_backend[kernel] = backend;
+    }
+  }
+  for (const std::string& kernel : kernels) {
+    SCOPED_TRACE(kernel);
+    EXPECT_TRUE(ran[kernel].contains("serial"));
+    EXPECT_TRUE(ran[kernel].contains("threads"));
+    EXPECT_TRUE(ran[kernel].contains("automatic"));
+    EXPECT_EQ(automatic_rows[kernel], 1);
+    // The row marked as automatic's choice is the backend the automatic row ran on.
+    EXPECT_EQ(chosen_rows[kernel], 1);
+    EXPECT_EQ(chosen_backend[kernel], automatic_ran_on[kernel]);
+  }
+}
+
+TEST(Cli, BenchKernelOptionSelectsKernels) {
+  const cli_result r = run_cli(
+      {"bench", "--json", "--size", "small", "--repeat", "1", "--kernel", "pi,saxpy"}, false);
+  ASSERT_EQ(r.status, 0) << r.out;
+  std::set<std::string> seen;
+  for (const nlohmann::json& row : nlohmann::json::parse(r.out)) {
+    seen.insert(row.at("kernel").get<std::string>());
+  }
+  EXPECT_EQ(seen, (std::set<std::string>{"pi", "saxpy"}));
+}
+
+TEST(Cli, BenchPrintsTable) {
+  const cli_result r = run_cli({"bench", "--size", "small", "--repeat", "1", "--kernel", "pi"});
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("automatic's choice"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("pi ~ 3.1"), std::string::npos) << r.out;
+}
+
+TEST(Cli, UnknownOptionExitsTwoNamingIt) {
+  const cli_result r = run_cli({"info", "--no-such-option"});
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("--no-such-option"), std::string::npos) << r.out;
+}
+
+TEST(Cli, UnknownCommandExitsTwoNamingIt) {
+  const cli_result r = run_cli({"frobnicate"});
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("frobnicate"), std::string::npos) << r.out;
+}
+
+TEST(Cli, BadOptionValueExitsTwo) {
+  const cli_result r = run_cli({"bench", "--size", "huge"});
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("huge"), std::string::npos) << r.out;
+}
+
+TEST(Cli, FutureCommandsExitTwoNotImplemented) {
+  for (const char* command : {"run", "status", "watch", "calibrate"}) {
+    SCOPED_TRACE(command);
+    const cli_result r = run_cli({command});
+    EXPECT_EQ(r.status, 2) << r.out;
+    EXPECT_NE(r.out.find("not implemented"), std::string::npos) << r.out;
+  }
+  // A full command line of the design reaches the same message, not an option error.
+  const cli_result r =
+      run_cli({"run", "-j", "2", "--bind", "core", "--", "echo", "{}", ":::", "1"});
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("polymap run: not implemented"), std::string::npos) << r.out;
+}
+
+TEST(Cli, VersionPrintsVersion) {
+  const cli_result r = run_cli({"--version"});
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find(std::string(polymap::version)), std::string::npos) << r.out;
+}
+
+TEST(Cli, NoCommandPrintsUsageAndExitsTwo) {
+  const cli_result r = run_cli({});
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("bench"), std::string::npos) << r.out;
+}
+
+TEST(Cli, HelpExitsZero) {
+  const cli_result r = run_cli({"--help"});
+  EXPECT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("Exit status"), std::string::npos) << r.out;
+}
+
+}  // namespace
