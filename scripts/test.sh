@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# SPDX-FileCopyrightText: polymap contributors
+# SPDX-License-Identifier: Apache-2.0
+#
+# Builds and runs every test configuration: an optimised build with warnings as errors
+# (unit, backend, CLI, header, example and CMake-consumer tests), then the unit and backend
+# suites under ASan+UBSan and under TSan. Stops at the first failure.
+# Usage: scripts/test.sh [release|asan|tsan]...   (default: all three)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+jobs=$(nproc)
+configs=("$@")
+((${#configs[@]} == 0)) && configs=(release asan tsan)
+
+run_config() {
+  local name=$1
+  shift
+  local dir=build-test-$name
+  echo "== polymap tests: $name =="
+  cmake -S . -B "$dir" -G Ninja -DPOLYMAP_WERROR=ON -DPOLYMAP_BUILD_TESTS=ON "$@"
+  cmake --build "$dir" -j "$jobs"
+  (cd "$dir" && ctest --output-on-failure -j "$jobs" --timeout 600)
+}
+
+for config in "${configs[@]}"; do
+  case $config in
+    release)
+      run_config release -DCMAKE_BUILD_TYPE=Release
+      ;;
+    asan)
+      # The sanitizer builds test the library: no CLI, examples or benchmarks.
+      ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        run_config asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOLYMAP_SANITIZE=address,undefined \
+        -DPOLYMAP_BUILD_CLI=OFF -DPOLYMAP_BUILD_EXAMPLES=OFF
+      ;;
+    tsan)
+      TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+        run_config tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOLYMAP_SANITIZE=thread \
+        -DPOLYMAP_BUILD_CLI=OFF -DPOLYMAP_BUILD_EXAMPLES=OFF
+      ;;
+    *)
+      echo "scripts/test.sh: unknown configuration '$config' (release, asan or tsan)" >&2
+      exit 2
+      ;;
+  esac
+done
+echo "== polymap tests: all passed (${configs[*]}) =="
