@@ -30,33 +30,37 @@ inline std::uint64_t spin(std::uint64_t iters, std::uint64_t seed) noexcept {
   return x;
 }
 
-/// Shortest wall time, in seconds, of `reps` calls of spin(iters). The minimum, not the
-/// median: on a shared machine a run is only ever slowed down (preempted), never sped up,
-/// and an item calibrated on slowed runs would come out too short.
-inline double time_spin(std::uint64_t iters, int reps) {
+/// Shortest wall time, in seconds, of one item of spin(iters) when `batch` independent
+/// items run back to back, as a loop over items runs them (an out-of-order core overlaps
+/// the tail of one short item with the head of the next, so a 70 ns chain alone is not a
+/// 70 ns item in a loop). The minimum of `reps` runs, not the median: on a shared machine
+/// a run is only ever slowed down (preempted), and an item calibrated on slowed runs
+/// would come out too short.
+inline double time_items(std::uint64_t iters, std::uint64_t batch, int reps) {
   using clock = std::chrono::steady_clock;
   double best = 0;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = clock::now();
-    consume(spin(iters, static_cast<std::uint64_t>(r)));
+    for (std::uint64_t b = 0; b < batch; ++b) consume(spin(iters, b));
     const double t = std::chrono::duration<double>(clock::now() - t0).count();
     if (r == 0 || t < best) best = t;
   }
-  return best;
+  return best / static_cast<double>(batch);
 }
 
-/// The number of spin() iterations that takes about `seconds` on this core, measured with
-/// steady_clock: a rough rate from a long run, then one correction at the target length.
+/// The number of spin() iterations that makes an item of about `seconds` on this core,
+/// measured with steady_clock: a rough rate from one long chain, then corrections against
+/// batches of items of the chosen length (about 1 ms per batch, so that reading the clock
+/// costs nothing).
 inline std::uint64_t calibrate_spin(double seconds) {
   constexpr std::uint64_t probe = 1U << 22;
-  (void)time_spin(probe, 3);  // wake the core up
-  const double per_iter = time_spin(probe, 5) / static_cast<double>(probe);
+  (void)time_items(probe, 1, 3);  // wake the core up
+  const double per_iter = time_items(probe, 1, 5) / static_cast<double>(probe);
   auto iters = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(seconds / per_iter));
-  // Short runs pay the clock read twice; correct once against a direct measurement, in
-  // batches so that the clock's own cost does not dominate short targets.
-  const std::uint64_t batch = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(1e-3 / seconds));
-  const double measured = time_spin(iters * batch, 21) / static_cast<double>(batch);
-  if (measured > 0) {
+  const auto batch = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(1e-3 / seconds));
+  for (int round = 0; round < 3; ++round) {
+    const double measured = time_items(iters, batch, 11);
+    if (measured <= 0) break;
     iters = std::max<std::uint64_t>(
         1, static_cast<std::uint64_t>(static_cast<double>(iters) * seconds / measured));
   }
@@ -75,12 +79,12 @@ inline void note_calibration(const std::string& what, std::uint64_t iters, doubl
 
 /// main() for a benchmark program whose benchmarks are registered by `register_fn()` once
 /// Google Benchmark has parsed its flags (so --help and bad flags cost no calibration).
-#define POLYMAP_BENCHMARK_MAIN(register_fn)                          \
-  int main(int argc, char** argv) {                                  \
-    benchmark::Initialize(&argc, argv);                              \
+#define POLYMAP_BENCHMARK_MAIN(register_fn)                           \
+  int main(int argc, char** argv) {                                   \
+    benchmark::Initialize(&argc, argv);                               \
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1; \
-    register_fn();                                                   \
-    benchmark::RunSpecifiedBenchmarks();                             \
-    benchmark::Shutdown();                                           \
-    return 0;                                                        \
+    register_fn();                                                    \
+    benchmark::RunSpecifiedBenchmarks();                              \
+    benchmark::Shutdown();                                            \
+    return 0;                                                         \
   }
