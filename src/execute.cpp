@@ -106,59 +106,45 @@ void set_inline_limit(double fork_join, std::size_t workers) {
   g_inline_limit.store(fork_join / (parallel_margin - 1.0 / p), std::memory_order_relaxed);
 }
 
-plan decide(map_job& job, function_stats& stats, bool may_sample) {
+/// The estimate of one backend for `left` items of `work` seconds in all. `verbose` fills
+/// in the reason a backend is not usable (text costs more than a small call's whole work).
+backend_estimate estimate(backend_kind kind, const options& o, std::size_t left, double work,
+                          bool verbose) {
+  backend_estimate e{.backend = kind, .usable = false, .why_not = {}, .seconds = 0, .workers = 0};
+  if (!is_built(kind)) {
+    if (verbose) e.why_not = not_built_reason(kind);
+    return e;
+  }
+  executor& ex = executor_for(kind);
+  if (!ex.available()) {
+    if (verbose) e.why_not = ex.status();
+    return e;
+  }
+  e.usable = true;
+  e.workers = std::min(ex.parallelism(o), std::max<std::size_t>(left, 1));
+  const double overhead = kind == backend_kind::serial ? 0 : ex.overhead_seconds();
+  if (kind == backend_kind::threads) set_inline_limit(overhead, ex.parallelism(o));
+  e.seconds = overhead + work / static_cast<double>(std::max<std::size_t>(e.workers, 1));
+  return e;
+}
+
+/// Decides where a call runs. Only a `verbose` decision (explain, POLYMAP_EXPLAIN, a
+/// report) carries its reasons and every backend's estimate: building that text would cost
+/// more than the fork-join of a small call.
+plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) {
   const options& o = *job.opts;
   plan p;
   p.items = job.end - job.begin;
   backend_kind requested = o.backend;
-  std::string source = "options::backend";
+  bool from_env = false;
   if (requested == backend_kind::automatic && !env().backend_text.empty()) {
     if (!env().backend) {
       throw option_error("POLYMAP_BACKEND", env().backend_text,
                          "automatic, serial, threads, processes, cuda, kokkos or mpi");
     }
     requested = *env().backend;
-    source = "POLYMAP_BACKEND";
+    from_env = true;
   }
-
-  // The per-item cost: from history when there is one, else from a sample.
-  double cost = stats.seconds_per_item.load(std::memory_order_relaxed);
-  if (cost > 0) {
-    p.cost_source = "history of " + std::to_string(stats.measured.load()) + " calls";
-  } else if (may_sample && job.begin < job.end) {
-    std::size_t sampled = 0;
-    cost = sample(job, sampled);
-    p.cost_source = "sampled " + std::to_string(sampled) + " items on the calling thread";
-    if (stats.seconds_per_item.load(std::memory_order_relaxed) <= 0) {
-      stats.seconds_per_item.store(cost, std::memory_order_relaxed);
-    }
-  } else {
-    p.cost_source = "unknown";
-  }
-  p.seconds_per_item = cost;
-
-  const std::size_t left = job.end - job.begin;
-  const double work = cost * static_cast<double>(left);
-  for (backend_kind kind : all_backends) {
-    backend_estimate e{.backend = kind, .usable = false, .why_not = {}, .seconds = 0, .workers = 0};
-    if (!is_built(kind)) {
-      e.why_not = not_built_reason(kind);
-    } else if (executor& ex = executor_for(kind); !ex.available()) {
-      e.why_not = ex.status();
-    } else {
-      e.usable = true;
-      e.workers = std::min(ex.parallelism(o), std::max<std::size_t>(left, 1));
-      const double overhead = kind == backend_kind::serial ? 0 : ex.overhead_seconds();
-      if (kind == backend_kind::threads) set_inline_limit(overhead, ex.parallelism(o));
-      e.seconds = overhead + work / static_cast<double>(std::max<std::size_t>(e.workers, 1));
-    }
-    p.estimates.push_back(std::move(e));
-  }
-  auto estimate_of = [&p](backend_kind k) -> const backend_estimate& {
-    return *std::find_if(p.estimates.begin(), p.estimates.end(),
-                         [k](const backend_estimate& e) { return e.backend == k; });
-  };
-
   if (requested != backend_kind::automatic) {
     if ((requested == backend_kind::serial || requested == backend_kind::threads) &&
         (o.timeout.count() > 0 || o.memory_limit != 0)) {
@@ -169,13 +155,52 @@ plan decide(map_job& job, function_stats& stats, bool may_sample) {
                          "none with backend " + std::string(to_string(requested)) +
                              ": only the processes backend can stop or cap an item");
     }
+  }
+
+  // The per-item cost: from history when there is one, else from a sample.
+  double cost = stats.seconds_per_item.load(std::memory_order_relaxed);
+  if (cost > 0) {
+    if (verbose) {
+      p.cost_source = "history of " + std::to_string(stats.measured.load()) + " calls";
+    }
+  } else if (may_sample && job.begin < job.end) {
+    std::size_t sampled = 0;
+    cost = sample(job, sampled);
+    if (verbose) {
+      p.cost_source = "sampled " + std::to_string(sampled) + " items on the calling thread";
+    }
+    if (stats.seconds_per_item.load(std::memory_order_relaxed) <= 0) {
+      stats.seconds_per_item.store(cost, std::memory_order_relaxed);
+    }
+  } else if (verbose) {
+    p.cost_source = "unknown";
+  }
+  p.seconds_per_item = cost;
+
+  const std::size_t left = job.end - job.begin;
+  const double work = cost * static_cast<double>(left);
+  backend_estimate serial = estimate(backend_kind::serial, o, left, work, verbose);
+  backend_estimate threads = estimate(backend_kind::threads, o, left, work, verbose);
+  if (verbose) {
+    for (backend_kind kind : all_backends) {
+      if (kind == backend_kind::serial) {
+        p.estimates.push_back(serial);
+      } else if (kind == backend_kind::threads) {
+        p.estimates.push_back(threads);
+      } else {
+        p.estimates.push_back(estimate(kind, o, left, work, true));
+      }
+    }
+  }
+
+  if (requested != backend_kind::automatic) {
     p.chosen = requested;
-    p.reason = "requested by " + source;
+    if (verbose) p.reason = from_env ? "requested by POLYMAP_BACKEND" : "requested by options::backend";
     return p;
   }
   if (in_worker()) {
     p.chosen = backend_kind::serial;
-    p.reason = "nested in a worker of another map: runs inline in that worker";
+    if (verbose) p.reason = "nested in a worker of another map: runs inline in that worker";
     return p;
   }
   if (o.timeout.count() > 0 || o.memory_limit != 0) {
@@ -186,24 +211,27 @@ plan decide(map_job& job, function_stats& stats, bool may_sample) {
                                 not_built_reason(backend_kind::processes));
     }
     p.chosen = backend_kind::processes;
-    p.reason = std::string(what) + " needs worker processes that can be killed";
+    if (verbose) p.reason = std::string(what) + " needs worker processes that can be killed";
     return p;
   }
-  const backend_estimate& serial = estimate_of(backend_kind::serial);
-  const backend_estimate& threads = estimate_of(backend_kind::threads);
   if (left == 0) {
     p.chosen = backend_kind::serial;
-    p.reason = "every item already ran while the cost was sampled";
+    if (verbose) p.reason = "every item already ran while the cost was sampled";
   } else if (threads.usable && threads.workers > 1 &&
              threads.seconds < parallel_margin * serial.seconds) {
     p.chosen = backend_kind::threads;
-    p.reason = "threads predicted " + std::to_string(serial.seconds / threads.seconds).substr(0, 4) +
-               "x faster than serial";
+    if (verbose) {
+      char ratio[32];
+      std::snprintf(ratio, sizeof ratio, "%.2f", serial.seconds / threads.seconds);
+      p.reason = std::string("threads predicted ") + ratio + "x faster than serial";
+    }
   } else {
     p.chosen = backend_kind::serial;
-    p.reason = threads.workers <= 1
-                   ? std::string("one usable CPU (or one item): nothing to run in parallel")
-                   : "too little work to repay a fork-join of the thread pool";
+    if (verbose) {
+      p.reason = threads.workers <= 1
+                     ? "one usable CPU (or one item): nothing to run in parallel"
+                     : "too little work to repay a fork-join of the thread pool";
+    }
   }
   return p;
 }
@@ -222,7 +250,7 @@ double inline_serial_limit() noexcept {
 
 plan make_plan(map_job& job, function_stats& stats) {
   check_options(*job.opts);
-  return decide(job, stats, true);
+  return decide(job, stats, true, true);
 }
 
 backend_kind execute(map_job& job, function_stats& stats) {
@@ -239,7 +267,8 @@ backend_kind execute(map_job& job, function_stats& stats) {
     return backend_kind::serial;
   }
 
-  plan p = decide(job, stats, o.backend == backend_kind::automatic);
+  const bool verbose = env().explain || o.report != nullptr;
+  plan p = decide(job, stats, o.backend == backend_kind::automatic, verbose);
   if (env().explain) std::fprintf(stderr, "%s", p.to_string().c_str());
   executor& ex = executor_for(p.chosen);
   if (!ex.available()) {

@@ -61,11 +61,12 @@ struct stream_ctx {
   stream_state<R>* stream;
   bool ordered;
 
+  template <bool Guarded = true>
   static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
     const auto& c = *static_cast<const stream_ctx*>(p);
     c.stream->admit(e, c.ordered);
     std::vector<std::optional<R>> out(e - b);
-    run_items(b, e, w, [&c, &out, b](std::size_t i) {
+    run_items<Guarded>(b, e, w, [&c, &out, b](std::size_t i) {
       out[i - b] = std::invoke(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
     });
     {
@@ -210,7 +211,7 @@ template <std::ranges::random_access_range Range, class Fn>
                      const detail::stream_ctx<It, Fn, R> ctx{first, &fn, &st, opts.ordered};
                      detail::map_job job{.begin = 0,
                                          .end = n,
-                                         .run_chunk = &detail::stream_ctx<It, Fn, R>::chunk,
+                                         .run_chunk = &detail::stream_ctx<It, Fn, R>::template chunk<true>,
                                          .ctx = &ctx,
                                          .state = &st.run,
                                          .opts = &opts,

@@ -43,9 +43,10 @@ struct map_ctx {
   Fn* fn;
   Slot* out;
 
+  template <bool Guarded = true>
   static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
     const auto& c = *static_cast<const map_ctx*>(p);
-    run_items(b, e, w, [&c](std::size_t i) {
+    run_items<Guarded>(b, e, w, [&c](std::size_t i) {
       c.out[i] = std::invoke(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
     });
   }
@@ -56,9 +57,10 @@ struct apply_ctx {
   It first;
   Fn* fn;
 
+  template <bool Guarded = true>
   static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
     const auto& c = *static_cast<const apply_ctx*>(p);
-    run_items(b, e, w, [&c](std::size_t i) {
+    run_items<Guarded>(b, e, w, [&c](std::size_t i) {
       (void)std::invoke(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
     });
   }
@@ -77,7 +79,8 @@ void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats
                      .retries = opts.retries,
                      .fail_fast = opts.on_error == on_error::fail_fast,
                      .ranges = {}};
-    Ctx::chunk(&ctx, 0, n, w);
+    // Neither cancellable nor observed: no chunk guard, which would cost more than the items.
+    Ctx::template chunk<false>(&ctx, 0, n, w);
     if (state.has_failures()) {
       w.flush();
       throw_if_failed<R>(state, slots);
@@ -88,7 +91,7 @@ void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats
   run_state& state = external != nullptr ? *external : local;
   map_job job{.begin = 0,
               .end = n,
-              .run_chunk = &Ctx::chunk,
+              .run_chunk = &Ctx::template chunk<true>,
               .ctx = &ctx,
               .state = &state,
               .opts = &opts,
@@ -131,9 +134,10 @@ decltype(auto) with_indexable(Range&& xs, Body&& body) {
 template <class Fn>
 struct index_ctx {
   Fn* fn;
+  template <bool Guarded = true>
   static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
     const auto& c = *static_cast<const index_ctx*>(p);
-    run_items(b, e, w, [&c](std::size_t i) { std::invoke(*c.fn, i); });
+    run_items<Guarded>(b, e, w, [&c](std::size_t i) { std::invoke(*c.fn, i); });
   }
 };
 
@@ -204,7 +208,7 @@ template <std::ranges::input_range Range, class Fn>
     detail::run_state state(n);
     detail::map_job job{.begin = 0,
                         .end = n,
-                        .run_chunk = &detail::apply_ctx<It, Fn>::chunk,
+                        .run_chunk = &detail::apply_ctx<It, Fn>::template chunk<true>,
                         .ctx = &ctx,
                         .state = &state,
                         .opts = &opts,

@@ -121,20 +121,27 @@ struct worker_context {
   run_state* state = nullptr;
   unsigned retries = 0;
   bool fail_fast = true;
-  std::vector<index_range> ranges;  ///< finished ranges, flushed into `state` at the end
+  index_range first{};              ///< the first finished range (no allocation for one)
+  std::vector<index_range> ranges;  ///< further finished ranges; flushed at the end
   double busy_seconds = 0;          ///< time spent in timed chunks
   std::size_t busy_items = 0;       ///< items of those chunks
 
   void note_range(std::size_t begin, std::size_t end) {
     if (begin == end) return;
-    if (!ranges.empty() && ranges.back().end == begin) {
+    if (first.begin == first.end) {
+      first = {begin, end};
+    } else if (ranges.empty() && first.end == begin) {
+      first.end = end;
+    } else if (!ranges.empty() && ranges.back().end == begin) {
       ranges.back().end = end;
     } else {
       ranges.push_back({begin, end});
     }
   }
   void flush() {
+    if (first.begin != first.end) ranges.insert(ranges.begin(), first);
     if (!ranges.empty()) state->add_ranges(ranges);
+    first = {};
     ranges.clear();
     if (busy_items != 0) state->add_busy(busy_seconds, busy_items);
     busy_seconds = 0;

@@ -179,6 +179,9 @@ void thread_pool::apply_settings(worker& self, std::size_t s) {
   const options& o = *job_->opts;
   worker_report& r = reports_[s];
   r.worker = s;
+  if (o.bind == bind::none && !o.nice && self.applied_cpus.empty() && !self.applied_nice) {
+    return;  // the common case: nothing asked, nothing to undo
+  }
   const topology& topo = topology::current();
   std::vector<int> wanted = o.bind == bind::none
                                 ? topo.usable_pus()
@@ -306,7 +309,10 @@ bool thread_pool::try_run(const map_job& job, std::size_t participants, run_repo
   job_ = &job;
   participants_ = participants;
   caller_in_ = caller_in;
-  reports_.assign(participants, worker_report{});
+  if (reports_.size() < participants) reports_.resize(participants);
+  if (report != nullptr || !caller_in) {
+    std::fill_n(reports_.begin(), participants, worker_report{});
+  }
   error_ = nullptr;
   finished_.store(0, std::memory_order_relaxed);
   next_.store(job.begin, std::memory_order_relaxed);
@@ -335,7 +341,8 @@ bool thread_pool::try_run(const map_job& job, std::size_t participants, run_repo
   if (report != nullptr) {
     report->backend = backend_kind::threads;
     report->workers = participants;
-    report->worker_reports = reports_;
+    report->worker_reports.assign(reports_.begin(),
+                                  reports_.begin() + static_cast<std::ptrdiff_t>(participants));
   }
   if (error_) std::rethrow_exception(error_);
   return true;
