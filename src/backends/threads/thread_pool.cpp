@@ -128,8 +128,9 @@ void thread_pool::worker_main(worker& self, std::uint32_t seen) {
     if (s < participants_) {
       apply_settings(self, s);
       work(s);
-      if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 ==
-          participants_ - (caller_in_ ? 1 : 0)) {
+      // Only a caller that does not take part waits for every worker to finish.
+      if (!caller_in_ &&
+          finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == participants_) {
         signal_done();
       }
     }
