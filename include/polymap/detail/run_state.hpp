@@ -156,7 +156,14 @@ struct worker_context {
       ranges.push_back({begin, end});
     }
   }
-  void flush() {
+  /// Hands what this worker did to `state`: the time it spent in chunks and, when
+  /// `with_ranges`, the ranges it finished (they serve partial results, which only a
+  /// failed call returns). Clears itself, keeping its capacity.
+  void flush(bool with_ranges = true) {
+    if (!with_ranges) {
+      first = {};
+      ranges.clear();
+    }
     if (first.begin != first.end || !ranges.empty() || busy_items != 0) {
       state->add_worker(first, ranges, busy_seconds, busy_items);
     }

@@ -43,6 +43,7 @@ struct alignas(64) thread_pool::slot {
   std::atomic<bool> lock{false};
   std::atomic<std::size_t> begin{0};
   std::atomic<std::size_t> end{0};
+  alignas(64) worker_context ctx{};  // what its worker did in the current call
 
   void acquire() noexcept {
     while (lock.exchange(true, std::memory_order_acquire)) {
@@ -274,12 +275,14 @@ void thread_pool::run_chunk(chunk_sizer& sizer, std::size_t begin, std::size_t e
 
 void thread_pool::work(std::size_t s) {
   const map_job& job = *job_;
-  worker_context ctx{.worker = s,
-                     .backend = backend_kind::threads,
-                     .state = job.state,
-                     .retries = job.opts->retries,
-                     .fail_fast = job.opts->on_error == on_error::fail_fast,
-                     .ranges = {}};
+  // The context lives in the pool, on a line of its own: the caller gathers it after the
+  // join, so a worker's last act is not a locked write that the others contend for.
+  worker_context& ctx = slots_[s].ctx;
+  ctx.worker = s;
+  ctx.backend = backend_kind::threads;
+  ctx.state = job.state;
+  ctx.retries = job.opts->retries;
+  ctx.fail_fast = job.opts->on_error == on_error::fail_fast;
   chunk_sizer sizer(job);
   std::size_t b = 0;
   std::size_t e = 0;
@@ -289,12 +292,6 @@ void thread_pool::work(std::size_t s) {
       continue;
     }
     run_chunk(sizer, b, e, ctx);
-  }
-  try {
-    ctx.flush();
-  } catch (...) {
-    std::lock_guard lock(error_mutex_);
-    if (!error_) error_ = std::current_exception();
   }
 }
 
@@ -336,6 +333,12 @@ bool thread_pool::try_run(const map_job& job, std::size_t participants, run_repo
     wait_done(false);
     gate_.fetch_or(closed_bit, std::memory_order_acq_rel);
     wait_done(true);
+  }
+  // Everyone is out: gather what the workers did (ranges only for a failed call).
+  const bool failed = job.state->has_failures();
+  for (std::size_t s = 0; s < participants; ++s) {
+    if (slots_[s].ctx.state == job.state) slots_[s].ctx.flush(failed);
+    slots_[s].ctx.state = nullptr;
   }
   job_ = nullptr;
 
