@@ -18,6 +18,8 @@
 
 namespace polymap::detail {
 
+std::atomic<double> inline_limit{0};
+
 namespace {
 
 using clock = std::chrono::steady_clock;
@@ -48,8 +50,6 @@ const environment& env() {
   return e;
 }
 
-/// Serial work below which threads cannot win, set once the pool has measured itself.
-std::atomic<double> g_inline_limit{0};
 
 /// Parallel work must beat serial by this factor before it is chosen: a wrong choice
 /// of threads for small work costs more than a wrong choice of serial near the break-even.
@@ -97,13 +97,17 @@ double sample(map_job& job, std::size_t& sampled) {
 }
 
 void set_inline_limit(double fork_join, std::size_t workers) {
+  if (!env().backend_text.empty() || env().explain) {
+    inline_limit.store(0, std::memory_order_relaxed);
+    return;
+  }
   if (workers <= 1) {
-    g_inline_limit.store(1e300, std::memory_order_relaxed);
+    inline_limit.store(1e300, std::memory_order_relaxed);
     return;
   }
   // threads win when fj + W/P < margin * W, i.e. W > fj / (margin - 1/P).
   const double p = static_cast<double>(workers);
-  g_inline_limit.store(fork_join / (parallel_margin - 1.0 / p), std::memory_order_relaxed);
+  inline_limit.store(fork_join / (parallel_margin - 1.0 / p), std::memory_order_relaxed);
 }
 
 /// The estimate of one backend for `left` items of `work` seconds in all. `verbose` fills
@@ -243,11 +247,6 @@ std::size_t default_window(const options& opts) noexcept {
   return std::max<std::size_t>(64, 16 * workers);
 }
 
-double inline_serial_limit() noexcept {
-  if (!env().backend_text.empty() || env().explain) return 0;
-  return g_inline_limit.load(std::memory_order_relaxed);
-}
-
 plan make_plan(map_job& job, function_stats& stats) {
   check_options(*job.opts);
   return decide(job, stats, true, true);
@@ -281,15 +280,7 @@ backend_kind execute(map_job& job, function_stats& stats) {
 
   // Feed the history with the time workers spent inside chunks: no dispatch, no waiting,
   // no fork-join, so that the estimate does not drift with the backend it ran on.
-  if (items != 0 && !state.stopping()) {
-    const double measured = state.busy_seconds_per_item();
-    if (measured > 0) {
-      const double old = stats.seconds_per_item.load(std::memory_order_relaxed);
-      stats.seconds_per_item.store(old > 0 ? 0.25 * old + 0.75 * measured : measured,
-                                   std::memory_order_relaxed);
-      stats.measured.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
+  if (items != 0 && !state.stopping()) record_cost(stats, state.busy_seconds_per_item());
   if (o.report != nullptr) {
     if (items == 0) o.report->backend = p.chosen;
     o.report->decision = std::move(p);

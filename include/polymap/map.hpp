@@ -9,6 +9,8 @@
 #include <polymap/options.hpp>
 #include <polymap/plan.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <functional>
@@ -71,7 +73,8 @@ struct apply_ctx {
 template <class R, class Ctx, class Slot>
 void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats& stats,
               std::vector<Slot>* slots, run_state* external = nullptr) {
-  if (external == nullptr && run_inline(opts, stats, n)) {
+  const inline_run how = external == nullptr ? run_inline(opts, stats, n) : inline_run::no;
+  if (how != inline_run::no) {
     run_state state(n);
     worker_context w{.worker = 0,
                      .backend = backend_kind::serial,
@@ -80,7 +83,14 @@ void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats
                      .fail_fast = opts.on_error == on_error::fail_fast,
                      .ranges = {}};
     // Neither cancellable nor observed: no chunk guard, which would cost more than the items.
-    Ctx::template chunk<false>(&ctx, 0, n, w);
+    if (how == inline_run::timed) {
+      const auto start = std::chrono::steady_clock::now();
+      Ctx::template chunk<false>(&ctx, 0, n, w);
+      const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+      record_cost(stats, took.count() / static_cast<double>(std::max<std::size_t>(n, 1)));
+    } else {
+      Ctx::template chunk<false>(&ctx, 0, n, w);
+    }
     if (state.has_failures()) {
       w.flush();
       throw_if_failed<R>(state, slots);

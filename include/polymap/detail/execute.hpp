@@ -8,6 +8,7 @@
 #include <polymap/plan.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <typeinfo>
@@ -35,8 +36,13 @@ template <class Fn, class Item>
 }
 
 /// Largest serial work (seconds) that the automatic choice keeps on the calling thread
-/// without timing it; 0 when the inline path is disabled (POLYMAP_BACKEND, POLYMAP_EXPLAIN).
-[[nodiscard]] double inline_serial_limit() noexcept;
+/// without a decision: set once the pool has measured its fork-join; 0 until then, and
+/// for good when POLYMAP_BACKEND or POLYMAP_EXPLAIN ask for every call to be decided.
+extern std::atomic<double> inline_limit;
+
+[[nodiscard]] inline double inline_serial_limit() noexcept {
+  return inline_limit.load(std::memory_order_relaxed);
+}
 
 /// True when `opts` asks for nothing that the inline serial loop cannot give.
 [[nodiscard]] inline bool is_plain(const options& o) noexcept {
@@ -45,17 +51,33 @@ template <class Fn, class Item>
          !o.stop.stop_possible() && o.report == nullptr && o.chunk == 0;
 }
 
+/// How a call runs without a backend.
+enum class inline_run {
+  no,     ///< through execute(): a backend, a decision
+  plain,  ///< a plain loop on the calling thread
+  timed,  ///< the same, timed, to keep the function's history fresh
+};
+
 /// Whether a call of `n` items may run as a plain loop on the calling thread, without a
-/// backend: an automatic call whose history says it is too small to parallelise, or
-/// a plain serial call. Every 64th call takes the measured path to keep the history fresh.
-[[nodiscard]] inline bool run_inline(const options& o, function_stats& s, std::size_t n) noexcept {
-  if (o.backend != backend_kind::automatic || !is_plain(o)) return false;
+/// backend: an automatic call whose history says it is too small to parallelise. Every
+/// 64th such call is timed (two clock reads), so that the history follows the program.
+[[nodiscard]] inline inline_run run_inline(const options& o, function_stats& s,
+                                           std::size_t n) noexcept {
+  if (o.backend != backend_kind::automatic || !is_plain(o)) return inline_run::no;
   const double cost = s.seconds_per_item.load(std::memory_order_relaxed);
-  if (cost <= 0) return false;
+  if (cost <= 0 || static_cast<double>(n) * cost >= inline_serial_limit()) return inline_run::no;
   const std::uint32_t calls = s.calls.load(std::memory_order_relaxed) + 1;
   s.calls.store(calls, std::memory_order_relaxed);
-  if (calls % 64 == 0) return false;
-  return static_cast<double>(n) * cost < inline_serial_limit();
+  return calls % 64 == 0 ? inline_run::timed : inline_run::plain;
+}
+
+/// Feeds one measurement (seconds per item inside the loop) into the history.
+inline void record_cost(function_stats& s, double seconds_per_item) noexcept {
+  if (seconds_per_item <= 0) return;
+  const double old = s.seconds_per_item.load(std::memory_order_relaxed);
+  s.seconds_per_item.store(old > 0 ? 0.25 * old + 0.75 * seconds_per_item : seconds_per_item,
+                           std::memory_order_relaxed);
+  s.measured.fetch_add(1, std::memory_order_relaxed);
 }
 
 /// Checks the options of a call.

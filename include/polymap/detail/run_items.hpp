@@ -41,13 +41,16 @@ class chunk_guard {
 /// retries, and counting them done. Exceptions never escape: they are recorded.
 /// @tparam Guarded false only on paths that can be neither cancelled nor observed (the
 ///   inline serial path), where entering and leaving the chunk would cost more than an item.
+/// @return the items that ran (fewer than end - begin when fail_fast stopped the chunk);
+///   the guarded form also counts them done in the call's state, for its progress.
 template <bool Guarded = true, class Invoke>
-void run_items(std::size_t begin, std::size_t end, worker_context& w, Invoke&& invoke) {
+std::size_t run_items(std::size_t begin, std::size_t end, worker_context& w, Invoke&& invoke) {
   if constexpr (Guarded) {
     chunk_guard guard(*w.state);
-    if (!guard.entered()) return;
-    run_items<false>(begin, end, w, invoke);
-    return;
+    if (!guard.entered()) return 0;
+    const std::size_t ran = run_items<false>(begin, end, w, invoke);
+    w.state->add_done(ran);
+    return ran;
   }
   if constexpr (std::is_nothrow_invocable_v<Invoke&, std::size_t>) {
     for (std::size_t i = begin; i < end; ++i) invoke(i);
@@ -80,8 +83,7 @@ void run_items(std::size_t begin, std::size_t end, worker_context& w, Invoke&& i
           if (w.fail_fast) {
             w.state->request_stop();
             w.note_range(begin, i + 1);
-            w.state->add_done(i + 1 - begin);
-            return;
+            return i + 1 - begin;
           }
         }
         ++i;
@@ -89,7 +91,7 @@ void run_items(std::size_t begin, std::size_t end, worker_context& w, Invoke&& i
     }
   }
   w.note_range(begin, end);
-  w.state->add_done(end - begin);
+  return end - begin;
 }
 
 }  // namespace polymap::detail
