@@ -64,12 +64,7 @@ constexpr std::size_t sample_max_items = 64;
 /// program often pays for cold caches and lazy initialisation), never more than a sixteenth
 /// of the call. The results are kept. Returns the lowest seconds per item of the batches.
 double sample(map_job& job, std::size_t& sampled) {
-  worker_context w{.worker = 0,
-                   .backend = backend_kind::serial,
-                   .state = job.state,
-                   .retries = job.opts->retries,
-                   .fail_fast = job.opts->on_error == on_error::fail_fast,
-                   .ranges = {}};
+  worker_context w = make_worker(*job.state, *job.opts, backend_kind::serial);
   const std::size_t limit =
       std::min(sample_max_items, std::max<std::size_t>(1, (job.end - job.begin) / 16));
   double spent = 0;

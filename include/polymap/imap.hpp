@@ -209,16 +209,11 @@ template <std::ranges::random_access_range Range, class Fn>
                    [first = std::ranges::begin(xs), fn = std::move(fn), opts, n, window](
                        detail::stream_state<R>& st) mutable {
                      const detail::stream_ctx<It, Fn, R> ctx{first, &fn, &st, opts.ordered};
-                     detail::map_job job{.begin = 0,
-                                         .end = n,
-                                         .run_chunk = &detail::stream_ctx<It, Fn, R>::template chunk<true>,
-                                         .ctx = &ctx,
-                                         .state = &st.run,
-                                         .opts = &opts,
-                                         .seconds_per_item = 0,
-                                         .ascending = true,
-                                         .max_chunk = std::max<std::size_t>(1, window / 2),
-                                         .device_callable = false};
+                     detail::map_job job = detail::make_job(
+                         n, &detail::stream_ctx<It, Fn, R>::template chunk<true>, &ctx, st.run,
+                         opts);
+                     job.ascending = true;
+                     job.max_chunk = std::max<std::size_t>(1, window / 2);
                      (void)detail::execute(job, detail::stats_for<Fn, std::iter_value_t<It>>());
                    });
 }

@@ -76,12 +76,7 @@ void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats
   const inline_run how = external == nullptr ? run_inline(opts, stats, n) : inline_run::no;
   if (how != inline_run::no) {
     run_state state(n);
-    worker_context w{.worker = 0,
-                     .backend = backend_kind::serial,
-                     .state = &state,
-                     .retries = opts.retries,
-                     .fail_fast = opts.on_error == on_error::fail_fast,
-                     .ranges = {}};
+    worker_context w = make_worker(state, opts, backend_kind::serial);
     // Neither cancellable nor observed: no chunk guard, which would cost more than the items.
     if (how == inline_run::timed) {
       const auto start = std::chrono::steady_clock::now();
@@ -99,16 +94,7 @@ void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats
   }
   run_state local(n);
   run_state& state = external != nullptr ? *external : local;
-  map_job job{.begin = 0,
-              .end = n,
-              .run_chunk = &Ctx::template chunk<true>,
-              .ctx = &ctx,
-              .state = &state,
-              .opts = &opts,
-              .seconds_per_item = 0,
-              .ascending = false,
-              .max_chunk = 0,
-              .device_callable = false};
+  map_job job = make_job(n, &Ctx::template chunk<true>, &ctx, state, opts);
   (void)execute(job, stats);
   throw_if_failed<R>(state, slots);
 }
@@ -216,16 +202,8 @@ template <std::ranges::input_range Range, class Fn>
     detail::function_stats& stats = detail::stats_for<Fn, std::iter_value_t<It>>();
     const detail::apply_ctx<It, Fn> ctx{first, &fn};
     detail::run_state state(n);
-    detail::map_job job{.begin = 0,
-                        .end = n,
-                        .run_chunk = &detail::apply_ctx<It, Fn>::template chunk<true>,
-                        .ctx = &ctx,
-                        .state = &state,
-                        .opts = &opts,
-                        .seconds_per_item = 0,
-                        .ascending = false,
-                        .max_chunk = 0,
-                        .device_callable = false};
+    detail::map_job job =
+        detail::make_job(n, &detail::apply_ctx<It, Fn>::template chunk<true>, &ctx, state, opts);
     return detail::make_plan(job, stats);
   });
 }

@@ -7,6 +7,7 @@
 #include <polymap/topology.hpp>
 
 #include "topology/topology_builder.hpp"
+#include "unit/fake_topology.hpp"
 
 #include <gtest/gtest.h>
 
@@ -24,22 +25,9 @@ using polymap::detail::format_cpu_list;
 using polymap::detail::parse_cpu_list;
 using polymap::detail::worker_cpus;
 
-// 2 packages (one NUMA node each) x 2 cores x 2 hardware threads; the second thread of
-// core c is PU c + 4. The affinity mask leaves out core 0 entirely and PU 7.
+// The fake two-socket machine, with an affinity mask that leaves out core 0 entirely and PU 7.
 topology two_socket_machine() {
-  polymap::topology_builder builder;
-  builder.source = "test";
-  for (int core = 0; core < 4; ++core) {
-    polymap::core_info info;
-    info.index = core;
-    info.package = core / 2;
-    info.numa_node = core / 2;
-    info.pus = {core, core + 4};
-    builder.cores.push_back(info);
-  }
-  builder.numa_nodes = {{0, {0, 1, 4, 5}}, {1, {2, 3, 6, 7}}};
-  builder.packages = builder.numa_nodes;
-  return std::move(builder).build({1, 2, 3, 5, 6}, std::nullopt);
+  return polymap::test::two_socket_machine().build({1, 2, 3, 5, 6}, std::nullopt);
 }
 
 std::vector<int> usable_of(const topology& topo, const std::vector<int>& pus) {

@@ -4,6 +4,7 @@
 
 #include "topology/binding.hpp"
 #include "topology/topology_builder.hpp"
+#include "unit/fake_topology.hpp"
 
 #include <gtest/gtest.h>
 #include <sched.h>
@@ -48,23 +49,7 @@ bool has_line_starting(const topology& topo, const std::string& prefix) {
                      [&](const std::string& line) { return line.rfind(prefix, 0) == 0; });
 }
 
-// 2 packages (one NUMA node each) x 2 cores x 2 hardware threads, numbered the way Linux
-// numbers an Intel machine: the second thread of core c is PU c + 4.
-topology_builder two_socket_machine() {
-  topology_builder builder;
-  builder.source = "test";
-  for (int core = 0; core < 4; ++core) {
-    polymap::core_info info;
-    info.index = core;
-    info.package = core / 2;
-    info.numa_node = core / 2;
-    info.pus = {core, core + 4};
-    builder.cores.push_back(info);
-  }
-  builder.numa_nodes = {{0, {0, 1, 4, 5}}, {1, {2, 3, 6, 7}}};
-  builder.packages = builder.numa_nodes;
-  return builder;
-}
+using polymap::test::two_socket_machine;
 
 TEST(Topology, UsablePusEqualSchedGetaffinity) {
   const std::vector<int> mask = libc_affinity();

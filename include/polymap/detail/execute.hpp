@@ -80,6 +80,32 @@ inline void record_cost(function_stats& s, double seconds_per_item) noexcept {
   s.measured.fetch_add(1, std::memory_order_relaxed);
 }
 
+/// The context of worker `worker` of a call with options `o`, running on `backend`.
+[[nodiscard]] inline worker_context make_worker(run_state& state, const options& o,
+                                                backend_kind backend, std::size_t worker = 0) {
+  return worker_context{.worker = worker,
+                        .backend = backend,
+                        .state = &state,
+                        .retries = o.retries,
+                        .fail_fast = o.on_error == on_error::fail_fast,
+                        .ranges = {}};
+}
+
+/// A call of `n` items whose chunks `run_chunk(ctx, ...)` runs, with options `o`.
+[[nodiscard]] inline map_job make_job(std::size_t n, chunk_fn run_chunk, const void* ctx,
+                                      run_state& state, const options& o) noexcept {
+  return map_job{.begin = 0,
+                 .end = n,
+                 .run_chunk = run_chunk,
+                 .ctx = ctx,
+                 .state = &state,
+                 .opts = &o,
+                 .seconds_per_item = 0,
+                 .ascending = false,
+                 .max_chunk = 0,
+                 .device_callable = false};
+}
+
 /// Checks the options of a call.
 /// @throws option_error naming the first bad option
 void check_options(const options& o);

@@ -1,5 +1,6 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
+#include <polymap/detail/execute.hpp>
 #include <polymap/options.hpp>
 
 #include "chunk_sizer.hpp"
@@ -20,12 +21,7 @@ class serial_executor_impl final : public executor {
   [[nodiscard]] double overhead_seconds() const noexcept override { return 0; }
 
   void run(const map_job& job, run_report* report) override {
-    worker_context w{.worker = 0,
-                     .backend = backend_kind::serial,
-                     .state = job.state,
-                     .retries = job.opts->retries,
-                     .fail_fast = job.opts->on_error == on_error::fail_fast,
-                     .ranges = {}};
+    worker_context w = make_worker(*job.state, *job.opts, backend_kind::serial);
     // Chunks rather than one loop, so that a cancel or a fail_fast stop is seen.
     chunk_sizer sizer(job);
     for (std::size_t i = job.begin; i < job.end && !job.state->stopping();) {

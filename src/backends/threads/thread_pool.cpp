@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "backends/threads/thread_pool.hpp"
 
+#include <polymap/detail/execute.hpp>
 #include <polymap/options.hpp>
 #include <polymap/topology.hpp>
 
@@ -373,16 +374,9 @@ double thread_pool::measure_fork_join() {
   for (int i = 0; i < rounds; ++i) {
     run_state state(2);
     rendezvous r;
-    const map_job job{.begin = 0,
-                      .end = 2,
-                      .run_chunk = &rendezvous::chunk,
-                      .ctx = &r,
-                      .state = &state,
-                      .opts = &opts,
-                      .seconds_per_item = 1,
-                      .ascending = false,
-                      .max_chunk = 1,
-                      .device_callable = false};
+    map_job job = make_job(2, &rendezvous::chunk, &r, state, opts);
+    job.seconds_per_item = 1;
+    job.max_chunk = 1;
     const auto start = std::chrono::steady_clock::now();
     (void)try_run(job, 2, nullptr);
     times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
