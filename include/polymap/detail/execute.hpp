@@ -71,13 +71,16 @@ enum class inline_run {
   return calls % 64 == 0 ? inline_run::timed : inline_run::plain;
 }
 
-/// Feeds one measurement (seconds per item inside the loop) into the history.
+/// Feeds one measurement (seconds per item inside the loop) into the history. The first
+/// one replaces the estimate from sampling, which a program's first items (cold caches,
+/// lazy binding, first touch of the output) can inflate a thousandfold.
 inline void record_cost(function_stats& s, double seconds_per_item) noexcept {
   if (seconds_per_item <= 0) return;
   const double old = s.seconds_per_item.load(std::memory_order_relaxed);
-  s.seconds_per_item.store(old > 0 ? 0.25 * old + 0.75 * seconds_per_item : seconds_per_item,
-                           std::memory_order_relaxed);
-  s.measured.fetch_add(1, std::memory_order_relaxed);
+  const bool measured_before = s.measured.fetch_add(1, std::memory_order_relaxed) != 0;
+  s.seconds_per_item.store(
+      old > 0 && measured_before ? 0.25 * old + 0.75 * seconds_per_item : seconds_per_item,
+      std::memory_order_relaxed);
 }
 
 /// The context of worker `worker` of a call with options `o`, running on `backend`.
