@@ -8,6 +8,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -73,6 +74,27 @@ inline void note_calibration(const std::string& what, std::uint64_t iters, doubl
   benchmark::AddCustomContext(what + "_target_ns", std::to_string(seconds * 1e9));
   benchmark::AddCustomContext("hardware_concurrency",
                               std::to_string(std::thread::hardware_concurrency()));
+}
+
+/// One peer of a workload: its name in the benchmark's name, and what `run` is given.
+template <class Kernel>
+struct peer {
+  const char* name;
+  Kernel kernel;
+};
+
+/// Registers `<workload>/<peer>` for every peer, calling `run(state, peer.kernel)` for each
+/// of `args`, on wall-clock time (parallel work needs it).
+template <class Run, class Kernel>
+void register_peers(const std::string& workload, Run run,
+                    std::initializer_list<peer<Kernel>> peers,
+                    std::initializer_list<std::int64_t> args) {
+  for (const peer<Kernel>& p : peers) {
+    benchmark::internal::Benchmark* b =
+        benchmark::RegisterBenchmark((workload + "/" + p.name).c_str(), run, p.kernel);
+    for (std::int64_t a : args) b->Arg(a);
+    b->UseRealTime();
+  }
 }
 
 }  // namespace polymap_bench

@@ -121,26 +121,18 @@ void run(benchmark::State& state, kernel k) {
 
 void register_all() {
   benchmark::AddCustomContext("omp_max_threads", std::to_string(omp_get_max_threads()));
-  const struct {
-    const char* name;
-    kernel k;
-  } peers[] = {
-      {"serial", daxpy_serial},
-      {"openmp_static", daxpy_openmp_static},
-      {"tbb", daxpy_tbb},
-      {"tbb_static", daxpy_tbb_static},
-      {"std_par", daxpy_std_par},
-      {"polymap_threads", daxpy_polymap_threads},
-      {"polymap_auto", daxpy_polymap_auto},
-  };
-  for (const auto& p : peers) {
-    const std::string name = std::string("BM_Daxpy/") + p.name;
-    benchmark::RegisterBenchmark(name.c_str(), run, p.k)
-        ->Arg(std::int64_t{1} << 10)
-        ->Arg(std::int64_t{1} << 16)
-        ->Arg(std::int64_t{1} << 26)
-        ->UseRealTime();
-  }
+  polymap_bench::register_peers<decltype(&run), kernel>(
+      "BM_Daxpy", &run,
+      {
+          {"serial", daxpy_serial},
+          {"openmp_static", daxpy_openmp_static},
+          {"tbb", daxpy_tbb},
+          {"tbb_static", daxpy_tbb_static},
+          {"std_par", daxpy_std_par},
+          {"polymap_threads", daxpy_polymap_threads},
+          {"polymap_auto", daxpy_polymap_auto},
+      },
+      {std::int64_t{1} << 10, std::int64_t{1} << 16, std::int64_t{1} << 26});
 }
 
 }  // namespace

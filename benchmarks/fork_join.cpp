@@ -78,21 +78,23 @@ void run(benchmark::State& state, void (*call)()) {
 void register_all() {
   iters = polymap_bench::calibrate_spin(item_seconds);
   polymap_bench::note_calibration("item", iters, item_seconds);
-  const struct {
-    const char* name;
-    void (*call)();
-  } peers[] = {
-      {"BM_ForkJoin/serial", fork_join_serial},
-      {"BM_ForkJoin/openmp", fork_join_openmp},
-      {"BM_ForkJoin/tbb", fork_join_tbb},
-      {"BM_ForkJoin/polymap_threads", fork_join_polymap_threads},
-      {"BM_EmptyForkJoin/openmp", empty_openmp},
-      {"BM_EmptyForkJoin/tbb", empty_tbb},
-      {"BM_EmptyForkJoin/polymap_threads", empty_polymap_threads},
-  };
-  for (const auto& p : peers) {
-    benchmark::RegisterBenchmark(p.name, run, p.call)->Arg(items)->UseRealTime();
-  }
+  polymap_bench::register_peers<decltype(&run), void (*)()>(
+      "BM_ForkJoin", &run,
+      {
+          {"serial", fork_join_serial},
+          {"openmp", fork_join_openmp},
+          {"tbb", fork_join_tbb},
+          {"polymap_threads", fork_join_polymap_threads},
+      },
+      {items});
+  polymap_bench::register_peers<decltype(&run), void (*)()>(
+      "BM_EmptyForkJoin", &run,
+      {
+          {"openmp", empty_openmp},
+          {"tbb", empty_tbb},
+          {"polymap_threads", empty_polymap_threads},
+      },
+      {items});
 }
 
 }  // namespace

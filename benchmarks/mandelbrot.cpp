@@ -116,23 +116,17 @@ void run(benchmark::State& state, kernel k) {
 
 void register_all() {
   benchmark::AddCustomContext("omp_max_threads", std::to_string(omp_get_max_threads()));
-  const struct {
-    const char* name;
-    kernel k;
-  } peers[] = {
-      {"serial", mandelbrot_serial},
-      {"openmp_static", mandelbrot_openmp_static},
-      {"openmp_dynamic", mandelbrot_openmp_dynamic},
-      {"tbb", mandelbrot_tbb},
-      {"polymap_threads", mandelbrot_polymap_threads},
-      {"polymap_auto", mandelbrot_polymap_auto},
-  };
-  for (const auto& p : peers) {
-    const std::string name = std::string("BM_Mandelbrot/") + p.name;
-    benchmark::RegisterBenchmark(name.c_str(), run, p.k)
-        ->Arg(static_cast<std::int64_t>(height))
-        ->UseRealTime();
-  }
+  polymap_bench::register_peers<decltype(&run), kernel>(
+      "BM_Mandelbrot", &run,
+      {
+          {"serial", mandelbrot_serial},
+          {"openmp_static", mandelbrot_openmp_static},
+          {"openmp_dynamic", mandelbrot_openmp_dynamic},
+          {"tbb", mandelbrot_tbb},
+          {"polymap_threads", mandelbrot_polymap_threads},
+          {"polymap_auto", mandelbrot_polymap_auto},
+      },
+      {static_cast<std::int64_t>(height)});
 }
 
 }  // namespace

@@ -81,23 +81,17 @@ void register_all() {
   iters = polymap_bench::calibrate_spin(item_seconds);
   polymap_bench::note_calibration("item", iters, item_seconds);
   benchmark::AddCustomContext("omp_max_threads", std::to_string(omp_get_max_threads()));
-  const struct {
-    const char* name;
-    void (*call)();
-  } peers[] = {
-      {"serial", overhead_serial},
-      {"tbb", overhead_tbb},
-      {"openmp_dynamic1", overhead_openmp_dynamic1},
-      {"openmp_static", overhead_openmp_static},
-      {"polymap_threads", overhead_polymap_threads},
-      {"polymap_auto", overhead_polymap_auto},
-  };
-  for (const auto& p : peers) {
-    const std::string name = std::string("BM_Overhead/") + p.name;
-    benchmark::RegisterBenchmark(name.c_str(), run, p.call)
-        ->Arg(static_cast<std::int64_t>(n))
-        ->UseRealTime();
-  }
+  polymap_bench::register_peers<decltype(&run), void (*)()>(
+      "BM_Overhead", &run,
+      {
+          {"serial", overhead_serial},
+          {"tbb", overhead_tbb},
+          {"openmp_dynamic1", overhead_openmp_dynamic1},
+          {"openmp_static", overhead_openmp_static},
+          {"polymap_threads", overhead_polymap_threads},
+          {"polymap_auto", overhead_polymap_auto},
+      },
+      {static_cast<std::int64_t>(n)});
 }
 
 }  // namespace
