@@ -9,10 +9,6 @@
 
 namespace polymap::detail {
 
-// One line per backend: the factories live in each backend's folder.
-executor& serial_executor();
-executor& threads_executor();
-
 bool is_built(backend_kind kind) noexcept {
   switch (kind) {
     case backend_kind::serial:

@@ -58,7 +58,11 @@ std::string summary(const std::vector<item_failure>& failures, std::size_t total
 
 }  // namespace
 
+// Delegating sorts the failures once: the message and the member come from the same vector.
 map_error::map_error(std::vector<item_failure> failures, std::size_t total)
-    : error(summary(sorted(failures), total)), failures_(sorted(std::move(failures))), total_(total) {}
+    : map_error(sorted(std::move(failures)), total, 0) {}
+
+map_error::map_error(std::vector<item_failure>&& sorted_failures, std::size_t total, int)
+    : error(summary(sorted_failures, total)), failures_(std::move(sorted_failures)), total_(total) {}
 
 }  // namespace polymap

@@ -32,6 +32,10 @@ class executor {
   virtual void run(const map_job& job, run_report* report) = 0;
 };
 
+/// The executors of the backends, one factory per backend folder.
+[[nodiscard]] executor& serial_executor();
+[[nodiscard]] executor& threads_executor();
+
 /// The executor of a concrete backend kind.
 /// @throws backend_unavailable when `kind` is not built into this library
 [[nodiscard]] executor& executor_for(backend_kind kind);

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <polymap/detail/execute.hpp>
 #include <polymap/detail/run_state.hpp>
 #include <polymap/options.hpp>
 #include <polymap/progress.hpp>
@@ -12,11 +13,6 @@
 #include <thread>
 
 namespace polymap::detail {
-
-/// The progress of a call as numbers, from its counters and its start time.
-[[nodiscard]] progress_info progress_of(const run_state& state,
-                                        std::chrono::steady_clock::time_point start,
-                                        bool finished) noexcept;
 
 /// Reports a call's progress about ten times a second while it runs, and once at the
 /// end: to `options::on_progress`, and as a bar on stderr when `options::progress` is set

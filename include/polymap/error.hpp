@@ -117,6 +117,8 @@ class map_error : public error {
   }
 
  private:
+  map_error(std::vector<item_failure>&& sorted_failures, std::size_t total, int);
+
   std::vector<item_failure> failures_;
   std::size_t total_;
   std::shared_ptr<const void> results_;

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <polymap/detail/execute.hpp>
 #include <polymap/detail/run_state.hpp>
 #include <polymap/map.hpp>
 #include <polymap/options.hpp>
@@ -16,12 +17,6 @@
 #include <utility>
 
 namespace polymap {
-
-namespace detail {
-[[nodiscard]] progress_info progress_of(const run_state& state,
-                                        std::chrono::steady_clock::time_point start,
-                                        bool finished) noexcept;
-}
 
 /// A map running in the background: the handle `map_async` returns.
 /// @tparam T what `get()` returns (`std::vector<R>`, or void)

@@ -135,5 +135,17 @@ TEST(AutomaticBackendDeathTest, EnvironmentOverridesTheChoice) {
       testing::ExitedWithCode(0), "");
 }
 
+TEST(AutomaticBackendDeathTest, ExplainVariablePrintsEveryDecision) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process reads the environment
+  EXPECT_EXIT(
+      {
+        setenv("POLYMAP_EXPLAIN", "1", 1);
+        std::vector<double> xs(1000, 1.0);
+        for (int i = 0; i < 3; ++i) (void)polymap::map(xs, [](double x) { return x * 2; });
+        std::exit(0);
+      },
+      testing::ExitedWithCode(0), "polymap: 1000 items -> serial: too little work");
+}
+
 }  // namespace
 }  // namespace polymap

@@ -11,7 +11,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <typeinfo>
 
 namespace polymap::detail {
 
@@ -19,19 +18,15 @@ namespace polymap::detail {
 /// earlier calls. One instance per (function type, item type, result type).
 /// Thread safety: all fields are atomics.
 struct function_stats {
-  const std::type_info* type = nullptr;
   std::atomic<double> seconds_per_item{0};  ///< 0: never measured
   std::atomic<std::uint32_t> calls{0};
   std::atomic<std::uint32_t> measured{0};   ///< calls that fed the estimate
 };
 
-template <class... Ts>
-struct stats_key {};
-
 /// The stats of the function type `Fn` applied to items `Item`.
 template <class Fn, class Item>
 [[nodiscard]] function_stats& stats_for() noexcept {
-  static function_stats stats{&typeid(stats_key<Fn, Item>)};
+  static function_stats stats;  // one per instantiation, i.e. per (Fn, Item)
   return stats;
 }
 
@@ -105,9 +100,13 @@ inline void record_cost(function_stats& s, double seconds_per_item) noexcept {
                  .opts = &o,
                  .seconds_per_item = 0,
                  .ascending = false,
-                 .max_chunk = 0,
-                 .device_callable = false};
+                 .max_chunk = 0};
 }
+
+/// How far a call has come, from its counters and its start time.
+[[nodiscard]] progress_info progress_of(const run_state& state,
+                                        std::chrono::steady_clock::time_point start,
+                                        bool finished) noexcept;
 
 /// Checks the options of a call.
 /// @throws option_error naming the first bad option

@@ -27,7 +27,6 @@ struct map_job {
   double seconds_per_item = 0;      ///< measured cost, 0 when unknown
   bool ascending = false;           ///< hand out chunks in index order (streaming)
   std::size_t max_chunk = 0;        ///< upper bound on a chunk, 0 for none
-  bool device_callable = false;     ///< the function may run on a GPU
 };
 
 }  // namespace polymap::detail

@@ -91,8 +91,6 @@ thread_pool::~thread_pool() {
   }
 }
 
-std::size_t thread_pool::size() const noexcept { return workers_.size(); }
-
 void thread_pool::grow(std::size_t threads) {
   if (slot_capacity_ < threads + 1) {
     slot_capacity_ = threads + 1;

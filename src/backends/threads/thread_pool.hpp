@@ -46,8 +46,6 @@ class thread_pool {
   /// Median time of an empty fork-join over two workers, measured at start.
   [[nodiscard]] double fork_join_seconds() const noexcept { return fork_join_seconds_; }
 
-  /// Threads in the pool (the caller not counted).
-  [[nodiscard]] std::size_t size() const noexcept;
 
  private:
   struct slot;

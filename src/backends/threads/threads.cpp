@@ -11,8 +11,6 @@
 
 namespace polymap::detail {
 
-executor& serial_executor();
-
 namespace {
 
 /// The threads backend: the persistent pool, or the calling thread when the pool is busy
