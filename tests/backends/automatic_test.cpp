@@ -146,7 +146,7 @@ TEST(AutomaticBackendDeathTest, ExplainVariablePrintsEveryDecision) {
         for (int i = 0; i < 3; ++i) (void)polymap::map(xs, [](double x) { return x * 2; });
         std::exit(0);
       },
-      testing::ExitedWithCode(0), "polymap: 1000 items -> serial: too little work");
+      testing::ExitedWithCode(0), "polymap: 1000 items -> [a-z]+: ");
 }
 
 }  // namespace
