@@ -156,6 +156,17 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
     }
   }
 
+  if (in_worker_process()) {
+    // Worker processes have no thread pool (its threads live in the caller) and must
+    // never touch a GPU: every map in them is a plain loop.
+    p.chosen = backend_kind::serial;
+    if (verbose) p.reason = "inside a worker process: runs inline there";
+    return p;
+  }
+  // An item that needs a timeout or a memory cap must never run on the calling thread,
+  // not even to be timed.
+  if (o.timeout.count() > 0 || o.memory_limit != 0) may_sample = false;
+
   // The per-item cost: from history when there is one, else from a sample.
   double cost = stats.seconds_per_item.load(std::memory_order_relaxed);
   if (cost > 0) {
