@@ -24,6 +24,14 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
+/// AddressSanitizer and ThreadSanitizer reserve terabytes of address space up front, so a
+/// cap on a worker's address space cannot tell an item's allocations from theirs.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool sanitizer_build = true;
+#else
+constexpr bool sanitizer_build = false;
+#endif
+
 double seconds_since(clock::time_point start) {
   return std::chrono::duration<double>(clock::now() - start).count();
 }
@@ -154,6 +162,12 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
                          "none with backend " + std::string(to_string(requested)) +
                              ": only the processes backend can stop or cap an item");
     }
+  }
+
+  if (sanitizer_build && o.memory_limit != 0) {
+    throw option_error("memory_limit", std::to_string(o.memory_limit) + " bytes",
+                       "none in a sanitizer build: ASan and TSan reserve terabytes of address "
+                       "space, so an address-space cap cannot single out an item");
   }
 
   if (in_worker_process()) {

@@ -2,11 +2,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
-#include <polymap/shared_memory.hpp>
-
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <polymap/shared_memory.hpp>
 
 namespace polymap::test {
 

@@ -18,13 +18,12 @@ std::array<std::atomic<pid_t>, max_groups> groups{};
 constexpr std::array<int, 2> guarded_signals = {SIGINT, SIGTERM};
 std::mutex install_mutex;
 int guards = 0;
-std::array<bool, 2> installed{}; // by index in guarded_signals
+std::array<bool, 2> installed{};  // by index in guarded_signals
 
 void on_signal(int sig) {
-  for (auto &g : groups) {
+  for (auto& g : groups) {
     const pid_t group = g.load(std::memory_order_relaxed);
-    if (group > 0)
-      kill(-group, SIGKILL);
+    if (group > 0) kill(-group, SIGKILL);
   }
   signal(sig, SIG_DFL);
   raise(sig);
@@ -32,22 +31,18 @@ void on_signal(int sig) {
 
 bool is_ours(int sig) {
   struct sigaction current {};
-  return sigaction(sig, nullptr, &current) == 0 &&
-         current.sa_handler == &on_signal;
+  return sigaction(sig, nullptr, &current) == 0 && current.sa_handler == &on_signal;
 }
 
-} // namespace
+}  // namespace
 
 signal_guard::signal_guard() {
   std::lock_guard lock(install_mutex);
-  if (guards++ != 0)
-    return;
+  if (guards++ != 0) return;
   for (std::size_t k = 0; k < guarded_signals.size(); ++k) {
     struct sigaction current {};
-    if (sigaction(guarded_signals[k], nullptr, &current) != 0)
-      continue;
-    if (current.sa_handler != SIG_DFL || (current.sa_flags & SA_SIGINFO) != 0)
-      continue;
+    if (sigaction(guarded_signals[k], nullptr, &current) != 0) continue;
+    if (current.sa_handler != SIG_DFL || (current.sa_flags & SA_SIGINFO) != 0) continue;
     struct sigaction ours {};
     ours.sa_handler = &on_signal;
     sigemptyset(&ours.sa_mask);
@@ -58,39 +53,34 @@ signal_guard::signal_guard() {
 
 signal_guard::~signal_guard() {
   std::lock_guard lock(install_mutex);
-  if (--guards != 0)
-    return;
+  if (--guards != 0) return;
   for (std::size_t k = 0; k < guarded_signals.size(); ++k) {
     // Put the default back only where our handler is still in place: a handler
     // the program installed meanwhile stays.
-    if (installed[k] && is_ours(guarded_signals[k]))
-      signal(guarded_signals[k], SIG_DFL);
+    if (installed[k] && is_ours(guarded_signals[k])) signal(guarded_signals[k], SIG_DFL);
     installed[k] = false;
   }
 }
 
 bool signal_guard::add(pid_t group) noexcept {
-  for (auto &g : groups) {
+  for (auto& g : groups) {
     pid_t empty = 0;
-    if (g.compare_exchange_strong(empty, group, std::memory_order_relaxed))
-      return true;
+    if (g.compare_exchange_strong(empty, group, std::memory_order_relaxed)) return true;
   }
   return false;
 }
 
 void signal_guard::remove(pid_t group) noexcept {
-  for (auto &g : groups) {
+  for (auto& g : groups) {
     pid_t expected = group;
-    if (g.compare_exchange_strong(expected, 0, std::memory_order_relaxed))
-      return;
+    if (g.compare_exchange_strong(expected, 0, std::memory_order_relaxed)) return;
   }
 }
 
 void signal_guard::reset_in_child() noexcept {
   for (int sig : guarded_signals) {
-    if (is_ours(sig))
-      signal(sig, SIG_DFL);
+    if (is_ours(sig)) signal(sig, SIG_DFL);
   }
 }
 
-} // namespace polymap::detail
+}  // namespace polymap::detail

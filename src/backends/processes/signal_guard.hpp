@@ -13,11 +13,11 @@ namespace polymap::detail {
 /// left alone: they are never replaced. Thread safety: any thread; the registry
 /// is lock-free for the handler's sake.
 class signal_guard {
-public:
+ public:
   signal_guard();
   ~signal_guard();
-  signal_guard(const signal_guard &) = delete;
-  signal_guard &operator=(const signal_guard &) = delete;
+  signal_guard(const signal_guard&) = delete;
+  signal_guard& operator=(const signal_guard&) = delete;
 
   /// Adds a worker's process group; false when the registry is full (the group
   /// is then only killed by its parent-death signal).
@@ -30,4 +30,4 @@ public:
   static void reset_in_child() noexcept;
 };
 
-} // namespace polymap::detail
+}  // namespace polymap::detail
