@@ -35,6 +35,8 @@ class executor {
 /// The executors of the backends, one factory per backend folder.
 [[nodiscard]] executor& serial_executor();
 [[nodiscard]] executor& threads_executor();
+[[nodiscard]] executor& cuda_executor();    // built when POLYMAP_HAS_CUDA
+[[nodiscard]] executor& kokkos_executor();  // built when POLYMAP_HAS_KOKKOS
 
 /// The executor of a concrete backend kind.
 /// @throws backend_unavailable when `kind` is not built into this library

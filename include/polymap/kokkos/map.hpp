@@ -1,0 +1,99 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Runs a user's own KOKKOS_FUNCTION (or KOKKOS_LAMBDA) on any Kokkos execution space,
+/// device spaces included: include this from a translation unit compiled the way the user's
+/// Kokkos requires (nvcc_wrapper for Kokkos with CUDA). `polymap::map(xs, fn,
+/// {.backend = kokkos})` from plain C++ runs host code on the default *host* space; this
+/// header is for the other spaces.
+///
+/// Kokkos is initialised here only when the program has not done it (and finalised at
+/// exit only then), as by the kokkos backend.
+
+#include <polymap/error.hpp>
+#include <polymap/options.hpp>
+
+#include <Kokkos_Core.hpp>
+
+#include <cstddef>
+#include <cstdlib>
+#include <mutex>
+#include <ranges>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace polymap::kokkos {
+
+namespace detail {
+
+/// Initialises Kokkos unless the program already has.
+/// @throws backend_unavailable when the program has finalized Kokkos already
+inline void ensure_initialized() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (Kokkos::is_initialized()) return;
+#if KOKKOS_VERSION >= 30700
+    if (Kokkos::is_finalized()) return;
+#endif
+    Kokkos::initialize();
+    std::atexit([] {
+      if (Kokkos::is_initialized()) Kokkos::finalize();
+    });
+  });
+  if (!Kokkos::is_initialized()) {
+    throw backend_unavailable("polymap: Kokkos has been finalized; it cannot start again");
+  }
+}
+
+}  // namespace detail
+
+/// Applies `fn` to every item of the host-resident contiguous range `xs` on `Space` and
+/// returns the results in input order. The items go to the space through a View and its
+/// host mirror (no copy when the space reads host memory).
+/// @tparam Space a Kokkos execution space; the default one unless named
+/// @param fn a KOKKOS_FUNCTION-callable function object of one item
+/// @throws backend_unavailable when Kokkos was finalized
+template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_range Range,
+          class Fn>
+  requires std::ranges::sized_range<Range>
+[[nodiscard]] auto map(const Range& xs, Fn fn, const options& = {}) {
+  using T = std::ranges::range_value_t<Range>;
+  using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;
+  static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_copyable_v<R>,
+                "polymap::kokkos::map: items and results must be trivially copyable");
+  detail::ensure_initialized();
+  const std::size_t n = std::ranges::size(xs);
+  std::vector<R> out(n);
+  if (n == 0) return out;
+  using memory = typename Space::memory_space;
+  using unmanaged = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
+  Kokkos::View<const T*, Kokkos::HostSpace, unmanaged> host_in(std::ranges::data(xs), n);
+  Kokkos::View<R*, Kokkos::HostSpace, unmanaged> host_out(out.data(), n);
+  // create_mirror_view_and_copy returns the host view itself for a space that reads host
+  // memory (Serial, OpenMP), and a device copy otherwise.
+  auto in = Kokkos::create_mirror_view_and_copy(memory(), host_in);
+  auto dev_out = Kokkos::create_mirror_view(memory(), host_out);
+  Kokkos::parallel_for(
+      "polymap::kokkos::map", Kokkos::RangePolicy<Space>(0, n),
+      KOKKOS_LAMBDA(const std::size_t i) { dev_out(i) = fn(in(i)); });
+  Kokkos::deep_copy(host_out, dev_out);  // fences; a no-op copy when dev_out is host_out
+  return out;
+}
+
+/// Calls `fn(i)` for every i in [0, n) on `Space`; `fn` must only touch memory `Space`
+/// reads.
+/// @throws option_error for a negative n, backend_unavailable when Kokkos was finalized
+template <class Space = Kokkos::DefaultExecutionSpace, std::integral Index, class Fn>
+void for_each(Index n, Fn fn, const options& = {}) {
+  if (std::cmp_less(n, 0)) throw option_error("n", std::to_string(n), "a count of zero or more");
+  detail::ensure_initialized();
+  Kokkos::parallel_for("polymap::kokkos::for_each",
+                       Kokkos::RangePolicy<Space>(0, static_cast<std::size_t>(n)),
+                       KOKKOS_LAMBDA(const std::size_t i) { fn(i); });
+  Kokkos::fence();
+}
+
+}  // namespace polymap::kokkos
