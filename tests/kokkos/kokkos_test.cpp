@@ -1,0 +1,56 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// <polymap/kokkos/map.hpp> on the default execution space of the Kokkos found at build time
+// (Debian's Kokkos 3.4: Serial), and the kokkos backend through the generic path.
+#include <polymap/kokkos/map.hpp>
+#include <polymap/polymap.hpp>
+
+#include "cpu/kernels.hpp"
+
+#include <gtest/gtest.h>
+
+#include <Kokkos_Core.hpp>
+
+#include <numeric>
+#include <vector>
+
+namespace polymap {
+namespace {
+
+TEST(KokkosBackend, MapsOnTheDefaultSpaceInInputOrder) {
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{100'003}}) {
+    std::vector<double> xs(n);
+    std::iota(xs.begin(), xs.end(), 0.0);
+    const std::vector<double> ys =
+        polymap::kokkos::map(xs, KOKKOS_LAMBDA(double x) { return 3 * x + 1; });
+    ASSERT_EQ(ys.size(), n);
+    for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(ys[i], 3 * xs[i] + 1);
+  }
+  EXPECT_TRUE(Kokkos::is_initialized());  // initialised on first use, kept for the program
+}
+
+TEST(KokkosBackend, ForEachRunsTheBuiltInKernels) {
+  const std::size_t n = 10'007;
+  Kokkos::View<float*> x("x", n), y("y", n);
+  Kokkos::deep_copy(x, 2.0F);
+  Kokkos::deep_copy(y, 1.0F);
+  polymap::kokkos::for_each(n, KOKKOS_LAMBDA(std::size_t i) {
+    kernels::saxpy(i, 0.5F, x.data(), y.data());
+  });
+  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), y);
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(host(i), 2.0F);
+}
+
+TEST(KokkosBackend, GenericPathReportsTheKokkosSpace) {
+  std::vector<int> xs(1000, 2);
+  run_report report;
+  const auto ys = polymap::map(xs, [](int x) { return x * x; },
+                               {.backend = backend::kokkos, .report = &report});
+  EXPECT_EQ(report.backend, backend::kokkos);
+  EXPECT_NE(report.note.find(Kokkos::DefaultHostExecutionSpace::name()), std::string::npos)
+      << report.note;
+  for (int y : ys) ASSERT_EQ(y, 4);
+}
+
+}  // namespace
+}  // namespace polymap
