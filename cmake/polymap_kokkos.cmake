@@ -10,6 +10,11 @@
 # the config's include directory has no Kokkos_Core.hpp. Remove it once Debian ships a fixed
 # config (Trilinos' packaging, not Kokkos upstream, writes the bad path).
 set(POLYMAP_KOKKOS_FOUND FALSE)
+# Kokkos' config forces CMAKE_CXX_EXTENSIONS off with a warning when it is unset; polymap
+# uses no GNU extensions, so say so first.
+if(NOT DEFINED CMAKE_CXX_EXTENSIONS)
+  set(CMAKE_CXX_EXTENSIONS OFF)
+endif()
 find_package(Kokkos CONFIG QUIET)
 if(Kokkos_FOUND AND TARGET Kokkos::kokkos)
   add_library(polymap_kokkos INTERFACE)
