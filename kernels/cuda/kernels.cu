@@ -156,6 +156,18 @@ std::uint64_t pi_hits(std::uint64_t seed, std::size_t blocks, std::size_t sample
   }
 }
 
+void pi_blocks(std::uint64_t seed, std::size_t blocks, std::size_t samples_per_block,
+               std::uint64_t* hits, int device) {
+  require_device(device);
+  device_out<std::uint64_t> dout(hits, blocks, device);
+  std::uint64_t* op = dout.get();
+  pc::for_each(
+      blocks,
+      [=] __host__ __device__(std::size_t b) { op[b] = pi_block_hits(seed, b, samples_per_block); },
+      on(device));
+  dout.finish();
+}
+
 void nbody(std::size_t n, const body* in, body* out, double dt, double softening, int device) {
   require_device(device);
   const device_in<body> din(in, n, device);

@@ -28,6 +28,9 @@ void black_scholes(std::uint64_t seed, std::size_t n, bs_price* out, int device 
 /// Hits of `blocks` blocks of `samples_per_block` samples (the sum of pi_block_hits).
 [[nodiscard]] std::uint64_t pi_hits(std::uint64_t seed, std::size_t blocks,
                                     std::size_t samples_per_block, int device = 0);
+/// `hits[b] = pi_block_hits(seed, b, samples_per_block)` for every block b.
+void pi_blocks(std::uint64_t seed, std::size_t blocks, std::size_t samples_per_block,
+               std::uint64_t* hits, int device = 0);
 /// One n-body step of `n` bodies from `in` to `out`.
 void nbody(std::size_t n, const body* in, body* out, double dt, double softening,
            int device = 0);

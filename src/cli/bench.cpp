@@ -3,6 +3,7 @@
 // polymap bench: the built-in kernels on every backend that is here, and on automatic.
 
 #include <polymap/backend.hpp>
+#include <polymap/config.hpp>
 #include <polymap/map.hpp>
 #include <polymap/options.hpp>
 #include <polymap/plan.hpp>
@@ -10,6 +11,9 @@
 
 #include "cli/commands.hpp"
 #include "cpu/kernels.hpp"
+#if POLYMAP_HAS_CUDA
+#include "cuda/launch.hpp"
+#endif
 #include "executor.hpp"
 #include "topology/binding.hpp"
 
@@ -81,6 +85,24 @@ bool close(double got, double want) {
   return got == want || std::abs(got - want) <= 1e-12 * std::max(std::abs(got), std::abs(want));
 }
 
+/// Runs `gpu` when the options ask for the cuda backend, and says so in the report. The
+/// lambdas of the workloads are host code, which no GPU runs: on cuda a workload calls the
+/// same kernel precompiled for the GPU (kernels/cuda), copies in and out included.
+template <class Gpu>
+bool ran_on_gpu([[maybe_unused]] const options& opts, [[maybe_unused]] Gpu&& gpu) {
+#if POLYMAP_HAS_CUDA
+  if (opts.backend != backend_kind::cuda) return false;
+  gpu();
+  if (opts.report != nullptr) {
+    opts.report->backend = backend_kind::cuda;
+    opts.report->workers = 1;
+  }
+  return true;
+#else
+  return false;
+#endif
+}
+
 /// One kernel with its data: runs it on any backend and checks the result against a
 /// reference run.
 class workload {
@@ -129,6 +151,7 @@ class saxpy_workload final : public workload {
     const float a = 2.5F;
     const float* x = x_.data();
     float* y = y_.data();
+    if (ran_on_gpu(opts, [&] { k::gpu::saxpy(x_.size(), a, x, y); })) return;
     polymap::for_each(
         x_.size(), [=](std::size_t i) noexcept { k::saxpy(i, a, x, y); }, opts);
   }
@@ -164,6 +187,7 @@ class stencil_workload final : public workload {
     const std::size_t n = n_;
     const double* in = in_.data();
     double* out = out_.data();
+    if (ran_on_gpu(opts, [&] { k::gpu::jacobi(n, in, out); })) return;
     polymap::for_each(
         n, [=](std::size_t row) noexcept { k::jacobi_row(row, n, in, out); }, opts);
   }
@@ -190,6 +214,7 @@ class mandelbrot_workload final : public workload {
     const std::size_t width = width_;
     const std::size_t height = height_;
     std::uint16_t* out = image_.data();
+    if (ran_on_gpu(opts, [&] { k::gpu::mandelbrot(width, height, out); })) return;
     polymap::for_each(
         height, [=](std::size_t row) noexcept { k::mandelbrot_row(row, width, height, out); },
         opts);
@@ -221,6 +246,8 @@ class black_scholes_workload final : public workload {
   void run(const options& opts) override {
     const k::bs_option* in = options_.data();
     k::bs_price* out = prices_.data();
+    // The portfolio is bs_sample_option(seed, i), which the GPU draws itself.
+    if (ran_on_gpu(opts, [&] { k::gpu::black_scholes(seed, options_.size(), out); })) return;
     polymap::for_each(
         options_.size(), [=](std::size_t i) noexcept { out[i] = k::black_scholes(in[i]); }, opts);
   }
@@ -256,6 +283,7 @@ class pi_workload final : public workload {
   void run(const options& opts) override {
     const std::size_t per_block = samples_per_block_;
     std::uint64_t* hits = hits_.data();
+    if (ran_on_gpu(opts, [&] { k::gpu::pi_blocks(seed, hits_.size(), per_block, hits); })) return;
     polymap::for_each(
         hits_.size(),
         [=](std::size_t block) noexcept { hits[block] = k::pi_block_hits(seed, block, per_block); },

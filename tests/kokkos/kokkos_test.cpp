@@ -30,6 +30,7 @@ TEST(KokkosBackend, MapsOnTheDefaultSpaceInInputOrder) {
 }
 
 TEST(KokkosBackend, ForEachRunsTheBuiltInKernels) {
+  polymap::kokkos::ensure_initialized();  // the Views below need Kokkos running
   const std::size_t n = 10'007;
   Kokkos::View<float*> x("x", n), y("y", n);
   Kokkos::deep_copy(x, 2.0F);

@@ -288,6 +288,11 @@ template <class T, class Fn>
   options o = opts;
   o.backend = backend_kind::cuda;  // device memory: no CPU backend can read it
   (void)detail::wants_gpu<Fn>(o);
+  if (!xs.empty() && !detail::is_device_pointer(xs.data())) {
+    // A kernel reading host memory would fault: a host span belongs to the other overload.
+    throw option_error("xs", "a span over host memory",
+                       "device or managed memory; pass a host range (a vector) to stream it");
+  }
   device_buffer<R> out(xs.size(), o.device);
   if constexpr (is_device_callable_v<Fn>) detail::device_map(xs.data(), out.data(), xs.size(), fn, o.device);
   detail::note_gpu<Fn, T, R>(opts, "device-resident input");
@@ -318,6 +323,10 @@ void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opt
   options o = opts;
   o.backend = backend_kind::cuda;
   (void)detail::wants_gpu<Fn>(o);
+  if (!xs.empty() &&
+      (!detail::is_device_pointer(xs.data()) || !detail::is_device_pointer(out.data()))) {
+    throw option_error("xs, out", "a span over host memory", "device or managed memory");
+  }
   if constexpr (is_device_callable_v<Fn>) detail::device_map(xs.data(), out.data(), xs.size(), fn, o.device);
 }
 

@@ -27,9 +27,8 @@
 
 namespace polymap::kokkos {
 
-namespace detail {
-
-/// Initialises Kokkos unless the program already has.
+/// Initialises Kokkos unless the program already has (then finalises it at exit); call it
+/// before making Views for polymap::kokkos calls in a program that does not own Kokkos.
 /// @throws backend_unavailable when the program has finalized Kokkos already
 inline void ensure_initialized() {
   static std::once_flag once;
@@ -48,8 +47,6 @@ inline void ensure_initialized() {
   }
 }
 
-}  // namespace detail
-
 /// Applies `fn` to every item of the host-resident contiguous range `xs` on `Space` and
 /// returns the results in input order. The items go to the space through a View and its
 /// host mirror (no copy when the space reads host memory).
@@ -64,7 +61,7 @@ template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_r
   using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;
   static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_copyable_v<R>,
                 "polymap::kokkos::map: items and results must be trivially copyable");
-  detail::ensure_initialized();
+  ensure_initialized();
   const std::size_t n = std::ranges::size(xs);
   std::vector<R> out(n);
   if (n == 0) return out;
@@ -89,7 +86,7 @@ template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_r
 template <class Space = Kokkos::DefaultExecutionSpace, std::integral Index, class Fn>
 void for_each(Index n, Fn fn, const options& = {}) {
   if (std::cmp_less(n, 0)) throw option_error("n", std::to_string(n), "a count of zero or more");
-  detail::ensure_initialized();
+  ensure_initialized();
   Kokkos::parallel_for("polymap::kokkos::for_each",
                        Kokkos::RangePolicy<Space>(0, static_cast<std::size_t>(n)),
                        KOKKOS_LAMBDA(const std::size_t i) { fn(i); });

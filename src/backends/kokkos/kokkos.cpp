@@ -41,7 +41,7 @@ class kokkos_executor_impl final : public executor {
   void run(const map_job& job, run_report* report) override {
     // Initialised only if the program has not done it, finalised at exit only then:
     // Kokkos cannot start again after a finalize (kokkos/kokkos#4195).
-    kokkos::detail::ensure_initialized();
+    kokkos::ensure_initialized();
     // A fixed chunk size, from the measured cost when there is one: a Kokkos range has no
     // feedback from one chunk to the next. Unknown cost: a few chunks per worker, at most
     // 4096 items each so that a cancel or a fail_fast stop is seen soon.
