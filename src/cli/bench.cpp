@@ -46,7 +46,7 @@ namespace k = polymap::kernels;
 /// Seed of every input and of the Monte-Carlo stream: the same numbers on every run.
 constexpr std::uint64_t seed = 20240601;
 
-/// Problem sizes. medium, the default, is sized so that the whole bench (5 kernels x 3
+/// Problem sizes. medium, the default, is sized so that the whole bench (6 kernels x 3
 /// backends x 5 repetitions) takes a few seconds on 2 cores: each serial run is tens of
 /// milliseconds, long enough to dwarf the thread pool's fork-join.
 struct problem_size {
@@ -57,12 +57,13 @@ struct problem_size {
   std::size_t black_scholes_n;
   std::size_t pi_blocks;
   std::size_t pi_samples_per_block;
+  std::size_t nbody_n;
 };
 
 problem_size size_named(const std::string& name) {
-  if (name == "small") return {1U << 16, 256, 256, 192, 1U << 13, 64, 2048};
-  if (name == "large") return {1U << 26, 4096, 2048, 1536, 1U << 23, 8192, 16384};
-  return {1U << 23, 2048, 1024, 768, 1U << 20, 2048, 4096};
+  if (name == "small") return {1U << 16, 256, 256, 192, 1U << 13, 64, 2048, 256};
+  if (name == "large") return {1U << 26, 4096, 2048, 1536, 1U << 23, 8192, 16384, 8192};
+  return {1U << 23, 2048, 1024, 768, 1U << 20, 2048, 4096, 1536};
 }
 
 /// The first index where `got` differs from `want` under `same`, described; or nothing.
@@ -305,6 +306,47 @@ class pi_workload final : public workload {
   std::vector<std::uint64_t> hits_, reference_;
 };
 
+class nbody_workload final : public workload {
+ public:
+  explicit nbody_workload(std::size_t n) : in_(n), out_(n) {
+    for (std::size_t i = 0; i < n; ++i) in_[i] = k::nbody_sample(seed, i, n);
+  }
+  std::string_view name() const noexcept override { return "nbody"; }
+  std::string_view unit() const noexcept override { return "interaction"; }
+  std::size_t items() const noexcept override { return in_.size() * in_.size(); }
+  std::size_t tasks() const noexcept override { return in_.size(); }
+  void reset() override {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    std::fill(out_.begin(), out_.end(), k::body{nan, nan, nan, nan, nan, nan, nan});
+  }
+  void run(const options& opts) override {
+    const std::size_t n = in_.size();
+    const k::body* in = in_.data();
+    k::body* out = out_.data();
+    if (ran_on_gpu(opts, [&] { k::gpu::nbody(n, in, out, dt, softening); })) return;
+    polymap::for_each(
+        n, [=](std::size_t i) noexcept { k::nbody_step(i, n, in, out, dt, softening); }, opts);
+  }
+  void keep_reference() override { reference_ = out_; }
+  std::optional<std::string> difference() const override {
+    for (std::size_t i = 0; i < out_.size(); ++i) {
+      const k::body& g = out_[i];
+      const k::body& w = reference_[i];
+      if (!close(g.x, w.x) || !close(g.y, w.y) || !close(g.z, w.z) || !close(g.vx, w.vx) ||
+          !close(g.vy, w.vy) || !close(g.vz, w.vz)) {
+        return fmt::format("body {} is at ({}, {}, {}), serial gave ({}, {}, {})", i, g.x, g.y,
+                           g.z, w.x, w.y, w.z);
+      }
+    }
+    return std::nullopt;
+  }
+
+ private:
+  static constexpr double dt = 1e-3;
+  static constexpr double softening = 1e-2;
+  std::vector<k::body> in_, out_, reference_;
+};
+
 std::unique_ptr<workload> make_workload(const std::string& name, const problem_size& s) {
   if (name == "saxpy") return std::make_unique<saxpy_workload>(s.saxpy_n);
   if (name == "stencil") return std::make_unique<stencil_workload>(s.stencil_n);
@@ -312,6 +354,7 @@ std::unique_ptr<workload> make_workload(const std::string& name, const problem_s
     return std::make_unique<mandelbrot_workload>(s.mandelbrot_width, s.mandelbrot_height);
   }
   if (name == "black_scholes") return std::make_unique<black_scholes_workload>(s.black_scholes_n);
+  if (name == "nbody") return std::make_unique<nbody_workload>(s.nbody_n);
   return std::make_unique<pi_workload>(s.pi_blocks, s.pi_samples_per_block);
 }
 
