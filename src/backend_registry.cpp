@@ -12,7 +12,8 @@ namespace polymap::detail {
 bool is_built(backend_kind kind) noexcept {
   switch (kind) {
     case backend_kind::serial:
-    case backend_kind::threads: return true;
+    case backend_kind::threads:
+    case backend_kind::processes: return true;
     case backend_kind::cuda: return POLYMAP_HAS_CUDA != 0;
     case backend_kind::kokkos: return POLYMAP_HAS_KOKKOS != 0;
     default: return false;
@@ -22,7 +23,6 @@ bool is_built(backend_kind kind) noexcept {
 std::string not_built_reason(backend_kind kind) {
   const std::string name(to_string(kind));
   switch (kind) {
-    case backend_kind::processes:
     case backend_kind::mpi:
       return "polymap " POLYMAP_VERSION_STRING " does not have the " + name + " backend yet";
     case backend_kind::cuda:
@@ -37,6 +37,7 @@ executor& executor_for(backend_kind kind) {
   switch (kind) {
     case backend_kind::serial: return serial_executor();
     case backend_kind::threads: return threads_executor();
+    case backend_kind::processes: return processes_executor();
 #if POLYMAP_HAS_CUDA
     case backend_kind::cuda: return cuda_executor();
 #endif

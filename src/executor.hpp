@@ -35,6 +35,7 @@ class executor {
 /// The executors of the backends, one factory per backend folder.
 [[nodiscard]] executor& serial_executor();
 [[nodiscard]] executor& threads_executor();
+[[nodiscard]] executor& processes_executor();
 [[nodiscard]] executor& cuda_executor();    // built when POLYMAP_HAS_CUDA
 [[nodiscard]] executor& kokkos_executor();  // built when POLYMAP_HAS_KOKKOS
 

@@ -6,6 +6,7 @@
 #include <polymap/polymap.hpp>
 
 #include "backends/backend_param.hpp"
+#include "backends/shared_counters.hpp"
 
 #include <gtest/gtest.h>
 
@@ -38,7 +39,7 @@ class BackendConformance : public testing::TestWithParam<backend_kind> {
 
 TEST_P(BackendConformance, MapsEveryIndexOnce) {
   constexpr std::size_t n = 100'000;
-  auto counts = std::make_unique<std::atomic<int>[]>(n);
+  test::shared_counters<int> counts(n);
   polymap::for_each(n, [&](std::size_t i) { counts[i].fetch_add(1); }, opts());
   for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(counts[i].load(), 1) << "index " << i;
 }
@@ -222,7 +223,7 @@ TEST_P(BackendConformance, HundredFailingItemsAreReportedWithTheirIndices) {
 
 TEST_P(BackendConformance, RetriesRunAFailedItemAgain) {
   constexpr std::size_t n = 200;
-  auto attempts = std::make_unique<std::atomic<int>[]>(n);
+  test::shared_counters<int> attempts(n);
   auto flaky = [&](std::size_t i) {
     // Every 10th item fails on its first two attempts.
     if (i % 10 == 0 && attempts[i].fetch_add(1) < 2) throw std::runtime_error("flaky");
@@ -253,7 +254,8 @@ TEST_P(BackendConformance, RetriesRunAFailedItemAgain) {
 
 TEST_P(BackendConformance, NoItemStartsAfterCancelReturns) {
   constexpr std::size_t n = 2'000;
-  std::atomic<std::size_t> started{0};
+  test::shared_counters<std::size_t> started_counter(1);
+  std::atomic<std::size_t>& started = *started_counter;
   std::vector<int> xs(n, 1);
   auto job = polymap::map_async(std::span<const int>(xs), [&](int x) {
     started.fetch_add(1);
@@ -272,7 +274,8 @@ TEST_P(BackendConformance, NoItemStartsAfterCancelReturns) {
 
 TEST_P(BackendConformance, StopTokenCancels) {
   std::stop_source source;
-  std::atomic<std::size_t> started{0};
+  test::shared_counters<std::size_t> started_counter(1);
+  std::atomic<std::size_t>& started = *started_counter;
   options o = opts();
   o.stop = source.get_token();
   std::thread stopper([&] {
@@ -294,7 +297,8 @@ TEST_P(BackendConformance, StopTokenCancels) {
 }
 
 TEST_P(BackendConformance, CancelFromInsideAnItem) {
-  std::atomic<std::size_t> started{0};
+  test::shared_counters<std::size_t> started_counter(1);
+  std::atomic<std::size_t>& started = *started_counter;
   std::vector<int> xs(1'000, 1);
   std::stop_source source;
   options o = opts();
@@ -393,6 +397,8 @@ TEST_P(BackendConformance, ReportSaysWhereItRan) {
 INSTANTIATE_TEST_SUITE_P(Serial, BackendConformance, testing::Values(backend_kind::serial),
                          test::backend_name);
 INSTANTIATE_TEST_SUITE_P(Threads, BackendConformance, testing::Values(backend_kind::threads),
+                         test::backend_name);
+INSTANTIATE_TEST_SUITE_P(Processes, BackendConformance, testing::Values(backend_kind::processes),
                          test::backend_name);
 INSTANTIATE_TEST_SUITE_P(Automatic, BackendConformance, testing::Values(backend_kind::automatic),
                          test::backend_name);
