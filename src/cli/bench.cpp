@@ -346,7 +346,7 @@ class nbody_workload final : public workload {
  private:
   static constexpr double dt = 1e-3;
   static constexpr double softening = 1e-2;
-  std::vector<k::body> in_, out_, reference_;
+  shared_vector<k::body> in_, out_, reference_;
 };
 
 std::unique_ptr<workload> make_workload(const std::string& name, const problem_size& s) {

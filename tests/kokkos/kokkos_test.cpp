@@ -53,5 +53,27 @@ TEST(KokkosBackend, GenericPathReportsTheKokkosSpace) {
   for (int y : ys) ASSERT_EQ(y, 4);
 }
 
+// A forked worker of the processes backend shares its parent's Kokkos: it must neither
+// initialise Kokkos nor run on it. Both the header and the generic path run plain loops there.
+TEST(KokkosBackend, AWorkerProcessLeavesKokkosAlone) {
+  std::vector<int> xs(4, 5);
+  const std::vector<int> ok = polymap::map(
+      xs,
+      [](int x) {
+        const bool before = Kokkos::is_initialized();
+        const std::vector<int> v(3, x);
+        const std::vector<int> w = polymap::kokkos::map(v, KOKKOS_LAMBDA(int y) { return y + 1; });
+        run_report report;
+        const std::vector<int> g =
+            polymap::map(v, [](int y) { return y * 2; }, {.backend = backend::kokkos, .report = &report});
+        return Kokkos::is_initialized() == before && w == std::vector<int>(3, x + 1) &&
+                       g == std::vector<int>(3, 2 * x) && report.backend == backend::serial
+                   ? 1
+                   : 0;
+      },
+      {.backend = backend::processes, .workers = 2});
+  for (int y : ok) ASSERT_EQ(y, 1);
+}
+
 }  // namespace
 }  // namespace polymap

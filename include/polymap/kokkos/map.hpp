@@ -10,8 +10,11 @@
 /// header is for the other spaces.
 ///
 /// Kokkos is initialised here only when the program has not done it (and finalised at
-/// exit only then), as by the kokkos backend.
+/// exit only then), as by the kokkos backend. Inside a worker process of the processes
+/// backend Kokkos is never touched: a space that reads host memory becomes a plain loop on
+/// the worker's thread, any other space is refused.
 
+#include <polymap/detail/execute.hpp>
 #include <polymap/error.hpp>
 #include <polymap/options.hpp>
 
@@ -23,9 +26,29 @@
 #include <ranges>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace polymap::kokkos {
+
+namespace detail {
+
+/// Whether a call on `Space` must run as a plain loop because this is a forked worker
+/// process, which shares its parent's Kokkos (and GPU) state and must leave it alone.
+/// @throws backend_unavailable for a space that cannot read host memory
+template <class Space>
+bool runs_in_worker_process() {
+  if (!polymap::detail::in_worker_process()) return false;
+  if constexpr (!Kokkos::SpaceAccessibility<Space, Kokkos::HostSpace>::accessible) {
+    throw backend_unavailable(
+        std::string("polymap: Kokkos space ") + Space::name() +
+        " is not available inside a worker process of the processes backend: a forked "
+        "child never touches Kokkos or the GPU");
+  }
+  return true;
+}
+
+}  // namespace detail
 
 /// Initialises Kokkos unless the program already has (then finalises it at exit); call it
 /// before making Views for polymap::kokkos calls in a program that does not own Kokkos.
@@ -52,7 +75,8 @@ inline void ensure_initialized() {
 /// host mirror (no copy when the space reads host memory).
 /// @tparam Space a Kokkos execution space; the default one unless named
 /// @param fn a KOKKOS_FUNCTION-callable function object of one item
-/// @throws backend_unavailable when Kokkos was finalized
+/// @throws backend_unavailable when Kokkos was finalized, or inside a worker process of the
+///   processes backend for a space that cannot read host memory
 template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_range Range,
           class Fn>
   requires std::ranges::sized_range<Range>
@@ -61,9 +85,14 @@ template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_r
   using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;
   static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_copyable_v<R>,
                 "polymap::kokkos::map: items and results must be trivially copyable");
-  ensure_initialized();
   const std::size_t n = std::ranges::size(xs);
   std::vector<R> out(n);
+  if (detail::runs_in_worker_process<Space>()) {
+    const T* in = std::ranges::data(xs);
+    for (std::size_t i = 0; i < n; ++i) out[i] = fn(in[i]);
+    return out;
+  }
+  ensure_initialized();
   if (n == 0) return out;
   using memory = typename Space::memory_space;
   using unmanaged = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
@@ -82,10 +111,15 @@ template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_r
 
 /// Calls `fn(i)` for every i in [0, n) on `Space`; `fn` must only touch memory `Space`
 /// reads.
-/// @throws option_error for a negative n, backend_unavailable when Kokkos was finalized
+/// @throws option_error for a negative n, backend_unavailable when Kokkos was finalized or
+///   (for a space that cannot read host memory) inside a worker process
 template <class Space = Kokkos::DefaultExecutionSpace, std::integral Index, class Fn>
 void for_each(Index n, Fn fn, const options& = {}) {
   if (std::cmp_less(n, 0)) throw option_error("n", std::to_string(n), "a count of zero or more");
+  if (detail::runs_in_worker_process<Space>()) {
+    for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) fn(i);
+    return;
+  }
   ensure_initialized();
   Kokkos::parallel_for("polymap::kokkos::for_each",
                        Kokkos::RangePolicy<Space>(0, static_cast<std::size_t>(n)),
