@@ -13,9 +13,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <numeric>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace polymap {
@@ -61,6 +63,11 @@ inline void count_each(std::size_t n, int* c) {
     ++c[i];
 #endif
   });
+}
+
+/// Writes 1 through `p` on the GPU: given a null pointer, an illegal address (a sticky error).
+inline void write_one(int* p) {
+  cuda::for_each(std::size_t{1}, [=] __host__ __device__(std::size_t i) { p[i] = 1; });
 }
 
 /// Run in a worker process of the processes backend: 1 when cuda::map leaves the GPU alone
@@ -224,6 +231,31 @@ TEST_F(CudaDevice, OutOfMemoryIsACudaErrorAndTheHostGoesOn) {
   const std::vector<float> cpu = polymap::map(xs, host_plus_one(), {.backend = backend::threads});
   const std::vector<float> gpu = cuda::map(xs, hd_plus_one{}, {.backend = backend::cuda});
   for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(cpu[i], gpu[i]);
+}
+
+class CudaDeviceDeathTest : public CudaDevice {};
+
+TEST_F(CudaDeviceDeathTest, AStickyErrorLeavesTheGpuUnusableAndTheCpuGoingOn) {
+  // A fresh process: the lost context must not take the other tests' GPU with it.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        bool thrown = false;
+        try {
+          cuda_test::write_one(nullptr);
+        } catch (const cuda_error&) {
+          thrown = true;
+        }
+        std::vector<float> xs(1000, 1.0F);
+        run_report report;
+        const std::vector<float> ys = cuda::map(xs, hd_plus_one{}, {.report = &report});
+        std::exit(thrown && cuda::device_count() == 0 && report.backend != backend::cuda &&
+                          ys == std::vector<float>(1000, 2.0F) &&
+                          cuda::device_status().find("sticky") != std::string::npos
+                      ? 0
+                      : 1);
+      },
+      testing::ExitedWithCode(0), "");
 }
 
 TEST_F(CudaDevice, ABadDeviceIndexIsAnOptionError) {

@@ -14,6 +14,29 @@
 
 namespace polymap::cuda::detail {
 
+/// Marks the GPU of this process unusable after a sticky error (the CUDA context is lost):
+/// from then on `device_count()` is 0, `device_status()` says why, `automatic` keeps every call
+/// on the CPU and an explicit cuda request throws `backend_unavailable`. Defined in the
+/// library (src/backends/cuda).
+void mark_unusable(const char* error_name) noexcept;
+
+/// Whether `code` is sticky: the context is corrupted and every later call fails with it.
+[[nodiscard]] constexpr bool is_sticky(cudaError_t code) noexcept {
+  switch (code) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchFailure:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorAssert:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorECCUncorrectable: return true;
+    default: return false;
+  }
+}
+
 /// Throws cuda_error for any code but cudaSuccess.
 /// @throws cuda_error with `code()` the cudaError_t value and `name()` e.g.
 ///   "cudaErrorMemoryAllocation"
@@ -24,6 +47,8 @@ inline void check(cudaError_t code, const char* expr, const char* file, int line
   // stays: the context is lost, and every later call reports it, which is what lets the
   // caller see that the GPU is unusable and go on with a CPU backend.
   (void)cudaGetLastError();
+  // A sticky error survives cudaGetLastError; either way the GPU is of no more use here.
+  if (is_sticky(code) || cudaPeekAtLastError() != cudaSuccess) mark_unusable(cudaGetErrorName(code));
   throw cuda_error(static_cast<int>(code), cudaGetErrorName(code),
                    std::string("polymap: ") + expr + " failed at " + file + ":" +
                        std::to_string(line) + ": " + cudaGetErrorName(code) + " (" +

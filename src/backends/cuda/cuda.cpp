@@ -3,6 +3,7 @@
 // The cuda backend's executor and device queries: plain C++ over the CUDA runtime API
 // (compiled by the host compiler; the device code is in kernels/cuda and in the user's .cu).
 #include <polymap/backends/cuda.hpp>
+#include <polymap/cuda/check.hpp>
 #include <polymap/detail/execute.hpp>
 #include <polymap/error.hpp>
 
@@ -10,6 +11,7 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <mutex>
 #include <string>
 
@@ -47,9 +49,40 @@ const probe& devices_here() {
   return p;
 }
 
+/// Set once a sticky error has lost the CUDA context of this process.
+struct lost_context {
+  std::atomic<bool> lost{false};
+  std::mutex mutex;
+  std::string why;  // guarded by mutex
+};
+
+lost_context& context_state() noexcept {
+  static lost_context s;
+  return s;
+}
+
 }  // namespace
 
+namespace detail {
+
+void mark_unusable(const char* error_name) noexcept {
+  lost_context& s = context_state();
+  try {
+    const std::lock_guard lock(s.mutex);
+    if (s.why.empty()) {
+      s.why = std::string("no CUDA device: the CUDA context was lost to a sticky error (") +
+              error_name + "); the GPU is unusable for the rest of this process";
+    }
+  } catch (...) {
+    // The reason is text for people; the flag below is what matters.
+  }
+  s.lost.store(true, std::memory_order_release);
+}
+
+}  // namespace detail
+
 int device_count() noexcept {
+  if (context_state().lost.load(std::memory_order_acquire)) return 0;
   try {
     return devices_here().count;
   } catch (...) {
@@ -57,7 +90,14 @@ int device_count() noexcept {
   }
 }
 
-std::string device_status() { return devices_here().status; }
+std::string device_status() {
+  lost_context& s = context_state();
+  if (s.lost.load(std::memory_order_acquire)) {
+    const std::lock_guard lock(s.mutex);
+    return s.why;
+  }
+  return devices_here().status;
+}
 
 std::vector<device_info> devices() {
   std::vector<device_info> out;
