@@ -19,16 +19,32 @@ if(NOT POLYMAP_WITH_HWLOC STREQUAL "OFF")
   endif()
 endif()
 
-# CUDA: probed so that the choice is reported; the cuda backend itself is not in this
-# version (README, "Backends"), so ON stops with an error rather than pretending.
+# CUDA: the top-level CMakeLists.txt has enabled the language when nvcc was found.
 set(POLYMAP_HAS_CUDA 0)
-if(POLYMAP_WITH_CUDA STREQUAL "ON")
-  message(FATAL_ERROR "POLYMAP_WITH_CUDA=ON: the cuda backend is not implemented in polymap ${PROJECT_VERSION} yet")
+if(NOT POLYMAP_WITH_CUDA STREQUAL "OFF")
+  if(CMAKE_CUDA_COMPILER)
+    find_package(CUDAToolkit)
+  endif()
+  if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND)
+    set(POLYMAP_HAS_CUDA 1)
+    list(APPEND POLYMAP_BACKENDS cuda)
+  elseif(POLYMAP_WITH_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "POLYMAP_WITH_CUDA=ON but no CUDA compiler or toolkit was found "
+                        "(install the CUDA toolkit, or set CMAKE_CUDA_COMPILER to nvcc)")
+  endif()
 endif()
 
+# Kokkos: a user's Kokkos 4, or Debian's libtrilinos-kokkos-dev (Kokkos 3.4, Serial).
 set(POLYMAP_HAS_KOKKOS 0)
-if(POLYMAP_WITH_KOKKOS STREQUAL "ON")
-  message(FATAL_ERROR "POLYMAP_WITH_KOKKOS=ON: the kokkos backend is not implemented in polymap ${PROJECT_VERSION} yet")
+if(NOT POLYMAP_WITH_KOKKOS STREQUAL "OFF")
+  include(polymap_kokkos)
+  if(POLYMAP_KOKKOS_FOUND)
+    set(POLYMAP_HAS_KOKKOS 1)
+    list(APPEND POLYMAP_BACKENDS kokkos)
+  elseif(POLYMAP_WITH_KOKKOS STREQUAL "ON")
+    message(FATAL_ERROR "POLYMAP_WITH_KOKKOS=ON but Kokkos was not found "
+                        "(apt-get install libtrilinos-kokkos-dev, or set Kokkos_DIR)")
+  endif()
 endif()
 
 set(POLYMAP_HAS_MPI 0)

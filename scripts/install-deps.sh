@@ -13,6 +13,8 @@ packages=(
   libhwloc-dev hwloc
   # command-line tool
   libcli11-dev libfmt-dev nlohmann-json3-dev libsqlite3-dev
+  # the kokkos backend (Kokkos 3.4, Serial); CUDA comes from NVIDIA's toolkit, not Debian
+  libtrilinos-kokkos-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # peers measured by the benchmarks

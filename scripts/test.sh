@@ -29,15 +29,18 @@ for config in "${configs[@]}"; do
       run_config release -DCMAKE_BUILD_TYPE=Release
       ;;
     asan)
-      # The sanitizer builds test the library: no CLI, examples or benchmarks.
+      # The sanitizer builds test the library: no CLI, examples or benchmarks, and no CUDA
+      # or Kokkos (nvcc does not take -fsanitize, and Debian's Kokkos is not instrumented).
       ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         run_config asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOLYMAP_SANITIZE=address,undefined \
-        -DPOLYMAP_BUILD_CLI=OFF -DPOLYMAP_BUILD_EXAMPLES=OFF
+        -DPOLYMAP_BUILD_CLI=OFF -DPOLYMAP_BUILD_EXAMPLES=OFF -DPOLYMAP_WITH_CUDA=OFF \
+        -DPOLYMAP_WITH_KOKKOS=OFF
       ;;
     tsan)
       TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
         run_config tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOLYMAP_SANITIZE=thread \
-        -DPOLYMAP_BUILD_CLI=OFF -DPOLYMAP_BUILD_EXAMPLES=OFF
+        -DPOLYMAP_BUILD_CLI=OFF -DPOLYMAP_BUILD_EXAMPLES=OFF -DPOLYMAP_WITH_CUDA=OFF \
+        -DPOLYMAP_WITH_KOKKOS=OFF
       ;;
     *)
       echo "scripts/test.sh: unknown configuration '$config' (release, asan or tsan)" >&2

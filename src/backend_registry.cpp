@@ -14,6 +14,8 @@ bool is_built(backend_kind kind) noexcept {
     case backend_kind::serial:
     case backend_kind::threads:
     case backend_kind::processes: return true;
+    case backend_kind::cuda: return POLYMAP_HAS_CUDA != 0;
+    case backend_kind::kokkos: return POLYMAP_HAS_KOKKOS != 0;
     default: return false;
   }
 }
@@ -21,10 +23,12 @@ bool is_built(backend_kind kind) noexcept {
 std::string not_built_reason(backend_kind kind) {
   const std::string name(to_string(kind));
   switch (kind) {
-    case backend_kind::cuda:
-    case backend_kind::kokkos:
     case backend_kind::mpi:
       return "polymap " POLYMAP_VERSION_STRING " does not have the " + name + " backend yet";
+    case backend_kind::cuda:
+    case backend_kind::kokkos:
+      return "this build of polymap has no " + name + " backend (configure with POLYMAP_WITH_" +
+             (kind == backend_kind::cuda ? "CUDA" : "KOKKOS") + "=ON)";
     default: return name + " is not a concrete backend";
   }
 }
@@ -34,6 +38,12 @@ executor& executor_for(backend_kind kind) {
     case backend_kind::serial: return serial_executor();
     case backend_kind::threads: return threads_executor();
     case backend_kind::processes: return processes_executor();
+#if POLYMAP_HAS_CUDA
+    case backend_kind::cuda: return cuda_executor();
+#endif
+#if POLYMAP_HAS_KOKKOS
+    case backend_kind::kokkos: return kokkos_executor();
+#endif
     default: throw backend_unavailable("polymap: " + not_built_reason(kind));
   }
 }

@@ -127,6 +127,15 @@ backend_estimate estimate(backend_kind kind, const options& o, std::size_t left,
     if (verbose) e.why_not = ex.status();
     return e;
   }
+  if (kind == backend_kind::cuda) {
+    // This path holds host code only: the GPU runs a call through polymap::cuda::map.
+    if (verbose) {
+      e.why_not = "the function is not device-callable here: only polymap::cuda::map and "
+                  "for_each (nvcc, a __host__ __device__ lambda or a functor marked "
+                  "polymap_device_callable) run it on the GPU";
+    }
+    return e;
+  }
   e.usable = true;
   e.workers = std::min(ex.parallelism(o), std::max<std::size_t>(left, 1));
   const double overhead = kind == backend_kind::serial ? 0 : ex.overhead_seconds();

@@ -36,6 +36,8 @@ class executor {
 [[nodiscard]] executor& serial_executor();
 [[nodiscard]] executor& threads_executor();
 [[nodiscard]] executor& processes_executor();
+[[nodiscard]] executor& cuda_executor();    // built when POLYMAP_HAS_CUDA
+[[nodiscard]] executor& kokkos_executor();  // built when POLYMAP_HAS_KOKKOS
 
 /// The executor of a concrete backend kind.
 /// @throws backend_unavailable when `kind` is not built into this library

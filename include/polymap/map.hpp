@@ -215,7 +215,7 @@ void map_into(const In& xs, Out&& out, Fn fn, const options& opts = {}) {
 template <std::integral Index, class Fn>
   requires std::invocable<Fn&, std::size_t>
 void for_each(Index n, Fn fn, const options& opts = {}) {
-  if (n < 0) {
+  if (std::cmp_less(n, 0)) {  // no "n < 0" warning for an unsigned Index
     throw option_error("n", std::to_string(n), "a count of zero or more");
   }
   detail::function_stats& stats = detail::stats_for<Fn, std::size_t>();

@@ -69,6 +69,8 @@ struct options {
   std::function<void(const progress_info&)> on_progress = {};
   /// Requests cancellation: pending items are not started, running ones finish.
   std::stop_token stop = {};
+  /// cuda: index of the GPU that runs the call (0 to the device count - 1).
+  int device = 0;
   /// When set, receives what the call did: backend, workers, binding and priority applied.
   run_report* report = nullptr;
 };

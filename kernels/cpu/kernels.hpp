@@ -183,4 +183,54 @@ POLYMAP_HD inline double pi_estimate(std::uint64_t hits, std::uint64_t samples) 
   return samples == 0 ? 0.0 : 4.0 * static_cast<double>(hits) / static_cast<double>(samples);
 }
 
+/// A point mass of an n-body system.
+struct body {
+  double x = 0, y = 0, z = 0;     ///< position
+  double vx = 0, vy = 0, vz = 0;  ///< velocity
+  double mass = 0;
+};
+
+/// Body `i` after one step of `dt` of the gravitational n-body system `in` of `n` bodies
+/// (G = 1), written to `out[i]`: the acceleration from every other body, softened by
+/// `softening`^2 so that close encounters stay finite, then a semi-implicit Euler step
+/// (velocity first, then position with the new velocity). Reads `in` only, so bodies can be
+/// computed in any order; `out` must not overlap `in`. O(n) per body, O(n^2) per step: the
+/// compute-bound kernel of the set.
+POLYMAP_HD inline void nbody_step(std::size_t i, std::size_t n, const body* in, body* out,
+                                  double dt, double softening) noexcept {
+  const body& b = in[i];
+  double ax = 0;
+  double ay = 0;
+  double az = 0;
+  for (std::size_t j = 0; j < n; ++j) {
+    const double dx = in[j].x - b.x;
+    const double dy = in[j].y - b.y;
+    const double dz = in[j].z - b.z;
+    const double r2 = dx * dx + dy * dy + dz * dz + softening * softening;
+    const double inv_r = 1.0 / std::sqrt(r2);
+    const double s = in[j].mass * inv_r * inv_r * inv_r;  // j == i adds 0: dx = dy = dz = 0
+    ax += s * dx;
+    ay += s * dy;
+    az += s * dz;
+  }
+  body next = b;
+  next.vx += dt * ax;
+  next.vy += dt * ay;
+  next.vz += dt * az;
+  next.x += dt * next.vx;
+  next.y += dt * next.vy;
+  next.z += dt * next.vz;
+  out[i] = next;
+}
+
+/// Body `i` of a reproducible system drawn from `seed`: positions in the unit cube, small
+/// velocities, masses in [0.5, 1.5) / n.
+POLYMAP_HD inline body nbody_sample(std::uint64_t seed, std::size_t i, std::size_t n) noexcept {
+  const std::uint64_t first = 7 * static_cast<std::uint64_t>(i);
+  auto u = [&](std::uint64_t k) { return unit_interval(random_bits(seed, first + k)); };
+  return body{.x = u(0), .y = u(1), .z = u(2),
+              .vx = 0.01 * (u(3) - 0.5), .vy = 0.01 * (u(4) - 0.5), .vz = 0.01 * (u(5) - 0.5),
+              .mass = (0.5 + u(6)) / static_cast<double>(n == 0 ? 1 : n)};
+}
+
 }  // namespace polymap::kernels

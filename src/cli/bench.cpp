@@ -3,6 +3,7 @@
 // polymap bench: the built-in kernels on every backend that is here, and on automatic.
 
 #include <polymap/backend.hpp>
+#include <polymap/config.hpp>
 #include <polymap/map.hpp>
 #include <polymap/options.hpp>
 #include <polymap/plan.hpp>
@@ -11,6 +12,9 @@
 
 #include "cli/commands.hpp"
 #include "cpu/kernels.hpp"
+#if POLYMAP_HAS_CUDA
+#include "cuda/launch.hpp"
+#endif
 #include "executor.hpp"
 #include "topology/binding.hpp"
 
@@ -43,7 +47,7 @@ namespace k = polymap::kernels;
 /// Seed of every input and of the Monte-Carlo stream: the same numbers on every run.
 constexpr std::uint64_t seed = 20240601;
 
-/// Problem sizes. medium, the default, is sized so that the whole bench (5 kernels x 3
+/// Problem sizes. medium, the default, is sized so that the whole bench (6 kernels x 3
 /// backends x 5 repetitions) takes a few seconds on 2 cores: each serial run is tens of
 /// milliseconds, long enough to dwarf the thread pool's fork-join.
 struct problem_size {
@@ -54,12 +58,13 @@ struct problem_size {
   std::size_t black_scholes_n;
   std::size_t pi_blocks;
   std::size_t pi_samples_per_block;
+  std::size_t nbody_n;
 };
 
 problem_size size_named(const std::string& name) {
-  if (name == "small") return {1U << 16, 256, 256, 192, 1U << 13, 64, 2048};
-  if (name == "large") return {1U << 26, 4096, 2048, 1536, 1U << 23, 8192, 16384};
-  return {1U << 23, 2048, 1024, 768, 1U << 20, 2048, 4096};
+  if (name == "small") return {1U << 16, 256, 256, 192, 1U << 13, 64, 2048, 256};
+  if (name == "large") return {1U << 26, 4096, 2048, 1536, 1U << 23, 8192, 16384, 8192};
+  return {1U << 23, 2048, 1024, 768, 1U << 20, 2048, 4096, 1536};
 }
 
 /// The first index where `got` differs from `want` under `same`, described; or nothing.
@@ -81,6 +86,24 @@ std::optional<std::string> first_difference(const shared_vector<T>& got,
 /// Equal within 1e-12 relative; a NaN (an element that was never written) never is.
 bool close(double got, double want) {
   return got == want || std::abs(got - want) <= 1e-12 * std::max(std::abs(got), std::abs(want));
+}
+
+/// Runs `gpu` when the options ask for the cuda backend, and says so in the report. The
+/// lambdas of the workloads are host code, which no GPU runs: on cuda a workload calls the
+/// same kernel precompiled for the GPU (kernels/cuda), copies in and out included.
+template <class Gpu>
+bool ran_on_gpu([[maybe_unused]] const options& opts, [[maybe_unused]] Gpu&& gpu) {
+#if POLYMAP_HAS_CUDA
+  if (opts.backend != backend_kind::cuda) return false;
+  gpu();
+  if (opts.report != nullptr) {
+    opts.report->backend = backend_kind::cuda;
+    opts.report->workers = 1;
+  }
+  return true;
+#else
+  return false;
+#endif
 }
 
 /// One kernel with its data: runs it on any backend and checks the result against a
@@ -131,6 +154,7 @@ class saxpy_workload final : public workload {
     const float a = 2.5F;
     const float* x = x_.data();
     float* y = y_.data();
+    if (ran_on_gpu(opts, [&] { k::gpu::saxpy(x_.size(), a, x, y); })) return;
     polymap::for_each(
         x_.size(), [=](std::size_t i) noexcept { k::saxpy(i, a, x, y); }, opts);
   }
@@ -166,6 +190,7 @@ class stencil_workload final : public workload {
     const std::size_t n = n_;
     const double* in = in_.data();
     double* out = out_.data();
+    if (ran_on_gpu(opts, [&] { k::gpu::jacobi(n, in, out); })) return;
     polymap::for_each(
         n, [=](std::size_t row) noexcept { k::jacobi_row(row, n, in, out); }, opts);
   }
@@ -192,6 +217,7 @@ class mandelbrot_workload final : public workload {
     const std::size_t width = width_;
     const std::size_t height = height_;
     std::uint16_t* out = image_.data();
+    if (ran_on_gpu(opts, [&] { k::gpu::mandelbrot(width, height, out); })) return;
     polymap::for_each(
         height, [=](std::size_t row) noexcept { k::mandelbrot_row(row, width, height, out); },
         opts);
@@ -223,6 +249,8 @@ class black_scholes_workload final : public workload {
   void run(const options& opts) override {
     const k::bs_option* in = options_.data();
     k::bs_price* out = prices_.data();
+    // The portfolio is bs_sample_option(seed, i), which the GPU draws itself.
+    if (ran_on_gpu(opts, [&] { k::gpu::black_scholes(seed, options_.size(), out); })) return;
     polymap::for_each(
         options_.size(), [=](std::size_t i) noexcept { out[i] = k::black_scholes(in[i]); }, opts);
   }
@@ -258,6 +286,7 @@ class pi_workload final : public workload {
   void run(const options& opts) override {
     const std::size_t per_block = samples_per_block_;
     std::uint64_t* hits = hits_.data();
+    if (ran_on_gpu(opts, [&] { k::gpu::pi_blocks(seed, hits_.size(), per_block, hits); })) return;
     polymap::for_each(
         hits_.size(),
         [=](std::size_t block) noexcept { hits[block] = k::pi_block_hits(seed, block, per_block); },
@@ -279,6 +308,47 @@ class pi_workload final : public workload {
   shared_vector<std::uint64_t> hits_, reference_;
 };
 
+class nbody_workload final : public workload {
+ public:
+  explicit nbody_workload(std::size_t n) : in_(n), out_(n) {
+    for (std::size_t i = 0; i < n; ++i) in_[i] = k::nbody_sample(seed, i, n);
+  }
+  std::string_view name() const noexcept override { return "nbody"; }
+  std::string_view unit() const noexcept override { return "interaction"; }
+  std::size_t items() const noexcept override { return in_.size() * in_.size(); }
+  std::size_t tasks() const noexcept override { return in_.size(); }
+  void reset() override {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    std::fill(out_.begin(), out_.end(), k::body{nan, nan, nan, nan, nan, nan, nan});
+  }
+  void run(const options& opts) override {
+    const std::size_t n = in_.size();
+    const k::body* in = in_.data();
+    k::body* out = out_.data();
+    if (ran_on_gpu(opts, [&] { k::gpu::nbody(n, in, out, dt, softening); })) return;
+    polymap::for_each(
+        n, [=](std::size_t i) noexcept { k::nbody_step(i, n, in, out, dt, softening); }, opts);
+  }
+  void keep_reference() override { reference_ = out_; }
+  std::optional<std::string> difference() const override {
+    for (std::size_t i = 0; i < out_.size(); ++i) {
+      const k::body& g = out_[i];
+      const k::body& w = reference_[i];
+      if (!close(g.x, w.x) || !close(g.y, w.y) || !close(g.z, w.z) || !close(g.vx, w.vx) ||
+          !close(g.vy, w.vy) || !close(g.vz, w.vz)) {
+        return fmt::format("body {} is at ({}, {}, {}), serial gave ({}, {}, {})", i, g.x, g.y,
+                           g.z, w.x, w.y, w.z);
+      }
+    }
+    return std::nullopt;
+  }
+
+ private:
+  static constexpr double dt = 1e-3;
+  static constexpr double softening = 1e-2;
+  shared_vector<k::body> in_, out_, reference_;
+};
+
 std::unique_ptr<workload> make_workload(const std::string& name, const problem_size& s) {
   if (name == "saxpy") return std::make_unique<saxpy_workload>(s.saxpy_n);
   if (name == "stencil") return std::make_unique<stencil_workload>(s.stencil_n);
@@ -286,6 +356,7 @@ std::unique_ptr<workload> make_workload(const std::string& name, const problem_s
     return std::make_unique<mandelbrot_workload>(s.mandelbrot_width, s.mandelbrot_height);
   }
   if (name == "black_scholes") return std::make_unique<black_scholes_workload>(s.black_scholes_n);
+  if (name == "nbody") return std::make_unique<nbody_workload>(s.nbody_n);
   return std::make_unique<pi_workload>(s.pi_blocks, s.pi_samples_per_block);
 }
 

@@ -35,7 +35,7 @@ void add_future_command(CLI::App& app, cli_args& args, const std::string& name,
 
 const std::vector<std::string>& kernel_names() {
   static const std::vector<std::string> names = {"saxpy", "stencil", "mandelbrot", "black_scholes",
-                                                 "pi"};
+                                                 "pi",    "nbody"};
   return names;
 }
 

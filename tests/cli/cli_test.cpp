@@ -61,7 +61,8 @@ cli_result run_cli(const std::vector<std::string>& args, bool with_stderr = true
   return result;
 }
 
-const std::vector<std::string> kernels = {"saxpy", "stencil", "mandelbrot", "black_scholes", "pi"};
+const std::vector<std::string> kernels = {"saxpy", "stencil", "mandelbrot", "black_scholes", "pi",
+                                          "nbody"};
 
 TEST(Cli, InfoMentionsUsableWorkerCount) {
   const cli_result r = run_cli({"info"});

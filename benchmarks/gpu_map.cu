@@ -1,0 +1,182 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// The GPU figures of issue 4, each against its peers in this binary:
+// - BM_DeviceSaxpy: device-resident saxpy, 2^28 floats: polymap::cuda::for_each,
+//   thrust::transform and a hand-written kernel (bytes: read x and y, write y).
+// - BM_DeviceMap: device-resident y = 2x + 1 (cub::DeviceTransform under polymap) against
+//   thrust::transform and a hand-written kernel, with a device-to-device copy as the ceiling.
+// - BM_HostMap: host-resident map, 2^26 floats, streamed by polymap against a naive
+//   copy-in, kernel, copy-out on the same pageable data, and the pinned copy bandwidth.
+// - BM_EmptyLaunch: an empty polymap::cuda::for_each against a raw <<<1, 1>>> launch, both
+//   synchronised.
+// With no GPU the program says so and exits 0.
+#include <polymap/cuda/map.hpp>
+
+#include <benchmark/benchmark.h>
+#include <thrust/device_vector.h>
+#include <thrust/transform.h>
+
+#include <cstdio>
+#include <vector>
+
+namespace {
+
+namespace pc = polymap::cuda;
+
+struct saxpy_op {
+  using polymap_device_callable = void;
+  float a;
+  POLYMAP_HD float operator()(float x, float y) const { return a * x + y; }
+};
+struct saxpy_at {
+  using polymap_device_callable = void;
+  float a;
+  const float* x;
+  float* y;
+  POLYMAP_HD void operator()(std::size_t i) const { y[i] = a * x[i] + y[i]; }
+};
+struct affine {
+  using polymap_device_callable = void;
+  POLYMAP_HD float operator()(float x) const { return 2.0F * x + 1.0F; }
+};
+struct nothing {
+  using polymap_device_callable = void;
+  POLYMAP_HD void operator()(std::size_t) const {}
+};
+
+__global__ void saxpy_kernel(std::size_t n, float a, const float* x, float* y) {
+  const std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] = a * x[i] + y[i];
+}
+__global__ void affine_kernel(std::size_t n, const float* x, float* y) {
+  const std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] = 2.0F * x[i] + 1.0F;
+}
+__global__ void empty_kernel() {}
+
+unsigned blocks(std::size_t n) { return static_cast<unsigned>((n + 255) / 256); }
+
+void set_bytes(benchmark::State& s, std::size_t n, double bytes_per_item) {
+  s.SetItemsProcessed(static_cast<std::int64_t>(s.iterations() * n));
+  s.SetBytesProcessed(static_cast<std::int64_t>(static_cast<double>(s.iterations() * n) * bytes_per_item));
+}
+
+void device_saxpy(benchmark::State& s, int peer) {
+  const auto n = static_cast<std::size_t>(s.range(0));
+  thrust::device_vector<float> x(n, 1.0F), y(n, 2.0F);
+  float* yp = thrust::raw_pointer_cast(y.data());
+  const float* xp = thrust::raw_pointer_cast(x.data());
+  for (auto _ : s) {
+    if (peer == 0) {
+      pc::for_each(n, saxpy_at{2.5F, xp, yp});
+    } else if (peer == 1) {
+      thrust::transform(x.begin(), x.end(), y.begin(), y.begin(), saxpy_op{2.5F});
+      POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
+    } else {
+      saxpy_kernel<<<blocks(n), 256>>>(n, 2.5F, xp, yp);
+      POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
+    }
+  }
+  set_bytes(s, n, 3 * sizeof(float));
+}
+
+void device_map(benchmark::State& s, int peer) {
+  const auto n = static_cast<std::size_t>(s.range(0));
+  thrust::device_vector<float> x(n, 1.0F), y(n);
+  const std::span<const float> in(thrust::raw_pointer_cast(x.data()), n);
+  const std::span<float> out(thrust::raw_pointer_cast(y.data()), n);
+  for (auto _ : s) {
+    if (peer == 0) {
+      pc::map_into(in, out, affine{});
+    } else if (peer == 1) {
+      thrust::transform(x.begin(), x.end(), y.begin(), affine{});
+      POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
+    } else if (peer == 2) {
+      affine_kernel<<<blocks(n), 256>>>(n, in.data(), out.data());
+      POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
+    } else {
+      POLYMAP_CUDA_CHECK(
+          cudaMemcpy(out.data(), in.data(), n * sizeof(float), cudaMemcpyDeviceToDevice));
+    }
+  }
+  set_bytes(s, n, 2 * sizeof(float));
+}
+
+void host_map(benchmark::State& s, int peer) {
+  const auto n = static_cast<std::size_t>(s.range(0));
+  std::vector<float> x(n, 1.0F), y(n);
+  pc::device_buffer<float> dx(n), dy(n);
+  for (auto _ : s) {
+    if (peer == 0) {
+      y = pc::map(x, affine{}, {.backend = polymap::backend::cuda});
+    } else {
+      POLYMAP_CUDA_CHECK(cudaMemcpy(dx.data(), x.data(), n * sizeof(float), cudaMemcpyHostToDevice));
+      affine_kernel<<<blocks(n), 256>>>(n, dx.data(), dy.data());
+      POLYMAP_CUDA_CHECK(cudaMemcpy(y.data(), dy.data(), n * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_bytes(s, n, 2 * sizeof(float));
+}
+
+/// The ceiling of a host-resident map: pinned copies in and out, no kernel.
+void pinned_copies(benchmark::State& s) {
+  const auto n = static_cast<std::size_t>(s.range(0));
+  float* h = nullptr;
+  POLYMAP_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h), n * sizeof(float), 0));
+  pc::device_buffer<float> d(n);
+  for (auto _ : s) {
+    POLYMAP_CUDA_CHECK(cudaMemcpy(d.data(), h, n * sizeof(float), cudaMemcpyHostToDevice));
+    POLYMAP_CUDA_CHECK(cudaMemcpy(h, d.data(), n * sizeof(float), cudaMemcpyDeviceToHost));
+  }
+  (void)cudaFreeHost(h);
+  set_bytes(s, n, 2 * sizeof(float));
+}
+
+void empty_launch(benchmark::State& s, int peer) {
+  for (auto _ : s) {
+    if (peer == 0) {
+      pc::for_each(1, nothing{});
+    } else {
+      empty_kernel<<<1, 1>>>();
+      POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
+    }
+  }
+  s.SetItemsProcessed(static_cast<std::int64_t>(s.iterations()));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (pc::device_count() == 0) {
+    std::printf("bench_gpu: %s; nothing to measure\n", pc::device_status().c_str());
+    return 0;
+  }
+  const std::int64_t big = std::int64_t{1} << 28;
+  const std::int64_t host = std::int64_t{1} << 26;
+  const char* peers3[] = {"polymap", "thrust_transform", "hand_kernel", "d2d_copy"};
+  for (int p = 0; p < 3; ++p) {
+    benchmark::RegisterBenchmark((std::string("BM_DeviceSaxpy/") + peers3[p]).c_str(), device_saxpy, p)
+        ->Arg(big)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
+  for (int p = 0; p < 4; ++p) {
+    benchmark::RegisterBenchmark((std::string("BM_DeviceMap/") + peers3[p]).c_str(), device_map, p)
+        ->Arg(big)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
+  const char* host_peers[] = {"polymap", "naive_copy_compute_copy"};
+  for (int p = 0; p < 2; ++p) {
+    benchmark::RegisterBenchmark((std::string("BM_HostMap/") + host_peers[p]).c_str(), host_map, p)
+        ->Arg(host)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
+  benchmark::RegisterBenchmark("BM_HostMap/pinned_copies_only", pinned_copies)
+      ->Arg(host)->UseRealTime()->Unit(benchmark::kMillisecond);
+  const char* launch_peers[] = {"polymap", "raw_kernel"};
+  for (int p = 0; p < 2; ++p) {
+    benchmark::RegisterBenchmark((std::string("BM_EmptyLaunch/") + launch_peers[p]).c_str(), empty_launch, p)
+        ->UseRealTime()->Unit(benchmark::kMicrosecond);
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,47 @@
+# SPDX-FileCopyrightText: polymap contributors
+# SPDX-License-Identifier: Apache-2.0
+# Finds Kokkos and defines the INTERFACE target polymap_kokkos that polymap links PRIVATE.
+# Sets POLYMAP_KOKKOS_FOUND.
+#
+# Debian 12's libtrilinos-kokkos-dev (Trilinos 13.2, Kokkos 3.4.01) installs a CMake config
+# whose Kokkos::kokkos target names /usr/lib/include as its include directory, while the
+# headers are in /usr/include/trilinos; its link interface also carries a stray
+# "-DKOKKOS_DEPENDENCE" word. The fallback below finds the headers and libraries itself when
+# the config's include directory has no Kokkos_Core.hpp. Remove it once Debian ships a fixed
+# config (Trilinos' packaging, not Kokkos upstream, writes the bad path).
+set(POLYMAP_KOKKOS_FOUND FALSE)
+# Kokkos' config forces CMAKE_CXX_EXTENSIONS off with a warning when it is unset; polymap
+# uses no GNU extensions, so say so first.
+if(NOT DEFINED CMAKE_CXX_EXTENSIONS)
+  set(CMAKE_CXX_EXTENSIONS OFF)
+endif()
+find_package(Kokkos CONFIG QUIET)
+if(Kokkos_FOUND AND TARGET Kokkos::kokkos)
+  add_library(polymap_kokkos INTERFACE)
+  get_target_property(_polymap_kokkos_inc Kokkos::kokkos INTERFACE_INCLUDE_DIRECTORIES)
+  set(_polymap_kokkos_header_found FALSE)
+  foreach(dir IN LISTS _polymap_kokkos_inc)
+    if(NOT dir MATCHES "\\$<" AND EXISTS "${dir}/Kokkos_Core.hpp")
+      set(_polymap_kokkos_header_found TRUE)
+    endif()
+  endforeach()
+  if(_polymap_kokkos_header_found OR _polymap_kokkos_inc MATCHES "\\$<")
+    # A sound config (a user's Kokkos 4, possibly with CUDA or OpenMP): use it as it is.
+    target_link_libraries(polymap_kokkos INTERFACE Kokkos::kokkos)
+    set(POLYMAP_KOKKOS_FOUND TRUE)
+  else()
+    find_path(POLYMAP_KOKKOS_INCLUDE_DIR Kokkos_Core.hpp PATH_SUFFIXES trilinos kokkos)
+    find_library(POLYMAP_KOKKOS_CORE_LIBRARY NAMES kokkoscore trilinos_kokkoscore)
+    if(POLYMAP_KOKKOS_INCLUDE_DIR AND POLYMAP_KOKKOS_CORE_LIBRARY)
+      target_include_directories(polymap_kokkos SYSTEM INTERFACE ${POLYMAP_KOKKOS_INCLUDE_DIR})
+      target_link_libraries(polymap_kokkos INTERFACE ${POLYMAP_KOKKOS_CORE_LIBRARY} ${CMAKE_DL_LIBS})
+      set(POLYMAP_KOKKOS_FOUND TRUE)
+      message(STATUS "polymap: Kokkos ${Kokkos_VERSION} config has no usable include directory; "
+                     "using ${POLYMAP_KOKKOS_INCLUDE_DIR} and ${POLYMAP_KOKKOS_CORE_LIBRARY}")
+    endif()
+  endif()
+  if(POLYMAP_KOKKOS_FOUND)
+    # Exported with polymap (linked PRIVATE, but a static polymap names it in its link interface).
+    install(TARGETS polymap_kokkos EXPORT polymapTargets)
+  endif()
+endif()

@@ -1,0 +1,444 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Runs a user's own `POLYMAP_HD` function on a GPU: include this from a .cu file compiled by
+/// nvcc with --extended-lambda (linking polymap::polymap adds the flag), as with Thrust.
+///
+/// - `map(device_span_or_buffer, fn)`: device-resident input, never copied; the result stays
+///   on the device (a `device_buffer`). cub::DeviceTransform does the work: it reaches more
+///   of an H100's bandwidth than thrust::transform (NVIDIA/cccl#1673, #2086).
+/// - `map(host_range, fn)`: host-resident input, streamed in chunks through pinned staging
+///   buffers on several streams, so that the copy in of one chunk, the kernel of another and
+///   the copy out of a third overlap.
+/// - `for_each(n, fn)`: `fn(i)` for i in [0, n) on the GPU; `fn` must only touch memory the
+///   GPU can reach (device buffers, managed memory).
+///
+/// With `backend::automatic` a host-resident map runs on the GPU only when a device is here,
+/// the function is proven device-callable (`is_device_callable_v`) and the GPU is predicted
+/// to finish first; otherwise it is `polymap::map` on the CPU. GPU code cannot throw, so a
+/// GPU map has no item failures; CUDA failures throw `cuda_error`.
+
+#if !defined(__CUDACC__)
+#error "<polymap/cuda/map.hpp> runs your function on a GPU: include it from a .cu file compiled by nvcc"
+#endif
+
+#include <polymap/backends/cuda.hpp>
+#include <polymap/cuda/check.hpp>
+#include <polymap/cuda/device_buffer.hpp>
+#include <polymap/device_callable.hpp>
+#include <polymap/job.hpp>
+#include <polymap/map.hpp>
+
+#include <cub/device/device_transform.cuh>
+#include <cuda_runtime.h>
+#include <thrust/device_vector.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <ranges>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace polymap::cuda {
+
+/// Threads per block of polymap's own kernels: a multiple of the warp, enough blocks per
+/// multiprocessor to hide latency on sm_80 and sm_90.
+inline constexpr unsigned block_threads = 256;
+/// Streams (and staging slots) of a host-resident map: three keep the copy in, the kernel
+/// and the copy out of consecutive chunks all busy; a fourth absorbs jitter.
+inline constexpr std::size_t staging_slots = 4;
+/// Bytes of input per chunk of a host-resident map: large enough that a copy runs at PCIe
+/// bandwidth (the latency of one cudaMemcpyAsync is about 10 us), small enough that the
+/// pipeline fills quickly.
+inline constexpr std::size_t staging_chunk_bytes = std::size_t{8} << 20;
+
+namespace detail {
+
+template <class Fn, class In, class Out>
+__global__ void map_kernel(Fn fn, const In* in, Out* out, std::size_t n) {
+  const std::size_t stride = static_cast<std::size_t>(blockDim.x) * gridDim.x;
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += stride) {
+    out[i] = fn(in[i]);
+  }
+}
+
+template <class Fn>
+__global__ void index_kernel(Fn fn, std::size_t n) {
+  const std::size_t stride = static_cast<std::size_t>(blockDim.x) * gridDim.x;
+  for (std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += stride) {
+    fn(i);
+  }
+}
+
+/// Blocks for `n` items: one item per thread up to 32 blocks per multiprocessor, a
+/// grid-stride loop beyond (a grid that size keeps every multiprocessor full).
+inline unsigned grid_for(std::size_t n, int device) {
+  static thread_local int cached_device = -1;
+  static thread_local int sms = 0;
+  if (cached_device != device) {
+    POLYMAP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    cached_device = device;
+  }
+  const std::size_t wanted = (n + block_threads - 1) / block_threads;
+  return static_cast<unsigned>(
+      std::max<std::size_t>(1, std::min<std::size_t>(wanted, std::size_t(32) * sms)));
+}
+
+/// The backend a cuda:: call runs on, after checking what the options ask for.
+/// @throws backend_unavailable when the GPU is asked for and there is none, or the function
+///   is not device-callable
+template <class Fn>
+bool wants_gpu(const options& o) {
+  if (o.backend != backend_kind::automatic && o.backend != backend_kind::cuda) return false;
+  if (polymap::detail::in_worker_process()) {
+    // A forked worker of the processes backend shares its parent's CUDA state, which a
+    // child must never touch (not even to count devices): the CPU runs its maps.
+    if (o.backend == backend_kind::automatic) return false;
+    throw backend_unavailable(
+        "polymap: backend cuda is not available inside a worker process of the processes "
+        "backend: a forked child never touches the GPU");
+  }
+  if (o.device < 0 || o.device >= std::max(1, device_count())) {
+    if (device_count() > 0) {
+      throw option_error("device", std::to_string(o.device),
+                         "0 to " + std::to_string(device_count() - 1));
+    }
+  }
+  if (o.backend == backend_kind::cuda) {
+    if (device_count() == 0) {
+      throw backend_unavailable("polymap: backend cuda is not available here: " +
+                                device_status());
+    }
+    if constexpr (!is_device_callable_v<Fn>) {
+      throw backend_unavailable(
+          "polymap: backend cuda needs a device-callable function: a [] __host__ __device__ "
+          "lambda (nvcc --extended-lambda) or a functor with `using polymap_device_callable "
+          "= void;`");
+    }
+    return true;
+  }
+  return is_device_callable_v<Fn> && device_count() > 0;
+}
+
+/// Pinned host buffers, device buffers and streams of one thread's host-resident maps,
+/// kept between calls: cudaHostAlloc costs milliseconds, far more than a small map.
+struct staging {
+  struct slot {
+    cudaStream_t stream = nullptr;
+    cudaEvent_t done = nullptr;
+    void* host_in = nullptr;
+    void* host_out = nullptr;
+    void* dev_in = nullptr;
+    void* dev_out = nullptr;
+    std::size_t first = 0, count = 0;  // the chunk in flight, count 0 for none
+  };
+  int device = -1;
+  std::size_t in_bytes = 0, out_bytes = 0;
+  std::array<slot, staging_slots> slots{};
+
+  staging() = default;
+  staging(const staging&) = delete;
+  staging& operator=(const staging&) = delete;
+  ~staging() { release(); }
+
+  void release() noexcept {
+    for (slot& s : slots) {
+      if (s.stream != nullptr) (void)cudaStreamDestroy(s.stream);
+      if (s.done != nullptr) (void)cudaEventDestroy(s.done);
+      if (s.host_in != nullptr) (void)cudaFreeHost(s.host_in);
+      if (s.host_out != nullptr) (void)cudaFreeHost(s.host_out);
+      if (s.dev_in != nullptr) (void)cudaFree(s.dev_in);
+      if (s.dev_out != nullptr) (void)cudaFree(s.dev_out);
+      s = slot{};
+    }
+    device = -1;
+    in_bytes = out_bytes = 0;
+  }
+
+  /// Makes every slot hold `in` and `out` bytes on `dev`.
+  /// @throws cuda_error (an allocation failure leaves the staging empty, not half made)
+  void reserve(int dev, std::size_t in, std::size_t out) {
+    if (dev == device && in <= in_bytes && out <= out_bytes) return;
+    release();
+    try {
+      for (slot& s : slots) {
+        POLYMAP_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+        POLYMAP_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
+        POLYMAP_CUDA_CHECK(cudaHostAlloc(&s.host_in, in, cudaHostAllocDefault));
+        POLYMAP_CUDA_CHECK(cudaHostAlloc(&s.host_out, out, cudaHostAllocDefault));
+        POLYMAP_CUDA_CHECK(cudaMalloc(&s.dev_in, in));
+        POLYMAP_CUDA_CHECK(cudaMalloc(&s.dev_out, out));
+      }
+    } catch (...) {
+      release();
+      throw;
+    }
+    device = dev;
+    in_bytes = in;
+    out_bytes = out;
+  }
+};
+
+inline staging& thread_staging() {
+  static thread_local staging s;
+  return s;
+}
+
+/// Host-resident map: input `in[0, n)` (contiguous host memory) to `out[0, n)`.
+/// `state`, when given, counts chunks done and is polled for a cancel between chunks.
+template <class In, class R, class Fn>
+void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
+                polymap::detail::run_state* state) {
+  static_assert(std::is_trivially_copyable_v<In> && std::is_trivially_copyable_v<R>,
+                "polymap::cuda::map: items and results must be trivially copyable to go to a GPU");
+  if (n == 0) return;
+  device_guard on(device);
+  const std::size_t chunk = std::max<std::size_t>(1, staging_chunk_bytes / sizeof(In));
+  const std::size_t per_chunk = std::min(chunk, n);
+  staging& st = thread_staging();
+  st.reserve(device, per_chunk * sizeof(In), per_chunk * sizeof(R));
+  // Copies a finished chunk of slot `s` from its pinned buffer to the caller's output.
+  auto drain = [&](staging::slot& s) {
+    if (s.count == 0) return;
+    POLYMAP_CUDA_CHECK(cudaEventSynchronize(s.done));
+    std::memcpy(out + s.first, s.host_out, s.count * sizeof(R));
+    if (state != nullptr) state->add_done(s.count);
+    s.count = 0;
+  };
+  try {
+    std::size_t c = 0;
+    for (std::size_t first = 0; first < n; first += chunk, ++c) {
+      if (state != nullptr && state->stopping()) break;
+      staging::slot& s = st.slots[c % staging_slots];
+      drain(s);  // the slot's previous chunk, issued staging_slots chunks ago
+      const std::size_t count = std::min(chunk, n - first);
+      std::memcpy(s.host_in, in + first, count * sizeof(In));
+      POLYMAP_CUDA_CHECK(cudaMemcpyAsync(s.dev_in, s.host_in, count * sizeof(In),
+                                         cudaMemcpyHostToDevice, s.stream));
+      map_kernel<<<grid_for(count, device), block_threads, 0, s.stream>>>(
+          fn, static_cast<const In*>(s.dev_in), static_cast<R*>(s.dev_out), count);
+      POLYMAP_CUDA_CHECK(cudaGetLastError());
+      POLYMAP_CUDA_CHECK(cudaMemcpyAsync(s.host_out, s.dev_out, count * sizeof(R),
+                                         cudaMemcpyDeviceToHost, s.stream));
+      POLYMAP_CUDA_CHECK(cudaEventRecord(s.done, s.stream));
+      s.first = first;
+      s.count = count;
+    }
+    for (staging::slot& s : st.slots) drain(s);
+  } catch (...) {
+    // Leave no chunk in flight that could write into the caller's buffers later.
+    for (staging::slot& s : st.slots) {
+      if (s.stream != nullptr) (void)cudaStreamSynchronize(s.stream);
+      s.count = 0;
+    }
+    throw;
+  }
+}
+
+/// Device-resident map: `in` and `out` are device pointers; nothing is copied.
+template <class In, class R, class Fn>
+void device_map(const In* in, R* out, std::size_t n, Fn& fn, int device) {
+  if (n == 0) return;
+  device_guard on(device);
+  POLYMAP_CUDA_CHECK(cub::DeviceTransform::Transform(in, out, static_cast<std::int64_t>(n), fn,
+                                                     cudaStream_t{}));
+  POLYMAP_CUDA_CHECK(cudaStreamSynchronize(cudaStream_t{}));
+}
+
+/// Whether `p` points to memory the GPU reads directly (device or managed memory).
+inline bool is_device_pointer(const void* p) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    (void)cudaGetLastError();  // plain host memory on old runtimes
+    return false;
+  }
+  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
+/// The predicted seconds of a host-resident GPU map moving `bytes` both ways: a launch plus
+/// PCIe copies at a conservative 12 GB/s (PCIe 4 x16 reaches about 25) until `polymap
+/// calibrate` measures the machine.
+inline double predicted_gpu_seconds(std::size_t bytes) {
+  return 20e-6 + static_cast<double>(bytes) / 12e9;
+}
+
+template <class Fn, class In, class R>
+void note_gpu(const options& o, std::string reason) {
+  if (o.report == nullptr) return;
+  o.report->backend = backend_kind::cuda;
+  o.report->workers = 1;
+  o.report->decision.chosen = backend_kind::cuda;
+  o.report->decision.reason = std::move(reason);
+}
+
+}  // namespace detail
+
+/// Applies `fn` to every element of device-resident `xs` on the GPU; nothing is copied.
+/// @param xs device memory (a device_buffer's span, or a span over cudaMalloc'd memory)
+/// @param fn a device-callable function of one element
+/// @return the results, in a device_buffer on the same device
+/// @throws backend_unavailable with no device or a function that is not device-callable,
+///   cuda_error when a CUDA call fails (cudaErrorMemoryAllocation for the output)
+template <class T, class Fn>
+[[nodiscard]] auto map(std::span<const T> xs, Fn fn, const options& opts = {})
+    -> device_buffer<std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>> {
+  using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;
+  options o = opts;
+  o.backend = backend_kind::cuda;  // device memory: no CPU backend can read it
+  (void)detail::wants_gpu<Fn>(o);
+  if (!xs.empty() && !detail::is_device_pointer(xs.data())) {
+    // A kernel reading host memory would fault: a host span belongs to the other overload.
+    throw option_error("xs", "a span over host memory",
+                       "device or managed memory; pass a host range (a vector) to stream it");
+  }
+  device_buffer<R> out(xs.size(), o.device);
+  if constexpr (is_device_callable_v<Fn>) detail::device_map(xs.data(), out.data(), xs.size(), fn, o.device);
+  detail::note_gpu<Fn, T, R>(opts, "device-resident input");
+  return out;
+}
+
+/// The same for a device_buffer.
+template <class T, class Fn>
+[[nodiscard]] auto map(const device_buffer<T>& xs, Fn fn, const options& opts = {}) {
+  return polymap::cuda::map(std::span<const T>(xs.data(), xs.size()), std::move(fn), opts);
+}
+
+/// The same for a thrust::device_vector.
+template <class T, class Alloc, class Fn>
+[[nodiscard]] auto map(const thrust::device_vector<T, Alloc>& xs, Fn fn, const options& opts = {}) {
+  return polymap::cuda::map(
+      std::span<const T>(thrust::raw_pointer_cast(xs.data()), xs.size()), std::move(fn), opts);
+}
+
+/// Writes `fn(xs[i])` to `out[i]`, both device-resident (no copy).
+/// @throws the same as map(), option_error when `out` is shorter than `xs`
+template <class T, class R, class Fn>
+void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opts = {}) {
+  if (out.size() < xs.size()) {
+    throw option_error("out", std::to_string(out.size()) + " elements",
+                       "at least as many elements as the input (" + std::to_string(xs.size()) + ")");
+  }
+  options o = opts;
+  o.backend = backend_kind::cuda;
+  (void)detail::wants_gpu<Fn>(o);
+  if (!xs.empty() &&
+      (!detail::is_device_pointer(xs.data()) || !detail::is_device_pointer(out.data()))) {
+    throw option_error("xs, out", "a span over host memory", "device or managed memory");
+  }
+  if constexpr (is_device_callable_v<Fn>) detail::device_map(xs.data(), out.data(), xs.size(), fn, o.device);
+}
+
+/// Applies `fn` to every item of the host-resident contiguous range `xs` and returns the
+/// results in input order: on the GPU (streamed through pinned buffers) when the options
+/// ask for cuda, or ask for automatic and the GPU is predicted faster; else `polymap::map`.
+/// A range in device or managed memory is read in place.
+/// @throws option_error, backend_unavailable, cuda_error; map_error only from a CPU backend
+template <std::ranges::contiguous_range Range, class Fn>
+  requires std::ranges::sized_range<Range>
+[[nodiscard]] auto map(Range&& xs, Fn fn, const options& opts = {}) {
+  using T = std::ranges::range_value_t<Range>;
+  using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;
+  const std::size_t n = std::ranges::size(xs);
+  const T* in = std::ranges::data(xs);
+  if (!detail::wants_gpu<Fn>(opts)) return polymap::map(xs, fn, opts);
+  if constexpr (!is_device_callable_v<Fn> || !std::is_trivially_copyable_v<T> ||
+                !std::is_trivially_copyable_v<R>) {
+    return polymap::map(xs, fn, opts);  // unreachable for cuda: wants_gpu threw
+  } else {
+    if (opts.backend == backend_kind::automatic && n != 0 && !detail::is_device_pointer(in)) {
+      polymap::plan p = polymap::explain(xs, fn, opts);
+      double cpu = 0;
+      for (const backend_estimate& e : p.estimates) {
+        if (e.usable && e.backend == p.chosen) cpu = e.seconds;
+      }
+      if (cpu < detail::predicted_gpu_seconds(n * (sizeof(T) + sizeof(R)))) {
+        return polymap::map(xs, fn, opts);
+      }
+    }
+    std::vector<R> out(n);
+    if (n != 0 && detail::is_device_pointer(in)) {
+      device_buffer<R> d(n, opts.device);
+      detail::device_map(in, d.data(), n, fn, opts.device);
+      out = d.to_host();
+    } else {
+      detail::stream_map(in, out.data(), n, fn, opts.device, nullptr);
+    }
+    detail::note_gpu<Fn, T, R>(opts, opts.backend == backend_kind::cuda
+                                         ? "requested by options::backend"
+                                         : "GPU predicted faster, copies included");
+    return out;
+  }
+}
+
+/// Calls `fn(i)` for every i in [0, n) on the GPU (backend automatic or cuda), or on the
+/// CPU for backend serial or threads. On the GPU `fn` must only touch memory the GPU reads.
+/// @throws option_error, backend_unavailable (no device; a function that is not
+///   device-callable), cuda_error
+template <std::integral Index, class Fn>
+void for_each(Index n, Fn fn, const options& opts = {}) {
+  if constexpr (std::is_signed_v<Index>) {
+    if (n < 0) throw option_error("n", std::to_string(n), "a count of zero or more");
+  }
+  if (opts.backend != backend_kind::automatic && opts.backend != backend_kind::cuda) {
+    polymap::for_each(n, fn, opts);
+    return;
+  }
+  options o = opts;
+  o.backend = backend_kind::cuda;  // its pointers are device pointers: the CPU cannot go on
+  (void)detail::wants_gpu<Fn>(o);
+  if constexpr (is_device_callable_v<Fn>) {
+    const auto count = static_cast<std::size_t>(n);
+    if (count == 0) return;
+    device_guard on(o.device);
+    detail::index_kernel<<<detail::grid_for(count, o.device), block_threads>>>(fn, count);
+    POLYMAP_CUDA_CHECK(cudaGetLastError());
+    POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
+    detail::note_gpu<Fn, std::size_t, void>(opts, "requested: polymap::cuda::for_each");
+  }
+}
+
+/// `map` of a host-resident range in the background; the GPU path reports progress per
+/// chunk and stops between chunks on `cancel()`.
+/// @return polymap::job<std::vector<R>>
+/// @throws option_error at once; the rest from `get()`
+template <std::ranges::contiguous_range Range, class Fn>
+  requires std::ranges::sized_range<Range>
+auto map_async(Range&& xs, Fn fn, options opts = {}) {
+  using T = std::ranges::range_value_t<Range>;
+  using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;
+  polymap::detail::check_options(opts);
+  std::vector<T> items(std::ranges::begin(xs), std::ranges::end(xs));
+  auto state = std::make_shared<polymap::detail::run_state>(items.size());
+  const auto start = std::chrono::steady_clock::now();
+  std::future<std::vector<R>> result = std::async(
+      std::launch::async,
+      [state, items = std::move(items), fn = std::move(fn), opts = std::move(opts)]() mutable {
+        if constexpr (is_device_callable_v<Fn> && std::is_trivially_copyable_v<T> &&
+                      std::is_trivially_copyable_v<R>) {
+          if (opts.backend == backend_kind::cuda ||
+              (opts.backend == backend_kind::automatic && detail::wants_gpu<Fn>(opts))) {
+            (void)detail::wants_gpu<Fn>(opts);
+            std::vector<R> out(items.size());
+            detail::stream_map(items.data(), out.data(), items.size(), fn, opts.device,
+                               state.get());
+            if (state->stopping()) throw cancelled_error(state->done(), items.size());
+            return out;
+          }
+        }
+        (void)detail::wants_gpu<Fn>(opts);  // throws for cuda with no device or no HD fn
+        return polymap::detail::map_n(items.begin(), items.size(), fn, opts, state.get());
+      });
+  return job<std::vector<R>>(std::move(state), std::move(result), start);
+}
+
+}  // namespace polymap::cuda

@@ -1,0 +1,130 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+/// @file
+/// Runs a user's own KOKKOS_FUNCTION (or KOKKOS_LAMBDA) on any Kokkos execution space,
+/// device spaces included: include this from a translation unit compiled the way the user's
+/// Kokkos requires (nvcc_wrapper for Kokkos with CUDA). `polymap::map(xs, fn,
+/// {.backend = kokkos})` from plain C++ runs host code on the default *host* space; this
+/// header is for the other spaces.
+///
+/// Kokkos is initialised here only when the program has not done it (and finalised at
+/// exit only then), as by the kokkos backend. Inside a worker process of the processes
+/// backend Kokkos is never touched: a space that reads host memory becomes a plain loop on
+/// the worker's thread, any other space is refused.
+
+#include <polymap/detail/execute.hpp>
+#include <polymap/error.hpp>
+#include <polymap/options.hpp>
+
+#include <Kokkos_Core.hpp>
+
+#include <cstddef>
+#include <cstdlib>
+#include <mutex>
+#include <ranges>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace polymap::kokkos {
+
+namespace detail {
+
+/// Whether a call on `Space` must run as a plain loop because this is a forked worker
+/// process, which shares its parent's Kokkos (and GPU) state and must leave it alone.
+/// @throws backend_unavailable for a space that cannot read host memory
+template <class Space>
+bool runs_in_worker_process() {
+  if (!polymap::detail::in_worker_process()) return false;
+  if constexpr (!Kokkos::SpaceAccessibility<Space, Kokkos::HostSpace>::accessible) {
+    throw backend_unavailable(
+        std::string("polymap: Kokkos space ") + Space::name() +
+        " is not available inside a worker process of the processes backend: a forked "
+        "child never touches Kokkos or the GPU");
+  }
+  return true;
+}
+
+}  // namespace detail
+
+/// Initialises Kokkos unless the program already has (then finalises it at exit); call it
+/// before making Views for polymap::kokkos calls in a program that does not own Kokkos.
+/// @throws backend_unavailable when the program has finalized Kokkos already
+inline void ensure_initialized() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (Kokkos::is_initialized()) return;
+#if KOKKOS_VERSION >= 30700
+    if (Kokkos::is_finalized()) return;
+#endif
+    Kokkos::initialize();
+    std::atexit([] {
+      if (Kokkos::is_initialized()) Kokkos::finalize();
+    });
+  });
+  if (!Kokkos::is_initialized()) {
+    throw backend_unavailable("polymap: Kokkos has been finalized; it cannot start again");
+  }
+}
+
+/// Applies `fn` to every item of the host-resident contiguous range `xs` on `Space` and
+/// returns the results in input order. The items go to the space through a View and its
+/// host mirror (no copy when the space reads host memory).
+/// @tparam Space a Kokkos execution space; the default one unless named
+/// @param fn a KOKKOS_FUNCTION-callable function object of one item
+/// @throws backend_unavailable when Kokkos was finalized, or inside a worker process of the
+///   processes backend for a space that cannot read host memory
+template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_range Range,
+          class Fn>
+  requires std::ranges::sized_range<Range>
+[[nodiscard]] auto map(const Range& xs, Fn fn, const options& = {}) {
+  using T = std::ranges::range_value_t<Range>;
+  using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;
+  static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_copyable_v<R>,
+                "polymap::kokkos::map: items and results must be trivially copyable");
+  const std::size_t n = std::ranges::size(xs);
+  std::vector<R> out(n);
+  if (detail::runs_in_worker_process<Space>()) {
+    const T* in = std::ranges::data(xs);
+    for (std::size_t i = 0; i < n; ++i) out[i] = fn(in[i]);
+    return out;
+  }
+  ensure_initialized();
+  if (n == 0) return out;
+  using memory = typename Space::memory_space;
+  using unmanaged = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
+  Kokkos::View<const T*, Kokkos::HostSpace, unmanaged> host_in(std::ranges::data(xs), n);
+  Kokkos::View<R*, Kokkos::HostSpace, unmanaged> host_out(out.data(), n);
+  // create_mirror_view_and_copy returns the host view itself for a space that reads host
+  // memory (Serial, OpenMP), and a device copy otherwise.
+  auto in = Kokkos::create_mirror_view_and_copy(memory(), host_in);
+  auto dev_out = Kokkos::create_mirror_view(memory(), host_out);
+  Kokkos::parallel_for(
+      "polymap::kokkos::map", Kokkos::RangePolicy<Space>(0, n),
+      KOKKOS_LAMBDA(const std::size_t i) { dev_out(i) = fn(in(i)); });
+  Kokkos::deep_copy(host_out, dev_out);  // fences; a no-op copy when dev_out is host_out
+  return out;
+}
+
+/// Calls `fn(i)` for every i in [0, n) on `Space`; `fn` must only touch memory `Space`
+/// reads.
+/// @throws option_error for a negative n, backend_unavailable when Kokkos was finalized or
+///   (for a space that cannot read host memory) inside a worker process
+template <class Space = Kokkos::DefaultExecutionSpace, std::integral Index, class Fn>
+void for_each(Index n, Fn fn, const options& = {}) {
+  if (std::cmp_less(n, 0)) throw option_error("n", std::to_string(n), "a count of zero or more");
+  if (detail::runs_in_worker_process<Space>()) {
+    for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) fn(i);
+    return;
+  }
+  ensure_initialized();
+  Kokkos::parallel_for("polymap::kokkos::for_each",
+                       Kokkos::RangePolicy<Space>(0, static_cast<std::size_t>(n)),
+                       KOKKOS_LAMBDA(const std::size_t i) { fn(i); });
+  Kokkos::fence();
+}
+
+}  // namespace polymap::kokkos

@@ -1,0 +1,183 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// The built-in kernels compiled for the GPU: the POLYMAP_HD functions of kernels/cpu, run by
+// polymap::cuda::for_each. Compiled with --fmad=false (CMakeLists.txt) so that the GPU rounds
+// like the CPU and `polymap bench` can compare the results with serial's.
+#include <polymap/cuda/map.hpp>
+
+#include "cuda/launch.hpp"
+
+#include <thrust/execution_policy.h>
+#include <thrust/functional.h>
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/transform_reduce.h>
+
+#include <optional>
+#include <span>
+
+namespace polymap::kernels::gpu {
+namespace {
+
+namespace pc = polymap::cuda;
+
+void require_device(int device) {
+  if (pc::device_count() == 0) {
+    throw backend_unavailable("polymap: backend cuda is not available here: " +
+                              pc::device_status());
+  }
+  if (device < 0 || device >= pc::device_count()) {
+    throw option_error("device", std::to_string(device),
+                       "0 to " + std::to_string(pc::device_count() - 1));
+  }
+}
+
+/// An input as the GPU sees it: in place when it is already in device memory, else a copy.
+template <class T>
+class device_in {
+ public:
+  device_in(const T* p, std::size_t n, int device) : ptr_(p) {
+    if (n != 0 && !pc::detail::is_device_pointer(p)) {
+      copy_.emplace(std::span<const T>(p, n), device);
+      ptr_ = copy_->data();
+    }
+  }
+  [[nodiscard]] const T* get() const noexcept { return ptr_; }
+
+ private:
+  const T* ptr_;
+  std::optional<pc::device_buffer<T>> copy_;
+};
+
+/// An output as the GPU sees it: in place in device memory, else a device buffer copied back
+/// to the host by `finish()`.
+template <class T>
+class device_out {
+ public:
+  device_out(T* p, std::size_t n, int device) : host_(p), ptr_(p), n_(n) {
+    if (n != 0 && !pc::detail::is_device_pointer(p)) {
+      buffer_.emplace(n, device);
+      ptr_ = buffer_->data();
+    }
+  }
+  [[nodiscard]] T* get() const noexcept { return ptr_; }
+  void finish() {
+    if (buffer_) {
+      POLYMAP_CUDA_CHECK(cudaMemcpy(host_, ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost));
+    }
+  }
+
+ private:
+  T* host_;
+  T* ptr_;
+  std::size_t n_;
+  std::optional<pc::device_buffer<T>> buffer_;
+};
+
+options on(int device) { return options{.backend = backend_kind::cuda, .device = device}; }
+
+}  // namespace
+
+void saxpy(std::size_t n, float a, const float* x, float* y, int device) {
+  require_device(device);
+  const device_in<float> dx(x, n, device);
+  device_in<float> y_in(y, n, device);  // y is read and written: copied in when on the host
+  device_out<float> dy(y, n, device);
+  if (dy.get() != y_in.get()) {
+    POLYMAP_CUDA_CHECK(
+        cudaMemcpy(dy.get(), y_in.get(), n * sizeof(float), cudaMemcpyDeviceToDevice));
+  }
+  const float* xp = dx.get();
+  float* yp = dy.get();
+  pc::for_each(n, [=] __host__ __device__(std::size_t i) { kernels::saxpy(i, a, xp, yp); },
+               on(device));
+  dy.finish();
+}
+
+void jacobi(std::size_t n, const double* in, double* out, int device) {
+  require_device(device);
+  const device_in<double> din(in, n * n, device);
+  device_out<double> dout(out, n * n, device);
+  const double* ip = din.get();
+  double* op = dout.get();
+  // One thread per cell: a row per thread, as on the CPU, would leave most of the GPU idle.
+  pc::for_each(
+      n * n, [=] __host__ __device__(std::size_t c) { jacobi_cell(c / n, c % n, n, ip, op); },
+      on(device));
+  dout.finish();
+}
+
+void mandelbrot(std::size_t width, std::size_t height, std::uint16_t* out, int device) {
+  require_device(device);
+  device_out<std::uint16_t> dout(out, width * height, device);
+  std::uint16_t* op = dout.get();
+  pc::for_each(
+      width * height,
+      [=] __host__ __device__(std::size_t p) {
+        const std::size_t row = p / width;
+        const std::size_t col = p % width;
+        // The same arithmetic as mandelbrot_row, one pixel per thread.
+        const double cy =
+            1.5 - 3.0 * (static_cast<double>(row) + 0.5) / static_cast<double>(height);
+        const double cx =
+            -2.0 + 3.0 * (static_cast<double>(col) + 0.5) / static_cast<double>(width);
+        op[p] = mandelbrot_escape(cx, cy);
+      },
+      on(device));
+  dout.finish();
+}
+
+void black_scholes(std::uint64_t seed, std::size_t n, bs_price* out, int device) {
+  require_device(device);
+  device_out<bs_price> dout(out, n, device);
+  bs_price* op = dout.get();
+  pc::for_each(
+      n,
+      [=] __host__ __device__(std::size_t i) {
+        op[i] = kernels::black_scholes(bs_sample_option(seed, i));
+      },
+      on(device));
+  dout.finish();
+}
+
+std::uint64_t pi_hits(std::uint64_t seed, std::size_t blocks, std::size_t samples_per_block,
+                      int device) {
+  require_device(device);
+  if (blocks == 0) return 0;
+  const pc::device_guard guard(device);
+  try {
+    return thrust::transform_reduce(
+        thrust::device, thrust::counting_iterator<std::size_t>(0),
+        thrust::counting_iterator<std::size_t>(blocks),
+        [=] __host__ __device__(std::size_t b) { return pi_block_hits(seed, b, samples_per_block); },
+        std::uint64_t{0}, thrust::plus<std::uint64_t>());
+  } catch (const thrust::system_error& e) {
+    throw cuda_error(e.code().value(), cudaGetErrorName(static_cast<cudaError_t>(e.code().value())),
+                     std::string("polymap: pi_hits on the GPU failed: ") + e.what());
+  }
+}
+
+void pi_blocks(std::uint64_t seed, std::size_t blocks, std::size_t samples_per_block,
+               std::uint64_t* hits, int device) {
+  require_device(device);
+  device_out<std::uint64_t> dout(hits, blocks, device);
+  std::uint64_t* op = dout.get();
+  pc::for_each(
+      blocks,
+      [=] __host__ __device__(std::size_t b) { op[b] = pi_block_hits(seed, b, samples_per_block); },
+      on(device));
+  dout.finish();
+}
+
+void nbody(std::size_t n, const body* in, body* out, double dt, double softening, int device) {
+  require_device(device);
+  const device_in<body> din(in, n, device);
+  device_out<body> dout(out, n, device);
+  const body* ip = din.get();
+  body* op = dout.get();
+  pc::for_each(
+      n, [=] __host__ __device__(std::size_t i) { nbody_step(i, n, ip, op, dt, softening); },
+      on(device));
+  dout.finish();
+}
+
+}  // namespace polymap::kernels::gpu

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# SPDX-FileCopyrightText: polymap contributors
+# SPDX-License-Identifier: Apache-2.0
+#
+# The GPU check of the cuda backend, in two halves:
+#   scripts/gpu-check.sh build   here (the build machine, nvcc, no GPU needed): builds the
+#                                CUDA tests, the GPU benchmarks, the backend tests and the
+#                                polymap command into build-gpu/, and gathers them with the
+#                                shared libraries they need (found by ldd: hwloc, Google
+#                                Benchmark, fmt, Kokkos, cudart ...) in build-gpu-carry/,
+#                                which .gitignore keeps out of git (build-*/).
+#   scripts/gpu-check.sh run     on the GPU machine (nothing is built there): runs them and
+#                                writes the device, the test logs and the figures to $OUT
+#                                (or ./gpu-results when OUT is unset).
+# With the device tool of this workplace, after `build`: run the command
+# `bash scripts/gpu-check.sh run` with carry ["build-gpu-carry"]. Results: device.txt,
+# cuda_tests.log/.xml, backend_tests.log, bench_gpu.json/.txt, polymap_bench.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Under build-*/, which .gitignore ignores: the device tool carries it when named in carry.
+carry=build-gpu-carry
+
+build() {
+  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DPOLYMAP_WITH_CUDA=ON \
+    -DPOLYMAP_BUILD_TESTS=ON -DPOLYMAP_BUILD_BENCHMARKS=ON -DPOLYMAP_BUILD_CLI=ON
+  cmake --build build-gpu -j 2 --target polymap_cuda_tests polymap_backend_tests \
+    polymap_bench_gpu polymap_cli
+  rm -rf "$carry" && mkdir -p "$carry/bin" "$carry/lib"
+  local bins=(build-gpu/tests/polymap_cuda_tests build-gpu/tests/polymap_backend_tests
+              build-gpu/benchmarks/bench_gpu build-gpu/src/cli/polymap)
+  cp "${bins[@]}" "$carry/bin/"
+  # Every shared library but the C and C++ runtimes and the driver, which the GPU machine has.
+  ldd "${bins[@]}" | awk '/=> \// {print $3}' | sort -u |
+    grep -vE '/(libc|libm|libstdc\+\+|libgcc_s|ld-linux[^/]*|libpthread|libdl|librt|libcuda)\.so' |
+    xargs -r cp -L -t "$carry/lib/"
+  du -sh "$carry"
+}
+
+run() {
+  local out=${OUT:-gpu-results}
+  mkdir -p "$out"
+  export LD_LIBRARY_PATH="$PWD/$carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  local status=0
+  { nvidia-smi || true; uname -a; } >"$out/device.txt" 2>&1
+  "$carry/bin/polymap_cuda_tests" --gtest_output="xml:$out/cuda_tests.xml" >"$out/cuda_tests.log" 2>&1 || status=1
+  "$carry/bin/polymap_backend_tests" >"$out/backend_tests.log" 2>&1 || status=1
+  "$carry/bin/bench_gpu" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+    --benchmark_out="$out/bench_gpu.json" --benchmark_out_format=json >"$out/bench_gpu.txt" 2>&1 || status=1
+  "$carry/bin/polymap" bench --json >"$out/polymap_bench.json" 2>&1 || status=1
+  tail -n 3 "$out/cuda_tests.log" "$out/backend_tests.log"
+  cat "$out/bench_gpu.txt"
+  return $status
+}
+
+case ${1:-} in
+  build) build ;;
+  run) run ;;
+  *) echo "usage: scripts/gpu-check.sh build|run (build here, run on the GPU machine)" >&2; exit 2 ;;
+esac

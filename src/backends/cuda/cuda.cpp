@@ -1,0 +1,153 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// The cuda backend's executor and device queries: plain C++ over the CUDA runtime API
+// (compiled by the host compiler; the device code is in kernels/cuda and in the user's .cu).
+#include <polymap/backends/cuda.hpp>
+#include <polymap/cuda/check.hpp>
+#include <polymap/detail/execute.hpp>
+#include <polymap/error.hpp>
+
+#include "executor.hpp"
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <mutex>
+#include <string>
+
+namespace polymap::cuda {
+namespace {
+
+struct probe {
+  int count = 0;
+  std::string status;
+};
+
+/// The device count, asked once: with no driver, cudaGetDeviceCount returns
+/// cudaErrorInsufficientDriver, with a driver and no GPU cudaErrorNoDevice; both mean "no
+/// GPU here" and neither may stop a CPU-only run.
+const probe& devices_here() {
+  static const probe p = [] {
+    probe r;
+    const cudaError_t e = cudaGetDeviceCount(&r.count);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      r.count = 0;
+      r.status = std::string("no CUDA device: cudaGetDeviceCount returned ") +
+                 cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")";
+    } else if (r.count == 0) {
+      r.status = "no CUDA device: cudaGetDeviceCount found none";
+    } else {
+      cudaDeviceProp prop{};
+      r.status = std::to_string(r.count) + " CUDA device(s)";
+      if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) {
+        r.status += ", device 0: " + std::string(prop.name);
+      }
+    }
+    return r;
+  }();
+  return p;
+}
+
+/// Set once a sticky error has lost the CUDA context of this process.
+struct lost_context {
+  std::atomic<bool> lost{false};
+  std::mutex mutex;
+  std::string why;  // guarded by mutex
+};
+
+lost_context& context_state() noexcept {
+  static lost_context s;
+  return s;
+}
+
+}  // namespace
+
+namespace detail {
+
+void mark_unusable(const char* error_name) noexcept {
+  lost_context& s = context_state();
+  try {
+    const std::lock_guard lock(s.mutex);
+    if (s.why.empty()) {
+      s.why = std::string("no CUDA device: the CUDA context was lost to a sticky error (") +
+              error_name + "); the GPU is unusable for the rest of this process";
+    }
+  } catch (...) {
+    // The reason is text for people; the flag below is what matters.
+  }
+  s.lost.store(true, std::memory_order_release);
+}
+
+}  // namespace detail
+
+int device_count() noexcept {
+  if (context_state().lost.load(std::memory_order_acquire)) return 0;
+  try {
+    return devices_here().count;
+  } catch (...) {
+    return 0;
+  }
+}
+
+std::string device_status() {
+  lost_context& s = context_state();
+  if (s.lost.load(std::memory_order_acquire)) {
+    const std::lock_guard lock(s.mutex);
+    return s.why;
+  }
+  return devices_here().status;
+}
+
+std::vector<device_info> devices() {
+  std::vector<device_info> out;
+  for (int i = 0; i < device_count(); ++i) {
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, i) != cudaSuccess) {
+      (void)cudaGetLastError();
+      continue;
+    }
+    out.push_back(device_info{.index = i,
+                              .name = p.name,
+                              .compute_major = p.major,
+                              .compute_minor = p.minor,
+                              .memory_bytes = p.totalGlobalMem,
+                              .multiprocessors = p.multiProcessorCount});
+  }
+  return out;
+}
+
+}  // namespace polymap::cuda
+
+namespace polymap::detail {
+namespace {
+
+/// The GPU as a backend of the generic, type-erased path. That path carries host code only
+/// (a map_job's chunk function was compiled for the CPU), so the GPU cannot run it: a call
+/// must come through polymap::cuda::map / for_each, which nvcc compiles for the device in
+/// the user's .cu. This executor makes the backend show up as built, says whether a device
+/// is here, and turns an explicit request from host code into a clear error.
+class cuda_executor_impl final : public executor {
+ public:
+  [[nodiscard]] backend_kind kind() const noexcept override { return backend_kind::cuda; }
+  [[nodiscard]] bool available() const noexcept override { return cuda::device_count() > 0; }
+  [[nodiscard]] std::string status() const override { return cuda::device_status(); }
+  [[nodiscard]] std::size_t parallelism(const options&) const noexcept override { return 1; }
+  [[nodiscard]] double overhead_seconds() const noexcept override { return 20e-6; }
+  void run(const map_job&, run_report*) override {
+    throw backend_unavailable(
+        "polymap: backend cuda runs only functions compiled for the GPU: call "
+        "polymap::cuda::map or polymap::cuda::for_each (#include <polymap/cuda/map.hpp>) "
+        "from a .cu file with a [] __host__ __device__ lambda or a functor marked "
+        "polymap_device_callable");
+  }
+};
+
+}  // namespace
+
+executor& cuda_executor() {
+  static cuda_executor_impl instance;
+  return instance;
+}
+
+}  // namespace polymap::detail

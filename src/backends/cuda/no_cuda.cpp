@@ -1,0 +1,12 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// The device queries of <polymap/backends/cuda.hpp> in a build without CUDA.
+#include <polymap/backends/cuda.hpp>
+
+namespace polymap::cuda {
+
+int device_count() noexcept { return 0; }
+std::string device_status() { return "polymap was built without CUDA (POLYMAP_WITH_CUDA)"; }
+std::vector<device_info> devices() { return {}; }
+
+}  // namespace polymap::cuda

@@ -1,0 +1,93 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// The kokkos backend for the generic path: a call's chunks, which are host code, run as a
+// Kokkos::parallel_for over Kokkos's default host execution space (Serial, OpenMP or
+// Threads, whichever the user's Kokkos was built with). A user's own KOKKOS_FUNCTION on a
+// device space goes through <polymap/kokkos/map.hpp> instead.
+#include <polymap/detail/execute.hpp>
+#include <polymap/kokkos/map.hpp>
+#include <polymap/options.hpp>
+
+#include "chunk_sizer.hpp"
+#include "executor.hpp"
+
+#include <Kokkos_Core.hpp>
+
+#include <algorithm>
+#include <string>
+
+namespace polymap::detail {
+namespace {
+
+using host_space = Kokkos::DefaultHostExecutionSpace;
+
+class kokkos_executor_impl final : public executor {
+ public:
+  [[nodiscard]] backend_kind kind() const noexcept override { return backend_kind::kokkos; }
+  [[nodiscard]] bool available() const noexcept override { return true; }
+  [[nodiscard]] std::string status() const override {
+    return std::string("Kokkos ") + std::to_string(KOKKOS_VERSION / 10000) + "." +
+           std::to_string(KOKKOS_VERSION / 100 % 100) + "." + std::to_string(KOKKOS_VERSION % 100) +
+           ", host execution space " + host_space::name();
+  }
+  [[nodiscard]] std::size_t parallelism(const options& o) const noexcept override {
+    const auto c = static_cast<std::size_t>(std::max(1, host_concurrency()));
+    return o.workers != 0 ? std::min(o.workers, c) : c;
+  }
+  [[nodiscard]] double overhead_seconds() const noexcept override {
+    return host_concurrency() > 1 ? 5e-6 : 0.2e-6;
+  }
+
+  void run(const map_job& job, run_report* report) override {
+    // Initialised only if the program has not done it, finalised at exit only then:
+    // Kokkos cannot start again after a finalize (kokkos/kokkos#4195).
+    kokkos::ensure_initialized();
+    // A fixed chunk size, from the measured cost when there is one: a Kokkos range has no
+    // feedback from one chunk to the next. Unknown cost: a few chunks per worker, at most
+    // 4096 items each so that a cancel or a fail_fast stop is seen soon.
+    const chunk_sizer sizer(job);
+    const std::size_t left = job.end - job.begin;
+    std::size_t size =
+        sizer.adaptive() ? std::clamp<std::size_t>(left / (8 * parallelism(*job.opts)), 1, 4096)
+                         : std::max<std::size_t>(1, sizer.size());
+    // A stream (imap) bounds chunks to half its window: a larger one would wait for a
+    // consumer that waits for it.
+    if (job.max_chunk != 0) size = std::min(size, job.max_chunk);
+    const std::size_t chunks = (job.end - job.begin + size - 1) / size;
+    const map_job* j = &job;
+    // One worker context per chunk: Kokkos gives no stable worker index on every space.
+    Kokkos::parallel_for(
+        "polymap::kokkos", Kokkos::RangePolicy<host_space>(0, chunks),
+        [j, size](const std::size_t c) {
+          if (j->state->stopping()) return;
+          worker_context w = make_worker(*j->state, *j->opts, backend_kind::kokkos);
+          const std::size_t b = j->begin + c * size;
+          j->run_chunk(j->ctx, b, std::min(j->end, b + size), w);
+          w.flush();
+        });
+    Kokkos::fence();
+    if (report != nullptr) {
+      report->backend = backend_kind::kokkos;
+      report->workers = parallelism(*job.opts);
+      report->note = std::string("Kokkos host execution space ") + host_space::name();
+    }
+  }
+
+ private:
+  static int host_concurrency() noexcept {
+#if KOKKOS_VERSION >= 40000
+    return host_space().concurrency();
+#else
+    return host_space::concurrency();
+#endif
+  }
+};
+
+}  // namespace
+
+executor& kokkos_executor() {
+  static kokkos_executor_impl instance;
+  return instance;
+}
+
+}  // namespace polymap::detail

@@ -1,0 +1,334 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// The cuda backend: what runs without a GPU (the device-callable trait, the errors and the
+// CPU fallback when there is no device), and, on a machine with one, the device conformance
+// checks and the built-in kernels against a double-precision CPU reference.
+#include <polymap/cuda/map.hpp>
+#include <polymap/polymap.hpp>
+
+#include "cuda/launch.hpp"
+
+#include <gtest/gtest.h>
+#include <thrust/device_vector.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace polymap {
+namespace {
+
+namespace k = polymap::kernels;
+
+}  // namespace
+
+struct marked_scale {
+  using polymap_device_callable = void;
+  float a;
+  POLYMAP_HD float operator()(float x) const { return a * x; }
+};
+struct unmarked_scale {
+  float a;
+  POLYMAP_HD float operator()(float x) const { return a * x; }
+};
+
+// nvcc accepts an extended __host__ __device__ lambda only inside a function that is not a
+// private member (a gtest TestBody is private) and not in an unnamed namespace: the lambdas
+// of these tests are made by the free functions below.
+namespace cuda_test {
+
+struct hd_plus_one {
+  using polymap_device_callable = void;
+  POLYMAP_HD float operator()(float x) const { return x + 1; }
+};
+inline auto host_plus_one() {
+  return [](float x) { return x + 1; };
+}
+/// 2x + 1 of every element, through an extended lambda.
+inline std::vector<double> affine(const std::vector<float>& xs, const options& o) {
+  auto f = [] __host__ __device__(float x) { return 2.0 * x + 1.0; };
+  static_assert(is_device_callable_v<decltype(f)>);
+  return cuda::map(xs, f, o);
+}
+inline void count_each(std::size_t n, int* c) {
+  cuda::for_each(n, [=] __host__ __device__(std::size_t i) {
+#if defined(__CUDA_ARCH__)
+    atomicAdd(c + i, 1);
+#else
+    ++c[i];
+#endif
+  });
+}
+
+/// Writes 1 through `p` on the GPU: given a null pointer, an illegal address (a sticky error).
+inline void write_one(int* p) {
+  cuda::for_each(std::size_t{1}, [=] __host__ __device__(std::size_t i) { p[i] = 1; });
+}
+
+/// Run in a worker process of the processes backend: 1 when cuda::map leaves the GPU alone
+/// there (automatic runs on the CPU, an explicit cuda is refused, naming the reason).
+inline int gpu_left_alone(int x) {
+  const std::vector<float> v(3, static_cast<float>(x));
+  run_report report;
+  const std::vector<float> w = cuda::map(v, hd_plus_one{}, {.report = &report});
+  if (report.backend == backend::cuda || w != std::vector<float>(3, static_cast<float>(x + 1))) {
+    return 0;
+  }
+  try {
+    (void)cuda::map(v, hd_plus_one{}, {.backend = backend::cuda});
+    return 0;
+  } catch (const backend_unavailable& e) {
+    return std::string(e.what()).find("worker process") != std::string::npos ? 1 : 0;
+  }
+}
+
+// Compile-time proofs: they hold with or without a GPU.
+static_assert(is_device_callable_v<hd_plus_one>);
+static_assert(is_device_callable_v<marked_scale>);
+static_assert(!is_device_callable_v<decltype(host_plus_one())>);
+static_assert(!is_device_callable_v<unmarked_scale>);
+static_assert(!is_device_callable_v<float (*)(float)>);
+
+}  // namespace cuda_test
+
+namespace {
+
+using cuda_test::hd_plus_one;
+using cuda_test::host_plus_one;
+
+bool have_gpu() { return cuda::device_count() > 0; }
+
+TEST(CudaBackend, WithoutADeviceItSaysWhy) {
+  if (have_gpu()) GTEST_SKIP() << "a CUDA device is here: " << cuda::device_status();
+  EXPECT_NE(cuda::device_status().find("no CUDA device"), std::string::npos)
+      << cuda::device_status();
+  std::vector<float> xs(100, 1.0F);
+  try {
+    (void)cuda::map(xs, hd_plus_one{}, {.backend = backend::cuda});
+    ADD_FAILURE() << "ran on a GPU that is not here";
+  } catch (const backend_unavailable& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda"), std::string::npos) << e.what();
+  }
+  // The generic path names the backend too, and automatic never picks it.
+  EXPECT_THROW((void)polymap::map(xs, host_plus_one(), {.backend = backend::cuda}),
+               backend_unavailable);
+  run_report report;
+  const std::vector<float> ys = cuda::map(xs, hd_plus_one{}, {.report = &report});
+  EXPECT_NE(report.backend, backend::cuda);
+  for (float y : ys) ASSERT_EQ(y, 2.0F);
+}
+
+TEST(CudaBackend, AWorkerProcessNeverTouchesTheGpu) {
+  std::vector<int> xs(4, 7);
+  const std::vector<int> ok =
+      polymap::map(xs, cuda_test::gpu_left_alone, {.backend = backend::processes, .workers = 2});
+  for (int y : ok) ASSERT_EQ(y, 1);
+}
+
+TEST(CudaBackend, ExplainSaysWhyAHostFunctionStaysOnTheCpu) {
+  std::vector<float> xs(1000, 1.0F);
+  const plan p = polymap::explain(xs, host_plus_one());
+  bool found = false;
+  for (const backend_estimate& e : p.estimates) {
+    if (e.backend != backend::cuda) continue;
+    found = true;
+    EXPECT_FALSE(e.usable);
+    EXPECT_FALSE(e.why_not.empty());
+  }
+  EXPECT_TRUE(found);
+  EXPECT_NE(p.chosen, backend::cuda);
+}
+
+TEST(CudaBackend, AHostOnlyFunctionIsRefusedForCuda) {
+  std::vector<float> xs(10, 1.0F);
+  EXPECT_THROW((void)cuda::map(xs, unmarked_scale{2}, {.backend = backend::cuda}),
+               backend_unavailable);
+}
+
+class CudaDevice : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_gpu()) GTEST_SKIP() << cuda::device_status();
+  }
+};
+
+std::vector<float> random_floats(std::size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> d(-100.0F, 100.0F);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(gen);
+  return v;
+}
+
+// Sizes: empty, one, not a multiple of any block or chunk, and more than the staging holds
+// (staging_slots chunks of staging_chunk_bytes).
+constexpr std::size_t odd = 1'000'003;
+constexpr std::size_t beyond_staging =
+    cuda::staging_slots * cuda::staging_chunk_bytes / sizeof(float) * 5 / 4 + 7;
+
+TEST_F(CudaDevice, HostMapMatchesTheCpuAtEverySize) {
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{255}, odd, beyond_staging}) {
+    const std::vector<float> xs = random_floats(n, static_cast<unsigned>(n));
+    run_report report;
+    const std::vector<double> ys =
+        cuda_test::affine(xs, {.backend = backend::cuda, .report = &report});
+    ASSERT_EQ(ys.size(), n);
+    for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(ys[i], 2.0 * xs[i] + 1.0) << "n " << n << " i " << i;
+    if (n != 0) EXPECT_EQ(report.backend, backend::cuda);
+  }
+}
+
+TEST_F(CudaDevice, DeviceResidentInputIsNotCopiedAndOutputIsWritten) {
+  const std::vector<float> xs = random_floats(odd, 7);
+  const cuda::device_buffer<float> d{std::span<const float>(xs)};
+  const cuda::device_buffer<float> out = cuda::map(d, marked_scale{3.0F});
+  const std::vector<float> ys = out.to_host();
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], 3.0F * xs[i]);
+
+  // map_into over poisoned output: every element must be overwritten.
+  thrust::device_vector<float> poisoned(xs.size(), std::numeric_limits<float>::quiet_NaN());
+  cuda::map_into(d.span(), std::span<float>(thrust::raw_pointer_cast(poisoned.data()), xs.size()),
+                 marked_scale{-1.0F});
+  std::vector<float> back(xs.size());
+  thrust::copy(poisoned.begin(), poisoned.end(), back.begin());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(back[i], -xs[i]) << i;
+
+  thrust::device_vector<float> dv(xs.begin(), xs.end());
+  const std::vector<float> from_thrust = cuda::map(dv, marked_scale{2.0F}).to_host();
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(from_thrust[i], 2.0F * xs[i]);
+}
+
+TEST_F(CudaDevice, ForEachRunsEveryIndexOnce) {
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, odd}) {
+    thrust::device_vector<int> counts(n, 0);
+    cuda_test::count_each(n, thrust::raw_pointer_cast(counts.data()));
+    std::vector<int> host(n);
+    thrust::copy(counts.begin(), counts.end(), host.begin());
+    for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(host[i], 1) << i;
+  }
+}
+
+TEST_F(CudaDevice, AsyncMapReportsProgressAndResults) {
+  const std::vector<float> xs = random_floats(beyond_staging, 3);
+  auto job = cuda::map_async(xs, marked_scale{2.0F}, {.backend = backend::cuda});
+  const std::vector<float> ys = job.get();
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], 2.0F * xs[i]);
+}
+
+TEST_F(CudaDevice, OutOfMemoryIsACudaErrorAndTheHostGoesOn) {
+  try {
+    cuda::device_buffer<char> huge(std::size_t{1} << 50);  // 1 PiB
+    ADD_FAILURE() << "allocated 1 PiB";
+  } catch (const cuda_error& e) {
+    EXPECT_EQ(e.name(), "cudaErrorMemoryAllocation") << e.what();
+  }
+  std::vector<float> xs(1000, 1.0F);
+  const std::vector<float> cpu = polymap::map(xs, host_plus_one(), {.backend = backend::threads});
+  const std::vector<float> gpu = cuda::map(xs, hd_plus_one{}, {.backend = backend::cuda});
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(cpu[i], gpu[i]);
+}
+
+class CudaDeviceDeathTest : public CudaDevice {};
+
+TEST_F(CudaDeviceDeathTest, AStickyErrorLeavesTheGpuUnusableAndTheCpuGoingOn) {
+  // A fresh process: the lost context must not take the other tests' GPU with it.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        bool thrown = false;
+        try {
+          cuda_test::write_one(nullptr);
+        } catch (const cuda_error&) {
+          thrown = true;
+        }
+        std::vector<float> xs(1000, 1.0F);
+        run_report report;
+        const std::vector<float> ys = cuda::map(xs, hd_plus_one{}, {.report = &report});
+        std::exit(thrown && cuda::device_count() == 0 && report.backend != backend::cuda &&
+                          ys == std::vector<float>(1000, 2.0F) &&
+                          cuda::device_status().find("sticky") != std::string::npos
+                      ? 0
+                      : 1);
+      },
+      testing::ExitedWithCode(0), "");
+}
+
+TEST_F(CudaDevice, ABadDeviceIndexIsAnOptionError) {
+  std::vector<float> xs(10, 1.0F);
+  EXPECT_THROW((void)cuda::map(xs, hd_plus_one{}, {.backend = backend::cuda, .device = 999}),
+               option_error);
+}
+
+/// Relative error of `got` against the double-precision reference `want`.
+double relative(double got, double want) {
+  return got == want ? 0 : std::abs(got - want) / std::max(std::abs(want), 1e-300);
+}
+
+TEST_F(CudaDevice, BuiltInKernelsMatchTheCpuReference) {
+  constexpr std::uint64_t seed = 42;
+  // saxpy: float on both sides, no contraction: exact against float; 1e-6 against double.
+  {
+    const std::size_t n = odd;
+    std::vector<float> x = random_floats(n, 1), y = random_floats(n, 2);
+    std::vector<float> gy = y;
+    k::gpu::saxpy(n, 2.5F, x.data(), gy.data());
+    for (std::size_t i = 0; i < n; ++i) {
+      const double want = 2.5 * static_cast<double>(x[i]) + static_cast<double>(y[i]);
+      ASSERT_LE(relative(gy[i], want), 1e-6) << "saxpy " << i;
+    }
+  }
+  {  // stencil: double, same operations in the same order
+    const std::size_t n = 257;
+    std::vector<double> in(n * n), want(n * n), got(n * n, std::numeric_limits<double>::quiet_NaN());
+    for (std::size_t i = 0; i < in.size(); ++i) in[i] = k::unit_interval(k::random_bits(seed, i));
+    for (std::size_t r = 0; r < n; ++r) k::jacobi_row(r, n, in.data(), want.data());
+    k::gpu::jacobi(n, in.data(), got.data());
+    for (std::size_t i = 0; i < in.size(); ++i) ASSERT_LE(relative(got[i], want[i]), 1e-15) << i;
+  }
+  {  // Mandelbrot: exact escape counts with --fmad=false
+    const std::size_t w = 301, h = 203;
+    std::vector<std::uint16_t> want(w * h), got(w * h, 0xFFFF);
+    for (std::size_t r = 0; r < h; ++r) k::mandelbrot_row(r, w, h, want.data());
+    k::gpu::mandelbrot(w, h, got.data());
+    for (std::size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << i;
+  }
+  {  // Black-Scholes: the device's erfc/log/exp differ from glibc's in the last bits
+    const std::size_t n = 10'007;
+    std::vector<k::bs_price> got(n, k::bs_price{-1, -1});
+    k::gpu::black_scholes(seed, n, got.data());
+    for (std::size_t i = 0; i < n; ++i) {
+      const k::bs_price want = k::black_scholes(k::bs_sample_option(seed, i));
+      ASSERT_LE(std::abs(got[i].call - want.call), 1e-9 * std::max(1.0, want.call)) << i;
+      ASSERT_LE(std::abs(got[i].put - want.put), 1e-9 * std::max(1.0, want.put)) << i;
+    }
+  }
+  {  // pi: integers, exact
+    std::uint64_t want = 0;
+    for (std::size_t b = 0; b < 1001; ++b) want += k::pi_block_hits(seed, b, 1000);
+    EXPECT_EQ(k::gpu::pi_hits(seed, 1001, 1000), want);
+  }
+  {  // n-body: the device's sqrt is correctly rounded, the sum order is the same
+    const std::size_t n = 999;
+    constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+    std::vector<k::body> in(n), want(n), got(n, k::body{nan, nan, nan, nan, nan, nan, nan});
+    for (std::size_t i = 0; i < n; ++i) in[i] = k::nbody_sample(seed, i, n);
+    for (std::size_t i = 0; i < n; ++i) k::nbody_step(i, n, in.data(), want.data(), 1e-3, 1e-2);
+    k::gpu::nbody(n, in.data(), got.data(), 1e-3, 1e-2);
+    for (std::size_t i = 0; i < n; ++i) {
+      const k::body& g = got[i];
+      const k::body& w = want[i];
+      for (auto field : {&k::body::x, &k::body::y, &k::body::z, &k::body::vx, &k::body::vy,
+                         &k::body::vz, &k::body::mass}) {
+        ASSERT_LE(relative(g.*field, w.*field), 1e-12) << i;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace polymap

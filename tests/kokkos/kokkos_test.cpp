@@ -1,0 +1,79 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// <polymap/kokkos/map.hpp> on the default execution space of the Kokkos found at build time
+// (Debian's Kokkos 3.4: Serial), and the kokkos backend through the generic path.
+#include <polymap/kokkos/map.hpp>
+#include <polymap/polymap.hpp>
+
+#include "cpu/kernels.hpp"
+
+#include <gtest/gtest.h>
+
+#include <Kokkos_Core.hpp>
+
+#include <numeric>
+#include <vector>
+
+namespace polymap {
+namespace {
+
+TEST(KokkosBackend, MapsOnTheDefaultSpaceInInputOrder) {
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{100'003}}) {
+    std::vector<double> xs(n);
+    std::iota(xs.begin(), xs.end(), 0.0);
+    const std::vector<double> ys =
+        polymap::kokkos::map(xs, KOKKOS_LAMBDA(double x) { return 3 * x + 1; });
+    ASSERT_EQ(ys.size(), n);
+    for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(ys[i], 3 * xs[i] + 1);
+  }
+  EXPECT_TRUE(Kokkos::is_initialized());  // initialised on first use, kept for the program
+}
+
+TEST(KokkosBackend, ForEachRunsTheBuiltInKernels) {
+  polymap::kokkos::ensure_initialized();  // the Views below need Kokkos running
+  const std::size_t n = 10'007;
+  Kokkos::View<float*> x("x", n), y("y", n);
+  Kokkos::deep_copy(x, 2.0F);
+  Kokkos::deep_copy(y, 1.0F);
+  polymap::kokkos::for_each(n, KOKKOS_LAMBDA(std::size_t i) {
+    kernels::saxpy(i, 0.5F, x.data(), y.data());
+  });
+  auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), y);
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(host(i), 2.0F);
+}
+
+TEST(KokkosBackend, GenericPathReportsTheKokkosSpace) {
+  std::vector<int> xs(1000, 2);
+  run_report report;
+  const auto ys = polymap::map(xs, [](int x) { return x * x; },
+                               {.backend = backend::kokkos, .report = &report});
+  EXPECT_EQ(report.backend, backend::kokkos);
+  EXPECT_NE(report.note.find(Kokkos::DefaultHostExecutionSpace::name()), std::string::npos)
+      << report.note;
+  for (int y : ys) ASSERT_EQ(y, 4);
+}
+
+// A forked worker of the processes backend shares its parent's Kokkos: it must neither
+// initialise Kokkos nor run on it. Both the header and the generic path run plain loops there.
+TEST(KokkosBackend, AWorkerProcessLeavesKokkosAlone) {
+  std::vector<int> xs(4, 5);
+  const std::vector<int> ok = polymap::map(
+      xs,
+      [](int x) {
+        const bool before = Kokkos::is_initialized();
+        const std::vector<int> v(3, x);
+        const std::vector<int> w = polymap::kokkos::map(v, KOKKOS_LAMBDA(int y) { return y + 1; });
+        run_report report;
+        const std::vector<int> g =
+            polymap::map(v, [](int y) { return y * 2; }, {.backend = backend::kokkos, .report = &report});
+        return Kokkos::is_initialized() == before && w == std::vector<int>(3, x + 1) &&
+                       g == std::vector<int>(3, 2 * x) && report.backend == backend::serial
+                   ? 1
+                   : 0;
+      },
+      {.backend = backend::processes, .workers = 2});
+  for (int y : ok) ASSERT_EQ(y, 1);
+}
+
+}  // namespace
+}  // namespace polymap
