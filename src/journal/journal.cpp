@@ -204,7 +204,7 @@ void journal::create_schema() {
     }
     db_->exec("COMMIT");
   } catch (...) {
-    db_->exec("ROLLBACK");
+    db_->rollback();
     throw;
   }
 }
@@ -249,7 +249,7 @@ void journal::add_items(const std::vector<journal_item>& items) {
       }
       db_->exec("COMMIT");
     } catch (...) {
-      db_->exec("ROLLBACK");
+      db_->rollback();
       throw;
     }
   });
@@ -294,7 +294,7 @@ std::int64_t journal::reclaim_dead() {
       db_->exec("COMMIT");
       return reclaimed;
     } catch (...) {
-      db_->exec("ROLLBACK");
+      db_->rollback();
       throw;
     }
   });
@@ -349,7 +349,7 @@ std::vector<claimed_item> journal::commit(const std::vector<item_end>& ends, std
       db_->exec("COMMIT");
       return claimed;
     } catch (...) {
-      db_->exec("ROLLBACK");
+      db_->rollback();
       throw;
     }
   });
@@ -441,7 +441,7 @@ journal_summary journal::summary(std::size_t top) {
       }
       db_->exec("COMMIT");
     } catch (...) {
-      db_->exec("ROLLBACK");
+      db_->rollback();
       throw;
     }
     return s;

@@ -109,6 +109,10 @@ void database::exec(std::string_view sql) {
   }
 }
 
+void database::rollback() noexcept {
+  if (sqlite3_get_autocommit(db_) == 0) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
 void database::busy_timeout(int milliseconds) noexcept { sqlite3_busy_timeout(db_, milliseconds); }
 
 std::int64_t database::changes() const noexcept { return sqlite3_changes64(db_); }

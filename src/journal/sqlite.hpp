@@ -69,6 +69,9 @@ class database {
 
   /// Runs SQL without results. @throws sqlite_error
   void exec(std::string_view sql);
+  /// Rolls back the open transaction, if any: SQLite has already rolled back after some
+  /// errors (SQLITE_FULL, SQLITE_IOERR), and a second rollback must not hide the first error.
+  void rollback() noexcept;
   /// How long a write waits for another connection's lock before SQLITE_BUSY.
   void busy_timeout(int milliseconds) noexcept;
   /// Rows changed by the last statement.

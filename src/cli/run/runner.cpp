@@ -610,6 +610,7 @@ int batch_runner::run() {
 
   if (!options_.journal.empty()) open_journal();
   total_ = journal_ ? total_ : items_.size();
+  if (!options_.results.empty()) make_dir(options_.results);
   if (!options_.joblog.empty()) {
     joblog_ = std::make_unique<joblog>(options_.joblog, journal_ != nullptr);
   }
