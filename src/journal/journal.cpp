@@ -303,52 +303,65 @@ std::int64_t journal::reclaim_dead() {
 std::vector<claimed_item> journal::commit(const std::vector<item_end>& ends, std::size_t claim) {
   if (ends.empty() && claim == 0) return {};
   return guarded("recording item ends", [&] {
-    db_->exec("BEGIN IMMEDIATE");
+    if (!take_) {
+      begin_ = std::make_unique<statement>(db_->handle(), "BEGIN IMMEDIATE");
+      commit_ = std::make_unique<statement>(db_->handle(), "COMMIT");
+      end_ = std::make_unique<statement>(
+          db_->handle(),
+          "UPDATE items SET state = ?1, attempts = attempts + ?2, worker = ?3, start = ?4, "
+          "end = ?5, exit = ?6, signal = ?7, duration = ?5 - ?4, reason = ?8, stderr_tail = ?9, "
+          "interruptions = interruptions + ?10, "
+          "runner = CASE WHEN ?1 = 0 THEN NULL ELSE runner END "
+          "WHERE id = ?11 AND state = 1 AND runner = ?12");
+      // INDEXED BY: left to itself the planner walks the whole batch and sorts it, which
+      // makes every claim O(n); the partial index yields claimable items in order.
+      take_ = std::make_unique<statement>(
+          db_->handle(),
+          "UPDATE items SET state = 1, runner = ?1 WHERE id IN (SELECT id FROM items "
+          "INDEXED BY items_claimable WHERE (state = 0 OR state = 4) "
+          "AND key IN temp.batch ORDER BY seq LIMIT ?2) RETURNING id, key");
+    }
+    begin_->step();
+    begin_->reset();
     try {
-      if (!ends.empty()) {
-        statement end(db_->handle(),
-                      "UPDATE items SET state = ?1, attempts = attempts + ?2, worker = ?3, "
-                      "start = ?4, end = ?5, exit = ?6, signal = ?7, duration = ?5 - ?4, "
-                      "reason = ?8, stderr_tail = ?9, interruptions = interruptions + ?10, "
-                      "runner = CASE WHEN ?1 = 0 THEN NULL ELSE runner END "
-                      "WHERE id = ?11 AND state = 1 AND runner = ?12");
-        for (const item_end& e : ends) {
-          end.bind(1, static_cast<std::int64_t>(e.state))
-              .bind(2, static_cast<std::int64_t>(e.attempts))
-              .bind(3, static_cast<std::int64_t>(e.worker))
-              .bind(4, e.start)
-              .bind(5, e.end)
-              .bind(6, static_cast<std::int64_t>(e.exit_code))
-              .bind(7, static_cast<std::int64_t>(e.signal));
-          if (e.reason.empty()) {
-            end.bind_null(8);
-          } else {
-            end.bind_text(8, e.reason);
-          }
-          if (e.stderr_tail.empty()) {
-            end.bind_null(9);
-          } else {
-            end.bind_blob(9, e.stderr_tail);
-          }
-          end.bind(10, static_cast<std::int64_t>(e.state == item_state::interrupted ? 1 : 0))
-              .bind(11, e.id)
-              .bind(12, runner_);
-          end.step();
-          end.reset();
+      statement& end = *end_;
+      for (const item_end& e : ends) {
+        end.bind(1, static_cast<std::int64_t>(e.state))
+            .bind(2, static_cast<std::int64_t>(e.attempts))
+            .bind(3, static_cast<std::int64_t>(e.worker))
+            .bind(4, e.start)
+            .bind(5, e.end)
+            .bind(6, static_cast<std::int64_t>(e.exit_code))
+            .bind(7, static_cast<std::int64_t>(e.signal));
+        if (e.reason.empty()) {
+          end.bind_null(8);
+        } else {
+          end.bind_text(8, e.reason);
         }
+        if (e.stderr_tail.empty()) {
+          end.bind_null(9);
+        } else {
+          end.bind_blob(9, e.stderr_tail);
+        }
+        end.bind(10, static_cast<std::int64_t>(e.state == item_state::interrupted ? 1 : 0))
+            .bind(11, e.id)
+            .bind(12, runner_);
+        end.step();
+        end.reset();
       }
       std::vector<claimed_item> claimed;
       if (claim > 0) {
-        statement take(db_->handle(),
-                       "UPDATE items SET state = 1, runner = ?1 WHERE id IN (SELECT id FROM items "
-                       "WHERE (state = 0 OR state = 4) AND key IN temp.batch ORDER BY seq "
-                       "LIMIT ?2) RETURNING id, key");
-        take.bind(1, runner_).bind(2, static_cast<std::int64_t>(claim));
-        while (take.step()) claimed.push_back({take.integer(0), take.text(1)});
+        take_->bind(1, runner_).bind(2, static_cast<std::int64_t>(claim));
+        while (take_->step()) claimed.push_back({take_->integer(0), take_->text(1)});
+        take_->reset();
       }
-      db_->exec("COMMIT");
+      commit_->step();
+      commit_->reset();
       return claimed;
     } catch (...) {
+      end_->reset();
+      take_->reset();
+      commit_->reset();
       db_->rollback();
       throw;
     }

@@ -13,6 +13,7 @@
 
 namespace polymap::journal_detail {
 class database;
+class statement;
 }
 
 namespace polymap {
@@ -169,6 +170,11 @@ class journal {
   std::string path_;
   double lock_timeout_;
   std::unique_ptr<journal_detail::database> db_;
+  // commit() runs once per loop of a runner: its statements are prepared once.
+  std::unique_ptr<journal_detail::statement> begin_;
+  std::unique_ptr<journal_detail::statement> commit_;
+  std::unique_ptr<journal_detail::statement> end_;
+  std::unique_ptr<journal_detail::statement> take_;
   std::int64_t runner_ = 0;
 };
 
