@@ -22,13 +22,7 @@
 
 namespace {
 
-using polymap::test::cli_output;
-using polymap::test::cli_process;
-using polymap::test::lines_of;
-using polymap::test::read_file;
-using polymap::test::run_polymap;
-using polymap::test::temp_dir;
-using polymap::test::write_file;
+using namespace polymap::test;  // NOLINT(google-build-using-namespace): the test helpers
 
 /// Rows of a query on a journal, each column as text.
 std::vector<std::vector<std::string>> query(const std::string& path, const std::string& sql) {

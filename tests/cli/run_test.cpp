@@ -9,19 +9,14 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <map>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 namespace {
 
-using polymap::test::cli_output;
-using polymap::test::cli_process;
-using polymap::test::lines_of;
-using polymap::test::read_file;
-using polymap::test::run_polymap;
-using polymap::test::temp_dir;
-using polymap::test::write_file;
+using namespace polymap::test;  // NOLINT(google-build-using-namespace): the test helpers
 
 /// Splits NUL-terminated records.
 std::vector<std::string> records(const std::string& text) {
@@ -38,31 +33,31 @@ const std::vector<std::string> hostile = {
     "with space", "quote'single", "quote\"double", "semi;colon", "$(touch PWNED)",
     "`touch PWNED2`", "new\nline", "-leading-dash", "\xff\xfe not UTF-8 \x80", "*", "a\\b", ""};
 
-TEST(Run, HostileArgumentsArriveByteIdenticalWithoutShell) {
+/// Runs printf '%s\0' over the hostile values, in argv form or through --shell (from a fresh
+/// directory, where a $(touch) or `touch` that ran would leave a file).
+void expect_hostile_values_arrive_intact(bool shell) {
   temp_dir dir;
-  std::vector<std::string> args = {"run", "-k", "-j", "2", "--", "printf", "%s\\0", "{}", ":::"};
+  std::vector<std::string> args = {"run", "-k", "-j", "2"};
+  if (shell) {
+    args.insert(args.end(), {"--shell", "--", "cd " + dir.path() + " && printf '%s\\0' {}"});
+  } else {
+    args.insert(args.end(), {"--", "printf", "%s\\0", "{}"});
+  }
+  args.emplace_back(":::");
   args.insert(args.end(), hostile.begin(), hostile.end());
-  // From the test's own directory: a $(touch) that ran would leave a file there.
-  const std::string cwd = std::filesystem::current_path().string();
-  std::filesystem::current_path(dir.path());
   const cli_output r = run_polymap(args, dir);
-  std::filesystem::current_path(cwd);
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(records(r.out), hostile);
   EXPECT_FALSE(std::filesystem::exists(dir / "PWNED"));
   EXPECT_FALSE(std::filesystem::exists(dir / "PWNED2"));
 }
 
+TEST(Run, HostileArgumentsArriveByteIdenticalWithoutShell) {
+  expect_hostile_values_arrive_intact(false);
+}
+
 TEST(Run, HostileArgumentsArriveByteIdenticalThroughShell) {
-  temp_dir dir;
-  std::vector<std::string> args = {"run", "-k", "--shell", "--", "cd " + dir.path() + " && printf '%s\\0' {}",
-                                   ":::"};
-  args.insert(args.end(), hostile.begin(), hostile.end());
-  const cli_output r = run_polymap(args, dir);
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(records(r.out), hostile);
-  EXPECT_FALSE(std::filesystem::exists(dir / "PWNED"));
-  EXPECT_FALSE(std::filesystem::exists(dir / "PWNED2"));
+  expect_hostile_values_arrive_intact(true);
 }
 
 TEST(Run, PlaceholdersExpandAsGnuParallel) {
@@ -246,6 +241,36 @@ TEST(Run, JsonEventsDescribeEachJob) {
   }
   EXPECT_EQ(ends, 2);
   EXPECT_TRUE(summary);
+}
+
+TEST(Run, BindPinsEachSlotToItsOwnCpu) {
+  temp_dir dir;
+  const cli_output r =
+      run_polymap({"run", "-k", "-j", "2", "--bind", "pu", "--", "sh", "-c",
+                   "echo {%} $(grep Cpus_allowed_list: /proc/self/status | cut -f2)", ":::", "a",
+                   "b"},
+                  dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::map<std::string, std::string> cpus_of_slot;
+  for (const std::string& line : lines_of(r.out)) {
+    const std::size_t space = line.find(' ');
+    ASSERT_NE(space, std::string::npos) << line;
+    const std::string cpus = line.substr(space + 1);
+    EXPECT_EQ(cpus.find_first_not_of("0123456789"), std::string::npos) << "not one CPU: " << line;
+    cpus_of_slot[line.substr(0, space)] = cpus;
+  }
+  if (cpus_of_slot.size() == 2 && sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
+    EXPECT_NE(cpus_of_slot["1"], cpus_of_slot["2"]) << r.out;
+  }
+}
+
+TEST(Run, NiceSetsTheJobsNiceValue) {
+  temp_dir dir;
+  // Field 19 of /proc/self/stat is the nice value (the command name has no space here).
+  const cli_output r = run_polymap(
+      {"run", "--nice", "7", "--", "sh", "-c", "cut -d' ' -f19 /proc/$$/stat", ":::", "a"}, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "7\n");
 }
 
 TEST(Run, SigtermTerminatesEveryJobAndExits143) {
