@@ -6,7 +6,6 @@
 #include "journal/journal.hpp"
 
 #include <poll.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include <fmt/core.h>

@@ -291,6 +291,14 @@ std::int64_t journal::reclaim_dead() {
         reclaimed += db_->changes();
         items.reset();
       }
+      // A runner that stopped on a journal error may still have marked itself finished:
+      // whatever it held is interrupted too, or no one would ever run it.
+      statement orphans(db_->handle(),
+                        "UPDATE items SET state = 4, interruptions = interruptions + 1, "
+                        "reason = 'runner stopped' WHERE state = 1 AND runner IN "
+                        "(SELECT id FROM runners WHERE state != 0)");
+      orphans.step();
+      reclaimed += db_->changes();
       db_->exec("COMMIT");
       return reclaimed;
     } catch (...) {

@@ -137,6 +137,20 @@ TEST_F(JournalTest, DeadRunnersItemsAreReclaimedAndItsLateEndIsNotRecorded) {
   for (const polymap::journal_row& r : s.slowest) EXPECT_EQ(r.attempts, 1) << r.seq;
 }
 
+TEST_F(JournalTest, ItemsHeldByAFinishedRunnerAreReclaimed) {
+  journal stopped(path_);
+  journal next(path_);
+  stopped.register_runner();
+  next.register_runner();
+  stopped.add_items(items(2));
+  next.add_items(items(2));
+  ASSERT_EQ(stopped.commit({}, 1).size(), 1U);
+  // As after a journal error: the runner could not record its end, but did finish.
+  stopped.finish_runner();
+  EXPECT_EQ(next.reclaim_dead(), 1);
+  EXPECT_EQ(next.commit({}, 5).size(), 2U);
+}
+
 TEST_F(JournalTest, ResumeKeepsDoneItemsAndRetriesFailedOnlyWhenAsked) {
   {
     journal j(path_);
