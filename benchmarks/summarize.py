@@ -12,7 +12,8 @@ For every workload and n, prints the median wall time of each peer, its rate, it
   vs best peer  best peer time / time, for polymap rows; the best peer is the fastest
                 entry that is neither serial nor polymap
   vs best       the same against the faster of serial and the best peer
-BM_Overhead also gets the scheduling cost per item, (time * workers - serial time) / n.
+BM_Overhead and BM_ProcessOverhead also get the scheduling cost per item,
+(time * workers - serial time) / n.
 A last table checks the targets of docs/benchmarks.md. Only the standard library is used.
 """
 
@@ -136,7 +137,7 @@ def workload_tables(table, workers):
     out = []
     workloads = sorted({w for w, _ in table}, key=workload_order)
     for w in workloads:
-        overhead = w == "Overhead"
+        overhead = w in ("Overhead", "ProcessOverhead")
         out.append(f"### {w}\n")
         head = ["n", "peer", "median", "rate", "cv", "vs serial", "vs best peer", "vs best"]
         if overhead:
@@ -175,7 +176,8 @@ def per_item_overhead(row, serial, workers, n):
 
 
 def workload_order(w):
-    order = ["Daxpy", "ForkJoin", "EmptyForkJoin", "Mandelbrot", "Overhead"]
+    order = ["Daxpy", "ForkJoin", "EmptyForkJoin", "Mandelbrot", "Overhead", "ProcessOverhead",
+             "Fork", "CrashRun", "TimeoutKill"]
     return (order.index(w) if w in order else len(order), w)
 
 
@@ -233,6 +235,39 @@ def targets(table, workers):
                 o = per_item_overhead(peers[p], peers["serial"], workers, n)
                 rows.append((f"{n} items of ~70 ns, {p} overhead per item <= 5 ns",
                              f"{o:.1f} ns", o <= 5.0))
+    rows.extend(process_targets(table, workers))
+    return rows
+
+
+def process_targets(table, workers):
+    """The targets of the processes backend (benchmarks/processes.cpp)."""
+    rows = []
+    fork = table.get(("Fork", 1), {}).get("fork_exit_wait")
+    for (w, n), peers in table.items():
+        if w != "ProcessOverhead" or "serial" not in peers:
+            continue
+        procs, threads = peers.get("polymap_processes"), peers.get("polymap_threads")
+        if procs:
+            o = per_item_overhead(procs, peers["serial"], workers, n)
+            rows.append((f"{n} items of ~100 ns on processes, overhead per item <= 50 ns",
+                         f"{o:.1f} ns", o <= 50.0))
+        if procs and threads and fork:
+            bound = fork["ns"] + 1.2 * threads["ns"]
+            rows.append((f"{n} items of ~100 ns on processes <= fork + 1.2x threads",
+                         f"{fmt_time(procs['ns'])} vs {fmt_time(bound)} "
+                         f"({procs['ns'] / threads['ns']:.2f}x threads)",
+                         procs["ns"] <= bound))
+    for (w, n), peers in table.items():
+        clean, crash = peers.get("polymap_processes"), peers.get("polymap_processes_crash1pct")
+        if w == "CrashRun" and clean and crash:
+            x = crash["ns"] / clean["ns"]
+            rows.append((f"{n} items of ~100 us, 1% crashing, <= 1.5x the run without crashes",
+                         f"{x:.2f}x", x <= 1.5))
+    for (w, n), peers in table.items():
+        kill = peers.get("polymap_processes")
+        if w == "TimeoutKill" and kill:
+            rows.append((f"hung item with a {n} ms timeout stopped within timeout + 100 ms",
+                         f"+{fmt_time(kill['ns'])}", kill["ns"] <= 100e6))
     return rows
 
 

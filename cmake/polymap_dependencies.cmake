@@ -3,7 +3,7 @@
 # Probes the optional dependencies. AUTO: use when found; ON: stop when missing; OFF: skip.
 # Sets POLYMAP_HAS_<X> (0/1) and POLYMAP_BACKENDS (the list printed at configure time).
 
-set(POLYMAP_BACKENDS serial threads)
+set(POLYMAP_BACKENDS serial threads processes)
 
 # hwloc: topology and binding; without it a fallback reads sched_getaffinity.
 set(POLYMAP_HAS_HWLOC 0)

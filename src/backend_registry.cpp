@@ -12,7 +12,8 @@ namespace polymap::detail {
 bool is_built(backend_kind kind) noexcept {
   switch (kind) {
     case backend_kind::serial:
-    case backend_kind::threads: return true;
+    case backend_kind::threads:
+    case backend_kind::processes: return true;
     default: return false;
   }
 }
@@ -20,7 +21,6 @@ bool is_built(backend_kind kind) noexcept {
 std::string not_built_reason(backend_kind kind) {
   const std::string name(to_string(kind));
   switch (kind) {
-    case backend_kind::processes:
     case backend_kind::cuda:
     case backend_kind::kokkos:
     case backend_kind::mpi:
@@ -33,6 +33,7 @@ executor& executor_for(backend_kind kind) {
   switch (kind) {
     case backend_kind::serial: return serial_executor();
     case backend_kind::threads: return threads_executor();
+    case backend_kind::processes: return processes_executor();
     default: throw backend_unavailable("polymap: " + not_built_reason(kind));
   }
 }

@@ -24,6 +24,14 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
+/// AddressSanitizer and ThreadSanitizer reserve terabytes of address space up front, so a
+/// cap on a worker's address space cannot tell an item's allocations from theirs.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool sanitizer_build = true;
+#else
+constexpr bool sanitizer_build = false;
+#endif
+
 double seconds_since(clock::time_point start) {
   return std::chrono::duration<double>(clock::now() - start).count();
 }
@@ -155,6 +163,23 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
                              ": only the processes backend can stop or cap an item");
     }
   }
+
+  if (sanitizer_build && o.memory_limit != 0) {
+    throw option_error("memory_limit", std::to_string(o.memory_limit) + " bytes",
+                       "none in a sanitizer build: ASan and TSan reserve terabytes of address "
+                       "space, so an address-space cap cannot single out an item");
+  }
+
+  if (in_worker_process()) {
+    // Worker processes have no thread pool (its threads live in the caller) and must
+    // never touch a GPU: every map in them is a plain loop.
+    p.chosen = backend_kind::serial;
+    if (verbose) p.reason = "inside a worker process: runs inline there";
+    return p;
+  }
+  // An item that needs a timeout or a memory cap must never run on the calling thread,
+  // not even to be timed.
+  if (o.timeout.count() > 0 || o.memory_limit != 0) may_sample = false;
 
   // The per-item cost: from history when there is one, else from a sample.
   double cost = stats.seconds_per_item.load(std::memory_order_relaxed);

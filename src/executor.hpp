@@ -35,6 +35,7 @@ class executor {
 /// The executors of the backends, one factory per backend folder.
 [[nodiscard]] executor& serial_executor();
 [[nodiscard]] executor& threads_executor();
+[[nodiscard]] executor& processes_executor();
 
 /// The executor of a concrete backend kind.
 /// @throws backend_unavailable when `kind` is not built into this library

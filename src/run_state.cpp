@@ -77,6 +77,17 @@ worker_scope::~worker_scope() { tl_worker = was_; }
 
 bool in_worker() noexcept { return tl_worker; }
 
+namespace {
+bool worker_process = false;
+}  // namespace
+
+bool in_worker_process() noexcept { return worker_process; }
+
+void mark_worker_process() noexcept {
+  worker_process = true;
+  tl_worker = true;
+}
+
 void advise_huge_pages(void* data, std::size_t bytes) noexcept {
 #if defined(MADV_HUGEPAGE)
   constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;

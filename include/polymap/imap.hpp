@@ -56,19 +56,39 @@ struct stream_state {
 
 template <class It, class Fn, class R>
 struct stream_ctx {
+  using result_type = R;
+  // Each result is handed on as it arrives, so results come as messages, not in bulk.
+  static constexpr bool fixed_results = false;
   It first;
   Fn* fn;
   stream_state<R>* stream;
   bool ordered;
 
+  static void store(const stream_ctx& c, std::size_t i, std::optional<R>&& r) {
+    {
+      std::lock_guard lock(c.stream->mutex);
+      c.stream->ready.emplace(i, std::move(r));
+    }
+    c.stream->changed.notify_all();
+  }
+  static void store_failed(const void* p, std::size_t i) {
+    store(*static_cast<const stream_ctx*>(p), i, std::nullopt);
+  }
+
   template <bool Guarded = true>
   static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
     const auto& c = *static_cast<const stream_ctx*>(p);
+    auto compute = [&c](std::size_t i) -> R {
+      return std::invoke(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
+    };
+    if (w.remote != nullptr) {
+      // In a worker process: the results go to the caller, which keeps the stream.
+      run_remote(b, e, w, compute);
+      return;
+    }
     c.stream->admit(e, c.ordered);
     std::vector<std::optional<R>> out(e - b);
-    run_items<Guarded>(b, e, w, [&c, &out, b](std::size_t i) {
-      out[i - b] = std::invoke(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
-    });
+    run_items<Guarded>(b, e, w, [&out, &compute, b](std::size_t i) { out[i - b] = compute(i); });
     {
       std::lock_guard lock(c.stream->mutex);
       for (std::size_t i = b; i < e; ++i) c.stream->ready.emplace(i, std::move(out[i - b]));
@@ -76,6 +96,14 @@ struct stream_ctx {
     c.stream->changed.notify_all();
   }
 };
+
+/// The transfer of a stream: each result, or its failure, is handed on as it arrives.
+template <class Ctx>
+inline constexpr result_transfer stream_transfer = [] {
+  result_transfer t = transfer_for<Ctx, typename Ctx::result_type, false>();
+  t.deliver_failed = &Ctx::store_failed;
+  return t;
+}();
 
 }  // namespace detail
 
@@ -213,6 +241,7 @@ template <std::ranges::random_access_range Range, class Fn>
                          n, &detail::stream_ctx<It, Fn, R>::template chunk<true>, &ctx, st.run,
                          opts);
                      job.ascending = true;
+                     job.transfer = &detail::stream_transfer<detail::stream_ctx<It, Fn, R>>;
                      job.max_chunk = std::max<std::size_t>(1, window / 2);
                      (void)detail::execute(job, detail::stats_for<Fn, std::iter_value_t<It>>());
                    });

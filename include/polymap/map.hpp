@@ -3,6 +3,7 @@
 #pragma once
 
 #include <polymap/detail/execute.hpp>
+#include <polymap/detail/remote.hpp>
 #include <polymap/detail/results.hpp>
 #include <polymap/detail/run_items.hpp>
 #include <polymap/error.hpp>
@@ -39,34 +40,61 @@ concept indexable_range = std::ranges::random_access_range<Range> && std::ranges
 template <class Fn, class It>
 using item_result_t = std::remove_cvref_t<std::invoke_result_t<Fn&, std::iter_reference_t<It>>>;
 
-template <class It, class Fn, class Slot>
+/// Applies `fn` to item i of `first` and stores the result at `out[i]`.
+template <class It, class Fn, class Out>
 struct map_ctx {
+  using result_type = item_result_t<Fn, It>;
+  static constexpr bool fixed_results = true;
   It first;
   Fn* fn;
-  Slot* out;
+  Out out;
+
+  static void store(const map_ctx& c, std::size_t i, result_type&& r) {
+    c.out[static_cast<std::iter_difference_t<Out>>(i)] = std::move(r);
+  }
 
   template <bool Guarded = true>
   static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
     const auto& c = *static_cast<const map_ctx*>(p);
-    run_items<Guarded>(b, e, w, [&c](std::size_t i) {
-      c.out[i] = std::invoke(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
+    auto compute = [&c](std::size_t i) -> decltype(auto) {
+      return std::invoke(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
+    };
+    if (w.remote != nullptr) {
+      run_remote(b, e, w, compute);
+      return;
+    }
+    run_items<Guarded>(b, e, w, [&c, &compute](std::size_t i) {
+      c.out[static_cast<std::iter_difference_t<Out>>(i)] = compute(i);
     });
   }
 };
 
+/// Applies `fn` to item i of `first` for its effect alone.
 template <class It, class Fn>
 struct apply_ctx {
+  using result_type = void;
+  static constexpr bool fixed_results = true;
   It first;
   Fn* fn;
 
   template <bool Guarded = true>
   static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
     const auto& c = *static_cast<const apply_ctx*>(p);
-    run_items<Guarded>(b, e, w, [&c](std::size_t i) {
+    auto compute = [&c](std::size_t i) {
       (void)std::invoke(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
-    });
+    };
+    if (w.remote != nullptr) {
+      run_remote(b, e, w, compute);
+      return;
+    }
+    run_items<Guarded>(b, e, w, compute);
   }
 };
+
+/// The transfer of results for a context type (see result_transfer).
+template <class Ctx>
+inline constexpr result_transfer transfer_of =
+    transfer_for<Ctx, typename Ctx::result_type, Ctx::fixed_results>();
 
 /// Runs a call whose chunks are `Ctx::chunk`: inline when it is too small to measure,
 /// through `execute()` otherwise. Throws map_error or cancelled_error after the fact.
@@ -95,6 +123,7 @@ void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats
   run_state local(n);
   run_state& state = external != nullptr ? *external : local;
   map_job job = make_job(n, &Ctx::template chunk<true>, &ctx, state, opts);
+  job.transfer = &transfer_of<Ctx>;
   (void)execute(job, stats);
   throw_if_failed<R>(state, slots);
 }
@@ -108,7 +137,7 @@ auto map_n(It first, std::size_t n, Fn& fn, const options& opts, run_state* exte
     run_call<void, apply_ctx<It, Fn>, char>(ctx, n, opts, stats, nullptr, external);
   } else {
     std::vector<slot_t<R>> slots = make_slots<R>(n);
-    const map_ctx<It, Fn, slot_t<R>> ctx{first, &fn, slots.data()};
+    const map_ctx<It, Fn, slot_t<R>*> ctx{first, &fn, slots.data()};
     run_call<R>(ctx, n, opts, stats, &slots, external);
     return finish_results<R>(std::move(slots));
   }
@@ -127,13 +156,22 @@ decltype(auto) with_indexable(Range&& xs, Body&& body) {
   }
 }
 
+/// Calls `fn(i)` for its effect alone.
 template <class Fn>
 struct index_ctx {
+  using result_type = void;
+  static constexpr bool fixed_results = true;
   Fn* fn;
+
   template <bool Guarded = true>
   static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
     const auto& c = *static_cast<const index_ctx*>(p);
-    run_items<Guarded>(b, e, w, [&c](std::size_t i) { std::invoke(*c.fn, i); });
+    auto compute = [&c](std::size_t i) { std::invoke(*c.fn, i); };
+    if (w.remote != nullptr) {
+      run_remote(b, e, w, compute);
+      return;
+    }
+    run_items<Guarded>(b, e, w, compute);
   }
 };
 
@@ -165,16 +203,11 @@ void map_into(const In& xs, Out&& out, Fn fn, const options& opts = {}) {
     throw option_error("out", std::to_string(std::ranges::size(out)) + " elements",
                        "at least as many elements as the input (" + std::to_string(n) + ")");
   }
-  auto src = std::ranges::begin(xs);
-  auto dst = std::ranges::begin(out);
-  auto write = [&fn, src, dst](std::size_t i) {
-    const auto d = static_cast<std::iter_difference_t<decltype(src)>>(i);
-    dst[d] = std::invoke(fn, src[d]);
-  };
+  using Ctx =
+      detail::map_ctx<std::ranges::iterator_t<const In>, Fn, std::ranges::iterator_t<Out>>;
   detail::function_stats& stats = detail::stats_for<Fn, std::ranges::range_value_t<In>>();
-  const detail::index_ctx<decltype(write)> ctx{&write};
-  detail::run_call<void, detail::index_ctx<decltype(write)>, char>(ctx, n, opts, stats,
-                                                                   nullptr);
+  const Ctx ctx{std::ranges::begin(xs), &fn, std::ranges::begin(out)};
+  detail::run_call<typename Ctx::result_type, Ctx, char>(ctx, n, opts, stats, nullptr);
 }
 
 /// Calls `fn(i)` for every i in [0, n), HPC style.

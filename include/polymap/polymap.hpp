@@ -7,6 +7,7 @@
 /// for_each, explain, options, errors, topology.
 
 #include <polymap/backend.hpp>
+#include <polymap/codec.hpp>
 #include <polymap/config.hpp>
 #include <polymap/error.hpp>
 #include <polymap/imap.hpp>
@@ -15,5 +16,6 @@
 #include <polymap/options.hpp>
 #include <polymap/plan.hpp>
 #include <polymap/progress.hpp>
+#include <polymap/shared_memory.hpp>
 #include <polymap/topology.hpp>
 #include <polymap/version.hpp>

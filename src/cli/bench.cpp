@@ -6,6 +6,7 @@
 #include <polymap/map.hpp>
 #include <polymap/options.hpp>
 #include <polymap/plan.hpp>
+#include <polymap/shared_memory.hpp>
 #include <polymap/topology.hpp>
 
 #include "cli/commands.hpp"
@@ -63,8 +64,9 @@ problem_size size_named(const std::string& name) {
 
 /// The first index where `got` differs from `want` under `same`, described; or nothing.
 template <class T, class Same>
-std::optional<std::string> first_difference(const std::vector<T>& got, const std::vector<T>& want,
-                                            std::string_view unit, Same same) {
+std::optional<std::string> first_difference(const shared_vector<T>& got,
+                                            const shared_vector<T>& want, std::string_view unit,
+                                            Same same) {
   if (got.size() != want.size()) {
     return fmt::format("{} {}s, serial gave {}", got.size(), unit, want.size());
   }
@@ -139,7 +141,7 @@ class saxpy_workload final : public workload {
   }
 
  private:
-  std::vector<float> x_, y0_, y_, reference_;
+  shared_vector<float> x_, y0_, y_, reference_;
 };
 
 class stencil_workload final : public workload {
@@ -174,7 +176,7 @@ class stencil_workload final : public workload {
 
  private:
   std::size_t n_;
-  std::vector<double> in_, out_, reference_;
+  shared_vector<double> in_, out_, reference_;
 };
 
 class mandelbrot_workload final : public workload {
@@ -202,7 +204,7 @@ class mandelbrot_workload final : public workload {
 
  private:
   std::size_t width_, height_;
-  std::vector<std::uint16_t> image_, reference_;
+  shared_vector<std::uint16_t> image_, reference_;
 };
 
 class black_scholes_workload final : public workload {
@@ -239,7 +241,7 @@ class black_scholes_workload final : public workload {
 
  private:
   std::vector<k::bs_option> options_;
-  std::vector<k::bs_price> prices_, reference_;
+  shared_vector<k::bs_price> prices_, reference_;
 };
 
 class pi_workload final : public workload {
@@ -274,7 +276,7 @@ class pi_workload final : public workload {
 
  private:
   std::size_t samples_per_block_;
-  std::vector<std::uint64_t> hits_, reference_;
+  shared_vector<std::uint64_t> hits_, reference_;
 };
 
 std::unique_ptr<workload> make_workload(const std::string& name, const problem_size& s) {

@@ -53,21 +53,21 @@ TEST(AutomaticBackend, ExplainNamesEveryBackendAndWhy) {
   EXPECT_EQ(p.items, xs.size());
   EXPECT_GT(p.seconds_per_item, 0);
   bool saw_serial = false;
-  bool saw_processes = false;
+  bool saw_mpi = false;
   for (const backend_estimate& e : p.estimates) {
     if (e.backend == backend::serial) {
       saw_serial = true;
       EXPECT_TRUE(e.usable);
       EXPECT_GT(e.seconds, 0);
     }
-    if (e.backend == backend::processes) {
-      saw_processes = true;
+    if (e.backend == backend::mpi) {
+      saw_mpi = true;
       EXPECT_FALSE(e.usable);
       EXPECT_FALSE(e.why_not.empty());
     }
   }
   EXPECT_TRUE(saw_serial);
-  EXPECT_TRUE(saw_processes);
+  EXPECT_TRUE(saw_mpi);
   const std::string text = p.to_string();
   EXPECT_NE(text.find("<- chosen"), std::string::npos);
 }
@@ -87,9 +87,15 @@ TEST(AutomaticBackend, NestedCallsRunInlineInTheirWorker) {
 
 TEST(AutomaticBackend, TimeoutNeedsTheProcessBackend) {
   std::vector<int> xs(10, 1);
-  EXPECT_THROW((void)polymap::map(xs, [](int x) { return x; },
-                                  {.timeout = std::chrono::seconds(1)}),
-               backend_unavailable);
+  run_report report;
+  const auto ys = polymap::map(xs, [](int x) { return x + 1; },
+                               {.timeout = std::chrono::seconds(5), .report = &report});
+  EXPECT_EQ(ys, std::vector<int>(10, 2));
+  EXPECT_EQ(report.backend, backend::processes);
+  EXPECT_NE(report.decision.reason.find("timeout"), std::string::npos) << report.decision.reason;
+  report = {};
+  (void)polymap::map(xs, [](int x) { return x; }, {.memory_limit = 1 << 30, .report = &report});
+  EXPECT_EQ(report.backend, backend::processes);
   EXPECT_THROW((void)polymap::map(xs, [](int x) { return x; },
                                   {.backend = backend::threads, .timeout = std::chrono::seconds(1)}),
                option_error);
@@ -97,7 +103,7 @@ TEST(AutomaticBackend, TimeoutNeedsTheProcessBackend) {
 
 TEST(AutomaticBackend, BackendsNotBuiltAreUnavailable) {
   std::vector<int> xs(10, 1);
-  for (backend_kind b : {backend::processes, backend::cuda, backend::kokkos, backend::mpi}) {
+  for (backend_kind b : {backend::cuda, backend::kokkos, backend::mpi}) {
     try {
       (void)polymap::map(xs, [](int x) { return x; }, {.backend = b});
       ADD_FAILURE() << to_string(b) << " ran";

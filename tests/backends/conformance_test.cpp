@@ -4,6 +4,7 @@
 #include <polymap/polymap.hpp>
 
 #include "backends/backend_param.hpp"
+#include "backends/shared_counters.hpp"
 
 #include <gtest/gtest.h>
 
@@ -28,7 +29,7 @@ class BackendConformance : public testing::TestWithParam<backend_kind> {
 
 TEST_P(BackendConformance, MapsEveryIndexOnce) {
   constexpr std::size_t n = 100'000;
-  auto counts = std::make_unique<std::atomic<int>[]>(n);
+  test::shared_counters<int> counts(n);
   polymap::for_each(n, [&](std::size_t i) { counts[i].fetch_add(1); }, opts());
   for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(counts[i].load(), 1) << "index " << i;
 }
@@ -212,7 +213,7 @@ TEST_P(BackendConformance, HundredFailingItemsAreReportedWithTheirIndices) {
 
 TEST_P(BackendConformance, RetriesRunAFailedItemAgain) {
   constexpr std::size_t n = 200;
-  auto attempts = std::make_unique<std::atomic<int>[]>(n);
+  test::shared_counters<int> attempts(n);
   auto flaky = [&](std::size_t i) {
     // Every 10th item fails on its first two attempts.
     if (i % 10 == 0 && attempts[i].fetch_add(1) < 2) throw std::runtime_error("flaky");
@@ -243,7 +244,8 @@ TEST_P(BackendConformance, RetriesRunAFailedItemAgain) {
 
 TEST_P(BackendConformance, NoItemStartsAfterCancelReturns) {
   constexpr std::size_t n = 2'000;
-  std::atomic<std::size_t> started{0};
+  test::shared_counters<std::size_t> started_counter(1);
+  std::atomic<std::size_t>& started = *started_counter;
   std::vector<int> xs(n, 1);
   auto job = polymap::map_async(std::span<const int>(xs), [&](int x) {
     started.fetch_add(1);
@@ -262,7 +264,8 @@ TEST_P(BackendConformance, NoItemStartsAfterCancelReturns) {
 
 TEST_P(BackendConformance, StopTokenCancels) {
   std::stop_source source;
-  std::atomic<std::size_t> started{0};
+  test::shared_counters<std::size_t> started_counter(1);
+  std::atomic<std::size_t>& started = *started_counter;
   options o = opts();
   o.stop = source.get_token();
   std::thread stopper([&] {
@@ -284,7 +287,8 @@ TEST_P(BackendConformance, StopTokenCancels) {
 }
 
 TEST_P(BackendConformance, CancelFromInsideAnItem) {
-  std::atomic<std::size_t> started{0};
+  test::shared_counters<std::size_t> started_counter(1);
+  std::atomic<std::size_t>& started = *started_counter;
   std::vector<int> xs(1'000, 1);
   std::stop_source source;
   options o = opts();
@@ -383,6 +387,8 @@ TEST_P(BackendConformance, ReportSaysWhereItRan) {
 INSTANTIATE_TEST_SUITE_P(Serial, BackendConformance, testing::Values(backend_kind::serial),
                          test::backend_name);
 INSTANTIATE_TEST_SUITE_P(Threads, BackendConformance, testing::Values(backend_kind::threads),
+                         test::backend_name);
+INSTANTIATE_TEST_SUITE_P(Processes, BackendConformance, testing::Values(backend_kind::processes),
                          test::backend_name);
 INSTANTIATE_TEST_SUITE_P(Automatic, BackendConformance, testing::Values(backend_kind::automatic),
                          test::backend_name);

@@ -100,7 +100,8 @@ inline void record_cost(function_stats& s, double seconds_per_item) noexcept {
                  .opts = &o,
                  .seconds_per_item = 0,
                  .ascending = false,
-                 .max_chunk = 0};
+                 .max_chunk = 0,
+                 .transfer = nullptr};
 }
 
 /// How far a call has come, from its counters and its start time.
@@ -124,6 +125,13 @@ backend_kind execute(map_job& job, function_stats& stats);
 
 /// Whether the calling thread is a worker of a running map (nested calls run inline).
 [[nodiscard]] bool in_worker() noexcept;
+
+/// Whether this process is a worker process of a map (processes backend): every map in it
+/// runs on its one thread, and never on a GPU.
+[[nodiscard]] bool in_worker_process() noexcept;
+
+/// Marks this process as a worker process, and its thread as a worker.
+void mark_worker_process() noexcept;
 
 /// Asks the kernel for transparent huge pages over a large, freshly allocated buffer.
 void advise_huge_pages(void* data, std::size_t bytes) noexcept;

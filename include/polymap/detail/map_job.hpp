@@ -12,6 +12,8 @@ struct options;
 
 namespace polymap::detail {
 
+struct result_transfer;
+
 /// Runs items [begin, end) of a call: the typed loop, behind one indirect call per chunk.
 using chunk_fn = void (*)(const void* ctx, std::size_t begin, std::size_t end,
                           worker_context& worker);
@@ -27,6 +29,8 @@ struct map_job {
   double seconds_per_item = 0;      ///< measured cost, 0 when unknown
   bool ascending = false;           ///< hand out chunks in index order (streaming)
   std::size_t max_chunk = 0;        ///< upper bound on a chunk, 0 for none
+  /// How results come back from a worker process; null: the call cannot run in one.
+  const result_transfer* transfer = nullptr;
 };
 
 }  // namespace polymap::detail

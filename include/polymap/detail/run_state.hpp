@@ -14,6 +14,8 @@
 
 namespace polymap::detail {
 
+class remote_channel;
+
 /// A lock for sections of a few dozen instructions that two workers may reach at the same
 /// moment (the end of a call): a std::mutex would send the loser to sleep in the kernel,
 /// which costs more than the whole section.
@@ -116,6 +118,18 @@ class run_state {
   }
   [[nodiscard]] bool has_failures() const noexcept { return failed() != 0; }
 
+  /// In a worker process, right after the fork: forgets the caller's chunks, counts and
+  /// failures, which live on in the caller, so that this copy describes the worker alone.
+  void forget_caller() noexcept {
+    active_.store(0, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    failed_.store(0, std::memory_order_relaxed);
+    failures_.clear();
+    ranges_.clear();
+    busy_seconds_ = 0;
+    busy_items_ = 0;
+  }
+
  private:
   std::size_t total_;
   // One cache line for what every chunk touches (enter, stop check, done count, leave): a
@@ -143,6 +157,7 @@ struct worker_context {
   std::vector<index_range> ranges;  ///< further finished ranges; flushed at the end
   double busy_seconds = 0;          ///< time spent in timed chunks
   std::size_t busy_items = 0;       ///< items of those chunks
+  remote_channel* remote = nullptr; ///< in a worker process: where results go
 
   void note_range(std::size_t begin, std::size_t end) {
     if (begin == end) return;

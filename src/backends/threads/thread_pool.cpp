@@ -83,6 +83,12 @@ thread_pool::thread_pool() {
 }
 
 thread_pool::~thread_pool() {
+  if (in_worker_process()) {
+    // A worker process that ran exit(): the pool's threads exist only in the caller, so
+    // there is nothing to wake or join here.
+    for (auto& w : workers_) w->thread.detach();
+    return;
+  }
   shutdown_.store(true, std::memory_order_seq_cst);
   epoch_.fetch_add(1, std::memory_order_seq_cst);
   futex_wake_all(epoch_);

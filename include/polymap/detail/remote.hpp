@@ -1,0 +1,189 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <new>
+#include <polymap/codec.hpp>
+#include <polymap/detail/run_items.hpp>
+#include <polymap/detail/run_state.hpp>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+namespace polymap::detail {
+
+/// What one worker process publishes to its caller, in memory they share.
+/// Written by the worker alone; read by the caller while it runs (progress,
+/// timeouts) and after it died (which item it was running).
+struct alignas(64) remote_slot {
+  static constexpr std::size_t none = ~std::size_t{0};
+  std::atomic<std::size_t> chunk_begin{0};  ///< the chunk being run: [chunk_begin, chunk_end)
+  std::atomic<std::size_t> chunk_end{0};
+  std::atomic<std::size_t> current{none};   ///< the item being run, or none
+  std::atomic<std::int64_t> started_ns{0};  ///< when it started (steady clock), timed runs only
+  std::atomic<std::size_t> done{0};         ///< items this worker finished
+  std::atomic<std::int64_t> busy_ns{0};     ///< time inside chunks
+  std::atomic<std::size_t> busy_items{0};   ///< items of those chunks
+};
+
+/// Message tags on the pipe from a worker process to its caller.
+enum class remote_tag : std::uint8_t {
+  result = 'R',   ///< one item's encoded result
+  failure = 'F',  ///< one failed item (an exception)
+  cancel = 'C',   ///< an item cancelled the call
+  stop = 'S',     ///< fail_fast: a failure stops the call
+};
+
+/// A worker process's side of the channel to its caller: marks items started
+/// and done, writes fixed-size results straight into shared memory and encodes
+/// the others into a buffer that the worker sends after each chunk.
+class remote_channel {
+ public:
+  remote_channel(remote_slot* slot, std::uint8_t* done_flags, std::byte* fixed, bool timed,
+                 std::string* buffer) noexcept
+      : slot_(slot), done_(done_flags), fixed_(fixed), timed_(timed), buffer_(buffer) {}
+
+  void start(std::size_t i) noexcept {
+    slot_->current.store(i, std::memory_order_relaxed);
+    if (timed_) {
+      slot_->started_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                              std::memory_order_relaxed);
+    }
+  }
+
+  /// Item `i` succeeded with result `r`.
+  template <class R>
+  void put(std::size_t i, const R& r) {
+    if constexpr (std::is_trivially_copyable_v<R>) {
+      if (fixed_ != nullptr) {
+        std::memcpy(fixed_ + i * sizeof(R), &r, sizeof(R));
+        finish(i, true);
+        return;
+      }
+      append(i, &r, sizeof(R));
+    } else if constexpr (has_codec<R>) {
+      scratch_.clear();
+      codec<R>::encode(r, scratch_);
+      append(i, scratch_.data(), scratch_.size());
+    } else {
+      // Unreachable: a call whose results cannot cross is refused before any item runs.
+      std::terminate();
+    }
+    finish(i, false);
+  }
+
+  /// Item `i` succeeded without a result.
+  void put_void(std::size_t i) noexcept { finish(i, true); }
+
+ private:
+  void finish(std::size_t i, bool complete) noexcept {
+    // A result sent as a message is complete only once the caller has it: the
+    // caller sets its flag on receipt.
+    if (complete) done_[i] = 1;
+    slot_->done.store(slot_->done.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  void append(std::size_t i, const void* data, std::size_t size) {
+    const auto tag = static_cast<char>(remote_tag::result);
+    const std::uint64_t header[2] = {i, size};
+    buffer_->push_back(tag);
+    buffer_->append(reinterpret_cast<const char*>(header), sizeof header);
+    buffer_->append(static_cast<const char*>(data), size);
+  }
+
+  remote_slot* slot_;
+  std::uint8_t* done_;
+  std::byte* fixed_;
+  bool timed_;
+  std::string* buffer_;
+  std::string scratch_;
+};
+
+/// How the results of a call cross from a worker process to the caller. One per
+/// context type; `transfer_for<Ctx, R>()` builds it.
+struct result_transfer {
+  /// Results are trivially copyable and land in shared memory at i *
+  /// fixed_size; 0 when they come as messages, or there are none.
+  std::size_t fixed_size = 0;
+  /// Copies the results of items [b, e) from shared memory to where the call
+  /// keeps them.
+  void (*deliver_fixed)(const void* ctx, std::size_t b, std::size_t e,
+                        const std::byte* base) = nullptr;
+  /// Stores the result of item i from the bytes of its message.
+  void (*deliver)(const void* ctx, std::size_t i, std::string_view bytes) = nullptr;
+  /// Tells the call that item i failed for good (streams, whose consumer waits
+  /// for it).
+  void (*deliver_failed)(const void* ctx, std::size_t i) = nullptr;
+  /// Why results cannot cross (no codec), or null when they can.
+  const char* unsupported = nullptr;
+};
+
+/// Decodes one result of type `R`, encoded by remote_channel::put.
+template <class R>
+[[nodiscard]] R decode_result(std::string_view bytes) {
+  if constexpr (std::is_trivially_copyable_v<R>) {
+    alignas(R) std::byte raw[sizeof(R)];
+    std::memcpy(raw, bytes.data(), sizeof(R));
+    return *std::launder(reinterpret_cast<R*>(raw));
+  } else {
+    return codec<R>::decode(bytes);
+  }
+}
+
+/// The transfer of a context `Ctx` whose item results are `R` and which stores
+/// them with `Ctx::store(ctx, i, R&&)`. `Fixed` false sends even trivially
+/// copyable results as messages (streams, which hand each result on as it
+/// arrives).
+template <class Ctx, class R, bool Fixed = true>
+[[nodiscard]] constexpr result_transfer transfer_for() noexcept {
+  result_transfer t;
+  if constexpr (std::is_void_v<R>) {
+    return t;
+  } else if constexpr (!transferable_v<R>) {
+    t.unsupported =
+        "results that are neither trivially copyable nor given a polymap::codec cannot come "
+        "back from a worker process";
+    return t;
+  } else {
+    if constexpr (Fixed && std::is_trivially_copyable_v<R>) {
+      t.fixed_size = sizeof(R);
+      t.deliver_fixed = [](const void* p, std::size_t b, std::size_t e, const std::byte* base) {
+        const auto& c = *static_cast<const Ctx*>(p);
+        for (std::size_t i = b; i < e; ++i) {
+          Ctx::store(
+              c, i,
+              decode_result<R>({reinterpret_cast<const char*>(base) + i * sizeof(R), sizeof(R)}));
+        }
+      };
+    }
+    t.deliver = [](const void* p, std::size_t i, std::string_view bytes) {
+      Ctx::store(*static_cast<const Ctx*>(p), i, decode_result<R>(bytes));
+    };
+    return t;
+  }
+}
+
+/// Runs items [b, e) in a worker process: `compute(i)` gives item i's result,
+/// which goes to the caller through `w.remote`; failures are recorded as
+/// run_items does.
+template <class Compute>
+void run_remote(std::size_t b, std::size_t e, worker_context& w, Compute&& compute) {
+  remote_channel& ch = *w.remote;
+  run_items<true>(b, e, w, [&ch, &compute](std::size_t i) {
+    ch.start(i);
+    if constexpr (std::is_void_v<std::invoke_result_t<Compute&, std::size_t>>) {
+      compute(i);
+      ch.put_void(i);
+    } else {
+      ch.put(i, compute(i));
+    }
+  });
+}
+
+}  // namespace polymap::detail

@@ -1,0 +1,86 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "backends/processes/signal_guard.hpp"
+
+#include <signal.h>
+
+#include <array>
+#include <atomic>
+#include <mutex>
+
+namespace polymap::detail {
+
+namespace {
+
+constexpr std::size_t max_groups = 4096;
+std::array<std::atomic<pid_t>, max_groups> groups{};
+
+constexpr std::array<int, 2> guarded_signals = {SIGINT, SIGTERM};
+std::mutex install_mutex;
+int guards = 0;
+std::array<bool, 2> installed{};  // by index in guarded_signals
+
+void on_signal(int sig) {
+  for (auto& g : groups) {
+    const pid_t group = g.load(std::memory_order_relaxed);
+    if (group > 0) kill(-group, SIGKILL);
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+bool is_ours(int sig) {
+  struct sigaction current {};
+  return sigaction(sig, nullptr, &current) == 0 && current.sa_handler == &on_signal;
+}
+
+}  // namespace
+
+signal_guard::signal_guard() {
+  std::lock_guard lock(install_mutex);
+  if (guards++ != 0) return;
+  for (std::size_t k = 0; k < guarded_signals.size(); ++k) {
+    struct sigaction current {};
+    if (sigaction(guarded_signals[k], nullptr, &current) != 0) continue;
+    if (current.sa_handler != SIG_DFL || (current.sa_flags & SA_SIGINFO) != 0) continue;
+    struct sigaction ours {};
+    ours.sa_handler = &on_signal;
+    sigemptyset(&ours.sa_mask);
+    ours.sa_flags = SA_RESETHAND;
+    installed[k] = sigaction(guarded_signals[k], &ours, nullptr) == 0;
+  }
+}
+
+signal_guard::~signal_guard() {
+  std::lock_guard lock(install_mutex);
+  if (--guards != 0) return;
+  for (std::size_t k = 0; k < guarded_signals.size(); ++k) {
+    // Put the default back only where our handler is still in place: a handler
+    // the program installed meanwhile stays.
+    if (installed[k] && is_ours(guarded_signals[k])) signal(guarded_signals[k], SIG_DFL);
+    installed[k] = false;
+  }
+}
+
+bool signal_guard::add(pid_t group) noexcept {
+  for (auto& g : groups) {
+    pid_t empty = 0;
+    if (g.compare_exchange_strong(empty, group, std::memory_order_relaxed)) return true;
+  }
+  return false;
+}
+
+void signal_guard::remove(pid_t group) noexcept {
+  for (auto& g : groups) {
+    pid_t expected = group;
+    if (g.compare_exchange_strong(expected, 0, std::memory_order_relaxed)) return;
+  }
+}
+
+void signal_guard::reset_in_child() noexcept {
+  for (int sig : guarded_signals) {
+    if (is_ours(sig)) signal(sig, SIG_DFL);
+  }
+}
+
+}  // namespace polymap::detail

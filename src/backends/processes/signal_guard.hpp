@@ -1,0 +1,33 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <sys/types.h>
+
+namespace polymap::detail {
+
+/// Keeps SIGINT and SIGTERM from leaving worker processes behind. While at
+/// least one guard lives, a signal whose disposition was the default
+/// (terminate) first kills every registered worker process group, then
+/// terminates the program as the default would. A program's own handlers are
+/// left alone: they are never replaced. Thread safety: any thread; the registry
+/// is lock-free for the handler's sake.
+class signal_guard {
+ public:
+  signal_guard();
+  ~signal_guard();
+  signal_guard(const signal_guard&) = delete;
+  signal_guard& operator=(const signal_guard&) = delete;
+
+  /// Adds a worker's process group; false when the registry is full (the group
+  /// is then only killed by its parent-death signal).
+  static bool add(pid_t group) noexcept;
+  static void remove(pid_t group) noexcept;
+
+  /// In a new worker process: puts back the default for signals whose handler
+  /// is this guard's, so that a TERM from the caller ends the worker, not its
+  /// siblings.
+  static void reset_in_child() noexcept;
+};
+
+}  // namespace polymap::detail

@@ -1,0 +1,436 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "backends/processes/supervisor.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <polymap/detail/remote.hpp>
+#include <polymap/error.hpp>
+#include <polymap/options.hpp>
+#include <string_view>
+#include <system_error>
+
+#include "backends/processes/worker_process.hpp"
+#include "topology/binding.hpp"
+
+namespace polymap::detail {
+
+namespace {
+
+/// Time a TERMed worker has to go before it gets KILL.
+constexpr auto term_grace = std::chrono::milliseconds(50);
+/// Longest sleep of the watcher: bounds how late it sees a cancel.
+constexpr int max_poll_ms = 2;
+
+[[nodiscard]] std::system_error posix_error(const char* what) {
+  return std::system_error(errno, std::generic_category(),
+                           std::string("polymap: processes backend: ") + what);
+}
+
+/// Whether child `pid` has ended, without reaping it (for kernels without
+/// pidfds).
+bool has_exited(pid_t pid) {
+  siginfo_t info{};
+  return waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+         info.si_pid == pid;
+}
+
+int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
+
+std::string describe_death(failure_kind kind, int sig, int code, double timeout) {
+  switch (kind) {
+    case failure_kind::timeout: {
+      char text[96];
+      std::snprintf(text, sizeof text, "ran past its timeout of %g s; its worker was killed",
+                    timeout);
+      return text;
+    }
+    case failure_kind::signal:
+      return std::string("its worker process died of signal ") + std::to_string(sig) + " (" +
+             strsignal(sig) + ")";
+    case failure_kind::exit: return "its worker process exited with status " + std::to_string(code);
+    default: return "its worker process ended";
+  }
+}
+
+}  // namespace
+
+supervisor::supervisor(const map_job& job, std::size_t workers)
+    : job_(job),
+      state_(*job.state),
+      workers_(workers),
+      timeout_(job.opts->timeout.count()),
+      shared_(job.end, workers, job.transfer->fixed_size),
+      self_(getpid()) {
+  shared_.control().next.store(job.begin, std::memory_order_relaxed);
+  for (std::size_t s = workers; s-- > 0;) free_slots_.push_back(s);
+}
+
+supervisor::~supervisor() { kill_all(); }
+
+void supervisor::kill_all() noexcept {
+  for (worker& w : live_) kill(-w.pid, SIGKILL), kill(w.pid, SIGKILL);
+  for (worker& w : live_) {
+    int status = 0;
+    while (waitpid(w.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    signal_guard::remove(w.pid);
+    close(w.pidfd);
+    close(w.pipe);
+  }
+  live_.clear();
+}
+
+bool supervisor::claims_left() const noexcept {
+  return shared_.control().next.load(std::memory_order_relaxed) < job_.end;
+}
+
+void supervisor::spawn(std::size_t slot, std::vector<index_range> first) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) throw posix_error("pipe2");
+  remote_slot& s = shared_.slot(slot);
+  s.chunk_begin.store(0, std::memory_order_relaxed);
+  s.chunk_end.store(0, std::memory_order_relaxed);
+  s.current.store(remote_slot::none, std::memory_order_relaxed);
+  s.started_ns.store(0, std::memory_order_relaxed);
+  worker_setup setup{.job = &job_,
+                     .shared = &shared_,
+                     .slot = slot,
+                     .workers = workers_,
+                     .first = std::move(first),
+                     .pipe = fds[1],
+                     .parent = self_,
+                     .memory_limit = job_.opts->memory_limit};
+  // What this process printed but has not written yet would otherwise be
+  // written again by every worker that flushes its copy.
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) {
+    const auto error = posix_error("fork");
+    close(fds[0]);
+    close(fds[1]);
+    throw error;
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    worker_main(setup);
+  }
+  close(fds[1]);
+  (void)setpgid(pid, pid);  // also done by the child: whichever runs first
+  signal_guard::add(pid);
+  worker w;
+  w.pid = pid;
+  w.pipe = fds[0];
+  w.slot = slot;
+  w.pidfd = pidfd_open(pid);
+  (void)fcntl(w.pipe, F_SETFL, O_NONBLOCK);
+  live_.push_back(std::move(w));
+}
+
+void supervisor::read_messages(worker& w) {
+  char buffer[65536];
+  for (;;) {
+    const ssize_t n = read(w.pipe, buffer, sizeof buffer);
+    if (n > 0) {
+      w.inbox.append(buffer, static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    break;  // EAGAIN: nothing more now; 0: the worker closed it
+  }
+  handle_messages(w);
+}
+
+void supervisor::handle_messages(worker& w) {
+  std::string_view in = w.inbox;
+  const result_transfer& t = *job_.transfer;
+  std::uint8_t* done = shared_.done_flags();
+  while (!in.empty()) {
+    std::string_view body = in.substr(1);
+    const auto tag = static_cast<remote_tag>(in[0]);
+    if (tag == remote_tag::result) {
+      std::uint64_t head[2];
+      if (body.size() < sizeof head) break;
+      std::memcpy(head, body.data(), sizeof head);
+      if (body.size() < sizeof head + head[1]) break;
+      t.deliver(job_.ctx, head[0], body.substr(sizeof head, head[1]));
+      done[head[0]] = 1;
+      body.remove_prefix(sizeof head + head[1]);
+    } else if (tag == remote_tag::failure) {
+      item_failure f;
+      if (!decode_failure(body, f)) break;
+      if (t.deliver_failed != nullptr) t.deliver_failed(job_.ctx, f.index);
+      state_.add_failure(std::move(f));
+    } else if (tag == remote_tag::cancel) {
+      state_.cancel();
+    } else if (tag == remote_tag::stop) {
+      state_.request_stop();
+    } else {
+      // Only a worker whose memory was overwritten sends this: stop listening
+      // to it.
+      in = {};
+      break;
+    }
+    in = body;
+  }
+  w.inbox.erase(0, w.inbox.size() - in.size());
+}
+
+void supervisor::item_died(std::size_t index, failure_kind kind, int sig, int code) {
+  const unsigned attempts = ++crashes_[index];
+  if (attempts <= job_.opts->retries && !state_.stopping()) {
+    // Backoff: 10 ms, 20 ms, 40 ms ... up to a second, in a fresh worker.
+    const double delay = std::min(1.0, 0.01 * std::pow(2.0, attempts - 1));
+    retries_.push_back({index, clock::now() + std::chrono::duration_cast<clock::duration>(
+                                                  std::chrono::duration<double>(delay))});
+    return;
+  }
+  if (job_.transfer->deliver_failed != nullptr) job_.transfer->deliver_failed(job_.ctx, index);
+  state_.add_failure(item_failure{.index = index,
+                                  .backend = backend_kind::processes,
+                                  .kind = kind,
+                                  .what = describe_death(kind, sig, code, timeout_),
+                                  .signal = kind == failure_kind::signal ? sig : 0,
+                                  .exit_code = kind == failure_kind::exit ? code : 0,
+                                  .attempts = attempts});
+  if (job_.opts->on_error == on_error::fail_fast) state_.request_stop();
+}
+
+void supervisor::reap(worker& w) {
+  int status = 0;
+  pid_t got;
+  while ((got = waitpid(w.pid, &status, 0)) < 0 && errno == EINTR) {
+  }
+  read_messages(w);
+  const remote_slot& s = shared_.slot(w.slot);
+  const std::size_t b = s.chunk_begin.load(std::memory_order_acquire);
+  const std::size_t e = s.chunk_end.load(std::memory_order_acquire);
+  const std::size_t current = s.current.load(std::memory_order_relaxed);
+  const std::uint8_t* done = shared_.done_flags();
+  const bool mid_chunk = b < e;
+  if (mid_chunk || w.killed || w.cancelled || got < 0 || !WIFEXITED(status) ||
+      WEXITSTATUS(status) != 0) {
+    // Its descendants go with it: an item's own children must not outlive its
+    // worker.
+    kill(-w.pid, SIGKILL);
+  }
+  if (mid_chunk) {
+    const bool culprit = current >= b && current < e && done[current] == 0;
+    if (culprit && !w.cancelled) {
+      failure_kind kind = failure_kind::exit;
+      int sig = 0;
+      int code = 0;
+      if (w.killed) {
+        kind = *w.killed;
+      } else if (got < 0) {
+        kind = failure_kind::exit;  // reaped by someone else (SIGCHLD ignored):
+                                    // status unknown
+        code = -1;
+      } else if (WIFSIGNALED(status)) {
+        kind = failure_kind::signal;
+        sig = WTERMSIG(status);
+      } else {
+        code = WEXITSTATUS(status);
+      }
+      item_died(current, kind, sig, code);
+    }
+    // What it had not finished goes to the next worker, unless the call is
+    // stopping.
+    if (!state_.stopping()) {
+      std::size_t run_begin = b;
+      for (std::size_t i = b; i <= e; ++i) {
+        const bool skip = i == e || done[i] != 0 || (culprit && i == current);
+        if (skip) {
+          if (run_begin < i) pending_.push_back({run_begin, i});
+          run_begin = i + 1;
+        }
+      }
+    }
+  }
+  signal_guard::remove(w.pid);
+  close(w.pidfd);
+  close(w.pipe);
+  free_slots_.push_back(w.slot);
+  w.pid = -1;
+}
+
+void supervisor::terminate(worker& w, std::optional<failure_kind> why, clock::time_point now) {
+  if (w.killed || w.cancelled) return;
+  w.killed = why;
+  w.cancelled = !why;
+  kill(-w.pid, SIGTERM);
+  kill(w.pid, SIGTERM);
+  w.kill_at = now + term_grace;
+}
+
+void supervisor::check_timeouts(clock::time_point now) {
+  const std::int64_t now_ns = now.time_since_epoch().count();
+  const auto limit_ns = static_cast<std::int64_t>(timeout_ * 1e9);
+  for (worker& w : live_) {
+    if (w.kill_at && now >= *w.kill_at) {
+      kill(-w.pid, SIGKILL);
+      kill(w.pid, SIGKILL);
+      w.kill_at.reset();
+    }
+    if (timeout_ <= 0 || w.killed || w.cancelled) continue;
+    const remote_slot& s = shared_.slot(w.slot);
+    const std::size_t current = s.current.load(std::memory_order_relaxed);
+    const std::int64_t started = s.started_ns.load(std::memory_order_relaxed);
+    if (current == remote_slot::none || started == 0) continue;
+    if (now_ns - started >= limit_ns && shared_.done_flags()[current] == 0 &&
+        s.current.load(std::memory_order_relaxed) == current) {
+      terminate(w, failure_kind::timeout, now);
+    }
+  }
+}
+
+int supervisor::poll_timeout_ms(clock::time_point now) const {
+  auto wait = std::chrono::milliseconds(max_poll_ms);
+  auto until = [&](clock::time_point t) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(t - now);
+    wait = std::min(wait, std::max(left, std::chrono::milliseconds(0)));
+  };
+  for (const worker& w : live_) {
+    if (w.kill_at) until(*w.kill_at);
+  }
+  for (const retry& r : retries_) until(r.due);
+  return static_cast<int>(wait.count());
+}
+
+void supervisor::update_progress() {
+  std::size_t done = 0;
+  for (std::size_t s = 0; s < workers_; ++s) {
+    done += shared_.slot(s).done.load(std::memory_order_relaxed);
+  }
+  if (done > progress_seen_) {
+    state_.add_done(done - progress_seen_);
+    progress_seen_ = done;
+  }
+}
+
+void supervisor::run(run_report* report) {
+  for (;;) {
+    const auto now = clock::now();
+    if (state_.stopping() && !stop_sent_) {
+      stop_sent_ = true;
+      shared_.control().stop.store(true, std::memory_order_relaxed);
+      pending_.clear();
+      retries_.clear();
+      // A cancel ends running items too; a failure (fail_fast) lets them
+      // finish.
+      if (state_.cancelled()) {
+        for (worker& w : live_) terminate(w, std::nullopt, now);
+      }
+    }
+    for (auto it = retries_.begin(); it != retries_.end();) {
+      if (it->due <= now) {
+        pending_.push_back({it->index, it->index + 1});
+        it = retries_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    // Keep the workers up: replace the dead while there is work for them.
+    while (!stop_sent_ && !free_slots_.empty() && (!pending_.empty() || claims_left())) {
+      const std::size_t slot = free_slots_.back();
+      std::vector<index_range> first;
+      if (!pending_.empty()) {
+        first.push_back(pending_.back());
+        pending_.pop_back();
+      }
+      try {
+        spawn(slot, std::move(first));
+      } catch (const std::system_error&) {
+        if (!live_.empty()) break;  // carry on with fewer workers; retried next round
+        throw;
+      }
+      free_slots_.pop_back();
+      ++spawned_;
+    }
+    if (live_.empty() && pending_.empty() && retries_.empty()) break;
+
+    std::vector<pollfd> fds;
+    fds.reserve(2 * live_.size());
+    for (const worker& w : live_) {
+      fds.push_back({w.pipe, POLLIN, 0});
+      fds.push_back({w.pidfd, POLLIN, 0});
+    }
+    const int ready = poll(fds.data(), fds.size(), poll_timeout_ms(now));
+    if (ready < 0 && errno != EINTR) throw posix_error("poll");
+    for (std::size_t k = 0; k < live_.size(); ++k) {
+      worker& w = live_[k];
+      if ((fds[2 * k].revents & (POLLIN | POLLHUP)) != 0) read_messages(w);
+      if (w.pidfd >= 0 ? (fds[2 * k + 1].revents & POLLIN) != 0 : has_exited(w.pid)) reap(w);
+    }
+    std::erase_if(live_, [](const worker& w) { return w.pid < 0; });
+    check_timeouts(clock::now());
+    update_progress();
+  }
+  finish();
+  if (report != nullptr) {
+    report->backend = backend_kind::processes;
+    report->workers = workers_;
+    report->worker_reports.clear();
+    for (std::size_t s = 0; s < workers_; ++s) {
+      const placement& p = shared_.place(s);
+      worker_report r{.worker = s};
+      r.bound = p.bound.load() != 0;
+      if (r.bound) {
+        r.cpus = worker_cpus(topology::current(), job_.opts->bind, s, workers_, job_.opts->cpus);
+      }
+      if (job_.opts->nice) {
+        r.nice = p.nice.load();
+        r.nice_applied = p.nice_applied.load() != 0;
+      }
+      report->worker_reports.push_back(std::move(r));
+    }
+    if (spawned_ > workers_) {
+      report->note = std::to_string(spawned_ - workers_) +
+                     " worker processes replaced after a crash, a timeout or an exit";
+    }
+  }
+}
+
+void supervisor::finish() {
+  // Every item whose done flag is set succeeded; gather them as ranges (for the
+  // partial results of a failed call) and copy fixed-size results out of shared
+  // memory.
+  const std::uint8_t* done = shared_.done_flags();
+  const result_transfer& t = *job_.transfer;
+  std::vector<index_range> ranges;
+  std::size_t succeeded = 0;
+  for (std::size_t i = job_.begin; i < job_.end;) {
+    if (done[i] == 0) {
+      ++i;
+      continue;
+    }
+    const std::size_t b = i;
+    while (i < job_.end && done[i] != 0) ++i;
+    ranges.push_back({b, i});
+    succeeded += i - b;
+    if (t.deliver_fixed != nullptr) t.deliver_fixed(job_.ctx, b, i, shared_.fixed());
+  }
+  double busy = 0;
+  std::size_t busy_items = 0;
+  for (std::size_t s = 0; s < workers_; ++s) {
+    busy += static_cast<double>(shared_.slot(s).busy_ns.load()) * 1e-9;
+    busy_items += shared_.slot(s).busy_items.load();
+  }
+  state_.add_worker({}, ranges, busy, busy_items);
+  // Progress counted items as the workers finished them; the flags are the
+  // truth.
+  const std::size_t truth = succeeded + state_.failed();
+  if (truth > progress_seen_) state_.add_done(truth - progress_seen_);
+}
+
+}  // namespace polymap::detail

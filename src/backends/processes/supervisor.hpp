@@ -1,0 +1,86 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <map>
+#include <optional>
+#include <polymap/detail/map_job.hpp>
+#include <polymap/plan.hpp>
+#include <string>
+#include <vector>
+
+#include "backends/processes/shared_region.hpp"
+#include "backends/processes/signal_guard.hpp"
+
+namespace polymap::detail {
+
+/// Runs one call on worker processes and watches them: forks the workers, reads
+/// what they send, replaces a worker that died (its item failed or is retried,
+/// the rest of its chunk goes to the replacement), kills a worker whose item
+/// ran past the timeout, and stops them all when the call is cancelled. Nothing
+/// outlives it: its destructor kills and reaps every worker still there. Thread
+/// safety: one thread (the caller's).
+class supervisor {
+ public:
+  supervisor(const map_job& job, std::size_t workers);
+  ~supervisor();
+  supervisor(const supervisor&) = delete;
+  supervisor& operator=(const supervisor&) = delete;
+
+  /// Runs every item, or until the call stops.
+  /// @throws std::system_error when no worker process can be started
+  void run(run_report* report);
+
+ private:
+  using clock = std::chrono::steady_clock;
+
+  struct worker {
+    pid_t pid = -1;
+    int pidfd = -1;
+    int pipe = -1;
+    std::size_t slot = 0;
+    std::string inbox;                         // bytes received, not yet a whole message
+    std::optional<failure_kind> killed;        // why we killed it: timeout, or none for a cancel
+    bool cancelled = false;                    // killed because the call was cancelled
+    std::optional<clock::time_point> kill_at;  // SIGKILL after the TERM's grace
+  };
+  struct retry {
+    std::size_t index;
+    clock::time_point due;
+  };
+
+  void spawn(std::size_t slot, std::vector<index_range> first);
+  void read_messages(worker& w);
+  void handle_messages(worker& w);
+  void reap(worker& w);
+  void item_died(std::size_t index, failure_kind kind, int signal, int exit_code);
+  void check_timeouts(clock::time_point now);
+  void terminate(worker& w, std::optional<failure_kind> why, clock::time_point now);
+  void kill_all() noexcept;
+  void update_progress();
+  void finish();
+  [[nodiscard]] bool claims_left() const noexcept;
+  [[nodiscard]] int poll_timeout_ms(clock::time_point now) const;
+
+  const map_job& job_;
+  run_state& state_;
+  const std::size_t workers_;
+  const double timeout_;
+  signal_guard guard_;
+  shared_region shared_;
+  std::vector<worker> live_;
+  std::vector<std::size_t> free_slots_;
+  std::vector<index_range> pending_;         // items of dead workers, for the next worker
+  std::vector<retry> retries_;               // crashed items waiting for their backoff
+  std::map<std::size_t, unsigned> crashes_;  // attempts of items that killed a worker
+  std::size_t progress_seen_ = 0;
+  std::size_t spawned_ = 0;
+  bool stop_sent_ = false;
+  const pid_t self_;
+};
+
+}  // namespace polymap::detail

@@ -1,0 +1,174 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "backends/processes/worker_process.hpp"
+
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <polymap/detail/execute.hpp>
+#include <polymap/topology.hpp>
+#include <string>
+
+#include "backends/processes/signal_guard.hpp"
+#include "chunk_sizer.hpp"
+#include "topology/binding.hpp"
+
+namespace polymap::detail {
+
+namespace {
+
+void write_all(int fd, const std::string& data) noexcept {
+  std::size_t off = 0;
+  while (off < data.size()) {
+    const ssize_t n = write(fd, data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) _exit(120);  // the caller is gone: nobody wants the results
+    off += static_cast<std::size_t>(n);
+  }
+}
+
+/// The process's virtual size now, in bytes: a memory limit counts from here,
+/// since the worker starts with a copy of the caller's whole address space.
+std::size_t virtual_size() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0;
+  statm >> pages;
+  return pages * static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+}
+
+void place(const worker_setup& s) {
+  const options& o = *s.job->opts;
+  placement& p = s.shared->place(s.slot);
+  if (o.bind != bind::none) {
+    const topology& topo = topology::current();
+    const std::vector<int> cpus = worker_cpus(topo, o.bind, s.slot, s.workers, o.cpus);
+    p.bound.store(!cpus.empty() && bind_this_thread(cpus) ? 1 : 0, std::memory_order_relaxed);
+  }
+  if (o.nice) {
+    // One thread: the thread's nice is the process's.
+    (void)set_this_thread_nice(*o.nice);
+    const std::optional<int> now = this_thread_nice();
+    p.nice.store(now.value_or(0), std::memory_order_relaxed);
+    p.nice_applied.store(now == o.nice ? 1 : 0, std::memory_order_relaxed);
+  }
+  if (s.memory_limit != 0) {
+    const rlim_t limit = virtual_size() + s.memory_limit;
+    const rlimit r{limit, limit};
+    (void)setrlimit(RLIMIT_AS, &r);
+  }
+}
+
+}  // namespace
+
+void encode_failure(std::string& out, const item_failure& f) {
+  out.push_back(static_cast<char>(remote_tag::failure));
+  const std::uint64_t head[4] = {f.index, static_cast<std::uint64_t>(f.kind), f.attempts,
+                                 f.what.size()};
+  out.append(reinterpret_cast<const char*>(head), sizeof head);
+  out.append(f.what);
+}
+
+bool decode_failure(std::string_view& in, item_failure& f) {
+  std::uint64_t head[4];
+  if (in.size() < sizeof head) return false;
+  std::memcpy(head, in.data(), sizeof head);
+  if (in.size() < sizeof head + head[3]) return false;
+  f.index = head[0];
+  f.kind = static_cast<failure_kind>(head[1]);
+  f.attempts = static_cast<unsigned>(head[2]);
+  f.what.assign(in.data() + sizeof head, head[3]);
+  in.remove_prefix(sizeof head + head[3]);
+  return true;
+}
+
+void worker_main(worker_setup& s) noexcept {
+  // Nothing may escape: an exception here would unwind into the caller's stack
+  // frames, which in this process are only copies.
+  try {
+    signal_guard::reset_in_child();
+    // Die with the caller, even when it is killed with SIGKILL.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != s.parent) _exit(121);
+    setpgid(0, 0);  // the worker's own children share its fate (timeouts kill
+                    // the group)
+    mark_worker_process();
+
+    const map_job& job = *s.job;
+    run_state& state = *job.state;
+    state.forget_caller();
+    place(s);
+
+    shared_control& control = s.shared->control();
+    remote_slot& slot = s.shared->slot(s.slot);
+    std::string out;
+    remote_channel channel(&slot, s.shared->done_flags(), s.shared->fixed(),
+                           job.opts->timeout.count() > 0, &out);
+    worker_context w = make_worker(state, *job.opts, backend_kind::processes, s.slot);
+    w.remote = &channel;
+    chunk_sizer sizer(job);
+    const bool memory_capped = s.memory_limit != 0;
+
+    // Runs one chunk; false once the call must stop.
+    auto run = [&](std::size_t b, std::size_t e) {
+      slot.current.store(remote_slot::none, std::memory_order_relaxed);
+      slot.chunk_begin.store(b, std::memory_order_relaxed);
+      slot.chunk_end.store(e, std::memory_order_release);
+      const double busy_before = w.busy_seconds;
+      sizer.run(job, b, e, w);
+      // Between chunks no item runs: the caller's timeout clock must not tick.
+      slot.current.store(remote_slot::none, std::memory_order_relaxed);
+      slot.busy_ns.fetch_add(static_cast<std::int64_t>((w.busy_seconds - busy_before) * 1e9),
+                             std::memory_order_relaxed);
+      slot.busy_items.fetch_add(e - b, std::memory_order_relaxed);
+      w.first = {};
+      w.ranges.clear();
+      for (item_failure& f : state.take_failures()) {
+        if (memory_capped && f.what == "std::bad_alloc") f.kind = failure_kind::memory;
+        f.backend = backend_kind::processes;
+        encode_failure(out, f);
+      }
+      const bool stopping = state.stopping();
+      if (stopping) {
+        out.push_back(static_cast<char>(state.cancelled() ? remote_tag::cancel : remote_tag::stop));
+      }
+      if (!out.empty()) {
+        write_all(s.pipe, out);
+        out.clear();
+      }
+      return !stopping;
+    };
+
+    bool go = true;
+    for (const index_range& r : s.first) {
+      if (!go) break;
+      go = run(r.begin, r.end);
+    }
+    const std::size_t end = control.end;
+    const std::size_t spread = 2 * std::max<std::size_t>(s.workers, 1);
+    while (go && !control.stop.load(std::memory_order_relaxed)) {
+      // Guided: never more than a share of what is left, so that the workers
+      // end together.
+      const std::size_t left = end - std::min(end, control.next.load(std::memory_order_relaxed));
+      const std::size_t size = std::max<std::size_t>(1, std::min(sizer.size(), left / spread));
+      const std::size_t b = control.next.fetch_add(size, std::memory_order_relaxed);
+      if (b >= end) break;
+      go = run(b, std::min(end, b + size));
+    }
+    slot.chunk_begin.store(0, std::memory_order_relaxed);
+    slot.chunk_end.store(0, std::memory_order_release);
+    std::fflush(nullptr);  // what the items printed; the caller flushed its own
+                           // before the fork
+  } catch (...) {
+    _exit(122);
+  }
+  _exit(0);
+}
+
+}  // namespace polymap::detail

@@ -1,0 +1,699 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// What only the processes backend does: items that crash, hang or run out of memory fail
+// alone; workers leave nothing behind; SIGTERM to the caller takes its workers with it;
+// results of any type with a codec come back; binding and priority apply per process.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sched.h>
+#include <spawn.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <polymap/polymap.hpp>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backends/shared_counters.hpp"
+
+extern char** environ;
+
+namespace polymap {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using clock = std::chrono::steady_clock;
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool sanitizer_build = true;
+#else
+constexpr bool sanitizer_build = false;
+#endif
+
+std::uint64_t mix(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+/// Dies of SIGSEGV whatever handler a sanitizer installed.
+[[noreturn]] void die_of_segv() {
+  std::signal(SIGSEGV, SIG_DFL);
+  std::raise(SIGSEGV);
+  std::abort();
+}
+
+/// Whether process `pid` is gone: no such process, or a zombie nobody needs.
+bool process_gone(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!std::getline(stat, text)) return true;
+  const auto paren = text.rfind(')');
+  return paren == std::string::npos || text.substr(paren + 2, 1) == "Z";
+}
+
+/// Waits up to `limit` for `pid` to be gone.
+bool gone_within(pid_t pid, std::chrono::milliseconds limit) {
+  const auto deadline = clock::now() + limit;
+  while (!process_gone(pid)) {
+    if (clock::now() > deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+std::size_t entries(const fs::path& dir) {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;
+  return n;
+}
+
+/// What a process holds that a map must give back.
+struct holdings {
+  std::size_t fds = 0;
+  std::size_t shared_mappings = 0;  // lines of /proc/self/maps with an 's' mapping
+  std::size_t threads = 0;
+  std::size_t children = 0;  // zombies included
+  bool operator==(const holdings&) const = default;
+};
+
+std::ostream& operator<<(std::ostream& os, const holdings& h) {
+  return os << "{fds " << h.fds << ", shared mappings " << h.shared_mappings << ", threads "
+            << h.threads << ", children " << h.children << "}";
+}
+
+holdings holdings_now() {
+  holdings h;
+  h.fds = entries("/proc/self/fd") - 1;  // the directory iterator's own descriptor
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    std::istringstream fields(line);
+    std::string range, perms;
+    fields >> range >> perms;
+    if (perms.size() == 4 && perms[3] == 's') ++h.shared_mappings;
+  }
+  h.threads = entries("/proc/self/task");
+  const std::string self = std::to_string(getpid());
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string text;
+    if (!std::getline(stat, text)) continue;
+    const auto paren = text.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::istringstream rest(text.substr(paren + 2));
+    std::string state, ppid;
+    rest >> state >> ppid;
+    if (ppid == self) ++h.children;
+  }
+  return h;
+}
+
+options processes(std::size_t workers = 2) {
+  return {.backend = backend_kind::processes, .workers = workers};
+}
+
+// --- crashes -----------------------------------------------------------------------------
+
+enum class fault { none, segv, abort, exit3 };
+
+fault fault_of(std::size_t i) {
+  switch (i % 100) {
+    case 7: return fault::segv;
+    case 37: return fault::abort;
+    case 71: return fault::exit3;
+    default: return fault::none;
+  }
+}
+
+std::uint64_t faulty_item(std::size_t i) {
+  switch (fault_of(i)) {
+    case fault::segv: die_of_segv();
+    case fault::abort: std::abort();
+    case fault::exit3: std::exit(3);
+    case fault::none: break;
+  }
+  return mix(i);
+}
+
+TEST(Processes, CrashingItemsFailAloneWithTheirCause) {
+  constexpr std::size_t n = 10'000;
+  std::vector<std::size_t> xs(n);
+  for (std::size_t i = 0; i < n; ++i) xs[i] = i;
+  options o = processes();
+  o.on_error = on_error::collect;
+  for (int round = 0; round < 20; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    try {
+      (void)polymap::map(xs, faulty_item, o);
+      FAIL() << "the crashing items were not reported";
+    } catch (const map_error& e) {
+      ASSERT_EQ(e.total(), n);
+      ASSERT_EQ(e.failures().size(), 300u);
+      std::size_t next = 0;
+      for (const item_failure& f : e.failures()) {
+        while (fault_of(next) == fault::none) ++next;
+        ASSERT_EQ(f.index, next) << f.what;
+        ++next;
+        EXPECT_EQ(f.backend, backend_kind::processes);
+        EXPECT_EQ(f.attempts, 1u);
+        EXPECT_FALSE(f.what.empty());
+        switch (fault_of(f.index)) {
+          case fault::segv:
+            EXPECT_EQ(f.kind, failure_kind::signal) << f.what;
+            EXPECT_EQ(f.signal, SIGSEGV) << f.what;
+            break;
+          case fault::abort:
+            EXPECT_EQ(f.kind, failure_kind::signal) << f.what;
+            EXPECT_EQ(f.signal, SIGABRT) << f.what;
+            break;
+          case fault::exit3:
+            EXPECT_EQ(f.kind, failure_kind::exit) << f.what;
+            EXPECT_EQ(f.exit_code, 3) << f.what;
+            break;
+          case fault::none: ADD_FAILURE() << "item " << f.index << " should not fail"; break;
+        }
+      }
+      const auto& results = e.results<std::uint64_t>();
+      ASSERT_EQ(results.size(), n);
+      for (std::size_t i = 0; i < n; ++i) {
+        if (fault_of(i) == fault::none) {
+          ASSERT_TRUE(results[i].has_value()) << "item " << i;
+          ASSERT_EQ(*results[i], mix(i)) << "item " << i;
+        } else {
+          ASSERT_FALSE(results[i].has_value()) << "item " << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(Processes, TerminateIsASignal) {
+  options o = processes();
+  o.on_error = on_error::collect;
+  try {
+    polymap::for_each(
+        64,
+        [](std::size_t i) {
+          if (i == 40) std::terminate();
+        },
+        o);
+    FAIL() << "std::terminate in an item was not reported";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 1u);
+    EXPECT_EQ(e.failures()[0].index, 40u);
+    EXPECT_EQ(e.failures()[0].kind, failure_kind::signal);
+    EXPECT_EQ(e.failures()[0].signal, SIGABRT);
+  }
+}
+
+TEST(Processes, FailFastStopsAfterACrash) {
+  constexpr std::size_t n = 2'000;
+  test::shared_counters<int> ran(n);
+  options o = processes();
+  o.chunk = 1;
+  try {
+    polymap::for_each(
+        n,
+        [&](std::size_t i) {
+          ran[i].store(1);
+          if (i == 10) std::exit(9);
+          std::this_thread::sleep_for(200us);
+        },
+        o);
+    FAIL() << "the crash was not reported";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 1u);
+    EXPECT_EQ(e.failures()[0].index, 10u);
+    EXPECT_EQ(e.failures()[0].exit_code, 9);
+  }
+  std::size_t count = 0;
+  for (std::size_t i = 0; i < n; ++i) count += static_cast<std::size_t>(ran[i].load());
+  EXPECT_LT(count, n) << "fail_fast ran every item after the crash";
+}
+
+TEST(Processes, RetriesRunACrashedItemInAFreshWorker) {
+  constexpr std::size_t n = 200;
+  test::shared_counters<int> attempts(n);
+  test::shared_counters<pid_t> pids(2 * n);
+  options o = processes();
+  o.retries = 2;
+  o.on_error = on_error::collect;
+  std::vector<std::size_t> xs(n);
+  for (std::size_t i = 0; i < n; ++i) xs[i] = i;
+  try {
+    (void)polymap::map(
+        xs,
+        [&](std::size_t i) {
+          const int attempt = attempts[i].fetch_add(1);
+          if (attempt < 2) pids[2 * i + static_cast<std::size_t>(attempt)].store(getpid());
+          if (i % 50 == 3 && attempt == 0) die_of_segv();  // crashes once, then succeeds
+          if (i == 77) std::abort();                       // crashes every time
+          return i * 3;
+        },
+        o);
+    FAIL() << "item 77 was not reported";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 1u);
+    const item_failure& f = e.failures()[0];
+    EXPECT_EQ(f.index, 77u);
+    EXPECT_EQ(f.signal, SIGABRT);
+    EXPECT_EQ(f.attempts, 3u);
+    EXPECT_EQ(attempts[77].load(), 3);
+    const auto& results = e.results<std::size_t>();
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i == 77) continue;
+      ASSERT_TRUE(results[i].has_value()) << "item " << i;
+      EXPECT_EQ(*results[i], i * 3);
+      EXPECT_EQ(attempts[i].load(), i % 50 == 3 ? 2 : 1) << "item " << i;
+      if (i % 50 == 3) {
+        EXPECT_NE(pids[2 * i].load(), pids[2 * i + 1].load())
+            << "item " << i << " was retried in the worker that crashed";
+      }
+    }
+  }
+}
+
+// --- timeouts ----------------------------------------------------------------------------
+
+TEST(Processes, HungItemIsKilledWithItsChildren) {
+  constexpr auto timeout = 300ms;
+  test::shared_counters<std::int64_t> seen(3);  // grandchild pid, start of the hung item
+  options o = processes();
+  o.timeout = timeout;
+  o.on_error = on_error::collect;
+  o.chunk = 1;
+  clock::time_point returned;
+  try {
+    polymap::for_each(
+        16,
+        [&](std::size_t i) {
+          if (i != 5) return;
+          const pid_t child = fork();
+          if (child == 0) {
+            for (;;) pause();
+          }
+          seen[0].store(child);
+          seen[1].store(clock::now().time_since_epoch().count());
+          std::atomic<std::uint64_t> spin{0};
+          for (;;) spin.fetch_add(1, std::memory_order_relaxed);
+        },
+        o);
+    FAIL() << "the hung item was not reported";
+  } catch (const map_error& e) {
+    returned = clock::now();
+    ASSERT_EQ(e.failures().size(), 1u);
+    EXPECT_EQ(e.failures()[0].index, 5u);
+    EXPECT_EQ(e.failures()[0].kind, failure_kind::timeout) << e.failures()[0].what;
+  }
+  const clock::time_point started{clock::duration{seen[1].load()}};
+  const auto late =
+      std::chrono::duration_cast<std::chrono::milliseconds>(returned - started - timeout);
+  RecordProperty("kill_latency_ms", static_cast<int>(late.count()));
+  // The figure is timeout + 100 ms (measured in benchmarks/); this only rules out a hang.
+  EXPECT_LT(late, 2s);
+  const auto grandchild = static_cast<pid_t>(seen[0].load());
+  ASSERT_GT(grandchild, 0);
+  EXPECT_TRUE(gone_within(grandchild, 1000ms)) << "the hung item's child " << grandchild;
+}
+
+TEST(Processes, ItemThatIgnoresTermIsKilled) {
+  options o = processes(1);
+  o.timeout = 100ms;
+  o.on_error = on_error::collect;
+  try {
+    polymap::for_each(
+        3,
+        [](std::size_t i) {
+          if (i != 1) return;
+          std::signal(SIGTERM, SIG_IGN);
+          for (;;) pause();
+        },
+        o);
+    FAIL() << "the hung item was not reported";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 1u);
+    EXPECT_EQ(e.failures()[0].index, 1u);
+    EXPECT_EQ(e.failures()[0].kind, failure_kind::timeout);
+  }
+}
+
+TEST(Processes, TimeoutSparesItemsThatFinish) {
+  options o = processes();
+  o.timeout = 2s;
+  std::vector<int> xs(500);
+  for (int i = 0; i < 500; ++i) xs[static_cast<std::size_t>(i)] = i;
+  const auto ys = polymap::map(
+      xs,
+      [](int x) {
+        std::this_thread::sleep_for(100us);
+        return x + 1;
+      },
+      o);
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], xs[i] + 1);
+}
+
+// --- memory ------------------------------------------------------------------------------
+
+TEST(Processes, MemoryBombIsAMemoryFailure) {
+  options o = processes(1);
+  o.memory_limit = std::size_t{256} << 20;
+  o.on_error = on_error::collect;
+  auto bombs = [](std::size_t i) -> std::size_t {
+    if (i == 2) {  // one huge request
+      std::vector<char> big(std::size_t{8} << 30, 1);
+      return big.size();
+    }
+    if (i == 5) {  // a leak, one touched megabyte at a time
+      std::vector<std::unique_ptr<char[]>> blocks;
+      for (;;) {
+        blocks.emplace_back(new char[1 << 20]);
+        std::memset(blocks.back().get(), 1, 1 << 20);
+      }
+    }
+    std::vector<char> fits(std::size_t{32} << 20, 1);  // well under the limit
+    return fits.size() + i;
+  };
+  std::vector<std::size_t> xs(8);
+  for (std::size_t i = 0; i < xs.size(); ++i) xs[i] = i;
+  if (sanitizer_build) {
+    EXPECT_THROW((void)polymap::map(xs, bombs, o), option_error);
+    GTEST_SKIP() << "sanitizer builds refuse memory_limit (their shadow memory fills any cap)";
+  }
+  try {
+    (void)polymap::map(xs, bombs, o);
+    FAIL() << "the memory bombs were not reported";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 2u);
+    EXPECT_EQ(e.failures()[0].index, 2u);
+    EXPECT_EQ(e.failures()[1].index, 5u);
+    for (const item_failure& f : e.failures()) {
+      EXPECT_EQ(f.kind, failure_kind::memory) << "item " << f.index << ": " << f.what;
+    }
+    const auto& results = e.results<std::size_t>();
+    for (std::size_t i : {0, 1, 3, 4, 6, 7}) {
+      ASSERT_TRUE(results[i].has_value()) << "item " << i;
+      EXPECT_EQ(*results[i], (std::size_t{32} << 20) + i);
+    }
+  }
+}
+
+// --- nothing left behind -----------------------------------------------------------------
+
+TEST(Processes, ThousandMapsGiveBackWhatTheyTook) {
+  options ok = processes();
+  options failing = processes();
+  failing.on_error = on_error::collect;
+  options hanging = failing;
+  hanging.timeout = 20ms;
+  std::vector<int> xs(64);
+  for (int i = 0; i < 64; ++i) xs[static_cast<std::size_t>(i)] = i;
+  auto run = [&](int round) {
+    if (round % 100 == 50) {
+      EXPECT_THROW(polymap::for_each(
+                       8,
+                       [](std::size_t i) {
+                         if (i == 3)
+                           for (;;) pause();
+                       },
+                       hanging),
+                   map_error);
+    } else if (round % 10 == 5) {
+      EXPECT_THROW((void)polymap::map(
+                       xs,
+                       [](int x) {
+                         if (x == 9) std::abort();
+                         return x;
+                       },
+                       failing),
+                   map_error);
+    } else {
+      const auto ys = polymap::map(
+          xs, [](int x) { return 2 * x; }, ok);
+      ASSERT_EQ(ys.size(), xs.size());
+      for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], 2 * xs[i]);
+    }
+  };
+  for (int round = 0; round < 5; ++round) run(round);
+  const holdings before = holdings_now();
+  for (int round = 0; round < 1000; ++round) run(round);
+  EXPECT_EQ(holdings_now(), before);
+}
+
+std::string helper_path() { return POLYMAP_SIGTERM_HELPER; }
+
+/// Runs the SIGTERM helper in `mode`, sends it SIGTERM once its workers run, and returns
+/// its wait status and what it printed.
+struct helper_outcome {
+  int status = 0;
+  std::string output;
+  std::vector<pid_t> workers;
+};
+
+helper_outcome terminate_helper(const std::string& mode) {
+  helper_outcome out;
+  int fds[2];
+  EXPECT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
+  const std::string path = helper_path();
+  std::vector<char*> argv{const_cast<char*>(path.c_str()), const_cast<char*>(mode.c_str()),
+                          nullptr};
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, path.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(fds[1]);
+  if (rc != 0) {
+    ADD_FAILURE() << "cannot start " << path << ": " << std::strerror(rc);
+    close(fds[0]);
+    return out;
+  }
+  auto read_some = [&](int wait_ms) {
+    pollfd p{fds[0], POLLIN, 0};
+    if (poll(&p, 1, wait_ms) <= 0) return false;
+    char buf[256];
+    const ssize_t got = read(fds[0], buf, sizeof buf);
+    if (got <= 0) return false;
+    out.output.append(buf, static_cast<std::size_t>(got));
+    return true;
+  };
+  const auto deadline = clock::now() + 30s;
+  while (std::count(out.output.begin(), out.output.end(), '\n') < 2 && clock::now() < deadline) {
+    if (!read_some(100) && process_gone(pid)) break;
+  }
+  std::istringstream lines(out.output);
+  for (std::string word, id; lines >> word >> id;) {
+    if (word == "worker") out.workers.push_back(static_cast<pid_t>(std::stol(id)));
+  }
+  EXPECT_EQ(out.workers.size(), 2u) << "helper said: " << out.output;
+  kill(pid, SIGTERM);
+  EXPECT_EQ(waitpid(pid, &out.status, 0), pid);
+  while (read_some(0)) {
+  }
+  close(fds[0]);
+  return out;
+}
+
+std::set<std::string> dev_shm() {
+  std::set<std::string> names;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/dev/shm", ec)) names.insert(e.path());
+  return names;
+}
+
+TEST(Processes, SigtermToTheCallerLeavesNothingBehind) {
+  const auto shm_before = dev_shm();
+  const helper_outcome out = terminate_helper("default");
+  EXPECT_TRUE(WIFSIGNALED(out.status) && WTERMSIG(out.status) == SIGTERM)
+      << "wait status " << out.status << ", output: " << out.output;
+  std::this_thread::sleep_for(1s);
+  for (pid_t w : out.workers) EXPECT_TRUE(process_gone(w)) << "worker " << w << " survived";
+  EXPECT_EQ(dev_shm(), shm_before);
+}
+
+TEST(Processes, TheCallersOwnSigtermHandlerRuns) {
+  const helper_outcome out = terminate_helper("own-handler");
+  EXPECT_TRUE(WIFEXITED(out.status) && WEXITSTATUS(out.status) == 7)
+      << "wait status " << out.status << ", output: " << out.output;
+  EXPECT_NE(out.output.find("handled"), std::string::npos) << out.output;
+  for (pid_t w : out.workers) {
+    EXPECT_TRUE(gone_within(w, 1000ms)) << "worker " << w << " survived";
+  }
+}
+
+// --- results of any type -----------------------------------------------------------------
+
+struct sample {
+  std::string name;
+  std::vector<double> values;
+  bool operator==(const sample&) const = default;
+};
+
+}  // namespace
+
+template <>
+struct codec<sample> {
+  static void encode(const sample& s, std::string& out) {
+    const std::uint64_t size = s.name.size();
+    out.append(reinterpret_cast<const char*>(&size), sizeof size);
+    out.append(s.name);
+    out.append(reinterpret_cast<const char*>(s.values.data()), s.values.size() * sizeof(double));
+  }
+  static sample decode(std::string_view bytes) {
+    std::uint64_t size = 0;
+    std::memcpy(&size, bytes.data(), sizeof size);
+    bytes.remove_prefix(sizeof size);
+    sample s{std::string(bytes.substr(0, size)), {}};
+    bytes.remove_prefix(size);
+    s.values.resize(bytes.size() / sizeof(double));
+    if (!s.values.empty()) std::memcpy(s.values.data(), bytes.data(), bytes.size());
+    return s;
+  }
+};
+
+namespace {
+
+sample make_sample(int i) {
+  return {"sample-" + std::to_string(i),
+          std::vector<double>(static_cast<std::size_t>(i % 17), 0.5 * i)};
+}
+
+TEST(Processes, UserCodecCarriesResults) {
+  std::vector<int> xs(3'000);
+  for (int i = 0; i < 3'000; ++i) xs[static_cast<std::size_t>(i)] = i;
+  const std::vector<sample> ys = polymap::map(xs, make_sample, processes());
+  ASSERT_EQ(ys.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], make_sample(xs[i]));
+
+  options unordered = processes();
+  unordered.ordered = false;
+  std::size_t count = 0;
+  for (auto&& [index, value] : polymap::imap(xs, make_sample, unordered)) {
+    ASSERT_EQ(value, make_sample(xs[index]));
+    ++count;
+  }
+  EXPECT_EQ(count, xs.size());
+}
+
+struct opaque {
+  std::string text;
+};
+
+TEST(Processes, ResultsWithoutACodecAreRefused) {
+  const std::vector<int> xs{1, 2, 3};
+  try {
+    (void)polymap::map(
+        xs, [](int x) { return opaque{std::to_string(x)}; }, processes());
+    FAIL() << "a result type without a codec was accepted";
+  } catch (const option_error& e) {
+    EXPECT_NE(std::string(e.what()).find("codec"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Processes, ForEachWritesSharedVectors) {
+  shared_vector<std::uint64_t> out(50'000);
+  polymap::for_each(
+      out.size(), [&](std::size_t i) { out[i] = mix(i); }, processes());
+  for (std::size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], mix(i)) << "index " << i;
+}
+
+// --- placement ---------------------------------------------------------------------------
+
+TEST(Processes, NiceAppliesToEveryWorkerProcess) {
+  test::shared_counters<int> nice_seen(64);
+  test::shared_counters<pid_t> pid_seen(64);
+  options o = processes();
+  o.nice = 7;
+  o.chunk = 1;
+  run_report report;
+  o.report = &report;
+  polymap::for_each(
+      64,
+      [&](std::size_t i) {
+        errno = 0;
+        nice_seen[i].store(getpriority(PRIO_PROCESS, 0));
+        pid_seen[i].store(getpid());
+        std::this_thread::sleep_for(1ms);
+      },
+      o);
+  EXPECT_EQ(report.backend, backend_kind::processes);
+  ASSERT_FALSE(report.worker_reports.empty());
+  for (const worker_report& w : report.worker_reports) {
+    EXPECT_TRUE(w.nice_applied) << "worker " << w.worker;
+    EXPECT_EQ(w.nice, 7);
+  }
+  for (std::size_t i = 0; i < 64; ++i) {
+    EXPECT_EQ(nice_seen[i].load(), 7) << "item " << i;
+    EXPECT_NE(pid_seen[i].load(), getpid()) << "item " << i << " ran in the caller";
+  }
+  errno = 0;
+  EXPECT_NE(getpriority(PRIO_PROCESS, 0), 7) << "the caller's priority changed";
+}
+
+TEST(Processes, BindingAppliesToEveryWorkerProcess) {
+  const std::size_t workers = std::min<std::size_t>(2, topology::current().usable_count());
+  test::shared_counters<int> cpu_mask(64);  // bit c: the item's process may run on CPU c
+  test::shared_counters<int> slot_of(64);
+  options o = processes(workers);
+  o.bind = bind::pu;
+  o.chunk = 1;
+  run_report report;
+  o.report = &report;
+  test::shared_counters<pid_t> pid_seen(64);
+  polymap::for_each(
+      64,
+      [&](std::size_t i) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        sched_getaffinity(0, sizeof set, &set);
+        int mask = 0;
+        for (int c = 0; c < 31; ++c) {
+          if (CPU_ISSET(c, &set)) mask |= 1 << c;
+        }
+        cpu_mask[i].store(mask);
+        pid_seen[i].store(getpid());
+        std::this_thread::sleep_for(1ms);
+      },
+      o);
+  ASSERT_EQ(report.worker_reports.size(), workers);
+  std::set<int> reported;
+  for (const worker_report& w : report.worker_reports) {
+    if (!w.bound) GTEST_SKIP() << "binding is not permitted here";
+    ASSERT_EQ(w.cpus.size(), 1u);
+    reported.insert(1 << w.cpus[0]);
+  }
+  std::map<pid_t, int> mask_of_process;
+  for (std::size_t i = 0; i < 64; ++i) {
+    EXPECT_EQ(std::count(reported.begin(), reported.end(), cpu_mask[i].load()), 1)
+        << "item " << i << " ran with affinity mask " << cpu_mask[i].load();
+    mask_of_process[pid_seen[i].load()] = cpu_mask[i].load();
+  }
+  std::set<int> distinct;
+  for (const auto& [pid, mask] : mask_of_process) distinct.insert(mask);
+  EXPECT_EQ(distinct.size(), std::min(mask_of_process.size(), workers));
+}
+
+}  // namespace
+}  // namespace polymap

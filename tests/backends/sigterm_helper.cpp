@@ -1,0 +1,51 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// A program that runs a map on worker processes whose items never end, for processes_test
+// to send SIGTERM to. Each item prints "worker <pid>" on stdout when it starts.
+// Usage: polymap_sigterm_helper default|own-handler
+//   default      leaves SIGTERM alone: polymap's guard cleans up, then the program dies of it
+//   own-handler  installs a handler first, which prints "handled" and exits with status 7
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <polymap/polymap.hpp>
+#include <string>
+
+namespace {
+
+void write_line(const std::string& line) {
+  const std::string text = line + "\n";
+  (void)!write(STDOUT_FILENO, text.data(), text.size());
+}
+
+extern "C" void on_sigterm(int) {
+  constexpr char text[] = "handled\n";
+  (void)!write(STDOUT_FILENO, text, sizeof text - 1);
+  _exit(7);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode != "default" && mode != "own-handler") {
+    std::fprintf(stderr, "usage: %s default|own-handler\n", argv[0]);
+    return 2;
+  }
+  if (mode == "own-handler") {
+    struct sigaction sa {};
+    sa.sa_handler = on_sigterm;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, nullptr);
+  }
+  polymap::for_each(2,
+                    [](std::size_t) {
+                      write_line("worker " + std::to_string(getpid()));
+                      for (;;) pause();
+                    },
+                    {.backend = polymap::backend_kind::processes, .workers = 2, .chunk = 1});
+  write_line("map returned");
+  return 0;
+}
