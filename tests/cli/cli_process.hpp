@@ -69,8 +69,9 @@ inline void write_file(const std::string& path, const std::string& text) {
 /// A running polymap.
 class cli_process {
  public:
-  /// Starts `polymap args...` with stdout and stderr in `dir`/out.N and err.N.
-  cli_process(const std::vector<std::string>& args, const temp_dir& dir) {
+  /// Starts `polymap args...` with stdout and stderr in `dir`/out.N and err.N; with
+  /// `stderr_fd` >= 0, stderr is that descriptor instead (a terminal, say).
+  cli_process(const std::vector<std::string>& args, const temp_dir& dir, int stderr_fd = -1) {
     static int counter = 0;
     ++counter;
     out_path_ = dir / ("out." + std::to_string(counter));
@@ -85,8 +86,12 @@ class cli_process {
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                      0644);
-    posix_spawn_file_actions_addopen(&actions, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
+    if (stderr_fd >= 0) {
+      posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2);
+    } else {
+      posix_spawn_file_actions_addopen(&actions, 2, err_path_.c_str(),
+                                       O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    }
     const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) throw std::runtime_error("cannot start " + words[0]);

@@ -179,13 +179,21 @@ TEST(JournalRun, TwoRunnersDoEachItemOnce) { several_runners_share_a_journal(2);
 
 TEST(JournalRun, FourRunnersDoEachItemOnce) { several_runners_share_a_journal(4); }
 
-TEST(JournalRun, SigtermRecordsRunningItemsInterruptedAndResumeRunsThem) {
+TEST(JournalRun, StatusShowsTheLiveRunnerAndSigtermedItemsRunAgainOnResume) {
   temp_dir dir;
   const std::string script =
       record_script + "; while [ ! -e \"$2.go\" ]; do sh -c 'sleep 0.05; :' \"$0\"; done";
   const std::vector<std::string> args = journal_run(dir, script, numbers(5), 3);
   cli_process p(args, dir);
   ASSERT_TRUE(polymap::test::wait_for_processes(dir / "m.job", 3, 60)) << p.err();
+  // Items are claimed before they start: status sees the live runner and what it runs.
+  const cli_output live = run_polymap({"status", "--json", "--journal", dir / "j.db"}, dir);
+  const nlohmann::json seen = nlohmann::json::parse(live.out);
+  EXPECT_EQ(seen["counts"]["running"], 3) << live.out;
+  ASSERT_EQ(seen["runners"].size(), 1U) << live.out;
+  EXPECT_EQ(seen["runners"][0]["alive"], true);
+  EXPECT_EQ(seen["runners"][0]["pid"], p.pid());
+  EXPECT_EQ(seen["runners"][0]["running"], 3);
   p.signal(SIGTERM);
   EXPECT_EQ(p.wait(), 143);
   EXPECT_TRUE(polymap::test::survivors_after(dir / "m.job", 1.0).empty());

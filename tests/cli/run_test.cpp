@@ -5,6 +5,11 @@
 
 #include "cli_process.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -243,6 +248,36 @@ TEST(Run, JsonEventsDescribeEachJob) {
   EXPECT_TRUE(summary);
 }
 
+TEST(Run, ProgressDrawsCountsRateAndEtaOnATerminalOnly) {
+  temp_dir dir;
+  const std::vector<std::string> args = {"run", "--progress", "-j", "1", "--",  "sh",
+                                         "-c",  "exit $0",    ":::", "0",  "0", "1"};
+  int terminal = -1;
+  int job_side = -1;
+  ASSERT_EQ(openpty(&terminal, &job_side, nullptr, nullptr, nullptr), 0);
+  fcntl(terminal, F_SETFD, FD_CLOEXEC);
+  fcntl(job_side, F_SETFD, FD_CLOEXEC);
+  cli_process p(args, dir, job_side);
+  close(job_side);
+  // Read until every holder of the terminal (polymap, its jobs, its guard) has closed it:
+  // the read then fails with EIO. The poll bound only keeps a broken run from hanging.
+  std::string drawn;
+  char buffer[4096];
+  for (pollfd fd{terminal, POLLIN, 0}; poll(&fd, 1, 60000) > 0;) {
+    const ssize_t n = read(terminal, buffer, sizeof buffer);
+    if (n <= 0) break;
+    drawn.append(buffer, static_cast<std::size_t>(n));
+  }
+  close(terminal);
+  EXPECT_EQ(p.wait(), 1);
+  EXPECT_NE(drawn.find("3/3 done 2 failed 1 running 0 "), std::string::npos) << drawn;
+  EXPECT_NE(drawn.find("/s ETA "), std::string::npos) << drawn;
+  // Not a terminal: no bar in a log file.
+  const cli_output r = run_polymap(args, dir);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_TRUE(r.err.empty()) << r.err;
+}
+
 TEST(Run, BindPinsEachSlotToItsOwnCpu) {
   temp_dir dir;
   const cli_output r =
@@ -273,19 +308,25 @@ TEST(Run, NiceSetsTheJobsNiceValue) {
   EXPECT_EQ(r.out, "7\n");
 }
 
-TEST(Run, SigtermTerminatesEveryJobAndExits143) {
+/// Sends `sig` to a runner while three jobs, each with a child of its own, run: polymap
+/// exits 128 + `sig` and no job or child of one is left a second later.
+void expect_stop_signal_ends_every_job(int sig) {
   temp_dir dir;
-  const std::string marker = dir / "sigterm";
+  const std::string marker = dir / "stop";
   // The job's $0 is "<marker>.job", a string that polymap's own argv does not contain; its
   // child shell carries it too, so that grandchildren are checked as well.
   cli_process p({"run", "-j", "3", "--", "sh", "-c", "sh -c 'sleep 60; :' \"$0\"; :", "{2}.job",
                  ":::", "1", "2", "3", "4", ":::", marker},
                 dir);
   ASSERT_TRUE(polymap::test::wait_for_processes(marker + ".job", 6, 60)) << p.err();
-  p.signal(SIGTERM);
-  EXPECT_EQ(p.wait(), 143);
+  p.signal(sig);
+  EXPECT_EQ(p.wait(), 128 + sig);
   EXPECT_TRUE(polymap::test::survivors_after(marker + ".job", 1.0).empty());
 }
+
+TEST(Run, SigtermTerminatesEveryJobAndExits143) { expect_stop_signal_ends_every_job(SIGTERM); }
+
+TEST(Run, SigintTerminatesEveryJobAndExits130) { expect_stop_signal_ends_every_job(SIGINT); }
 
 TEST(Run, SighupLetsRunningJobsFinishAndStartsNoMore) {
   temp_dir dir;
