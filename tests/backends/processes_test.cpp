@@ -232,7 +232,7 @@ TEST(Processes, TerminateIsASignal) {
 }
 
 TEST(Processes, FailFastStopsAfterACrash) {
-  constexpr std::size_t n = 2'000;
+  constexpr std::size_t n = 5'000;  // 2.5 s of items per worker: far longer than a crash
   test::shared_counters<int> ran(n);
   options o = processes();
   o.chunk = 1;
@@ -242,7 +242,7 @@ TEST(Processes, FailFastStopsAfterACrash) {
         [&](std::size_t i) {
           ran[i].store(1);
           if (i == 10) std::exit(9);
-          std::this_thread::sleep_for(200us);
+          std::this_thread::sleep_for(1ms);
         },
         o);
     FAIL() << "the crash was not reported";
