@@ -13,7 +13,8 @@ namespace {
 
 constexpr const char* exit_status_text =
     "Exit status: 0 success; 1 the command ran and failed (e.g. a bench result that differs\n"
-    "from serial's); 2 a usage error: an unknown option or command, no command at all (which\n"
+    "from serial's, an item of run that failed, a --halt, a journal error); 130/143 run was\n"
+    "stopped by SIGINT/SIGTERM; 2 a usage error: an unknown option or command, no command at all (which\n"
     "prints this help on stderr), or a command that is not implemented yet.\n"
     "Environment: POLYMAP_BACKEND forces a backend for automatic calls; POLYMAP_EXPLAIN=1\n"
     "prints each automatic choice on stderr.";
@@ -29,6 +30,84 @@ void add_future_command(CLI::App& app, cli_args& args, const std::string& name,
     args.what = command::not_implemented;
     args.command_name = name;
   });
+}
+
+void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
+  CLI::App* sub = app.add_subcommand(
+      "run",
+      "Run a command for every item, GNU parallel style: polymap run [OPTIONS] [--] COMMAND "
+      "[ARGS...] ::: VALUES... [::: VALUES...] [:::: FILE...]. Placeholders: {} {.} {/} {//} "
+      "{/.} {#} {%} {N}; without any, the item is appended. The command runs as argv, never "
+      "through a shell, unless --shell.");
+  // Everything from the first word that is not an option is the command: its own options
+  // (e.g. `ls -l {}`) must reach it untouched.
+  sub->prefix_command();
+  sub->add_option("-j,--jobs", run.jobs, "Jobs at a time (default: usable CPUs)")
+      ->check(CLI::Range(1U, 100000U));
+  sub->add_option("--bind", run.bind, "Pin each job slot: none, core, pu, numa or package")
+      ->check(CLI::IsMember({"none", "core", "pu", "numa", "package"}))
+      ->capture_default_str();
+  sub->add_option("--nice", run.nice, "Nice value of the jobs")->check(CLI::Range(-20, 19));
+  sub->add_option("--timeout", run.timeout,
+                  "Seconds an attempt may run before its process group gets SIGTERM, then "
+                  "SIGKILL 1 s later (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--retries", run.retries,
+                  "Run a failed item up to N more times, waiting 0.1 s, 0.2 s, 0.4 s... "
+                  "(at most 10 s) between attempts")
+      ->check(CLI::Range(0U, 1000U));
+  sub->add_option("--halt", run.halt,
+                  "Stop after failures: now,fail=N (kill running jobs), soon,fail=N (let "
+                  "them finish), N or P%; never (default)");
+  sub->add_option("--joblog", run.joblog, "Log each ended job in GNU parallel's joblog format");
+  sub->add_option("--results", run.results,
+                  "Keep each item's stdout and stderr in DIR/SEQ/{stdout,stderr}, written "
+                  "atomically");
+  sub->add_flag("-k,--keep-order", run.keep_order, "Print outputs in input order");
+  sub->add_flag("--dry-run", run.dry_run, "Print the commands instead of running them");
+  sub->add_flag("--shell", run.shell,
+                "Run the command line with /bin/sh -c; the items are inserted shell-quoted");
+  sub->add_flag("--progress", run.progress,
+                "A progress bar on stderr when it is a terminal: done, failed, running, rate, ETA");
+  sub->add_flag("--json", run.json,
+                "JSON lines on stdout: a start and an end event per job (with its output unless "
+                "--results) and a summary");
+  sub->add_option("-a,--arg-file", run.arg_files, "Items from FILE, one per line (repeatable)")
+      ->allow_extra_args(false)
+      ->type_name("FILE");
+  sub->add_option("--journal", run.journal,
+                  "SQLite journal: resume where a previous run stopped, share the batch with "
+                  "other runners");
+  sub->add_flag("--retry-failed", run.retry_failed, "With --journal: run failed items again");
+  sub->add_option("--lock-timeout", run.lock_timeout,
+                  "Seconds to wait for a journal locked by another process")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->callback([sub, &run, &args] {
+    run.words = sub->remaining();
+    args.what = command::run;
+  });
+}
+
+void add_status_command(CLI::App& app, status_args& status, cli_args& args,
+                        const std::string& name, const std::string& description) {
+  CLI::App* sub = app.add_subcommand(name, description);
+  sub->add_option("--journal", status.journal, "The journal of a polymap run")->required();
+  sub->add_flag("--json", status.json, "One JSON object (watch: one per refresh)");
+  sub->add_option("--top", status.top, "Failures and slowest items to show")
+      ->check(CLI::Range(0U, 100000U))
+      ->capture_default_str();
+  sub->add_option("--lock-timeout", status.lock_timeout,
+                  "Seconds to wait for a journal locked by another process")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  if (name == "watch") {
+    sub->add_option("--interval", status.interval, "Seconds between refreshes")
+        ->check(CLI::Range(0.05, 3600.0))
+        ->capture_default_str();
+  }
+  const command what = name == "watch" ? command::watch : command::status;
+  sub->callback([&args, what] { args.what = what; });
 }
 
 }  // namespace
@@ -76,9 +155,12 @@ void add_commands(CLI::App& app, cli_args& args) {
       ->type_name("NAME");
   bench->callback([&args] { args.what = command::bench; });
 
-  add_future_command(app, args, "run", "Run a function or a command over many items");
-  add_future_command(app, args, "status", "Counts, failures and slowest items of a journal");
-  add_future_command(app, args, "watch", "Live view of a journal");
+  add_run_command(app, args.run, args);
+  add_status_command(app, args.status, args, "status",
+                     "Counts, failures with their stderr, slowest items and live runners of a "
+                     "journal");
+  add_status_command(app, args.status, args, "watch",
+                     "The same as status, refreshed until the batch is finished (Ctrl-C stops)");
   add_future_command(app, args, "calibrate", "Measure this machine's constants for automatic");
 }
 

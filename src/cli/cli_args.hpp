@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,9 @@ enum class command {
   none,
   info,
   bench,
+  run,
+  status,
+  watch,
   not_implemented,  ///< a command of the design (run, status, ...) not written yet
 };
 
@@ -37,12 +41,45 @@ struct bench_args {
   std::vector<std::string> kernels;  ///< empty: all of them
 };
 
+/// `polymap run`: the options as given; run_command.cpp checks them.
+struct run_args {
+  unsigned jobs = 0;  ///< 0: one per usable CPU
+  std::string bind = "none";
+  std::optional<int> nice;
+  double timeout = 0;
+  unsigned retries = 0;
+  std::string halt = "never";
+  std::string joblog;
+  std::string results;
+  bool keep_order = false;
+  bool dry_run = false;
+  bool shell = false;
+  bool progress = false;
+  bool json = false;
+  std::vector<std::string> arg_files;
+  std::string journal;
+  bool retry_failed = false;
+  double lock_timeout = 10;
+  std::vector<std::string> words;  ///< the command template and its input sources
+};
+
+/// `polymap status` and `polymap watch`.
+struct status_args {
+  std::string journal;
+  bool json = false;
+  unsigned top = 5;       ///< failures and slowest items shown
+  double interval = 1;    ///< watch: seconds between refreshes
+  double lock_timeout = 10;
+};
+
 /// Everything the command line said.
 struct cli_args {
   command what = command::none;
   std::string command_name;  ///< for messages: "run", "status", ...
   info_args info;
   bench_args bench;
+  run_args run;
+  status_args status;
 };
 
 /// Names of the built-in kernels, in the order bench runs them.

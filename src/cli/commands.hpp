@@ -15,4 +15,16 @@ int run_info(const info_args& args);
 ///   threw
 int run_bench(const bench_args& args);
 
+/// `polymap run`: runs a command over the items of its input sources.
+/// @return exit_ok, exit_failure when an item failed, a --halt triggered or the journal
+///   failed, exit_usage for a bad command line, 128+signal when stopped by SIGINT/SIGTERM
+/// @throws journal_error when the journal cannot be opened (main prints it)
+int run_run(const run_args& args);
+
+/// `polymap status` (once) and `polymap watch` (refreshed until no runner is live and
+/// nothing is left to run).
+/// @return exit_ok, or exit_failure when the journal has failed items
+/// @throws journal_error when the journal is missing or cannot be read
+int run_status(const status_args& args, bool watch);
+
 }  // namespace polymap::cli

@@ -10,9 +10,12 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <string>
+#include <vector>
 
 int main(int argc, char** argv) {
   using namespace polymap::cli;
@@ -20,8 +23,21 @@ int main(int argc, char** argv) {
   cli_args args;
   add_commands(app, args);
 
+  // `polymap run [OPTIONS] -- COMMAND...`: everything after the first `--` following `run`
+  // is the command and its inputs, byte for byte; CLI11 sees only what comes before.
+  std::vector<std::string> words(argv + 1, argv + argc);
+  std::vector<std::string> command_words;
+  if (!words.empty() && words.front() == "run") {
+    const auto dashes = std::find(words.begin(), words.end(), "--");
+    if (dashes != words.end()) {
+      command_words.assign(dashes + 1, words.end());
+      words.erase(dashes, words.end());
+    }
+  }
+  std::reverse(words.begin(), words.end());  // CLI11 takes a vector in reverse order
+
   try {
-    app.parse(argc, argv);
+    app.parse(words);
   } catch (const CLI::ParseError& e) {
     // CLI11 has an exit code per kind of error (105 for a validation error, 109 for an
     // unexpected argument...); every usage error of polymap is 2, as with most tools.
@@ -35,6 +51,13 @@ int main(int argc, char** argv) {
         return run_info(args.info);
       case command::bench:
         return run_bench(args.bench);
+      case command::run:
+        args.run.words.insert(args.run.words.end(), command_words.begin(), command_words.end());
+        return run_run(args.run);
+      case command::status:
+        return run_status(args.status, false);
+      case command::watch:
+        return run_status(args.status, true);
       case command::not_implemented:
         fmt::print(stderr, "polymap {}: not implemented in polymap {} yet (see README)\n",
                    args.command_name, polymap::version);

@@ -1,0 +1,87 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "cli/run/arg_sources.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <stdexcept>
+
+namespace polymap::cli::run {
+
+namespace {
+
+std::vector<std::string> read_lines(std::istream& in) {
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(line);
+  return lines;
+}
+
+std::vector<std::string> read_arg_file(const std::string& path) {
+  if (path == "-") return read_lines(std::cin);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    throw std::runtime_error("cannot read argument file '" + path + "': " +
+                             std::strerror(errno));
+  }
+  std::vector<std::string> lines = read_lines(in);
+  if (in.bad()) throw std::runtime_error("error reading argument file '" + path + "'");
+  return lines;
+}
+
+}  // namespace
+
+command_line split_command_line(const std::vector<std::string>& words,
+                                const std::vector<std::string>& arg_files) {
+  command_line result;
+  std::size_t i = 0;
+  for (; i < words.size() && words[i] != ":::" && words[i] != "::::"; ++i) {
+    result.command.push_back(words[i]);
+  }
+  if (result.command.empty()) {
+    throw std::runtime_error("no command to run: give it after the options, e.g. "
+                             "`polymap run -- echo {} ::: a b`");
+  }
+  for (const std::string& file : arg_files) result.sources.push_back(read_arg_file(file));
+  while (i < words.size()) {
+    const bool files = words[i] == "::::";
+    ++i;
+    std::vector<std::string> values;
+    for (; i < words.size() && words[i] != ":::" && words[i] != "::::"; ++i) {
+      if (files) {
+        for (std::string& line : read_arg_file(words[i])) values.push_back(std::move(line));
+      } else {
+        values.push_back(words[i]);
+      }
+    }
+    result.sources.push_back(std::move(values));
+  }
+  if (result.sources.empty()) result.sources.push_back(read_lines(std::cin));
+  return result;
+}
+
+std::vector<std::vector<std::string>> cartesian_product(
+    const std::vector<std::vector<std::string>>& sources) {
+  std::vector<std::vector<std::string>> items;
+  std::size_t total = sources.empty() ? 0 : 1;
+  for (const auto& source : sources) total *= source.size();
+  items.reserve(total);
+  std::vector<std::size_t> at(sources.size(), 0);
+  for (std::size_t n = 0; n < total; ++n) {
+    std::vector<std::string> item;
+    item.reserve(sources.size());
+    for (std::size_t s = 0; s < sources.size(); ++s) item.push_back(sources[s][at[s]]);
+    items.push_back(std::move(item));
+    // Odometer: the last source turns fastest.
+    for (std::size_t s = sources.size(); s-- > 0;) {
+      if (++at[s] < sources[s].size()) break;
+      at[s] = 0;
+    }
+  }
+  return items;
+}
+
+}  // namespace polymap::cli::run

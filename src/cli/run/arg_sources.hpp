@@ -1,0 +1,30 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace polymap::cli::run {
+
+/// The words after `polymap run`'s options, split as GNU parallel does: the command
+/// template, then input sources introduced by `:::` (the values that follow) and `::::`
+/// (files of lines; `-` is stdin).
+struct command_line {
+  std::vector<std::string> command;               ///< the template, never empty
+  std::vector<std::vector<std::string>> sources;  ///< one list of values per source
+};
+
+/// Splits `words` and reads the argument files (`::::` and `arg_files`, one item a line).
+/// With no source at all, the items are the lines of stdin.
+/// @throws std::runtime_error naming the file that cannot be read, or saying that the
+///   command is missing
+[[nodiscard]] command_line split_command_line(const std::vector<std::string>& words,
+                                              const std::vector<std::string>& arg_files);
+
+/// Every combination of one value from each source, the last source varying fastest (GNU
+/// parallel's order): each item has one column per source.
+[[nodiscard]] std::vector<std::vector<std::string>> cartesian_product(
+    const std::vector<std::vector<std::string>>& sources);
+
+}  // namespace polymap::cli::run

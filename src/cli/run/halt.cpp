@@ -1,0 +1,55 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "cli/run/halt.hpp"
+
+#include <stdexcept>
+
+namespace polymap::cli::run {
+
+bool halt_policy::reached(std::size_t failed, std::size_t ended) const noexcept {
+  if (!enabled || failed == 0) return false;
+  if (percent > 0) {
+    // GNU parallel waits for 3 ended jobs before judging a percentage.
+    return ended >= 3 && static_cast<double>(failed) * 100.0 >= percent * static_cast<double>(ended);
+  }
+  return failed >= count;
+}
+
+halt_policy parse_halt(const std::string& text) {
+  const auto bad = [&] {
+    return std::runtime_error("--halt '" + text +
+                              "': use now,fail=N, soon,fail=N, now,fail=P% or soon,fail=P% "
+                              "(N >= 1, 0 < P <= 100), or never");
+  };
+  halt_policy policy;
+  if (text.empty() || text == "never") return policy;
+  const std::size_t comma = text.find(',');
+  if (comma == std::string::npos) throw bad();
+  const std::string when = text.substr(0, comma);
+  const std::string what = text.substr(comma + 1);
+  if (when != "now" && when != "soon") throw bad();
+  if (what.rfind("fail=", 0) != 0 || what.size() <= 5) throw bad();
+  std::string number = what.substr(5);
+  const bool percent = number.back() == '%';
+  if (percent) number.pop_back();
+  std::size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(number, &used);
+  } catch (const std::exception&) {
+    throw bad();
+  }
+  if (used != number.size()) throw bad();
+  policy.enabled = true;
+  policy.now = when == "now";
+  if (percent) {
+    if (!(value > 0 && value <= 100)) throw bad();
+    policy.percent = value;
+  } else {
+    if (value < 1 || value != static_cast<double>(static_cast<std::size_t>(value))) throw bad();
+    policy.count = static_cast<std::size_t>(value);
+  }
+  return policy;
+}
+
+}  // namespace polymap::cli::run

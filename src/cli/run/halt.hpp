@@ -1,0 +1,25 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace polymap::cli::run {
+
+/// `--halt`: when failures stop a run (GNU parallel's now|soon,fail=N|P%).
+struct halt_policy {
+  bool enabled = false;
+  bool now = false;          ///< kill running jobs (now) or let them finish (soon)
+  std::size_t count = 0;     ///< halt at this many failed items
+  double percent = 0;        ///< or at this share of the ended items (at least 3 ended)
+
+  /// Whether `failed` failures among `ended` items trigger the halt.
+  [[nodiscard]] bool reached(std::size_t failed, std::size_t ended) const noexcept;
+};
+
+/// Parses "now,fail=1", "soon,fail=3", "now,fail=10%" or "never".
+/// @throws std::runtime_error naming the value and what is accepted
+[[nodiscard]] halt_policy parse_halt(const std::string& text);
+
+}  // namespace polymap::cli::run

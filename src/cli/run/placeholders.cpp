@@ -1,0 +1,207 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "cli/run/placeholders.hpp"
+
+#include <stdexcept>
+#include <string_view>
+
+namespace polymap::cli::run {
+
+namespace {
+
+constexpr std::string_view known =
+    "{} {.} {/} {//} {/.} {#} {%} and {N} {N.} {N/} {N//} {N/.} for column N";
+
+/// Text between braces that is made only of the characters placeholders use is meant as
+/// one, so a typo such as {..} or {0} is an error; anything else ({print $1} in an awk
+/// script, ${HOME}) is literal text.
+bool looks_like_placeholder(std::string_view inside) {
+  return inside.find_first_not_of("0123456789./#%+=-") == std::string_view::npos;
+}
+
+std::string_view base_name(std::string_view path) {
+  const std::size_t slash = path.rfind('/');
+  return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+std::string_view dir_name(std::string_view path) {
+  const std::size_t slash = path.rfind('/');
+  if (slash == std::string_view::npos) return ".";
+  return slash == 0 ? path.substr(0, 1) : path.substr(0, slash);
+}
+
+std::string_view without_ext(std::string_view path) {
+  const std::size_t dot = path.rfind('.');
+  const std::size_t slash = path.rfind('/');
+  if (dot == std::string_view::npos || (slash != std::string_view::npos && dot < slash)) {
+    return path;
+  }
+  return path.substr(0, dot);
+}
+
+}  // namespace
+
+std::string shell_quote(const std::string& arg) {
+  if (!arg.empty() &&
+      arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                            "_-+=./:,@%") == std::string::npos) {
+    return arg;
+  }
+  std::string quoted = "'";
+  for (char c : arg) {
+    if (c == '\'') {
+      quoted += "'\\''";
+    } else {
+      quoted += c;
+    }
+  }
+  quoted += '\'';
+  return quoted;
+}
+
+std::string display_command(const std::vector<std::string>& argv) {
+  std::string line;
+  for (const std::string& word : argv) {
+    if (!line.empty()) line += ' ';
+    line += shell_quote(word);
+  }
+  return line;
+}
+
+command_template::command_template(const std::vector<std::string>& words, std::size_t columns,
+                                   bool shell)
+    : shell_(shell) {
+  bool any = false;
+  for (const std::string& text : words) {
+    identity_ += text;
+    identity_ += '\0';
+    word w;
+    std::size_t at = 0;
+    while (at < text.size()) {
+      const std::size_t open = text.find('{', at);
+      const std::size_t close = open == std::string::npos ? open : text.find('}', open);
+      if (close == std::string::npos) {
+        w.push_back({kind::text, transform::none, 0, text.substr(at)});
+        break;
+      }
+      const std::string_view inside = std::string_view(text).substr(open + 1, close - open - 1);
+      if (!looks_like_placeholder(inside)) {
+        w.push_back({kind::text, transform::none, 0, text.substr(at, close + 1 - at)});
+        at = close + 1;
+        continue;
+      }
+      if (open > at) w.push_back({kind::text, transform::none, 0, text.substr(at, open - at)});
+      piece p;
+      std::size_t digits = 0;
+      while (digits < inside.size() && inside[digits] >= '0' && inside[digits] <= '9') ++digits;
+      const std::string_view rest = inside.substr(digits);
+      bool ok = true;
+      if (digits == 0 && rest == "#") {
+        p.what = kind::seq;
+      } else if (digits == 0 && rest == "%") {
+        p.what = kind::slot;
+        uses_slot_ = true;
+      } else {
+        p.what = digits == 0 ? kind::all : kind::column;
+        if (rest.empty()) {
+          p.how = transform::none;
+        } else if (rest == ".") {
+          p.how = transform::no_ext;
+        } else if (rest == "/") {
+          p.how = transform::base;
+        } else if (rest == "//") {
+          p.how = transform::dir;
+        } else if (rest == "/.") {
+          p.how = transform::base_no_ext;
+        } else {
+          ok = false;
+        }
+        if (digits > 0 && ok) {
+          p.column = std::stoul(std::string(inside.substr(0, digits)));
+          if (p.column == 0 || p.column > columns) {
+            throw std::runtime_error(
+                "placeholder {" + std::string(inside) + "} in '" + text + "' names column " +
+                std::to_string(p.column) + ", but there " +
+                (columns == 1 ? "is 1 input source" : "are " + std::to_string(columns) +
+                                                          " input sources"));
+          }
+        }
+      }
+      if (!ok || (digits > 0 && (p.what == kind::seq || p.what == kind::slot))) {
+        throw std::runtime_error("unknown placeholder {" + std::string(inside) + "} in '" + text +
+                                 "'; known: " + std::string(known));
+      }
+      w.push_back(p);
+      any = true;
+      at = close + 1;
+    }
+    words_.push_back(std::move(w));
+  }
+  if (!any) {
+    // GNU parallel's rule: no placeholder means the arguments go at the end.
+    for (std::size_t c = 1; c <= columns; ++c) {
+      words_.push_back({piece{kind::column, transform::none, c, {}}});
+    }
+  }
+}
+
+std::string command_template::value(const piece& p, const std::vector<std::string>& item,
+                                    std::size_t seq, std::size_t slot) const {
+  std::string raw;
+  switch (p.what) {
+    case kind::text:
+      return p.text;
+    case kind::seq:
+      return std::to_string(seq);
+    case kind::slot:
+      return std::to_string(slot);
+    case kind::column:
+      raw = item[p.column - 1];
+      break;
+    case kind::all:
+      for (std::size_t c = 0; c < item.size(); ++c) {
+        if (c > 0) raw += ' ';
+        raw += item[c];
+      }
+      break;
+  }
+  switch (p.how) {
+    case transform::none:
+      return raw;
+    case transform::no_ext:
+      return std::string(without_ext(raw));
+    case transform::base:
+      return std::string(base_name(raw));
+    case transform::dir:
+      return std::string(dir_name(raw));
+    case transform::base_no_ext:
+      return std::string(without_ext(base_name(raw)));
+  }
+  return raw;
+}
+
+std::vector<std::string> command_template::expand(const std::vector<std::string>& item,
+                                                  std::size_t seq, std::size_t slot) const {
+  std::vector<std::string> argv;
+  argv.reserve(words_.size());
+  std::string line;  // --shell: one command line for sh -c
+  for (const word& w : words_) {
+    std::string out;
+    for (const piece& p : w) {
+      // In a shell line only the substituted values are quoted: the template is shell code
+      // the user wrote, the input is data.
+      out += shell_ && p.what != kind::text ? shell_quote(value(p, item, seq, slot))
+                                            : value(p, item, seq, slot);
+    }
+    if (shell_) {
+      if (!line.empty()) line += ' ';
+      line += out;
+    } else {
+      argv.push_back(std::move(out));
+    }
+  }
+  if (shell_) return {"/bin/sh", "-c", line};
+  return argv;
+}
+
+}  // namespace polymap::cli::run

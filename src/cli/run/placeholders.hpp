@@ -1,0 +1,62 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace polymap::cli::run {
+
+/// A command template with its placeholders found once: `{}` `{.}` `{/}` `{//}` `{/.}`
+/// `{#}` `{%}` and `{N}` `{N.}` `{N/}` `{N//}` `{N/.}` for column N. A template without any
+/// placeholder gets the columns appended as arguments, as GNU parallel does.
+class command_template {
+ public:
+  /// @param words the command and its arguments as given
+  /// @param columns the number of input sources
+  /// @param shell whether the command line goes to `sh -c` (placeholders then expand to
+  ///   shell-quoted words, so that input is never re-parsed by the shell)
+  /// @throws std::runtime_error for an unknown placeholder or a column that does not exist,
+  ///   naming it and the word it is in
+  command_template(const std::vector<std::string>& words, std::size_t columns, bool shell);
+
+  /// The argv of one job.
+  /// @param item one value per column
+  /// @param seq the 1-based input order ({#})
+  /// @param slot the 1-based job slot ({%})
+  [[nodiscard]] std::vector<std::string> expand(const std::vector<std::string>& item,
+                                                std::size_t seq, std::size_t slot) const;
+
+  /// Whether {%} appears: the expansion then depends on the slot.
+  [[nodiscard]] bool uses_slot() const noexcept { return uses_slot_; }
+  /// The template as given, words joined by NUL: part of each item's journal key.
+  [[nodiscard]] const std::string& identity() const noexcept { return identity_; }
+
+ private:
+  enum class kind { text, all, column, seq, slot };
+  enum class transform { none, no_ext, base, dir, base_no_ext };
+  struct piece {
+    kind what = kind::text;
+    transform how = transform::none;
+    std::size_t column = 0;
+    std::string text;
+  };
+  using word = std::vector<piece>;
+
+  [[nodiscard]] std::string value(const piece& p, const std::vector<std::string>& item,
+                                  std::size_t seq, std::size_t slot) const;
+
+  std::vector<word> words_;
+  bool shell_;
+  bool uses_slot_ = false;
+  std::string identity_;
+};
+
+/// `arg` quoted for a POSIX shell when it needs it ('...' with ' as '\''), as is otherwise.
+[[nodiscard]] std::string shell_quote(const std::string& arg);
+
+/// An argv as one line a user could paste into a shell.
+[[nodiscard]] std::string display_command(const std::vector<std::string>& argv);
+
+}  // namespace polymap::cli::run

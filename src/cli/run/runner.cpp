@@ -1,0 +1,704 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "cli/run/runner.hpp"
+
+#include <polymap/topology.hpp>
+
+#include "cli/run/joblog.hpp"
+#include "cli/run/orphan_guard.hpp"
+#include "cli/run/spawn.hpp"
+#include "journal/journal.hpp"
+#include "topology/binding.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <system_error>
+#include <unordered_map>
+
+namespace polymap::cli::run {
+
+namespace {
+
+constexpr double kill_grace = 1.0;        // seconds from SIGTERM to SIGKILL of a job's group
+constexpr double lease_interval = 10.0;   // seconds between lease renewals (lease: 60 s)
+constexpr double progress_interval = 0.2;
+constexpr std::size_t tail_bytes = 2048;  // of a failed item's stderr, kept in the journal
+
+double wall_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+double mono_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+/// Backoff before retry `attempt` (1 = the first retry): 0.1 s, doubling, at most 10 s.
+double backoff(int attempt) { return std::min(10.0, 0.1 * std::pow(2.0, attempt - 1)); }
+
+int make_capture() {
+  const int fd = memfd_create("polymap-job", MFD_CLOEXEC);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "memfd_create");
+  return fd;
+}
+
+std::string read_all(int fd) {
+  std::string data;
+  if (fd < 0) return data;
+  struct stat st {};
+  if (fstat(fd, &st) == 0) data.resize(static_cast<std::size_t>(st.st_size));
+  std::size_t got = 0;
+  while (got < data.size()) {
+    const ssize_t n = pread(fd, data.data() + got, data.size() - got, static_cast<off_t>(got));
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  data.resize(got);
+  return data;
+}
+
+void write_all(int fd, const std::string& data) {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // a closed stdout loses the output, not the run
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+/// Writes `data` to `dir/name` through a temporary file and a rename, so that a reader (or
+/// a runner killed half-way) never sees half a file.
+void write_atomically(const std::string& dir, const std::string& name, const std::string& data) {
+  const std::string tmp = dir + "/." + name + ".tmp." + std::to_string(getpid());
+  const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    throw std::runtime_error("cannot write --results file '" + tmp + "': " +
+                             std::strerror(errno));
+  }
+  write_all(fd, data);
+  close(fd);
+  if (rename(tmp.c_str(), (dir + "/" + name).c_str()) != 0) {
+    throw std::runtime_error("cannot rename '" + tmp + "': " + std::strerror(errno));
+  }
+}
+
+void make_dir(const std::string& dir) {
+  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    throw std::runtime_error("cannot create --results directory '" + dir +
+                             "': " + std::strerror(errno));
+  }
+}
+
+std::string json_text(const nlohmann::json& j) {
+  // Job output is bytes, not always UTF-8: replace what JSON cannot carry.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+enum class item_phase { todo, waiting_retry, running, ended };
+
+struct item_status {
+  item_phase phase = item_phase::todo;
+  int attempts = 0;
+  double first_start = 0;
+  std::size_t order = 0;        // position in start order, for --keep-order
+  std::int64_t journal_id = 0;  // 0 without a journal
+  double retry_at = 0;
+};
+
+struct job {
+  bool busy = false;
+  pid_t pid = -1;
+  std::size_t item = 0;
+  double start_wall = 0;
+  double start_mono = 0;
+  double deadline = 0;  // monotonic; 0: no timeout
+  double kill_at = 0;   // monotonic; 0: no SIGKILL scheduled
+  bool timed_out = false;
+  bool stopped = false;  // terminated by the runner: a signal or --halt now
+  int out_fd = -1;
+  int err_fd = -1;
+};
+
+/// An ended item's output, held back until its turn under --keep-order.
+struct output_record {
+  std::string out;
+  std::string err;
+  std::string event;  // --json
+};
+
+class batch_runner {
+ public:
+  batch_runner(const run_options& options, const command_template& command,
+               const std::vector<std::vector<std::string>>& items)
+      : options_(options), command_(command), items_(items), status_(items.size()) {}
+
+  int run();
+
+ private:
+  void open_journal();
+  bool fill_slots(double now);
+  void start(std::size_t item, std::size_t slot, double now);
+  void reap();
+  void end_job(std::size_t slot, int wait_status);
+  void end_item(std::size_t item, std::size_t slot, item_state state, int exit_code, int signal,
+                const std::string& reason, double start_wall, double runtime, int out_fd,
+                int err_fd);
+  void emit(std::size_t order, output_record record);
+  void stop_jobs(int sig, double now);
+  void check_deadlines(double now);
+  void handle_signals(double now);
+  void commit_journal();
+  void release_unstarted();
+  void draw_progress(bool last);
+  [[nodiscard]] double next_wakeup(double now) const;
+  [[nodiscard]] std::size_t busy_count() const;
+  [[nodiscard]] bool more_work() const;
+
+  const run_options& options_;
+  const command_template& command_;
+  const std::vector<std::vector<std::string>>& items_;
+  std::vector<item_status> status_;
+  std::vector<job> jobs_;
+  std::vector<std::vector<int>> slot_cpus_;
+  std::unordered_map<pid_t, std::size_t> slot_of_;
+  std::unique_ptr<orphan_guard> guard_;
+  std::unique_ptr<journal> journal_;
+  std::unique_ptr<joblog> joblog_;
+  std::unordered_map<std::string, std::size_t> item_of_key_;
+  std::deque<std::size_t> queue_;    // claimed from the journal, not started
+  std::vector<item_end> ends_;       // to commit before the next claim
+  bool journal_exhausted_ = false;   // the last claim found nothing
+  std::size_t waiting_retries_ = 0;  // items in item_phase::waiting_retry
+  std::size_t next_item_ = 0;        // without a journal: the next item in input order
+  std::size_t total_ = 0;
+  std::size_t done_ = 0;
+  std::size_t failed_ = 0;
+  std::size_t next_order_ = 0;
+  std::size_t next_emit_ = 0;
+  std::map<std::size_t, output_record> held_;
+  int signal_fd_ = -1;
+  int null_fd_ = -1;
+  int stop_signal_ = 0;   // SIGINT or SIGTERM received
+  bool draining_ = false; // start nothing new: SIGHUP, --halt soon, or a stop
+  bool halted_ = false;
+  std::string journal_failure_;
+  double last_lease_ = 0;
+  double last_progress_ = 0;
+  double started_ = 0;
+  bool tty_progress_ = false;
+};
+
+void batch_runner::open_journal() {
+  journal_ = std::make_unique<journal>(options_.journal,
+                                       journal_options{.lock_timeout = options_.lock_timeout});
+  journal_->register_runner();
+  std::vector<journal_item> entries;
+  entries.reserve(items_.size());
+  // The key is the command template and the item's bytes, plus how many identical items
+  // came before it: stable when the input is reordered or extended, unlike a sequence number.
+  std::unordered_map<std::string, std::size_t> seen;
+  for (std::size_t i = 0; i < items_.size(); ++i) {
+    std::string key = command_.identity();
+    key += '\x01';
+    for (const std::string& column : items_[i]) {
+      key += column;
+      key += '\0';
+    }
+    key += '\x01';
+    key += std::to_string(seen[key]++);
+    entries.push_back({key, static_cast<std::int64_t>(i + 1),
+                       display_command(command_.expand(items_[i], i + 1, 1))});
+    item_of_key_.emplace(std::move(key), i);
+  }
+  journal_->add_items(entries);
+  if (options_.retry_failed) journal_->retry_failed();
+  journal_->reclaim_dead();
+  total_ = static_cast<std::size_t>(journal_->unfinished());
+}
+
+std::size_t batch_runner::busy_count() const {
+  return static_cast<std::size_t>(
+      std::count_if(jobs_.begin(), jobs_.end(), [](const job& j) { return j.busy; }));
+}
+
+bool batch_runner::more_work() const {
+  if (journal_) return !queue_.empty() || !journal_exhausted_;
+  return next_item_ < items_.size();
+}
+
+void batch_runner::commit_journal() {
+  if (!journal_) return;
+  std::size_t want = 0;
+  if (!draining_ && !journal_exhausted_) {
+    const std::size_t covered = busy_count() + waiting_retries_ + queue_.size();
+    want = jobs_.size() > covered ? jobs_.size() - covered : 0;
+  }
+  if (ends_.empty() && want == 0) return;
+  const std::vector<claimed_item> claimed = journal_->commit(ends_, want);
+  ends_.clear();
+  if (want > 0 && claimed.size() < want) journal_exhausted_ = true;
+  for (const claimed_item& c : claimed) {
+    const auto found = item_of_key_.find(c.key);
+    if (found == item_of_key_.end()) continue;  // cannot happen: claims join the batch
+    status_[found->second].journal_id = c.id;
+    queue_.push_back(found->second);
+  }
+}
+
+bool batch_runner::fill_slots(double now) {
+  bool started = false;
+  for (std::size_t slot = 0; slot < jobs_.size() && !draining_; ++slot) {
+    if (jobs_[slot].busy) continue;
+    std::size_t item = items_.size();
+    for (std::size_t i = 0; waiting_retries_ > 0 && i < status_.size(); ++i) {
+      if (status_[i].phase == item_phase::waiting_retry && status_[i].retry_at <= now) {
+        item = i;
+        --waiting_retries_;
+        break;
+      }
+    }
+    if (item == items_.size()) {
+      if (journal_) {
+        if (queue_.empty()) break;
+        item = queue_.front();
+        queue_.pop_front();
+      } else {
+        if (next_item_ >= items_.size()) break;
+        item = next_item_++;
+      }
+    }
+    start(item, slot, now);
+    started = true;
+  }
+  return started;
+}
+
+void batch_runner::start(std::size_t item, std::size_t slot, double now) {
+  item_status& st = status_[item];
+  job& j = jobs_[slot];
+  const std::vector<std::string> argv = command_.expand(items_[item], item + 1, slot + 1);
+  const bool capture_out = options_.keep_order || options_.json || !options_.results.empty();
+  const bool capture_err = capture_out || journal_ != nullptr;
+  j.out_fd = capture_out ? make_capture() : -1;
+  j.err_fd = capture_err ? make_capture() : -1;
+  spawn_request request;
+  request.argv = &argv;
+  request.stdin_fd = null_fd_;
+  request.stdout_fd = j.out_fd;
+  request.stderr_fd = j.err_fd;
+  request.cpus = &slot_cpus_[slot];
+  request.nice = options_.nice;
+  const double wall = wall_now();
+  const spawn_result spawned = spawn_job(request);
+  if (st.attempts == 0) {
+    st.first_start = wall;
+    st.order = next_order_++;
+  }
+  ++st.attempts;
+  if (options_.json) {
+    std::fputs(json_text({{"event", "start"},
+                          {"seq", item + 1},
+                          {"slot", slot + 1},
+                          {"attempt", st.attempts},
+                          {"command", argv}})
+                   .c_str(),
+               stdout);
+    std::fflush(stdout);
+  }
+  if (spawned.pid < 0) {
+    // Reported once per item, as a failure of that item: the run goes on.
+    const std::string reason =
+        "cannot run '" + argv.front() + "': " + std::strerror(spawned.error);
+    std::fprintf(stderr, "polymap: item %zu: %s\n", item + 1, reason.c_str());
+    st.phase = item_phase::running;
+    end_item(item, slot, item_state::failed, 127, 0, reason, wall, 0, j.out_fd, j.err_fd);
+    j.out_fd = j.err_fd = -1;
+    return;
+  }
+  guard_->add(spawned.pid);
+  st.phase = item_phase::running;
+  j.busy = true;
+  j.pid = spawned.pid;
+  j.item = item;
+  j.start_wall = wall;
+  j.start_mono = now;
+  j.deadline = options_.timeout > 0 ? now + options_.timeout : 0;
+  j.kill_at = 0;
+  j.timed_out = false;
+  j.stopped = false;
+  slot_of_[spawned.pid] = slot;
+}
+
+void batch_runner::reap() {
+  for (;;) {
+    int wait_status = 0;
+    const pid_t pid = waitpid(-1, &wait_status, WNOHANG);
+    if (pid <= 0) return;
+    const auto found = slot_of_.find(pid);
+    if (found == slot_of_.end()) continue;  // the orphan guard, if it died
+    const std::size_t slot = found->second;
+    slot_of_.erase(found);
+    guard_->remove(pid);
+    end_job(slot, wait_status);
+  }
+}
+
+void batch_runner::end_job(std::size_t slot, int wait_status) {
+  job& j = jobs_[slot];
+  j.busy = false;
+  const double runtime = mono_now() - j.start_mono;
+  const int exit_code = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1;
+  const int signal = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
+  item_status& st = status_[j.item];
+  const int out_fd = j.out_fd;
+  const int err_fd = j.err_fd;
+  j.out_fd = j.err_fd = -1;
+  if (j.stopped && exit_code != 0) {
+    end_item(j.item, slot, item_state::interrupted, exit_code, signal, "interrupted", j.start_wall,
+             runtime, out_fd, err_fd);
+    return;
+  }
+  if (exit_code == 0) {
+    end_item(j.item, slot, item_state::done, 0, 0, {}, j.start_wall, runtime, out_fd, err_fd);
+    return;
+  }
+  if (st.attempts <= static_cast<int>(options_.retries) && !draining_) {
+    if (out_fd >= 0) close(out_fd);
+    if (err_fd >= 0) close(err_fd);
+    st.phase = item_phase::waiting_retry;
+    ++waiting_retries_;
+    st.retry_at = mono_now() + backoff(st.attempts);
+    return;
+  }
+  const std::string reason =
+      j.timed_out ? "timeout after " + std::to_string(options_.timeout) + " s" : std::string();
+  end_item(j.item, slot, item_state::failed, exit_code, signal, reason, j.start_wall, runtime,
+           out_fd, err_fd);
+}
+
+void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state, int exit_code,
+                            int signal, const std::string& reason, double start_wall,
+                            double runtime, int out_fd, int err_fd) {
+  item_status& st = status_[item];
+  st.phase = item_phase::ended;
+  output_record record;
+  record.out = read_all(out_fd);
+  record.err = read_all(err_fd);
+  if (out_fd >= 0) close(out_fd);
+  if (err_fd >= 0) close(err_fd);
+  if (state == item_state::done) ++done_;
+  if (state == item_state::failed) ++failed_;
+  const std::vector<std::string> argv = command_.expand(items_[item], item + 1, slot + 1);
+  if (joblog_ && state != item_state::interrupted) {
+    joblog_->write(item + 1, start_wall, runtime, exit_code < 0 ? -1 : exit_code, signal,
+                   display_command(argv));
+  }
+  if (journal_) {
+    item_end e;
+    e.id = st.journal_id;
+    e.state = state;
+    e.attempts = st.attempts;
+    e.worker = static_cast<int>(slot + 1);
+    e.start = st.first_start;
+    e.end = start_wall + runtime;
+    e.exit_code = exit_code;
+    e.signal = signal;
+    e.reason = reason;
+    if (state == item_state::failed) {
+      e.stderr_tail = record.err.size() > tail_bytes
+                          ? record.err.substr(record.err.size() - tail_bytes)
+                          : record.err;
+    }
+    ends_.push_back(std::move(e));
+  }
+  if (!options_.results.empty()) {
+    const std::string dir = options_.results + "/" + std::to_string(item + 1);
+    make_dir(dir);
+    write_atomically(dir, "stdout", record.out);
+    write_atomically(dir, "stderr", record.err);
+    record.out.clear();
+    record.err.clear();
+  }
+  if (options_.json) {
+    nlohmann::json event = {{"event", "end"},       {"seq", item + 1},
+                            {"slot", slot + 1},     {"state", state_name(state)},
+                            {"exit", exit_code},    {"signal", signal},
+                            {"attempts", st.attempts}, {"duration", runtime},
+                            {"command", argv}};
+    if (!reason.empty()) event["reason"] = reason;
+    if (options_.results.empty()) {
+      event["stdout"] = record.out;
+      event["stderr"] = record.err;
+    }
+    record.out.clear();
+    record.err.clear();
+    record.event = json_text(event);
+  }
+  emit(st.order, std::move(record));
+  if (options_.halt.reached(failed_, done_ + failed_) && !halted_) {
+    halted_ = true;
+    draining_ = true;
+    std::fprintf(stderr, "polymap: --halt: %zu item(s) failed; %s\n", failed_,
+                 options_.halt.now ? "stopping the running jobs" : "waiting for the running jobs");
+    if (options_.halt.now) stop_jobs(SIGTERM, mono_now());
+  }
+}
+
+void batch_runner::emit(std::size_t order, output_record record) {
+  const auto write_record = [](const output_record& r) {
+    if (!r.out.empty() || !r.event.empty()) {
+      std::fflush(stdout);
+      write_all(1, r.out);
+      write_all(1, r.event);
+    }
+    write_all(2, r.err);
+  };
+  if (!options_.keep_order) {
+    write_record(record);
+    return;
+  }
+  held_.emplace(order, std::move(record));
+  while (!held_.empty() && held_.begin()->first == next_emit_) {
+    write_record(held_.begin()->second);
+    held_.erase(held_.begin());
+    ++next_emit_;
+  }
+}
+
+void batch_runner::stop_jobs(int sig, double now) {
+  draining_ = true;
+  for (job& j : jobs_) {
+    if (!j.busy) continue;
+    j.stopped = true;
+    kill(-j.pid, sig);
+    if (sig != SIGKILL && j.kill_at == 0) j.kill_at = now + kill_grace;
+  }
+}
+
+void batch_runner::check_deadlines(double now) {
+  for (job& j : jobs_) {
+    if (!j.busy) continue;
+    if (j.deadline > 0 && now >= j.deadline && !j.timed_out && !j.stopped) {
+      j.timed_out = true;
+      kill(-j.pid, SIGTERM);
+      j.kill_at = now + kill_grace;
+    }
+    if (j.kill_at > 0 && now >= j.kill_at) {
+      kill(-j.pid, SIGKILL);
+      j.kill_at = 0;
+    }
+  }
+}
+
+void batch_runner::handle_signals(double now) {
+  signalfd_siginfo info{};
+  bool child = false;
+  while (read(signal_fd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+    const int sig = static_cast<int>(info.ssi_signo);
+    if (sig == SIGCHLD) {
+      child = true;
+    } else if (sig == SIGHUP) {
+      draining_ = true;
+    } else {
+      // A second SIGINT/SIGTERM means "now": no grace for the jobs.
+      stop_jobs(stop_signal_ != 0 ? SIGKILL : SIGTERM, now);
+      stop_signal_ = sig;
+    }
+  }
+  if (child) reap();
+}
+
+double batch_runner::next_wakeup(double now) const {
+  double wake = now + (journal_ ? lease_interval : 3600.0);
+  for (const job& j : jobs_) {
+    if (!j.busy) continue;
+    if (j.deadline > 0 && !j.timed_out) wake = std::min(wake, j.deadline);
+    if (j.kill_at > 0) wake = std::min(wake, j.kill_at);
+  }
+  if (!draining_ && waiting_retries_ > 0) {
+    for (const item_status& s : status_) {
+      if (s.phase == item_phase::waiting_retry) wake = std::min(wake, s.retry_at);
+    }
+  }
+  if (tty_progress_) wake = std::min(wake, now + progress_interval);
+  return wake;
+}
+
+void batch_runner::release_unstarted() {
+  // Claimed but never started: give them back untouched, for this or another runner.
+  for (std::size_t item : queue_) {
+    item_end e;
+    e.id = status_[item].journal_id;
+    e.state = item_state::pending;
+    ends_.push_back(e);
+  }
+  queue_.clear();
+  for (std::size_t i = 0; i < status_.size(); ++i) {
+    if (status_[i].phase != item_phase::waiting_retry) continue;
+    // A retry that a stop or drain cancelled: it runs again on the next run.
+    status_[i].phase = item_phase::ended;
+    --waiting_retries_;
+    if (!journal_) continue;
+    item_end e;
+    e.id = status_[i].journal_id;
+    e.state = item_state::interrupted;
+    e.attempts = status_[i].attempts;
+    e.start = status_[i].first_start;
+    e.end = wall_now();
+    e.reason = "interrupted before its retry";
+    ends_.push_back(e);
+  }
+}
+
+void batch_runner::draw_progress(bool last) {
+  if (!tty_progress_) return;
+  const double now = mono_now();
+  if (!last && now - last_progress_ < progress_interval) return;
+  last_progress_ = now;
+  const std::size_t ended = done_ + failed_;
+  const double elapsed = now - started_;
+  const double rate = elapsed > 0 ? static_cast<double>(ended) / elapsed : 0;
+  const std::size_t left = total_ > ended ? total_ - ended : 0;
+  const double eta = rate > 0 ? static_cast<double>(left) / rate : 0;
+  constexpr int width = 30;
+  const int filled =
+      total_ == 0 ? width : static_cast<int>(width * static_cast<double>(ended) / static_cast<double>(total_));
+  std::string bar(static_cast<std::size_t>(std::clamp(filled, 0, width)), '#');
+  bar.resize(width, '.');
+  std::fprintf(stderr, "\r[%s] %zu/%zu done %zu failed %zu running %zu %.1f/s ETA %.0fs \x1b[K%s",
+               bar.c_str(), ended, total_, done_, failed_, busy_count(), rate, eta,
+               last ? "\n" : "");
+}
+
+int batch_runner::run() {
+  const topology& topo = topology::current();
+  jobs_.resize(options_.jobs);
+  for (std::size_t slot = 0; slot < options_.jobs; ++slot) {
+    slot_cpus_.push_back(options_.bind == polymap::bind::none
+                             ? std::vector<int>{}
+                             : detail::worker_cpus(topo, options_.bind, slot, options_.jobs, {}));
+  }
+  // The guard is forked first, before SQLite opens anything.
+  guard_ = std::make_unique<orphan_guard>();
+  null_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, sig);
+  sigprocmask(SIG_BLOCK, &handled, nullptr);
+  signal_fd_ = signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (signal_fd_ < 0) throw std::system_error(errno, std::generic_category(), "signalfd");
+
+  if (!options_.journal.empty()) open_journal();
+  total_ = journal_ ? total_ : items_.size();
+  if (!options_.results.empty()) make_dir(options_.results);
+  if (!options_.joblog.empty()) {
+    joblog_ = std::make_unique<joblog>(options_.joblog, journal_ != nullptr);
+  }
+  tty_progress_ = options_.progress && isatty(2) != 0;
+  started_ = last_lease_ = mono_now();
+
+  try {
+    for (;;) {
+      double now = mono_now();
+      // Ends are committed before their slots are reused: when the runner dies, the items
+      // it ran but did not record are at most the ones that were running.
+      commit_journal();
+      fill_slots(now);
+      commit_journal();  // ends of items that could not even start
+      draw_progress(false);
+      const bool retries_waiting = !draining_ && waiting_retries_ > 0;
+      if (busy_count() == 0 && !retries_waiting && (draining_ || !more_work())) {
+        if (journal_ && !draining_ && journal_->reclaim_dead() > 0) {
+          journal_exhausted_ = false;  // a runner died meanwhile: take its items
+          continue;
+        }
+        break;
+      }
+      const double wake = next_wakeup(now);
+      pollfd fd{signal_fd_, POLLIN, 0};
+      const double wait_ms = std::max(0.0, std::ceil((wake - now) * 1000));
+      const int ready = poll(&fd, 1, static_cast<int>(std::min(wait_ms, 3600000.0)));
+      if (ready < 0 && errno != EINTR) throw std::system_error(errno, std::generic_category(), "poll");
+      now = mono_now();
+      handle_signals(now);
+      check_deadlines(now);
+      if (journal_ && now - last_lease_ >= lease_interval) {
+        last_lease_ = now;
+        journal_->renew_lease();
+        if (journal_exhausted_ && journal_->reclaim_dead() > 0) journal_exhausted_ = false;
+      }
+    }
+    release_unstarted();
+    if (journal_) {
+      draining_ = true;
+      commit_journal();
+    }
+  } catch (const journal_error& e) {
+    // Stop: nothing more can be recorded. What was committed stays; the running jobs are
+    // stopped, and the next run re-runs what this one could not record.
+    journal_failure_ = e.what();
+    stop_jobs(SIGTERM, mono_now());
+    while (busy_count() > 0) {
+      pollfd fd{signal_fd_, POLLIN, 0};
+      poll(&fd, 1, 100);
+      handle_signals(mono_now());
+      check_deadlines(mono_now());
+    }
+  }
+  for (auto& [order, record] : held_) {
+    write_all(1, record.out);
+    write_all(1, record.event);
+    write_all(2, record.err);
+  }
+  held_.clear();
+  draw_progress(true);
+  if (journal_) journal_->finish_runner();
+  journal_.reset();
+  guard_.reset();
+  if (options_.json) {
+    std::fputs(json_text({{"event", "summary"},
+                          {"done", done_},
+                          {"failed", failed_},
+                          {"halted", halted_},
+                          {"signal", stop_signal_}})
+                   .c_str(),
+               stdout);
+    std::fflush(stdout);
+  }
+  if (!journal_failure_.empty()) {
+    std::fprintf(stderr, "polymap: %s\n", journal_failure_.c_str());
+    return 1;
+  }
+  if (stop_signal_ != 0) return 128 + stop_signal_;
+  return failed_ > 0 || halted_ ? 1 : 0;
+}
+
+}  // namespace
+
+int run_batch(const run_options& options, const command_template& command,
+              const std::vector<std::vector<std::string>>& items) {
+  batch_runner runner(options, command, items);
+  return runner.run();
+}
+
+}  // namespace polymap::cli::run

@@ -1,0 +1,87 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "cli/run/spawn.hpp"
+
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+namespace polymap::cli::run {
+
+namespace {
+
+/// What the child does between vfork and exec, all prepared by the parent.
+struct child_plan {
+  char* const* argv;
+  const spawn_request* request;
+  const cpu_set_t* cpus;  // null: no binding
+  const sigset_t* mask;
+  pid_t parent;
+  volatile int* exec_errno;
+};
+
+// A function of its own, never inlined, so that no local of spawn_job lives across vfork
+// in a register the child could clobber (-Wclobbered).
+[[noreturn]] __attribute__((noinline)) void exec_child(const child_plan* plan) {
+  setpgid(0, 0);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // The runner may have died before prctl: then nobody would kill this job.
+  if (getppid() != plan->parent) _exit(137);
+  // signalfd needs the runner's signals blocked; a job must start with none blocked and
+  // the default dispositions (SIGPIPE included), as from a shell.
+  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) signal(sig, SIG_DFL);
+  sigprocmask(SIG_SETMASK, plan->mask, nullptr);
+  const spawn_request& request = *plan->request;
+  if (request.stdin_fd >= 0) dup2(request.stdin_fd, 0);
+  if (request.stdout_fd >= 0) dup2(request.stdout_fd, 1);
+  if (request.stderr_fd >= 0) dup2(request.stderr_fd, 2);
+  if (plan->cpus != nullptr) sched_setaffinity(0, sizeof *plan->cpus, plan->cpus);
+  if (request.nice) setpriority(PRIO_PROCESS, 0, *request.nice);
+  execvp(plan->argv[0], plan->argv);
+  *plan->exec_errno = errno;
+  _exit(127);
+}
+
+}  // namespace
+
+spawn_result spawn_job(const spawn_request& request) {
+  // Everything the child needs is prepared here: between vfork and exec the child may only
+  // make system calls (it runs on the parent's stack, in the parent's memory).
+  std::vector<char*> argv;
+  argv.reserve(request.argv->size() + 1);
+  for (const std::string& word : *request.argv) argv.push_back(const_cast<char*>(word.c_str()));
+  argv.push_back(nullptr);
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  const bool bind = request.cpus != nullptr && !request.cpus->empty();
+  if (bind) {
+    for (int cpu : *request.cpus) CPU_SET(static_cast<unsigned>(cpu), &cpus);
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  // Written by the child, read by the parent after vfork returns: they share memory.
+  volatile int exec_errno = 0;
+  const child_plan plan{argv.data(), &request, bind ? &cpus : nullptr, &none, getpid(),
+                        &exec_errno};
+
+  const pid_t pid = vfork();
+  if (pid < 0) throw std::system_error(errno, std::generic_category(), "vfork");
+  if (pid == 0) exec_child(&plan);
+  spawn_result result;
+  if (exec_errno != 0) {
+    result.error = exec_errno;
+    int status = 0;
+    waitpid(pid, &status, 0);  // the child has exited: collect it here, not as a job
+    return result;
+  }
+  result.pid = pid;
+  return result;
+}
+
+}  // namespace polymap::cli::run

@@ -1,0 +1,37 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace polymap::cli::run {
+
+/// How to start one job.
+struct spawn_request {
+  const std::vector<std::string>* argv = nullptr;  ///< argv[0] is looked up in PATH
+  int stdin_fd = -1;                               ///< -1: inherit
+  int stdout_fd = -1;                              ///< -1: inherit
+  int stderr_fd = -1;                              ///< -1: inherit
+  const std::vector<int>* cpus = nullptr;          ///< CPUs to bind to; null or empty: any
+  std::optional<int> nice;                         ///< nice value of the job
+};
+
+/// A started job, or why it could not start.
+struct spawn_result {
+  pid_t pid = -1;  ///< the job, leader of its own process group; -1 when it did not start
+  int error = 0;   ///< errno of the failed exec (ENOENT for a missing command), else 0
+};
+
+/// Starts a job as posix_spawn does (a vfork-style clone: no copy of the runner's memory),
+/// in its own process group, with SIGKILL as its parent-death signal so that it cannot
+/// outlive a runner killed with SIGKILL, with the signal mask and dispositions reset.
+/// Affinity and nice are set in the child before exec and are best effort.
+/// When the exec fails the child has already exited (status 127) and `error` says why.
+/// @throws std::system_error when the process cannot be created
+[[nodiscard]] spawn_result spawn_job(const spawn_request& request);
+
+}  // namespace polymap::cli::run

@@ -1,0 +1,77 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// `polymap run`: checks the options, reads the input sources and hands over to the runner.
+
+#include <polymap/topology.hpp>
+
+#include "cli/commands.hpp"
+#include "cli/run/arg_sources.hpp"
+#include "cli/run/placeholders.hpp"
+#include "cli/run/runner.hpp"
+
+#include <fmt/core.h>
+
+#include <cstdio>
+#include <stdexcept>
+
+namespace polymap::cli {
+
+namespace {
+
+polymap::bind parse_bind(const std::string& name) {
+  if (name == "core") return polymap::bind::core;
+  if (name == "pu") return polymap::bind::pu;
+  if (name == "numa") return polymap::bind::numa;
+  if (name == "package") return polymap::bind::package;
+  return polymap::bind::none;  // CLI11 allows nothing else
+}
+
+}  // namespace
+
+int run_run(const run_args& args) {
+  run::run_options options;
+  run::command_line line;
+  try {
+    line = run::split_command_line(args.words, args.arg_files);
+    options.halt = run::parse_halt(args.halt);
+  } catch (const std::runtime_error& e) {
+    fmt::print(stderr, "polymap run: {}\n", e.what());
+    return exit_usage;
+  }
+  if (args.retry_failed && args.journal.empty()) {
+    fmt::print(stderr, "polymap run: --retry-failed needs --journal\n");
+    return exit_usage;
+  }
+  const std::vector<std::vector<std::string>> items = run::cartesian_product(line.sources);
+  std::unique_ptr<run::command_template> command;
+  try {
+    command = std::make_unique<run::command_template>(line.command, line.sources.size(),
+                                                      args.shell);
+  } catch (const std::runtime_error& e) {
+    fmt::print(stderr, "polymap run: {}\n", e.what());
+    return exit_usage;
+  }
+  options.jobs = args.jobs != 0 ? args.jobs : topology::current().usable_count();
+  if (args.dry_run) {
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      fmt::print("{}\n", run::display_command(command->expand(items[i], i + 1,
+                                                              i % options.jobs + 1)));
+    }
+    return exit_ok;
+  }
+  options.bind = parse_bind(args.bind);
+  options.nice = args.nice;
+  options.timeout = args.timeout;
+  options.retries = args.retries;
+  options.joblog = args.joblog;
+  options.results = args.results;
+  options.keep_order = args.keep_order;
+  options.progress = args.progress;
+  options.json = args.json;
+  options.journal = args.journal;
+  options.retry_failed = args.retry_failed;
+  options.lock_timeout = args.lock_timeout;
+  return run::run_batch(options, *command, items);
+}
+
+}  // namespace polymap::cli

@@ -1,0 +1,124 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// `polymap status` and `polymap watch`: what a journal says about its batch.
+
+#include "cli/commands.hpp"
+#include "journal/journal.hpp"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+namespace polymap::cli {
+
+namespace {
+
+nlohmann::json row_json(const journal_row& r) {
+  return {{"seq", r.seq},           {"command", r.command},   {"state", state_name(r.state)},
+          {"attempts", r.attempts}, {"exit", r.exit_code},    {"signal", r.signal},
+          {"duration", r.duration}, {"reason", r.reason},     {"stderr_tail", r.stderr_tail}};
+}
+
+nlohmann::json summary_json(const journal_summary& s) {
+  nlohmann::json j;
+  nlohmann::json counts;
+  std::int64_t total = 0;
+  for (int state = 0; state < 5; ++state) {
+    counts[state_name(static_cast<item_state>(state))] = s.counts[static_cast<std::size_t>(state)];
+    total += s.counts[static_cast<std::size_t>(state)];
+  }
+  counts["total"] = total;
+  j["counts"] = counts;
+  j["failures"] = nlohmann::json::array();
+  for (const journal_row& r : s.failures) j["failures"].push_back(row_json(r));
+  j["slowest"] = nlohmann::json::array();
+  for (const journal_row& r : s.slowest) j["slowest"].push_back(row_json(r));
+  j["runners"] = nlohmann::json::array();
+  for (const journal_runner& r : s.runners) {
+    j["runners"].push_back({{"id", r.id},
+                            {"host", r.host},
+                            {"pid", r.pid},
+                            {"alive", r.alive},
+                            {"running", r.running},
+                            {"started", r.started},
+                            {"heartbeat", r.heartbeat}});
+  }
+  return j;
+}
+
+std::string indent_tail(const std::string& tail) {
+  std::string out = "      ";
+  for (char c : tail) {
+    out += c;
+    if (c == '\n') out += "      ";
+  }
+  while (!out.empty() && (out.back() == ' ' || out.back() == '\n')) out.pop_back();
+  return out;
+}
+
+void print_summary(const std::string& path, const journal_summary& s) {
+  std::int64_t total = 0;
+  for (std::int64_t c : s.counts) total += c;
+  fmt::print("journal  {}\n", path);
+  fmt::print("items    {} total: {} done, {} failed, {} running, {} pending, {} interrupted\n",
+             total, s.counts[2], s.counts[3], s.counts[1], s.counts[0], s.counts[4]);
+  if (!s.failures.empty()) {
+    fmt::print("failures\n");
+    for (const journal_row& r : s.failures) {
+      const std::string how = r.signal != 0 ? fmt::format("signal {}", r.signal)
+                                            : fmt::format("exit {}", r.exit_code);
+      fmt::print("  #{} {} after {} attempt(s){}: {}\n", r.seq, how, r.attempts,
+                 r.reason.empty() ? "" : " (" + r.reason + ")", r.command);
+      if (!r.stderr_tail.empty()) fmt::print("{}\n", indent_tail(r.stderr_tail));
+    }
+  }
+  if (!s.slowest.empty()) {
+    fmt::print("slowest\n");
+    for (const journal_row& r : s.slowest) {
+      fmt::print("  {:10.3f} s  #{} {}\n", r.duration, r.seq, r.command);
+    }
+  }
+  fmt::print("runners\n");
+  bool any = false;
+  for (const journal_runner& r : s.runners) {
+    if (!r.alive) continue;
+    any = true;
+    fmt::print("  runner {} on {} pid {}: {} running\n", r.id, r.host, r.pid, r.running);
+  }
+  if (!any) fmt::print("  none live\n");
+}
+
+}  // namespace
+
+int run_status(const status_args& args, bool watch) {
+  journal_options options;
+  options.create = false;
+  options.lock_timeout = args.lock_timeout;
+  journal j(args.journal, options);
+  for (;;) {
+    const journal_summary s = j.summary(args.top);
+    if (args.json) {
+      fmt::print("{}\n", summary_json(s).dump());
+    } else {
+      if (watch && isatty(1) != 0) fmt::print("\x1b[H\x1b[2J");
+      print_summary(args.journal, s);
+    }
+    std::fflush(stdout);
+    const bool live = std::any_of(s.runners.begin(), s.runners.end(),
+                                  [](const journal_runner& r) { return r.alive; });
+    const bool unfinished = s.counts[0] + s.counts[1] + s.counts[4] > 0;
+    // watch ends with the batch: nothing left to run and no runner that could add any.
+    if (!watch || (!live && !unfinished)) {
+      return s.counts[3] > 0 ? exit_failure : exit_ok;
+    }
+    poll(nullptr, 0, static_cast<int>(args.interval * 1000));
+  }
+}
+
+}  // namespace polymap::cli

@@ -1,0 +1,472 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "journal/journal.hpp"
+
+#include "journal/sqlite.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <string>
+#include <system_error>
+#include <utility>
+
+namespace polymap {
+
+using journal_detail::database;
+using journal_detail::sqlite_error;
+using journal_detail::statement;
+
+namespace {
+
+// "pmap": marks a SQLite file as a polymap journal, so that another application's database
+// is refused instead of being written to.
+constexpr std::int64_t application_id = 0x706d6170;
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string host_name() {
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0) return "?";
+  return name;
+}
+
+bool pid_alive(std::int64_t pid) {
+  // EPERM means a process exists that we may not signal: alive. A pid reused by another
+  // process after the runner died also reads as alive; its lease still lapses.
+  return pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
+}
+
+constexpr const char* schema = R"sql(
+CREATE TABLE runners(
+  id INTEGER PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,
+  heartbeat REAL NOT NULL, state INTEGER NOT NULL DEFAULT 0);   -- 0 live, 1 finished, 2 dead
+CREATE TABLE items(
+  id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, seq INTEGER NOT NULL, command TEXT NOT NULL,
+  state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+  interruptions INTEGER NOT NULL DEFAULT 0, runner INTEGER, worker INTEGER, start REAL,
+  end REAL, exit INTEGER, signal INTEGER, duration REAL, reason TEXT, stderr_tail BLOB);
+-- The claim walks this partial index in input order: O(log n) per claim however many are done.
+CREATE INDEX items_claimable ON items(seq) WHERE state = 0 OR state = 4;
+CREATE INDEX items_running ON items(runner) WHERE state = 1;
+)sql";
+
+}  // namespace
+
+const char* state_name(item_state state) noexcept {
+  switch (state) {
+    case item_state::pending:
+      return "pending";
+    case item_state::running:
+      return "running";
+    case item_state::done:
+      return "done";
+    case item_state::failed:
+      return "failed";
+    case item_state::interrupted:
+      return "interrupted";
+  }
+  return "?";
+}
+
+bool on_network_file_system(const std::string& path) noexcept {
+  const std::size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  struct statfs fs {};
+  if (statfs(dir.c_str(), &fs) != 0) return false;
+  switch (static_cast<unsigned long>(fs.f_type)) {
+    case 0x6969UL:      // NFS
+    case 0x517BUL:      // SMB
+    case 0xFF534D42UL:  // CIFS
+    case 0xFE534D42UL:  // SMB2
+    case 0x00C36400UL:  // Ceph
+    case 0x0BD00BD0UL:  // Lustre
+    case 0x47504653UL:  // GPFS
+    case 0x013111A8UL:  // IBRIX
+    case 0x6B414653UL:  // AFS
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Every public operation runs through here so that a SQLite failure becomes one message
+// naming the file and what a user can do about it.
+template <class Fn>
+auto journal::guarded(const char* doing, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const sqlite_error& e) {
+    const std::string where = "journal " + path_ + ": ";
+    switch (e.code()) {
+      case SQLITE_BUSY:
+      case SQLITE_LOCKED:
+        throw journal_error(where + "locked by another process for more than " +
+                            std::to_string(lock_timeout_) + " s while " + doing +
+                            " (raise --lock-timeout, or see which runner holds it)");
+      case SQLITE_READONLY:
+        throw journal_error(where + "read-only: cannot write while " + doing + " (" + e.what() +
+                            ")");
+      case SQLITE_FULL:
+        throw journal_error(where + "the disk is full while " + doing +
+                            "; what was recorded is kept: free space and run the same command "
+                            "again to resume");
+      case SQLITE_NOTADB:
+      case SQLITE_CORRUPT:
+        throw journal_error(where + "corrupt or not a polymap journal (" + e.what() +
+                            "): move it away to start afresh");
+      case SQLITE_CANTOPEN:
+        throw journal_error(where + "cannot open it (" + e.what() + ")");
+      case SQLITE_IOERR:
+        throw journal_error(where + "I/O error while " + doing + " (" + e.what() +
+                            "): is the disk full or the file too large?");
+      default:
+        throw journal_error(where + e.what() + " while " + doing);
+    }
+  }
+}
+
+journal::journal(std::string path, const journal_options& options)
+    : path_(std::move(path)), lock_timeout_(options.lock_timeout) {
+  if (on_network_file_system(path_)) {
+    throw journal_error("journal " + path_ +
+                        ": on a network file system, where SQLite's locking does not work; "
+                        "put it on a local disk (e.g. under /tmp or node-local scratch)");
+  }
+  if (access(path_.c_str(), F_OK) != 0) {
+    if (!options.create) throw journal_error("journal " + path_ + ": no such file");
+    // Created here rather than by SQLite so that it is 0600 whatever the umask; the -wal
+    // and -shm files take the database file's mode.
+    const int fd = open(path_.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EEXIST) {
+      throw journal_error("journal " + path_ + ": cannot create it (" +
+                          std::generic_category().message(errno) + ")");
+    }
+    if (fd >= 0) close(fd);
+  } else if (access(path_.c_str(), W_OK) != 0) {
+    throw journal_error("journal " + path_ + ": read-only (no write permission)");
+  }
+  guarded("opening", [&] {
+    db_ = std::make_unique<database>(path_, false);
+    db_->busy_timeout(static_cast<int>(std::lround(lock_timeout_ * 1000)));
+    std::int64_t found = 0;
+    {
+      statement version(db_->handle(), "PRAGMA user_version");
+      version.step();
+      found = version.integer(0);
+    }  // finalized here: an open statement would hold a read transaction
+    if (found > format_version) {
+      throw journal_error("journal " + path_ + ": written by a newer polymap (format " +
+                          std::to_string(found) + "; this one reads up to " +
+                          std::to_string(format_version) + ")");
+    }
+    // NORMAL in WAL mode: durable across crashes of the process (kill -9), not across power
+    // loss, where the last few ends may roll back and those items run again.
+    db_->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL");
+    if (found == 0) {
+      create_schema();
+    } else {
+      check_schema();
+    }
+  });
+}
+
+journal::~journal() = default;
+
+void journal::create_schema() {
+  db_->exec("BEGIN IMMEDIATE");
+  try {
+    statement version(db_->handle(), "PRAGMA user_version");
+    version.step();
+    const bool empty = version.integer(0) == 0;  // another runner may have created it meanwhile
+    version.reset();
+    if (empty) {
+      statement tables(db_->handle(), "SELECT count(*) FROM sqlite_schema");
+      tables.step();
+      const std::int64_t count = tables.integer(0);
+      tables.reset();
+      if (count != 0) {
+        throw journal_error("journal " + path_ +
+                            ": a SQLite database of another application, not a polymap journal");
+      }
+      db_->exec(schema);
+      db_->exec("PRAGMA application_id=" + std::to_string(application_id) +
+                "; PRAGMA user_version=" + std::to_string(format_version));
+    }
+    db_->exec("COMMIT");
+  } catch (...) {
+    db_->rollback();
+    throw;
+  }
+}
+
+void journal::check_schema() {
+  statement id(db_->handle(), "PRAGMA application_id");
+  id.step();
+  if (id.integer(0) != application_id) {
+    throw journal_error("journal " + path_ +
+                        ": a SQLite database of another application, not a polymap journal");
+  }
+}
+
+void journal::register_runner() {
+  guarded("registering this runner", [&] {
+    const double t = now();
+    statement insert(db_->handle(),
+                     "INSERT INTO runners(host, pid, started, heartbeat) VALUES(?1, ?2, ?3, ?3)");
+    insert.bind_text(1, host_name()).bind(2, static_cast<std::int64_t>(getpid())).bind(3, t);
+    insert.step();
+    runner_ = sqlite3_last_insert_rowid(db_->handle());
+  });
+}
+
+void journal::add_items(const std::vector<journal_item>& items) {
+  guarded("adding the items", [&] {
+    // The batch lives in a temporary table of this connection: claims join against it, so
+    // that runners of other commands sharing the file never take each other's items.
+    db_->exec("CREATE TEMP TABLE IF NOT EXISTS batch(key BLOB PRIMARY KEY) WITHOUT ROWID");
+    db_->exec("BEGIN IMMEDIATE");
+    try {
+      statement insert(db_->handle(),
+                       "INSERT OR IGNORE INTO items(key, seq, command) VALUES(?1, ?2, ?3)");
+      statement mine(db_->handle(), "INSERT OR IGNORE INTO temp.batch(key) VALUES(?1)");
+      for (const journal_item& item : items) {
+        insert.bind_blob(1, item.key).bind(2, item.seq).bind_text(3, item.command);
+        insert.step();
+        insert.reset();
+        mine.bind_blob(1, item.key);
+        mine.step();
+        mine.reset();
+      }
+      db_->exec("COMMIT");
+    } catch (...) {
+      db_->rollback();
+      throw;
+    }
+  });
+}
+
+std::int64_t journal::retry_failed() {
+  return guarded("resetting failed items", [&] {
+    statement update(db_->handle(),
+                     "UPDATE items SET state = 0 WHERE state = 3 AND key IN temp.batch");
+    update.step();
+    return db_->changes();
+  });
+}
+
+std::int64_t journal::reclaim_dead() {
+  return guarded("reclaiming the items of dead runners", [&] {
+    db_->exec("BEGIN IMMEDIATE");
+    try {
+      const std::string host = host_name();
+      const double t = now();
+      std::vector<std::int64_t> dead;
+      statement live(db_->handle(), "SELECT id, host, pid, heartbeat FROM runners WHERE state = 0");
+      while (live.step()) {
+        const bool here = live.text(1) == host;
+        const bool gone = here ? !pid_alive(live.integer(2)) : live.real(3) < t - lease_seconds;
+        if (gone && live.integer(0) != runner_) dead.push_back(live.integer(0));
+      }
+      std::int64_t reclaimed = 0;
+      statement mark(db_->handle(), "UPDATE runners SET state = 2 WHERE id = ?1");
+      statement items(db_->handle(),
+                      "UPDATE items SET state = 4, interruptions = interruptions + 1, "
+                      "reason = 'runner died' WHERE state = 1 AND runner = ?1");
+      for (std::int64_t id : dead) {
+        mark.bind(1, id);
+        mark.step();
+        mark.reset();
+        items.bind(1, id);
+        items.step();
+        reclaimed += db_->changes();
+        items.reset();
+      }
+      // A runner that stopped on a journal error may still have marked itself finished:
+      // whatever it held is interrupted too, or no one would ever run it.
+      statement orphans(db_->handle(),
+                        "UPDATE items SET state = 4, interruptions = interruptions + 1, "
+                        "reason = 'runner stopped' WHERE state = 1 AND runner IN "
+                        "(SELECT id FROM runners WHERE state != 0)");
+      orphans.step();
+      reclaimed += db_->changes();
+      db_->exec("COMMIT");
+      return reclaimed;
+    } catch (...) {
+      db_->rollback();
+      throw;
+    }
+  });
+}
+
+std::vector<claimed_item> journal::commit(const std::vector<item_end>& ends, std::size_t claim) {
+  if (ends.empty() && claim == 0) return {};
+  return guarded("recording item ends", [&] {
+    if (!take_) {
+      begin_ = std::make_unique<statement>(db_->handle(), "BEGIN IMMEDIATE");
+      commit_ = std::make_unique<statement>(db_->handle(), "COMMIT");
+      end_ = std::make_unique<statement>(
+          db_->handle(),
+          "UPDATE items SET state = ?1, attempts = attempts + ?2, worker = ?3, start = ?4, "
+          "end = ?5, exit = ?6, signal = ?7, duration = ?5 - ?4, reason = ?8, stderr_tail = ?9, "
+          "interruptions = interruptions + ?10, "
+          "runner = CASE WHEN ?1 = 0 THEN NULL ELSE runner END "
+          "WHERE id = ?11 AND state = 1 AND runner = ?12");
+      // INDEXED BY: left to itself the planner walks the whole batch and sorts it, which
+      // makes every claim O(n); the partial index yields claimable items in order.
+      take_ = std::make_unique<statement>(
+          db_->handle(),
+          "UPDATE items SET state = 1, runner = ?1 WHERE id IN (SELECT id FROM items "
+          "INDEXED BY items_claimable WHERE (state = 0 OR state = 4) "
+          "AND key IN temp.batch ORDER BY seq LIMIT ?2) RETURNING id, key");
+    }
+    begin_->step();
+    begin_->reset();
+    try {
+      statement& end = *end_;
+      for (const item_end& e : ends) {
+        end.bind(1, static_cast<std::int64_t>(e.state))
+            .bind(2, static_cast<std::int64_t>(e.attempts))
+            .bind(3, static_cast<std::int64_t>(e.worker))
+            .bind(4, e.start)
+            .bind(5, e.end)
+            .bind(6, static_cast<std::int64_t>(e.exit_code))
+            .bind(7, static_cast<std::int64_t>(e.signal));
+        if (e.reason.empty()) {
+          end.bind_null(8);
+        } else {
+          end.bind_text(8, e.reason);
+        }
+        if (e.stderr_tail.empty()) {
+          end.bind_null(9);
+        } else {
+          end.bind_blob(9, e.stderr_tail);
+        }
+        end.bind(10, static_cast<std::int64_t>(e.state == item_state::interrupted ? 1 : 0))
+            .bind(11, e.id)
+            .bind(12, runner_);
+        end.step();
+        end.reset();
+      }
+      std::vector<claimed_item> claimed;
+      if (claim > 0) {
+        take_->bind(1, runner_).bind(2, static_cast<std::int64_t>(claim));
+        while (take_->step()) claimed.push_back({take_->integer(0), take_->text(1)});
+        take_->reset();
+      }
+      commit_->step();
+      commit_->reset();
+      return claimed;
+    } catch (...) {
+      end_->reset();
+      take_->reset();
+      commit_->reset();
+      db_->rollback();
+      throw;
+    }
+  });
+}
+
+void journal::renew_lease() {
+  guarded("renewing the lease", [&] {
+    statement renew(db_->handle(), "UPDATE runners SET heartbeat = ?1 WHERE id = ?2");
+    renew.bind(1, now()).bind(2, runner_);
+    renew.step();
+  });
+}
+
+void journal::finish_runner() noexcept {
+  if (runner_ == 0) return;
+  try {
+    guarded("finishing", [&] {
+      statement finish(db_->handle(), "UPDATE runners SET state = 1, heartbeat = ?1 WHERE id = ?2");
+      finish.bind(1, now()).bind(2, runner_);
+      finish.step();
+    });
+  } catch (...) {
+    // On the way out with a journal that cannot be written: the runner's pid is gone once
+    // it exits, so the next runner reclaims whatever it still held.
+  }
+}
+
+std::int64_t journal::unfinished() {
+  return guarded("counting items", [&] {
+    statement count(db_->handle(),
+                    "SELECT count(*) FROM items WHERE state IN (0, 1, 4) AND key IN temp.batch");
+    count.step();
+    return count.integer(0);
+  });
+}
+
+journal_summary journal::summary(std::size_t top) {
+  return guarded("reading", [&] {
+    journal_summary s;
+    db_->exec("BEGIN");  // one consistent snapshot for all the queries
+    try {
+      statement counts(db_->handle(), "SELECT state, count(*) FROM items GROUP BY state");
+      while (counts.step()) {
+        const std::int64_t state = counts.integer(0);
+        if (state >= 0 && state < static_cast<std::int64_t>(s.counts.size())) {
+          s.counts[static_cast<std::size_t>(state)] = counts.integer(1);
+        }
+      }
+      const auto rows = [&](const char* sql, std::vector<journal_row>& out) {
+        statement q(db_->handle(), sql);
+        q.bind(1, static_cast<std::int64_t>(top));
+        while (q.step()) {
+          journal_row r;
+          r.seq = q.integer(0);
+          r.command = q.text(1);
+          r.state = static_cast<item_state>(q.integer(2));
+          r.attempts = static_cast<int>(q.integer(3));
+          r.exit_code = static_cast<int>(q.integer(4));
+          r.signal = static_cast<int>(q.integer(5));
+          r.duration = q.real(6);
+          r.reason = q.text(7);
+          r.stderr_tail = q.text(8);
+          out.push_back(std::move(r));
+        }
+      };
+      rows("SELECT seq, command, state, attempts, exit, signal, duration, reason, stderr_tail "
+           "FROM items WHERE state = 3 ORDER BY seq LIMIT ?1",
+           s.failures);
+      rows("SELECT seq, command, state, attempts, exit, signal, duration, reason, stderr_tail "
+           "FROM items WHERE state = 2 ORDER BY duration DESC LIMIT ?1",
+           s.slowest);
+      const std::string host = host_name();
+      const double t = now();
+      statement runners(db_->handle(),
+                        "SELECT r.id, r.host, r.pid, r.started, r.heartbeat, r.state, "
+                        "(SELECT count(*) FROM items i WHERE i.state = 1 AND i.runner = r.id) "
+                        "FROM runners r ORDER BY r.id");
+      while (runners.step()) {
+        journal_runner r;
+        r.id = runners.integer(0);
+        r.host = runners.text(1);
+        r.pid = runners.integer(2);
+        r.started = runners.real(3);
+        r.heartbeat = runners.real(4);
+        r.running = runners.integer(6);
+        r.alive = runners.integer(5) == 0 &&
+                  (r.host == host ? pid_alive(r.pid) : r.heartbeat >= t - lease_seconds);
+        if (r.alive || r.running > 0) s.runners.push_back(std::move(r));
+      }
+      db_->exec("COMMIT");
+    } catch (...) {
+      db_->rollback();
+      throw;
+    }
+    return s;
+  });
+}
+
+}  // namespace polymap

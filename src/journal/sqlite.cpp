@@ -1,0 +1,120 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "journal/sqlite.hpp"
+
+#include <sqlite3.h>
+
+#include <string>
+
+namespace polymap::journal_detail {
+
+void check(sqlite3* db, int code, std::string_view doing) {
+  if (code == SQLITE_OK || code == SQLITE_ROW || code == SQLITE_DONE) return;
+  std::string what(doing);
+  what += ": ";
+  what += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(code);
+  throw sqlite_error(code & 0xff, what);
+}
+
+statement::statement(sqlite3* db, std::string_view sql) : db_(db) {
+  check(db_, sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr),
+        "preparing a journal query");
+}
+
+statement::~statement() { sqlite3_finalize(stmt_); }
+
+statement& statement::bind(int index, std::int64_t value) {
+  check(db_, sqlite3_bind_int64(stmt_, index, value), "binding");
+  return *this;
+}
+
+statement& statement::bind(int index, double value) {
+  check(db_, sqlite3_bind_double(stmt_, index, value), "binding");
+  return *this;
+}
+
+statement& statement::bind_text(int index, std::string_view value) {
+  check(db_,
+        sqlite3_bind_text(stmt_, index, value.data(), static_cast<int>(value.size()),
+                          SQLITE_TRANSIENT),
+        "binding");
+  return *this;
+}
+
+statement& statement::bind_blob(int index, std::string_view value) {
+  check(db_,
+        sqlite3_bind_blob(stmt_, index, value.data(), static_cast<int>(value.size()),
+                          SQLITE_TRANSIENT),
+        "binding");
+  return *this;
+}
+
+statement& statement::bind_null(int index) {
+  check(db_, sqlite3_bind_null(stmt_, index), "binding");
+  return *this;
+}
+
+bool statement::step() {
+  const int code = sqlite3_step(stmt_);
+  if (code == SQLITE_ROW) return true;
+  if (code == SQLITE_DONE) return false;
+  sqlite3_reset(stmt_);
+  check(db_, code, "journal query");
+  return false;
+}
+
+void statement::reset() noexcept {
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+}
+
+std::int64_t statement::integer(int column) const noexcept {
+  return sqlite3_column_int64(stmt_, column);
+}
+
+double statement::real(int column) const noexcept { return sqlite3_column_double(stmt_, column); }
+
+std::string statement::text(int column) const {
+  const auto* data = static_cast<const char*>(sqlite3_column_blob(stmt_, column));
+  const int size = sqlite3_column_bytes(stmt_, column);
+  return data == nullptr ? std::string() : std::string(data, static_cast<std::size_t>(size));
+}
+
+bool statement::is_null(int column) const noexcept {
+  return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
+}
+
+database::database(const std::string& path, bool create) {
+  const int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
+  const int code = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+  if (code != SQLITE_OK) {
+    const std::string message = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(code);
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw sqlite_error(code & 0xff, "opening: " + message);
+  }
+  sqlite3_extended_result_codes(db_, 0);
+}
+
+database::~database() { sqlite3_close(db_); }
+
+void database::exec(std::string_view sql) {
+  char* message = nullptr;
+  const std::string text(sql);
+  const int code = sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &message);
+  if (code != SQLITE_OK) {
+    const std::string what = message != nullptr ? message : sqlite3_errstr(code);
+    sqlite3_free(message);
+    throw sqlite_error(code & 0xff, what);
+  }
+}
+
+void database::rollback() noexcept {
+  if (sqlite3_get_autocommit(db_) == 0) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
+void database::busy_timeout(int milliseconds) noexcept { sqlite3_busy_timeout(db_, milliseconds); }
+
+std::int64_t database::changes() const noexcept { return sqlite3_changes64(db_); }
+
+}  // namespace polymap::journal_detail

@@ -1,0 +1,192 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// Runs the polymap binary from a test as a user's shell would, without a shell: argv
+// bytes arrive as given, the pid is known (to signal it), stdout and stderr go to files.
+#pragma once
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace polymap::test {
+
+/// A fresh directory under the temporary directory, removed with its contents.
+class temp_dir {
+ public:
+  temp_dir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "polymap-test-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = pattern;
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  ~temp_dir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  [[nodiscard]] std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+/// The bytes of a file; what could be read when it fails half-way, as a file under /proc does
+/// when its process exits while it is read (an ifstream would throw then).
+inline std::string read_file(const std::string& path) {
+  std::string data;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return data;
+  char buffer[4096];
+  for (;;) {
+    const ssize_t n = read(fd, buffer, sizeof buffer);
+    if (n <= 0) break;
+    data.append(buffer, static_cast<std::size_t>(n));
+  }
+  close(fd);
+  return data;
+}
+
+inline void write_file(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+/// A running polymap.
+class cli_process {
+ public:
+  /// Starts `polymap args...` with stdout and stderr in `dir`/out.N and err.N; with
+  /// `stderr_fd` >= 0, stderr is that descriptor instead (a terminal, say).
+  cli_process(const std::vector<std::string>& args, const temp_dir& dir, int stderr_fd = -1) {
+    static int counter = 0;
+    ++counter;
+    out_path_ = dir / ("out." + std::to_string(counter));
+    err_path_ = dir / ("err." + std::to_string(counter));
+    std::vector<std::string> words{POLYMAP_CLI_PATH};
+    words.insert(words.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& w : words) argv.push_back(w.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
+    if (stderr_fd >= 0) {
+      posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2);
+    } else {
+      posix_spawn_file_actions_addopen(&actions, 2, err_path_.c_str(),
+                                       O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    }
+    const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) throw std::runtime_error("cannot start " + words[0]);
+  }
+  cli_process(const cli_process&) = delete;
+  cli_process& operator=(const cli_process&) = delete;
+  ~cli_process() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  void signal(int sig) const { kill(pid_, sig); }
+
+  /// Waits for the exit: the exit status, 128+signal when killed by one.
+  int wait() {
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  [[nodiscard]] std::string out() const { return read_file(out_path_); }
+  [[nodiscard]] std::string err() const { return read_file(err_path_); }
+
+ private:
+  pid_t pid_ = -1;
+  std::string out_path_;
+  std::string err_path_;
+};
+
+/// What a finished polymap printed.
+struct cli_output {
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+
+inline cli_output run_polymap(const std::vector<std::string>& args, const temp_dir& dir) {
+  cli_process p(args, dir);
+  cli_output r;
+  r.status = p.wait();
+  r.out = p.out();
+  r.err = p.err();
+  return r;
+}
+
+/// Pids of the processes whose command line contains `marker`.
+inline std::vector<pid_t> processes_with(const std::string& marker) {
+  std::vector<pid_t> found;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return found;
+  while (dirent* entry = readdir(proc)) {
+    const pid_t pid = std::atoi(entry->d_name);
+    if (pid <= 0) continue;
+    const std::string cmdline = read_file("/proc/" + std::string(entry->d_name) + "/cmdline");
+    const std::string stat = read_file("/proc/" + std::string(entry->d_name) + "/stat");
+    // A zombie has run to its end: only its parent's wait is missing.
+    const std::size_t paren = stat.rfind(')');
+    if (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z') continue;
+    if (cmdline.find(marker) != std::string::npos) found.push_back(pid);
+  }
+  closedir(proc);
+  return found;
+}
+
+/// Waits up to `seconds` for no process to carry `marker`; the ones still there.
+inline std::vector<pid_t> survivors_after(const std::string& marker, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  std::vector<pid_t> left = processes_with(marker);
+  while (!left.empty() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    left = processes_with(marker);
+  }
+  return left;
+}
+
+/// Waits up to `seconds` for `count` processes to carry `marker`.
+inline bool wait_for_processes(const std::string& marker, std::size_t count, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    if (processes_with(marker).size() >= count) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+/// Lines of `text`.
+inline std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(line);
+  return lines;
+}
+
+}  // namespace polymap::test

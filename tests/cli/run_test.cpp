@@ -1,0 +1,347 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// End-to-end tests of `polymap run` without a journal: inputs, placeholders, quoting,
+// output, timeouts, retries, --halt, --joblog, signals. They assert behaviour, never time.
+
+#include "cli_process.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <map>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace polymap::test;  // NOLINT(google-build-using-namespace): the test helpers
+
+/// Splits NUL-terminated records.
+std::vector<std::string> records(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t at = 0;
+  for (std::size_t nul = text.find('\0'); nul != std::string::npos; nul = text.find('\0', at)) {
+    out.push_back(text.substr(at, nul - at));
+    at = nul + 1;
+  }
+  return out;
+}
+
+const std::vector<std::string> hostile = {
+    "with space", "quote'single", "quote\"double", "semi;colon", "$(touch PWNED)",
+    "`touch PWNED2`", "new\nline", "-leading-dash", "\xff\xfe not UTF-8 \x80", "*", "a\\b", ""};
+
+/// Runs printf '%s\0' over the hostile values, in argv form or through --shell (from a fresh
+/// directory, where a $(touch) or `touch` that ran would leave a file).
+void expect_hostile_values_arrive_intact(bool shell) {
+  temp_dir dir;
+  std::vector<std::string> args = {"run", "-k", "-j", "2"};
+  if (shell) {
+    args.insert(args.end(), {"--shell", "--", "cd " + dir.path() + " && printf '%s\\0' {}"});
+  } else {
+    args.insert(args.end(), {"--", "printf", "%s\\0", "{}"});
+  }
+  args.emplace_back(":::");
+  args.insert(args.end(), hostile.begin(), hostile.end());
+  const cli_output r = run_polymap(args, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(records(r.out), hostile);
+  EXPECT_FALSE(std::filesystem::exists(dir / "PWNED"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "PWNED2"));
+}
+
+TEST(Run, HostileArgumentsArriveByteIdenticalWithoutShell) {
+  expect_hostile_values_arrive_intact(false);
+}
+
+TEST(Run, HostileArgumentsArriveByteIdenticalThroughShell) {
+  expect_hostile_values_arrive_intact(true);
+}
+
+TEST(Run, PlaceholdersExpandAsGnuParallel) {
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "--dry-run", "-j", "1", "--", "echo", "{}", "{.}", "{/}",
+                                    "{//}", "{/.}", "{#}", "{%}", ":::", "dir/sub/a.tar.gz", "b"},
+                                   dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "echo dir/sub/a.tar.gz dir/sub/a.tar a.tar.gz dir/sub a.tar 1 1\n"
+            "echo b b b . b 2 1\n");
+}
+
+TEST(Run, ColumnPlaceholdersNameTheirSource) {
+  temp_dir dir;
+  const cli_output r = run_polymap(
+      {"run", "--dry-run", "--", "echo", "{2}", "{1}", "{2/}", "{2//}", ":::", "a", ":::", "x/y.z"},
+      dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "echo x/y.z a y.z x\n");
+}
+
+TEST(Run, NoPlaceholderAppendsEachColumn) {
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "-k", "echo", ":::", "a", "b", ":::", "1", "2"}, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "a 1\na 2\nb 1\nb 2\n");
+}
+
+TEST(Run, ArgFilesAndFourColonSourcesGiveLines) {
+  temp_dir dir;
+  write_file(dir / "items", "one\ntwo words\n");
+  write_file(dir / "more", "x\n");
+  const cli_output r = run_polymap(
+      {"run", "-k", "--arg-file", dir / "items", "--", "echo", "{1}-{2}", "::::", dir / "more"},
+      dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "one-x\ntwo words-x\n");
+}
+
+TEST(Run, UnknownPlaceholderIsAUsageErrorNamingIt) {
+  temp_dir dir;
+  for (const std::string bad : {"{..}", "{0}", "{3}", "{+/}", "{#1}"}) {
+    SCOPED_TRACE(bad);
+    const cli_output r = run_polymap({"run", "echo", bad, ":::", "a", ":::", "b"}, dir);
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.err.find(bad), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+}
+
+TEST(Run, LiteralBracesAreNotPlaceholders) {
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "echo", "{print $1}", "${HOME}", "{}", ":::", "a"}, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "{print $1} ${HOME} a\n");
+}
+
+TEST(Run, UnreadableArgFileIsAUsageErrorNamingIt) {
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "echo", "::::", dir / "missing"}, dir);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find(dir / "missing"), std::string::npos) << r.err;
+}
+
+TEST(Run, MissingCommandFailsEachItemOnce) {
+  temp_dir dir;
+  const cli_output r =
+      run_polymap({"run", "--", "polymap-no-such-command", "{}", ":::", "a", "b", "c"}, dir);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(lines_of(r.err).size(), 3U) << r.err;
+  EXPECT_NE(r.err.find("cannot run 'polymap-no-such-command'"), std::string::npos) << r.err;
+}
+
+TEST(Run, ExitStatusSaysWhetherAnyItemFailed) {
+  temp_dir dir;
+  EXPECT_EQ(run_polymap({"run", "--", "sh", "-c", "exit $0", "{}", ":::", "0", "0"}, dir).status, 0);
+  EXPECT_EQ(run_polymap({"run", "--", "sh", "-c", "exit $0", "{}", ":::", "0", "3"}, dir).status, 1);
+}
+
+TEST(Run, TimeoutKillsTheJobAndFailsIt) {
+  temp_dir dir;
+  const cli_output r = run_polymap(
+      {"run", "--timeout", "0.2", "--joblog", dir / "log", "--", "sleep", "{}", ":::", "60"}, dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  const std::vector<std::string> log = lines_of(read_file(dir / "log"));
+  ASSERT_EQ(log.size(), 2U);
+  EXPECT_NE(log[1].find("\t-1\t15\tsleep 60"), std::string::npos) << log[1];
+}
+
+TEST(Run, RetriesRunAFailingItemAgainUntilItSucceeds) {
+  temp_dir dir;
+  // Fails on its first two attempts, succeeds on the third.
+  const std::string script = "n=$(cat \"$0\" 2>/dev/null || echo 0); n=$((n+1)); echo $n > \"$0\"; "
+                             "[ $n -ge 3 ]";
+  EXPECT_EQ(run_polymap({"run", "--retries", "2", "--", "sh", "-c", script, "{}", ":::",
+                         dir / "count"},
+                        dir)
+                .status,
+            0);
+  EXPECT_EQ(read_file(dir / "count"), "3\n");
+  EXPECT_EQ(run_polymap({"run", "--retries", "1", "--", "sh", "-c", script, "{}", ":::",
+                         dir / "count2"},
+                        dir)
+                .status,
+            1);
+  EXPECT_EQ(read_file(dir / "count2"), "2\n");
+}
+
+TEST(Run, HaltNowStopsAtTheFirstFailure) {
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "-j", "1", "--halt", "now,fail=1", "--joblog",
+                                    dir / "log", "--", "sh", "-c", "exit $0", "{}", ":::", "0",
+                                    "1", "0", "0", "0"},
+                                   dir);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(lines_of(read_file(dir / "log")).size(), 3U) << read_file(dir / "log");
+}
+
+TEST(Run, HaltSoonPercentLetsRunningJobsFinish) {
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "-j", "1", "--halt", "soon,fail=50%", "--joblog",
+                                    dir / "log", "--", "sh", "-c", "exit $0", "{}", ":::", "1",
+                                    "1", "1", "0", "0", "0"},
+                                   dir);
+  EXPECT_EQ(r.status, 1);
+  // Judged from the third ended job on, as GNU parallel does.
+  EXPECT_EQ(lines_of(read_file(dir / "log")).size(), 4U);
+}
+
+TEST(Run, BadHaltIsAUsageError) {
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "--halt", "later,fail=x", "echo", ":::", "a"}, dir);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("later,fail=x"), std::string::npos) << r.err;
+}
+
+TEST(Run, JoblogIsReadByGnuParallelResume) {
+  if (std::system("parallel --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "no GNU parallel";
+  temp_dir dir;
+  ASSERT_EQ(run_polymap({"run", "--joblog", dir / "log", "echo", ":::", "a", "b", "c"}, dir).status,
+            0);
+  const std::string resume = "cd " + dir.path() +
+                             " && parallel --will-cite --resume --joblog log echo ::: a b c d "
+                             "> resumed 2>&1";
+  ASSERT_EQ(std::system(resume.c_str()), 0) << read_file(dir / "resumed");
+  EXPECT_EQ(read_file(dir / "resumed"), "d\n");
+}
+
+TEST(Run, ResultsKeepEachItemsOutput) {
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "--results", dir / "res", "--", "sh", "-c",
+                                    "echo out $0; echo err $0 >&2", "{}", ":::", "a", "b"},
+                                   dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(read_file(dir / "res/1/stdout"), "out a\n");
+  EXPECT_EQ(read_file(dir / "res/2/stderr"), "err b\n");
+  EXPECT_TRUE(r.out.empty());
+}
+
+TEST(Run, JsonEventsDescribeEachJob) {
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "--json", "--", "sh", "-c", "echo $0; exit $1", "{1}",
+                                    "{2}", ":::", "x", ":::", "0", "2"},
+                                   dir);
+  EXPECT_EQ(r.status, 1);
+  int ends = 0;
+  bool summary = false;
+  for (const std::string& line : lines_of(r.out)) {
+    const nlohmann::json event = nlohmann::json::parse(line);
+    if (event["event"] == "end") {
+      ++ends;
+      EXPECT_EQ(event["stdout"], "x\n");
+      EXPECT_EQ(event["state"], event["exit"] == 0 ? "done" : "failed");
+    }
+    if (event["event"] == "summary") {
+      summary = true;
+      EXPECT_EQ(event["done"], 1);
+      EXPECT_EQ(event["failed"], 1);
+    }
+  }
+  EXPECT_EQ(ends, 2);
+  EXPECT_TRUE(summary);
+}
+
+TEST(Run, ProgressDrawsCountsRateAndEtaOnATerminalOnly) {
+  temp_dir dir;
+  const std::vector<std::string> args = {"run", "--progress", "-j", "1", "--",  "sh",
+                                         "-c",  "exit $0",    ":::", "0",  "0", "1"};
+  int terminal = -1;
+  int job_side = -1;
+  ASSERT_EQ(openpty(&terminal, &job_side, nullptr, nullptr, nullptr), 0);
+  fcntl(terminal, F_SETFD, FD_CLOEXEC);
+  fcntl(job_side, F_SETFD, FD_CLOEXEC);
+  cli_process p(args, dir, job_side);
+  close(job_side);
+  // Read until every holder of the terminal (polymap, its jobs, its guard) has closed it:
+  // the read then fails with EIO. The poll bound only keeps a broken run from hanging.
+  std::string drawn;
+  char buffer[4096];
+  for (pollfd fd{terminal, POLLIN, 0}; poll(&fd, 1, 60000) > 0;) {
+    const ssize_t n = read(terminal, buffer, sizeof buffer);
+    if (n <= 0) break;
+    drawn.append(buffer, static_cast<std::size_t>(n));
+  }
+  close(terminal);
+  EXPECT_EQ(p.wait(), 1);
+  EXPECT_NE(drawn.find("3/3 done 2 failed 1 running 0 "), std::string::npos) << drawn;
+  EXPECT_NE(drawn.find("/s ETA "), std::string::npos) << drawn;
+  // Not a terminal: no bar in a log file.
+  const cli_output r = run_polymap(args, dir);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_TRUE(r.err.empty()) << r.err;
+}
+
+TEST(Run, BindPinsEachSlotToItsOwnCpu) {
+  temp_dir dir;
+  const cli_output r =
+      run_polymap({"run", "-k", "-j", "2", "--bind", "pu", "--", "sh", "-c",
+                   "echo {%} $(grep Cpus_allowed_list: /proc/self/status | cut -f2)", ":::", "a",
+                   "b"},
+                  dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::map<std::string, std::string> cpus_of_slot;
+  for (const std::string& line : lines_of(r.out)) {
+    const std::size_t space = line.find(' ');
+    ASSERT_NE(space, std::string::npos) << line;
+    const std::string cpus = line.substr(space + 1);
+    EXPECT_EQ(cpus.find_first_not_of("0123456789"), std::string::npos) << "not one CPU: " << line;
+    cpus_of_slot[line.substr(0, space)] = cpus;
+  }
+  if (cpus_of_slot.size() == 2 && sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
+    EXPECT_NE(cpus_of_slot["1"], cpus_of_slot["2"]) << r.out;
+  }
+}
+
+TEST(Run, NiceSetsTheJobsNiceValue) {
+  temp_dir dir;
+  // Field 19 of /proc/self/stat is the nice value (the command name has no space here).
+  const cli_output r = run_polymap(
+      {"run", "--nice", "7", "--", "sh", "-c", "cut -d' ' -f19 /proc/$$/stat", ":::", "a"}, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "7\n");
+}
+
+/// Sends `sig` to a runner while three jobs, each with a child of its own, run: polymap
+/// exits 128 + `sig` and no job or child of one is left a second later.
+void expect_stop_signal_ends_every_job(int sig) {
+  temp_dir dir;
+  const std::string marker = dir / "stop";
+  // The job's $0 is "<marker>.job", a string that polymap's own argv does not contain; its
+  // child shell carries it too, so that grandchildren are checked as well.
+  cli_process p({"run", "-j", "3", "--", "sh", "-c", "sh -c 'sleep 60; :' \"$0\"; :", "{2}.job",
+                 ":::", "1", "2", "3", "4", ":::", marker},
+                dir);
+  ASSERT_TRUE(polymap::test::wait_for_processes(marker + ".job", 6, 60)) << p.err();
+  p.signal(sig);
+  EXPECT_EQ(p.wait(), 128 + sig);
+  EXPECT_TRUE(polymap::test::survivors_after(marker + ".job", 1.0).empty());
+}
+
+TEST(Run, SigtermTerminatesEveryJobAndExits143) { expect_stop_signal_ends_every_job(SIGTERM); }
+
+TEST(Run, SigintTerminatesEveryJobAndExits130) { expect_stop_signal_ends_every_job(SIGINT); }
+
+TEST(Run, SighupLetsRunningJobsFinishAndStartsNoMore) {
+  temp_dir dir;
+  const std::string marker = dir / "sighup";
+  cli_process p({"run", "-j", "2", "--joblog", dir / "log", "--", "sh", "-c",
+                 "while [ ! -e \"$0.go\" ]; do sleep 0.02; done", "{2}.job", ":::", "1", "2",
+                 "3", "4", ":::", marker},
+                dir);
+  ASSERT_TRUE(polymap::test::wait_for_processes(marker + ".job", 2, 60)) << p.err();
+  p.signal(SIGHUP);
+  // The hangup is taken before the jobs may end: it must not lose them.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  write_file(marker + ".job.go", "");
+  EXPECT_EQ(p.wait(), 0) << p.err();
+  EXPECT_EQ(lines_of(read_file(dir / "log")).size(), 3U);
+}
+
+}  // namespace
