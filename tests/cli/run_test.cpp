@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <map>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -296,6 +297,43 @@ TEST(Run, BindPinsEachSlotToItsOwnCpu) {
   }
   if (cpus_of_slot.size() == 2 && sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
     EXPECT_NE(cpus_of_slot["1"], cpus_of_slot["2"]) << r.out;
+  }
+}
+
+TEST(Run, EveryBindPolicyNarrowsOrKeepsTheJobsCpus) {
+  std::ifstream self("/proc/self/status");
+  std::string own;
+  for (std::string line; std::getline(self, line);) {
+    if (line.rfind("Cpus_allowed_list:", 0) == 0) own = line.substr(line.find('\t') + 1);
+  }
+  for (const char* policy : {"none", "core", "numa", "package"}) {
+    SCOPED_TRACE(policy);
+    temp_dir dir;
+    const cli_output r =
+        run_polymap({"run", "-k", "-j", "2", "--bind", policy, "--", "sh", "-c",
+                     "echo {%} $(grep Cpus_allowed_list: /proc/self/status | cut -f2)", ":::",
+                     "a", "b"},
+                    dir);
+    ASSERT_EQ(r.status, 0) << r.err;
+    const std::vector<std::string> out = lines_of(r.out);
+    ASSERT_EQ(out.size(), 2U) << r.out;
+    std::map<std::string, std::string> cpus_of_slot;
+    for (const std::string& line : out) {
+      const std::size_t space = line.find(' ');
+      ASSERT_NE(space, std::string::npos) << line;
+      const std::string cpus = line.substr(space + 1);
+      ASSERT_FALSE(cpus.empty()) << line;
+      EXPECT_EQ(cpus.find_first_not_of("0123456789,-"), std::string::npos) << line;
+      cpus_of_slot[line.substr(0, space)] = cpus;
+      // Without binding a job keeps the runner's CPUs.
+      if (std::string(policy) == "none") {
+        EXPECT_EQ(cpus, own) << line;
+      }
+    }
+    if (std::string(policy) == "core" && cpus_of_slot.size() == 2 &&
+        sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
+      EXPECT_NE(cpus_of_slot["1"], cpus_of_slot["2"]) << r.out;
+    }
   }
 }
 
