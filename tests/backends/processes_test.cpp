@@ -298,6 +298,41 @@ TEST(Processes, RetriesRunACrashedItemInAFreshWorker) {
   }
 }
 
+TEST(Processes, CrashesAreCaughtWhenSigchldIsIgnored) {
+  // The kernel then reaps the workers itself: the death is still seen, its status is not.
+  struct sigaction ignore {};
+  struct sigaction previous {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  ASSERT_EQ(sigaction(SIGCHLD, &ignore, &previous), 0);
+  options o = processes();
+  o.on_error = on_error::collect;
+  std::vector<int> xs(300);
+  for (int i = 0; i < 300; ++i) xs[static_cast<std::size_t>(i)] = i;
+  try {
+    (void)polymap::map(
+        xs,
+        [](int x) {
+          if (x == 123) std::_Exit(3);
+          return x + 1;
+        },
+        o);
+    ADD_FAILURE() << "the crash was not reported";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 1u);
+    EXPECT_EQ(e.failures()[0].index, 123u);
+    EXPECT_EQ(e.failures()[0].kind, failure_kind::exit);
+    EXPECT_EQ(e.failures()[0].exit_code, -1);
+    const auto& results = e.results<int>();
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      if (i != 123) {
+        EXPECT_EQ(results[i], xs[i] + 1) << "item " << i;
+      }
+    }
+  }
+  sigaction(SIGCHLD, &previous, nullptr);
+}
+
 // --- timeouts ----------------------------------------------------------------------------
 
 TEST(Processes, HungItemIsKilledWithItsChildren) {
