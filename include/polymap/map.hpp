@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <functional>
 #include <iterator>
+#include <memory>
 #include <ranges>
 #include <type_traits>
 #include <utility>
@@ -40,17 +41,26 @@ concept indexable_range = std::ranges::random_access_range<Range> && std::ranges
 template <class Fn, class It>
 using item_result_t = std::remove_cvref_t<std::invoke_result_t<Fn&, std::iter_reference_t<It>>>;
 
-/// Applies `fn` to item i of `first` and stores the result at `out[i]`.
-template <class It, class Fn, class Out>
+/// Applies `fn` to item i of `first` and stores the result at `out[i]`. `Private`: `out` is
+/// the call's own memory, which no item can reach.
+template <class It, class Fn, class Out, bool Private = false>
 struct map_ctx {
   using result_type = item_result_t<Fn, It>;
   static constexpr bool fixed_results = true;
+  static constexpr bool private_target = Private;
   It first;
   Fn* fn;
   Out out;
 
   static void store(const map_ctx& c, std::size_t i, result_type&& r) {
     c.out[static_cast<std::iter_difference_t<Out>>(i)] = std::move(r);
+  }
+
+  /// The first result's bytes, when results are stored as they are, one after another.
+  static std::byte* target(const map_ctx& c) noexcept
+    requires(std::contiguous_iterator<Out> && std::is_same_v<std::iter_value_t<Out>, result_type>)
+  {
+    return reinterpret_cast<std::byte*>(std::to_address(c.out));
   }
 
   template <bool Guarded = true>
@@ -137,7 +147,7 @@ auto map_n(It first, std::size_t n, Fn& fn, const options& opts, run_state* exte
     run_call<void, apply_ctx<It, Fn>, char>(ctx, n, opts, stats, nullptr, external);
   } else {
     std::vector<slot_t<R>> slots = make_slots<R>(n);
-    const map_ctx<It, Fn, slot_t<R>*> ctx{first, &fn, slots.data()};
+    const map_ctx<It, Fn, slot_t<R>*, true> ctx{first, &fn, slots.data()};
     run_call<R>(ctx, n, opts, stats, &slots, external);
     return finish_results<R>(std::move(slots));
   }

@@ -25,7 +25,9 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <numeric>
 #include <polymap/polymap.hpp>
+#include <ranges>
 #include <set>
 #include <sstream>
 #include <string>
@@ -210,6 +212,39 @@ TEST(Processes, CrashingItemsFailAloneWithTheirCause) {
       }
     }
   }
+}
+
+// Results come back in bulk and the call's result buffer is kept out of the workers while
+// they run: large results must be exact, and the returned vector must be readable by the
+// workers of the next call and by any later fork.
+TEST(Processes, LargeResultsFeedTheNextCallAndLaterForks) {
+  constexpr std::size_t n = 600'001;  // 4.8 MB of results: huge pages, and not whole pages
+  const std::vector<std::uint64_t> first =
+      polymap::map(std::views::iota(std::size_t{0}, n), mix, processes());
+  ASSERT_EQ(first.size(), n);
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(first[i], mix(i)) << "item " << i;
+
+  const std::vector<std::uint64_t> second =
+      polymap::map(first, [](std::uint64_t x) { return x ^ 0x5555; }, processes());
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(second[i], mix(i) ^ 0x5555) << "item " << i;
+
+  // A child of this program reads the whole vector: no page of it was left out of forks.
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::uint64_t sum = 0;
+    for (std::uint64_t x : second) sum += x;
+    _exit(sum == std::accumulate(second.begin(), second.end(), std::uint64_t{0}) ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+
+  // Into the caller's own buffer, which its items may read (here: the buffer is the input).
+  std::vector<std::uint64_t> in_place(n);
+  std::iota(in_place.begin(), in_place.end(), std::uint64_t{0});
+  polymap::map_into(in_place, in_place, [](std::uint64_t x) { return mix(x); }, processes());
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(in_place[i], mix(i)) << "item " << i;
 }
 
 TEST(Processes, TerminateIsASignal) {

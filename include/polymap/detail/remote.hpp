@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -115,6 +116,13 @@ struct result_transfer {
   /// keeps them.
   void (*deliver_fixed)(const void* ctx, std::size_t b, std::size_t e,
                         const std::byte* base) = nullptr;
+  /// Where the call keeps fixed-size results when it keeps them as they are, one
+  /// after another (item i at the result + i * fixed_size), so that they can be
+  /// copied there in bulk; null otherwise.
+  std::byte* (*fixed_target)(const void* ctx) = nullptr;
+  /// Whether that memory is the call's own, out of every item's reach: worker
+  /// processes then need no copy of it.
+  bool target_private = false;
   /// Stores the result of item i from the bytes of its message.
   void (*deliver)(const void* ctx, std::size_t i, std::string_view bytes) = nullptr;
   /// Tells the call that item i failed for good (streams, whose consumer waits
@@ -161,6 +169,12 @@ template <class Ctx, class R, bool Fixed = true>
               decode_result<R>({reinterpret_cast<const char*>(base) + i * sizeof(R), sizeof(R)}));
         }
       };
+      if constexpr (requires(const Ctx& c) {
+                      { Ctx::target(c) } -> std::same_as<std::byte*>;
+                    }) {
+        t.fixed_target = [](const void* p) { return Ctx::target(*static_cast<const Ctx*>(p)); };
+        t.target_private = Ctx::private_target;
+      }
     }
     t.deliver = [](const void* p, std::size_t i, std::string_view bytes) {
       Ctx::store(*static_cast<const Ctx*>(p), i, decode_result<R>(bytes));

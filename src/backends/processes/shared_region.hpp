@@ -23,11 +23,12 @@ struct shared_control {
   alignas(64) std::atomic<bool> stop{false};     ///< claim nothing more
 };
 
-/// Memory shared between a call and its worker processes: an anonymous
-/// MAP_SHARED mapping, made before the first fork and inherited through it. It
-/// has no name that another process could guess or open, and it is gone once
-/// the last process that maps it unmaps it or dies. Layout: control, one slot
-/// and placement per worker, a done flag per item, then the fixed-size results.
+/// Memory shared between a call and its worker processes: a memfd (or, where
+/// there is none, anonymous memory) mapped MAP_SHARED before the first fork and
+/// inherited through it. It has no name that another process could guess or
+/// open, and it is gone once the last process that maps it unmaps it or dies.
+/// Layout: control, one slot and placement per worker, a done flag per item,
+/// then, from a page boundary, the fixed-size results.
 /// Thread safety: the fields are atomics or written before the fork.
 class shared_region {
  public:
@@ -43,9 +44,19 @@ class shared_region {
   [[nodiscard]] std::uint8_t* done_flags() const noexcept { return done_; }
   [[nodiscard]] std::byte* fixed() const noexcept { return fixed_; }
 
+  /// In a worker, before it runs items [b, e): maps in the pages of their done
+  /// flags and results in one call, instead of a page fault at each first write.
+  void prepare(std::size_t b, std::size_t e) const noexcept;
+  /// In the caller: copies the results of items [b, e) to `to + b * fixed_size`,
+  /// read from the memfd, so that the caller never maps those pages itself.
+  void copy_results(std::size_t b, std::size_t e, std::byte* to) const noexcept;
+
  private:
   void* base_ = nullptr;
   std::size_t bytes_ = 0;
+  int fd_ = -1;  ///< the memfd, or -1 for anonymous memory
+  std::size_t fixed_size_ = 0;
+  std::size_t fixed_at_ = 0;
   shared_control* control_ = nullptr;
   remote_slot* slots_ = nullptr;
   placement* places_ = nullptr;

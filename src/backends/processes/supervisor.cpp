@@ -47,6 +47,15 @@ bool has_exited(pid_t pid) {
 
 int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
 
+/// Keeps the call's result buffer out of the worker processes, when it is the
+/// call's own: see fork_exclusion.
+fork_exclusion exclude_results(const map_job& job) {
+  const result_transfer& t = *job.transfer;
+  if (t.fixed_target == nullptr || !t.target_private) return {};
+  return {t.fixed_target(job.ctx) + job.begin * t.fixed_size,
+          (job.end - job.begin) * t.fixed_size};
+}
+
 std::string describe_death(failure_kind kind, int sig, int code, double timeout) {
   switch (kind) {
     case failure_kind::timeout: {
@@ -71,6 +80,7 @@ supervisor::supervisor(const map_job& job, std::size_t workers)
       workers_(workers),
       timeout_(job.opts->timeout.count()),
       shared_(job.end, workers, job.transfer->fixed_size),
+      private_results_(exclude_results(job)),
       self_(getpid()) {
   shared_.control().next.store(job.begin, std::memory_order_relaxed);
   for (std::size_t s = workers; s-- > 0;) free_slots_.push_back(s);
@@ -418,7 +428,11 @@ void supervisor::finish() {
     while (i < job_.end && done[i] != 0) ++i;
     ranges.push_back({b, i});
     succeeded += i - b;
-    if (t.deliver_fixed != nullptr) t.deliver_fixed(job_.ctx, b, i, shared_.fixed());
+    if (t.fixed_target != nullptr) {
+      shared_.copy_results(b, i, t.fixed_target(job_.ctx));
+    } else if (t.deliver_fixed != nullptr) {
+      t.deliver_fixed(job_.ctx, b, i, shared_.fixed());
+    }
   }
   double busy = 0;
   std::size_t busy_items = 0;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/processes/fork_exclusion.hpp"
 #include "backends/processes/shared_region.hpp"
 #include "backends/processes/signal_guard.hpp"
 
@@ -72,6 +73,7 @@ class supervisor {
   const double timeout_;
   signal_guard guard_;
   shared_region shared_;
+  fork_exclusion private_results_;  // the call's result buffer, kept out of the workers
   std::vector<worker> live_;
   std::vector<std::size_t> free_slots_;
   std::vector<index_range> pending_;         // items of dead workers, for the next worker

@@ -120,6 +120,7 @@ void worker_main(worker_setup& s) noexcept {
       slot.current.store(remote_slot::none, std::memory_order_relaxed);
       slot.chunk_begin.store(b, std::memory_order_relaxed);
       slot.chunk_end.store(e, std::memory_order_release);
+      s.shared->prepare(b, e);
       const double busy_before = w.busy_seconds;
       sizer.run(job, b, e, w);
       // Between chunks no item runs: the caller's timeout clock must not tick.
