@@ -13,19 +13,21 @@ namespace polymap::detail {
 
 /// Chooses how many items a worker claims at once. A chunk should take about `target`
 /// seconds: long enough that claiming it (a lock, a clock read) is noise next to the work,
-/// short enough that a cancel is prompt and a thief finds something left to steal.
+/// short enough that a cancel is prompt and a thief finds something left to steal. A
+/// backend whose chunks cost more to claim and close asks for a longer target.
 /// With a known per-item cost the size is fixed from the start; otherwise it starts at one
 /// item and grows at most fourfold per chunk towards the target, from measured times.
 class chunk_sizer {
  public:
   using clock = std::chrono::steady_clock;
-  static constexpr double target = 100e-6;
+  static constexpr double default_target = 100e-6;
 
-  explicit chunk_sizer(const map_job& job) noexcept : max_(job.max_chunk) {
+  explicit chunk_sizer(const map_job& job, double target = default_target) noexcept
+      : target_(target), max_(job.max_chunk) {
     if (job.opts->chunk != 0) {
       size_ = job.opts->chunk;
     } else if (job.seconds_per_item > 0) {
-      size_ = static_cast<std::size_t>(std::clamp(target / job.seconds_per_item, 1.0, 1e12));
+      size_ = static_cast<std::size_t>(std::clamp(target_ / job.seconds_per_item, 1.0, 1e12));
     } else {
       adaptive_ = true;
     }
@@ -49,7 +51,7 @@ class chunk_sizer {
 
   void measured(std::size_t items, clock::duration took) noexcept {
     const double seconds = std::chrono::duration<double>(took).count();
-    const double wanted = seconds > 0 ? static_cast<double>(items) * target / seconds
+    const double wanted = seconds > 0 ? static_cast<double>(items) * target_ / seconds
                                       : static_cast<double>(items) * 4.0;
     const double grown = std::min(wanted, static_cast<double>(size_) * 4.0);
     size_ = static_cast<std::size_t>(std::max(1.0, grown));
@@ -57,6 +59,7 @@ class chunk_sizer {
   }
 
  private:
+  double target_;
   std::size_t size_ = 1;
   std::size_t max_;
   bool adaptive_ = false;

@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 namespace polymap::detail {
 
@@ -32,6 +33,28 @@ struct alignas(64) remote_slot {
   std::atomic<std::size_t> done{0};         ///< items this worker finished
   std::atomic<std::int64_t> busy_ns{0};     ///< time inside chunks
   std::atomic<std::size_t> busy_items{0};   ///< items of those chunks
+  std::atomic<std::size_t> staged{0};       ///< entries of its ring not yet in the store
+};
+
+/// Where a worker process leaves what it finished. The store is a file in memory
+/// (a memfd) holding a done flag per item at `flags_at + i` and, for fixed-size
+/// results, result i at `results_at + i * fixed_size`; workers and caller reach it
+/// with pwrite and pread, so neither maps its pages (each first touch of a page
+/// costs a fault per process). Items finished since the worker last wrote to the
+/// store wait in its ring, in shared memory, as (index, result) entries: a worker
+/// that dies loses none of them.
+struct remote_target {
+  int fd = -1;
+  std::size_t flags_at = 0;
+  std::size_t results_at = 0;
+  std::size_t fixed_size = 0;  ///< 0: no results in the store (void, or sent as messages)
+  std::byte* ring = nullptr;
+  std::size_t ring_capacity = 0;  ///< entries
+
+  /// Bytes of one ring entry: the index, then the result, 8-byte aligned.
+  [[nodiscard]] static constexpr std::size_t entry_size(std::size_t fixed_size) noexcept {
+    return sizeof(std::uint64_t) + (fixed_size + 7) / 8 * 8;
+  }
 };
 
 /// Message tags on the pipe from a worker process to its caller.
@@ -40,16 +63,15 @@ enum class remote_tag : std::uint8_t {
   failure = 'F',  ///< one failed item (an exception)
   cancel = 'C',   ///< an item cancelled the call
   stop = 'S',     ///< fail_fast: a failure stops the call
+  idle = 'I',     ///< the worker is done and everything it finished is in the store
 };
 
 /// A worker process's side of the channel to its caller: marks items started
-/// and done, writes fixed-size results straight into shared memory and encodes
-/// the others into a buffer that the worker sends after each chunk.
+/// and done, stages fixed-size results (see remote_target) and encodes the
+/// others into a buffer that the worker sends after each chunk.
 class remote_channel {
  public:
-  remote_channel(remote_slot* slot, std::uint8_t* done_flags, std::byte* fixed, bool timed,
-                 std::string* buffer) noexcept
-      : slot_(slot), done_(done_flags), fixed_(fixed), timed_(timed), buffer_(buffer) {}
+  remote_channel(remote_slot* slot, const remote_target& target, bool timed, std::string* buffer);
 
   void start(std::size_t i) noexcept {
     slot_->current.store(i, std::memory_order_relaxed);
@@ -63,9 +85,8 @@ class remote_channel {
   template <class R>
   void put(std::size_t i, const R& r) {
     if constexpr (std::is_trivially_copyable_v<R>) {
-      if (fixed_ != nullptr) {
-        std::memcpy(fixed_ + i * sizeof(R), &r, sizeof(R));
-        finish(i, true);
+      if (target_.fixed_size != 0) {
+        stage(i, &r);
         return;
       }
       append(i, &r, sizeof(R));
@@ -77,17 +98,23 @@ class remote_channel {
       // Unreachable: a call whose results cannot cross is refused before any item runs.
       std::terminate();
     }
-    finish(i, false);
+    // A result sent as a message is complete only once the caller has it: the
+    // caller sets its flag on receipt.
+    finished();
   }
 
   /// Item `i` succeeded without a result.
-  void put_void(std::size_t i) noexcept { finish(i, true); }
+  void put_void(std::size_t i) noexcept { stage(i, nullptr); }
+
+  /// Writes what is staged to the store; at the end of each chunk. A worker
+  /// that cannot write there exits (the caller recovers its ring).
+  void flush() noexcept;
 
  private:
-  void finish(std::size_t i, bool complete) noexcept {
-    // A result sent as a message is complete only once the caller has it: the
-    // caller sets its flag on receipt.
-    if (complete) done_[i] = 1;
+  void stage(std::size_t i, const void* result) noexcept;
+  void finished() noexcept {
+    // Between items nothing runs: the caller's timeout clock must not tick.
+    if (timed_) slot_->current.store(remote_slot::none, std::memory_order_relaxed);
     slot_->done.store(slot_->done.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
   void append(std::size_t i, const void* data, std::size_t size) {
@@ -99,11 +126,17 @@ class remote_channel {
   }
 
   remote_slot* slot_;
-  std::uint8_t* done_;
-  std::byte* fixed_;
+  remote_target target_;
   bool timed_;
   std::string* buffer_;
   std::string scratch_;
+  // The segment being staged: items [seg_begin_, seg_begin_ + seg_len_), their
+  // flags (0 for an item that failed) and results, as they will be written.
+  std::size_t seg_begin_ = 0;
+  std::size_t seg_len_ = 0;
+  std::size_t staged_ = 0;  ///< ring entries in use
+  std::vector<std::uint8_t> seg_flags_;
+  std::vector<std::byte> seg_results_;
 };
 
 /// How the results of a call cross from a worker process to the caller. One per
@@ -112,10 +145,10 @@ struct result_transfer {
   /// Results are trivially copyable and land in shared memory at i *
   /// fixed_size; 0 when they come as messages, or there are none.
   std::size_t fixed_size = 0;
-  /// Copies the results of items [b, e) from shared memory to where the call
-  /// keeps them.
+  /// Stores the results of items [b, e), whose bytes start at `first` (item
+  /// b's), where the call keeps them.
   void (*deliver_fixed)(const void* ctx, std::size_t b, std::size_t e,
-                        const std::byte* base) = nullptr;
+                        const std::byte* first) = nullptr;
   /// Where the call keeps fixed-size results when it keeps them as they are, one
   /// after another (item i at the result + i * fixed_size), so that they can be
   /// copied there in bulk; null otherwise.
@@ -161,12 +194,12 @@ template <class Ctx, class R, bool Fixed = true>
   } else {
     if constexpr (Fixed && std::is_trivially_copyable_v<R>) {
       t.fixed_size = sizeof(R);
-      t.deliver_fixed = [](const void* p, std::size_t b, std::size_t e, const std::byte* base) {
+      t.deliver_fixed = [](const void* p, std::size_t b, std::size_t e, const std::byte* first) {
         const auto& c = *static_cast<const Ctx*>(p);
         for (std::size_t i = b; i < e; ++i) {
-          Ctx::store(
-              c, i,
-              decode_result<R>({reinterpret_cast<const char*>(base) + i * sizeof(R), sizeof(R)}));
+          Ctx::store(c, i,
+                     decode_result<R>({reinterpret_cast<const char*>(first) + (i - b) * sizeof(R),
+                                       sizeof(R)}));
         }
       };
       if constexpr (requires(const Ctx& c) {

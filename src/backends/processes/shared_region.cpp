@@ -2,15 +2,18 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "backends/processes/shared_region.hpp"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <atomic>
+#include <algorithm>
 #include <cerrno>
-#include <cstdint>
 #include <cstring>
 #include <new>
+#include <string>
 #include <system_error>
+
+#include "backends/processes/store_io.hpp"
 
 namespace polymap::detail {
 
@@ -18,62 +21,56 @@ namespace {
 
 constexpr std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 
-std::size_t page_size() noexcept {
-  static const auto size = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
-  return size;
+/// Bytes of each worker's ring: enough to write to the store rarely, few enough
+/// that touching them costs little.
+constexpr std::size_t ring_bytes = std::size_t{64} << 10;
+
+std::system_error store_error(const char* what, std::size_t bytes) {
+  return std::system_error(errno, std::generic_category(),
+                           std::string("polymap: processes backend: ") + what + " " +
+                               std::to_string(bytes) + " bytes of shared memory");
 }
 
-/// The whole pages of [p, p + bytes), widened to page boundaries.
-void populate_for_writing(std::byte* p, std::size_t bytes) noexcept {
-  // Kernels before 5.14 do not know the advice: then each page faults in on its
-  // first write, as it would anyway.
-  static std::atomic<bool> unsupported{false};
-  if (bytes == 0 || unsupported.load(std::memory_order_relaxed)) return;
-  const std::size_t page = page_size();
-  const auto first = reinterpret_cast<std::uintptr_t>(p) / page * page;
-  const auto last = round_up(reinterpret_cast<std::uintptr_t>(p) + bytes, page);
-  if (last - first <= page) return;  // one fault costs no more than the call
-  if (madvise(reinterpret_cast<void*>(first), last - first, MADV_POPULATE_WRITE) != 0 &&
-      errno == EINVAL) {
-    unsupported.store(true, std::memory_order_relaxed);
-  }
+/// A file in memory with no name: a memfd, or where memfds are refused, an
+/// unlinked file on /dev/shm.
+int anonymous_file() {
+  const int fd = memfd_create("polymap", MFD_CLOEXEC);
+  if (fd >= 0) return fd;
+  return open("/dev/shm", O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
 }
 
 }  // namespace
 
 shared_region::shared_region(std::size_t items, std::size_t workers, std::size_t fixed_size)
-    : fixed_size_(fixed_size) {
+    : workers_(workers), fixed_size_(fixed_size) {
+  const std::size_t entry = remote_target::entry_size(fixed_size);
+  ring_capacity_ = std::clamp<std::size_t>(ring_bytes / entry, 16, 4096);
+  ring_capacity_ = std::min(ring_capacity_, std::max<std::size_t>(items, 1));
   const std::size_t slots_at = round_up(sizeof(shared_control), 64);
   const std::size_t places_at = slots_at + workers * sizeof(remote_slot);
-  const std::size_t done_at = round_up(places_at + workers * sizeof(placement), 64);
-  // Results start on a page of their own, so that pages populated for one
-  // chunk's results hold nothing else.
-  fixed_at_ = round_up(done_at + items, page_size());
-  bytes_ = fixed_at_ + items * fixed_size;
-  // A memfd lets the caller read results with pread(), without mapping each
-  // page into its own page tables; without one, the caller reads the mapping.
-  fd_ = memfd_create("polymap", MFD_CLOEXEC);
-  if (fd_ >= 0 && ftruncate(fd_, static_cast<off_t>(bytes_)) != 0) {
-    const int error = errno;
+  const std::size_t rings_at = round_up(places_at + workers * sizeof(placement), 64);
+  head_bytes_ = rings_at + workers * ring_capacity_ * entry;
+  flags_at_ = round_up(head_bytes_, static_cast<std::size_t>(sysconf(_SC_PAGESIZE)));
+  results_at_ = round_up(flags_at_ + items, 64);
+  const std::size_t total = results_at_ + items * fixed_size;
+
+  fd_ = anonymous_file();
+  if (fd_ < 0) throw store_error("cannot create", total);
+  if (ftruncate(fd_, static_cast<off_t>(total)) != 0) {
+    const auto error = store_error("cannot size", total);
     close(fd_);
-    throw std::system_error(error, std::generic_category(),
-                            "polymap: processes backend: sizing " + std::to_string(bytes_) +
-                                " bytes of shared memory");
+    throw error;
   }
-  // Fresh shared pages read as zero, which is every field's initial value; the
+  // Fresh pages read as zero, which is every field's initial value; the
   // constructors below make that official.
-  base_ = fd_ >= 0
-              ? mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0)
-              : mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (base_ == MAP_FAILED) {
-    const int error = errno;
-    base_ = nullptr;
-    if (fd_ >= 0) close(fd_);
-    throw std::system_error(error, std::generic_category(),
-                            "polymap: processes backend: mmap of " + std::to_string(bytes_) +
-                                " bytes of shared memory");
+  head_ = mmap(nullptr, head_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+  if (head_ == MAP_FAILED) {
+    const auto error = store_error("cannot map", head_bytes_);
+    head_ = nullptr;
+    close(fd_);
+    throw error;
   }
-  auto* bytes = static_cast<std::byte*>(base_);
+  auto* bytes = static_cast<std::byte*>(head_);
   control_ = new (bytes) shared_control;
   control_->end = items;
   slots_ = reinterpret_cast<remote_slot*>(bytes + slots_at);
@@ -82,32 +79,57 @@ shared_region::shared_region(std::size_t items, std::size_t workers, std::size_t
     new (slots_ + w) remote_slot;
     new (places_ + w) placement;
   }
-  done_ = reinterpret_cast<std::uint8_t*>(bytes + done_at);
-  fixed_ = fixed_size != 0 ? bytes + fixed_at_ : nullptr;
+  rings_ = bytes + rings_at;
 }
 
 shared_region::~shared_region() {
-  if (base_ != nullptr) munmap(base_, bytes_);
+  if (head_ != nullptr) munmap(head_, head_bytes_);
   if (fd_ >= 0) close(fd_);
 }
 
-void shared_region::prepare(std::size_t b, std::size_t e) const noexcept {
-  if (b >= e) return;
-  // One call maps a chunk's pages in; first writes would fault on each page.
-  populate_for_writing(reinterpret_cast<std::byte*>(done_ + b), e - b);
-  if (fixed_ != nullptr) populate_for_writing(fixed_ + b * fixed_size_, (e - b) * fixed_size_);
+remote_target shared_region::target(std::size_t worker) const noexcept {
+  return {.fd = fd_,
+          .flags_at = flags_at_,
+          .results_at = results_at_,
+          .fixed_size = fixed_size_,
+          .ring = rings_ + worker * ring_capacity_ * remote_target::entry_size(fixed_size_),
+          .ring_capacity = ring_capacity_};
 }
 
-void shared_region::copy_results(std::size_t b, std::size_t e, std::byte* to) const noexcept {
-  std::size_t off = b * fixed_size_;
-  const std::size_t end = e * fixed_size_;
-  while (fd_ >= 0 && off < end) {
-    const ssize_t n = pread(fd_, to + off, end - off, static_cast<off_t>(fixed_at_ + off));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // cannot happen on a memfd of this size; copy the rest below
-    off += static_cast<std::size_t>(n);
+void shared_region::recover(std::size_t worker) const {
+  remote_slot& s = slots_[worker];
+  const std::size_t staged = std::min(s.staged.load(std::memory_order_acquire), ring_capacity_);
+  const remote_target t = target(worker);
+  const std::size_t entry = remote_target::entry_size(fixed_size_);
+  const std::uint8_t one = 1;
+  for (std::size_t k = 0; k < staged; ++k) {
+    const std::byte* e = t.ring + k * entry;
+    std::uint64_t i = 0;
+    std::memcpy(&i, e, sizeof i);
+    if (i >= control_->end) continue;  // not written by a sound worker: ignore
+    const bool written =
+        (fixed_size_ == 0 ||
+         write_at(fd_, e + sizeof i, fixed_size_, results_at_ + i * fixed_size_)) &&
+        write_at(fd_, &one, 1, flags_at_ + i);
+    if (!written) throw store_error("cannot write results to", fixed_size_ + 1);
   }
-  if (off < end) std::memcpy(to + off, fixed_ + off, end - off);
+  s.staged.store(0, std::memory_order_relaxed);
+}
+
+void shared_region::mark_done(std::size_t i) const {
+  const std::uint8_t one = 1;
+  if (!write_at(fd_, &one, 1, flags_at_ + i)) throw store_error("cannot write", 1);
+}
+
+void shared_region::read_flags(std::size_t b, std::size_t e, std::uint8_t* out) const {
+  if (!read_at(fd_, out, e - b, flags_at_ + b)) throw store_error("cannot read", e - b);
+}
+
+void shared_region::read_results(std::size_t b, std::size_t e, std::byte* first) const {
+  const std::size_t bytes = (e - b) * fixed_size_;
+  if (!read_at(fd_, first, bytes, results_at_ + b * fixed_size_)) {
+    throw store_error("cannot read", bytes);
+  }
 }
 
 }  // namespace polymap::detail

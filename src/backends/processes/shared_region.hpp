@@ -23,16 +23,20 @@ struct shared_control {
   alignas(64) std::atomic<bool> stop{false};     ///< claim nothing more
 };
 
-/// Memory shared between a call and its worker processes: a memfd (or, where
-/// there is none, anonymous memory) mapped MAP_SHARED before the first fork and
-/// inherited through it. It has no name that another process could guess or
-/// open, and it is gone once the last process that maps it unmaps it or dies.
-/// Layout: control, one slot and placement per worker, a done flag per item,
-/// then, from a page boundary, the fixed-size results.
-/// Thread safety: the fields are atomics or written before the fork.
+/// What a call shares with its worker processes: one memfd, made before the
+/// first fork and inherited through it. It has no name that another process
+/// could guess or open, and it is gone once the last process that holds it
+/// closes it or dies.
+///
+/// Its head is mapped MAP_SHARED: control, one slot, placement and ring per
+/// worker (see remote_target). The rest is the store, reached with pread and
+/// pwrite only: a done flag per item, then the fixed-size results.
+/// Thread safety: the mapped fields are atomics or written before the fork; the
+/// store is written by one worker per item, and read by the caller once the
+/// writer is gone.
 class shared_region {
  public:
-  /// @throws std::system_error when the mapping fails
+  /// @throws std::system_error when the memory cannot be had
   shared_region(std::size_t items, std::size_t workers, std::size_t fixed_size);
   ~shared_region();
   shared_region(const shared_region&) = delete;
@@ -41,27 +45,35 @@ class shared_region {
   [[nodiscard]] shared_control& control() const noexcept { return *control_; }
   [[nodiscard]] remote_slot& slot(std::size_t worker) const noexcept { return slots_[worker]; }
   [[nodiscard]] placement& place(std::size_t worker) const noexcept { return places_[worker]; }
-  [[nodiscard]] std::uint8_t* done_flags() const noexcept { return done_; }
-  [[nodiscard]] std::byte* fixed() const noexcept { return fixed_; }
+  /// Where the worker in slot `worker` leaves what it finished.
+  [[nodiscard]] remote_target target(std::size_t worker) const noexcept;
 
-  /// In a worker, before it runs items [b, e): maps in the pages of their done
-  /// flags and results in one call, instead of a page fault at each first write.
-  void prepare(std::size_t b, std::size_t e) const noexcept;
-  /// In the caller: copies the results of items [b, e) to `to + b * fixed_size`,
-  /// read from the memfd, so that the caller never maps those pages itself.
-  void copy_results(std::size_t b, std::size_t e, std::byte* to) const noexcept;
+  /// Moves what the ring of a worker that is gone still holds into the store.
+  /// @throws std::system_error when the store cannot be written
+  void recover(std::size_t worker) const;
+  /// Marks item i done (its result came as a message).
+  /// @throws std::system_error when the store cannot be written
+  void mark_done(std::size_t i) const;
+  /// Reads the done flags of items [b, e) to `out`.
+  /// @throws std::system_error when the store cannot be read
+  void read_flags(std::size_t b, std::size_t e, std::uint8_t* out) const;
+  /// Reads the results of items [b, e) to `first` (item b's bytes).
+  /// @throws std::system_error when the store cannot be read
+  void read_results(std::size_t b, std::size_t e, std::byte* first) const;
 
  private:
-  void* base_ = nullptr;
-  std::size_t bytes_ = 0;
-  int fd_ = -1;  ///< the memfd, or -1 for anonymous memory
+  int fd_ = -1;
+  void* head_ = nullptr;
+  std::size_t head_bytes_ = 0;
+  std::size_t workers_ = 0;
   std::size_t fixed_size_ = 0;
-  std::size_t fixed_at_ = 0;
+  std::size_t flags_at_ = 0;
+  std::size_t results_at_ = 0;
+  std::size_t ring_capacity_ = 0;
   shared_control* control_ = nullptr;
   remote_slot* slots_ = nullptr;
   placement* places_ = nullptr;
-  std::uint8_t* done_ = nullptr;
-  std::byte* fixed_ = nullptr;
+  std::byte* rings_ = nullptr;
 };
 
 }  // namespace polymap::detail

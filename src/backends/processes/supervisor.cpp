@@ -113,6 +113,7 @@ void supervisor::spawn(std::size_t slot, std::vector<index_range> first) {
   s.chunk_end.store(0, std::memory_order_relaxed);
   s.current.store(remote_slot::none, std::memory_order_relaxed);
   s.started_ns.store(0, std::memory_order_relaxed);
+  s.staged.store(0, std::memory_order_relaxed);
   worker_setup setup{.job = &job_,
                      .shared = &shared_,
                      .slot = slot,
@@ -164,7 +165,6 @@ void supervisor::read_messages(worker& w) {
 void supervisor::handle_messages(worker& w) {
   std::string_view in = w.inbox;
   const result_transfer& t = *job_.transfer;
-  std::uint8_t* done = shared_.done_flags();
   while (!in.empty()) {
     std::string_view body = in.substr(1);
     const auto tag = static_cast<remote_tag>(in[0]);
@@ -174,7 +174,7 @@ void supervisor::handle_messages(worker& w) {
       std::memcpy(head, body.data(), sizeof head);
       if (body.size() < sizeof head + head[1]) break;
       t.deliver(job_.ctx, head[0], body.substr(sizeof head, head[1]));
-      done[head[0]] = 1;
+      shared_.mark_done(head[0]);
       body.remove_prefix(sizeof head + head[1]);
     } else if (tag == remote_tag::failure) {
       item_failure f;
@@ -185,6 +185,8 @@ void supervisor::handle_messages(worker& w) {
       state_.cancel();
     } else if (tag == remote_tag::stop) {
       state_.request_stop();
+    } else if (tag == remote_tag::idle) {
+      w.idle = true;
     } else {
       // Only a worker whose memory was overwritten sends this: stop listening
       // to it.
@@ -222,12 +224,13 @@ void supervisor::reap(worker& w) {
   while ((got = waitpid(w.pid, &status, 0)) < 0 && errno == EINTR) {
   }
   read_messages(w);
+  // What it finished but had not written to the store yet.
+  shared_.recover(w.slot);
   const remote_slot& s = shared_.slot(w.slot);
   const std::size_t b = s.chunk_begin.load(std::memory_order_acquire);
   const std::size_t e = s.chunk_end.load(std::memory_order_acquire);
   const std::size_t current = s.current.load(std::memory_order_relaxed);
-  const std::uint8_t* done = shared_.done_flags();
-  const bool mid_chunk = b < e;
+  const bool mid_chunk = b < e && e <= job_.end;
   if (mid_chunk || w.killed || w.cancelled || got < 0 || !WIFEXITED(status) ||
       WEXITSTATUS(status) != 0) {
     // Its descendants go with it: an item's own children must not outlive its
@@ -235,7 +238,9 @@ void supervisor::reap(worker& w) {
     kill(-w.pid, SIGKILL);
   }
   if (mid_chunk) {
-    const bool culprit = current >= b && current < e && done[current] == 0;
+    std::vector<std::uint8_t> done(e - b);
+    shared_.read_flags(b, e, done.data());
+    const bool culprit = current >= b && current < e && done[current - b] == 0;
     if (culprit && !w.cancelled) {
       failure_kind kind = failure_kind::exit;
       int sig = 0;
@@ -259,7 +264,7 @@ void supervisor::reap(worker& w) {
     if (!state_.stopping()) {
       std::size_t run_begin = b;
       for (std::size_t i = b; i <= e; ++i) {
-        const bool skip = i == e || done[i] != 0 || (culprit && i == current);
+        const bool skip = i == e || done[i - b] != 0 || (culprit && i == current);
         if (skip) {
           if (run_begin < i) pending_.push_back({run_begin, i});
           run_begin = i + 1;
@@ -297,8 +302,9 @@ void supervisor::check_timeouts(clock::time_point now) {
     const std::size_t current = s.current.load(std::memory_order_relaxed);
     const std::int64_t started = s.started_ns.load(std::memory_order_relaxed);
     if (current == remote_slot::none || started == 0) continue;
-    if (now_ns - started >= limit_ns && shared_.done_flags()[current] == 0 &&
-        s.current.load(std::memory_order_relaxed) == current) {
+    // A worker clears `current` once its item is done: an item still there
+    // after the limit is still running.
+    if (now_ns - started >= limit_ns && s.current.load(std::memory_order_relaxed) == current) {
       terminate(w, failure_kind::timeout, now);
     }
   }
@@ -385,8 +391,14 @@ void supervisor::run(run_report* report) {
     std::erase_if(live_, [](const worker& w) { return w.pid < 0; });
     check_timeouts(clock::now());
     update_progress();
+    // Once every worker is done, gather the results while they wind down (a
+    // process's exit takes milliseconds).
+    if (!finished_ && pending_.empty() && retries_.empty() && (stop_sent_ || !claims_left()) &&
+        std::all_of(live_.begin(), live_.end(), [](const worker& w) { return w.idle; })) {
+      finish();
+    }
   }
-  finish();
+  if (!finished_) finish();
   if (report != nullptr) {
     report->backend = backend_kind::processes;
     report->workers = workers_;
@@ -411,29 +423,68 @@ void supervisor::run(run_report* report) {
   }
 }
 
-void supervisor::finish() {
-  // Every item whose done flag is set succeeded; gather them as ranges (for the
-  // partial results of a failed call) and copy fixed-size results out of shared
-  // memory.
-  const std::uint8_t* done = shared_.done_flags();
+bool supervisor::all_staged_done() const noexcept {
+  // Staged items count as done when staged, and a staged result survives its
+  // worker (see remote_target): when nothing failed or stopped and the counts
+  // add up, every item is in the store. Results sent as messages may be counted
+  // and then lost with their worker, so they always take the flags.
   const result_transfer& t = *job_.transfer;
+  if (t.deliver != nullptr && t.fixed_size == 0) return false;
+  if (state_.stopping() || state_.failed() != 0) return false;
+  std::size_t done = 0;
+  for (std::size_t s = 0; s < workers_; ++s) {
+    done += shared_.slot(s).done.load(std::memory_order_relaxed);
+  }
+  return done == job_.end - job_.begin;
+}
+
+void supervisor::finish() {
+  finished_ = true;
+  // Every item whose done flag is set succeeded; gather them as ranges (for the
+  // partial results of a failed call) and read their fixed-size results from
+  // the store, in blocks that keep the caller's buffers small.
+  constexpr std::size_t block = std::size_t{64} << 10;
+  const result_transfer& t = *job_.transfer;
+  std::byte* target = t.fixed_target != nullptr ? t.fixed_target(job_.ctx) : nullptr;
+  std::vector<std::uint8_t> done(std::min(block, job_.end - job_.begin));
+  std::vector<std::byte> staging;
   std::vector<index_range> ranges;
   std::size_t succeeded = 0;
-  for (std::size_t i = job_.begin; i < job_.end;) {
-    if (done[i] == 0) {
-      ++i;
-      continue;
-    }
-    const std::size_t b = i;
-    while (i < job_.end && done[i] != 0) ++i;
-    ranges.push_back({b, i});
-    succeeded += i - b;
-    if (t.fixed_target != nullptr) {
-      shared_.copy_results(b, i, t.fixed_target(job_.ctx));
+  auto deliver = [&](std::size_t b, std::size_t e) {
+    ranges.push_back({b, e});
+    succeeded += e - b;
+    if (target != nullptr) {
+      shared_.read_results(b, e, target + b * t.fixed_size);
     } else if (t.deliver_fixed != nullptr) {
-      t.deliver_fixed(job_.ctx, b, i, shared_.fixed());
+      staging.resize((e - b) * t.fixed_size);
+      shared_.read_results(b, e, staging.data());
+      t.deliver_fixed(job_.ctx, b, e, staging.data());
+    }
+  };
+  std::size_t run_begin = job_.end;  // start of the run of done items being gathered
+  if (all_staged_done()) {
+    run_begin = job_.begin;  // no flag to read: every item is done
+  } else {
+    for (std::size_t at = job_.begin; at < job_.end; at += block) {
+      const std::size_t to = std::min(job_.end, at + block);
+      shared_.read_flags(at, to, done.data());
+      const std::uint8_t* flags = done.data();
+      for (std::size_t k = 0, n = to - at; k < n;) {
+        if (run_begin == job_.end) {
+          while (k < n && flags[k] == 0) ++k;
+          if (k < n) run_begin = at + k;
+        } else {
+          const void* zero = std::memchr(flags + k, 0, n - k);
+          k = zero == nullptr ? n : static_cast<std::size_t>(static_cast<const std::uint8_t*>(zero) - flags);
+          if (zero != nullptr) {
+            deliver(run_begin, at + k);
+            run_begin = job_.end;
+          }
+        }
+      }
     }
   }
+  if (run_begin != job_.end) deliver(run_begin, job_.end);
   double busy = 0;
   std::size_t busy_items = 0;
   for (std::size_t s = 0; s < workers_; ++s) {
@@ -444,7 +495,10 @@ void supervisor::finish() {
   // Progress counted items as the workers finished them; the flags are the
   // truth.
   const std::size_t truth = succeeded + state_.failed();
-  if (truth > progress_seen_) state_.add_done(truth - progress_seen_);
+  if (truth > progress_seen_) {
+    state_.add_done(truth - progress_seen_);
+    progress_seen_ = truth;
+  }
 }
 
 }  // namespace polymap::detail

@@ -47,6 +47,7 @@ class supervisor {
     std::string inbox;                         // bytes received, not yet a whole message
     std::optional<failure_kind> killed;        // why we killed it: timeout, or none for a cancel
     bool cancelled = false;                    // killed because the call was cancelled
+    bool idle = false;                         // done, its results all in the store
     std::optional<clock::time_point> kill_at;  // SIGKILL after the TERM's grace
   };
   struct retry {
@@ -65,6 +66,7 @@ class supervisor {
   void update_progress();
   void finish();
   [[nodiscard]] bool claims_left() const noexcept;
+  [[nodiscard]] bool all_staged_done() const noexcept;
   [[nodiscard]] int poll_timeout_ms(clock::time_point now) const;
 
   const map_job& job_;
@@ -82,6 +84,7 @@ class supervisor {
   std::size_t progress_seen_ = 0;
   std::size_t spawned_ = 0;
   bool stop_sent_ = false;
+  bool finished_ = false;  // results gathered (see finish())
   const pid_t self_;
 };
 

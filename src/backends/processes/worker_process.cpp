@@ -108,11 +108,12 @@ void worker_main(worker_setup& s) noexcept {
     shared_control& control = s.shared->control();
     remote_slot& slot = s.shared->slot(s.slot);
     std::string out;
-    remote_channel channel(&slot, s.shared->done_flags(), s.shared->fixed(),
-                           job.opts->timeout.count() > 0, &out);
+    remote_channel channel(&slot, s.shared->target(s.slot), job.opts->timeout.count() > 0, &out);
     worker_context w = make_worker(state, *job.opts, backend_kind::processes, s.slot);
     w.remote = &channel;
-    chunk_sizer sizer(job);
+    // A chunk ends with writes to the store and a message: 1 ms chunks keep
+    // that below 1% of the work. Cancels and timeouts do not wait for a chunk.
+    chunk_sizer sizer(job, 1e-3);
     const bool memory_capped = s.memory_limit != 0;
 
     // Runs one chunk; false once the call must stop.
@@ -120,9 +121,9 @@ void worker_main(worker_setup& s) noexcept {
       slot.current.store(remote_slot::none, std::memory_order_relaxed);
       slot.chunk_begin.store(b, std::memory_order_relaxed);
       slot.chunk_end.store(e, std::memory_order_release);
-      s.shared->prepare(b, e);
       const double busy_before = w.busy_seconds;
       sizer.run(job, b, e, w);
+      channel.flush();
       // Between chunks no item runs: the caller's timeout clock must not tick.
       slot.current.store(remote_slot::none, std::memory_order_relaxed);
       slot.busy_ns.fetch_add(static_cast<std::int64_t>((w.busy_seconds - busy_before) * 1e9),
@@ -164,6 +165,9 @@ void worker_main(worker_setup& s) noexcept {
     }
     slot.chunk_begin.store(0, std::memory_order_relaxed);
     slot.chunk_end.store(0, std::memory_order_release);
+    // Everything is in the store: the caller may read it while this process
+    // winds down.
+    write_all(s.pipe, std::string(1, static_cast<char>(remote_tag::idle)));
     std::fflush(nullptr);  // what the items printed; the caller flushed its own
                            // before the fork
   } catch (...) {
