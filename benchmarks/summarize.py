@@ -285,7 +285,9 @@ def main():
     workers = args.workers or int(context.get("omp_max_threads") or context.get("num_cpus") or 1)
     reps = sorted({r["reps"] for peers in table.values() for r in peers.values()})
     print(f"Medians of {'/'.join(map(str, reps))} repetition(s); {workers} workers; "
-          f"library build: {context.get('library_build_type', '?')}; "
+          # Google Benchmark's own build (Debian ships it as "debug"); the programs measured
+          # are built by CMake (Release in build-bench).
+          f"Google Benchmark library build: {context.get('library_build_type', '?')}; "
           f"load average at start: {context.get('load_avg', '?')}.")
     print("Ratios are speeds (higher is better): vs serial = serial time / time; "
           "vs best peer = best non-polymap parallel peer's time / time; "

@@ -12,6 +12,7 @@
 #include <new>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "backends/processes/store_io.hpp"
 
@@ -101,18 +102,32 @@ void shared_region::recover(std::size_t worker) const {
   const std::size_t staged = std::min(s.staged.load(std::memory_order_acquire), ring_capacity_);
   const remote_target t = target(worker);
   const std::size_t entry = remote_target::entry_size(fixed_size_);
-  const std::uint8_t one = 1;
+  // Entries come in index order, mostly one after another: each run of
+  // consecutive items takes one write of results and one of flags.
+  std::vector<std::byte> results;
+  std::vector<std::uint8_t> flags;
+  std::size_t run_begin = 0;
+  auto write_run = [&] {
+    if (flags.empty()) return;
+    const bool written =
+        (fixed_size_ == 0 || write_at(fd_, results.data(), results.size(),
+                                      results_at_ + run_begin * fixed_size_)) &&
+        write_at(fd_, flags.data(), flags.size(), flags_at_ + run_begin);
+    if (!written) throw store_error("cannot write results to", results.size() + flags.size());
+    results.clear();
+    flags.clear();
+  };
   for (std::size_t k = 0; k < staged; ++k) {
     const std::byte* e = t.ring + k * entry;
     std::uint64_t i = 0;
     std::memcpy(&i, e, sizeof i);
     if (i >= control_->end) continue;  // not written by a sound worker: ignore
-    const bool written =
-        (fixed_size_ == 0 ||
-         write_at(fd_, e + sizeof i, fixed_size_, results_at_ + i * fixed_size_)) &&
-        write_at(fd_, &one, 1, flags_at_ + i);
-    if (!written) throw store_error("cannot write results to", fixed_size_ + 1);
+    if (!flags.empty() && i != run_begin + flags.size()) write_run();
+    if (flags.empty()) run_begin = i;
+    flags.push_back(1);
+    results.insert(results.end(), e + sizeof i, e + sizeof i + fixed_size_);
   }
+  write_run();
   s.staged.store(0, std::memory_order_relaxed);
 }
 

@@ -335,6 +335,8 @@ void supervisor::update_progress() {
 }
 
 void supervisor::run(run_report* report) {
+  std::vector<pollfd> fds;
+  fds.reserve(2 * workers_);
   for (;;) {
     const auto now = clock::now();
     if (state_.stopping() && !stop_sent_) {
@@ -375,8 +377,7 @@ void supervisor::run(run_report* report) {
     }
     if (live_.empty() && pending_.empty() && retries_.empty()) break;
 
-    std::vector<pollfd> fds;
-    fds.reserve(2 * live_.size());
+    fds.clear();
     for (const worker& w : live_) {
       fds.push_back({w.pipe, POLLIN, 0});
       fds.push_back({w.pidfd, POLLIN, 0});
