@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -493,6 +494,28 @@ TEST(Processes, MemoryBombIsAMemoryFailure) {
 }
 
 // --- nothing left behind -----------------------------------------------------------------
+
+// The cap is for the items: what a worker needs for itself (here, staging for large
+// results) is allocated before it applies the cap, so a tiny cap cannot kill every worker at
+// start-up (which would replace them forever).
+TEST(Processes, TinyMemoryLimitLeavesTheWorkersTheirOwnMemory) {
+  options o = processes();
+  o.memory_limit = 1;
+  using block = std::array<char, 4000>;
+  auto fill = [](std::size_t i) {
+    block b{};
+    b[i % b.size()] = static_cast<char>(i % 127 + 1);
+    return b;
+  };
+  const auto xs = std::views::iota(std::size_t{0}, std::size_t{1000});
+  if (sanitizer_build) {
+    EXPECT_THROW((void)polymap::map(xs, fill, o), option_error);
+    GTEST_SKIP() << "sanitizer builds refuse memory_limit (their shadow memory fills any cap)";
+  }
+  const std::vector<block> got = polymap::map(xs, fill, o);
+  ASSERT_EQ(got.size(), 1000u);
+  for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], fill(i)) << "item " << i;
+}
 
 TEST(Processes, ThousandMapsGiveBackWhatTheyTook) {
   options ok = processes();

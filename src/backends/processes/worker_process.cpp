@@ -103,11 +103,13 @@ void worker_main(worker_setup& s) noexcept {
     const map_job& job = *s.job;
     run_state& state = *job.state;
     state.forget_caller();
-    place(s);
 
+    // What the worker itself needs is allocated before place() caps its memory:
+    // the cap is for the items.
     shared_control& control = s.shared->control();
     remote_slot& slot = s.shared->slot(s.slot);
     std::string out;
+    out.reserve(4096);
     remote_channel channel(&slot, s.shared->target(s.slot), job.opts->timeout.count() > 0, &out);
     worker_context w = make_worker(state, *job.opts, backend_kind::processes, s.slot);
     w.remote = &channel;
@@ -115,6 +117,7 @@ void worker_main(worker_setup& s) noexcept {
     // that below 1% of the work. Cancels and timeouts do not wait for a chunk.
     chunk_sizer sizer(job, 1e-3);
     const bool memory_capped = s.memory_limit != 0;
+    place(s);
 
     // Runs one chunk; false once the call must stop.
     auto run = [&](std::size_t b, std::size_t e) {
