@@ -2,11 +2,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
-#include <sys/types.h>
 
 namespace polymap::detail {
 
@@ -14,32 +14,27 @@ namespace polymap::detail {
 /// memory behind it is exhausted).
 inline constexpr int store_failed_exit = 123;
 
-/// Writes all `bytes` at `offset` of `fd`; false on an error other than EINTR.
-inline bool write_at(int fd, const void* data, std::size_t bytes, std::size_t offset) noexcept {
-  const auto* p = static_cast<const char*>(data);
+/// Moves all `bytes` at `offset` of `fd` with `io` (pread or pwrite), resuming
+/// after EINTR and short transfers; false on an error or at the end of the file.
+template <class Io, class Byte>
+bool transfer_at(Io io, int fd, Byte* data, std::size_t bytes, std::size_t offset) noexcept {
   while (bytes != 0) {
-    const ssize_t n = pwrite(fd, p, bytes, static_cast<off_t>(offset));
+    const ssize_t n = io(fd, data, bytes, static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
-    p += n;
+    data += n;
     bytes -= static_cast<std::size_t>(n);
     offset += static_cast<std::size_t>(n);
   }
   return true;
 }
 
-/// Reads all `bytes` at `offset` of `fd`; false on an error or a short file.
+inline bool write_at(int fd, const void* data, std::size_t bytes, std::size_t offset) noexcept {
+  return transfer_at(pwrite, fd, static_cast<const char*>(data), bytes, offset);
+}
+
 inline bool read_at(int fd, void* data, std::size_t bytes, std::size_t offset) noexcept {
-  auto* p = static_cast<char*>(data);
-  while (bytes != 0) {
-    const ssize_t n = pread(fd, p, bytes, static_cast<off_t>(offset));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    p += n;
-    bytes -= static_cast<std::size_t>(n);
-    offset += static_cast<std::size_t>(n);
-  }
-  return true;
+  return transfer_at(pread, fd, static_cast<char*>(data), bytes, offset);
 }
 
 }  // namespace polymap::detail
