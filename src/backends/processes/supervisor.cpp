@@ -37,12 +37,15 @@ constexpr int max_poll_ms = 2;
                            std::string("polymap: processes backend: ") + what);
 }
 
-/// Whether child `pid` has ended, without reaping it (for kernels without
-/// pidfds).
+/// Whether child `pid` has ended, without reaping it (where it has no pidfd:
+/// kernels without them, or a child gone before pidfd_open).
 bool has_exited(pid_t pid) {
   siginfo_t info{};
-  return waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-         info.si_pid == pid;
+  if (waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0) {
+    return info.si_pid == pid;
+  }
+  // Not a child we can wait for: with SIGCHLD ignored, the kernel reaped it.
+  return errno == ECHILD;
 }
 
 int pidfd_open(pid_t pid) { return static_cast<int>(syscall(SYS_pidfd_open, pid, 0)); }
