@@ -29,8 +29,10 @@ namespace {
 
 /// Time a TERMed worker has to go before it gets KILL.
 constexpr auto term_grace = std::chrono::milliseconds(50);
-/// Longest sleep of the watcher: bounds how late it sees a cancel.
-constexpr int max_poll_ms = 2;
+/// Longest sleep of the watcher: bounds how late it sees a cancel from another
+/// thread and how stale the call's progress gets. Timeouts, retries and kills
+/// wake it when they are due; workers' messages and deaths wake it at once.
+constexpr auto max_wait = std::chrono::milliseconds(20);
 
 [[nodiscard]] std::system_error posix_error(const char* what) {
   return std::system_error(errno, std::generic_category(),
@@ -313,17 +315,24 @@ void supervisor::check_timeouts(clock::time_point now) {
   }
 }
 
-int supervisor::poll_timeout_ms(clock::time_point now) const {
-  auto wait = std::chrono::milliseconds(max_poll_ms);
-  auto until = [&](clock::time_point t) {
-    const auto left = std::chrono::ceil<std::chrono::milliseconds>(t - now);
-    wait = std::min(wait, std::max(left, std::chrono::milliseconds(0)));
-  };
+timespec supervisor::wait_time(clock::time_point now) const {
+  clock::duration wait = max_wait;
+  auto until = [&](clock::time_point t) { wait = std::min(wait, std::max(t - now, clock::duration(0))); };
   for (const worker& w : live_) {
     if (w.kill_at) until(*w.kill_at);
+    if (timeout_ <= 0 || w.killed || w.cancelled) continue;
+    // The running item's deadline.
+    const remote_slot& s = shared_.slot(w.slot);
+    const std::int64_t started = s.started_ns.load(std::memory_order_relaxed);
+    if (s.current.load(std::memory_order_relaxed) != remote_slot::none && started != 0) {
+      until(clock::time_point(clock::duration(started)) +
+            std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(timeout_)));
+    }
   }
   for (const retry& r : retries_) until(r.due);
-  return static_cast<int>(wait.count());
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
+  return {.tv_sec = static_cast<time_t>(ns / 1'000'000'000),
+          .tv_nsec = static_cast<long>(ns % 1'000'000'000)};
 }
 
 void supervisor::update_progress() {
@@ -385,8 +394,9 @@ void supervisor::run(run_report* report) {
       fds.push_back({w.pipe, POLLIN, 0});
       fds.push_back({w.pidfd, POLLIN, 0});
     }
-    const int ready = poll(fds.data(), fds.size(), poll_timeout_ms(now));
-    if (ready < 0 && errno != EINTR) throw posix_error("poll");
+    const timespec wait = wait_time(now);
+    const int ready = ppoll(fds.data(), fds.size(), &wait, nullptr);
+    if (ready < 0 && errno != EINTR) throw posix_error("ppoll");
     for (std::size_t k = 0; k < live_.size(); ++k) {
       worker& w = live_[k];
       if ((fds[2 * k].revents & (POLLIN | POLLHUP)) != 0) read_messages(w);

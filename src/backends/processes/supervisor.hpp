@@ -4,6 +4,8 @@
 
 #include <sys/types.h>
 
+#include <ctime>
+
 #include <chrono>
 #include <cstddef>
 #include <map>
@@ -67,7 +69,9 @@ class supervisor {
   void finish();
   [[nodiscard]] bool claims_left() const noexcept;
   [[nodiscard]] bool all_staged_done() const noexcept;
-  [[nodiscard]] int poll_timeout_ms(clock::time_point now) const;
+  /// How long the watcher may sleep: until the next timeout, kill or retry is
+  /// due, and at most max_wait.
+  [[nodiscard]] timespec wait_time(clock::time_point now) const;
 
   const map_job& job_;
   run_state& state_;
