@@ -295,7 +295,7 @@ void supervisor::terminate(worker& w, std::optional<failure_kind> why, clock::ti
 
 void supervisor::check_timeouts(clock::time_point now) {
   const std::int64_t now_ns = now.time_since_epoch().count();
-  const auto limit_ns = static_cast<std::int64_t>(timeout_ * 1e9);
+  const std::int64_t limit_ns = timeout_ns();
   for (worker& w : live_) {
     if (w.kill_at && now >= *w.kill_at) {
       kill(-w.pid, SIGKILL);
@@ -315,9 +315,15 @@ void supervisor::check_timeouts(clock::time_point now) {
   }
 }
 
+std::int64_t supervisor::timeout_ns() const noexcept {
+  return static_cast<std::int64_t>(timeout_ * 1e9);
+}
+
 timespec supervisor::wait_time(clock::time_point now) const {
   clock::duration wait = max_wait;
-  auto until = [&](clock::time_point t) { wait = std::min(wait, std::max(t - now, clock::duration(0))); };
+  auto until = [&](clock::time_point t) {
+    wait = std::min(wait, std::max(t - now, clock::duration(0)));
+  };
   for (const worker& w : live_) {
     if (w.kill_at) until(*w.kill_at);
     if (timeout_ <= 0 || w.killed || w.cancelled) continue;
@@ -325,8 +331,7 @@ timespec supervisor::wait_time(clock::time_point now) const {
     const remote_slot& s = shared_.slot(w.slot);
     const std::int64_t started = s.started_ns.load(std::memory_order_relaxed);
     if (s.current.load(std::memory_order_relaxed) != remote_slot::none && started != 0) {
-      until(clock::time_point(clock::duration(started)) +
-            std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(timeout_)));
+      until(clock::time_point(clock::duration(started + timeout_ns())));
     }
   }
   for (const retry& r : retries_) until(r.due);

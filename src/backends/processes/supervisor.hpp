@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <polymap/detail/map_job.hpp>
@@ -72,6 +73,8 @@ class supervisor {
   /// How long the watcher may sleep: until the next timeout, kill or retry is
   /// due, and at most max_wait.
   [[nodiscard]] timespec wait_time(clock::time_point now) const;
+  /// The timeout in steady-clock nanoseconds, as workers stamp their items.
+  [[nodiscard]] std::int64_t timeout_ns() const noexcept;
 
   const map_job& job_;
   run_state& state_;
