@@ -215,6 +215,34 @@ TEST(Processes, CrashingItemsFailAloneWithTheirCause) {
   }
 }
 
+// Results that cross as messages (here strings, through their codec) are marked done in
+// the caller as they arrive; a crash keeps those and re-runs only what was not received.
+TEST(Processes, EncodedResultsSurviveCrashesAround) {
+  constexpr std::size_t n = 2'000;
+  options o = processes();
+  o.on_error = on_error::collect;
+  try {
+    (void)polymap::map(std::views::iota(std::size_t{0}, n), [](std::size_t i) {
+      (void)faulty_item(i);
+      return std::to_string(mix(i));
+    }, o);
+    FAIL() << "the crashing items were not reported";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 3 * n / 100);
+    for (const item_failure& f : e.failures()) EXPECT_NE(fault_of(f.index), fault::none);
+    const auto& results = e.results<std::string>();
+    ASSERT_EQ(results.size(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (fault_of(i) == fault::none) {
+        ASSERT_TRUE(results[i].has_value()) << "item " << i;
+        ASSERT_EQ(*results[i], std::to_string(mix(i))) << "item " << i;
+      } else {
+        ASSERT_FALSE(results[i].has_value()) << "item " << i;
+      }
+    }
+  }
+}
+
 // Results come back in bulk and the call's result buffer is kept out of the workers while
 // they run: large results must be exact, and the returned vector must be readable by the
 // workers of the next call and by any later fork.

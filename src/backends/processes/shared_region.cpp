@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <new>
@@ -131,9 +132,16 @@ void shared_region::recover(std::size_t worker) const {
   s.staged.store(0, std::memory_order_relaxed);
 }
 
-void shared_region::mark_done(std::size_t i) const {
-  const std::uint8_t one = 1;
-  if (!write_at(fd_, &one, 1, flags_at_ + i)) throw store_error("cannot write", 1);
+void shared_region::mark_done(std::size_t b, std::size_t e) const {
+  static constexpr auto ones = [] {
+    std::array<std::uint8_t, 4096> a{};
+    a.fill(1);
+    return a;
+  }();
+  for (std::size_t at = b; at < e; at += ones.size()) {
+    const std::size_t n = std::min(ones.size(), e - at);
+    if (!write_at(fd_, ones.data(), n, flags_at_ + at)) throw store_error("cannot write", n);
+  }
 }
 
 void shared_region::read_flags(std::size_t b, std::size_t e, std::uint8_t* out) const {

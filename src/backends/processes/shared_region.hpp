@@ -51,9 +51,9 @@ class shared_region {
   /// Moves what the ring of a worker that is gone still holds into the store.
   /// @throws std::system_error when the store cannot be written
   void recover(std::size_t worker) const;
-  /// Marks item i done (its result came as a message).
+  /// Marks items [b, e) done (their results came as messages).
   /// @throws std::system_error when the store cannot be written
-  void mark_done(std::size_t i) const;
+  void mark_done(std::size_t b, std::size_t e) const;
   /// Reads the done flags of items [b, e) to `out`.
   /// @throws std::system_error when the store cannot be read
   void read_flags(std::size_t b, std::size_t e, std::uint8_t* out) const;

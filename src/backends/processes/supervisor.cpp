@@ -170,6 +170,14 @@ void supervisor::read_messages(worker& w) {
 void supervisor::handle_messages(worker& w) {
   std::string_view in = w.inbox;
   const result_transfer& t = *job_.transfer;
+  // Results of a chunk come in index order: their done flags are written as
+  // runs, one write each.
+  std::size_t run_begin = 0;
+  std::size_t run_length = 0;
+  auto mark_run = [&] {
+    if (run_length != 0) shared_.mark_done(run_begin, run_begin + run_length);
+    run_length = 0;
+  };
   while (!in.empty()) {
     std::string_view body = in.substr(1);
     const auto tag = static_cast<remote_tag>(in[0]);
@@ -178,8 +186,14 @@ void supervisor::handle_messages(worker& w) {
       if (body.size() < sizeof head) break;
       std::memcpy(head, body.data(), sizeof head);
       if (body.size() < sizeof head + head[1]) break;
+      if (head[0] < job_.begin || head[0] >= job_.end) {
+        in = {};  // not from a sound worker: stop listening to it
+        break;
+      }
       t.deliver(job_.ctx, head[0], body.substr(sizeof head, head[1]));
-      shared_.mark_done(head[0]);
+      if (run_length != 0 && head[0] != run_begin + run_length) mark_run();
+      if (run_length == 0) run_begin = head[0];
+      ++run_length;
       body.remove_prefix(sizeof head + head[1]);
     } else if (tag == remote_tag::failure) {
       item_failure f;
@@ -200,6 +214,7 @@ void supervisor::handle_messages(worker& w) {
     }
     in = body;
   }
+  mark_run();
   w.inbox.erase(0, w.inbox.size() - in.size());
 }
 
