@@ -28,7 +28,11 @@ TEST_P(Streaming, ASlowConsumerBoundsTheResultsAhead) {
     std::atomic<std::size_t> worst{0};
     std::atomic<std::size_t> started{0};
     auto fn = [&](int x) {
-      const std::size_t ahead = started.fetch_add(1) + 1 - yielded.load();
+      // A worker preempted between the two reads may see more results handed out than
+      // items started: that is none ahead, not a negative count.
+      const std::size_t begun = started.fetch_add(1) + 1;
+      const std::size_t handed = yielded.load();
+      const std::size_t ahead = begun > handed ? begun - handed : 0;
       std::size_t w = worst.load();
       while (ahead > w && !worst.compare_exchange_weak(w, ahead)) {
       }
