@@ -148,6 +148,32 @@ void shared_region::read_flags(std::size_t b, std::size_t e, std::uint8_t* out) 
   if (!read_at(fd_, out, e - b, flags_at_ + b)) throw store_error("cannot read", e - b);
 }
 
+void shared_region::for_each_done_run(
+    std::size_t begin, std::size_t end,
+    const std::function<void(std::size_t, std::size_t)>& on_run) const {
+  constexpr std::size_t block = std::size_t{64} << 10;
+  std::vector<std::uint8_t> flags(std::min(block, end - begin));
+  std::size_t run_begin = end;  // start of the run being gathered, or end for none
+  for (std::size_t at = begin; at < end; at += block) {
+    const std::size_t n = std::min(end - at, block);
+    read_flags(at, at + n, flags.data());
+    const std::uint8_t* f = flags.data();
+    for (std::size_t k = 0; k < n;) {
+      if (run_begin == end) {  // look for the next done item
+        k = static_cast<std::size_t>(std::find(f + k, f + n, std::uint8_t{1}) - f);
+        if (k < n) run_begin = at + k;
+      } else {  // look for the end of this run
+        k = static_cast<std::size_t>(std::find(f + k, f + n, std::uint8_t{0}) - f);
+        if (k < n) {
+          on_run(run_begin, at + k);
+          run_begin = end;
+        }
+      }
+    }
+  }
+  if (run_begin != end) on_run(run_begin, end);
+}
+
 void shared_region::read_results(std::size_t b, std::size_t e, std::byte* first) const {
   const std::size_t bytes = (e - b) * fixed_size_;
   if (!read_at(fd_, first, bytes, results_at_ + b * fixed_size_)) {

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <polymap/detail/remote.hpp>
 
 namespace polymap::detail {
@@ -57,6 +58,11 @@ class shared_region {
   /// Reads the done flags of items [b, e) to `out`.
   /// @throws std::system_error when the store cannot be read
   void read_flags(std::size_t b, std::size_t e, std::uint8_t* out) const;
+  /// Calls `on_run(b, e)` for each maximal run [b, e) of done items in
+  /// [begin, end), in order, reading the flags in blocks.
+  /// @throws std::system_error when the store cannot be read
+  void for_each_done_run(std::size_t begin, std::size_t end,
+                         const std::function<void(std::size_t, std::size_t)>& on_run) const;
   /// Reads the results of items [b, e) to `first` (item b's bytes).
   /// @throws std::system_error when the store cannot be read
   void read_results(std::size_t b, std::size_t e, std::byte* first) const;

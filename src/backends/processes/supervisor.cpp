@@ -476,11 +476,9 @@ void supervisor::finish() {
   finished_ = true;
   // Every item whose done flag is set succeeded; gather them as ranges (for the
   // partial results of a failed call) and read their fixed-size results from
-  // the store, in blocks that keep the caller's buffers small.
-  constexpr std::size_t block = std::size_t{64} << 10;
+  // the store.
   const result_transfer& t = *job_.transfer;
   std::byte* target = t.fixed_target != nullptr ? t.fixed_target(job_.ctx) : nullptr;
-  std::vector<std::uint8_t> done(std::min(block, job_.end - job_.begin));
   std::vector<std::byte> staging;
   std::vector<index_range> ranges;
   std::size_t succeeded = 0;
@@ -495,30 +493,11 @@ void supervisor::finish() {
       t.deliver_fixed(job_.ctx, b, e, staging.data());
     }
   };
-  std::size_t run_begin = job_.end;  // start of the run of done items being gathered
   if (all_staged_done()) {
-    run_begin = job_.begin;  // no flag to read: every item is done
+    deliver(job_.begin, job_.end);  // no flag to read: every item is done
   } else {
-    for (std::size_t at = job_.begin; at < job_.end; at += block) {
-      const std::size_t to = std::min(job_.end, at + block);
-      shared_.read_flags(at, to, done.data());
-      const std::uint8_t* flags = done.data();
-      for (std::size_t k = 0, n = to - at; k < n;) {
-        if (run_begin == job_.end) {
-          while (k < n && flags[k] == 0) ++k;
-          if (k < n) run_begin = at + k;
-        } else {
-          const void* zero = std::memchr(flags + k, 0, n - k);
-          k = zero == nullptr ? n : static_cast<std::size_t>(static_cast<const std::uint8_t*>(zero) - flags);
-          if (zero != nullptr) {
-            deliver(run_begin, at + k);
-            run_begin = job_.end;
-          }
-        }
-      }
-    }
+    shared_.for_each_done_run(job_.begin, job_.end, deliver);
   }
-  if (run_begin != job_.end) deliver(run_begin, job_.end);
   double busy = 0;
   std::size_t busy_items = 0;
   for (std::size_t s = 0; s < workers_; ++s) {
