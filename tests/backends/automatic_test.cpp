@@ -3,6 +3,7 @@
 // backend::automatic: the choice between serial and threads, explain(), POLYMAP_BACKEND.
 #include <polymap/polymap.hpp>
 
+#include "backends/sanitizer_build.hpp"
 #include "executor.hpp"
 
 #include <gtest/gtest.h>
@@ -24,10 +25,10 @@ double spin_work(double x, int rounds) {
 }
 
 TEST(AutomaticBackend, ThousandCheapItemsRunSerially) {
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-  GTEST_SKIP() << "sanitizers slow every item and atomic by different factors: the choice "
-                  "they lead to says nothing about an optimised build";
-#endif
+  if (test_support::sanitizer_build) {
+    GTEST_SKIP() << "sanitizers slow every item and atomic by different factors: the choice "
+                    "they lead to says nothing about an optimised build";
+  }
   std::vector<double> xs(1000, 1.0);
   auto cheap = [](double x) { return x * 2; };
   // Learns the cost: the first calls pay for cold caches and the first touch of their
@@ -96,14 +97,13 @@ TEST(AutomaticBackend, TimeoutNeedsTheProcessBackend) {
   EXPECT_EQ(report.backend, backend::processes);
   EXPECT_NE(report.decision.reason.find("timeout"), std::string::npos) << report.decision.reason;
   report = {};
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-  // Sanitizer builds refuse memory_limit: their shadow memory fills any address-space cap.
-  EXPECT_THROW((void)polymap::map(xs, [](int x) { return x; }, {.memory_limit = 1 << 30}),
-               option_error);
-#else
-  (void)polymap::map(xs, [](int x) { return x; }, {.memory_limit = 1 << 30, .report = &report});
-  EXPECT_EQ(report.backend, backend::processes);
-#endif
+  if (test_support::sanitizer_build) {
+    EXPECT_THROW((void)polymap::map(xs, [](int x) { return x; }, {.memory_limit = 1 << 30}),
+                 option_error);
+  } else {
+    (void)polymap::map(xs, [](int x) { return x; }, {.memory_limit = 1 << 30, .report = &report});
+    EXPECT_EQ(report.backend, backend::processes);
+  }
   EXPECT_THROW((void)polymap::map(xs, [](int x) { return x; },
                                   {.backend = backend::threads, .timeout = std::chrono::seconds(1)}),
                option_error);

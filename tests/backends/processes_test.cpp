@@ -35,6 +35,7 @@
 #include <thread>
 #include <vector>
 
+#include "backends/sanitizer_build.hpp"
 #include "backends/shared_counters.hpp"
 
 extern char** environ;
@@ -46,11 +47,7 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool sanitizer_build = true;
-#else
-constexpr bool sanitizer_build = false;
-#endif
+using test_support::sanitizer_build;
 
 /// Fewer rounds where every fork and exit is tens of times slower.
 constexpr int rounds(int n) { return sanitizer_build ? std::max(1, n / 10) : n; }

@@ -1,0 +1,15 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+namespace polymap::test_support {
+
+/// Whether these tests were built with ASan or TSan: such builds refuse memory_limit (their
+/// shadow memory fills any address-space cap) and make every fork and atomic far slower.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool sanitizer_build = true;
+#else
+inline constexpr bool sanitizer_build = false;
+#endif
+
+}  // namespace polymap::test_support
