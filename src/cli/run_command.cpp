@@ -16,18 +16,6 @@
 
 namespace polymap::cli {
 
-namespace {
-
-polymap::bind parse_bind(const std::string& name) {
-  if (name == "core") return polymap::bind::core;
-  if (name == "pu") return polymap::bind::pu;
-  if (name == "numa") return polymap::bind::numa;
-  if (name == "package") return polymap::bind::package;
-  return polymap::bind::none;  // CLI11 allows nothing else
-}
-
-}  // namespace
-
 int run_run(const run_args& args) {
   run::run_options options;
   run::command_line line;
@@ -59,7 +47,8 @@ int run_run(const run_args& args) {
     }
     return exit_ok;
   }
-  options.bind = parse_bind(args.bind);
+  // CLI11 admits only the policy names parse_bind knows.
+  options.bind = polymap::parse_bind(args.bind).value_or(polymap::bind::none);
   options.nice = args.nice;
   options.timeout = args.timeout;
   options.retries = args.retries;

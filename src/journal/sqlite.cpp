@@ -80,10 +80,6 @@ std::string statement::text(int column) const {
   return data == nullptr ? std::string() : std::string(data, static_cast<std::size_t>(size));
 }
 
-bool statement::is_null(int column) const noexcept {
-  return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
-}
-
 database::database(const std::string& path, bool create) {
   const int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_NOMUTEX;
   const int code = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);

@@ -49,7 +49,6 @@ class statement {
   [[nodiscard]] std::int64_t integer(int column) const noexcept;
   [[nodiscard]] double real(int column) const noexcept;
   [[nodiscard]] std::string text(int column) const;
-  [[nodiscard]] bool is_null(int column) const noexcept;
 
  private:
   sqlite3* db_;

@@ -100,7 +100,6 @@ command_template::command_template(const std::vector<std::string>& words, std::s
         p.what = kind::seq;
       } else if (digits == 0 && rest == "%") {
         p.what = kind::slot;
-        uses_slot_ = true;
       } else {
         p.what = digits == 0 ? kind::all : kind::column;
         if (rest.empty()) {

@@ -28,8 +28,6 @@ class command_template {
   [[nodiscard]] std::vector<std::string> expand(const std::vector<std::string>& item,
                                                 std::size_t seq, std::size_t slot) const;
 
-  /// Whether {%} appears: the expansion then depends on the slot.
-  [[nodiscard]] bool uses_slot() const noexcept { return uses_slot_; }
   /// The template as given, words joined by NUL: part of each item's journal key.
   [[nodiscard]] const std::string& identity() const noexcept { return identity_; }
 
@@ -49,7 +47,6 @@ class command_template {
 
   std::vector<word> words_;
   bool shell_;
-  bool uses_slot_ = false;
   std::string identity_;
 };
 
