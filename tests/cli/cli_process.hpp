@@ -46,6 +46,20 @@ class temp_dir {
   std::string path_;
 };
 
+/// `arg` quoted for /bin/sh: between single quotes, each quote in it closed, escaped, reopened.
+inline std::string shell_quote(const std::string& arg) {
+  std::string quoted = "'";
+  for (char c : arg) {
+    if (c == '\'') {
+      quoted += "'\\''";
+    } else {
+      quoted += c;
+    }
+  }
+  quoted += '\'';
+  return quoted;
+}
+
 /// The bytes of a file; what could be read when it fails half-way, as a file under /proc does
 /// when its process exits while it is read (an ifstream would throw then).
 inline std::string read_file(const std::string& path) {

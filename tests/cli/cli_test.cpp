@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <nlohmann/json.hpp>
 
+#include "cli_process.hpp"
+
 #include <array>
 #include <cstdio>
 #include <map>
@@ -24,18 +26,7 @@ struct cli_result {
   std::string out;  // stdout, with stderr too when asked
 };
 
-std::string shell_quote(const std::string& arg) {
-  std::string quoted = "'";
-  for (char c : arg) {
-    if (c == '\'') {
-      quoted += "'\\''";
-    } else {
-      quoted += c;
-    }
-  }
-  quoted += '\'';
-  return quoted;
-}
+using polymap::test::shell_quote;
 
 /// Runs `polymap args...` and returns its exit status and output: stdout alone (stderr is
 /// dropped, so that JSON parses) or stdout and stderr merged.

@@ -314,10 +314,14 @@ TEST(JournalRun, FullDiskStopsWithAClearErrorAndResumeFinishes) {
   // A file size limit stands for a full disk: the items fit, then the write-ahead log
   // cannot grow past 400 KiB while ends are recorded.
   const std::vector<std::string> args = journal_run(dir, record_script, numbers(n), 2);
-  std::string command = "trap '' XFSZ; ulimit -f 400; exec";
-  for (const std::string& a : std::vector<std::string>{POLYMAP_CLI_PATH}) command += " '" + a + "'";
-  for (const std::string& a : args) command += " '" + a + "'";
-  command += " >/dev/null 2>'" + (dir / "err") + "'";
+  std::string command = "trap '' XFSZ; ulimit -f 400; exec ";
+  command += shell_quote(POLYMAP_CLI_PATH);
+  for (const std::string& a : args) {
+    command += ' ';
+    command += shell_quote(a);
+  }
+  command += " >/dev/null 2>";
+  command += shell_quote(dir / "err");
   const int status = std::system(command.c_str());
   EXPECT_NE(status, 0);
   const std::string err = read_file(dir / "err");
