@@ -185,7 +185,16 @@ TEST_F(JournalTest, GivenBackItemIsClaimableAgainWithoutAnAttempt) {
   item_end back;
   back.id = got[0].id;
   back.state = item_state::pending;
-  EXPECT_EQ(j.commit({back}, 1).size(), 1U);
+  const std::vector<claimed_item> again = j.commit({back}, 1);
+  ASSERT_EQ(again.size(), 1U);
+  // One real attempt, which fails: the item shows that one attempt, not two.
+  item_end failed = done(again[0]);
+  failed.state = item_state::failed;
+  failed.exit_code = 1;
+  EXPECT_TRUE(j.commit({failed}, 1).empty());
+  const polymap::journal_summary s = j.summary(1);
+  ASSERT_EQ(s.failures.size(), 1U);
+  EXPECT_EQ(s.failures[0].attempts, 1);
 }
 
 TEST_F(JournalTest, RefusesAFileOfANewerFormat) {
