@@ -7,11 +7,13 @@
 #include "backends/threads/futex.hpp"
 #include "backends/threads/worker_flag.hpp"
 
+#include <atomic>
 #include <exception>
 #include <string>
 #include <thread>
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 namespace polymap::detail {
 
@@ -79,6 +81,7 @@ bool in_worker() noexcept { return tl_worker; }
 
 namespace {
 bool worker_process = false;
+std::atomic<bool> pages_write_protected{false};
 }  // namespace
 
 bool in_worker_process() noexcept { return worker_process; }
@@ -88,18 +91,27 @@ void mark_worker_process() noexcept {
   tl_worker = true;
 }
 
-void advise_huge_pages(void* data, std::size_t bytes) noexcept {
+void note_forked() noexcept { pages_write_protected.store(true, std::memory_order_relaxed); }
+
+void prepare_large_buffer(void* data, std::size_t bytes) noexcept {
+  const auto begin = reinterpret_cast<std::uintptr_t>(data);
 #if defined(MADV_HUGEPAGE)
   constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
-  const auto first = (reinterpret_cast<std::uintptr_t>(data) + huge - 1) & ~(huge - 1);
-  const auto last = (reinterpret_cast<std::uintptr_t>(data) + bytes) & ~(huge - 1);
+  const auto first = (begin + huge - 1) & ~(huge - 1);
+  const auto last = (begin + bytes) & ~(huge - 1);
   if (last > first) {
     (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
   }
-#else
-  (void)data;
-  (void)bytes;
 #endif
+#if defined(MADV_POPULATE_WRITE)
+  if (!pages_write_protected.exchange(false, std::memory_order_relaxed)) return;
+  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto from = begin & ~(page - 1);
+  const auto to = (begin + bytes + page - 1) & ~(page - 1);
+  (void)madvise(reinterpret_cast<void*>(from), to - from, MADV_POPULATE_WRITE);
+#endif
+  (void)begin;
+  (void)bytes;
 }
 
 }  // namespace polymap::detail

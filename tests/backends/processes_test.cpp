@@ -273,6 +273,17 @@ TEST(Processes, LargeResultsFeedTheNextCallAndLaterForks) {
   for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(in_place[i], mix(i)) << "item " << i;
 }
 
+// After a fork, a large result buffer is made writable in one call that reaches out to
+// whole pages: the bytes around it on those pages (the allocator's, other objects') stay.
+TEST(Processes, ReadyingABufferAfterAForkKeepsTheBytesAroundIt) {
+  std::vector<std::uint64_t> memory((std::size_t{5} << 20) / sizeof(std::uint64_t));
+  for (std::size_t i = 0; i < memory.size(); ++i) memory[i] = mix(i);
+  detail::note_forked();
+  detail::prepare_large_buffer(reinterpret_cast<std::byte*>(memory.data() + 1001) + 3,
+                               (std::size_t{4} << 20) + 5);
+  for (std::size_t i = 0; i < memory.size(); ++i) ASSERT_EQ(memory[i], mix(i)) << "word " << i;
+}
+
 TEST(Processes, TerminateIsASignal) {
   options o = processes();
   o.on_error = on_error::collect;

@@ -133,7 +133,13 @@ backend_kind execute(map_job& job, function_stats& stats);
 /// Marks this process as a worker process, and its thread as a worker.
 void mark_worker_process() noexcept;
 
-/// Asks the kernel for transparent huge pages over a large, freshly allocated buffer.
-void advise_huge_pages(void* data, std::size_t bytes) noexcept;
+/// Says that this process has forked: its private pages are write-protected until written.
+void note_forked() noexcept;
+
+/// Readies a large, freshly allocated buffer before it is filled: transparent huge pages
+/// where the kernel has them and, after a fork (note_forked), every page made writable in
+/// one call (MADV_POPULATE_WRITE) rather than by one fault per page. The allocator hands
+/// out memory that a fork write-protected, and a fault costs far more than a page walk.
+void prepare_large_buffer(void* data, std::size_t bytes) noexcept;
 
 }  // namespace polymap::detail

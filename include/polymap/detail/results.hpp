@@ -31,7 +31,7 @@ template <class R>
     constexpr std::size_t huge_threshold = std::size_t{4} << 20;
     slots.reserve(n);
     if (n * sizeof(slot_t<R>) >= huge_threshold) {
-      advise_huge_pages(slots.data(), n * sizeof(slot_t<R>));
+      prepare_large_buffer(slots.data(), n * sizeof(slot_t<R>));
     }
   }
   slots.resize(n);

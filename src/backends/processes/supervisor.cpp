@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <polymap/detail/execute.hpp>
 #include <polymap/detail/remote.hpp>
 #include <polymap/error.hpp>
 #include <polymap/options.hpp>
@@ -141,6 +142,7 @@ void supervisor::spawn(std::size_t slot, std::vector<index_range> first) {
     close(fds[0]);
     worker_main(setup);
   }
+  note_forked();
   close(fds[1]);
   (void)setpgid(pid, pid);  // also done by the child: whichever runs first
   signal_guard::add(pid);
