@@ -10,6 +10,30 @@
 
 namespace polymap::detail {
 
+namespace {
+
+/// Copies one result: the common sizes as fixed-size copies that compile to a move or
+/// two, not a call to memcpy.
+void copy_result(std::byte* to, const void* from, std::size_t size) noexcept {
+  switch (size) {
+    case 0:
+      return;
+    case 4:
+      std::memcpy(to, from, 4);
+      return;
+    case 8:
+      std::memcpy(to, from, 8);
+      return;
+    case 16:
+      std::memcpy(to, from, 16);
+      return;
+    default:
+      std::memcpy(to, from, size);
+  }
+}
+
+}  // namespace
+
 remote_channel::remote_channel(remote_slot* slot, const remote_target& target, bool timed,
                                std::string* buffer)
     : slot_(slot), target_(target), timed_(timed), buffer_(buffer) {
@@ -24,14 +48,14 @@ void remote_channel::stage(std::size_t i, const void* result) noexcept {
   const std::size_t k = i - seg_begin_;
   // Items skipped inside the segment failed: their flags stay 0.
   if (k > seg_len_) std::memset(seg_flags_.data() + seg_len_, 0, k - seg_len_);
-  if (size != 0) std::memcpy(seg_results_.data() + k * size, result, size);
+  copy_result(seg_results_.data() + k * size, result, size);
   seg_flags_[k] = 1;
   seg_len_ = k + 1;
   // The same, in shared memory, before the item counts as done.
   std::byte* entry = target_.ring + staged_ * remote_target::entry_size(size);
   const std::uint64_t index = i;
   std::memcpy(entry, &index, sizeof index);
-  if (size != 0) std::memcpy(entry + sizeof index, result, size);
+  copy_result(entry + sizeof index, result, size);
   slot_->staged.store(++staged_, std::memory_order_release);
   finished();
 }
