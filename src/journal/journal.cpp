@@ -46,6 +46,13 @@ bool pid_alive(std::int64_t pid) {
   return pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
 }
 
+/// Whether a runner that has not finished still runs, seen from `host` at time `t`: on
+/// the same host its pid says so; elsewhere its lease must not have run out.
+bool runner_alive(const std::string& runner_host, std::int64_t pid, double heartbeat,
+                  const std::string& host, double t) {
+  return runner_host == host ? pid_alive(pid) : heartbeat >= t - journal::lease_seconds;
+}
+
 constexpr const char* schema = R"sql(
 CREATE TABLE runners(
   id INTEGER PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,
@@ -183,8 +190,7 @@ journal::journal(std::string path, const journal_options& options)
 journal::~journal() = default;
 
 void journal::create_schema() {
-  db_->exec("BEGIN IMMEDIATE");
-  try {
+  db_->transaction("BEGIN IMMEDIATE", [&] {
     statement version(db_->handle(), "PRAGMA user_version");
     version.step();
     const bool empty = version.integer(0) == 0;  // another runner may have created it meanwhile
@@ -202,11 +208,7 @@ void journal::create_schema() {
       db_->exec("PRAGMA application_id=" + std::to_string(application_id) +
                 "; PRAGMA user_version=" + std::to_string(format_version));
     }
-    db_->exec("COMMIT");
-  } catch (...) {
-    db_->rollback();
-    throw;
-  }
+  });
 }
 
 void journal::check_schema() {
@@ -234,8 +236,7 @@ void journal::add_items(const std::vector<journal_item>& items) {
     // The batch lives in a temporary table of this connection: claims join against it, so
     // that runners of other commands sharing the file never take each other's items.
     db_->exec("CREATE TEMP TABLE IF NOT EXISTS batch(key BLOB PRIMARY KEY) WITHOUT ROWID");
-    db_->exec("BEGIN IMMEDIATE");
-    try {
+    db_->transaction("BEGIN IMMEDIATE", [&] {
       statement insert(db_->handle(),
                        "INSERT OR IGNORE INTO items(key, seq, command) VALUES(?1, ?2, ?3)");
       statement mine(db_->handle(), "INSERT OR IGNORE INTO temp.batch(key) VALUES(?1)");
@@ -247,11 +248,7 @@ void journal::add_items(const std::vector<journal_item>& items) {
         mine.step();
         mine.reset();
       }
-      db_->exec("COMMIT");
-    } catch (...) {
-      db_->rollback();
-      throw;
-    }
+    });
   });
 }
 
@@ -266,15 +263,13 @@ std::int64_t journal::retry_failed() {
 
 std::int64_t journal::reclaim_dead() {
   return guarded("reclaiming the items of dead runners", [&] {
-    db_->exec("BEGIN IMMEDIATE");
-    try {
+    return db_->transaction("BEGIN IMMEDIATE", [&] {
       const std::string host = host_name();
       const double t = now();
       std::vector<std::int64_t> dead;
       statement live(db_->handle(), "SELECT id, host, pid, heartbeat FROM runners WHERE state = 0");
       while (live.step()) {
-        const bool here = live.text(1) == host;
-        const bool gone = here ? !pid_alive(live.integer(2)) : live.real(3) < t - lease_seconds;
+        const bool gone = !runner_alive(live.text(1), live.integer(2), live.real(3), host, t);
         if (gone && live.integer(0) != runner_) dead.push_back(live.integer(0));
       }
       std::int64_t reclaimed = 0;
@@ -299,12 +294,8 @@ std::int64_t journal::reclaim_dead() {
                         "(SELECT id FROM runners WHERE state != 0)");
       orphans.step();
       reclaimed += db_->changes();
-      db_->exec("COMMIT");
       return reclaimed;
-    } catch (...) {
-      db_->rollback();
-      throw;
-    }
+    });
   });
 }
 
@@ -409,9 +400,9 @@ std::int64_t journal::unfinished() {
 
 journal_summary journal::summary(std::size_t top) {
   return guarded("reading", [&] {
-    journal_summary s;
-    db_->exec("BEGIN");  // one consistent snapshot for all the queries
-    try {
+    // One transaction: a consistent snapshot for all the queries.
+    return db_->transaction("BEGIN", [&] {
+      journal_summary s;
       statement counts(db_->handle(), "SELECT state, count(*) FROM items GROUP BY state");
       while (counts.step()) {
         const std::int64_t state = counts.integer(0);
@@ -456,16 +447,11 @@ journal_summary journal::summary(std::size_t top) {
         r.started = runners.real(3);
         r.heartbeat = runners.real(4);
         r.running = runners.integer(6);
-        r.alive = runners.integer(5) == 0 &&
-                  (r.host == host ? pid_alive(r.pid) : r.heartbeat >= t - lease_seconds);
+        r.alive = runners.integer(5) == 0 && runner_alive(r.host, r.pid, r.heartbeat, host, t);
         if (r.alive || r.running > 0) s.runners.push_back(std::move(r));
       }
-      db_->exec("COMMIT");
-    } catch (...) {
-      db_->rollback();
-      throw;
-    }
-    return s;
+      return s;
+    });
   });
 }
 

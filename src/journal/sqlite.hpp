@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -71,6 +72,26 @@ class database {
   /// Rolls back the open transaction, if any: SQLite has already rolled back after some
   /// errors (SQLITE_FULL, SQLITE_IOERR), and a second rollback must not hide the first error.
   void rollback() noexcept;
+  /// Runs `body` in a transaction opened with `begin` ("BEGIN", "BEGIN IMMEDIATE"):
+  /// committed when `body` returns, rolled back when it or the commit throws.
+  /// @return what `body` returns @throws sqlite_error, or what `body` throws
+  template <class Body>
+  decltype(auto) transaction(std::string_view begin, Body&& body) {
+    exec(begin);
+    try {
+      if constexpr (std::is_void_v<std::invoke_result_t<Body&>>) {
+        body();
+        exec("COMMIT");
+      } else {
+        auto result = body();
+        exec("COMMIT");
+        return result;
+      }
+    } catch (...) {
+      rollback();
+      throw;
+    }
+  }
   /// How long a write waits for another connection's lock before SQLITE_BUSY.
   void busy_timeout(int milliseconds) noexcept;
   /// Rows changed by the last statement.
