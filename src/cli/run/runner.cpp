@@ -28,10 +28,14 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <functional>
 #include <memory>
+#include <queue>
 #include <stdexcept>
 #include <system_error>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace polymap::cli::run {
 
@@ -122,7 +126,6 @@ struct item_status {
   double first_start = 0;
   std::size_t order = 0;        // position in start order, for --keep-order
   std::int64_t journal_id = 0;  // 0 without a journal
-  double retry_at = 0;
 };
 
 struct job {
@@ -188,7 +191,9 @@ class batch_runner {
   std::deque<std::size_t> queue_;    // claimed from the journal, not started
   std::vector<item_end> ends_;       // to commit before the next claim
   bool journal_exhausted_ = false;   // the last claim found nothing
-  std::size_t waiting_retries_ = 0;  // items in item_phase::waiting_retry
+  // Items in item_phase::waiting_retry, soonest first: (monotonic time due, item).
+  using retry = std::pair<double, std::size_t>;
+  std::priority_queue<retry, std::vector<retry>, std::greater<>> retries_;
   std::size_t next_item_ = 0;        // without a journal: the next item in input order
   std::size_t total_ = 0;
   std::size_t done_ = 0;
@@ -250,7 +255,7 @@ void batch_runner::commit_journal() {
   if (!journal_) return;
   std::size_t want = 0;
   if (!draining_ && !journal_exhausted_) {
-    const std::size_t covered = busy_count() + waiting_retries_ + queue_.size();
+    const std::size_t covered = busy_count() + retries_.size() + queue_.size();
     want = jobs_.size() > covered ? jobs_.size() - covered : 0;
   }
   if (ends_.empty() && want == 0) return;
@@ -270,14 +275,10 @@ bool batch_runner::fill_slots(double now) {
   for (std::size_t slot = 0; slot < jobs_.size() && !draining_; ++slot) {
     if (jobs_[slot].busy) continue;
     std::size_t item = items_.size();
-    for (std::size_t i = 0; waiting_retries_ > 0 && i < status_.size(); ++i) {
-      if (status_[i].phase == item_phase::waiting_retry && status_[i].retry_at <= now) {
-        item = i;
-        --waiting_retries_;
-        break;
-      }
-    }
-    if (item == items_.size()) {
+    if (!retries_.empty() && retries_.top().first <= now) {
+      item = retries_.top().second;
+      retries_.pop();
+    } else {
       if (journal_) {
         if (queue_.empty()) break;
         item = queue_.front();
@@ -386,8 +387,7 @@ void batch_runner::end_job(std::size_t slot, int wait_status) {
     if (out_fd >= 0) close(out_fd);
     if (err_fd >= 0) close(err_fd);
     st.phase = item_phase::waiting_retry;
-    ++waiting_retries_;
-    st.retry_at = mono_now() + backoff(st.attempts);
+    retries_.emplace(mono_now() + backoff(st.attempts), j.item);
     return;
   }
   const std::string reason =
@@ -408,8 +408,12 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
   if (err_fd >= 0) close(err_fd);
   if (state == item_state::done) ++done_;
   if (state == item_state::failed) ++failed_;
-  const std::vector<std::string> argv = command_.expand(items_[item], item + 1, slot + 1);
-  if (joblog_ && state != item_state::interrupted) {
+  // The command line again, only for the records that show it.
+  const bool logged = joblog_ && state != item_state::interrupted;
+  const std::vector<std::string> argv = logged || options_.json
+                                            ? command_.expand(items_[item], item + 1, slot + 1)
+                                            : std::vector<std::string>{};
+  if (logged) {
     joblog_->write(item + 1, start_wall, runtime, exit_code < 0 ? -1 : exit_code, signal,
                    display_command(argv));
   }
@@ -535,11 +539,7 @@ double batch_runner::next_wakeup(double now) const {
     if (j.deadline > 0 && !j.timed_out) wake = std::min(wake, j.deadline);
     if (j.kill_at > 0) wake = std::min(wake, j.kill_at);
   }
-  if (!draining_ && waiting_retries_ > 0) {
-    for (const item_status& s : status_) {
-      if (s.phase == item_phase::waiting_retry) wake = std::min(wake, s.retry_at);
-    }
-  }
+  if (!draining_ && !retries_.empty()) wake = std::min(wake, retries_.top().first);
   if (tty_progress_) wake = std::min(wake, now + progress_interval);
   return wake;
 }
@@ -553,11 +553,10 @@ void batch_runner::release_unstarted() {
     ends_.push_back(e);
   }
   queue_.clear();
-  for (std::size_t i = 0; i < status_.size(); ++i) {
-    if (status_[i].phase != item_phase::waiting_retry) continue;
+  for (; !retries_.empty(); retries_.pop()) {
+    const std::size_t i = retries_.top().second;
     // A retry that a stop or drain cancelled: it runs again on the next run.
     status_[i].phase = item_phase::ended;
-    --waiting_retries_;
     if (!journal_) continue;
     item_end e;
     e.id = status_[i].journal_id;
@@ -626,7 +625,7 @@ int batch_runner::run() {
       fill_slots(now);
       commit_journal();  // ends of items that could not even start
       draw_progress(false);
-      const bool retries_waiting = !draining_ && waiting_retries_ > 0;
+      const bool retries_waiting = !draining_ && !retries_.empty();
       if (busy_count() == 0 && !retries_waiting && (draining_ || !more_work())) {
         if (journal_ && !draining_ && journal_->reclaim_dead() > 0) {
           journal_exhausted_ = false;  // a runner died meanwhile: take its items
