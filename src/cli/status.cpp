@@ -28,12 +28,10 @@ nlohmann::json row_json(const journal_row& r) {
 nlohmann::json summary_json(const journal_summary& s) {
   nlohmann::json j;
   nlohmann::json counts;
-  std::int64_t total = 0;
-  for (int state = 0; state < 5; ++state) {
-    counts[state_name(static_cast<item_state>(state))] = s.counts[static_cast<std::size_t>(state)];
-    total += s.counts[static_cast<std::size_t>(state)];
+  for (std::size_t state = 0; state < s.counts.size(); ++state) {
+    counts[state_name(static_cast<item_state>(state))] = s.counts[state];
   }
-  counts["total"] = total;
+  counts["total"] = s.total();
   j["counts"] = counts;
   j["failures"] = nlohmann::json::array();
   for (const journal_row& r : s.failures) j["failures"].push_back(row_json(r));
@@ -63,11 +61,11 @@ std::string indent_tail(const std::string& tail) {
 }
 
 void print_summary(const std::string& path, const journal_summary& s) {
-  std::int64_t total = 0;
-  for (std::int64_t c : s.counts) total += c;
   fmt::print("journal  {}\n", path);
   fmt::print("items    {} total: {} done, {} failed, {} running, {} pending, {} interrupted\n",
-             total, s.counts[2], s.counts[3], s.counts[1], s.counts[0], s.counts[4]);
+             s.total(), s.count(item_state::done), s.count(item_state::failed),
+             s.count(item_state::running), s.count(item_state::pending),
+             s.count(item_state::interrupted));
   if (!s.failures.empty()) {
     fmt::print("failures\n");
     for (const journal_row& r : s.failures) {
@@ -110,12 +108,18 @@ int run_status(const status_args& args, bool watch) {
       print_summary(args.journal, s);
     }
     std::fflush(stdout);
+    const int status = s.count(item_state::failed) > 0 ? exit_failure : exit_ok;
+    if (!watch) return status;
     const bool live = std::any_of(s.runners.begin(), s.runners.end(),
                                   [](const journal_runner& r) { return r.alive; });
-    const bool unfinished = s.counts[0] + s.counts[1] + s.counts[4] > 0;
-    // watch ends with the batch: nothing left to run and no runner that could add any.
-    if (!watch || (!live && !unfinished)) {
-      return s.counts[3] > 0 ? exit_failure : exit_ok;
+    // watch ends with the batch, or when no runner is left to finish it.
+    if (!live) {
+      if (s.unfinished() == 0) return status;
+      std::fprintf(stderr,
+                   "polymap watch: no runner is live and %lld item(s) are unfinished: "
+                   "polymap run with --journal %s resumes them\n",
+                   static_cast<long long>(s.unfinished()), args.journal.c_str());
+      return exit_failure;
     }
     poll(nullptr, 0, static_cast<int>(args.interval * 1000));
   }

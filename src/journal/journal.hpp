@@ -95,6 +95,20 @@ struct journal_summary {
   std::vector<journal_row> failures;     ///< failed items, in input order
   std::vector<journal_row> slowest;      ///< done items, longest first
   std::vector<journal_runner> runners;   ///< live runners first
+
+  [[nodiscard]] std::int64_t count(item_state state) const noexcept {
+    return counts[static_cast<std::size_t>(state)];
+  }
+  [[nodiscard]] std::int64_t total() const noexcept {
+    std::int64_t sum = 0;
+    for (std::int64_t c : counts) sum += c;
+    return sum;
+  }
+  /// Items that a runner still has to run or record.
+  [[nodiscard]] std::int64_t unfinished() const noexcept {
+    return count(item_state::pending) + count(item_state::running) +
+           count(item_state::interrupted);
+  }
 };
 
 /// How to open a journal.

@@ -199,6 +199,13 @@ TEST(JournalRun, StatusShowsTheLiveRunnerAndSigtermedItemsRunAgainOnResume) {
   EXPECT_TRUE(polymap::test::survivors_after(dir / "m.job", 1.0).empty());
   EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 4"), "3");
   EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 1"), "0");
+  // No runner is left to finish the batch: watch says so and ends.
+  const cli_output stalled =
+      run_polymap({"watch", "--interval", "0.1", "--journal", dir / "j.db"}, dir);
+  EXPECT_EQ(stalled.status, 1);
+  EXPECT_NE(stalled.out.find("3 interrupted"), std::string::npos) << stalled.out;
+  EXPECT_NE(stalled.err.find("no runner is live and 5 item(s) are unfinished"), std::string::npos)
+      << stalled.err;
   write_file(dir / "side.go", "");
   EXPECT_EQ(run_polymap(args, dir).status, 0);
   EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "5");

@@ -149,6 +149,16 @@ struct output_record {
   std::string event;  // --json
 };
 
+/// Writes an ended item's output: stdout after whatever stdio still holds, then stderr.
+void write_record(const output_record& r) {
+  if (!r.out.empty() || !r.event.empty()) {
+    std::fflush(stdout);
+    write_all(1, r.out);
+    write_all(1, r.event);
+  }
+  write_all(2, r.err);
+}
+
 class batch_runner {
  public:
   batch_runner(const run_options& options, const command_template& command,
@@ -469,14 +479,6 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
 }
 
 void batch_runner::emit(std::size_t order, output_record record) {
-  const auto write_record = [](const output_record& r) {
-    if (!r.out.empty() || !r.event.empty()) {
-      std::fflush(stdout);
-      write_all(1, r.out);
-      write_all(1, r.event);
-    }
-    write_all(2, r.err);
-  };
   if (!options_.keep_order) {
     write_record(record);
     return;
@@ -664,11 +666,7 @@ int batch_runner::run() {
       check_deadlines(mono_now());
     }
   }
-  for (auto& [order, record] : held_) {
-    write_all(1, record.out);
-    write_all(1, record.event);
-    write_all(2, record.err);
-  }
+  for (const auto& [order, record] : held_) write_record(record);
   held_.clear();
   draw_progress(true);
   if (journal_) journal_->finish_runner();
