@@ -1,6 +1,7 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
 #include <polymap/detail/execute.hpp>
+#include <polymap/detail/remote.hpp>
 #include <polymap/error.hpp>
 #include <polymap/topology.hpp>
 
@@ -113,10 +114,11 @@ void set_inline_limit(double fork_join, std::size_t workers) {
   inline_limit.store(fork_join / (parallel_margin - 1.0 / p), std::memory_order_relaxed);
 }
 
-/// The estimate of one backend for `left` items of `work` seconds in all. `verbose` fills
-/// in the reason a backend is not usable (text costs more than a small call's whole work).
+/// The estimate of one backend for `left` items of `work` seconds in all, each with a
+/// fixed-size result of `result_bytes` (0: none, or encoded). `verbose` fills in the
+/// reason a backend is not usable (text costs more than a small call's whole work).
 backend_estimate estimate(backend_kind kind, const options& o, std::size_t left, double work,
-                          bool verbose) {
+                          std::size_t result_bytes, bool verbose) {
   backend_estimate e{.backend = kind, .usable = false, .why_not = {}, .seconds = 0, .workers = 0};
   if (!is_built(kind)) {
     if (verbose) e.why_not = not_built_reason(kind);
@@ -138,7 +140,8 @@ backend_estimate estimate(backend_kind kind, const options& o, std::size_t left,
   }
   e.usable = true;
   e.workers = std::min(ex.parallelism(o), std::max<std::size_t>(left, 1));
-  const double overhead = kind == backend_kind::serial ? 0 : ex.overhead_seconds();
+  const double overhead =
+      ex.overhead_seconds({.workers = e.workers, .items = left, .result_bytes = result_bytes});
   if (kind == backend_kind::threads) set_inline_limit(overhead, ex.parallelism(o));
   e.seconds = overhead + work / static_cast<double>(std::max<std::size_t>(e.workers, 1));
   return e;
@@ -212,8 +215,9 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
 
   const std::size_t left = job.end - job.begin;
   const double work = cost * static_cast<double>(left);
-  backend_estimate serial = estimate(backend_kind::serial, o, left, work, verbose);
-  backend_estimate threads = estimate(backend_kind::threads, o, left, work, verbose);
+  const std::size_t result_bytes = job.transfer != nullptr ? job.transfer->fixed_size : 0;
+  backend_estimate serial = estimate(backend_kind::serial, o, left, work, result_bytes, verbose);
+  backend_estimate threads = estimate(backend_kind::threads, o, left, work, result_bytes, verbose);
   if (verbose) {
     for (backend_kind kind : all_backends) {
       if (kind == backend_kind::serial) {
@@ -221,7 +225,7 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
       } else if (kind == backend_kind::threads) {
         p.estimates.push_back(threads);
       } else {
-        p.estimates.push_back(estimate(kind, o, left, work, true));
+        p.estimates.push_back(estimate(kind, o, left, work, result_bytes, true));
       }
     }
   }

@@ -12,6 +12,13 @@
 
 namespace polymap::detail {
 
+/// What the cost of a call on top of its items' work depends on.
+struct call_shape {
+  std::size_t workers = 1;       ///< workers the call would use
+  std::size_t items = 0;         ///< items it would run
+  std::size_t result_bytes = 0;  ///< bytes of one fixed-size result; 0 for none or encoded
+};
+
 /// One backend behind one small interface. `polymap::backend` (the enum users write)
 /// names a backend; an executor is what runs it.
 class executor {
@@ -24,8 +31,9 @@ class executor {
   [[nodiscard]] virtual std::string status() const = 0;
   /// Workers a call with these options would use.
   [[nodiscard]] virtual std::size_t parallelism(const options& opts) const noexcept = 0;
-  /// Fixed cost of one call in seconds (start-up, fork-join), as measured here.
-  [[nodiscard]] virtual double overhead_seconds() const noexcept = 0;
+  /// What a call costs on top of its items' own work, in seconds, as measured here:
+  /// start-up, fork-join, moving results.
+  [[nodiscard]] virtual double overhead_seconds(const call_shape& call) const noexcept = 0;
   /// Runs items [job.begin, job.end) and blocks until they finished or the call stopped.
   /// Item failures go to job.state; fills `report` when not null.
   /// @throws polymap::error when the backend itself fails

@@ -75,6 +75,22 @@ TEST(AutomaticBackend, ExplainNamesEveryBackendAndWhy) {
   EXPECT_NE(text.find("<- chosen"), std::string::npos);
 }
 
+// The processes backend's cost on top of the work: a fork per worker, one after another,
+// and every result byte through the store.
+TEST(AutomaticBackend, ProcessesCostGrowsWithWorkersAndResultBytes) {
+  const detail::executor& processes = detail::processes_executor();
+  const double one = processes.overhead_seconds({.workers = 1, .items = 1'000'000});
+  const double two = processes.overhead_seconds({.workers = 2, .items = 1'000'000});
+  const double moved =
+      processes.overhead_seconds({.workers = 2, .items = 1'000'000, .result_bytes = 8});
+  EXPECT_GT(one, 0);
+  EXPECT_DOUBLE_EQ(two, 2 * one);
+  EXPECT_GT(moved, two);
+  const double twice_the_items =
+      processes.overhead_seconds({.workers = 2, .items = 2'000'000, .result_bytes = 8});
+  EXPECT_NEAR(twice_the_items - two, 2 * (moved - two), 1e-9 * twice_the_items);
+}
+
 TEST(AutomaticBackend, NestedCallsRunInlineInTheirWorker) {
   std::vector<int> outer(4, 1);
   std::atomic<int> inline_runs{0};

@@ -133,7 +133,9 @@ class cuda_executor_impl final : public executor {
   [[nodiscard]] bool available() const noexcept override { return cuda::device_count() > 0; }
   [[nodiscard]] std::string status() const override { return cuda::device_status(); }
   [[nodiscard]] std::size_t parallelism(const options&) const noexcept override { return 1; }
-  [[nodiscard]] double overhead_seconds() const noexcept override { return 20e-6; }
+  [[nodiscard]] double overhead_seconds(const call_shape& /*call*/) const noexcept override {
+    return 20e-6;
+  }
   void run(const map_job&, run_report*) override {
     throw backend_unavailable(
         "polymap: backend cuda runs only functions compiled for the GPU: call "

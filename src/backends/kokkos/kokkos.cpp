@@ -34,7 +34,7 @@ class kokkos_executor_impl final : public executor {
     const auto c = static_cast<std::size_t>(std::max(1, host_concurrency()));
     return o.workers != 0 ? std::min(o.workers, c) : c;
   }
-  [[nodiscard]] double overhead_seconds() const noexcept override {
+  [[nodiscard]] double overhead_seconds(const call_shape& /*call*/) const noexcept override {
     return host_concurrency() > 1 ? 5e-6 : 0.2e-6;
   }
 

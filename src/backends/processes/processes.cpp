@@ -1,18 +1,23 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstddef>
 #include <polymap/detail/execute.hpp>
 #include <polymap/detail/remote.hpp>
 #include <polymap/error.hpp>
 #include <polymap/options.hpp>
 #include <polymap/topology.hpp>
 #include <string>
+#include <vector>
 
+#include "backends/processes/shared_region.hpp"
+#include "backends/processes/store_io.hpp"
 #include "backends/processes/supervisor.hpp"
 #include "executor.hpp"
 
@@ -20,22 +25,62 @@ namespace polymap::detail {
 
 namespace {
 
-/// Seconds to fork a worker of this process, wait for it to end and reap it:
-/// the start-up cost of a call (median of three, measured once).
-double measure_fork() {
+/// What a call on worker processes costs besides its items, measured once here.
+struct process_costs {
+  /// Forking a worker of this process, its end and reaping it: the caller forks its
+  /// workers one after the other.
+  double fork_seconds = 1e-3;
+  /// Moving one byte of results through the store: a worker writes it to pages new
+  /// to the store, the caller reads it back.
+  double byte_seconds = 1e-9;
+};
+
+/// The median of three timings of `step`, in seconds; a negative step time (the step
+/// could not be done) is returned as it is.
+template <class Step>
+double median_of_three(Step step) {
   std::array<double, 3> took{};
   for (double& t : took) {
     const auto start = std::chrono::steady_clock::now();
-    const pid_t pid = fork();
-    if (pid == 0) _exit(0);
-    if (pid < 0) return 1e-3;  // cannot fork now: assume the usual millisecond
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
+    if (!step()) return -1;
     t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   std::sort(took.begin(), took.end());
   return took[1];
+}
+
+process_costs measure_costs() {
+  process_costs c;
+  const double fork_seconds = median_of_three([] {
+    const pid_t pid = fork();
+    if (pid == 0) _exit(0);
+    if (pid < 0) return false;
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return true;
+  });
+  if (fork_seconds > 0) c.fork_seconds = fork_seconds;
+
+  // Into pages new to both sides, as in a call: the store's, and the caller's result
+  // buffer, which it makes writable in one go (see prepare_large_buffer).
+  constexpr std::size_t bytes = std::size_t{1} << 20;
+  const std::vector<std::byte> results(bytes, std::byte{1});
+  const double move_seconds = median_of_three([&results] {
+    const int fd = anonymous_file();
+    if (fd < 0) return false;
+    void* to = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    bool moved = to != MAP_FAILED;
+    if (moved) {
+      moved = write_at(fd, results.data(), bytes, 0) && read_at(fd, to, bytes, 0);
+      munmap(to, bytes);
+    }
+    close(fd);
+    return moved;
+  });
+  if (move_seconds > 0) c.byte_seconds = move_seconds / static_cast<double>(bytes);
+  return c;
 }
 
 /// Leaves the call's state when the supervisor is done, so that a
@@ -67,9 +112,11 @@ class processes_executor_impl final : public executor {
   [[nodiscard]] std::size_t parallelism(const options& o) const noexcept override {
     return o.workers != 0 ? o.workers : topology::current().usable_count();
   }
-  [[nodiscard]] double overhead_seconds() const noexcept override {
-    static const double fork_seconds = measure_fork();
-    return fork_seconds;
+  [[nodiscard]] double overhead_seconds(const call_shape& call) const noexcept override {
+    static const process_costs costs = measure_costs();
+    return static_cast<double>(call.workers) * costs.fork_seconds +
+           static_cast<double>(call.items) * static_cast<double>(call.result_bytes) *
+               costs.byte_seconds;
   }
 
   void run(const map_job& job, run_report* report) override {

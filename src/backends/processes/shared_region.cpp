@@ -33,15 +33,13 @@ std::system_error store_error(const char* what, std::size_t bytes) {
                                std::to_string(bytes) + " bytes of shared memory");
 }
 
-/// A file in memory with no name: a memfd, or where memfds are refused, an
-/// unlinked file on /dev/shm.
-int anonymous_file() {
+}  // namespace
+
+int anonymous_file() noexcept {
   const int fd = memfd_create("polymap", MFD_CLOEXEC);
   if (fd >= 0) return fd;
   return open("/dev/shm", O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
 }
-
-}  // namespace
 
 shared_region::shared_region(std::size_t items, std::size_t workers, std::size_t fixed_size)
     : workers_(workers), fixed_size_(fixed_size) {

@@ -17,6 +17,10 @@ struct placement {
   std::atomic<int> nice{0};          ///< the nice value read back
 };
 
+/// A file in memory with no name: a memfd, or where memfds are refused, an
+/// unlinked file on /dev/shm. @return its descriptor (close-on-exec), or -1 with errno
+[[nodiscard]] int anonymous_file() noexcept;
+
 /// The head of the memory a call shares with its worker processes.
 struct shared_control {
   alignas(64) std::atomic<std::size_t> next{0};  ///< first item nobody has claimed

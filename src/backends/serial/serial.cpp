@@ -18,7 +18,9 @@ class serial_executor_impl final : public executor {
   [[nodiscard]] bool available() const noexcept override { return true; }
   [[nodiscard]] std::string status() const override { return "a loop on the calling thread"; }
   [[nodiscard]] std::size_t parallelism(const options&) const noexcept override { return 1; }
-  [[nodiscard]] double overhead_seconds() const noexcept override { return 0; }
+  [[nodiscard]] double overhead_seconds(const call_shape& /*call*/) const noexcept override {
+    return 0;
+  }
 
   void run(const map_job& job, run_report* report) override {
     worker_context w = make_worker(*job.state, *job.opts, backend_kind::serial);

@@ -26,7 +26,7 @@ class threads_executor_impl final : public executor {
   [[nodiscard]] std::size_t parallelism(const options& o) const noexcept override {
     return o.workers != 0 ? o.workers : topology::current().usable_count();
   }
-  [[nodiscard]] double overhead_seconds() const noexcept override {
+  [[nodiscard]] double overhead_seconds(const call_shape& /*call*/) const noexcept override {
     return thread_pool::instance().fork_join_seconds();
   }
 
