@@ -53,6 +53,10 @@ struct options {
   std::chrono::duration<double> timeout = std::chrono::duration<double>::zero();
   /// Per-worker memory limit in bytes; needs the process backend (0 means none).
   std::size_t memory_limit = 0;
+  /// Processes backend: let a worker that crashes dump core under the program's own
+  /// RLIMIT_CORE. Off by default: workers run with a soft limit of 0, so that crashing
+  /// items do not each write a core of the whole program.
+  bool core_dumps = false;
   /// Times a failed item is run again before it counts as failed.
   unsigned retries = 0;
   /// `fail_fast` or `collect`.

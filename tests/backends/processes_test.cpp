@@ -284,6 +284,30 @@ TEST(Processes, ReadyingABufferAfterAForkKeepsTheBytesAroundIt) {
   for (std::size_t i = 0; i < memory.size(); ++i) ASSERT_EQ(memory[i], mix(i)) << "word " << i;
 }
 
+// A crashing item must not write a core of the whole program unless the caller asks.
+TEST(Processes, WorkersDumpNoCoreUnlessAsked) {
+  rlimit mine{};
+  ASSERT_EQ(getrlimit(RLIMIT_CORE, &mine), 0);
+  if (mine.rlim_max == 0) GTEST_SKIP() << "the hard RLIMIT_CORE is 0 here: no core either way";
+  rlimit raised = mine;
+  raised.rlim_cur = mine.rlim_max;
+  ASSERT_EQ(setrlimit(RLIMIT_CORE, &raised), 0);
+  const auto soft_limit = [](std::size_t) {
+    rlimit r{};
+    return getrlimit(RLIMIT_CORE, &r) == 0 ? static_cast<std::uint64_t>(r.rlim_cur) : 1;
+  };
+  const auto xs = std::views::iota(std::size_t{0}, std::size_t{8});
+  const std::vector<std::uint64_t> off = polymap::map(xs, soft_limit, processes());
+  options keep = processes();
+  keep.core_dumps = true;
+  const std::vector<std::uint64_t> on = polymap::map(xs, soft_limit, keep);
+  ASSERT_EQ(setrlimit(RLIMIT_CORE, &mine), 0);
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    EXPECT_EQ(off[i], 0U) << "item " << i;
+    EXPECT_EQ(on[i], static_cast<std::uint64_t>(raised.rlim_cur)) << "item " << i;
+  }
+}
+
 TEST(Processes, TerminateIsASignal) {
   options o = processes();
   o.on_error = on_error::collect;

@@ -58,6 +58,11 @@ void place(const worker_setup& s) {
     p.nice.store(now.value_or(0), std::memory_order_relaxed);
     p.nice_applied.store(now == o.nice ? 1 : 0, std::memory_order_relaxed);
   }
+  rlimit core{};
+  if (!o.core_dumps && getrlimit(RLIMIT_CORE, &core) == 0 && core.rlim_cur != 0) {
+    core.rlim_cur = 0;
+    (void)setrlimit(RLIMIT_CORE, &core);
+  }
   if (s.memory_limit != 0) {
     const rlim_t limit = virtual_size() + s.memory_limit;
     const rlimit r{limit, limit};
