@@ -308,6 +308,32 @@ TEST(Processes, WorkersDumpNoCoreUnlessAsked) {
   }
 }
 
+// A worker that cannot write its results fails the call with the cause, not an item
+// with a made-up exit status. Here an item sabotages its own worker: a file size limit
+// of one byte makes its next write to the store fail with EFBIG.
+TEST(Processes, WorkerThatCannotWriteItsResultsFailsTheCall) {
+  const auto sabotage = [](std::size_t i) {
+    if (i == 0) {
+      std::signal(SIGXFSZ, SIG_IGN);
+      const rlimit one{1, 1};
+      (void)setrlimit(RLIMIT_FSIZE, &one);
+    }
+    return mix(i);
+  };
+  try {
+    (void)polymap::map(std::views::iota(std::size_t{0}, std::size_t{1000}), sabotage,
+                       {.backend = backend_kind::processes, .workers = 2, .chunk = 10});
+    FAIL() << "the call succeeded";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code().value(), EFBIG) << e.what();
+    EXPECT_NE(std::string(e.what()).find("could not write its results"), std::string::npos)
+        << e.what();
+  }
+  // Nothing of the call is left: its workers are gone.
+  EXPECT_EQ(polymap::map(std::views::iota(std::size_t{0}, std::size_t{100}), mix, processes())[99],
+            mix(99));
+}
+
 TEST(Processes, TerminateIsASignal) {
   options o = processes();
   o.on_error = on_error::collect;

@@ -34,6 +34,7 @@ struct alignas(64) remote_slot {
   std::atomic<std::int64_t> busy_ns{0};     ///< time inside chunks
   std::atomic<std::size_t> busy_items{0};   ///< items of those chunks
   std::atomic<std::size_t> staged{0};       ///< entries of its ring not yet in the store
+  std::atomic<int> store_error{0};          ///< errno of a write to the store that failed
 };
 
 /// Where a worker process leaves what it finished. The store is a file in memory

@@ -67,7 +67,12 @@ void remote_channel::flush() noexcept {
       (size == 0 || write_at(target_.fd, seg_results_.data(), seg_len_ * size,
                              target_.results_at + seg_begin_ * size)) &&
       write_at(target_.fd, seg_flags_.data(), seg_len_, target_.flags_at + seg_begin_);
-  if (!written) _exit(store_failed_exit);  // the caller recovers the ring
+  if (!written) {
+    // Not an item's failure: the caller fails the call with this errno, after
+    // recovering the ring.
+    slot_->store_error.store(errno != 0 ? errno : EIO, std::memory_order_relaxed);
+    _exit(store_failed_exit);
+  }
   seg_len_ = 0;
   staged_ = 0;
   slot_->staged.store(0, std::memory_order_release);

@@ -95,6 +95,9 @@ supervisor::supervisor(const map_job& job, std::size_t workers)
 supervisor::~supervisor() { kill_all(); }
 
 void supervisor::kill_all() noexcept {
+  // Reaped workers (pid -1) stay in live_ until the loop drops them: kill(-1)
+  // would signal every process this one may signal.
+  std::erase_if(live_, [](const worker& w) { return w.pid < 0; });
   for (worker& w : live_) kill(-w.pid, SIGKILL), kill(w.pid, SIGKILL);
   for (worker& w : live_) {
     int status = 0;
@@ -245,6 +248,16 @@ void supervisor::reap(worker& w) {
   pid_t got;
   while ((got = waitpid(w.pid, &status, 0)) < 0 && errno == EINTR) {
   }
+  try {
+    settle(w, got, status);
+  } catch (...) {
+    forget(w);
+    throw;
+  }
+  forget(w);
+}
+
+void supervisor::settle(worker& w, pid_t got, int status) {
   read_messages(w);
   // What it finished but had not written to the store yet.
   shared_.recover(w.slot);
@@ -259,41 +272,49 @@ void supervisor::reap(worker& w) {
     // worker.
     kill(-w.pid, SIGKILL);
   }
-  if (mid_chunk) {
-    std::vector<std::uint8_t> done(e - b);
-    shared_.read_flags(b, e, done.data());
-    const bool culprit = current >= b && current < e && done[current - b] == 0;
-    if (culprit && !w.cancelled) {
-      failure_kind kind = failure_kind::exit;
-      int sig = 0;
-      int code = 0;
-      if (w.killed) {
-        kind = *w.killed;
-      } else if (got < 0) {
-        kind = failure_kind::exit;  // reaped by someone else (SIGCHLD ignored):
-                                    // status unknown
-        code = -1;
-      } else if (WIFSIGNALED(status)) {
-        kind = failure_kind::signal;
-        sig = WTERMSIG(status);
-      } else {
-        code = WEXITSTATUS(status);
-      }
-      item_died(current, kind, sig, code);
+  if (const int error = s.store_error.load(std::memory_order_relaxed); error != 0) {
+    // No item's fault: the call cannot keep its results.
+    throw std::system_error(error, std::generic_category(),
+                            "polymap: processes backend: a worker could not write its "
+                            "results to the call's shared memory");
+  }
+  if (!mid_chunk) return;
+  std::vector<std::uint8_t> done(e - b);
+  shared_.read_flags(b, e, done.data());
+  const bool culprit = current >= b && current < e && done[current - b] == 0;
+  if (culprit && !w.cancelled) {
+    failure_kind kind = failure_kind::exit;
+    int sig = 0;
+    int code = 0;
+    if (w.killed) {
+      kind = *w.killed;
+    } else if (got < 0) {
+      kind = failure_kind::exit;  // reaped by someone else (SIGCHLD ignored):
+                                  // status unknown
+      code = -1;
+    } else if (WIFSIGNALED(status)) {
+      kind = failure_kind::signal;
+      sig = WTERMSIG(status);
+    } else {
+      code = WEXITSTATUS(status);
     }
-    // What it had not finished goes to the next worker, unless the call is
-    // stopping.
-    if (!state_.stopping()) {
-      std::size_t run_begin = b;
-      for (std::size_t i = b; i <= e; ++i) {
-        const bool skip = i == e || done[i - b] != 0 || (culprit && i == current);
-        if (skip) {
-          if (run_begin < i) pending_.push_back({run_begin, i});
-          run_begin = i + 1;
-        }
+    item_died(current, kind, sig, code);
+  }
+  // What it had not finished goes to the next worker, unless the call is
+  // stopping.
+  if (!state_.stopping()) {
+    std::size_t run_begin = b;
+    for (std::size_t i = b; i <= e; ++i) {
+      const bool skip = i == e || done[i - b] != 0 || (culprit && i == current);
+      if (skip) {
+        if (run_begin < i) pending_.push_back({run_begin, i});
+        run_begin = i + 1;
       }
     }
   }
+}
+
+void supervisor::forget(worker& w) noexcept {
   signal_guard::remove(w.pid);
   close(w.pidfd);
   close(w.pipe);

@@ -61,7 +61,13 @@ class supervisor {
   void spawn(std::size_t slot, std::vector<index_range> first);
   void read_messages(worker& w);
   void handle_messages(worker& w);
+  /// Waits for a worker that ended, settles its items and frees its slot.
   void reap(worker& w);
+  /// What an ended worker leaves: its ring, its descendants, the item it died in and
+  /// the rest of its chunk. @throws std::system_error when it could not write the store
+  void settle(worker& w, pid_t got, int status);
+  /// Closes what the caller held of a reaped worker and frees its slot.
+  void forget(worker& w) noexcept;
   void item_died(std::size_t index, failure_kind kind, int signal, int exit_code);
   void check_timeouts(clock::time_point now);
   void terminate(worker& w, std::optional<failure_kind> why, clock::time_point now);
