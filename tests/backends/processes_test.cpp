@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -330,6 +331,31 @@ TEST(Processes, WorkerThatCannotWriteItsResultsFailsTheCall) {
         << e.what();
   }
   // Nothing of the call is left: its workers are gone.
+  EXPECT_EQ(polymap::map(std::views::iota(std::size_t{0}, std::size_t{100}), mix, processes())[99],
+            mix(99));
+}
+
+// Workers that die before they can run anything (here: in a fork handler of the program)
+// are not replaced for ever: after a few in a row the call fails and says why.
+std::atomic<bool> kill_fork_children{false};
+
+TEST(Processes, WorkersThatNeverStartFailTheCall) {
+  static const int registered = pthread_atfork(nullptr, nullptr, [] {
+    if (kill_fork_children.load()) _exit(7);
+  });
+  ASSERT_EQ(registered, 0);
+  kill_fork_children = true;
+  try {
+    (void)polymap::map(std::views::iota(std::size_t{0}, std::size_t{100}), mix, processes());
+    kill_fork_children = false;
+    FAIL() << "the call succeeded";
+  } catch (const polymap::error& e) {
+    kill_fork_children = false;
+    const std::string what = e.what();
+    EXPECT_NE(what.find("in a row ended before they could run an item"), std::string::npos)
+        << what;
+    EXPECT_NE(what.find("exit status 7"), std::string::npos) << what;
+  }
   EXPECT_EQ(polymap::map(std::views::iota(std::size_t{0}, std::size_t{100}), mix, processes())[99],
             mix(99));
 }

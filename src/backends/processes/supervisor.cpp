@@ -123,6 +123,7 @@ void supervisor::spawn(std::size_t slot, std::vector<index_range> first) {
   s.current.store(remote_slot::none, std::memory_order_relaxed);
   s.started_ns.store(0, std::memory_order_relaxed);
   s.staged.store(0, std::memory_order_relaxed);
+  s.ready.store(0, std::memory_order_relaxed);
   worker_setup setup{.job = &job_,
                      .shared = &shared_,
                      .slot = slot,
@@ -258,6 +259,7 @@ void supervisor::reap(worker& w) {
 }
 
 void supervisor::settle(worker& w, pid_t got, int status) {
+  count_stillborn(w, got, status);
   read_messages(w);
   // What it finished but had not written to the store yet.
   shared_.recover(w.slot);
@@ -312,6 +314,27 @@ void supervisor::settle(worker& w, pid_t got, int status) {
       }
     }
   }
+}
+
+void supervisor::count_stillborn(const worker& w, pid_t got, int status) {
+  if (shared_.slot(w.slot).ready.load(std::memory_order_acquire) != 0 || w.killed ||
+      w.cancelled) {
+    stillborn_ = 0;
+    return;
+  }
+  // Replacing such workers would go on for ever: whatever kills them (a fork
+  // handler, the OOM killer) kills the next one too.
+  const std::size_t limit = std::max<std::size_t>(8, 2 * workers_);
+  if (++stillborn_ < limit) return;
+  std::string last = "status unknown";
+  if (got >= 0 && WIFSIGNALED(status)) {
+    last = "signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
+  } else if (got >= 0 && WIFEXITED(status)) {
+    last = "exit status " + std::to_string(WEXITSTATUS(status));
+  }
+  throw error("polymap: processes backend: " + std::to_string(stillborn_) +
+              " worker processes in a row ended before they could run an item (the last: " +
+              last + ")");
 }
 
 void supervisor::forget(worker& w) noexcept {

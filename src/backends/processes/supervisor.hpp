@@ -66,6 +66,9 @@ class supervisor {
   /// What an ended worker leaves: its ring, its descendants, the item it died in and
   /// the rest of its chunk. @throws std::system_error when it could not write the store
   void settle(worker& w, pid_t got, int status);
+  /// Counts workers that ended before they were set up; too many in a row is an error.
+  /// @throws polymap::error
+  void count_stillborn(const worker& w, pid_t got, int status);
   /// Closes what the caller held of a reaped worker and frees its slot.
   void forget(worker& w) noexcept;
   void item_died(std::size_t index, failure_kind kind, int signal, int exit_code);
@@ -96,6 +99,7 @@ class supervisor {
   std::map<std::size_t, unsigned> crashes_;  // attempts of items that killed a worker
   std::size_t progress_seen_ = 0;
   std::size_t spawned_ = 0;
+  std::size_t stillborn_ = 0;  // workers in a row that ended before they were set up
   bool stop_sent_ = false;
   bool finished_ = false;  // results gathered (see finish())
   const pid_t self_;

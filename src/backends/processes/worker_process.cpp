@@ -123,6 +123,7 @@ void worker_main(worker_setup& s) noexcept {
     chunk_sizer sizer(job, 1e-3);
     const bool memory_capped = s.memory_limit != 0;
     place(s);
+    slot.ready.store(1, std::memory_order_release);
 
     // Runs one chunk; false once the call must stop.
     auto run = [&](std::size_t b, std::size_t e) {
