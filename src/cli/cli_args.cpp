@@ -47,39 +47,41 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
   sub->add_option("--bind", run.bind, "Pin each job slot: none, core, pu, numa or package")
       ->check(CLI::IsMember({"none", "core", "pu", "numa", "package"}))
       ->capture_default_str();
-  sub->add_option("--nice", run.nice, "Nice value of the jobs")->check(CLI::Range(-20, 19));
-  sub->add_option("--timeout", run.timeout,
+  sub->add_option("--nice", run.options.nice, "Nice value of the jobs")->check(CLI::Range(-20, 19));
+  sub->add_option("--timeout", run.options.timeout,
                   "Seconds an attempt may run before its process group gets SIGTERM, then "
                   "SIGKILL 1 s later (0: none)")
       ->check(CLI::NonNegativeNumber);
-  sub->add_option("--retries", run.retries,
+  sub->add_option("--retries", run.options.retries,
                   "Run a failed item up to N more times, waiting 0.1 s, 0.2 s, 0.4 s... "
                   "(at most 10 s) between attempts")
       ->check(CLI::Range(0U, 1000U));
   sub->add_option("--halt", run.halt,
                   "Stop after failures: now,fail=N (kill running jobs), soon,fail=N (let "
                   "them finish), N or P%; never (default)");
-  sub->add_option("--joblog", run.joblog, "Log each ended job in GNU parallel's joblog format");
-  sub->add_option("--results", run.results,
+  sub->add_option("--joblog", run.options.joblog,
+                  "Log each ended job in GNU parallel's joblog format");
+  sub->add_option("--results", run.options.results,
                   "Keep each item's stdout and stderr in DIR/SEQ/{stdout,stderr}, written "
                   "atomically");
-  sub->add_flag("-k,--keep-order", run.keep_order, "Print outputs in input order");
+  sub->add_flag("-k,--keep-order", run.options.keep_order, "Print outputs in input order");
   sub->add_flag("--dry-run", run.dry_run, "Print the commands instead of running them");
   sub->add_flag("--shell", run.shell,
                 "Run the command line with /bin/sh -c; the items are inserted shell-quoted");
-  sub->add_flag("--progress", run.progress,
+  sub->add_flag("--progress", run.options.progress,
                 "A progress bar on stderr when it is a terminal: done, failed, running, rate, ETA");
-  sub->add_flag("--json", run.json,
+  sub->add_flag("--json", run.options.json,
                 "JSON lines on stdout: a start and an end event per job (with its output unless "
                 "--results) and a summary");
   sub->add_option("-a,--arg-file", run.arg_files, "Items from FILE, one per line (repeatable)")
       ->allow_extra_args(false)
       ->type_name("FILE");
-  sub->add_option("--journal", run.journal,
+  sub->add_option("--journal", run.options.journal,
                   "SQLite journal: resume where a previous run stopped, share the batch with "
                   "other runners");
-  sub->add_flag("--retry-failed", run.retry_failed, "With --journal: run failed items again");
-  sub->add_option("--lock-timeout", run.lock_timeout,
+  sub->add_flag("--retry-failed", run.options.retry_failed,
+                "With --journal: run failed items again");
+  sub->add_option("--lock-timeout", run.options.lock_timeout,
                   "Seconds to wait for a journal locked by another process")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();

@@ -3,10 +3,11 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "cli/run/runner.hpp"
 
 namespace polymap::cli {
 
@@ -43,23 +44,16 @@ struct bench_args {
 
 /// `polymap run`: the options as given; run_command.cpp checks them.
 struct run_args {
+  /// What the runner takes as it is (nice, timeout, retries, joblog, results, -k,
+  /// --progress, --json, --journal, --retry-failed, --lock-timeout); the rest below is
+  /// checked and turned into runner options by run_run.
+  run::run_options options;
   unsigned jobs = 0;  ///< 0: one per usable CPU
   std::string bind = "none";
-  std::optional<int> nice;
-  double timeout = 0;
-  unsigned retries = 0;
   std::string halt = "never";
-  std::string joblog;
-  std::string results;
-  bool keep_order = false;
   bool dry_run = false;
   bool shell = false;
-  bool progress = false;
-  bool json = false;
   std::vector<std::string> arg_files;
-  std::string journal;
-  bool retry_failed = false;
-  double lock_timeout = 10;
   std::vector<std::string> words;  ///< the command template and its input sources
 };
 

@@ -17,7 +17,7 @@
 namespace polymap::cli {
 
 int run_run(const run_args& args) {
-  run::run_options options;
+  run::run_options options = args.options;
   run::command_line line;
   try {
     line = run::split_command_line(args.words, args.arg_files);
@@ -26,7 +26,7 @@ int run_run(const run_args& args) {
     fmt::print(stderr, "polymap run: {}\n", e.what());
     return exit_usage;
   }
-  if (args.retry_failed && args.journal.empty()) {
+  if (options.retry_failed && options.journal.empty()) {
     fmt::print(stderr, "polymap run: --retry-failed needs --journal\n");
     return exit_usage;
   }
@@ -49,17 +49,6 @@ int run_run(const run_args& args) {
   }
   // CLI11 admits only the policy names parse_bind knows.
   options.bind = polymap::parse_bind(args.bind).value_or(polymap::bind::none);
-  options.nice = args.nice;
-  options.timeout = args.timeout;
-  options.retries = args.retries;
-  options.joblog = args.joblog;
-  options.results = args.results;
-  options.keep_order = args.keep_order;
-  options.progress = args.progress;
-  options.json = args.json;
-  options.journal = args.journal;
-  options.retry_failed = args.retry_failed;
-  options.lock_timeout = args.lock_timeout;
   return run::run_batch(options, *command, items);
 }
 
