@@ -11,6 +11,8 @@
 
 #include <Kokkos_Core.hpp>
 
+#include <atomic>
+#include <cstdint>
 #include <numeric>
 #include <vector>
 
@@ -53,23 +55,40 @@ TEST(KokkosBackend, GenericPathReportsTheKokkosSpace) {
   for (int y : ys) ASSERT_EQ(y, 4);
 }
 
+// Kernels launched on Kokkos in this process, seen through Kokkos' profiling hooks.
+std::atomic<int> kokkos_launches{0};
+
+void count_launches() {
+  kokkos_launches = 0;
+  Kokkos::Tools::Experimental::set_begin_parallel_for_callback(
+      [](const char*, std::uint32_t, std::uint64_t*) { ++kokkos_launches; });
+}
+
+void stop_counting() { Kokkos::Tools::Experimental::set_begin_parallel_for_callback(nullptr); }
+
 // A forked worker of the processes backend shares its parent's Kokkos: it must neither
 // initialise Kokkos nor run on it. Both the header and the generic path run plain loops there.
 TEST(KokkosBackend, AWorkerProcessLeavesKokkosAlone) {
+  // The hook sees a launch here, in the caller: so it would see one in a worker.
+  count_launches();
+  (void)polymap::kokkos::map(std::vector<int>(3, 1), KOKKOS_LAMBDA(int y) { return y + 1; });
+  EXPECT_GE(kokkos_launches.load(), 1);
+  stop_counting();
+
   std::vector<int> xs(4, 5);
   const std::vector<int> ok = polymap::map(
       xs,
       [](int x) {
-        const bool before = Kokkos::is_initialized();
+        count_launches();
         const std::vector<int> v(3, x);
         const std::vector<int> w = polymap::kokkos::map(v, KOKKOS_LAMBDA(int y) { return y + 1; });
         run_report report;
-        const std::vector<int> g =
-            polymap::map(v, [](int y) { return y * 2; }, {.backend = backend::kokkos, .report = &report});
-        return Kokkos::is_initialized() == before && w == std::vector<int>(3, x + 1) &&
-                       g == std::vector<int>(3, 2 * x) && report.backend == backend::serial
-                   ? 1
-                   : 0;
+        const std::vector<int> g = polymap::map(
+            v, [](int y) { return y * 2; }, {.backend = backend::kokkos, .report = &report});
+        const bool alone = kokkos_launches.load() == 0 && report.backend == backend::serial;
+        stop_counting();
+        return alone && w == std::vector<int>(3, x + 1) && g == std::vector<int>(3, 2 * x) ? 1
+                                                                                            : 0;
       },
       {.backend = backend::processes, .workers = 2});
   for (int y : ok) ASSERT_EQ(y, 1);
