@@ -23,7 +23,8 @@ struct device_info {
 };
 
 /// Number of CUDA devices usable now: 0 when polymap was built without CUDA, when there is
-/// no driver (cudaErrorInsufficientDriver) or no device (cudaErrorNoDevice).
+/// no driver (cudaErrorInsufficientDriver) or no device (cudaErrorNoDevice), after a sticky
+/// error, and in a worker process of the processes backend (which never touches the GPU).
 [[nodiscard]] int device_count() noexcept;
 
 /// Why there is no usable device, or a description of the devices when there are some.

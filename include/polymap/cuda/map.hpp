@@ -100,14 +100,7 @@ inline unsigned grid_for(std::size_t n, int device) {
 template <class Fn>
 bool wants_gpu(const options& o) {
   if (o.backend != backend_kind::automatic && o.backend != backend_kind::cuda) return false;
-  if (polymap::detail::in_worker_process()) {
-    // A forked worker of the processes backend shares its parent's CUDA state, which a
-    // child must never touch (not even to count devices): the CPU runs its maps.
-    if (o.backend == backend_kind::automatic) return false;
-    throw backend_unavailable(
-        "polymap: backend cuda is not available inside a worker process of the processes "
-        "backend: a forked child never touches the GPU");
-  }
+  // In a worker process of the processes backend there is no device (device_count()).
   if (o.device < 0 || o.device >= std::max(1, device_count())) {
     if (device_count() > 0) {
       throw option_error("device", std::to_string(o.device),

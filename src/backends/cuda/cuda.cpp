@@ -82,6 +82,9 @@ void mark_unusable(const char* error_name) noexcept {
 }  // namespace detail
 
 int device_count() noexcept {
+  // A forked worker of the processes backend shares its parent's CUDA state, which a
+  // child must never touch, not even to count devices.
+  if (polymap::detail::in_worker_process()) return 0;
   if (context_state().lost.load(std::memory_order_acquire)) return 0;
   try {
     return devices_here().count;
@@ -91,6 +94,10 @@ int device_count() noexcept {
 }
 
 std::string device_status() {
+  if (polymap::detail::in_worker_process()) {
+    return "no CUDA device in a worker process of the processes backend: a forked child "
+           "never touches the GPU";
+  }
   lost_context& s = context_state();
   if (s.lost.load(std::memory_order_acquire)) {
     const std::lock_guard lock(s.mutex);
