@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pty.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -287,15 +288,23 @@ TEST(Run, BindPinsEachSlotToItsOwnCpu) {
                    "b"},
                   dir);
   ASSERT_EQ(r.status, 0) << r.err;
+  const std::vector<std::string> out = lines_of(r.out);
+  ASSERT_EQ(out.size(), 2U) << r.out;
   std::map<std::string, std::string> cpus_of_slot;
-  for (const std::string& line : lines_of(r.out)) {
+  for (const std::string& line : out) {
     const std::size_t space = line.find(' ');
     ASSERT_NE(space, std::string::npos) << line;
     const std::string cpus = line.substr(space + 1);
+    ASSERT_FALSE(cpus.empty()) << line;
     EXPECT_EQ(cpus.find_first_not_of("0123456789"), std::string::npos) << "not one CPU: " << line;
     cpus_of_slot[line.substr(0, space)] = cpus;
   }
-  if (cpus_of_slot.size() == 2 && sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
+  // Both items start at once, one in each slot: with two CPUs or more, each has its own.
+  ASSERT_EQ(cpus_of_slot.size(), 2U) << r.out;
+  cpu_set_t mine;
+  CPU_ZERO(&mine);
+  ASSERT_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);
+  if (CPU_COUNT(&mine) >= 2) {
     EXPECT_NE(cpus_of_slot["1"], cpus_of_slot["2"]) << r.out;
   }
 }
