@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -84,8 +85,10 @@ inline void write_file(const std::string& path, const std::string& text) {
 class cli_process {
  public:
   /// Starts `polymap args...` with stdout and stderr in `dir`/out.N and err.N; with
-  /// `stderr_fd` >= 0, stderr is that descriptor instead (a terminal, say).
-  cli_process(const std::vector<std::string>& args, const temp_dir& dir, int stderr_fd = -1) {
+  /// `stderr_fd` >= 0, stderr is that descriptor instead (a terminal, say). Its stdin is the
+  /// file `stdin_path`.
+  cli_process(const std::vector<std::string>& args, const temp_dir& dir, int stderr_fd = -1,
+              const std::string& stdin_path = "/dev/null") {
     static int counter = 0;
     ++counter;
     out_path_ = dir / ("out." + std::to_string(counter));
@@ -97,7 +100,7 @@ class cli_process {
     argv.push_back(nullptr);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 0, stdin_path.c_str(), O_RDONLY, 0);
     posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                      0644);
     if (stderr_fd >= 0) {
@@ -145,8 +148,15 @@ struct cli_output {
   std::string err;
 };
 
-inline cli_output run_polymap(const std::vector<std::string>& args, const temp_dir& dir) {
-  cli_process p(args, dir);
+/// Runs polymap to its end; `input`, when given, is what it reads on stdin.
+inline cli_output run_polymap(const std::vector<std::string>& args, const temp_dir& dir,
+                              const std::optional<std::string>& input = std::nullopt) {
+  std::string stdin_path = "/dev/null";
+  if (input) {
+    stdin_path = dir / "stdin";
+    write_file(stdin_path, *input);
+  }
+  cli_process p(args, dir, -1, stdin_path);
   cli_output r;
   r.status = p.wait();
   r.out = p.out();

@@ -280,6 +280,36 @@ TEST(Run, ProgressDrawsCountsRateAndEtaOnATerminalOnly) {
   EXPECT_TRUE(r.err.empty()) << r.err;
 }
 
+TEST(Run, ItemsComeFromStdinWithADashOrWithoutAnySource) {
+  temp_dir dir;
+  const std::string input = "first item\nsecond\n";
+  const cli_output dash = run_polymap({"run", "-k", "-a", "-", "--", "echo", "<{}>"}, dir, input);
+  ASSERT_EQ(dash.status, 0) << dash.err;
+  EXPECT_EQ(dash.out, "<first item>\n<second>\n");
+  const cli_output none = run_polymap({"run", "-k", "--", "echo", "[{#}]", "{}"}, dir, input);
+  ASSERT_EQ(none.status, 0) << none.err;
+  EXPECT_EQ(none.out, "[1] first item\n[2] second\n");
+}
+
+// The first item cannot end before the second has: -k still prints it first.
+TEST(Run, KeepOrderHoldsBackAnItemThatEndsFirst) {
+  temp_dir dir;
+  const std::string done = dir / "second.done";
+  const std::string script = "if [ \"$0\" = first ]; then while [ ! -e '" + done +
+                             "' ]; do sleep 0.01; done; echo first; else echo second; touch '" +
+                             done + "'; fi";
+  const cli_output r =
+      run_polymap({"run", "-k", "-j", "2", "--", "sh", "-c", script, ":::", "first", "second"}, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "first\nsecond\n");
+  // Without -k the output comes as the items end.
+  std::filesystem::remove(done);
+  const cli_output loose =
+      run_polymap({"run", "-j", "2", "--", "sh", "-c", script, ":::", "first", "second"}, dir);
+  ASSERT_EQ(loose.status, 0) << loose.err;
+  EXPECT_EQ(loose.out, "second\nfirst\n");
+}
+
 TEST(Run, BindPinsEachSlotToItsOwnCpu) {
   temp_dir dir;
   const cli_output r =

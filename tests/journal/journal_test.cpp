@@ -137,6 +137,34 @@ TEST_F(JournalTest, DeadRunnersItemsAreReclaimedAndItsLateEndIsNotRecorded) {
   for (const polymap::journal_row& r : s.slowest) EXPECT_EQ(r.attempts, 1) << r.seq;
 }
 
+TEST_F(JournalTest, RunnerOnAnotherHostIsDeadOnlyOnceItsLeaseLapses) {
+  journal far(path_);
+  journal here(path_);
+  far.register_runner();
+  here.register_runner();
+  far.add_items(items(2));
+  here.add_items(items(2));
+  ASSERT_EQ(far.commit({}, 1).size(), 1U);
+  // On another host a pid says nothing: this one cannot exist here, yet the runner lives
+  // while its heartbeat is fresh.
+  const std::string id = std::to_string(far.runner_id());
+  sql("UPDATE runners SET host = 'elsewhere.invalid', pid = 2147483647 WHERE id = " + id);
+  EXPECT_EQ(here.reclaim_dead(), 0);
+  const auto far_alive = [&] {
+    for (const polymap::journal_runner& r : here.summary(1).runners) {
+      if (r.id == far.runner_id()) return r.alive;
+    }
+    return false;
+  };
+  EXPECT_TRUE(far_alive());
+  // Its last heartbeat older than the lease: dead, and its item goes to the next runner.
+  sql("UPDATE runners SET heartbeat = heartbeat - " + std::to_string(journal::lease_seconds + 1) +
+      " WHERE id = " + id);
+  EXPECT_FALSE(far_alive());
+  EXPECT_EQ(here.reclaim_dead(), 1);
+  EXPECT_EQ(here.commit({}, 5).size(), 2U);
+}
+
 TEST_F(JournalTest, ItemsHeldByAFinishedRunnerAreReclaimed) {
   journal stopped(path_);
   journal next(path_);
