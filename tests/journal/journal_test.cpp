@@ -53,6 +53,16 @@ class JournalTest : public ::testing::Test {
     return e;
   }
 
+  /// Registers `holder` and `other` as runners of one batch of two items, and has `holder`
+  /// claim the first.
+  static void share_two_items(journal& holder, journal& other) {
+    holder.register_runner();
+    other.register_runner();
+    holder.add_items(items(2));
+    other.add_items(items(2));
+    ASSERT_EQ(holder.commit({}, 1).size(), 1U);
+  }
+
   /// Runs SQL on the file through a connection of its own.
   void sql(const std::string& text) const {
     sqlite3* db = nullptr;
@@ -140,11 +150,7 @@ TEST_F(JournalTest, DeadRunnersItemsAreReclaimedAndItsLateEndIsNotRecorded) {
 TEST_F(JournalTest, RunnerOnAnotherHostIsDeadOnlyOnceItsLeaseLapses) {
   journal far(path_);
   journal here(path_);
-  far.register_runner();
-  here.register_runner();
-  far.add_items(items(2));
-  here.add_items(items(2));
-  ASSERT_EQ(far.commit({}, 1).size(), 1U);
+  share_two_items(far, here);
   // On another host a pid says nothing: this one cannot exist here, yet the runner lives
   // while its heartbeat is fresh.
   const std::string id = std::to_string(far.runner_id());
@@ -168,11 +174,7 @@ TEST_F(JournalTest, RunnerOnAnotherHostIsDeadOnlyOnceItsLeaseLapses) {
 TEST_F(JournalTest, ItemsHeldByAFinishedRunnerAreReclaimed) {
   journal stopped(path_);
   journal next(path_);
-  stopped.register_runner();
-  next.register_runner();
-  stopped.add_items(items(2));
-  next.add_items(items(2));
-  ASSERT_EQ(stopped.commit({}, 1).size(), 1U);
+  share_two_items(stopped, next);
   // As after a journal error: the runner could not record its end, but did finish.
   stopped.finish_runner();
   EXPECT_EQ(next.reclaim_dead(), 1);
