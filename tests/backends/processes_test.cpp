@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <spawn.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <new>
 #include <numeric>
 #include <polymap/polymap.hpp>
 #include <ranges>
@@ -335,22 +337,34 @@ TEST(Processes, WorkerThatCannotWriteItsResultsFailsTheCall) {
             mix(99));
 }
 
-// Workers that die before they can run anything (here: in a fork handler of the program)
-// are not replaced for ever: after a few in a row the call fails and says why.
-std::atomic<bool> kill_fork_children{false};
+// The next `n` children this program forks die at once, in a fork handler, before a
+// worker can run anything. The count lives in shared memory: each child takes one.
+void kill_next_fork_children(int n) {
+  static std::atomic<int>* const left = [] {
+    void* p = mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    EXPECT_NE(p, MAP_FAILED);
+    auto* count = new (p) std::atomic<int>(0);
+    const int registered = pthread_atfork(nullptr, nullptr, [] {
+      if (left->fetch_sub(1) > 0) _exit(7);
+      left->fetch_add(1);
+    });
+    EXPECT_EQ(registered, 0);
+    return count;
+  }();
+  left->store(n);
+}
 
+// Workers that die before they can run anything are not replaced for ever: after a few
+// in a row the call fails and says why.
 TEST(Processes, WorkersThatNeverStartFailTheCall) {
-  static const int registered = pthread_atfork(nullptr, nullptr, [] {
-    if (kill_fork_children.load()) _exit(7);
-  });
-  ASSERT_EQ(registered, 0);
-  kill_fork_children = true;
+  kill_next_fork_children(1000);
   try {
     (void)polymap::map(std::views::iota(std::size_t{0}, std::size_t{100}), mix, processes());
-    kill_fork_children = false;
+    kill_next_fork_children(0);
     FAIL() << "the call succeeded";
   } catch (const polymap::error& e) {
-    kill_fork_children = false;
+    kill_next_fork_children(0);
     const std::string what = e.what();
     EXPECT_NE(what.find("in a row ended before they could run an item"), std::string::npos)
         << what;
@@ -358,6 +372,41 @@ TEST(Processes, WorkersThatNeverStartFailTheCall) {
   }
   EXPECT_EQ(polymap::map(std::views::iota(std::size_t{0}, std::size_t{100}), mix, processes())[99],
             mix(99));
+}
+
+// A crash leaves the rest of its chunk to a fresh worker; when that worker dies before it
+// begins, the items go to the next one, not nowhere.
+TEST(Processes, ItemsOfAWorkerThatDiedBeforeBeginningThemRunElsewhere) {
+  constexpr std::size_t n = 1000;
+  constexpr std::size_t crash = 500;  // chunks of 10 from 0: the crash leaves 501-509
+  const auto item = [](std::size_t i) {
+    if (i == crash) {
+      kill_next_fork_children(1);  // the replacement, which would run 501-509
+      std::signal(SIGSEGV, SIG_DFL);
+      std::raise(SIGSEGV);
+    }
+    return mix(i);
+  };
+  kill_next_fork_children(0);  // set up here, in the caller, not first in a worker
+  options o = processes();
+  o.chunk = 10;
+  o.on_error = on_error::collect;
+  try {
+    (void)polymap::map(std::views::iota(std::size_t{0}, n), item, o);
+    kill_next_fork_children(0);
+    FAIL() << "the crash was not reported";
+  } catch (const map_error& e) {
+    kill_next_fork_children(0);
+    ASSERT_EQ(e.failures().size(), 1U);
+    EXPECT_EQ(e.failures()[0].index, crash);
+    const auto& results = e.results<std::uint64_t>();
+    ASSERT_EQ(results.size(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i == crash) continue;
+      ASSERT_TRUE(results[i].has_value()) << "item " << i << " never ran";
+      EXPECT_EQ(*results[i], mix(i)) << "item " << i;
+    }
+  }
 }
 
 TEST(Processes, TerminateIsASignal) {

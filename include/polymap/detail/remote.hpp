@@ -36,6 +36,7 @@ struct alignas(64) remote_slot {
   std::atomic<std::size_t> staged{0};       ///< entries of its ring not yet in the store
   std::atomic<int> store_error{0};          ///< errno of a write to the store that failed
   std::atomic<int> ready{0};                ///< 1 once the worker is set up to run items
+  std::atomic<int> first_begun{0};          ///< 1 once it ran the range it was forked with
 };
 
 /// Where a worker process leaves what it finished. The store is a file in memory

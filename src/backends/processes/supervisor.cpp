@@ -114,7 +114,7 @@ bool supervisor::claims_left() const noexcept {
   return shared_.control().next.load(std::memory_order_relaxed) < job_.end;
 }
 
-void supervisor::spawn(std::size_t slot, std::vector<index_range> first) {
+void supervisor::spawn(std::size_t slot, std::optional<index_range> first) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) throw posix_error("pipe2");
   remote_slot& s = shared_.slot(slot);
@@ -124,11 +124,12 @@ void supervisor::spawn(std::size_t slot, std::vector<index_range> first) {
   s.started_ns.store(0, std::memory_order_relaxed);
   s.staged.store(0, std::memory_order_relaxed);
   s.ready.store(0, std::memory_order_relaxed);
+  s.first_begun.store(0, std::memory_order_relaxed);
   worker_setup setup{.job = &job_,
                      .shared = &shared_,
                      .slot = slot,
                      .workers = workers_,
-                     .first = std::move(first),
+                     .first = first,
                      .pipe = fds[1],
                      .parent = self_,
                      .memory_limit = job_.opts->memory_limit};
@@ -154,6 +155,7 @@ void supervisor::spawn(std::size_t slot, std::vector<index_range> first) {
   w.pid = pid;
   w.pipe = fds[0];
   w.slot = slot;
+  w.first = first;
   w.pidfd = pidfd_open(pid);
   (void)fcntl(w.pipe, F_SETFL, O_NONBLOCK);
   live_.push_back(std::move(w));
@@ -280,6 +282,11 @@ void supervisor::settle(worker& w, pid_t got, int status) {
                             "polymap: processes backend: a worker could not write its "
                             "results to the call's shared memory");
   }
+  // Items it was forked to run but never began go to the next worker: nothing else
+  // would account for them.
+  const bool first_begun = s.first_begun.load(std::memory_order_acquire) != 0 ||
+                           (w.first && b == w.first->begin && e == w.first->end);
+  if (w.first && !first_begun && !state_.stopping()) pending_.push_back(*w.first);
   if (!mid_chunk) return;
   std::vector<std::uint8_t> done(e - b);
   shared_.read_flags(b, e, done.data());
@@ -439,17 +446,15 @@ void supervisor::run(run_report* report) {
     // Keep the workers up: replace the dead while there is work for them.
     while (!stop_sent_ && !free_slots_.empty() && (!pending_.empty() || claims_left())) {
       const std::size_t slot = free_slots_.back();
-      std::vector<index_range> first;
-      if (!pending_.empty()) {
-        first.push_back(pending_.back());
-        pending_.pop_back();
-      }
+      std::optional<index_range> first;
+      if (!pending_.empty()) first = pending_.back();
       try {
-        spawn(slot, std::move(first));
+        spawn(slot, first);
       } catch (const std::system_error&) {
         if (!live_.empty()) break;  // carry on with fewer workers; retried next round
         throw;
       }
+      if (first) pending_.pop_back();  // only now: a failed fork keeps the items pending
       free_slots_.pop_back();
       ++spawned_;
     }

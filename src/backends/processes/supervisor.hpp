@@ -52,13 +52,14 @@ class supervisor {
     bool cancelled = false;                    // killed because the call was cancelled
     bool idle = false;                         // done, its results all in the store
     std::optional<clock::time_point> kill_at;  // SIGKILL after the TERM's grace
+    std::optional<index_range> first;          // what it was forked to run first
   };
   struct retry {
     std::size_t index;
     clock::time_point due;
   };
 
-  void spawn(std::size_t slot, std::vector<index_range> first);
+  void spawn(std::size_t slot, std::optional<index_range> first);
   void read_messages(worker& w);
   void handle_messages(worker& w);
   /// Waits for a worker that ended, settles its items and frees its slot.

@@ -157,9 +157,11 @@ void worker_main(worker_setup& s) noexcept {
     };
 
     bool go = true;
-    for (const index_range& r : s.first) {
-      if (!go) break;
-      go = run(r.begin, r.end);
+    if (s.first) {
+      // While it runs, the chunk bounds show it; afterwards this flag does: either
+      // way the caller knows these items were not left untouched.
+      go = run(s.first->begin, s.first->end);
+      slot.first_begun.store(1, std::memory_order_release);
     }
     const std::size_t end = control.end;
     const std::size_t spread = 2 * std::max<std::size_t>(s.workers, 1);

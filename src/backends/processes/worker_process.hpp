@@ -8,6 +8,8 @@
 #include <polymap/detail/map_job.hpp>
 #include <vector>
 
+#include <optional>
+
 #include "backends/processes/shared_region.hpp"
 
 namespace polymap::detail {
@@ -20,7 +22,7 @@ struct worker_setup {
   shared_region* shared = nullptr;
   std::size_t slot = 0;
   std::size_t workers = 0;         ///< workers of the call (for chunk sizes and binding)
-  std::vector<index_range> first;  ///< items to run before claiming (a dead worker's)
+  std::optional<index_range> first;  ///< items to run before claiming (a dead worker's)
   int pipe = -1;                   ///< write end of the pipe to the caller
   pid_t parent = 0;
   std::size_t memory_limit = 0;
