@@ -38,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "backends/processes/worker_process.hpp"
 #include "backends/sanitizer_build.hpp"
 #include "backends/shared_counters.hpp"
 
@@ -407,6 +408,30 @@ TEST(Processes, ItemsOfAWorkerThatDiedBeforeBeginningThemRunElsewhere) {
       EXPECT_EQ(*results[i], mix(i)) << "item " << i;
     }
   }
+}
+
+// A worker killed between claiming a chunk and showing it in its slot leaves items that
+// no worker accounts for: the caller's sweep at the end finds them and runs them.
+TEST(Processes, ItemsClaimedByAWorkerKilledUnseenStillRun) {
+  constexpr std::size_t n = 1000;
+  static test::shared_counters<int> claims(1);
+  *claims = 0;
+  detail::claim_hook = [](std::size_t, std::size_t) {
+    if (claims->fetch_add(1) == 3) kill(getpid(), SIGKILL);
+  };
+  options o = processes();
+  o.chunk = 10;
+  std::vector<std::uint64_t> results;
+  try {
+    results = polymap::map(std::views::iota(std::size_t{0}, n), mix, o);
+  } catch (...) {
+    detail::claim_hook = nullptr;
+    throw;
+  }
+  detail::claim_hook = nullptr;
+  ASSERT_GT(claims->load(), 3) << "no worker was killed after a claim";
+  ASSERT_EQ(results.size(), n);
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(results[i], mix(i)) << "item " << i;
 }
 
 TEST(Processes, TerminateIsASignal) {

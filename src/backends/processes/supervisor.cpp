@@ -207,6 +207,7 @@ void supervisor::handle_messages(worker& w) {
       item_failure f;
       if (!decode_failure(body, f)) break;
       if (t.deliver_failed != nullptr) t.deliver_failed(job_.ctx, f.index);
+      failed_.push_back(f.index);
       state_.add_failure(std::move(f));
     } else if (tag == remote_tag::cancel) {
       state_.cancel();
@@ -236,6 +237,7 @@ void supervisor::item_died(std::size_t index, failure_kind kind, int sig, int co
     return;
   }
   if (job_.transfer->deliver_failed != nullptr) job_.transfer->deliver_failed(job_.ctx, index);
+  failed_.push_back(index);
   state_.add_failure(item_failure{.index = index,
                                   .backend = backend_kind::processes,
                                   .kind = kind,
@@ -458,7 +460,10 @@ void supervisor::run(run_report* report) {
       free_slots_.pop_back();
       ++spawned_;
     }
-    if (live_.empty() && pending_.empty() && retries_.empty()) break;
+    if (live_.empty() && pending_.empty() && retries_.empty()) {
+      if (finished_ || !requeue_lost()) break;
+      continue;
+    }
 
     fds.clear();
     for (const worker& w : live_) {
@@ -479,7 +484,8 @@ void supervisor::run(run_report* report) {
     // Once every worker is done, gather the results while they wind down (a
     // process's exit takes milliseconds).
     if (!finished_ && pending_.empty() && retries_.empty() && (stop_sent_ || !claims_left()) &&
-        std::all_of(live_.begin(), live_.end(), [](const worker& w) { return w.idle; })) {
+        std::all_of(live_.begin(), live_.end(), [](const worker& w) { return w.idle; }) &&
+        !requeue_lost()) {
       finish();
     }
   }
@@ -508,19 +514,49 @@ void supervisor::run(run_report* report) {
   }
 }
 
-bool supervisor::all_staged_done() const noexcept {
+std::size_t supervisor::staged_done() const noexcept {
   // Staged items count as done when staged, and a staged result survives its
-  // worker (see remote_target): when nothing failed or stopped and the counts
-  // add up, every item is in the store. Results sent as messages may be counted
-  // and then lost with their worker, so they always take the flags.
+  // worker (see remote_target), so the count is exact. Results sent as messages
+  // may be counted and then lost with their worker: for them it is not.
   const result_transfer& t = *job_.transfer;
-  if (t.deliver != nullptr && t.fixed_size == 0) return false;
-  if (state_.stopping() || state_.failed() != 0) return false;
+  if (t.deliver != nullptr && t.fixed_size == 0) return 0;
   std::size_t done = 0;
   for (std::size_t s = 0; s < workers_; ++s) {
     done += shared_.slot(s).done.load(std::memory_order_relaxed);
   }
-  return done == job_.end - job_.begin;
+  return done;
+}
+
+bool supervisor::all_staged_done() const noexcept {
+  // When nothing failed or stopped and the counts add up, every item is in the
+  // store.
+  if (state_.stopping() || state_.failed() != 0) return false;
+  return staged_done() == job_.end - job_.begin;
+}
+
+bool supervisor::requeue_lost() {
+  // A stopped call leaves items unrun on purpose.
+  if (state_.stopping()) return false;
+  if (staged_done() + failed_.size() == job_.end - job_.begin) return false;
+  std::sort(failed_.begin(), failed_.end());
+  auto failed = failed_.cbegin();
+  const std::size_t before = pending_.size();
+  // Items [b, e) are not done: all but the failed ones are lost.
+  auto requeue = [&](std::size_t b, std::size_t e) {
+    for (std::size_t i = b; i < e;) {
+      failed = std::lower_bound(failed, failed_.cend(), i);
+      const std::size_t stop = failed != failed_.cend() && *failed < e ? *failed : e;
+      if (i < stop) pending_.push_back({i, stop});
+      i = stop + 1;
+    }
+  };
+  std::size_t next = job_.begin;  // the first item not looked at
+  shared_.for_each_done_run(job_.begin, job_.end, [&](std::size_t b, std::size_t e) {
+    requeue(next, b);
+    next = e;
+  });
+  requeue(next, job_.end);
+  return pending_.size() != before;
 }
 
 void supervisor::finish() {

@@ -78,7 +78,15 @@ class supervisor {
   void kill_all() noexcept;
   void update_progress();
   void finish();
+  /// Once every worker is done: requeues the items that neither finished nor
+  /// failed. A worker killed from outside between claiming a chunk and showing
+  /// it in its slot leaves such items, and only this sweep finds them.
+  /// @return whether there were any
+  /// @throws std::system_error when the store cannot be read
+  bool requeue_lost();
   [[nodiscard]] bool claims_left() const noexcept;
+  /// Items the workers counted as done.
+  [[nodiscard]] std::size_t staged_done() const noexcept;
   [[nodiscard]] bool all_staged_done() const noexcept;
   /// How long the watcher may sleep: until the next timeout, kill or retry is
   /// due, and at most max_wait.
@@ -98,6 +106,7 @@ class supervisor {
   std::vector<index_range> pending_;         // items of dead workers, for the next worker
   std::vector<retry> retries_;               // crashed items waiting for their backoff
   std::map<std::size_t, unsigned> crashes_;  // attempts of items that killed a worker
+  std::vector<std::size_t> failed_;          // items that failed for good
   std::size_t progress_seen_ = 0;
   std::size_t spawned_ = 0;
   std::size_t stillborn_ = 0;  // workers in a row that ended before they were set up

@@ -172,6 +172,7 @@ void worker_main(worker_setup& s) noexcept {
       const std::size_t size = std::max<std::size_t>(1, std::min(sizer.size(), left / spread));
       const std::size_t b = control.next.fetch_add(size, std::memory_order_relaxed);
       if (b >= end) break;
+      if (claim_hook != nullptr) claim_hook(b, std::min(end, b + size));
       go = run(b, std::min(end, b + size));
     }
     slot.chunk_begin.store(0, std::memory_order_relaxed);

@@ -6,9 +6,8 @@
 
 #include <cstddef>
 #include <polymap/detail/map_job.hpp>
-#include <vector>
-
 #include <optional>
+#include <vector>
 
 #include "backends/processes/shared_region.hpp"
 
@@ -32,6 +31,11 @@ struct worker_setup {
 /// chunks until none is left or the call stops, and ends with _exit (no atexit
 /// handlers, no static destructors: those belong to the caller).
 [[noreturn]] void worker_main(worker_setup& setup) noexcept;
+
+/// Fault injection for tests: when set, a worker process calls it right after it
+/// claimed items [b, e) and before its slot shows them, the moment at which its
+/// death is seen by nothing but the caller's final sweep. Null in real programs.
+inline void (*claim_hook)(std::size_t b, std::size_t e) = nullptr;
 
 /// Appends one failure message (remote_tag::failure) to `out`.
 void encode_failure(std::string& out, const item_failure& failure);
