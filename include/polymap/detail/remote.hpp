@@ -33,7 +33,8 @@ struct alignas(64) remote_slot {
   std::atomic<std::size_t> done{0};         ///< items this worker finished
   std::atomic<std::int64_t> busy_ns{0};     ///< time inside chunks
   std::atomic<std::size_t> busy_items{0};   ///< items of those chunks
-  std::atomic<std::size_t> staged{0};       ///< entries of its ring not yet in the store
+  std::atomic<std::size_t> seg_begin{0};    ///< the first item of its ring's segment
+  std::atomic<std::size_t> staged{0};       ///< items of that segment staged, not yet in the store
   std::atomic<int> store_error{0};          ///< errno of a write to the store that failed
   std::atomic<int> ready{0};                ///< 1 once the worker is set up to run items
   std::atomic<int> first_begun{0};          ///< 1 once it ran the range it was forked with
@@ -44,19 +45,30 @@ struct alignas(64) remote_slot {
 /// results, result i at `results_at + i * fixed_size`; workers and caller reach it
 /// with pwrite and pread, so neither maps its pages (each first touch of a page
 /// costs a fault per process). Items finished since the worker last wrote to the
-/// store wait in its ring, in shared memory, as (index, result) entries: a worker
-/// that dies loses none of them.
+/// store wait in its ring, in shared memory: a segment of consecutive items laid
+/// out as the store lays them out (flags, then results), so that it goes there in
+/// two writes, and so that a worker that dies loses none of it.
 struct remote_target {
   int fd = -1;
   std::size_t flags_at = 0;
   std::size_t results_at = 0;
   std::size_t fixed_size = 0;  ///< 0: no results in the store (void, or sent as messages)
-  std::byte* ring = nullptr;
-  std::size_t ring_capacity = 0;  ///< entries
+  std::byte* ring = nullptr;   ///< ring_capacity flags, then as many results
+  std::size_t ring_capacity = 0;  ///< items
 
-  /// Bytes of one ring entry: the index, then the result, 8-byte aligned.
-  [[nodiscard]] static constexpr std::size_t entry_size(std::size_t fixed_size) noexcept {
-    return sizeof(std::uint64_t) + (fixed_size + 7) / 8 * 8;
+  /// Bytes of a ring of `capacity` items, a multiple of 64 (rings do not share cache lines).
+  [[nodiscard]] static constexpr std::size_t ring_bytes(std::size_t capacity,
+                                                        std::size_t fixed_size) noexcept {
+    return (results_offset(capacity) + capacity * fixed_size + 63) / 64 * 64;
+  }
+  [[nodiscard]] static constexpr std::size_t results_offset(std::size_t capacity) noexcept {
+    return (capacity + 7) / 8 * 8;
+  }
+  [[nodiscard]] std::uint8_t* ring_flags() const noexcept {
+    return reinterpret_cast<std::uint8_t*>(ring);
+  }
+  [[nodiscard]] std::byte* ring_results() const noexcept {
+    return ring + results_offset(ring_capacity);
   }
 };
 
@@ -89,7 +101,7 @@ class remote_channel {
   void put(std::size_t i, const R& r) {
     if constexpr (std::is_trivially_copyable_v<R>) {
       if (target_.fixed_size != 0) {
-        stage(i, &r);
+        stage<sizeof(R)>(i, &r);
         return;
       }
       append(i, &r, sizeof(R));
@@ -107,14 +119,32 @@ class remote_channel {
   }
 
   /// Item `i` succeeded without a result.
-  void put_void(std::size_t i) noexcept { stage(i, nullptr); }
+  void put_void(std::size_t i) noexcept { stage<0>(i, nullptr); }
 
   /// Writes what is staged to the store; at the end of each chunk. A worker
   /// that cannot write there exits (the caller recovers its ring).
   void flush() noexcept;
 
  private:
-  void stage(std::size_t i, const void* result) noexcept;
+  /// Stages item i's result of `Size` bytes (its size in the store) in the ring.
+  template <std::size_t Size>
+  void stage(std::size_t i, const void* result) noexcept {
+    std::size_t k = i - seg_begin_;
+    // Items come in increasing order; anything else starts a segment.
+    if (seg_len_ == 0 || k >= target_.ring_capacity || k < seg_len_) [[unlikely]] {
+      k = begin_segment(i);
+    }
+    // Items skipped inside the segment failed: their flags stay 0.
+    if (k > seg_len_) [[unlikely]] std::memset(flags_ + seg_len_, 0, k - seg_len_);
+    if constexpr (Size != 0) std::memcpy(results_ + k * Size, result, Size);
+    flags_[k] = 1;
+    seg_len_ = k + 1;
+    // Staged before the item counts as done: a worker that dies now loses nothing.
+    slot_->staged.store(seg_len_, std::memory_order_release);
+    finished();
+  }
+  /// Writes what is staged and starts a segment at item i. @return 0, i's place in it
+  std::size_t begin_segment(std::size_t i) noexcept;
   void finished() noexcept {
     // Between items nothing runs: the caller's timeout clock must not tick.
     if (timed_) slot_->current.store(remote_slot::none, std::memory_order_relaxed);
@@ -130,16 +160,14 @@ class remote_channel {
 
   remote_slot* slot_;
   remote_target target_;
+  std::uint8_t* flags_;  ///< the ring's flags and results (see remote_target)
+  std::byte* results_;
   bool timed_;
   std::string* buffer_;
   std::string scratch_;
-  // The segment being staged: items [seg_begin_, seg_begin_ + seg_len_), their
-  // flags (0 for an item that failed) and results, as they will be written.
+  // The segment in the ring: items [seg_begin_, seg_begin_ + seg_len_).
   std::size_t seg_begin_ = 0;
   std::size_t seg_len_ = 0;
-  std::size_t staged_ = 0;  ///< ring entries in use
-  std::vector<std::uint8_t> seg_flags_;
-  std::vector<std::byte> seg_results_;
 };
 
 /// How the results of a call cross from a worker process to the caller. One per

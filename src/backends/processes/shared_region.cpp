@@ -43,13 +43,13 @@ int anonymous_file() noexcept {
 
 shared_region::shared_region(std::size_t items, std::size_t workers, std::size_t fixed_size)
     : workers_(workers), fixed_size_(fixed_size) {
-  const std::size_t entry = remote_target::entry_size(fixed_size);
-  ring_capacity_ = std::clamp<std::size_t>(ring_bytes / entry, 16, 4096);
+  ring_capacity_ = std::clamp<std::size_t>(ring_bytes / (fixed_size + 1), 16, 8192);
   ring_capacity_ = std::min(ring_capacity_, std::max<std::size_t>(items, 1));
+  const std::size_t ring = remote_target::ring_bytes(ring_capacity_, fixed_size);
   const std::size_t slots_at = round_up(sizeof(shared_control), 64);
   const std::size_t places_at = slots_at + workers * sizeof(remote_slot);
   const std::size_t rings_at = round_up(places_at + workers * sizeof(placement), 64);
-  head_bytes_ = rings_at + workers * ring_capacity_ * entry;
+  head_bytes_ = rings_at + workers * ring;
   flags_at_ = round_up(head_bytes_, static_cast<std::size_t>(sysconf(_SC_PAGESIZE)));
   results_at_ = round_up(flags_at_ + items, 64);
   const std::size_t total = results_at_ + items * fixed_size;
@@ -92,41 +92,23 @@ remote_target shared_region::target(std::size_t worker) const noexcept {
           .flags_at = flags_at_,
           .results_at = results_at_,
           .fixed_size = fixed_size_,
-          .ring = rings_ + worker * ring_capacity_ * remote_target::entry_size(fixed_size_),
+          .ring = rings_ + worker * remote_target::ring_bytes(ring_capacity_, fixed_size_),
           .ring_capacity = ring_capacity_};
 }
 
 void shared_region::recover(std::size_t worker) const {
   remote_slot& s = slots_[worker];
   const std::size_t staged = std::min(s.staged.load(std::memory_order_acquire), ring_capacity_);
-  const remote_target t = target(worker);
-  const std::size_t entry = remote_target::entry_size(fixed_size_);
-  // Entries come in index order, mostly one after another: each run of
-  // consecutive items takes one write of results and one of flags.
-  std::vector<std::byte> results;
-  std::vector<std::uint8_t> flags;
-  std::size_t run_begin = 0;
-  auto write_run = [&] {
-    if (flags.empty()) return;
+  const std::size_t b = s.seg_begin.load(std::memory_order_relaxed);
+  // Past the end: not written by a sound worker, ignored.
+  if (staged != 0 && b < control_->end && staged <= control_->end - b) {
+    const remote_target t = target(worker);
     const bool written =
-        (fixed_size_ == 0 || write_at(fd_, results.data(), results.size(),
-                                      results_at_ + run_begin * fixed_size_)) &&
-        write_at(fd_, flags.data(), flags.size(), flags_at_ + run_begin);
-    if (!written) throw store_error("cannot write results to", results.size() + flags.size());
-    results.clear();
-    flags.clear();
-  };
-  for (std::size_t k = 0; k < staged; ++k) {
-    const std::byte* e = t.ring + k * entry;
-    std::uint64_t i = 0;
-    std::memcpy(&i, e, sizeof i);
-    if (i >= control_->end) continue;  // not written by a sound worker: ignore
-    if (!flags.empty() && i != run_begin + flags.size()) write_run();
-    if (flags.empty()) run_begin = i;
-    flags.push_back(1);
-    results.insert(results.end(), e + sizeof i, e + sizeof i + fixed_size_);
+        (fixed_size_ == 0 || write_at(fd_, t.ring_results(), staged * fixed_size_,
+                                      results_at_ + b * fixed_size_)) &&
+        write_at(fd_, t.ring_flags(), staged, flags_at_ + b);
+    if (!written) throw store_error("cannot write results to", staged * (fixed_size_ + 1));
   }
-  write_run();
   s.staged.store(0, std::memory_order_relaxed);
 }
 

@@ -122,6 +122,7 @@ void supervisor::spawn(std::size_t slot, std::optional<index_range> first) {
   s.chunk_end.store(0, std::memory_order_relaxed);
   s.current.store(remote_slot::none, std::memory_order_relaxed);
   s.started_ns.store(0, std::memory_order_relaxed);
+  s.seg_begin.store(0, std::memory_order_relaxed);
   s.staged.store(0, std::memory_order_relaxed);
   s.ready.store(0, std::memory_order_relaxed);
   s.first_begun.store(0, std::memory_order_relaxed);
