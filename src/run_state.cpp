@@ -91,7 +91,13 @@ void mark_worker_process() noexcept {
   tl_worker = true;
 }
 
-void note_forked() noexcept { pages_write_protected.store(true, std::memory_order_relaxed); }
+void note_forked() noexcept {
+  // Only a change is stored: after a fork this page is write-protected too, and a
+  // store would cost a fault on every fork.
+  if (!pages_write_protected.load(std::memory_order_relaxed)) {
+    pages_write_protected.store(true, std::memory_order_relaxed);
+  }
+}
 
 void prepare_large_buffer(void* data, std::size_t bytes) noexcept {
   const auto begin = reinterpret_cast<std::uintptr_t>(data);

@@ -62,6 +62,13 @@ fork_exclusion exclude_results(const map_job& job) {
           (job.end - job.begin) * t.fixed_size};
 }
 
+/// A signal's description: sigdescr_np takes no lock and writes nothing, unlike
+/// strsignal (after a fork every page written costs the caller a fault).
+std::string signal_text(int sig) {
+  const char* text = sigdescr_np(sig);
+  return text != nullptr ? text : "unknown signal";
+}
+
 std::string describe_death(failure_kind kind, int sig, int code, double timeout) {
   switch (kind) {
     case failure_kind::timeout: {
@@ -72,7 +79,7 @@ std::string describe_death(failure_kind kind, int sig, int code, double timeout)
     }
     case failure_kind::signal:
       return std::string("its worker process died of signal ") + std::to_string(sig) + " (" +
-             strsignal(sig) + ")";
+             signal_text(sig) + ")";
     case failure_kind::exit: return "its worker process exited with status " + std::to_string(code);
     default: return "its worker process ended";
   }
@@ -338,7 +345,8 @@ void supervisor::count_stillborn(const worker& w, pid_t got, int status) {
   if (++stillborn_ < limit) return;
   std::string last = "status unknown";
   if (got >= 0 && WIFSIGNALED(status)) {
-    last = "signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
+    const int sig = WTERMSIG(status);
+    last = "signal " + std::to_string(sig) + " (" + signal_text(sig) + ")";
   } else if (got >= 0 && WIFEXITED(status)) {
     last = "exit status " + std::to_string(WEXITSTATUS(status));
   }
