@@ -34,6 +34,7 @@
 #include <ranges>
 #include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -211,6 +212,55 @@ TEST(Processes, CrashingItemsFailAloneWithTheirCause) {
         } else {
           ASSERT_FALSE(results[i].has_value()) << "item " << i;
         }
+      }
+    }
+  }
+}
+
+// Results of an odd size staged around items that throw (their done flags stay 0 inside a
+// segment) and items that crash (the caller writes the dead worker's ring to the store):
+// every result that exists is exact, and every failure is the right one.
+TEST(Processes, OddSizedResultsSurviveThrowsAndCrashesAround) {
+  struct odd {
+    std::array<std::uint8_t, 11> bytes;
+  };
+  const auto make = [](std::size_t i) {
+    odd r{};
+    for (std::size_t k = 0; k < r.bytes.size(); ++k) {
+      r.bytes[k] = static_cast<std::uint8_t>(mix(i) >> (k * 5));
+    }
+    return r;
+  };
+  const auto throws = [](std::size_t i) { return i % 50 == 5; };
+  const auto crashes = [](std::size_t i) { return i % 97 == 11; };
+  constexpr std::size_t n = 3'000;
+  options o = processes();
+  o.on_error = on_error::collect;
+  try {
+    (void)polymap::map(std::views::iota(std::size_t{0}, n),
+                       [&](std::size_t i) {
+                         if (throws(i)) throw std::runtime_error("thrown by " + std::to_string(i));
+                         if (crashes(i)) die_of_segv();
+                         return make(i);
+                       },
+                       o);
+    FAIL() << "the failing items were not reported";
+  } catch (const map_error& e) {
+    std::size_t expected = 0;
+    for (std::size_t i = 0; i < n; ++i) expected += throws(i) || crashes(i) ? 1 : 0;
+    ASSERT_EQ(e.failures().size(), expected);
+    for (const item_failure& f : e.failures()) {
+      EXPECT_EQ(f.kind, throws(f.index) ? failure_kind::exception : failure_kind::signal)
+          << "item " << f.index << ": " << f.what;
+    }
+    const auto& results = e.results<odd>();
+    ASSERT_EQ(results.size(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (throws(i) || crashes(i)) {
+        ASSERT_FALSE(results[i].has_value()) << "item " << i;
+      } else {
+        ASSERT_TRUE(results[i].has_value()) << "item " << i;
+        ASSERT_EQ(results[i]->bytes, make(i).bytes) << "item " << i;
       }
     }
   }
