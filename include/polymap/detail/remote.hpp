@@ -30,7 +30,7 @@ struct alignas(64) remote_slot {
   std::atomic<std::size_t> chunk_end{0};
   std::atomic<std::size_t> current{none};   ///< the item being run, or none
   std::atomic<std::int64_t> started_ns{0};  ///< when it started (steady clock), timed runs only
-  std::atomic<std::size_t> done{0};         ///< items this worker finished
+  std::atomic<std::size_t> done{0};         ///< items finished and in the store (or sent)
   std::atomic<std::int64_t> busy_ns{0};     ///< time inside chunks
   std::atomic<std::size_t> busy_items{0};   ///< items of those chunks
   std::atomic<std::size_t> seg_begin{0};    ///< the first item of its ring's segment
@@ -127,6 +127,8 @@ class remote_channel {
 
  private:
   /// Stages item i's result of `Size` bytes (its size in the store) in the ring.
+  /// The ring's flags read 1 unless an item failed, so a staged item writes only
+  /// its result; it counts as done once its segment is in the store.
   template <std::size_t Size>
   void stage(std::size_t i, const void* result) noexcept {
     std::size_t k = i - seg_begin_;
@@ -134,19 +136,19 @@ class remote_channel {
     if (seg_len_ == 0 || k >= target_.ring_capacity || k < seg_len_) [[unlikely]] {
       k = begin_segment(i);
     }
-    // Items skipped inside the segment failed: their flags stay 0.
-    if (k > seg_len_) [[unlikely]] std::memset(flags_ + seg_len_, 0, k - seg_len_);
+    if (k > seg_len_) [[unlikely]] skip(k);
     if constexpr (Size != 0) std::memcpy(results_ + k * Size, result, Size);
-    flags_[k] = 1;
     seg_len_ = k + 1;
-    // Staged before the item counts as done: a worker that dies now loses nothing.
+    // Staged: a worker that dies now loses nothing.
     slot_->staged.store(seg_len_, std::memory_order_release);
-    finished();
+    // Between items nothing runs: the caller's timeout clock must not tick.
+    if (timed_) slot_->current.store(remote_slot::none, std::memory_order_relaxed);
   }
   /// Writes what is staged and starts a segment at item i. @return 0, i's place in it
   std::size_t begin_segment(std::size_t i) noexcept;
+  /// Items [seg_begin_ + seg_len_, seg_begin_ + k) failed: their flags become 0.
+  void skip(std::size_t k) noexcept;
   void finished() noexcept {
-    // Between items nothing runs: the caller's timeout clock must not tick.
     if (timed_) slot_->current.store(remote_slot::none, std::memory_order_relaxed);
     slot_->done.store(slot_->done.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
@@ -165,9 +167,12 @@ class remote_channel {
   bool timed_;
   std::string* buffer_;
   std::string scratch_;
-  // The segment in the ring: items [seg_begin_, seg_begin_ + seg_len_).
+  // The segment in the ring: items [seg_begin_, seg_begin_ + seg_len_), of which
+  // seg_failed_ failed.
   std::size_t seg_begin_ = 0;
   std::size_t seg_len_ = 0;
+  std::size_t seg_failed_ = 0;
+  bool flags_dirty_ = true;  ///< some ring flag is not 1 (a failure, or a new ring)
 };
 
 /// How the results of a call cross from a worker process to the caller. One per

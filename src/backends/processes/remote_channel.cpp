@@ -21,9 +21,19 @@ remote_channel::remote_channel(remote_slot* slot, const remote_target& target, b
 
 std::size_t remote_channel::begin_segment(std::size_t i) noexcept {
   flush();
+  if (flags_dirty_) {
+    std::memset(flags_, 1, target_.ring_capacity);
+    flags_dirty_ = false;
+  }
   seg_begin_ = i;
   slot_->seg_begin.store(i, std::memory_order_relaxed);  // published by the next `staged`
   return 0;
+}
+
+void remote_channel::skip(std::size_t k) noexcept {
+  std::memset(flags_ + seg_len_, 0, k - seg_len_);
+  seg_failed_ += k - seg_len_;
+  flags_dirty_ = true;
 }
 
 void remote_channel::flush() noexcept {
@@ -39,8 +49,13 @@ void remote_channel::flush() noexcept {
     slot_->store_error.store(errno != 0 ? errno : EIO, std::memory_order_relaxed);
     _exit(store_failed_exit);
   }
-  seg_len_ = 0;
+  // Emptied before its items are counted: a worker that dies in between leaves
+  // them uncounted, never counted twice (the caller counts what it recovers).
   slot_->staged.store(0, std::memory_order_release);
+  slot_->done.store(slot_->done.load(std::memory_order_relaxed) + seg_len_ - seg_failed_,
+                    std::memory_order_relaxed);
+  seg_len_ = 0;
+  seg_failed_ = 0;
 }
 
 }  // namespace polymap::detail

@@ -108,6 +108,10 @@ void shared_region::recover(std::size_t worker) const {
                                       results_at_ + b * fixed_size_)) &&
         write_at(fd_, t.ring_flags(), staged, flags_at_ + b);
     if (!written) throw store_error("cannot write results to", staged * (fixed_size_ + 1));
+    // Its items are done now: count them as the worker would have.
+    const std::uint8_t* flags = t.ring_flags();
+    s.done.fetch_add(static_cast<std::size_t>(std::count(flags, flags + staged, std::uint8_t{1})),
+                     std::memory_order_relaxed);
   }
   s.staged.store(0, std::memory_order_relaxed);
 }

@@ -524,9 +524,12 @@ void supervisor::run(run_report* report) {
 }
 
 std::size_t supervisor::staged_done() const noexcept {
-  // Staged items count as done when staged, and a staged result survives its
-  // worker (see remote_target), so the count is exact. Results sent as messages
-  // may be counted and then lost with their worker: for them it is not.
+  // Staged items count as done once their segment is in the store, written by
+  // their worker or by the caller from a dead worker's ring, and never twice: the
+  // count never overstates (a worker that dies between emptying its ring and
+  // counting it leaves it short, which costs a read of the flags). Results sent
+  // as messages may be counted and then lost with their worker: for them it is
+  // no count at all.
   const result_transfer& t = *job_.transfer;
   if (t.deliver != nullptr && t.fixed_size == 0) return 0;
   std::size_t done = 0;
