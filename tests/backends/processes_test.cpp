@@ -266,6 +266,39 @@ TEST(Processes, OddSizedResultsSurviveThrowsAndCrashesAround) {
   }
 }
 
+// Each worker slot has its own store, holding only the items its workers ran: with many
+// workers and small odd chunks, items of one page of flags are spread over several stores,
+// and every result must still come from the store that holds it.
+TEST(Processes, ResultsSpreadOverManyWorkersStoresAreExact) {
+  constexpr std::size_t n = 50'000;
+  options o = processes();
+  o.workers = 6;
+  o.chunk = 7;
+  const auto results = polymap::map(std::views::iota(std::size_t{0}, n), mix, o);
+  ASSERT_EQ(results.size(), n);
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(results[i], mix(i)) << "item " << i;
+
+  // The same with a failure, which makes the caller gather the results run by run.
+  o.on_error = on_error::collect;
+  try {
+    (void)polymap::map(std::views::iota(std::size_t{0}, n),
+                       [](std::size_t i) {
+                         if (i == n / 3) throw std::runtime_error("one failure");
+                         return mix(i);
+                       },
+                       o);
+    FAIL() << "the failure was not reported";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 1u);
+    const auto& partial = e.results<std::uint64_t>();
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i == n / 3) continue;
+      ASSERT_TRUE(partial[i].has_value()) << "item " << i;
+      ASSERT_EQ(*partial[i], mix(i)) << "item " << i;
+    }
+  }
+}
+
 // Results that cross as messages (here strings, through their codec) are marked done in
 // the caller as they arrive; a crash keeps those and re-runs only what was not received.
 TEST(Processes, EncodedResultsSurviveCrashesAround) {

@@ -40,8 +40,8 @@ struct alignas(64) remote_slot {
   std::atomic<int> first_begun{0};          ///< 1 once it ran the range it was forked with
 };
 
-/// Where a worker process leaves what it finished. The store is a file in memory
-/// (a memfd) holding a done flag per item at `flags_at + i` and, for fixed-size
+/// Where a worker process leaves what it finished. Its slot's store is a file in
+/// memory (a memfd, sparse: it holds its slot's items only) holding a done flag per item at `flags_at + i` and, for fixed-size
 /// results, result i at `results_at + i * fixed_size`; workers and caller reach it
 /// with pwrite and pread, so neither maps its pages (each first touch of a page
 /// costs a fault per process). Items finished since the worker last wrote to the

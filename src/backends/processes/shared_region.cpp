@@ -50,25 +50,33 @@ shared_region::shared_region(std::size_t items, std::size_t workers, std::size_t
   const std::size_t places_at = slots_at + workers * sizeof(remote_slot);
   const std::size_t rings_at = round_up(places_at + workers * sizeof(placement), 64);
   head_bytes_ = rings_at + workers * ring;
-  flags_at_ = round_up(head_bytes_, static_cast<std::size_t>(sysconf(_SC_PAGESIZE)));
-  results_at_ = round_up(flags_at_ + items, 64);
-  const std::size_t total = results_at_ + items * fixed_size;
+  flags_at_ = 0;
+  results_at_ = round_up(items, static_cast<std::size_t>(sysconf(_SC_PAGESIZE)));
+  const std::size_t store_bytes = results_at_ + items * fixed_size;
 
+  // Whatever fails closes what was made (the destructor does not run).
+  auto fail = [this](const char* what, std::size_t bytes) {
+    const auto error = store_error(what, bytes);
+    for (const int fd : stores_) close(fd);
+    if (fd_ >= 0) close(fd_);
+    return error;
+  };
   fd_ = anonymous_file();
-  if (fd_ < 0) throw store_error("cannot create", total);
-  if (ftruncate(fd_, static_cast<off_t>(total)) != 0) {
-    const auto error = store_error("cannot size", total);
-    close(fd_);
-    throw error;
+  if (fd_ < 0) throw fail("cannot create", head_bytes_);
+  if (ftruncate(fd_, static_cast<off_t>(head_bytes_)) != 0) throw fail("cannot size", head_bytes_);
+  stores_.reserve(workers);
+  for (std::size_t w = 0; w < workers; ++w) {
+    const int fd = anonymous_file();
+    if (fd < 0) throw fail("cannot create", store_bytes);
+    stores_.push_back(fd);
+    if (ftruncate(fd, static_cast<off_t>(store_bytes)) != 0) throw fail("cannot size", store_bytes);
   }
   // Fresh pages read as zero, which is every field's initial value; the
   // constructors below make that official.
   head_ = mmap(nullptr, head_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
   if (head_ == MAP_FAILED) {
-    const auto error = store_error("cannot map", head_bytes_);
     head_ = nullptr;
-    close(fd_);
-    throw error;
+    throw fail("cannot map", head_bytes_);
   }
   auto* bytes = static_cast<std::byte*>(head_);
   control_ = new (bytes) shared_control;
@@ -84,11 +92,12 @@ shared_region::shared_region(std::size_t items, std::size_t workers, std::size_t
 
 shared_region::~shared_region() {
   if (head_ != nullptr) munmap(head_, head_bytes_);
+  for (const int fd : stores_) close(fd);
   if (fd_ >= 0) close(fd_);
 }
 
 remote_target shared_region::target(std::size_t worker) const noexcept {
-  return {.fd = fd_,
+  return {.fd = stores_[worker],
           .flags_at = flags_at_,
           .results_at = results_at_,
           .fixed_size = fixed_size_,
@@ -104,9 +113,9 @@ void shared_region::recover(std::size_t worker) const {
   if (staged != 0 && b < control_->end && staged <= control_->end - b) {
     const remote_target t = target(worker);
     const bool written =
-        (fixed_size_ == 0 || write_at(fd_, t.ring_results(), staged * fixed_size_,
+        (fixed_size_ == 0 || write_at(t.fd, t.ring_results(), staged * fixed_size_,
                                       results_at_ + b * fixed_size_)) &&
-        write_at(fd_, t.ring_flags(), staged, flags_at_ + b);
+        write_at(t.fd, t.ring_flags(), staged, flags_at_ + b);
     if (!written) throw store_error("cannot write results to", staged * (fixed_size_ + 1));
     // Its items are done now: count them as the worker would have.
     const std::uint8_t* flags = t.ring_flags();
@@ -116,7 +125,7 @@ void shared_region::recover(std::size_t worker) const {
   s.staged.store(0, std::memory_order_relaxed);
 }
 
-void shared_region::mark_done(std::size_t b, std::size_t e) const {
+void shared_region::mark_done(std::size_t worker, std::size_t b, std::size_t e) const {
   static constexpr auto ones = [] {
     std::array<std::uint8_t, 4096> a{};
     a.fill(1);
@@ -124,43 +133,64 @@ void shared_region::mark_done(std::size_t b, std::size_t e) const {
   }();
   for (std::size_t at = b; at < e; at += ones.size()) {
     const std::size_t n = std::min(ones.size(), e - at);
-    if (!write_at(fd_, ones.data(), n, flags_at_ + at)) throw store_error("cannot write", n);
+    if (!write_at(stores_[worker], ones.data(), n, flags_at_ + at)) {
+      throw store_error("cannot write", n);
+    }
   }
 }
 
-void shared_region::read_flags(std::size_t b, std::size_t e, std::uint8_t* out) const {
-  if (!read_at(fd_, out, e - b, flags_at_ + b)) throw store_error("cannot read", e - b);
+void shared_region::read_flags(std::size_t worker, std::size_t b, std::size_t e,
+                               std::uint8_t* out) const {
+  if (!read_at(stores_[worker], out, e - b, flags_at_ + b)) throw store_error("cannot read", e - b);
 }
 
 void shared_region::for_each_done_run(
     std::size_t begin, std::size_t end,
-    const std::function<void(std::size_t, std::size_t)>& on_run) const {
+    const std::function<void(std::size_t, std::size_t, std::size_t)>& on_run) const {
   constexpr std::size_t block = std::size_t{64} << 10;
   std::vector<std::uint8_t> flags(std::min(block, end - begin));
-  std::size_t run_begin = end;  // start of the run being gathered, or end for none
-  for (std::size_t at = begin; at < end; at += block) {
-    const std::size_t n = std::min(end - at, block);
-    read_flags(at, at + n, flags.data());
-    const std::uint8_t* f = flags.data();
-    for (std::size_t k = 0; k < n;) {
-      if (run_begin == end) {  // look for the next done item
-        k = static_cast<std::size_t>(std::find(f + k, f + n, std::uint8_t{1}) - f);
-        if (k < n) run_begin = at + k;
-      } else {  // look for the end of this run
-        k = static_cast<std::size_t>(std::find(f + k, f + n, std::uint8_t{0}) - f);
-        if (k < n) {
-          on_run(run_begin, at + k);
-          run_begin = end;
+  for (std::size_t w = 0; w < workers_; ++w) {
+    const int fd = stores_[w];
+    for (std::size_t at = begin; at < end;) {
+      // The next part of the flags that was written: a store holds only its
+      // slot's items, and reads as zero (a hole) elsewhere.
+      std::size_t data_end = end;
+      const off_t data = lseek(fd, static_cast<off_t>(flags_at_ + at), SEEK_DATA);
+      if (data >= 0) {
+        at = std::max(at, static_cast<std::size_t>(data) - flags_at_);
+        const off_t hole = lseek(fd, data, SEEK_HOLE);
+        if (hole >= 0) data_end = std::min(end, static_cast<std::size_t>(hole) - flags_at_);
+      } else if (errno == ENXIO) {
+        break;  // nothing written from here on
+      }         // else: no SEEK_DATA here; read it all
+      std::size_t run_begin = data_end;  // the run being gathered, or data_end for none
+      for (; at < data_end; at += std::min(block, data_end - at)) {
+        const std::size_t n = std::min(data_end - at, block);
+        read_flags(w, at, at + n, flags.data());
+        const std::uint8_t* f = flags.data();
+        for (std::size_t k = 0; k < n;) {
+          if (run_begin == data_end) {  // look for the next done item
+            k = static_cast<std::size_t>(std::find(f + k, f + n, std::uint8_t{1}) - f);
+            if (k < n) run_begin = at + k;
+          } else {  // look for the end of this run
+            k = static_cast<std::size_t>(std::find(f + k, f + n, std::uint8_t{0}) - f);
+            if (k < n) {
+              on_run(w, run_begin, at + k);
+              run_begin = data_end;
+            }
+          }
         }
       }
+      if (run_begin != data_end) on_run(w, run_begin, data_end);
+      at = data_end;
     }
   }
-  if (run_begin != end) on_run(run_begin, end);
 }
 
-void shared_region::read_results(std::size_t b, std::size_t e, std::byte* first) const {
+void shared_region::read_results(std::size_t worker, std::size_t b, std::size_t e,
+                                 std::byte* first) const {
   const std::size_t bytes = (e - b) * fixed_size_;
-  if (!read_at(fd_, first, bytes, results_at_ + b * fixed_size_)) {
+  if (!read_at(stores_[worker], first, bytes, results_at_ + b * fixed_size_)) {
     throw store_error("cannot read", bytes);
   }
 }

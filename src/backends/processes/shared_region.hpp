@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <vector>
 #include <polymap/detail/remote.hpp>
 
 namespace polymap::detail {
@@ -28,17 +29,20 @@ struct shared_control {
   alignas(64) std::atomic<bool> stop{false};     ///< claim nothing more
 };
 
-/// What a call shares with its worker processes: one memfd, made before the
-/// first fork and inherited through it. It has no name that another process
-/// could guess or open, and it is gone once the last process that holds it
-/// closes it or dies.
+/// What a call shares with its worker processes: memfds made before the first
+/// fork and inherited through it. They have no name that another process could
+/// guess or open, and each is gone once the last process that holds it closes it
+/// or dies.
 ///
-/// Its head is mapped MAP_SHARED: control, one slot, placement and ring per
-/// worker (see remote_target). The rest is the store, reached with pread and
-/// pwrite only: a done flag per item, then the fixed-size results.
-/// Thread safety: the mapped fields are atomics or written before the fork; the
-/// store is written by one worker per item, and read by the caller once the
-/// writer is gone.
+/// The head is mapped MAP_SHARED: control, one slot, placement and ring per
+/// worker (see remote_target). Each worker slot has its own store, reached with
+/// pread and pwrite only: a done flag per item, then the fixed-size results, at
+/// the item's offset. A store holds only the items of its slot's workers (the
+/// file is sparse); one per slot, because writes to one file take its inode's
+/// lock, which would make every worker's flush wait for the others'.
+/// Thread safety: the mapped fields are atomics or written before the fork; a
+/// store is written by one process at a time (its slot's worker, or the caller
+/// once that worker is gone), and read by the caller once the writer is gone.
 class shared_region {
  public:
   /// @throws std::system_error when the memory cannot be had
@@ -53,26 +57,32 @@ class shared_region {
   /// Where the worker in slot `worker` leaves what it finished.
   [[nodiscard]] remote_target target(std::size_t worker) const noexcept;
 
-  /// Moves what the ring of a worker that is gone still holds into the store.
+  /// Moves what the ring of a worker that is gone still holds into its store.
   /// @throws std::system_error when the store cannot be written
   void recover(std::size_t worker) const;
-  /// Marks items [b, e) done (their results came as messages).
+  /// Marks items [b, e) done in the store of slot `worker` (their results came
+  /// as messages from it).
   /// @throws std::system_error when the store cannot be written
-  void mark_done(std::size_t b, std::size_t e) const;
-  /// Reads the done flags of items [b, e) to `out`.
+  void mark_done(std::size_t worker, std::size_t b, std::size_t e) const;
+  /// Reads the done flags of items [b, e) in the store of slot `worker` to `out`.
   /// @throws std::system_error when the store cannot be read
-  void read_flags(std::size_t b, std::size_t e, std::uint8_t* out) const;
-  /// Calls `on_run(b, e)` for each maximal run [b, e) of done items in
-  /// [begin, end), in order, reading the flags in blocks.
+  void read_flags(std::size_t worker, std::size_t b, std::size_t e, std::uint8_t* out) const;
+  /// Calls `on_run(worker, b, e)` for each maximal run [b, e) of items in
+  /// [begin, end) that are done in the store of slot `worker`: store by store,
+  /// in index order within each, reading only the parts of the flags that were
+  /// written.
+  /// @throws std::system_error when a store cannot be read
+  void for_each_done_run(
+      std::size_t begin, std::size_t end,
+      const std::function<void(std::size_t, std::size_t, std::size_t)>& on_run) const;
+  /// Reads the results of items [b, e) from the store of slot `worker` to `first`
+  /// (item b's bytes).
   /// @throws std::system_error when the store cannot be read
-  void for_each_done_run(std::size_t begin, std::size_t end,
-                         const std::function<void(std::size_t, std::size_t)>& on_run) const;
-  /// Reads the results of items [b, e) to `first` (item b's bytes).
-  /// @throws std::system_error when the store cannot be read
-  void read_results(std::size_t b, std::size_t e, std::byte* first) const;
+  void read_results(std::size_t worker, std::size_t b, std::size_t e, std::byte* first) const;
 
  private:
-  int fd_ = -1;
+  int fd_ = -1;              ///< the head
+  std::vector<int> stores_;  ///< one per slot
   void* head_ = nullptr;
   std::size_t head_bytes_ = 0;
   std::size_t workers_ = 0;

@@ -191,7 +191,7 @@ void supervisor::handle_messages(worker& w) {
   std::size_t run_begin = 0;
   std::size_t run_length = 0;
   auto mark_run = [&] {
-    if (run_length != 0) shared_.mark_done(run_begin, run_begin + run_length);
+    if (run_length != 0) shared_.mark_done(w.slot, run_begin, run_begin + run_length);
     run_length = 0;
   };
   while (!in.empty()) {
@@ -299,7 +299,7 @@ void supervisor::settle(worker& w, pid_t got, int status) {
   if (w.first && !first_begun && !state_.stopping()) pending_.push_back(*w.first);
   if (!mid_chunk) return;
   std::vector<std::uint8_t> done(e - b);
-  shared_.read_flags(b, e, done.data());
+  shared_.read_flags(w.slot, b, e, done.data());
   const bool culprit = current >= b && current < e && done[current - b] == 0;
   if (culprit && !w.cancelled) {
     failure_kind kind = failure_kind::exit;
@@ -562,11 +562,18 @@ bool supervisor::requeue_lost() {
       i = stop + 1;
     }
   };
-  std::size_t next = job_.begin;  // the first item not looked at
-  shared_.for_each_done_run(job_.begin, job_.end, [&](std::size_t b, std::size_t e) {
-    requeue(next, b);
-    next = e;
+  // Done runs come store by store: put them in index order first.
+  std::vector<index_range> done;
+  shared_.for_each_done_run(job_.begin, job_.end, [&](std::size_t, std::size_t b, std::size_t e) {
+    done.push_back({b, e});
   });
+  std::sort(done.begin(), done.end(),
+            [](const index_range& x, const index_range& y) { return x.begin < y.begin; });
+  std::size_t next = job_.begin;  // the first item not looked at
+  for (const index_range& r : done) {
+    requeue(next, std::max(next, r.begin));
+    next = std::max(next, r.end);
+  }
   requeue(next, job_.end);
   return pending_.size() != before;
 }
@@ -581,19 +588,19 @@ void supervisor::finish() {
   std::vector<std::byte> staging;
   std::vector<index_range> ranges;
   std::size_t succeeded = 0;
-  auto deliver = [&](std::size_t b, std::size_t e) {
+  auto deliver = [&](std::size_t store, std::size_t b, std::size_t e) {
     ranges.push_back({b, e});
     succeeded += e - b;
     if (target != nullptr) {
-      shared_.read_results(b, e, target + b * t.fixed_size);
+      shared_.read_results(store, b, e, target + b * t.fixed_size);
     } else if (t.deliver_fixed != nullptr) {
       staging.resize((e - b) * t.fixed_size);
-      shared_.read_results(b, e, staging.data());
+      shared_.read_results(store, b, e, staging.data());
       t.deliver_fixed(job_.ctx, b, e, staging.data());
     }
   };
-  if (all_staged_done()) {
-    deliver(job_.begin, job_.end);  // no flag to read: every item is done
+  if (workers_ == 1 && all_staged_done()) {
+    deliver(0, job_.begin, job_.end);  // no flag to read: every item is in the one store
   } else {
     shared_.for_each_done_run(job_.begin, job_.end, deliver);
   }
