@@ -421,6 +421,50 @@ TEST(Processes, WorkerThatCannotWriteItsResultsFailsTheCall) {
             mix(99));
 }
 
+// A call that runs out of descriptors at any point of its set-up (shared memory, a
+// worker's pipe, its pidfd) fails with the cause, keeps none of them open, and leaves the
+// program able to make the next call.
+TEST(Processes, RunningOutOfDescriptorsIsAClearError) {
+  if (sanitizer_build) {
+    GTEST_SKIP() << "sanitizer runtimes open descriptors of their own at any moment";
+  }
+  const auto open_descriptors = [] {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& entry : fs::directory_iterator("/proc/self/fd")) ++n;
+    return n - 1;  // the listing's own
+  };
+  rlimit saved{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  const auto items = std::views::iota(std::size_t{0}, std::size_t{100});
+  std::size_t refused = 0;
+  bool succeeded = false;
+  // 0, 1, 2 ... descriptors to spare, until a call has all it needs.
+  for (std::size_t spare = 0; spare < 64 && !succeeded; ++spare) {
+    const std::size_t before = open_descriptors();
+    rlimit tight = saved;
+    tight.rlim_cur = before + spare;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+    std::string what;
+    int code = 0;
+    try {
+      succeeded = polymap::map(items, mix, processes())[99] == mix(99);
+    } catch (const std::system_error& e) {
+      what = e.what();
+      code = e.code().value();
+    }
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    if (!succeeded) {
+      ++refused;
+      EXPECT_EQ(code, EMFILE) << "with " << spare << " to spare: '" << what << "'";
+      EXPECT_NE(what.find("polymap: processes backend: "), std::string::npos) << what;
+    }
+    EXPECT_EQ(open_descriptors(), before) << "with " << spare << " to spare: '" << what << "'";
+    ASSERT_EQ(polymap::map(items, mix, processes())[99], mix(99));
+  }
+  EXPECT_TRUE(succeeded) << "no call succeeded with up to 63 descriptors to spare";
+  EXPECT_GE(refused, 3U) << "a call needs shared memory, a pipe and a pidfd per worker";
+}
+
 // The next `n` children this program forks die at once, in a fork handler, before a
 // worker can run anything. The count lives in shared memory: each child takes one.
 void kill_next_fork_children(int n) {
