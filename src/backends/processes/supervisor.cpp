@@ -34,6 +34,8 @@ constexpr auto term_grace = std::chrono::milliseconds(50);
 /// thread and how stale the call's progress gets. Timeouts, retries and kills
 /// wake it when they are due; workers' messages and deaths wake it at once.
 constexpr auto max_wait = std::chrono::milliseconds(20);
+/// How often the watcher looks for the exit of an ending worker it has no pidfd for.
+constexpr auto exit_check = std::chrono::milliseconds(1);
 
 [[nodiscard]] std::system_error posix_error(const char* what) {
   return std::system_error(errno, std::generic_category(),
@@ -178,7 +180,11 @@ void supervisor::read_messages(worker& w) {
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
-    break;  // EAGAIN: nothing more now; 0: the worker closed it
+    // 0: the worker closed it, at its exit. Its pidfd says when the exit is over; the
+    // pipe, at EOF, would wake the watcher at once, again and again, until then: a
+    // busy loop on a core the dying worker and its replacement need.
+    if (n == 0) w.pipe_closed = true;
+    break;  // EAGAIN: nothing more now
   }
   handle_messages(w);
 }
@@ -414,6 +420,10 @@ timespec supervisor::wait_time(clock::time_point now) const {
     }
   }
   for (const retry& r : retries_) until(r.due);
+  // A worker without a pidfd that closed its pipe is ending: look for its exit soon.
+  for (const worker& w : live_) {
+    if (w.pidfd < 0 && w.pipe_closed) until(now + exit_check);
+  }
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(wait).count();
   return {.tv_sec = static_cast<time_t>(ns / 1'000'000'000),
           .tv_nsec = static_cast<long>(ns % 1'000'000'000)};
@@ -476,7 +486,7 @@ void supervisor::run(run_report* report) {
 
     fds.clear();
     for (const worker& w : live_) {
-      fds.push_back({w.pipe, POLLIN, 0});
+      fds.push_back({w.pipe_closed ? -1 : w.pipe, POLLIN, 0});  // poll skips a negative fd
       fds.push_back({w.pidfd, POLLIN, 0});
     }
     const timespec wait = wait_time(now);

@@ -51,6 +51,7 @@ class supervisor {
     std::optional<failure_kind> killed;        // why we killed it: timeout, or none for a cancel
     bool cancelled = false;                    // killed because the call was cancelled
     bool idle = false;                         // done, its results all in the store
+    bool pipe_closed = false;                  // its pipe is at EOF: it is ending
     std::optional<clock::time_point> kill_at;  // SIGKILL after the TERM's grace
     std::optional<index_range> first;          // what it was forked to run first
   };
