@@ -561,6 +561,46 @@ TEST(Processes, ItemsClaimedByAWorkerKilledUnseenStillRun) {
   for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(results[i], mix(i)) << "item " << i;
 }
 
+// The watcher sleeps while a worker ends. Here a worker closes its pipe (with every other
+// descriptor) 300 ms before it exits: the pipe at EOF must not wake the caller again and
+// again until then.
+TEST(Processes, AWorkerThatClosedItsPipeIsWaitedForAsleep) {
+  options o = processes();
+  o.on_error = on_error::collect;
+  const auto thread_cpu = [] {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
+  };
+  const auto cpu_before = thread_cpu();
+  try {
+    (void)polymap::map(
+        std::views::iota(std::size_t{0}, std::size_t{8}),
+        [](std::size_t i) {
+          if (i == 3) {
+            closefrom(3);
+            std::this_thread::sleep_for(300ms);
+            _exit(3);
+          }
+          return mix(i);
+        },
+        o);
+    FAIL() << "the exit was not reported";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 1U);
+    EXPECT_EQ(e.failures()[0].index, 3U);
+    EXPECT_EQ(e.failures()[0].exit_code, 3) << e.failures()[0].what;
+    const auto& results = e.results<std::uint64_t>();
+    for (std::size_t i = 0; i < 8; ++i) {
+      if (i == 3) continue;
+      EXPECT_EQ(results[i], mix(i)) << "item " << i;
+    }
+  }
+  const auto spent = thread_cpu() - cpu_before;
+  EXPECT_LT(spent, 150ms) << "the caller spun while the worker ended: "
+                          << std::chrono::duration<double>(spent).count() << " s of CPU";
+}
+
 TEST(Processes, TerminateIsASignal) {
   options o = processes();
   o.on_error = on_error::collect;
@@ -878,7 +918,29 @@ struct helper_outcome {
   int status = 0;
   std::string output;
   std::vector<pid_t> workers;
+  std::vector<pid_t> children;  // every child of the helper just before the SIGTERM
 };
+
+/// The processes whose parent is `parent`.
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+    const std::size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 1));
+    std::string state;
+    pid_t ppid = 0;
+    if (rest >> state >> ppid && ppid == parent) out.push_back(std::stoi(name));
+  }
+  return out;
+}
 
 helper_outcome terminate_helper(const std::string& mode) {
   helper_outcome out;
@@ -917,8 +979,20 @@ helper_outcome terminate_helper(const std::string& mode) {
     if (word == "worker") out.workers.push_back(static_cast<pid_t>(std::stol(id)));
   }
   EXPECT_EQ(out.workers.size(), 2u) << "helper said: " << out.output;
+  out.children = children_of(pid);
   kill(pid, SIGTERM);
-  EXPECT_EQ(waitpid(pid, &out.status, 0), pid);
+  // A helper that does not end is a failure, not a hang.
+  const auto give_up = clock::now() + 30s;
+  pid_t got = 0;
+  while ((got = waitpid(pid, &out.status, WNOHANG)) == 0 && clock::now() < give_up) {
+    std::this_thread::sleep_for(10ms);
+  }
+  if (got == 0) {
+    ADD_FAILURE() << "the helper did not end within 30 s of SIGTERM";
+    kill(pid, SIGKILL);
+    got = waitpid(pid, &out.status, 0);
+  }
+  EXPECT_EQ(got, pid);
   while (read_some(0)) {
   }
   close(fds[0]);
@@ -940,6 +1014,19 @@ TEST(Processes, SigtermToTheCallerLeavesNothingBehind) {
   std::this_thread::sleep_for(1s);
   for (pid_t w : out.workers) EXPECT_TRUE(process_gone(w)) << "worker " << w << " survived";
   EXPECT_EQ(dev_shm(), shm_before);
+}
+
+// The same after a crash: the worker that replaced the crashed one goes too.
+TEST(Processes, SigtermAfterACrashLeavesNothingBehind) {
+  const helper_outcome out = terminate_helper("after-crash");
+  EXPECT_TRUE(WIFSIGNALED(out.status) && WTERMSIG(out.status) == SIGTERM)
+      << "wait status " << out.status << ", output: " << out.output;
+  for (pid_t w : out.workers) {
+    EXPECT_NE(std::find(out.children.begin(), out.children.end(), w), out.children.end())
+        << "worker " << w << " is not the caller's child; helper said: " << out.output;
+  }
+  std::this_thread::sleep_for(1s);
+  for (pid_t c : out.children) EXPECT_TRUE(process_gone(c)) << "process " << c << " survived";
 }
 
 TEST(Processes, TheCallersOwnSigtermHandlerRuns) {

@@ -2,9 +2,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // A program that runs a map on worker processes whose items never end, for processes_test
 // to send SIGTERM to. Each item prints "worker <pid>" on stdout when it starts.
-// Usage: polymap_sigterm_helper default|own-handler
+// Usage: polymap_sigterm_helper default|own-handler|after-crash
 //   default      leaves SIGTERM alone: polymap's guard cleans up, then the program dies of it
 //   own-handler  installs a handler first, which prints "handled" and exits with status 7
+//   after-crash  as default, but the first item crashes first, so that a replacement
+//                worker is running when SIGTERM comes
 #include <unistd.h>
 
 #include <csignal>
@@ -30,8 +32,8 @@ extern "C" void on_sigterm(int) {
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
-  if (mode != "default" && mode != "own-handler") {
-    std::fprintf(stderr, "usage: %s default|own-handler\n", argv[0]);
+  if (mode != "default" && mode != "own-handler" && mode != "after-crash") {
+    std::fprintf(stderr, "usage: %s default|own-handler|after-crash\n", argv[0]);
     return 2;
   }
   if (mode == "own-handler") {
@@ -40,12 +42,20 @@ int main(int argc, char** argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, nullptr);
   }
-  polymap::for_each(2,
-                    [](std::size_t) {
+  const bool crash = mode == "after-crash";
+  polymap::for_each(crash ? 3 : 2,
+                    [crash](std::size_t i) {
+                      if (crash && i == 0) {
+                        std::signal(SIGSEGV, SIG_DFL);
+                        std::raise(SIGSEGV);
+                      }
                       write_line("worker " + std::to_string(getpid()));
                       for (;;) pause();
                     },
-                    {.backend = polymap::backend_kind::processes, .workers = 2, .chunk = 1});
+                    {.backend = polymap::backend_kind::processes,
+                     .workers = 2,
+                     .on_error = polymap::on_error::collect,
+                     .chunk = 1});
   write_line("map returned");
   return 0;
 }
