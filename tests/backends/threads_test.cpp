@@ -16,7 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -156,6 +158,37 @@ TEST(ThreadsBackend, UsesEveryWorkerForExpensiveItems) {
   if (workers < 2) GTEST_SKIP() << "one usable CPU";
   const auto threads = observe({.backend = backend::threads}, 200);
   EXPECT_EQ(threads.size(), workers);
+}
+
+std::atomic<pid_t> signal_handled_on{0};
+
+// A signal sent to the program is never taken by a pool thread: while the calling thread
+// blocks it, it waits, and the calling thread handles it once it unblocks it.
+TEST(ThreadsBackend, PoolThreadsLeaveSignalsToTheProgram) {
+  const auto threads = observe({.backend = backend::threads, .workers = 2}, 50);
+  if (threads.size() < 2) GTEST_SKIP() << "the pool has no thread of its own here";
+  struct sigaction handler {};
+  struct sigaction saved_handler {};
+  handler.sa_handler = [](int) { signal_handled_on.store(gettid()); };
+  sigemptyset(&handler.sa_mask);
+  ASSERT_EQ(sigaction(SIGUSR2, &handler, &saved_handler), 0);
+  sigset_t usr2;
+  sigset_t saved_mask;
+  sigemptyset(&usr2);
+  sigaddset(&usr2, SIGUSR2);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &usr2, &saved_mask), 0);
+  signal_handled_on.store(0);
+  ASSERT_EQ(kill(getpid(), SIGUSR2), 0);
+  // A pool thread that could take it would consume it now, and it would never reach
+  // this thread. (Unblocking at once would let this thread, already running, win.)
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_EQ(pthread_sigmask(SIG_SETMASK, &saved_mask, nullptr), 0);
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (signal_handled_on.load() == 0 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(signal_handled_on.load(), gettid()) << "handled on another thread";
+  sigaction(SIGUSR2, &saved_handler, nullptr);
 }
 
 }  // namespace

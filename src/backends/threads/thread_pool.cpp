@@ -11,8 +11,11 @@
 #include "chunk_sizer.hpp"
 #include "topology/binding.hpp"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <vector>
 
 namespace polymap::detail {
@@ -97,11 +100,40 @@ thread_pool::~thread_pool() {
   }
 }
 
+namespace {
+
+/// Blocks, while it lives, every signal but those an item's own fault raises: the
+/// threads started meanwhile inherit that mask. So a signal sent to the program
+/// (SIGINT, SIGTERM, a timer's) is handled on one of the program's own threads, as it
+/// expects, and never on a pool thread that may sleep in a futex for ever. (Under
+/// TSan, a signal that lands on such a thread is deferred until the thread makes a
+/// library call, and so never handled.)
+class program_signals_blocked {
+ public:
+  program_signals_blocked() noexcept {
+    sigset_t block;
+    sigfillset(&block);
+    for (const int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) {
+      sigdelset(&block, sig);
+    }
+    pthread_sigmask(SIG_BLOCK, &block, &saved_);
+  }
+  ~program_signals_blocked() { pthread_sigmask(SIG_SETMASK, &saved_, nullptr); }
+  program_signals_blocked(const program_signals_blocked&) = delete;
+  program_signals_blocked& operator=(const program_signals_blocked&) = delete;
+
+ private:
+  sigset_t saved_{};
+};
+
+}  // namespace
+
 void thread_pool::grow(std::size_t threads) {
   if (slot_capacity_ < threads + 1) {
     slot_capacity_ = threads + 1;
     slots_ = std::make_unique<slot[]>(slot_capacity_);
   }
+  const program_signals_blocked blocked;
   while (workers_.size() < threads) {
     auto w = std::make_unique<worker>();
     w->index = workers_.size();
