@@ -12,9 +12,8 @@
 
 #include "cli/commands.hpp"
 #include "cpu/kernels.hpp"
-#if POLYMAP_HAS_CUDA
-#include "cuda/launch.hpp"
-#endif
+// Plain declarations: without CUDA nothing calls them (see ran_on_gpu), so nothing
+// needs their definitions.
 #include "executor.hpp"
 #include "topology/binding.hpp"
 
@@ -35,6 +34,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include "cuda/launch.hpp"
 #include <utility>
 #include <vector>
 
