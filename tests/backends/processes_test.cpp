@@ -39,6 +39,7 @@
 #include <thread>
 #include <vector>
 
+#include "backends/processes/store_io.hpp"
 #include "backends/processes/worker_process.hpp"
 #include "backends/sanitizer_build.hpp"
 #include "backends/shared_counters.hpp"
@@ -296,6 +297,53 @@ TEST(Processes, ResultsSpreadOverManyWorkersStoresAreExact) {
       ASSERT_TRUE(partial[i].has_value()) << "item " << i;
       ASSERT_EQ(*partial[i], mix(i)) << "item " << i;
     }
+  }
+}
+
+// Workers write fixed-size results straight into the caller's memory where the system
+// lets them, and into their stores where it refuses (from the first write, or after a few):
+// either way, with items that throw and items that crash in between, every result is exact.
+TEST(Processes, ResultsAreExactWhetherDirectWritesAreAllowedOrRefused) {
+  constexpr std::size_t n = 20'000;
+  const auto item = [](std::size_t i) {
+    if (i % 997 == 5) throw std::runtime_error("thrown");
+    if (i % 1999 == 11) {
+      std::signal(SIGSEGV, SIG_DFL);
+      std::raise(SIGSEGV);
+    }
+    return mix(i);
+  };
+  options o = processes();
+  o.workers = 3;
+  o.chunk = 10;
+  o.on_error = on_error::collect;
+  for (const std::size_t allowed : {~std::size_t{0}, std::size_t{0}, std::size_t{3}}) {
+    SCOPED_TRACE("direct writes allowed per worker: " + std::to_string(allowed));
+    detail::direct_writes_left = allowed;  // the workers' copy counts down
+    std::vector<std::optional<std::uint64_t>> results;
+    std::size_t failed = 0;
+    try {
+      (void)polymap::map(std::views::iota(std::size_t{0}, n), item, o);
+    } catch (const map_error& e) {
+      results = e.results<std::uint64_t>();
+      failed = e.failures().size();
+    }
+    ASSERT_EQ(results.size(), n);
+    std::size_t expected_failures = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i % 997 == 5 || i % 1999 == 11) {
+        ++expected_failures;
+        EXPECT_FALSE(results[i].has_value()) << "item " << i;
+        continue;
+      }
+      ASSERT_TRUE(results[i].has_value()) << "item " << i;
+      ASSERT_EQ(*results[i], mix(i)) << "item " << i;
+    }
+    EXPECT_EQ(failed, expected_failures);
+    // And without failures, where the caller reads no flag when nothing went to a store.
+    const auto plain = polymap::map(std::views::iota(std::size_t{0}, n), mix, o);
+    detail::direct_writes_left = ~std::size_t{0};
+    for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(plain[i], mix(i)) << "item " << i;
   }
 }
 

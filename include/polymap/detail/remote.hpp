@@ -38,16 +38,31 @@ struct alignas(64) remote_slot {
   std::atomic<int> store_error{0};          ///< errno of a write to the store that failed
   std::atomic<int> ready{0};                ///< 1 once the worker is set up to run items
   std::atomic<int> first_begun{0};          ///< 1 once it ran the range it was forked with
+  std::atomic<int> stored{0};  ///< 1 once direct writes were refused: results went to the store
 };
 
+/// A done flag in a store: the item finished, and its fixed-size result is where
+/// the call's remote_target says (the caller's memory for direct writes, else the
+/// store).
+inline constexpr std::uint8_t done_flag = 1;
+/// A done flag of a call with direct writes whose worker was refused them: the result
+/// is in the store.
+inline constexpr std::uint8_t done_in_store_flag = 2;
+
 /// Where a worker process leaves what it finished. Its slot's store is a file in
-/// memory (a memfd, sparse: it holds its slot's items only) holding a done flag per item at `flags_at + i` and, for fixed-size
-/// results, result i at `results_at + i * fixed_size`; workers and caller reach it
-/// with pwrite and pread, so neither maps its pages (each first touch of a page
+/// memory (a memfd, sparse: it holds its slot's items only) holding a done flag per item at
+/// `flags_at + i` and, for fixed-size results, result i at `results_at + i * fixed_size`; workers
+/// and caller reach it with pwrite and pread, so neither maps its pages (each first touch of a page
 /// costs a fault per process). Items finished since the worker last wrote to the
 /// store wait in its ring, in shared memory: a segment of consecutive items laid
 /// out as the store lays them out (flags, then results), so that it goes there in
 /// two writes, and so that a worker that dies loses none of it.
+///
+/// With direct writes, the worker writes fixed-size results straight into the
+/// caller's memory (process_vm_writev), where the call keeps them: one copy, and no
+/// page of the store to allocate, fill and read back. Only the done flags then go to
+/// the store. A worker refused such a write (a security module, a seccomp filter)
+/// writes its results to the store from then on, with done_in_store_flag.
 struct remote_target {
   int fd = -1;
   std::size_t flags_at = 0;
@@ -55,6 +70,11 @@ struct remote_target {
   std::size_t fixed_size = 0;  ///< 0: no results in the store (void, or sent as messages)
   std::byte* ring = nullptr;   ///< ring_capacity flags, then as many results
   std::size_t ring_capacity = 0;  ///< items
+  std::size_t items = 0;          ///< one past the last item of the call
+  int caller = 0;                 ///< the caller's pid, for direct writes
+  /// Direct writes: item i's result goes to direct + i * fixed_size in the caller's
+  /// memory; null: to the store.
+  std::byte* direct = nullptr;
 
   /// Bytes of a ring of `capacity` items, a multiple of 64 (rings do not share cache lines).
   [[nodiscard]] static constexpr std::size_t ring_bytes(std::size_t capacity,
@@ -144,6 +164,8 @@ class remote_channel {
     // Between items nothing runs: the caller's timeout clock must not tick.
     if (timed_) slot_->current.store(remote_slot::none, std::memory_order_relaxed);
   }
+  /// Writes the staged results into the caller's memory; false when refused.
+  bool write_direct() noexcept;
   /// Writes what is staged and starts a segment at item i. @return 0, i's place in it
   std::size_t begin_segment(std::size_t i) noexcept;
   /// Items [seg_begin_ + seg_len_, seg_begin_ + k) failed: their flags become 0.
@@ -173,6 +195,7 @@ class remote_channel {
   std::size_t seg_len_ = 0;
   std::size_t seg_failed_ = 0;
   bool flags_dirty_ = true;  ///< some ring flag is not 1 (a failure, or a new ring)
+  bool stored_ = false;      ///< direct writes were refused: results go to the store
 };
 
 /// How the results of a call cross from a worker process to the caller. One per

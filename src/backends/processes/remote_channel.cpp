@@ -1,7 +1,9 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <polymap/detail/remote.hpp>
@@ -22,7 +24,7 @@ remote_channel::remote_channel(remote_slot* slot, const remote_target& target, b
 std::size_t remote_channel::begin_segment(std::size_t i) noexcept {
   flush();
   if (flags_dirty_) {
-    std::memset(flags_, 1, target_.ring_capacity);
+    std::memset(flags_, done_flag, target_.ring_capacity);
     flags_dirty_ = false;
   }
   seg_begin_ = i;
@@ -36,13 +38,39 @@ void remote_channel::skip(std::size_t k) noexcept {
   flags_dirty_ = true;
 }
 
+bool remote_channel::write_direct() noexcept {
+  // Never outside the call's results, whatever this process's memory says.
+  if (seg_begin_ >= target_.items || seg_len_ > target_.items - seg_begin_) return false;
+  if (direct_writes_left == 0) return false;
+  if (direct_writes_left != ~std::size_t{0}) --direct_writes_left;
+  const std::size_t bytes = seg_len_ * target_.fixed_size;
+  iovec local{.iov_base = results_, .iov_len = bytes};
+  iovec remote{.iov_base = target_.direct + seg_begin_ * target_.fixed_size, .iov_len = bytes};
+  ssize_t n;
+  while ((n = process_vm_writev(target_.caller, &local, 1, &remote, 1, 0)) < 0 && errno == EINTR) {
+  }
+  return n == static_cast<ssize_t>(bytes);
+}
+
 void remote_channel::flush() noexcept {
   if (seg_len_ == 0) return;
   const std::size_t size = target_.fixed_size;
-  const bool written =
-      (size == 0 ||
-       write_at(target_.fd, results_, seg_len_ * size, target_.results_at + seg_begin_ * size)) &&
-      write_at(target_.fd, flags_, seg_len_, target_.flags_at + seg_begin_);
+  bool in_place = size == 0;
+  if (!in_place && target_.direct != nullptr && !stored_) {
+    in_place = write_direct();
+    if (!in_place) {
+      stored_ = true;
+      slot_->stored.store(1, std::memory_order_relaxed);
+    }
+  }
+  if (stored_) {
+    // These results are in the store, not where the call keeps them.
+    std::replace(flags_, flags_ + seg_len_, done_flag, done_in_store_flag);
+    flags_dirty_ = true;
+  }
+  const bool written = (in_place || write_at(target_.fd, results_, seg_len_ * size,
+                                             target_.results_at + seg_begin_ * size)) &&
+                       write_at(target_.fd, flags_, seg_len_, target_.flags_at + seg_begin_);
   if (!written) {
     // Not an item's failure: the caller fails the call with this errno, after
     // recovering the ring.

@@ -22,6 +22,13 @@ struct placement {
 /// unlinked file on /dev/shm. @return its descriptor (close-on-exec), or -1 with errno
 [[nodiscard]] int anonymous_file() noexcept;
 
+/// Whether worker processes may write results into this process's memory
+/// (process_vm_writev), as ptrace's access rules decide: a seccomp filter may refuse
+/// the call, a non-dumpable process refuses it, and Yama's ptrace_scope 1 or more
+/// refuses a child's access to its parent. A worker refused anyway falls back to its
+/// store (see remote_target).
+[[nodiscard]] bool direct_writes_allowed() noexcept;
+
 /// The head of the memory a call shares with its worker processes.
 struct shared_control {
   alignas(64) std::atomic<std::size_t> next{0};  ///< first item nobody has claimed
@@ -56,8 +63,16 @@ class shared_region {
   [[nodiscard]] placement& place(std::size_t worker) const noexcept { return places_[worker]; }
   /// Where the worker in slot `worker` leaves what it finished.
   [[nodiscard]] remote_target target(std::size_t worker) const noexcept;
+  /// Has workers write fixed-size results straight into the caller's memory: item
+  /// i's to `results + i * fixed_size` in process `caller` (see remote_target).
+  void write_directly(int caller, std::byte* results) noexcept {
+    caller_ = caller;
+    direct_ = results;
+  }
+  [[nodiscard]] bool writes_directly() const noexcept { return direct_ != nullptr; }
 
-  /// Moves what the ring of a worker that is gone still holds into its store.
+  /// Moves what the ring of a worker that is gone still holds into its store (its
+  /// results straight to where the call keeps them, with direct writes).
   /// @throws std::system_error when the store cannot be written
   void recover(std::size_t worker) const;
   /// Marks items [b, e) done in the store of slot `worker` (their results came
@@ -67,14 +82,15 @@ class shared_region {
   /// Reads the done flags of items [b, e) in the store of slot `worker` to `out`.
   /// @throws std::system_error when the store cannot be read
   void read_flags(std::size_t worker, std::size_t b, std::size_t e, std::uint8_t* out) const;
-  /// Calls `on_run(worker, b, e)` for each maximal run [b, e) of items in
-  /// [begin, end) that are done in the store of slot `worker`: store by store,
-  /// in index order within each, reading only the parts of the flags that were
-  /// written.
+  /// Calls `on_run(worker, b, e, in_store)` for each maximal run [b, e) of items
+  /// in [begin, end) that are done in the store of slot `worker` with the same
+  /// flag: store by store, in index order within each, reading only the parts of
+  /// the flags that were written. `in_store`: their results are in the store, also
+  /// for a call with direct writes (see remote_target).
   /// @throws std::system_error when a store cannot be read
   void for_each_done_run(
       std::size_t begin, std::size_t end,
-      const std::function<void(std::size_t, std::size_t, std::size_t)>& on_run) const;
+      const std::function<void(std::size_t, std::size_t, std::size_t, bool)>& on_run) const;
   /// Reads the results of items [b, e) from the store of slot `worker` to `first`
   /// (item b's bytes).
   /// @throws std::system_error when the store cannot be read
@@ -94,6 +110,8 @@ class shared_region {
   remote_slot* slots_ = nullptr;
   placement* places_ = nullptr;
   std::byte* rings_ = nullptr;
+  int caller_ = 0;
+  std::byte* direct_ = nullptr;
 };
 
 }  // namespace polymap::detail

@@ -14,6 +14,10 @@ namespace polymap::detail {
 /// memory behind it is exhausted).
 inline constexpr int store_failed_exit = 123;
 
+/// Fault injection for tests: how many more direct writes (see remote_target) a
+/// worker process makes before it behaves as if refused. Unlimited in real programs.
+inline std::size_t direct_writes_left = ~std::size_t{0};
+
 /// Moves all `bytes` at `offset` of `fd` with `io` (pread or pwrite), resuming
 /// after EINTR and short transfers; false on an error or at the end of the file.
 template <class Io, class Byte>

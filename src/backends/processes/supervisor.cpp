@@ -98,6 +98,10 @@ supervisor::supervisor(const map_job& job, std::size_t workers)
       private_results_(exclude_results(job)),
       self_(getpid()) {
   shared_.control().next.store(job.begin, std::memory_order_relaxed);
+  const result_transfer& t = *job.transfer;
+  if (t.fixed_size != 0 && t.fixed_target != nullptr && direct_writes_allowed()) {
+    shared_.write_directly(self_, t.fixed_target(job.ctx));
+  }
   for (std::size_t s = workers; s-- > 0;) free_slots_.push_back(s);
 }
 
@@ -574,9 +578,10 @@ bool supervisor::requeue_lost() {
   };
   // Done runs come store by store: put them in index order first.
   std::vector<index_range> done;
-  shared_.for_each_done_run(job_.begin, job_.end, [&](std::size_t, std::size_t b, std::size_t e) {
-    done.push_back({b, e});
-  });
+  shared_.for_each_done_run(job_.begin, job_.end,
+                            [&](std::size_t, std::size_t b, std::size_t e, bool) {
+                              done.push_back({b, e});
+                            });
   std::sort(done.begin(), done.end(),
             [](const index_range& x, const index_range& y) { return x.begin < y.begin; });
   std::size_t next = job_.begin;  // the first item not looked at
@@ -598,19 +603,29 @@ void supervisor::finish() {
   std::vector<std::byte> staging;
   std::vector<index_range> ranges;
   std::size_t succeeded = 0;
-  auto deliver = [&](std::size_t store, std::size_t b, std::size_t e) {
+  auto deliver = [&](std::size_t store, std::size_t b, std::size_t e, bool in_store) {
     ranges.push_back({b, e});
     succeeded += e - b;
     if (target != nullptr) {
-      shared_.read_results(store, b, e, target + b * t.fixed_size);
+      // With direct writes, results are in place already, unless a refusal sent
+      // them to the store.
+      if (!shared_.writes_directly() || in_store) {
+        shared_.read_results(store, b, e, target + b * t.fixed_size);
+      }
     } else if (t.deliver_fixed != nullptr) {
       staging.resize((e - b) * t.fixed_size);
       shared_.read_results(store, b, e, staging.data());
       t.deliver_fixed(job_.ctx, b, e, staging.data());
     }
   };
-  if (workers_ == 1 && all_staged_done()) {
-    deliver(0, job_.begin, job_.end);  // no flag to read: every item is in the one store
+  bool in_stores = false;  // some direct write was refused
+  for (std::size_t s = 0; s < workers_; ++s) {
+    in_stores = in_stores || shared_.slot(s).stored.load(std::memory_order_relaxed) != 0;
+  }
+  if (shared_.writes_directly() && !in_stores && all_staged_done()) {
+    deliver(0, job_.begin, job_.end, false);  // no flag to read: every result is in place
+  } else if (workers_ == 1 && !in_stores && all_staged_done()) {
+    deliver(0, job_.begin, job_.end, false);  // no flag to read: every item is in the one store
   } else {
     shared_.for_each_done_run(job_.begin, job_.end, deliver);
   }
