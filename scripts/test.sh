@@ -4,14 +4,16 @@
 #
 # Builds and runs every test configuration: an optimised build with warnings as errors
 # (unit, backend, CLI, header, example and CMake-consumer tests), then the unit and backend
-# suites under ASan+UBSan and under TSan. Stops at the first failure.
-# Usage: scripts/test.sh [release|asan|tsan]...   (default: all three)
+# suites under ASan+UBSan and under TSan, then a build of the command-line tool and the
+# examples without CUDA and Kokkos, as on a machine that has neither. Stops at the first
+# failure.
+# Usage: scripts/test.sh [release|asan|tsan|plain]...   (default: all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 jobs=$(nproc)
 configs=("$@")
-((${#configs[@]} == 0)) && configs=(release asan tsan)
+((${#configs[@]} == 0)) && configs=(release asan tsan plain)
 
 run_config() {
   local name=$1
@@ -43,8 +45,15 @@ for config in "${configs[@]}"; do
         -DPOLYMAP_BUILD_CLI=OFF -DPOLYMAP_BUILD_EXAMPLES=OFF -DPOLYMAP_WITH_CUDA=OFF \
         -DPOLYMAP_WITH_KOKKOS=OFF
       ;;
+    plain)
+      # Builds only: the same tests run in the configurations above.
+      echo "== polymap build: plain (no CUDA, no Kokkos) =="
+      cmake -S . -B build-test-plain -G Ninja -DCMAKE_BUILD_TYPE=Debug -DPOLYMAP_WERROR=ON \
+        -DPOLYMAP_BUILD_TESTS=OFF -DPOLYMAP_WITH_CUDA=OFF -DPOLYMAP_WITH_KOKKOS=OFF
+      cmake --build build-test-plain -j "$jobs"
+      ;;
     *)
-      echo "scripts/test.sh: unknown configuration '$config' (release, asan or tsan)" >&2
+      echo "scripts/test.sh: unknown configuration '$config' (release, asan, tsan or plain)" >&2
       exit 2
       ;;
   esac
