@@ -9,7 +9,8 @@
 //   BM_Fork/fork_exit_wait/1           fork + _exit + waitpid of this process: the fixed
 //       cost a process backend cannot avoid.
 //   BM_CrashRun/<peer>/10000           10,000 items of about 100 us; in the crash1pct peer
-//       1% of them die of SIGSEGV (collected, each replaced by a fresh worker).
+//       1% of them die of SIGSEGV (collected, each replaced by a fresh worker). Counter
+//       caller_cpu_ms: the calling thread's CPU time per call (the supervisor's share).
 //   BM_TimeoutKill/polymap_processes/100  an item that never returns, with a 100 ms
 //       timeout: the time from its start to the map's return, minus the timeout.
 
@@ -29,6 +30,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <ranges>
 #include <stdexcept>
 #include <string>
@@ -139,8 +141,17 @@ std::uint64_t batch_item(std::size_t i, bool crash) {
   return polymap_bench::spin(batch_iters, i);
 }
 
+/// CPU time of the calling thread so far, in seconds: in a processes call, the
+/// supervisor's own cost (forks, reaping, reading results), apart from the workers'.
+double thread_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 void run_crash(benchmark::State& state, bool crash) {
   std::size_t failed = 0;
+  const double cpu_before = thread_cpu_seconds();
   for (auto _ : state) {
     try {
       const auto ys = polymap::map(std::views::iota(std::size_t{0}, crash_n),
@@ -155,6 +166,9 @@ void run_crash(benchmark::State& state, bool crash) {
   if (failed != (crash ? crash_n / 100 : 0)) {
     state.SkipWithError(("unexpected failures: " + std::to_string(failed)).c_str());
   }
+  state.counters["caller_cpu_ms"] =
+      1e3 * (thread_cpu_seconds() - cpu_before) /
+      static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1));
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) *
                           static_cast<std::int64_t>(crash_n));
 }

@@ -14,6 +14,7 @@
 #include "cpu/kernels.hpp"
 // Plain declarations: without CUDA nothing calls them (see ran_on_gpu), so nothing
 // needs their definitions.
+#include "cuda/launch.hpp"
 #include "executor.hpp"
 #include "topology/binding.hpp"
 
@@ -34,7 +35,6 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include "cuda/launch.hpp"
 #include <utility>
 #include <vector>
 

@@ -97,6 +97,27 @@ std::size_t entries(const fs::path& dir) {
   return n;
 }
 
+/// The processes whose parent is `parent`.
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+    const std::size_t close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 1));
+    std::string state;
+    pid_t ppid = 0;
+    if (rest >> state >> ppid && ppid == parent) out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
 /// What a process holds that a map must give back.
 struct holdings {
   std::size_t fds = 0;
@@ -122,20 +143,7 @@ holdings holdings_now() {
     if (perms.size() == 4 && perms[3] == 's') ++h.shared_mappings;
   }
   h.threads = entries("/proc/self/task");
-  const std::string self = std::to_string(getpid());
-  for (const auto& e : fs::directory_iterator("/proc")) {
-    const std::string name = e.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(e.path() / "stat");
-    std::string text;
-    if (!std::getline(stat, text)) continue;
-    const auto paren = text.rfind(')');
-    if (paren == std::string::npos) continue;
-    std::istringstream rest(text.substr(paren + 2));
-    std::string state, ppid;
-    rest >> state >> ppid;
-    if (ppid == self) ++h.children;
-  }
+  h.children = children_of(getpid()).size();
   return h;
 }
 
@@ -476,11 +484,7 @@ TEST(Processes, RunningOutOfDescriptorsIsAClearError) {
   if (sanitizer_build) {
     GTEST_SKIP() << "sanitizer runtimes open descriptors of their own at any moment";
   }
-  const auto open_descriptors = [] {
-    std::size_t n = 0;
-    for ([[maybe_unused]] const auto& entry : fs::directory_iterator("/proc/self/fd")) ++n;
-    return n - 1;  // the listing's own
-  };
+  const auto open_descriptors = [] { return entries("/proc/self/fd") - 1; };  // not the listing's
   rlimit saved{};
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
   const auto items = std::views::iota(std::size_t{0}, std::size_t{100});
@@ -966,29 +970,9 @@ struct helper_outcome {
   int status = 0;
   std::string output;
   std::vector<pid_t> workers;
-  std::vector<pid_t> children;  // every child of the helper just before the SIGTERM
+  std::vector<std::size_t> items;  // the items that started, as they said
+  std::vector<pid_t> children;     // every child of the helper just before the SIGTERM
 };
-
-/// The processes whose parent is `parent`.
-std::vector<pid_t> children_of(pid_t parent) {
-  std::vector<pid_t> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator("/proc", ec)) {
-    const std::string name = e.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(e.path() / "stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    // pid (comm) state ppid ...: comm may hold spaces and parentheses.
-    const std::size_t close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(line.substr(close + 1));
-    std::string state;
-    pid_t ppid = 0;
-    if (rest >> state >> ppid && ppid == parent) out.push_back(std::stoi(name));
-  }
-  return out;
-}
 
 helper_outcome terminate_helper(const std::string& mode) {
   helper_outcome out;
@@ -1025,6 +1009,7 @@ helper_outcome terminate_helper(const std::string& mode) {
   std::istringstream lines(out.output);
   for (std::string word, id; lines >> word >> id;) {
     if (word == "worker") out.workers.push_back(static_cast<pid_t>(std::stol(id)));
+    if (word == "item") out.items.push_back(std::stoul(id));
   }
   EXPECT_EQ(out.workers.size(), 2u) << "helper said: " << out.output;
   out.children = children_of(pid);
@@ -1069,6 +1054,10 @@ TEST(Processes, SigtermAfterACrashLeavesNothingBehind) {
   const helper_outcome out = terminate_helper("after-crash");
   EXPECT_TRUE(WIFSIGNALED(out.status) && WTERMSIG(out.status) == SIGTERM)
       << "wait status " << out.status << ", output: " << out.output;
+  // Item 0 crashed, so items 1 and 2 ran on the other first worker and on its replacement.
+  EXPECT_EQ(std::set<std::size_t>(out.items.begin(), out.items.end()),
+            (std::set<std::size_t>{1, 2}))
+      << out.output;
   for (pid_t w : out.workers) {
     EXPECT_NE(std::find(out.children.begin(), out.children.end(), w), out.children.end())
         << "worker " << w << " is not the caller's child; helper said: " << out.output;

@@ -1,7 +1,7 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
 // A program that runs a map on worker processes whose items never end, for processes_test
-// to send SIGTERM to. Each item prints "worker <pid>" on stdout when it starts.
+// to send SIGTERM to. Each item prints "worker <pid> item <index>" on stdout when it starts.
 // Usage: polymap_sigterm_helper default|own-handler|after-crash
 //   default      leaves SIGTERM alone: polymap's guard cleans up, then the program dies of it
 //   own-handler  installs a handler first, which prints "handled" and exits with status 7
@@ -49,7 +49,8 @@ int main(int argc, char** argv) {
                         std::signal(SIGSEGV, SIG_DFL);
                         std::raise(SIGSEGV);
                       }
-                      write_line("worker " + std::to_string(getpid()));
+                      write_line("worker " + std::to_string(getpid()) + " item " +
+                                 std::to_string(i));
                       for (;;) pause();
                     },
                     {.backend = polymap::backend_kind::processes,

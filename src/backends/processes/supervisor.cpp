@@ -618,14 +618,14 @@ void supervisor::finish() {
       t.deliver_fixed(job_.ctx, b, e, staging.data());
     }
   };
-  bool in_stores = false;  // some direct write was refused
+  bool refused = false;  // some worker was refused direct writes
   for (std::size_t s = 0; s < workers_; ++s) {
-    in_stores = in_stores || shared_.slot(s).stored.load(std::memory_order_relaxed) != 0;
+    refused = refused || shared_.slot(s).stored.load(std::memory_order_relaxed) != 0;
   }
-  if (shared_.writes_directly() && !in_stores && all_staged_done()) {
-    deliver(0, job_.begin, job_.end, false);  // no flag to read: every result is in place
-  } else if (workers_ == 1 && !in_stores && all_staged_done()) {
-    deliver(0, job_.begin, job_.end, false);  // no flag to read: every item is in the one store
+  // No flag to read when every item is done and its result is in place (direct
+  // writes) or in the one store there is.
+  if (!refused && (shared_.writes_directly() || workers_ == 1) && all_staged_done()) {
+    deliver(0, job_.begin, job_.end, false);
   } else {
     shared_.for_each_done_run(job_.begin, job_.end, deliver);
   }
