@@ -5,8 +5,12 @@
 //   thrust::transform and a hand-written kernel (bytes: read x and y, write y).
 // - BM_DeviceMap: device-resident y = 2x + 1 (cub::DeviceTransform under polymap) against
 //   thrust::transform and a hand-written kernel, with a device-to-device copy as the ceiling.
-// - BM_HostMap: host-resident map, 2^26 floats, streamed by polymap against a naive
-//   copy-in, kernel, copy-out on the same pageable data, and the pinned copy bandwidth.
+// - BM_HostMap: host-resident map, 2^26 floats, streamed by polymap (map, which returns a
+//   new vector, and map_into the caller's vector) against a naive copy-in, kernel, copy-out
+//   on the same pageable data, and the pinned copy bandwidth (the ceiling).
+// - BM_StagingCopy: one step of the host side of that stream, 8 MiB into a pinned buffer and
+//   8 MiB out of another, on one thread (memcpy) and spread over the pool (parallel_copy).
+// benchmarks/summarize.py checks the targets of issue 4 from the JSON output.
 // - BM_EmptyLaunch: an empty polymap::cuda::for_each against a raw <<<1, 1>>> launch, both
 //   synchronised.
 // With no GPU the program says so and exits 0.
@@ -16,7 +20,10 @@
 #include <thrust/device_vector.h>
 #include <thrust/transform.h>
 
+#include <array>
 #include <cstdio>
+#include <cstring>
+#include <span>
 #include <vector>
 
 namespace {
@@ -109,6 +116,9 @@ void host_map(benchmark::State& s, int peer) {
   for (auto _ : s) {
     if (peer == 0) {
       y = pc::map(x, affine{}, {.backend = polymap::backend::cuda});
+    } else if (peer == 1) {
+      pc::map_into(std::span<const float>(x), std::span<float>(y), affine{},
+                   {.backend = polymap::backend::cuda});
     } else {
       POLYMAP_CUDA_CHECK(cudaMemcpy(dx.data(), x.data(), n * sizeof(float), cudaMemcpyHostToDevice));
       affine_kernel<<<blocks(n), 256>>>(n, dx.data(), dy.data());
@@ -133,6 +143,31 @@ void pinned_copies(benchmark::State& s) {
   set_bytes(s, n, 2 * sizeof(float));
 }
 
+/// The host side of one staging step: results out of a pinned buffer and the next chunk in.
+void staging_copy(benchmark::State& s, int peer) {
+  const std::size_t bytes = pc::staging_chunk_bytes;
+  std::vector<char> in(bytes, 1), out(bytes);
+  char* pinned_in = nullptr;
+  char* pinned_out = nullptr;
+  POLYMAP_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&pinned_in), bytes, 0));
+  POLYMAP_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&pinned_out), bytes, 0));
+  std::memset(pinned_out, 2, bytes);
+  const std::array<polymap::detail::byte_copy, 2> step{
+      polymap::detail::byte_copy{out.data(), pinned_out, bytes},
+      polymap::detail::byte_copy{pinned_in, in.data(), bytes}};
+  for (auto _ : s) {
+    if (peer == 0) {
+      for (const auto& c : step) std::memcpy(c.to, c.from, c.bytes);
+    } else {
+      polymap::detail::parallel_copy(step);
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  (void)cudaFreeHost(pinned_in);
+  (void)cudaFreeHost(pinned_out);
+  s.SetBytesProcessed(static_cast<std::int64_t>(s.iterations() * 2 * bytes));
+}
+
 void empty_launch(benchmark::State& s, int peer) {
   for (auto _ : s) {
     if (peer == 0) {
@@ -155,7 +190,7 @@ int main(int argc, char** argv) {
   }
   const std::int64_t big = std::int64_t{1} << 28;
   const std::int64_t host = std::int64_t{1} << 26;
-  const char* peers3[] = {"polymap", "thrust_transform", "hand_kernel", "d2d_copy"};
+  const char* peers3[] = {"polymap_cuda", "thrust_transform", "hand_kernel", "d2d_copy"};
   for (int p = 0; p < 3; ++p) {
     benchmark::RegisterBenchmark((std::string("BM_DeviceSaxpy/") + peers3[p]).c_str(), device_saxpy, p)
         ->Arg(big)->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -164,14 +199,19 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark((std::string("BM_DeviceMap/") + peers3[p]).c_str(), device_map, p)
         ->Arg(big)->UseRealTime()->Unit(benchmark::kMillisecond);
   }
-  const char* host_peers[] = {"polymap", "naive_copy_compute_copy"};
-  for (int p = 0; p < 2; ++p) {
+  const char* host_peers[] = {"polymap_cuda", "polymap_cuda_into", "naive_copy_compute_copy"};
+  for (int p = 0; p < 3; ++p) {
     benchmark::RegisterBenchmark((std::string("BM_HostMap/") + host_peers[p]).c_str(), host_map, p)
         ->Arg(host)->UseRealTime()->Unit(benchmark::kMillisecond);
   }
   benchmark::RegisterBenchmark("BM_HostMap/pinned_copies_only", pinned_copies)
       ->Arg(host)->UseRealTime()->Unit(benchmark::kMillisecond);
-  const char* launch_peers[] = {"polymap", "raw_kernel"};
+  const char* staging_peers[] = {"memcpy", "polymap_parallel_copy"};
+  for (int p = 0; p < 2; ++p) {
+    benchmark::RegisterBenchmark((std::string("BM_StagingCopy/") + staging_peers[p]).c_str(), staging_copy, p)
+        ->UseRealTime()->Unit(benchmark::kMicrosecond);
+  }
+  const char* launch_peers[] = {"polymap_cuda", "raw_kernel"};
   for (int p = 0; p < 2; ++p) {
     benchmark::RegisterBenchmark((std::string("BM_EmptyLaunch/") + launch_peers[p]).c_str(), empty_launch, p)
         ->UseRealTime()->Unit(benchmark::kMicrosecond);

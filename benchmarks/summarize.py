@@ -103,7 +103,7 @@ def fmt_time(ns):
 
 
 # Workloads whose rate is quoted in bytes; the others in items (rows, items) per second.
-BYTE_RATES = {"Daxpy"}
+BYTE_RATES = {"Daxpy", "DeviceSaxpy", "DeviceMap", "HostMap", "StagingCopy"}
 
 
 def fmt_rate(row, workload):
@@ -238,6 +238,7 @@ def targets(table, workers):
                 rows.append((f"{n} items of ~70 ns, {p} overhead per item <= 5 ns",
                              f"{o:.1f} ns", o <= 5.0))
     rows.extend(process_targets(table, workers))
+    rows.extend(gpu_targets(table))
     return rows
 
 
@@ -274,6 +275,52 @@ def process_targets(table, workers):
         if w == "TimeoutKill" and kill:
             rows.append((f"hung item with a {n} ms timeout stopped within timeout + 100 ms",
                          f"+{fmt_time(kill['ns'])}", kill["ns"] <= 100e6))
+    return rows
+
+
+def gpu_targets(table):
+    """The targets of the GPU backend (benchmarks/gpu_map.cu), rates in bytes moved."""
+    rows = []
+    copy = next((peers["d2d_copy"] for (w, n), peers in table.items()
+                 if w == "DeviceMap" and "d2d_copy" in peers), None)
+    for (w, n), peers in sorted(table.items()):
+        mine = peers.get("polymap_cuda")
+        if w not in ("DeviceSaxpy", "DeviceMap") or not mine:
+            continue
+        label = f"{'saxpy' if w == 'DeviceSaxpy' else 'map'} 2^{n.bit_length() - 1} floats on the device"
+        if copy and copy.get("bytes_per_second") and mine.get("bytes_per_second"):
+            x = mine["bytes_per_second"] / copy["bytes_per_second"]
+            rows.append((f"{label} >= 90% of the device-to-device copy's bandwidth",
+                         f"{mine['bytes_per_second'] / 1e9:.0f} vs "
+                         f"{copy['bytes_per_second'] / 1e9:.0f} GB/s ({x:.0%})", x >= 0.9))
+        for peer in ("thrust_transform", "hand_kernel"):
+            if peer in peers:
+                x = peers[peer]["ns"] / mine["ns"]
+                rows.append((f"{label} >= 1.00x {peer}", f"{x:.2f}x", x >= 1.0))
+    for (w, n), peers in sorted(table.items()):
+        ceiling, naive = peers.get("pinned_copies_only"), peers.get("naive_copy_compute_copy")
+        if w != "HostMap":
+            continue
+        for p in ("polymap_cuda", "polymap_cuda_into"):
+            mine = peers.get(p)
+            if not mine:
+                continue
+            if ceiling and ceiling.get("bytes_per_second") and mine.get("bytes_per_second"):
+                x = mine["bytes_per_second"] / ceiling["bytes_per_second"]
+                rows.append((f"host map 2^{n.bit_length() - 1} floats, {p} >= 85% of pinned "
+                             "host-to-device + device-to-host bandwidth",
+                             f"{mine['bytes_per_second'] / 1e9:.1f} vs "
+                             f"{ceiling['bytes_per_second'] / 1e9:.1f} GB/s ({x:.0%})", x >= 0.85))
+            if naive:
+                x = naive["ns"] / mine["ns"]
+                rows.append((f"host map 2^{n.bit_length() - 1} floats, {p} >= 1.5x naive "
+                             "copy-in, kernel, copy-out", f"{x:.2f}x", x >= 1.5))
+    for (w, n), peers in table.items():
+        mine, raw = peers.get("polymap_cuda"), peers.get("raw_kernel")
+        if w == "EmptyLaunch" and mine and raw:
+            x = mine["ns"] / raw["ns"]
+            rows.append(("empty map launch <= 1.2x a raw kernel launch",
+                         f"{fmt_time(mine['ns'])} vs {fmt_time(raw['ns'])} ({x:.2f}x)", x <= 1.2))
     return rows
 
 

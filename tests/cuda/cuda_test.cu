@@ -17,6 +17,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,11 @@ inline int gpu_left_alone(int x) {
   }
 }
 
+/// 2x + 1 of every element into `out`, through an extended lambda.
+inline void affine_into(std::span<const float> xs, std::span<double> out, const options& o) {
+  cuda::map_into(xs, out, [] __host__ __device__(float x) { return 2.0 * x + 1.0; }, o);
+}
+
 // Compile-time proofs: they hold with or without a GPU.
 static_assert(is_device_callable_v<hd_plus_one>);
 static_assert(is_device_callable_v<marked_scale>);
@@ -150,6 +156,68 @@ TEST(CudaBackend, AHostOnlyFunctionIsRefusedForCuda) {
                backend_unavailable);
 }
 
+TEST(CudaBackend, HostMapIntoFillsTheCallersBufferOnTheCpuWithoutADevice) {
+  std::vector<float> xs(10'007);
+  std::iota(xs.begin(), xs.end(), -5000.0F);
+  std::vector<double> out(xs.size() + 3, std::numeric_limits<double>::quiet_NaN());
+  run_report report;
+  cuda_test::affine_into(xs, out, {.report = &report});
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(out[i], 2.0 * xs[i] + 1.0) << i;
+  for (std::size_t i = xs.size(); i < out.size(); ++i) EXPECT_TRUE(std::isnan(out[i])) << i;
+  if (!have_gpu()) EXPECT_NE(report.backend, backend::cuda);
+
+  // A host-only function stays on the CPU under automatic, and is refused for cuda.
+  std::vector<float> ys(xs.size());
+  cuda::map_into(std::span<const float>(xs), std::span<float>(ys), host_plus_one());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], xs[i] + 1) << i;
+  EXPECT_THROW(cuda::map_into(std::span<const float>(xs), std::span<float>(ys), host_plus_one(),
+                              {.backend = backend::cuda}),
+               backend_unavailable);
+
+  // A buffer too short is refused before anything runs, naming the parameter.
+  std::vector<double> short_out(xs.size() - 1, -1.0);
+  try {
+    cuda_test::affine_into(xs, short_out, {});
+    ADD_FAILURE() << "wrote past a short buffer";
+  } catch (const option_error& e) {
+    EXPECT_NE(std::string(e.what()).find("out"), std::string::npos) << e.what();
+  }
+  for (double y : short_out) ASSERT_EQ(y, -1.0);
+  if (!have_gpu()) {
+    EXPECT_THROW(cuda_test::affine_into(xs, out, {.backend = backend::cuda}), backend_unavailable);
+  }
+}
+
+class CudaBackendDeathTest : public testing::Test {};
+
+TEST_F(CudaBackendDeathTest, AContextLostToAStickyErrorIsSaidAndTheCpuGoesOn) {
+  // What POLYMAP_CUDA_CHECK does on a sticky error, in a fresh process (the mark is for
+  // the rest of the process): the GPU counts as gone, says why, and the CPU takes over.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        cuda::detail::mark_unusable("cudaErrorIllegalAddress");
+        cuda::detail::mark_unusable("cudaErrorLaunchFailure");  // the first one is kept
+        const std::string status = cuda::device_status();
+        bool refused = false;
+        std::vector<float> xs(1000, 1.0F);
+        try {
+          (void)cuda::map(xs, hd_plus_one{}, {.backend = backend::cuda});
+        } catch (const backend_unavailable& e) {
+          refused = std::string(e.what()).find("cudaErrorIllegalAddress") != std::string::npos;
+        }
+        run_report report;
+        const std::vector<float> ys = cuda::map(xs, hd_plus_one{}, {.report = &report});
+        std::exit(cuda::device_count() == 0 && cuda::devices().empty() && refused &&
+                          status.find("sticky error (cudaErrorIllegalAddress)") !=
+                              std::string::npos &&
+                          report.backend != backend::cuda && ys == std::vector<float>(1000, 2.0F)
+                      ? 0
+                      : 1);
+      },
+      testing::ExitedWithCode(0), "");
+}
+
 class CudaDevice : public testing::Test {
  protected:
   void SetUp() override {
@@ -181,6 +249,26 @@ TEST_F(CudaDevice, HostMapMatchesTheCpuAtEverySize) {
     for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(ys[i], 2.0 * xs[i] + 1.0) << "n " << n << " i " << i;
     if (n != 0) EXPECT_EQ(report.backend, backend::cuda);
   }
+}
+
+TEST_F(CudaDevice, HostMapIntoWritesEveryElementAtEverySize) {
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{255}, odd, beyond_staging}) {
+    const std::vector<float> xs = random_floats(n, static_cast<unsigned>(n) + 1);
+    std::vector<double> out(n + 1, std::numeric_limits<double>::quiet_NaN());
+    run_report report;
+    cuda_test::affine_into(xs, out, {.backend = backend::cuda, .report = &report});
+    for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], 2.0 * xs[i] + 1.0) << "n " << n << " i " << i;
+    EXPECT_TRUE(std::isnan(out[n])) << "wrote past the input's length, n " << n;
+    if (n != 0) EXPECT_EQ(report.backend, backend::cuda);
+  }
+  // One span on the device and one on the host: refused, naming both.
+  const cuda::device_buffer<float> d(std::size_t{16});
+  std::vector<float> host(16);
+  EXPECT_THROW(cuda::map_into(d.span(), std::span<float>(host), marked_scale{2.0F}), option_error);
+  EXPECT_THROW(cuda::map_into(std::span<const float>(host),
+                              std::span<float>(const_cast<float*>(d.data()), 16),
+                              marked_scale{2.0F}),
+               option_error);
 }
 
 TEST_F(CudaDevice, DeviceResidentInputIsNotCopiedAndOutputIsWritten) {

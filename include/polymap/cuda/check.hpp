@@ -18,6 +18,7 @@ namespace polymap::cuda::detail {
 /// from then on `device_count()` is 0, `device_status()` says why, `automatic` keeps every call
 /// on the CPU and an explicit cuda request throws `backend_unavailable`. Defined in the
 /// library (src/backends/cuda).
+/// `error_name` must outlive the process (cudaGetErrorName's strings do); the first one is kept.
 void mark_unusable(const char* error_name) noexcept;
 
 /// Whether `code` is sticky: the context is corrupted and every later call fails with it.
@@ -47,8 +48,14 @@ inline void check(cudaError_t code, const char* expr, const char* file, int line
   // stays: the context is lost, and every later call reports it, which is what lets the
   // caller see that the GPU is unusable and go on with a CPU backend.
   (void)cudaGetLastError();
-  // A sticky error survives cudaGetLastError; either way the GPU is of no more use here.
-  if (is_sticky(code) || cudaPeekAtLastError() != cudaSuccess) mark_unusable(cudaGetErrorName(code));
+  // A sticky error survives cudaGetLastError: the one still there is what lost the context
+  // (`code` may be a later call's own failure), else `code` itself when it is a sticky kind.
+  const cudaError_t left = cudaPeekAtLastError();
+  if (left != cudaSuccess) {
+    mark_unusable(cudaGetErrorName(left));
+  } else if (is_sticky(code)) {
+    mark_unusable(cudaGetErrorName(code));
+  }
   throw cuda_error(static_cast<int>(code), cudaGetErrorName(code),
                    std::string("polymap: ") + expr + " failed at " + file + ":" +
                        std::to_string(line) + ": " + cudaGetErrorName(code) + " (" +

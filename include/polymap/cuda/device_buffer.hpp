@@ -25,14 +25,21 @@ class device_guard {
  public:
   explicit device_guard(int device) {
     POLYMAP_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (device != previous_) POLYMAP_CUDA_CHECK(cudaSetDevice(device));
+    if (device != previous_) {
+      POLYMAP_CUDA_CHECK(cudaSetDevice(device));
+      changed_ = true;
+    }
   }
-  ~device_guard() { (void)cudaSetDevice(previous_); }
+  // Restores only what it changed: the common case (device 0 current) costs one call.
+  ~device_guard() {
+    if (changed_) (void)cudaSetDevice(previous_);
+  }
   device_guard(const device_guard&) = delete;
   device_guard& operator=(const device_guard&) = delete;
 
  private:
   int previous_ = 0;
+  bool changed_ = false;
 };
 
 /// `n` elements of trivially copyable `T` in the memory of one GPU, uninitialised.

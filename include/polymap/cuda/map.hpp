@@ -27,6 +27,8 @@
 #include <polymap/backends/cuda.hpp>
 #include <polymap/cuda/check.hpp>
 #include <polymap/cuda/device_buffer.hpp>
+#include <polymap/detail/parallel_copy.hpp>
+#include <polymap/detail/results.hpp>
 #include <polymap/device_callable.hpp>
 #include <polymap/job.hpp>
 #include <polymap/map.hpp>
@@ -80,18 +82,12 @@ __global__ void index_kernel(Fn fn, std::size_t n) {
   }
 }
 
-/// Blocks for `n` items: one item per thread up to 32 blocks per multiprocessor, a
-/// grid-stride loop beyond (a grid that size keeps every multiprocessor full).
-inline unsigned grid_for(std::size_t n, int device) {
-  static thread_local int cached_device = -1;
-  static thread_local int sms = 0;
-  if (cached_device != device) {
-    POLYMAP_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    cached_device = device;
-  }
-  const std::size_t wanted = (n + block_threads - 1) / block_threads;
+/// Blocks for `n` items: one item per thread, as a hand-written kernel launches them (the
+/// kernels' grid-stride loop only takes over beyond the largest grid, 2^31 - 1 blocks).
+inline unsigned grid_for(std::size_t n) {
+  constexpr std::size_t max_blocks = (std::size_t{1} << 31) - 1;
   return static_cast<unsigned>(
-      std::max<std::size_t>(1, std::min<std::size_t>(wanted, std::size_t(32) * sms)));
+      std::clamp<std::size_t>((n + block_threads - 1) / block_threads, 1, max_blocks));
 }
 
 /// The backend a cuda:: call runs on, after checking what the options ask for.
@@ -189,23 +185,30 @@ inline staging& thread_staging() {
 
 /// Host-resident map: input `in[0, n)` (contiguous host memory) to `out[0, n)`.
 /// `state`, when given, counts chunks done and is polled for a cancel between chunks.
+/// Each step waits for the chunk that last used a slot, then copies its results out of the
+/// slot's pinned buffer and the next chunk into it, both at once across the thread pool
+/// (one thread's memcpy cannot keep up with the link), and queues the next chunk's copy in,
+/// kernel and copy out on the slot's stream.
 template <class In, class R, class Fn>
 void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
                 polymap::detail::run_state* state) {
   static_assert(std::is_trivially_copyable_v<In> && std::is_trivially_copyable_v<R>,
                 "polymap::cuda::map: items and results must be trivially copyable to go to a GPU");
+  using polymap::detail::byte_copy;
   if (n == 0) return;
   device_guard on(device);
   const std::size_t chunk = std::max<std::size_t>(1, staging_chunk_bytes / sizeof(In));
   const std::size_t per_chunk = std::min(chunk, n);
   staging& st = thread_staging();
   st.reserve(device, per_chunk * sizeof(In), per_chunk * sizeof(R));
-  // Copies a finished chunk of slot `s` from its pinned buffer to the caller's output.
-  auto drain = [&](staging::slot& s) {
-    if (s.count == 0) return;
+  // The copy of slot `s`'s finished results to the caller's output, once they are there.
+  auto results_of = [&](staging::slot& s) -> byte_copy {
+    if (s.count == 0) return {};
     POLYMAP_CUDA_CHECK(cudaEventSynchronize(s.done));
-    std::memcpy(out + s.first, s.host_out, s.count * sizeof(R));
-    if (state != nullptr) state->add_done(s.count);
+    return {out + s.first, s.host_out, s.count * sizeof(R)};
+  };
+  auto delivered = [&](staging::slot& s) {
+    if (state != nullptr && s.count != 0) state->add_done(s.count);
     s.count = 0;
   };
   try {
@@ -213,12 +216,14 @@ void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
     for (std::size_t first = 0; first < n; first += chunk, ++c) {
       if (state != nullptr && state->stopping()) break;
       staging::slot& s = st.slots[c % staging_slots];
-      drain(s);  // the slot's previous chunk, issued staging_slots chunks ago
       const std::size_t count = std::min(chunk, n - first);
-      std::memcpy(s.host_in, in + first, count * sizeof(In));
+      const std::array<byte_copy, 2> copies{results_of(s),
+                                            byte_copy{s.host_in, in + first, count * sizeof(In)}};
+      polymap::detail::parallel_copy(copies);
+      delivered(s);
       POLYMAP_CUDA_CHECK(cudaMemcpyAsync(s.dev_in, s.host_in, count * sizeof(In),
                                          cudaMemcpyHostToDevice, s.stream));
-      map_kernel<<<grid_for(count, device), block_threads, 0, s.stream>>>(
+      map_kernel<<<grid_for(count), block_threads, 0, s.stream>>>(
           fn, static_cast<const In*>(s.dev_in), static_cast<R*>(s.dev_out), count);
       POLYMAP_CUDA_CHECK(cudaGetLastError());
       POLYMAP_CUDA_CHECK(cudaMemcpyAsync(s.host_out, s.dev_out, count * sizeof(R),
@@ -227,7 +232,10 @@ void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
       s.first = first;
       s.count = count;
     }
-    for (staging::slot& s : st.slots) drain(s);
+    std::array<byte_copy, staging_slots> rest{};
+    for (std::size_t k = 0; k < staging_slots; ++k) rest[k] = results_of(st.slots[k]);
+    polymap::detail::parallel_copy(rest);
+    for (staging::slot& s : st.slots) delivered(s);
   } catch (...) {
     // Leave no chunk in flight that could write into the caller's buffers later.
     for (staging::slot& s : st.slots) {
@@ -250,6 +258,8 @@ void device_map(const In* in, R* out, std::size_t n, Fn& fn, int device) {
 
 /// Whether `p` points to memory the GPU reads directly (device or managed memory).
 inline bool is_device_pointer(const void* p) {
+  // No device (or a worker process, which must not touch CUDA): all memory is host memory.
+  if (device_count() == 0) return false;
   cudaPointerAttributes a{};
   if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
     (void)cudaGetLastError();  // plain host memory on old runtimes
@@ -272,6 +282,26 @@ void note_gpu(const options& o, std::string reason) {
   o.report->workers = 1;
   o.report->decision.chosen = backend_kind::cuda;
   o.report->decision.reason = std::move(reason);
+}
+
+/// Why a host-resident map went to the GPU.
+inline std::string host_reason(const options& o) {
+  return o.backend == backend_kind::cuda ? "requested by options::backend"
+                                         : "GPU predicted faster, copies included";
+}
+
+/// Whether a host-resident map of `xs` that may run on the GPU (wants_gpu) should: always
+/// for backend cuda; for automatic, when the GPU with its copies is predicted to finish
+/// before the CPU backend that `explain` chooses.
+template <class T, class R, class Fn>
+bool gpu_beats_cpu(std::span<const T> xs, Fn& fn, const options& opts) {
+  if (opts.backend != backend_kind::automatic || xs.empty()) return true;
+  const polymap::plan p = polymap::explain(xs, fn, opts);
+  double cpu = 0;
+  for (const backend_estimate& e : p.estimates) {
+    if (e.usable && e.backend == p.chosen) cpu = e.seconds;
+  }
+  return cpu >= predicted_gpu_seconds(xs.size() * (sizeof(T) + sizeof(R)));
 }
 
 }  // namespace detail
@@ -313,22 +343,49 @@ template <class T, class Alloc, class Fn>
       std::span<const T>(thrust::raw_pointer_cast(xs.data()), xs.size()), std::move(fn), opts);
 }
 
-/// Writes `fn(xs[i])` to `out[i]`, both device-resident (no copy).
-/// @throws the same as map(), option_error when `out` is shorter than `xs`
+/// Writes `fn(xs[i])` to `out[i]`. Both spans over device (or managed) memory: on the GPU,
+/// nothing copied. Both over host memory: as `map` of a host range (streamed through the GPU
+/// when the options ask for cuda, or ask for automatic and the GPU is predicted faster; else
+/// `polymap::map_into` on the CPU), with no result vector to allocate.
+/// @throws the same as map(); option_error when `out` is shorter than `xs`, or when one span
+///   is on the device and the other on the host
 template <class T, class R, class Fn>
 void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opts = {}) {
   if (out.size() < xs.size()) {
     throw option_error("out", std::to_string(out.size()) + " elements",
                        "at least as many elements as the input (" + std::to_string(xs.size()) + ")");
   }
-  options o = opts;
-  o.backend = backend_kind::cuda;
-  (void)detail::wants_gpu<Fn>(o);
-  if (!xs.empty() &&
-      (!detail::is_device_pointer(xs.data()) || !detail::is_device_pointer(out.data()))) {
-    throw option_error("xs, out", "a span over host memory", "device or managed memory");
+  const bool in_on_device = !xs.empty() && detail::is_device_pointer(xs.data());
+  const bool out_on_device = !xs.empty() && detail::is_device_pointer(out.data());
+  if (in_on_device != out_on_device) {
+    throw option_error("xs, out",
+                       in_on_device ? "input on the device, output on the host"
+                                    : "input on the host, output on the device",
+                       "both on the device, or both on the host");
   }
-  if constexpr (is_device_callable_v<Fn>) detail::device_map(xs.data(), out.data(), xs.size(), fn, o.device);
+  const std::span<R> into = out.first(xs.size());
+  if (in_on_device) {
+    options o = opts;
+    o.backend = backend_kind::cuda;  // device memory: no CPU backend can read it
+    (void)detail::wants_gpu<Fn>(o);
+    if constexpr (is_device_callable_v<Fn>) {
+      detail::device_map(xs.data(), into.data(), xs.size(), fn, o.device);
+      detail::note_gpu<Fn, T, R>(opts, "device-resident input");
+    }
+    return;
+  }
+  if constexpr (is_device_callable_v<Fn> && std::is_trivially_copyable_v<T> &&
+                std::is_trivially_copyable_v<R>) {
+    if (detail::wants_gpu<Fn>(opts) && detail::gpu_beats_cpu<T, R>(xs, fn, opts)) {
+      detail::stream_map(xs.data(), into.data(), xs.size(), fn, opts.device, nullptr);
+      detail::note_gpu<Fn, T, R>(opts, detail::host_reason(opts));
+      return;
+    }
+  } else if (detail::wants_gpu<Fn>(opts) && opts.backend == backend_kind::cuda) {
+    throw backend_unavailable(
+        "polymap: backend cuda needs items and results that are trivially copyable");
+  }
+  polymap::map_into(xs, into, fn, opts);
 }
 
 /// Applies `fn` to every item of the host-resident contiguous range `xs` and returns the
@@ -348,27 +405,18 @@ template <std::ranges::contiguous_range Range, class Fn>
                 !std::is_trivially_copyable_v<R>) {
     return polymap::map(xs, fn, opts);  // unreachable for cuda: wants_gpu threw
   } else {
-    if (opts.backend == backend_kind::automatic && n != 0 && !detail::is_device_pointer(in)) {
-      polymap::plan p = polymap::explain(xs, fn, opts);
-      double cpu = 0;
-      for (const backend_estimate& e : p.estimates) {
-        if (e.usable && e.backend == p.chosen) cpu = e.seconds;
-      }
-      if (cpu < detail::predicted_gpu_seconds(n * (sizeof(T) + sizeof(R)))) {
-        return polymap::map(xs, fn, opts);
-      }
-    }
-    std::vector<R> out(n);
     if (n != 0 && detail::is_device_pointer(in)) {
       device_buffer<R> d(n, opts.device);
       detail::device_map(in, d.data(), n, fn, opts.device);
-      out = d.to_host();
-    } else {
-      detail::stream_map(in, out.data(), n, fn, opts.device, nullptr);
+      detail::note_gpu<Fn, T, R>(opts, "device-resident input");
+      return d.to_host();
     }
-    detail::note_gpu<Fn, T, R>(opts, opts.backend == backend_kind::cuda
-                                         ? "requested by options::backend"
-                                         : "GPU predicted faster, copies included");
+    if (!detail::gpu_beats_cpu<T, R>(std::span<const T>(in, n), fn, opts)) {
+      return polymap::map(xs, fn, opts);
+    }
+    std::vector<R> out = polymap::detail::make_large_vector<R>(n);
+    detail::stream_map(in, out.data(), n, fn, opts.device, nullptr);
+    detail::note_gpu<Fn, T, R>(opts, detail::host_reason(opts));
     return out;
   }
 }
@@ -393,7 +441,7 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
     const auto count = static_cast<std::size_t>(n);
     if (count == 0) return;
     device_guard on(o.device);
-    detail::index_kernel<<<detail::grid_for(count, o.device), block_threads>>>(fn, count);
+    detail::index_kernel<<<detail::grid_for(count), block_threads>>>(fn, count);
     POLYMAP_CUDA_CHECK(cudaGetLastError());
     POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
     detail::note_gpu<Fn, std::size_t, void>(opts, "requested: polymap::cuda::for_each");

@@ -24,18 +24,23 @@ inline constexpr bool direct_results_v =
 template <class R>
 using slot_t = std::conditional_t<direct_results_v<R>, R, std::optional<R>>;
 
+/// `n` value-initialised elements; when they are trivial and fill at least 4 MiB, the pages
+/// are readied first (prepare_large_buffer: huge pages, no fault per page after a fork).
+template <class T>
+[[nodiscard]] std::vector<T> make_large_vector(std::size_t n) {
+  std::vector<T> v;
+  if constexpr (std::is_trivially_default_constructible_v<T>) {
+    constexpr std::size_t huge_threshold = std::size_t{4} << 20;
+    v.reserve(n);
+    if (n * sizeof(T) >= huge_threshold) prepare_large_buffer(v.data(), n * sizeof(T));
+  }
+  v.resize(n);
+  return v;
+}
+
 template <class R>
 [[nodiscard]] std::vector<slot_t<R>> make_slots(std::size_t n) {
-  std::vector<slot_t<R>> slots;
-  if constexpr (std::is_trivially_default_constructible_v<slot_t<R>>) {
-    constexpr std::size_t huge_threshold = std::size_t{4} << 20;
-    slots.reserve(n);
-    if (n * sizeof(slot_t<R>) >= huge_threshold) {
-      prepare_large_buffer(slots.data(), n * sizeof(slot_t<R>));
-    }
-  }
-  slots.resize(n);
-  return slots;
+  return make_large_vector<slot_t<R>>(n);
 }
 
 /// The vector a successful map returns.

@@ -12,7 +12,6 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
-#include <mutex>
 #include <string>
 
 namespace polymap::cuda {
@@ -49,34 +48,16 @@ const probe& devices_here() {
   return p;
 }
 
-/// Set once a sticky error has lost the CUDA context of this process.
-struct lost_context {
-  std::atomic<bool> lost{false};
-  std::mutex mutex;
-  std::string why;  // guarded by mutex
-};
-
-lost_context& context_state() noexcept {
-  static lost_context s;
-  return s;
-}
+/// The name of the sticky error that lost the CUDA context of this process, null until then.
+std::atomic<const char*> lost_to{nullptr};
 
 }  // namespace
 
 namespace detail {
 
 void mark_unusable(const char* error_name) noexcept {
-  lost_context& s = context_state();
-  try {
-    const std::lock_guard lock(s.mutex);
-    if (s.why.empty()) {
-      s.why = std::string("no CUDA device: the CUDA context was lost to a sticky error (") +
-              error_name + "); the GPU is unusable for the rest of this process";
-    }
-  } catch (...) {
-    // The reason is text for people; the flag below is what matters.
-  }
-  s.lost.store(true, std::memory_order_release);
+  const char* none = nullptr;
+  (void)lost_to.compare_exchange_strong(none, error_name, std::memory_order_acq_rel);
 }
 
 }  // namespace detail
@@ -85,7 +66,7 @@ int device_count() noexcept {
   // A forked worker of the processes backend shares its parent's CUDA state, which a
   // child must never touch, not even to count devices.
   if (polymap::detail::in_worker_process()) return 0;
-  if (context_state().lost.load(std::memory_order_acquire)) return 0;
+  if (lost_to.load(std::memory_order_acquire) != nullptr) return 0;
   try {
     return devices_here().count;
   } catch (...) {
@@ -98,10 +79,9 @@ std::string device_status() {
     return "no CUDA device in a worker process of the processes backend: a forked child "
            "never touches the GPU";
   }
-  lost_context& s = context_state();
-  if (s.lost.load(std::memory_order_acquire)) {
-    const std::lock_guard lock(s.mutex);
-    return s.why;
+  if (const char* lost = lost_to.load(std::memory_order_acquire); lost != nullptr) {
+    return std::string("no CUDA device: the CUDA context was lost to a sticky error (") + lost +
+           "); the GPU is unusable for the rest of this process";
   }
   return devices_here().status;
 }
