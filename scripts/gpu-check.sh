@@ -13,8 +13,10 @@
 #                                writes the device, the test logs and the figures to $OUT
 #                                (or ./gpu-results when OUT is unset).
 # With the device tool of this workplace, after `build`: run the command
-# `bash scripts/gpu-check.sh run` with carry ["build-gpu-carry"]. Results: device.txt,
-# cuda_tests.log/.xml, backend_tests.log, bench_gpu.json/.txt, polymap_bench.json.
+# `bash scripts/gpu-check.sh run` with carry ["build-gpu-carry"] and timeout_s 600 (it needs
+# about 6 minutes). Results (8 files): device.txt, cuda_tests.log, backend_tests.log,
+# bench_gpu.json/.txt, polymap_bench.json, memcheck.log and summary.md (the figures against
+# the targets of docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Under build-*/, which .gitignore ignores: the device tool carries it when named in carry.
@@ -24,10 +26,11 @@ build() {
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DPOLYMAP_WITH_CUDA=ON \
     -DPOLYMAP_BUILD_TESTS=ON -DPOLYMAP_BUILD_BENCHMARKS=ON -DPOLYMAP_BUILD_CLI=ON
   cmake --build build-gpu -j 2 --target polymap_cuda_tests polymap_backend_tests \
-    polymap_bench_gpu polymap_cli
+    polymap_bench_gpu polymap_cli polymap_sigterm_helper
   rm -rf "$carry" && mkdir -p "$carry/bin" "$carry/lib"
   local bins=(build-gpu/tests/polymap_cuda_tests build-gpu/tests/polymap_backend_tests
-              build-gpu/benchmarks/bench_gpu build-gpu/src/cli/polymap)
+              build-gpu/tests/polymap_sigterm_helper build-gpu/benchmarks/bench_gpu
+              build-gpu/src/cli/polymap)
   cp "${bins[@]}" "$carry/bin/"
   # Every shared library but the C and C++ runtimes and the driver, which the GPU machine has.
   ldd "${bins[@]}" | awk '/=> \// {print $3}' | sort -u |
@@ -40,15 +43,34 @@ run() {
   local out=${OUT:-gpu-results}
   mkdir -p "$out"
   export LD_LIBRARY_PATH="$PWD/$carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  local status=0
-  { nvidia-smi || true; uname -a; } >"$out/device.txt" 2>&1
-  "$carry/bin/polymap_cuda_tests" --gtest_output="xml:$out/cuda_tests.xml" >"$out/cuda_tests.log" 2>&1 || status=1
-  "$carry/bin/polymap_backend_tests" >"$out/backend_tests.log" 2>&1 || status=1
-  "$carry/bin/bench_gpu" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
-    --benchmark_out="$out/bench_gpu.json" --benchmark_out_format=json >"$out/bench_gpu.txt" 2>&1 || status=1
-  "$carry/bin/polymap" bench --json >"$out/polymap_bench.json" 2>&1 || status=1
-  tail -n 3 "$out/cuda_tests.log" "$out/backend_tests.log"
-  cat "$out/bench_gpu.txt"
+  local status=0 bin=$PWD/$carry/bin
+  export PATH=$PATH:/usr/local/cuda/bin  # compute-sanitizer, where the toolkit is
+  export POLYMAP_SIGTERM_HELPER=$bin/polymap_sigterm_helper
+  # Each step has its own time limit, so that one hang cannot use up the machine's time.
+  step() {
+    local limit=$1 log=$2
+    shift 2
+    echo "== $* (limit ${limit}s)"
+    timeout "$limit" "$@" >"$out/$log" 2>&1 || { echo "   failed: exit $?"; status=1; }
+  }
+  { nvidia-smi || true; uname -a; nproc; } >"$out/device.txt" 2>&1
+  step 240 cuda_tests.log "$bin/polymap_cuda_tests"
+  step 300 backend_tests.log "$bin/polymap_backend_tests"
+  step 240 bench_gpu.txt "$bin/bench_gpu" --benchmark_repetitions=5 \
+    --benchmark_report_aggregates_only=true --benchmark_out="$out/bench_gpu.json" \
+    --benchmark_out_format=json
+  step 120 polymap_bench.json "$bin/polymap" bench --json
+  # Out-of-bounds accesses and races in polymap's own kernels and copies, where the
+  # machine has the checker (the one-item-per-thread and staging paths of the device tests).
+  if command -v compute-sanitizer >/dev/null; then
+    step 200 memcheck.log compute-sanitizer --tool memcheck --error-exitcode 3 \
+      "$bin/polymap_cuda_tests" --gtest_filter='CudaDevice.*:-*Sticky*'
+  else
+    echo "compute-sanitizer: not on this machine" >"$out/memcheck.log"
+  fi
+  python3 benchmarks/summarize.py "$out/bench_gpu.json" >"$out/summary.md" 2>&1 || status=1
+  tail -n 3 "$out/cuda_tests.log" "$out/backend_tests.log" "$out/memcheck.log"
+  cat "$out/summary.md"
   return $status
 }
 

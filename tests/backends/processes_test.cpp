@@ -962,7 +962,12 @@ TEST(Processes, ThousandMapsGiveBackWhatTheyTook) {
   EXPECT_EQ(holdings_now(), before);
 }
 
-std::string helper_path() { return POLYMAP_SIGTERM_HELPER; }
+/// The helper built beside this test, or the one POLYMAP_SIGTERM_HELPER names (the test
+/// binary carried to another machine, as scripts/gpu-check.sh does).
+std::string helper_path() {
+  const char* moved = std::getenv("POLYMAP_SIGTERM_HELPER");
+  return moved != nullptr && *moved != '\0' ? moved : POLYMAP_SIGTERM_HELPER;
+}
 
 /// Runs the SIGTERM helper in `mode`, sends it SIGTERM once its workers run, and returns
 /// its wait status and what it printed.

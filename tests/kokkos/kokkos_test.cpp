@@ -94,5 +94,35 @@ TEST(KokkosBackend, AWorkerProcessLeavesKokkosAlone) {
   for (int y : ok) ASSERT_EQ(y, 1);
 }
 
+/// Run in a worker process: 1 when the header's map and for_each and the generic path all
+/// give the right results there without initialising Kokkos in the worker.
+int kokkos_left_uninitialised(int x) {
+  const std::vector<int> v(5, x);
+  const std::vector<int> w = polymap::kokkos::map(v, KOKKOS_LAMBDA(int y) { return y + 1; });
+  std::vector<int> seen(5, 0);
+  int* s = seen.data();
+  polymap::kokkos::for_each(5, KOKKOS_LAMBDA(std::size_t i) { s[i] = static_cast<int>(i) + x; });
+  const std::vector<int> g =
+      polymap::map(v, [](int y) { return y * 2; }, {.backend = backend::kokkos});
+  const bool right = w == std::vector<int>(5, x + 1) && g == std::vector<int>(5, 2 * x) &&
+                     seen == std::vector<int>{x, x + 1, x + 2, x + 3, x + 4};
+  return right && !Kokkos::is_initialized() ? 1 : 0;
+}
+
+// The same in a fresh process, where nothing has initialised Kokkos before: a worker that
+// initialised it (which could start its threads, or a GPU context, in a forked copy) would be
+// seen, and so would the caller's own Kokkos being started by the workers' calls.
+TEST(KokkosBackendDeathTest, AWorkerProcessNeverInitialisesKokkos) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        const bool before = Kokkos::is_initialized();
+        const std::vector<int> ok = polymap::map(std::vector<int>(6, 3), kokkos_left_uninitialised,
+                                                 {.backend = backend::processes, .workers = 2});
+        std::exit(!before && !Kokkos::is_initialized() && ok == std::vector<int>(6, 1) ? 0 : 1);
+      },
+      testing::ExitedWithCode(0), "");
+}
+
 }  // namespace
 }  // namespace polymap
