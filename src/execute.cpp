@@ -285,14 +285,33 @@ plan make_plan(map_job& job, function_stats& stats) {
   return decide(job, stats, true, true);
 }
 
+namespace {
+
+using stop_link = std::optional<std::stop_callback<std::function<void()>>>;
+
+/// Links `options::stop` to the call's state: a stop cancels the call.
+void link_stop(stop_link& link, const options& o, run_state& state) {
+  if (o.stop.stop_possible()) {
+    link.emplace(o.stop, std::function<void()>([&state] { state.cancel_and_wait(); }));
+  }
+}
+
+}  // namespace
+
+void run_watched(run_state& state, const options& o, const std::function<void()>& body) {
+  check_options(o);
+  stop_link on_stop;
+  link_stop(on_stop, o, state);
+  progress_reporter progress(o, state);
+  if (!state.stopping()) body();
+}
+
 backend_kind execute(map_job& job, function_stats& stats) {
   const options& o = *job.opts;
   check_options(o);
   run_state& state = *job.state;
-  std::optional<std::stop_callback<std::function<void()>>> on_stop;
-  if (o.stop.stop_possible()) {
-    on_stop.emplace(o.stop, std::function<void()>([&state] { state.cancel_and_wait(); }));
-  }
+  stop_link on_stop;
+  link_stop(on_stop, o, state);
   progress_reporter progress(o, state);
   if (job.begin == job.end || state.stopping()) {
     if (o.report != nullptr) o.report->backend = backend_kind::serial;

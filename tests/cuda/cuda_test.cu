@@ -18,6 +18,7 @@
 #include <numeric>
 #include <random>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -148,6 +149,25 @@ TEST(CudaBackend, ExplainSaysWhyAHostFunctionStaysOnTheCpu) {
   }
   EXPECT_TRUE(found);
   EXPECT_NE(p.chosen, backend::cuda);
+}
+
+TEST(CudaBackend, ATimeoutOrMemoryCapKeepsAMapOffTheGpu) {
+  std::vector<float> xs(100, 1.0F);
+  // No GPU item can be stopped or capped: automatic hands the call to the processes backend.
+  run_report report;
+  const std::vector<float> ys = cuda::map(
+      xs, hd_plus_one{}, {.timeout = std::chrono::seconds(30), .report = &report});
+  EXPECT_EQ(report.backend, backend::processes);
+  EXPECT_EQ(ys, std::vector<float>(100, 2.0F));
+  for (const options& o : {options{.backend = backend::cuda, .timeout = std::chrono::seconds(1)},
+                           options{.backend = backend::cuda, .memory_limit = 1 << 30}}) {
+    try {
+      (void)cuda::map(xs, hd_plus_one{}, o);
+      ADD_FAILURE() << "a GPU map took a timeout or a memory cap";
+    } catch (const option_error& e) {
+      EXPECT_NE(std::string(e.what()).find("backend cuda"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(CudaBackend, AHostOnlyFunctionIsRefusedForCuda) {
@@ -306,6 +326,48 @@ TEST_F(CudaDevice, AsyncMapReportsProgressAndResults) {
   auto job = cuda::map_async(xs, marked_scale{2.0F}, {.backend = backend::cuda});
   const std::vector<float> ys = job.get();
   for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], 2.0F * xs[i]);
+}
+
+TEST_F(CudaDevice, StopAndProgressWorkOnAStreamedMap) {
+  const std::vector<float> xs = random_floats(beyond_staging, 9);
+  // A stop requested before the call: nothing runs, the buffer keeps its poison.
+  std::stop_source stopped;
+  stopped.request_stop();
+  std::vector<float> out(xs.size(), std::numeric_limits<float>::quiet_NaN());
+  try {
+    cuda::map_into(std::span<const float>(xs), std::span<float>(out), marked_scale{2.0F},
+                   {.backend = backend::cuda, .stop = stopped.get_token()});
+    ADD_FAILURE() << "a stopped call ran";
+  } catch (const cancelled_error& e) {
+    EXPECT_EQ(e.done(), 0u);
+    EXPECT_EQ(e.total(), xs.size());
+  }
+  for (float y : out) ASSERT_TRUE(std::isnan(y));
+
+  // Progress: the last report, at the end, has every item done.
+  std::size_t last_done = 0;
+  int reports = 0;
+  const std::vector<float> ys = cuda::map(
+      xs, marked_scale{2.0F},
+      {.backend = backend::cuda, .on_progress = [&](const progress_info& p) {
+         last_done = p.done;
+         ++reports;
+       }});
+  EXPECT_GE(reports, 1);
+  EXPECT_EQ(last_done, xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], 2.0F * xs[i]) << i;
+
+  // A cancel while it runs stops between chunks: what finished is whole chunks, or all.
+  auto job = cuda::map_async(xs, marked_scale{3.0F}, {.backend = backend::cuda});
+  job.cancel();
+  try {
+    const std::vector<float> zs = job.get();
+    for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(zs[i], 3.0F * xs[i]) << i;
+  } catch (const cancelled_error& e) {
+    const std::size_t chunk = cuda::staging_chunk_bytes / sizeof(float);
+    EXPECT_LT(e.done(), xs.size());
+    EXPECT_EQ(e.done() % chunk, 0u) << e.done();
+  }
 }
 
 TEST_F(CudaDevice, OutOfMemoryIsACudaErrorAndTheHostGoesOn) {

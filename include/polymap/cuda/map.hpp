@@ -43,6 +43,7 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <ranges>
 #include <span>
 #include <string>
@@ -96,6 +97,17 @@ inline unsigned grid_for(std::size_t n) {
 template <class Fn>
 bool wants_gpu(const options& o) {
   if (o.backend != backend_kind::automatic && o.backend != backend_kind::cuda) return false;
+  // An item on the GPU can be neither stopped nor capped: automatic leaves such a call to
+  // the CPU, which gives it to the processes backend; an explicit cuda is refused.
+  if (o.timeout.count() > 0 || o.memory_limit != 0) {
+    if (o.backend == backend_kind::automatic) return false;
+    const bool timeout = o.timeout.count() > 0;
+    throw option_error(timeout ? "timeout" : "memory_limit",
+                       timeout ? std::to_string(o.timeout.count()) + " s"
+                               : std::to_string(o.memory_limit) + " bytes",
+                       "none with backend cuda: only the processes backend can stop or cap an "
+                       "item");
+  }
   // In a worker process of the processes backend there is no device (device_count()).
   if (o.device < 0 || o.device >= std::max(1, device_count())) {
     if (device_count() > 0) {
@@ -246,6 +258,19 @@ void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
   }
 }
 
+/// A host-resident map on the GPU as a call of its own: `options::stop` and `on_progress`
+/// work as on the CPU (stop between chunks), and a stopped call throws cancelled_error.
+/// `state` is the caller's when it has one (map_async), else the call's own.
+template <class In, class R, class Fn>
+void watched_stream_map(const In* in, R* out, std::size_t n, Fn& fn, const options& opts,
+                        polymap::detail::run_state* state = nullptr) {
+  std::optional<polymap::detail::run_state> own;
+  if (state == nullptr) state = &own.emplace(n);
+  polymap::detail::run_watched(*state, opts,
+                               [&] { stream_map(in, out, n, fn, opts.device, state); });
+  polymap::detail::throw_if_failed<R>(*state);
+}
+
 /// Device-resident map: `in` and `out` are device pointers; nothing is copied.
 template <class In, class R, class Fn>
 void device_map(const In* in, R* out, std::size_t n, Fn& fn, int device) {
@@ -377,7 +402,7 @@ void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opt
   if constexpr (is_device_callable_v<Fn> && std::is_trivially_copyable_v<T> &&
                 std::is_trivially_copyable_v<R>) {
     if (detail::wants_gpu<Fn>(opts) && detail::gpu_beats_cpu<T, R>(xs, fn, opts)) {
-      detail::stream_map(xs.data(), into.data(), xs.size(), fn, opts.device, nullptr);
+      detail::watched_stream_map(xs.data(), into.data(), xs.size(), fn, opts);
       detail::note_gpu<Fn, T, R>(opts, detail::host_reason(opts));
       return;
     }
@@ -415,7 +440,7 @@ template <std::ranges::contiguous_range Range, class Fn>
       return polymap::map(xs, fn, opts);
     }
     std::vector<R> out = polymap::detail::make_large_vector<R>(n);
-    detail::stream_map(in, out.data(), n, fn, opts.device, nullptr);
+    detail::watched_stream_map(in, out.data(), n, fn, opts);
     detail::note_gpu<Fn, T, R>(opts, detail::host_reason(opts));
     return out;
   }
@@ -466,13 +491,11 @@ auto map_async(Range&& xs, Fn fn, options opts = {}) {
       [state, items = std::move(items), fn = std::move(fn), opts = std::move(opts)]() mutable {
         if constexpr (is_device_callable_v<Fn> && std::is_trivially_copyable_v<T> &&
                       std::is_trivially_copyable_v<R>) {
-          if (opts.backend == backend_kind::cuda ||
-              (opts.backend == backend_kind::automatic && detail::wants_gpu<Fn>(opts))) {
-            (void)detail::wants_gpu<Fn>(opts);
-            std::vector<R> out(items.size());
-            detail::stream_map(items.data(), out.data(), items.size(), fn, opts.device,
-                               state.get());
-            if (state->stopping()) throw cancelled_error(state->done(), items.size());
+          if (detail::wants_gpu<Fn>(opts) &&
+              detail::gpu_beats_cpu<T, R>(std::span<const T>(items), fn, opts)) {
+            std::vector<R> out = polymap::detail::make_large_vector<R>(items.size());
+            detail::watched_stream_map(items.data(), out.data(), items.size(), fn, opts,
+                                       state.get());
             return out;
           }
         }

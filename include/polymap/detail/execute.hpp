@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 namespace polymap::detail {
 
@@ -118,6 +119,13 @@ void check_options(const options& o);
 /// @return the backend the items ran on
 /// @throws option_error, backend_unavailable
 backend_kind execute(map_job& job, function_stats& stats);
+
+/// Runs `body`, a call that no executor runs (a host-resident map on the GPU), as `execute`
+/// runs one: the options are checked first, `options::stop` cancels `state` (which `body`
+/// polls between its steps, counting what it finishes with `state.add_done`), and progress
+/// is reported to `options::on_progress` and the bar as for any call.
+/// @throws option_error before `body` runs; whatever `body` throws
+void run_watched(run_state& state, const options& o, const std::function<void()>& body);
 
 /// Decides where a call would run, sampling items [job.begin, ...) when the cost is unknown.
 /// @throws option_error
