@@ -77,12 +77,13 @@ inline void ensure_initialized() {
 /// @param fn a KOKKOS_FUNCTION-callable function object of one item
 /// @throws backend_unavailable when Kokkos was finalized, or inside a worker process of the
 ///   processes backend for a space that cannot read host memory
+/// (The return type is spelled out: nvcc refuses an extended __host__ __device__ lambda,
+/// which KOKKOS_LAMBDA is with Kokkos on CUDA, in a function with a deduced return type.)
 template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_range Range,
-          class Fn>
+          class Fn, class T = std::ranges::range_value_t<Range>,
+          class R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>>
   requires std::ranges::sized_range<Range>
-[[nodiscard]] auto map(const Range& xs, Fn fn, const options& = {}) {
-  using T = std::ranges::range_value_t<Range>;
-  using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;
+[[nodiscard]] std::vector<R> map(const Range& xs, Fn fn, const options& = {}) {
   static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_copyable_v<R>,
                 "polymap::kokkos::map: items and results must be trivially copyable");
   const std::size_t n = std::ranges::size(xs);
