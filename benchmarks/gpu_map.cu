@@ -8,8 +8,7 @@
 // - BM_HostMap: host-resident map, 2^26 floats, streamed by polymap (map, which returns a
 //   new vector, and map_into the caller's vector) against a naive copy-in, kernel, copy-out
 //   on the same pageable data, and the pinned copy bandwidth (the ceiling).
-// - BM_StagingCopy: one step of the host side of that stream, 8 MiB into a pinned buffer and
-//   8 MiB out of another, on one thread (memcpy) and spread over the pool (parallel_copy).
+//   (bench_staging_copy times the host's share of that stream against oneTBB and OpenMP.)
 // benchmarks/summarize.py checks the targets of issue 4 from the JSON output.
 // - BM_EmptyLaunch: an empty polymap::cuda::for_each against a raw <<<1, 1>>> launch, both
 //   synchronised.
@@ -20,9 +19,7 @@
 #include <thrust/device_vector.h>
 #include <thrust/transform.h>
 
-#include <array>
 #include <cstdio>
-#include <cstring>
 #include <span>
 #include <vector>
 
@@ -143,31 +140,6 @@ void pinned_copies(benchmark::State& s) {
   set_bytes(s, n, 2 * sizeof(float));
 }
 
-/// The host side of one staging step: results out of a pinned buffer and the next chunk in.
-void staging_copy(benchmark::State& s, int peer) {
-  const std::size_t bytes = pc::staging_chunk_bytes;
-  std::vector<char> in(bytes, 1), out(bytes);
-  char* pinned_in = nullptr;
-  char* pinned_out = nullptr;
-  POLYMAP_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&pinned_in), bytes, 0));
-  POLYMAP_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&pinned_out), bytes, 0));
-  std::memset(pinned_out, 2, bytes);
-  const std::array<polymap::detail::byte_copy, 2> step{
-      polymap::detail::byte_copy{out.data(), pinned_out, bytes},
-      polymap::detail::byte_copy{pinned_in, in.data(), bytes}};
-  for (auto _ : s) {
-    if (peer == 0) {
-      for (const auto& c : step) std::memcpy(c.to, c.from, c.bytes);
-    } else {
-      polymap::detail::parallel_copy(step);
-    }
-    benchmark::DoNotOptimize(out.data());
-  }
-  (void)cudaFreeHost(pinned_in);
-  (void)cudaFreeHost(pinned_out);
-  s.SetBytesProcessed(static_cast<std::int64_t>(s.iterations() * 2 * bytes));
-}
-
 void empty_launch(benchmark::State& s, int peer) {
   for (auto _ : s) {
     if (peer == 0) {
@@ -206,11 +178,6 @@ int main(int argc, char** argv) {
   }
   benchmark::RegisterBenchmark("BM_HostMap/pinned_copies_only", pinned_copies)
       ->Arg(host)->UseRealTime()->Unit(benchmark::kMillisecond);
-  const char* staging_peers[] = {"memcpy", "polymap_parallel_copy"};
-  for (int p = 0; p < 2; ++p) {
-    benchmark::RegisterBenchmark((std::string("BM_StagingCopy/") + staging_peers[p]).c_str(), staging_copy, p)
-        ->UseRealTime()->Unit(benchmark::kMicrosecond);
-  }
   const char* launch_peers[] = {"polymap_cuda", "raw_kernel"};
   for (int p = 0; p < 2; ++p) {
     benchmark::RegisterBenchmark((std::string("BM_EmptyLaunch/") + launch_peers[p]).c_str(), empty_launch, p)

@@ -14,9 +14,9 @@
 #                                (or ./gpu-results when OUT is unset).
 # With the device tool of this workplace, after `build`: run the command
 # `bash scripts/gpu-check.sh run` with carry ["build-gpu-carry"] and timeout_s 600 (it needs
-# about 6 minutes). Results (8 files): device.txt, cuda_tests.log, backend_tests.log,
-# bench_gpu.json/.txt, polymap_bench.json, memcheck.log and summary.md (the figures against
-# the targets of docs/benchmarks.md).
+# about 6 minutes). Results (8 files): summary.md (nvidia-smi, then the figures against the
+# targets of docs/benchmarks.md), cuda_tests.log, backend_tests.log, memcheck.log, bench.log,
+# bench_gpu.json, staging_copy.json and polymap_bench.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Under build-*/, which .gitignore ignores: the device tool carries it when named in carry.
@@ -26,11 +26,11 @@ build() {
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DPOLYMAP_WITH_CUDA=ON \
     -DPOLYMAP_BUILD_TESTS=ON -DPOLYMAP_BUILD_BENCHMARKS=ON -DPOLYMAP_BUILD_CLI=ON
   cmake --build build-gpu -j 2 --target polymap_cuda_tests polymap_backend_tests \
-    polymap_bench_gpu polymap_cli polymap_sigterm_helper
+    polymap_bench_gpu polymap_bench_staging_copy polymap_cli polymap_sigterm_helper
   rm -rf "$carry" && mkdir -p "$carry/bin" "$carry/lib"
   local bins=(build-gpu/tests/polymap_cuda_tests build-gpu/tests/polymap_backend_tests
               build-gpu/tests/polymap_sigterm_helper build-gpu/benchmarks/bench_gpu
-              build-gpu/src/cli/polymap)
+              build-gpu/benchmarks/bench_staging_copy build-gpu/src/cli/polymap)
   cp "${bins[@]}" "$carry/bin/"
   # Every shared library but the C and C++ runtimes and the driver, which the GPU machine has.
   ldd "${bins[@]}" | awk '/=> \// {print $3}' | sort -u |
@@ -46,29 +46,37 @@ run() {
   local status=0 bin=$PWD/$carry/bin
   export PATH=$PATH:/usr/local/cuda/bin  # compute-sanitizer, where the toolkit is
   export POLYMAP_SIGTERM_HELPER=$bin/polymap_sigterm_helper
-  # Each step has its own time limit, so that one hang cannot use up the machine's time.
+  # Each step has its own time limit, so that one hang cannot use up the machine's time; its
+  # output goes to the end of a file of $out.
   step() {
     local limit=$1 log=$2
     shift 2
     echo "== $* (limit ${limit}s)"
-    timeout "$limit" "$@" >"$out/$log" 2>&1 || { echo "   failed: exit $?"; status=1; }
+    timeout "$limit" "$@" >>"$out/$log" 2>&1 || { echo "   failed: exit $?"; status=1; }
   }
+  local reps=(--benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+              --benchmark_out_format=json)
   { nvidia-smi || true; uname -a; nproc; } >"$out/device.txt" 2>&1
   step 240 cuda_tests.log "$bin/polymap_cuda_tests"
   step 300 backend_tests.log "$bin/polymap_backend_tests"
-  step 240 bench_gpu.txt "$bin/bench_gpu" --benchmark_repetitions=5 \
-    --benchmark_report_aggregates_only=true --benchmark_out="$out/bench_gpu.json" \
-    --benchmark_out_format=json
+  step 240 bench.log "$bin/bench_gpu" "${reps[@]}" --benchmark_out="$out/bench_gpu.json"
+  step 60 bench.log "$bin/bench_staging_copy" "${reps[@]}" \
+    --benchmark_out="$out/staging_copy.json"
   step 120 polymap_bench.json "$bin/polymap" bench --json
   # Out-of-bounds accesses and races in polymap's own kernels and copies, where the
   # machine has the checker (the one-item-per-thread and staging paths of the device tests).
   if command -v compute-sanitizer >/dev/null; then
     step 200 memcheck.log compute-sanitizer --tool memcheck --error-exitcode 3 \
-      "$bin/polymap_cuda_tests" --gtest_filter='CudaDevice.*:-*Sticky*'
+      "$bin/polymap_cuda_tests" --gtest_filter='CudaDevice.*'
   else
     echo "compute-sanitizer: not on this machine" >"$out/memcheck.log"
   fi
-  python3 benchmarks/summarize.py "$out/bench_gpu.json" >"$out/summary.md" 2>&1 || status=1
+  # One file for the device and the figures against their targets (the tool brings back 8).
+  local figures=()
+  for f in "$out/bench_gpu.json" "$out/staging_copy.json"; do [[ -s $f ]] && figures+=("$f"); done
+  { cat "$out/device.txt"; echo; python3 benchmarks/summarize.py "${figures[@]}"; } \
+    >"$out/summary.md" 2>&1 || status=1
+  rm -f "$out/device.txt"
   tail -n 3 "$out/cuda_tests.log" "$out/backend_tests.log" "$out/memcheck.log"
   cat "$out/summary.md"
   return $status
