@@ -7,7 +7,8 @@
 //   thrust::transform and a hand-written kernel, with a device-to-device copy as the ceiling.
 // - BM_HostMap: host-resident map, 2^26 floats, streamed by polymap (map, which returns a
 //   new vector, and map_into the caller's vector) against a naive copy-in, kernel, copy-out
-//   on the same pageable data, and the pinned copy bandwidth (the ceiling).
+//   on the same pageable data, and the pinned copy bandwidth, one direction after the other
+//   and both at once (the ceiling of a stream that overlaps them).
 //   (bench_staging_copy times the host's share of that stream against oneTBB and OpenMP.)
 // benchmarks/summarize.py checks the targets of issue 4 from the JSON output.
 // - BM_EmptyLaunch: an empty polymap::cuda::for_each against a raw <<<1, 1>>> launch, both
@@ -99,8 +100,11 @@ void device_map(benchmark::State& s, int peer) {
       affine_kernel<<<blocks(n), 256>>>(n, in.data(), out.data());
       POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
     } else {
+      // A device-to-device cudaMemcpy returns before the copy is done: wait for it, as the
+      // other peers wait for their kernels.
       POLYMAP_CUDA_CHECK(
           cudaMemcpy(out.data(), in.data(), n * sizeof(float), cudaMemcpyDeviceToDevice));
+      POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
     }
   }
   set_bytes(s, n, 2 * sizeof(float));
@@ -126,17 +130,31 @@ void host_map(benchmark::State& s, int peer) {
   set_bytes(s, n, 2 * sizeof(float));
 }
 
-/// The ceiling of a host-resident map: pinned copies in and out, no kernel.
-void pinned_copies(benchmark::State& s) {
+/// The ceilings of a host-resident map: pinned copies in and out, no kernel, one direction
+/// after the other (`overlapped` false) or both at once on two streams, as the streamed map
+/// overlaps them.
+void pinned_copies(benchmark::State& s, bool overlapped) {
   const auto n = static_cast<std::size_t>(s.range(0));
-  float* h = nullptr;
-  POLYMAP_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&h), n * sizeof(float), 0));
-  pc::device_buffer<float> d(n);
+  const std::size_t bytes = n * sizeof(float);
+  float* in = nullptr;
+  float* out = nullptr;
+  POLYMAP_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&in), bytes, 0));
+  POLYMAP_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&out), bytes, 0));
+  pc::device_buffer<float> d_in(n), d_out(n);
+  cudaStream_t up = nullptr, down = nullptr;
+  POLYMAP_CUDA_CHECK(cudaStreamCreateWithFlags(&up, cudaStreamNonBlocking));
+  POLYMAP_CUDA_CHECK(cudaStreamCreateWithFlags(&down, cudaStreamNonBlocking));
   for (auto _ : s) {
-    POLYMAP_CUDA_CHECK(cudaMemcpy(d.data(), h, n * sizeof(float), cudaMemcpyHostToDevice));
-    POLYMAP_CUDA_CHECK(cudaMemcpy(h, d.data(), n * sizeof(float), cudaMemcpyDeviceToHost));
+    POLYMAP_CUDA_CHECK(cudaMemcpyAsync(d_in.data(), in, bytes, cudaMemcpyHostToDevice, up));
+    if (!overlapped) POLYMAP_CUDA_CHECK(cudaStreamSynchronize(up));
+    POLYMAP_CUDA_CHECK(cudaMemcpyAsync(out, d_out.data(), bytes, cudaMemcpyDeviceToHost, down));
+    POLYMAP_CUDA_CHECK(cudaStreamSynchronize(up));
+    POLYMAP_CUDA_CHECK(cudaStreamSynchronize(down));
   }
-  (void)cudaFreeHost(h);
+  (void)cudaStreamDestroy(up);
+  (void)cudaStreamDestroy(down);
+  (void)cudaFreeHost(in);
+  (void)cudaFreeHost(out);
   set_bytes(s, n, 2 * sizeof(float));
 }
 
@@ -176,8 +194,12 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark((std::string("BM_HostMap/") + host_peers[p]).c_str(), host_map, p)
         ->Arg(host)->UseRealTime()->Unit(benchmark::kMillisecond);
   }
-  benchmark::RegisterBenchmark("BM_HostMap/pinned_copies_only", pinned_copies)
-      ->Arg(host)->UseRealTime()->Unit(benchmark::kMillisecond);
+  for (const bool overlapped : {false, true}) {
+    benchmark::RegisterBenchmark(overlapped ? "BM_HostMap/pinned_copies_overlapped"
+                                            : "BM_HostMap/pinned_copies_sequential",
+                                 pinned_copies, overlapped)
+        ->Arg(host)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
   const char* launch_peers[] = {"polymap_cuda", "raw_kernel"};
   for (int p = 0; p < 2; ++p) {
     benchmark::RegisterBenchmark((std::string("BM_EmptyLaunch/") + launch_peers[p]).c_str(), empty_launch, p)

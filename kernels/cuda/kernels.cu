@@ -151,8 +151,10 @@ std::uint64_t pi_hits(std::uint64_t seed, std::size_t blocks, std::size_t sample
         [=] __host__ __device__(std::size_t b) { return pi_block_hits(seed, b, samples_per_block); },
         std::uint64_t{0}, thrust::plus<std::uint64_t>());
   } catch (const thrust::system_error& e) {
-    throw cuda_error(e.code().value(), cudaGetErrorName(static_cast<cudaError_t>(e.code().value())),
-                     std::string("polymap: pi_hits on the GPU failed: ") + e.what());
+    // Through the check, as every other failure: a lost context marks the GPU unusable.
+    pc::detail::check(static_cast<cudaError_t>(e.code().value()), "thrust::transform_reduce in pi_hits",
+                      __FILE__, __LINE__);
+    throw;  // a code of cudaSuccess: not a CUDA failure after all
   }
 }
 

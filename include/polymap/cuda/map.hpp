@@ -43,6 +43,7 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <ranges>
 #include <span>
@@ -91,6 +92,16 @@ inline unsigned grid_for(std::size_t n) {
       std::clamp<std::size_t>((n + block_threads - 1) / block_threads, 1, max_blocks));
 }
 
+/// @throws option_error when `options::device` names no device that is here. With none
+///   here (a worker process of the processes backend included) any index passes: the call
+///   then runs on the CPU, or is refused as unavailable.
+inline void check_device(const options& o) {
+  const int count = device_count();
+  if (count > 0 && (o.device < 0 || o.device >= count)) {
+    throw option_error("device", std::to_string(o.device), "0 to " + std::to_string(count - 1));
+  }
+}
+
 /// The backend a cuda:: call runs on, after checking what the options ask for.
 /// @throws backend_unavailable when the GPU is asked for and there is none, or the function
 ///   is not device-callable
@@ -108,13 +119,7 @@ bool wants_gpu(const options& o) {
                        "none with backend cuda: only the processes backend can stop or cap an "
                        "item");
   }
-  // In a worker process of the processes backend there is no device (device_count()).
-  if (o.device < 0 || o.device >= std::max(1, device_count())) {
-    if (device_count() > 0) {
-      throw option_error("device", std::to_string(o.device),
-                         "0 to " + std::to_string(device_count() - 1));
-    }
-  }
+  check_device(o);
   if (o.backend == backend_kind::cuda) {
     if (device_count() == 0) {
       throw backend_unavailable("polymap: backend cuda is not available here: " +
@@ -131,8 +136,8 @@ bool wants_gpu(const options& o) {
   return is_device_callable_v<Fn> && device_count() > 0;
 }
 
-/// Pinned host buffers, device buffers and streams of one thread's host-resident maps,
-/// kept between calls: cudaHostAlloc costs milliseconds, far more than a small map.
+/// Pinned host buffers, device buffers and streams of one host-resident map at a time,
+/// kept between calls by the staging_pool below.
 struct staging {
   struct slot {
     cudaStream_t stream = nullptr;
@@ -173,7 +178,9 @@ struct staging {
     release();
     try {
       for (slot& s : slots) {
-        POLYMAP_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+        // Blocking streams: each chunk waits for what the program queued before on the
+        // legacy default stream (a kernel writing what `fn` reads), as Thrust's calls do.
+        POLYMAP_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamDefault));
         POLYMAP_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
         POLYMAP_CUDA_CHECK(cudaHostAlloc(&s.host_in, in, cudaHostAllocDefault));
         POLYMAP_CUDA_CHECK(cudaHostAlloc(&s.host_out, out, cudaHostAllocDefault));
@@ -190,10 +197,54 @@ struct staging {
   }
 };
 
-inline staging& thread_staging() {
-  static thread_local staging s;
-  return s;
-}
+/// Staging sets kept between calls, for any thread: cudaHostAlloc costs milliseconds, far
+/// more than a small map, and map_async runs each call on a thread of its own. A call takes
+/// one for its length; at most `kept` wait in the pool (128 MiB each, half of it pinned).
+class staging_pool {
+ public:
+  static constexpr std::size_t kept = 4;
+
+  static staging_pool& instance() {
+    static staging_pool pool;
+    return pool;
+  }
+
+  [[nodiscard]] std::unique_ptr<staging> take() {
+    {
+      const std::lock_guard lock(mutex_);
+      if (!free_.empty()) {
+        std::unique_ptr<staging> s = std::move(free_.back());
+        free_.pop_back();
+        return s;
+      }
+    }
+    return std::make_unique<staging>();
+  }
+
+  /// Keeps `s` for a later call, or frees it when the pool is full.
+  void give_back(std::unique_ptr<staging> s) noexcept {
+    const std::lock_guard lock(mutex_);
+    if (free_.size() < kept) free_.push_back(std::move(s));  // reserved: cannot throw
+  }
+
+ private:
+  staging_pool() { free_.reserve(kept); }
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<staging>> free_;
+};
+
+/// One call's staging set, back to the pool when the call ends.
+class staging_lease {
+ public:
+  staging_lease() : set_(staging_pool::instance().take()) {}
+  ~staging_lease() { staging_pool::instance().give_back(std::move(set_)); }
+  staging_lease(const staging_lease&) = delete;
+  staging_lease& operator=(const staging_lease&) = delete;
+  [[nodiscard]] staging& operator*() noexcept { return *set_; }
+
+ private:
+  std::unique_ptr<staging> set_;
+};
 
 /// Host-resident map: input `in[0, n)` (contiguous host memory) to `out[0, n)`.
 /// `state`, when given, counts chunks done and is polled for a cancel between chunks.
@@ -208,10 +259,21 @@ void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
                 "polymap::cuda::map: items and results must be trivially copyable to go to a GPU");
   using polymap::detail::byte_copy;
   if (n == 0) return;
+  // Active in the call's state until every chunk in flight has landed: a cancel
+  // (options::stop, job.cancel()) returns only then, as on the CPU it waits for the chunks
+  // that run.
+  if (state != nullptr && !state->enter()) return;
+  struct in_flight {
+    polymap::detail::run_state* state;
+    ~in_flight() {
+      if (state != nullptr) state->leave();
+    }
+  } const active{state};
   device_guard on(device);
   const std::size_t chunk = std::max<std::size_t>(1, staging_chunk_bytes / sizeof(In));
   const std::size_t per_chunk = std::min(chunk, n);
-  staging& st = thread_staging();
+  staging_lease lease;
+  staging& st = *lease;
   st.reserve(device, per_chunk * sizeof(In), per_chunk * sizeof(R));
   // The copy of slot `s`'s finished results to the caller's output, once they are there.
   auto results_of = [&](staging::slot& s) -> byte_copy {
@@ -468,7 +530,8 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
     device_guard on(o.device);
     detail::index_kernel<<<detail::grid_for(count), block_threads>>>(fn, count);
     POLYMAP_CUDA_CHECK(cudaGetLastError());
-    POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
+    // The legacy default stream: the kernel and what it waited for, not other threads' streams.
+    POLYMAP_CUDA_CHECK(cudaStreamSynchronize(cudaStream_t{}));
     detail::note_gpu<Fn, std::size_t, void>(opts, "requested: polymap::cuda::for_each");
   }
 }
@@ -483,6 +546,7 @@ auto map_async(Range&& xs, Fn fn, options opts = {}) {
   using T = std::ranges::range_value_t<Range>;
   using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;
   polymap::detail::check_options(opts);
+  detail::check_device(opts);
   std::vector<T> items(std::ranges::begin(xs), std::ranges::end(xs));
   auto state = std::make_shared<polymap::detail::run_state>(items.size());
   const auto start = std::chrono::steady_clock::now();
