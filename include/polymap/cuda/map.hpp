@@ -29,6 +29,7 @@
 #include <polymap/cuda/device_buffer.hpp>
 #include <polymap/detail/parallel_copy.hpp>
 #include <polymap/detail/results.hpp>
+#include <polymap/detail/run_items.hpp>
 #include <polymap/device_callable.hpp>
 #include <polymap/job.hpp>
 #include <polymap/map.hpp>
@@ -247,14 +248,14 @@ class staging_lease {
 };
 
 /// Host-resident map: input `in[0, n)` (contiguous host memory) to `out[0, n)`.
-/// `state`, when given, counts chunks done and is polled for a cancel between chunks.
+/// `state` counts the chunks done and is polled for a cancel between chunks.
 /// Each step waits for the chunk that last used a slot, then copies its results out of the
 /// slot's pinned buffer and the next chunk into it, both at once across the thread pool
 /// (one thread's memcpy cannot keep up with the link), and queues the next chunk's copy in,
 /// kernel and copy out on the slot's stream.
 template <class In, class R, class Fn>
 void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
-                polymap::detail::run_state* state) {
+                polymap::detail::run_state& state) {
   static_assert(std::is_trivially_copyable_v<In> && std::is_trivially_copyable_v<R>,
                 "polymap::cuda::map: items and results must be trivially copyable to go to a GPU");
   using polymap::detail::byte_copy;
@@ -262,13 +263,8 @@ void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
   // Active in the call's state until every chunk in flight has landed: a cancel
   // (options::stop, job.cancel()) returns only then, as on the CPU it waits for the chunks
   // that run.
-  if (state != nullptr && !state->enter()) return;
-  struct in_flight {
-    polymap::detail::run_state* state;
-    ~in_flight() {
-      if (state != nullptr) state->leave();
-    }
-  } const active{state};
+  const polymap::detail::chunk_guard in_flight(state);
+  if (!in_flight.entered()) return;
   device_guard on(device);
   const std::size_t chunk = std::max<std::size_t>(1, staging_chunk_bytes / sizeof(In));
   const std::size_t per_chunk = std::min(chunk, n);
@@ -282,13 +278,13 @@ void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
     return {out + s.first, s.host_out, s.count * sizeof(R)};
   };
   auto delivered = [&](staging::slot& s) {
-    if (state != nullptr && s.count != 0) state->add_done(s.count);
+    if (s.count != 0) state.add_done(s.count);
     s.count = 0;
   };
   try {
     std::size_t c = 0;
     for (std::size_t first = 0; first < n; first += chunk, ++c) {
-      if (state != nullptr && state->stopping()) break;
+      if (state.stopping()) break;
       staging::slot& s = st.slots[c % staging_slots];
       const std::size_t count = std::min(chunk, n - first);
       const std::array<byte_copy, 2> copies{results_of(s),
@@ -329,7 +325,7 @@ void watched_stream_map(const In* in, R* out, std::size_t n, Fn& fn, const optio
   std::optional<polymap::detail::run_state> own;
   if (state == nullptr) state = &own.emplace(n);
   polymap::detail::run_watched(*state, opts,
-                               [&] { stream_map(in, out, n, fn, opts.device, state); });
+                               [&] { stream_map(in, out, n, fn, opts.device, *state); });
   polymap::detail::throw_if_failed<R>(*state);
 }
 
@@ -362,8 +358,8 @@ inline double predicted_gpu_seconds(std::size_t bytes) {
   return 20e-6 + static_cast<double>(bytes) / 12e9;
 }
 
-template <class Fn, class In, class R>
-void note_gpu(const options& o, std::string reason) {
+/// Says in the call's report, when it asks for one, that the call ran on the GPU and why.
+inline void note_gpu(const options& o, std::string reason) {
   if (o.report == nullptr) return;
   o.report->backend = backend_kind::cuda;
   o.report->workers = 1;
@@ -413,7 +409,7 @@ template <class T, class Fn>
   }
   device_buffer<R> out(xs.size(), o.device);
   if constexpr (is_device_callable_v<Fn>) detail::device_map(xs.data(), out.data(), xs.size(), fn, o.device);
-  detail::note_gpu<Fn, T, R>(opts, "device-resident input");
+  detail::note_gpu(opts, "device-resident input");
   return out;
 }
 
@@ -457,7 +453,7 @@ void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opt
     (void)detail::wants_gpu<Fn>(o);
     if constexpr (is_device_callable_v<Fn>) {
       detail::device_map(xs.data(), into.data(), xs.size(), fn, o.device);
-      detail::note_gpu<Fn, T, R>(opts, "device-resident input");
+      detail::note_gpu(opts, "device-resident input");
     }
     return;
   }
@@ -465,7 +461,7 @@ void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opt
                 std::is_trivially_copyable_v<R>) {
     if (detail::wants_gpu<Fn>(opts) && detail::gpu_beats_cpu<T, R>(xs, fn, opts)) {
       detail::watched_stream_map(xs.data(), into.data(), xs.size(), fn, opts);
-      detail::note_gpu<Fn, T, R>(opts, detail::host_reason(opts));
+      detail::note_gpu(opts, detail::host_reason(opts));
       return;
     }
   } else if (detail::wants_gpu<Fn>(opts) && opts.backend == backend_kind::cuda) {
@@ -495,7 +491,7 @@ template <std::ranges::contiguous_range Range, class Fn>
     if (n != 0 && detail::is_device_pointer(in)) {
       device_buffer<R> d(n, opts.device);
       detail::device_map(in, d.data(), n, fn, opts.device);
-      detail::note_gpu<Fn, T, R>(opts, "device-resident input");
+      detail::note_gpu(opts, "device-resident input");
       return d.to_host();
     }
     if (!detail::gpu_beats_cpu<T, R>(std::span<const T>(in, n), fn, opts)) {
@@ -503,7 +499,7 @@ template <std::ranges::contiguous_range Range, class Fn>
     }
     std::vector<R> out = polymap::detail::make_large_vector<R>(n);
     detail::watched_stream_map(in, out.data(), n, fn, opts);
-    detail::note_gpu<Fn, T, R>(opts, detail::host_reason(opts));
+    detail::note_gpu(opts, detail::host_reason(opts));
     return out;
   }
 }
@@ -532,7 +528,7 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
     POLYMAP_CUDA_CHECK(cudaGetLastError());
     // The legacy default stream: the kernel and what it waited for, not other threads' streams.
     POLYMAP_CUDA_CHECK(cudaStreamSynchronize(cudaStream_t{}));
-    detail::note_gpu<Fn, std::size_t, void>(opts, "requested: polymap::cuda::for_each");
+    detail::note_gpu(opts, "requested: polymap::cuda::for_each");
   }
 }
 
