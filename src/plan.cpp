@@ -43,4 +43,56 @@ std::string plan::to_string() const {
   return text;
 }
 
+namespace detail {
+
+namespace {
+const backend_estimate* estimate_of(const plan& p, backend_kind kind) {
+  for (const backend_estimate& e : p.estimates) {
+    if (e.backend == kind) return &e;
+  }
+  return nullptr;
+}
+
+void put_estimate(plan& p, backend_estimate e) {
+  for (backend_estimate& old : p.estimates) {
+    if (old.backend == e.backend) {
+      old = std::move(e);
+      return;
+    }
+  }
+  p.estimates.push_back(std::move(e));
+}
+}  // namespace
+
+void add_estimate(plan& p, backend_estimate e, const std::string& source) {
+  if (e.usable) {
+    p.reason += "; " + std::string(polymap::to_string(e.backend)) + " predicted " +
+                seconds_text(e.seconds) + " (" + source + ")";
+  }
+  put_estimate(p, std::move(e));
+}
+
+void weigh_estimate(plan& p, backend_estimate e, const std::string& source, bool requested) {
+  if (requested) {
+    p.chosen = e.backend;
+    p.reason = e.usable ? "requested by options::backend"
+                        : "requested by options::backend, but not usable here: " + e.why_not;
+    put_estimate(p, std::move(e));
+    return;
+  }
+  const backend_estimate* chosen = estimate_of(p, p.chosen);
+  if (e.usable && chosen != nullptr && chosen->usable && e.seconds <= chosen->seconds) {
+    p.reason = std::string(polymap::to_string(e.backend)) + " predicted to finish first: " +
+               seconds_text(e.seconds) + " (" + source + ") against " +
+               seconds_text(chosen->seconds) + " on " +
+               std::string(polymap::to_string(p.chosen));
+    p.chosen = e.backend;
+    put_estimate(p, std::move(e));
+    return;
+  }
+  add_estimate(p, std::move(e), source);
+}
+
+}  // namespace detail
+
 }  // namespace polymap

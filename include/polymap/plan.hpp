@@ -33,6 +33,18 @@ struct plan {
   [[nodiscard]] std::string to_string() const;
 };
 
+namespace detail {
+
+/// Puts `e` among `p`'s estimates, in place of that backend's, and says in `p.reason` what
+/// it predicts and where that prediction comes from (`source`).
+void add_estimate(plan& p, backend_estimate e, const std::string& source);
+
+/// add_estimate, then the choice: `e.backend` when `requested`, else when it is usable and
+/// predicted to finish no later than the backend `p` chose; the reason says which and why.
+void weigh_estimate(plan& p, backend_estimate e, const std::string& source, bool requested);
+
+}  // namespace detail
+
 /// What one worker had applied to it.
 struct worker_report {
   std::size_t worker = 0;

@@ -11,6 +11,8 @@
 #include <gtest/gtest.h>
 #include <thrust/device_vector.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -208,6 +210,57 @@ TEST(CudaBackend, HostMapIntoFillsTheCallersBufferOnTheCpuWithoutADevice) {
   }
 }
 
+/// The GPU's estimate in `p`, or null.
+const backend_estimate* gpu_estimate(const plan& p) {
+  for (const backend_estimate& e : p.estimates) {
+    if (e.backend == backend::cuda) return &e;
+  }
+  return nullptr;
+}
+
+TEST(CudaBackend, ExplainWeighsTheGpuAndSaysWhyItCannotRun) {
+  const std::vector<float> xs(1000, 1.0F);
+  if (!have_gpu()) {
+    const plan p = cuda::explain(xs, hd_plus_one{});
+    EXPECT_NE(p.chosen, backend::cuda);
+    ASSERT_NE(gpu_estimate(p), nullptr);
+    EXPECT_FALSE(gpu_estimate(p)->usable);
+    EXPECT_EQ(gpu_estimate(p)->why_not, cuda::device_status());
+  }
+  // What keeps a map off the GPU with or without a device: a host-only function, a timeout.
+  const plan host_only = cuda::explain(xs, host_plus_one());
+  EXPECT_NE(host_only.chosen, backend::cuda);
+  ASSERT_NE(gpu_estimate(host_only), nullptr);
+  EXPECT_NE(gpu_estimate(host_only)->why_not.find("not device-callable"), std::string::npos)
+      << gpu_estimate(host_only)->why_not;
+
+  const plan capped = cuda::explain(xs, hd_plus_one{}, {.timeout = std::chrono::seconds(30)});
+  EXPECT_EQ(capped.chosen, backend::processes);
+  ASSERT_NE(gpu_estimate(capped), nullptr);
+  EXPECT_NE(gpu_estimate(capped)->why_not.find("processes backend"), std::string::npos)
+      << gpu_estimate(capped)->why_not;
+
+  const plan requested = cuda::explain(xs, host_plus_one(), {.backend = backend::cuda});
+  EXPECT_EQ(requested.chosen, backend::cuda);
+  EXPECT_NE(requested.reason.find("not usable here: the function is not device-callable"),
+            std::string::npos)
+      << requested.reason;
+
+  EXPECT_EQ(cuda::explain(xs, hd_plus_one{}, {.backend = backend::serial}).chosen,
+            backend::serial);
+  EXPECT_THROW((void)cuda::explain(xs, hd_plus_one{}, {.nice = 40}), option_error);
+}
+
+TEST(CudaBackend, WithoutADeviceTheHostMapCostsAreTheDefaultsAndSayWhy) {
+  if (have_gpu()) GTEST_SKIP() << "a CUDA device is here: " << cuda::device_status();
+  const cuda::host_map_costs c = cuda::host_map_costs_on(0);
+  EXPECT_FALSE(c.measured);
+  EXPECT_EQ(c.fixed_seconds, cuda::host_map_costs::default_fixed_seconds);
+  EXPECT_EQ(c.seconds_per_byte, cuda::host_map_costs::default_seconds_per_byte);
+  EXPECT_NE(c.source.find(cuda::device_status()), std::string::npos) << c.source;
+  EXPECT_DOUBLE_EQ(c.seconds(12'000'000'000), 20e-6 + 1.0);
+}
+
 class CudaBackendDeathTest : public testing::Test {};
 
 TEST_F(CudaBackendDeathTest, AContextLostToAStickyErrorIsSaidAndTheCpuGoesOn) {
@@ -384,6 +437,62 @@ TEST_F(CudaDevice, OutOfMemoryIsACudaErrorAndTheHostGoesOn) {
   const std::vector<float> cpu = polymap::map(xs, host_plus_one(), {.backend = backend::threads});
   const std::vector<float> gpu = cuda::map(xs, hd_plus_one{}, {.backend = backend::cuda});
   for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(cpu[i], gpu[i]);
+}
+
+TEST_F(CudaDevice, HostMapCostsAreMeasuredOnceAndWeighedByAutomatic) {
+  const cuda::host_map_costs c = cuda::host_map_costs_on(0);
+  EXPECT_TRUE(c.measured) << c.source;
+  EXPECT_NE(c.source.find("measured on device 0"), std::string::npos) << c.source;
+  EXPECT_GT(c.fixed_seconds, 0.0);
+  EXPECT_LT(c.fixed_seconds, 0.05) << c.source;
+  EXPECT_GT(1 / c.seconds_per_byte, 1e8) << c.source;   // above 0.1 GB/s
+  EXPECT_LT(1 / c.seconds_per_byte, 1e13) << c.source;  // below 10 TB/s
+  const cuda::host_map_costs again = cuda::host_map_costs_on(0);
+  EXPECT_EQ(again.fixed_seconds, c.fixed_seconds);
+  EXPECT_EQ(again.seconds_per_byte, c.seconds_per_byte);
+
+  const std::vector<float> xs = random_floats(odd, 3);
+  const plan p = cuda::explain(xs, hd_plus_one{});
+  ASSERT_NE(gpu_estimate(p), nullptr);
+  EXPECT_TRUE(gpu_estimate(p)->usable);
+  EXPECT_DOUBLE_EQ(gpu_estimate(p)->seconds, c.seconds(odd * 2 * sizeof(float)));
+  EXPECT_NE(p.reason.find(p.chosen == backend::cuda ? "cuda predicted to finish first"
+                                                      : "; cuda predicted"),
+            std::string::npos)
+      << p.reason;
+
+  // The call says where it ran, and the GPU's estimate is in its report either way.
+  run_report report;
+  const std::vector<float> ys = cuda::map(xs, hd_plus_one{}, {.report = &report});
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], xs[i] + 1) << i;
+  EXPECT_EQ(report.backend, report.decision.chosen) << report.decision.to_string();
+  ASSERT_NE(gpu_estimate(report.decision), nullptr) << report.decision.to_string();
+  EXPECT_TRUE(gpu_estimate(report.decision)->usable) << report.decision.to_string();
+}
+
+TEST_F(CudaDevice, PinnedBuffersAreReadAndWrittenInPlace) {
+  const std::size_t n = beyond_staging;
+  const std::vector<float> src = random_floats(n, 11);
+  float* in = nullptr;
+  double* out = nullptr;
+  ASSERT_EQ(cudaMallocHost(&in, n * sizeof(float)), cudaSuccess);
+  ASSERT_EQ(cudaMallocHost(&out, (n + 1) * sizeof(double)), cudaSuccess);
+  std::copy(src.begin(), src.end(), in);
+  std::fill(out, out + n + 1, std::numeric_limits<double>::quiet_NaN());
+  cuda_test::affine_into(std::span<const float>(in, n), std::span<double>(out, n + 1),
+                         {.backend = backend::cuda});
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], 2.0 * src[i] + 1.0) << i;
+  EXPECT_TRUE(std::isnan(out[n])) << "wrote past the input's length";
+
+  // Pageable input, a registered vector as the output.
+  std::vector<double> registered(n, std::numeric_limits<double>::quiet_NaN());
+  ASSERT_EQ(cudaHostRegister(registered.data(), n * sizeof(double), cudaHostRegisterDefault),
+            cudaSuccess);
+  cuda_test::affine_into(src, registered, {.backend = backend::cuda});
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(registered[i], 2.0 * src[i] + 1.0) << i;
+  EXPECT_EQ(cudaHostUnregister(registered.data()), cudaSuccess);
+  EXPECT_EQ(cudaFreeHost(in), cudaSuccess);
+  EXPECT_EQ(cudaFreeHost(out), cudaSuccess);
 }
 
 class CudaDeviceDeathTest : public CudaDevice {};

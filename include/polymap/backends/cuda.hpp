@@ -33,4 +33,31 @@ struct device_info {
 /// Every usable device; empty when there is none.
 [[nodiscard]] std::vector<device_info> devices();
 
+/// What a map of host-resident data costs on a GPU: `fixed_seconds` for a call, plus
+/// `seconds_per_byte` for each byte it moves (items in and results out), the staging copies
+/// on the host, both directions over the link and the kernels included. `automatic` and
+/// `polymap::cuda::explain` weigh it against the CPU backends.
+struct host_map_costs {
+  /// Used until measured: a launch and two copies, and 12 GB/s (PCIe 4 x16 moves about 25).
+  static constexpr double default_fixed_seconds = 20e-6;
+  static constexpr double default_seconds_per_byte = 1.0 / 12e9;
+
+  double fixed_seconds = default_fixed_seconds;
+  double seconds_per_byte = default_seconds_per_byte;
+  bool measured = false;    ///< false: the defaults above
+  std::string source = {};  ///< how they were found, or why they were not measured
+
+  /// The predicted seconds of a call that moves `bytes` (in and out together).
+  [[nodiscard]] double seconds(std::size_t bytes) const noexcept {
+    return fixed_seconds + static_cast<double>(bytes) * seconds_per_byte;
+  }
+};
+
+/// The costs of host-resident maps on `device`, measured at the first call for that device
+/// and kept for the process: polymap's own streamed map runs calls of one item (the fixed
+/// cost) and of 64 MiB each way (the cost per byte) through the staging pipeline, which
+/// takes about 0.1 s once the CUDA context exists. Without a usable device, or when the
+/// measurement fails (its CUDA error is kept), the defaults, with `source` saying why.
+[[nodiscard]] host_map_costs host_map_costs_on(int device);
+
 }  // namespace polymap::cuda

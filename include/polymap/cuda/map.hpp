@@ -14,6 +14,8 @@
 ///   the copy out of a third overlap.
 /// - `for_each(n, fn)`: `fn(i)` for i in [0, n) on the GPU; `fn` must only touch memory the
 ///   GPU can reach (device buffers, managed memory).
+/// - `explain(host_range, fn)`: where `map` would run and why, the GPU's predicted time
+///   (copies included, from costs measured on the device) among the CPU backends'.
 ///
 /// With `backend::automatic` a host-resident map runs on the GPU only when a device is here,
 /// the function is proven device-callable (`is_device_callable_v`) and the GPU is predicted
@@ -137,6 +139,28 @@ bool wants_gpu(const options& o) {
   return is_device_callable_v<Fn> && device_count() > 0;
 }
 
+/// Whether a host-resident map of `T` to `R` may go to the GPU: wants_gpu, and items and
+/// results that can be copied there byte for byte.
+/// @throws as wants_gpu; backend_unavailable for cuda with items or results that cannot
+template <class T, class R, class Fn>
+bool host_wants_gpu(const options& o) {
+  const bool gpu = wants_gpu<Fn>(o);
+  if constexpr (!std::is_trivially_copyable_v<T> || !std::is_trivially_copyable_v<R>) {
+    if (gpu && o.backend == backend_kind::cuda) {
+      throw backend_unavailable(
+          "polymap: backend cuda needs items and results that are trivially copyable");
+    }
+    return false;
+  }
+  return gpu;
+}
+
+/// Host-resident maps that can go to the GPU at all: device-callable, trivially copyable.
+template <class T, class R, class Fn>
+inline constexpr bool gpu_mappable_v = is_device_callable_v<Fn> &&
+                                       std::is_trivially_copyable_v<T> &&
+                                       std::is_trivially_copyable_v<R>;
+
 /// Pinned host buffers, device buffers and streams of one host-resident map at a time,
 /// kept between calls by the staging_pool below.
 struct staging {
@@ -247,12 +271,28 @@ class staging_lease {
   std::unique_ptr<staging> set_;
 };
 
+/// Whether the `bytes` at `p` are page-locked host memory (cudaHostAlloc, cudaMallocHost,
+/// cudaHostRegister), which the copy engines read and write without a staging copy: the
+/// first and the last byte are.
+inline bool is_pinned(const void* p, std::size_t bytes) {
+  auto pinned = [](const void* q) {
+    cudaPointerAttributes a{};
+    if (cudaPointerGetAttributes(&a, q) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return false;
+    }
+    return a.type == cudaMemoryTypeHost;
+  };
+  return bytes != 0 && pinned(p) && pinned(static_cast<const char*>(p) + bytes - 1);
+}
+
 /// Host-resident map: input `in[0, n)` (contiguous host memory) to `out[0, n)`.
 /// `state` counts the chunks done and is polled for a cancel between chunks.
 /// Each step waits for the chunk that last used a slot, then copies its results out of the
 /// slot's pinned buffer and the next chunk into it, both at once across the thread pool
 /// (one thread's memcpy cannot keep up with the link), and queues the next chunk's copy in,
-/// kernel and copy out on the slot's stream.
+/// kernel and copy out on the slot's stream. Input or output that is already pinned skips
+/// its staging copy: the GPU copies straight from or to it.
 template <class In, class R, class Fn>
 void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
                 polymap::detail::run_state& state) {
@@ -271,10 +311,14 @@ void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
   staging_lease lease;
   staging& st = *lease;
   st.reserve(device, per_chunk * sizeof(In), per_chunk * sizeof(R));
-  // The copy of slot `s`'s finished results to the caller's output, once they are there.
+  const bool in_pinned = is_pinned(in, n * sizeof(In));
+  const bool out_pinned = is_pinned(out, n * sizeof(R));
+  // The copy of slot `s`'s finished results to the caller's output, once they are there
+  // (none when the GPU wrote them there itself).
   auto results_of = [&](staging::slot& s) -> byte_copy {
     if (s.count == 0) return {};
     POLYMAP_CUDA_CHECK(cudaEventSynchronize(s.done));
+    if (out_pinned) return {};
     return {out + s.first, s.host_out, s.count * sizeof(R)};
   };
   auto delivered = [&](staging::slot& s) {
@@ -287,17 +331,20 @@ void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
       if (state.stopping()) break;
       staging::slot& s = st.slots[c % staging_slots];
       const std::size_t count = std::min(chunk, n - first);
-      const std::array<byte_copy, 2> copies{results_of(s),
-                                            byte_copy{s.host_in, in + first, count * sizeof(In)}};
+      const std::array<byte_copy, 2> copies{
+          results_of(s),
+          in_pinned ? byte_copy{} : byte_copy{s.host_in, in + first, count * sizeof(In)}};
       polymap::detail::parallel_copy(copies);
       delivered(s);
-      POLYMAP_CUDA_CHECK(cudaMemcpyAsync(s.dev_in, s.host_in, count * sizeof(In),
-                                         cudaMemcpyHostToDevice, s.stream));
+      const void* from = in_pinned ? static_cast<const void*>(in + first) : s.host_in;
+      void* to = out_pinned ? static_cast<void*>(out + first) : s.host_out;
+      POLYMAP_CUDA_CHECK(
+          cudaMemcpyAsync(s.dev_in, from, count * sizeof(In), cudaMemcpyHostToDevice, s.stream));
       map_kernel<<<grid_for(count), block_threads, 0, s.stream>>>(
           fn, static_cast<const In*>(s.dev_in), static_cast<R*>(s.dev_out), count);
       POLYMAP_CUDA_CHECK(cudaGetLastError());
-      POLYMAP_CUDA_CHECK(cudaMemcpyAsync(s.host_out, s.dev_out, count * sizeof(R),
-                                         cudaMemcpyDeviceToHost, s.stream));
+      POLYMAP_CUDA_CHECK(
+          cudaMemcpyAsync(to, s.dev_out, count * sizeof(R), cudaMemcpyDeviceToHost, s.stream));
       POLYMAP_CUDA_CHECK(cudaEventRecord(s.done, s.stream));
       s.first = first;
       s.count = count;
@@ -351,40 +398,109 @@ inline bool is_device_pointer(const void* p) {
   return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
 }
 
-/// The predicted seconds of a host-resident GPU map moving `bytes` both ways: a launch plus
-/// PCIe copies at a conservative 12 GB/s (PCIe 4 x16 reaches about 25) until `polymap
-/// calibrate` measures the machine.
-inline double predicted_gpu_seconds(std::size_t bytes) {
-  return 20e-6 + static_cast<double>(bytes) / 12e9;
+/// Why a host-resident map of `T` to `R` by `Fn` cannot run on the GPU here; empty when it
+/// can.
+template <class T, class R, class Fn>
+std::string gpu_refusal(const options& o) {
+  if (o.timeout.count() > 0 || o.memory_limit != 0) {
+    return "a timeout or a memory cap: only the processes backend can stop or cap an item";
+  }
+  if constexpr (!is_device_callable_v<Fn>) {
+    return "the function is not device-callable: a [] __host__ __device__ lambda (nvcc "
+           "--extended-lambda) or a functor with `using polymap_device_callable = void;`";
+  } else if constexpr (!std::is_trivially_copyable_v<T> || !std::is_trivially_copyable_v<R>) {
+    return "items and results must be trivially copyable to go to a GPU";
+  } else {
+    return device_count() > 0 ? std::string() : device_status();
+  }
 }
 
-/// Says in the call's report, when it asks for one, that the call ran on the GPU and why.
-inline void note_gpu(const options& o, std::string reason) {
+/// The GPU's estimate for a host-resident map of `n` items, copies included, from the costs
+/// measured on the device's first use; `source` says where they come from.
+template <class T, class R, class Fn>
+backend_estimate gpu_estimate(std::size_t n, const options& o, std::string& source) {
+  backend_estimate e{.backend = backend_kind::cuda,
+                     .usable = false,
+                     .why_not = gpu_refusal<T, R, Fn>(o),
+                     .seconds = 0,
+                     .workers = 0};
+  if (e.why_not.empty()) {
+    check_device(o);
+    const host_map_costs costs = host_map_costs_on(o.device);
+    e.usable = true;
+    e.workers = 1;
+    e.seconds = costs.seconds(n * (sizeof(T) + sizeof(R)));
+    source = "copies included, " + costs.source;
+  }
+  return e;
+}
+
+/// A decision for a host-resident map, and where the GPU's estimate in it comes from.
+struct host_choice {
+  plan decision;
+  std::string gpu_source = {};
+};
+
+/// The plan of a host-resident map of `xs`: polymap::explain's CPU estimates, weighed
+/// against the GPU's.
+template <class T, class R, class Fn>
+host_choice host_plan(std::span<const T> xs, Fn& fn, const options& opts) {
+  options cpu = opts;
+  cpu.backend = backend_kind::automatic;
+  host_choice c{.decision = polymap::explain(xs, fn, cpu)};
+  backend_estimate gpu = gpu_estimate<T, R, Fn>(xs.size(), opts, c.gpu_source);
+  polymap::detail::weigh_estimate(c.decision, std::move(gpu), c.gpu_source,
+                                  opts.backend == backend_kind::cuda);
+  return c;
+}
+
+/// Why a map of device-resident data runs on the GPU.
+inline constexpr const char* device_resident = "device-resident input: no CPU backend can read it";
+
+/// A decision that needed no weighing: the GPU, for `reason`.
+inline plan gpu_plan(std::size_t items, std::string reason) {
+  plan p;
+  p.chosen = backend_kind::cuda;
+  p.items = items;
+  p.reason = std::move(reason);
+  return p;
+}
+
+/// Where a host-resident map that may run on the GPU (wants_gpu was true) goes: for backend
+/// cuda there, as requested; for automatic, where host_plan predicts it finishes first. An
+/// empty input stays on the CPU (nothing to weigh, no CUDA call).
+template <class T, class R, class Fn>
+host_choice host_decision(std::span<const T> xs, Fn& fn, const options& opts) {
+  if (opts.backend == backend_kind::cuda) {
+    return {.decision = gpu_plan(xs.size(), "requested by options::backend")};
+  }
+  if (xs.empty()) {
+    host_choice c;
+    c.decision.chosen = backend_kind::serial;
+    c.decision.reason = "no items";
+    return c;
+  }
+  return host_plan<T, R>(xs, fn, opts);
+}
+
+/// Says in the call's report, when it asks for one, that the call ran on the GPU, and why.
+inline void note_gpu(const options& o, plan decision) {
   if (o.report == nullptr) return;
   o.report->backend = backend_kind::cuda;
   o.report->workers = 1;
-  o.report->decision.chosen = backend_kind::cuda;
-  o.report->decision.reason = std::move(reason);
+  o.report->worker_reports.clear();
+  o.report->decision = std::move(decision);
 }
 
-/// Why a host-resident map went to the GPU.
-inline std::string host_reason(const options& o) {
-  return o.backend == backend_kind::cuda ? "requested by options::backend"
-                                         : "GPU predicted faster, copies included";
-}
-
-/// Whether a host-resident map of `xs` that may run on the GPU (wants_gpu) should: always
-/// for backend cuda; for automatic, when the GPU with its copies is predicted to finish
-/// before the CPU backend that `explain` chooses.
-template <class T, class R, class Fn>
-bool gpu_beats_cpu(std::span<const T> xs, Fn& fn, const options& opts) {
-  if (opts.backend != backend_kind::automatic || xs.empty()) return true;
-  const polymap::plan p = polymap::explain(xs, fn, opts);
-  double cpu = 0;
-  for (const backend_estimate& e : p.estimates) {
-    if (e.usable && e.backend == p.chosen) cpu = e.seconds;
+/// After a call that weighed the GPU ran on the CPU: the GPU's estimate, and what it
+/// predicted, in the report that the CPU backend filled in.
+inline void note_cpu(const options& o, const host_choice& weighed) {
+  if (o.report == nullptr) return;
+  for (const backend_estimate& e : weighed.decision.estimates) {
+    if (e.backend == backend_kind::cuda) {
+      polymap::detail::add_estimate(o.report->decision, e, weighed.gpu_source);
+    }
   }
-  return cpu >= predicted_gpu_seconds(xs.size() * (sizeof(T) + sizeof(R)));
 }
 
 }  // namespace detail
@@ -409,7 +525,7 @@ template <class T, class Fn>
   }
   device_buffer<R> out(xs.size(), o.device);
   if constexpr (is_device_callable_v<Fn>) detail::device_map(xs.data(), out.data(), xs.size(), fn, o.device);
-  detail::note_gpu(opts, "device-resident input");
+  detail::note_gpu(opts, detail::gpu_plan(xs.size(), detail::device_resident));
   return out;
 }
 
@@ -453,22 +569,24 @@ void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opt
     (void)detail::wants_gpu<Fn>(o);
     if constexpr (is_device_callable_v<Fn>) {
       detail::device_map(xs.data(), into.data(), xs.size(), fn, o.device);
-      detail::note_gpu(opts, "device-resident input");
+      detail::note_gpu(opts, detail::gpu_plan(xs.size(), detail::device_resident));
     }
     return;
   }
-  if constexpr (is_device_callable_v<Fn> && std::is_trivially_copyable_v<T> &&
-                std::is_trivially_copyable_v<R>) {
-    if (detail::wants_gpu<Fn>(opts) && detail::gpu_beats_cpu<T, R>(xs, fn, opts)) {
-      detail::watched_stream_map(xs.data(), into.data(), xs.size(), fn, opts);
-      detail::note_gpu(opts, detail::host_reason(opts));
-      return;
-    }
-  } else if (detail::wants_gpu<Fn>(opts) && opts.backend == backend_kind::cuda) {
-    throw backend_unavailable(
-        "polymap: backend cuda needs items and results that are trivially copyable");
+  if (!detail::host_wants_gpu<T, R, Fn>(opts)) {
+    polymap::map_into(xs, into, fn, opts);
+    return;
   }
-  polymap::map_into(xs, into, fn, opts);
+  if constexpr (detail::gpu_mappable_v<T, R, Fn>) {
+    detail::host_choice c = detail::host_decision<T, R>(xs, fn, opts);
+    if (c.decision.chosen == backend_kind::cuda) {
+      detail::watched_stream_map(xs.data(), into.data(), xs.size(), fn, opts);
+      detail::note_gpu(opts, std::move(c.decision));
+    } else {
+      polymap::map_into(xs, into, fn, opts);
+      detail::note_cpu(opts, c);
+    }
+  }
 }
 
 /// Applies `fn` to every item of the host-resident contiguous range `xs` and returns the
@@ -483,25 +601,48 @@ template <std::ranges::contiguous_range Range, class Fn>
   using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;
   const std::size_t n = std::ranges::size(xs);
   const T* in = std::ranges::data(xs);
-  if (!detail::wants_gpu<Fn>(opts)) return polymap::map(xs, fn, opts);
-  if constexpr (!is_device_callable_v<Fn> || !std::is_trivially_copyable_v<T> ||
-                !std::is_trivially_copyable_v<R>) {
-    return polymap::map(xs, fn, opts);  // unreachable for cuda: wants_gpu threw
+  if (!detail::host_wants_gpu<T, R, Fn>(opts)) return polymap::map(xs, fn, opts);
+  if constexpr (!detail::gpu_mappable_v<T, R, Fn>) {
+    return polymap::map(xs, fn, opts);  // unreachable: host_wants_gpu was false
   } else {
     if (n != 0 && detail::is_device_pointer(in)) {
       device_buffer<R> d(n, opts.device);
       detail::device_map(in, d.data(), n, fn, opts.device);
-      detail::note_gpu(opts, "device-resident input");
+      detail::note_gpu(opts, detail::gpu_plan(n, detail::device_resident));
       return d.to_host();
     }
-    if (!detail::gpu_beats_cpu<T, R>(std::span<const T>(in, n), fn, opts)) {
-      return polymap::map(xs, fn, opts);
+    detail::host_choice c = detail::host_decision<T, R>(std::span<const T>(in, n), fn, opts);
+    if (c.decision.chosen != backend_kind::cuda) {
+      std::vector<R> out = polymap::map(xs, fn, opts);
+      detail::note_cpu(opts, c);
+      return out;
     }
     std::vector<R> out = polymap::detail::make_large_vector<R>(n);
     detail::watched_stream_map(in, out.data(), n, fn, opts);
-    detail::note_gpu(opts, detail::host_reason(opts));
+    detail::note_gpu(opts, std::move(c.decision));
     return out;
   }
+}
+
+/// Where `map(xs, fn, opts)` would run and why, with the predicted time of each backend:
+/// the CPU backends' as polymap::explain predicts them, and the GPU's, copies included, from
+/// the costs measured at the device's first use (host_map_costs_on; that first use takes
+/// about 0.1 s). A range in device memory runs on the GPU and is not weighed.
+/// @throws option_error for a bad option
+template <std::ranges::contiguous_range Range, class Fn>
+  requires std::ranges::sized_range<Range>
+[[nodiscard]] plan explain(Range&& xs, Fn fn, const options& opts = {}) {
+  using T = std::ranges::range_value_t<Range>;
+  using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;
+  const std::span<const T> in(std::ranges::data(xs), std::ranges::size(xs));
+  if (opts.backend != backend_kind::automatic && opts.backend != backend_kind::cuda) {
+    return polymap::explain(in, fn, opts);
+  }
+  detail::check_device(opts);
+  if (!in.empty() && detail::is_device_pointer(in.data())) {
+    return detail::gpu_plan(in.size(), detail::device_resident);
+  }
+  return detail::host_plan<T, R>(in, fn, opts).decision;
 }
 
 /// Calls `fn(i)` for every i in [0, n) on the GPU (backend automatic or cuda), or on the
@@ -528,7 +669,7 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
     POLYMAP_CUDA_CHECK(cudaGetLastError());
     // The legacy default stream: the kernel and what it waited for, not other threads' streams.
     POLYMAP_CUDA_CHECK(cudaStreamSynchronize(cudaStream_t{}));
-    detail::note_gpu(opts, "requested: polymap::cuda::for_each");
+    detail::note_gpu(opts, detail::gpu_plan(count, "polymap::cuda::for_each runs on the GPU"));
   }
 }
 
@@ -549,17 +690,25 @@ auto map_async(Range&& xs, Fn fn, options opts = {}) {
   std::future<std::vector<R>> result = std::async(
       std::launch::async,
       [state, items = std::move(items), fn = std::move(fn), opts = std::move(opts)]() mutable {
-        if constexpr (is_device_callable_v<Fn> && std::is_trivially_copyable_v<T> &&
-                      std::is_trivially_copyable_v<R>) {
-          if (detail::wants_gpu<Fn>(opts) &&
-              detail::gpu_beats_cpu<T, R>(std::span<const T>(items), fn, opts)) {
-            std::vector<R> out = polymap::detail::make_large_vector<R>(items.size());
-            detail::watched_stream_map(items.data(), out.data(), items.size(), fn, opts,
-                                       state.get());
+        // Throws for cuda with no device, or a function or items the GPU cannot take.
+        const bool may_use_gpu = detail::host_wants_gpu<T, R, Fn>(opts);
+        if constexpr (detail::gpu_mappable_v<T, R, Fn>) {
+          if (may_use_gpu) {
+            detail::host_choice c =
+                detail::host_decision<T, R>(std::span<const T>(items), fn, opts);
+            if (c.decision.chosen == backend_kind::cuda) {
+              std::vector<R> out = polymap::detail::make_large_vector<R>(items.size());
+              detail::watched_stream_map(items.data(), out.data(), items.size(), fn, opts,
+                                         state.get());
+              detail::note_gpu(opts, std::move(c.decision));
+              return out;
+            }
+            std::vector<R> out =
+                polymap::detail::map_n(items.begin(), items.size(), fn, opts, state.get());
+            detail::note_cpu(opts, c);
             return out;
           }
         }
-        (void)detail::wants_gpu<Fn>(opts);  // throws for cuda with no device or no HD fn
         return polymap::detail::map_n(items.begin(), items.size(), fn, opts, state.get());
       });
   return job<std::vector<R>>(std::move(state), std::move(result), start);

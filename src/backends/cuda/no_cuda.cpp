@@ -8,5 +8,10 @@ namespace polymap::cuda {
 int device_count() noexcept { return 0; }
 std::string device_status() { return "polymap was built without CUDA (POLYMAP_WITH_CUDA)"; }
 std::vector<device_info> devices() { return {}; }
+host_map_costs host_map_costs_on(int /*device*/) {
+  host_map_costs c;
+  c.source = "polymap's defaults: " + device_status();
+  return c;
+}
 
 }  // namespace polymap::cuda
