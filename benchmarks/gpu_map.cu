@@ -8,7 +8,8 @@
 // - BM_HostMap: host-resident map, 2^26 floats, streamed by polymap (map, which returns a
 //   new vector, and map_into the caller's vector) against a naive copy-in, kernel, copy-out
 //   on the same pageable data, and the pinned copy bandwidth, one direction after the other
-//   and both at once (the ceiling of a stream that overlaps them).
+//   and both at once (the ceiling of a stream that overlaps them); and the same map over
+//   pinned buffers (polymap_cuda_into_pinned, naive_pinned), which polymap does not stage.
 //   (bench_staging_copy times the host's share of that stream against oneTBB and OpenMP.)
 // benchmarks/summarize.py checks the targets of issue 4 from the JSON output.
 // - BM_EmptyLaunch: an empty polymap::cuda::for_each against a raw <<<1, 1>>> launch, both
@@ -20,6 +21,7 @@
 #include <thrust/device_vector.h>
 #include <thrust/transform.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <span>
 #include <vector>
@@ -130,6 +132,32 @@ void host_map(benchmark::State& s, int peer) {
   set_bytes(s, n, 2 * sizeof(float));
 }
 
+/// The same map over page-locked host buffers (cudaMallocHost), which polymap copies to and
+/// from without staging: polymap's map_into against the naive copy-in, kernel, copy-out.
+void host_map_pinned(benchmark::State& s, int peer) {
+  const auto n = static_cast<std::size_t>(s.range(0));
+  float* x = nullptr;
+  float* y = nullptr;
+  POLYMAP_CUDA_CHECK(cudaMallocHost(&x, n * sizeof(float)));
+  POLYMAP_CUDA_CHECK(cudaMallocHost(&y, n * sizeof(float)));
+  std::fill(x, x + n, 1.0F);
+  pc::device_buffer<float> dx(n), dy(n);
+  for (auto _ : s) {
+    if (peer == 0) {
+      pc::map_into(std::span<const float>(x, n), std::span<float>(y, n), affine{},
+                   {.backend = polymap::backend::cuda});
+    } else {
+      POLYMAP_CUDA_CHECK(cudaMemcpy(dx.data(), x, n * sizeof(float), cudaMemcpyHostToDevice));
+      affine_kernel<<<blocks(n), 256>>>(n, dx.data(), dy.data());
+      POLYMAP_CUDA_CHECK(cudaMemcpy(y, dy.data(), n * sizeof(float), cudaMemcpyDeviceToHost));
+    }
+    benchmark::DoNotOptimize(y);
+  }
+  (void)cudaFreeHost(x);
+  (void)cudaFreeHost(y);
+  set_bytes(s, n, 2 * sizeof(float));
+}
+
 /// The ceilings of a host-resident map: pinned copies in and out, no kernel, one direction
 /// after the other (`overlapped` false) or both at once on two streams, as the streamed map
 /// overlaps them.
@@ -192,6 +220,12 @@ int main(int argc, char** argv) {
   const char* host_peers[] = {"polymap_cuda", "polymap_cuda_into", "naive_copy_compute_copy"};
   for (int p = 0; p < 3; ++p) {
     benchmark::RegisterBenchmark((std::string("BM_HostMap/") + host_peers[p]).c_str(), host_map, p)
+        ->Arg(host)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
+  const char* pinned_peers[] = {"polymap_cuda_into_pinned", "naive_pinned"};
+  for (int p = 0; p < 2; ++p) {
+    benchmark::RegisterBenchmark((std::string("BM_HostMap/") + pinned_peers[p]).c_str(),
+                                 host_map_pinned, p)
         ->Arg(host)->UseRealTime()->Unit(benchmark::kMillisecond);
   }
   for (const bool overlapped : {false, true}) {

@@ -326,6 +326,12 @@ def gpu_targets(table):
                 x = naive["ns"] / mine["ns"]
                 rows.append((f"host map 2^{n.bit_length() - 1} floats, {p} >= 1.5x naive "
                              "copy-in, kernel, copy-out", f"{x:.2f}x", x >= 1.5))
+        # The same on pinned buffers, which polymap copies without staging.
+        mine, naive = peers.get("polymap_cuda_into_pinned"), peers.get("naive_pinned")
+        if mine and naive:
+            x = naive["ns"] / mine["ns"]
+            rows.append((f"host map 2^{n.bit_length() - 1} floats on pinned buffers, "
+                         "polymap_cuda_into_pinned >= 1.5x naive_pinned", f"{x:.2f}x", x >= 1.5))
     for (w, n), peers in table.items():
         mine, raw = peers.get("polymap_cuda"), peers.get("raw_kernel")
         if w == "EmptyLaunch" and mine and raw:

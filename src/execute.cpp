@@ -232,6 +232,7 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
 
   if (requested != backend_kind::automatic) {
     p.chosen = requested;
+    p.requested = true;
     if (verbose) p.reason = from_env ? "requested by POLYMAP_BACKEND" : "requested by options::backend";
     return p;
   }

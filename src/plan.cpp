@@ -75,13 +75,15 @@ void add_estimate(plan& p, backend_estimate e, const std::string& source) {
 void weigh_estimate(plan& p, backend_estimate e, const std::string& source, bool requested) {
   if (requested) {
     p.chosen = e.backend;
+    p.requested = true;
     p.reason = e.usable ? "requested by options::backend"
                         : "requested by options::backend, but not usable here: " + e.why_not;
     put_estimate(p, std::move(e));
     return;
   }
   const backend_estimate* chosen = estimate_of(p, p.chosen);
-  if (e.usable && chosen != nullptr && chosen->usable && e.seconds <= chosen->seconds) {
+  if (!p.requested && e.usable && chosen != nullptr && chosen->usable &&
+      e.seconds <= chosen->seconds) {
     p.reason = std::string(polymap::to_string(e.backend)) + " predicted to finish first: " +
                seconds_text(e.seconds) + " (" + source + ") against " +
                seconds_text(chosen->seconds) + " on " +

@@ -24,6 +24,7 @@ struct backend_estimate {
 struct plan {
   backend_kind chosen = backend_kind::serial;
   std::string reason = {};           ///< one sentence
+  bool requested = false;  ///< named by options::backend or POLYMAP_BACKEND, not predicted
   std::size_t items = 0;
   double seconds_per_item = 0;    ///< measured on the calling thread
   std::string cost_source = {};       ///< "sampled 8 items" or "history of 12 calls"
@@ -40,7 +41,8 @@ namespace detail {
 void add_estimate(plan& p, backend_estimate e, const std::string& source);
 
 /// add_estimate, then the choice: `e.backend` when `requested`, else when it is usable and
-/// predicted to finish no later than the backend `p` chose; the reason says which and why.
+/// predicted to finish no later than the backend `p` chose, unless that one was requested
+/// (POLYMAP_BACKEND); the reason says which and why.
 void weigh_estimate(plan& p, backend_estimate e, const std::string& source, bool requested);
 
 }  // namespace detail

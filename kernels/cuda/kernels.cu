@@ -48,15 +48,22 @@ class device_in {
   std::optional<pc::device_buffer<T>> copy_;
 };
 
-/// An output as the GPU sees it: in place in device memory, else a device buffer copied back
-/// to the host by `finish()`.
+/// Whether a kernel reads an output before it writes it (saxpy's y).
+enum class reads_output : bool { no, yes };
+
+/// An output as the GPU sees it: in place in device memory, else a device buffer (holding a
+/// copy of the host's values when the kernel reads them) copied back to the host by `finish()`.
 template <class T>
 class device_out {
  public:
-  device_out(T* p, std::size_t n, int device) : host_(p), ptr_(p), n_(n) {
+  device_out(T* p, std::size_t n, int device, reads_output reads = reads_output::no)
+      : host_(p), ptr_(p), n_(n) {
     if (n != 0 && !pc::detail::is_device_pointer(p)) {
       buffer_.emplace(n, device);
       ptr_ = buffer_->data();
+      if (reads == reads_output::yes) {
+        POLYMAP_CUDA_CHECK(cudaMemcpy(ptr_, host_, n * sizeof(T), cudaMemcpyHostToDevice));
+      }
     }
   }
   [[nodiscard]] T* get() const noexcept { return ptr_; }
@@ -80,12 +87,7 @@ options on(int device) { return options{.backend = backend_kind::cuda, .device =
 void saxpy(std::size_t n, float a, const float* x, float* y, int device) {
   require_device(device);
   const device_in<float> dx(x, n, device);
-  device_in<float> y_in(y, n, device);  // y is read and written: copied in when on the host
-  device_out<float> dy(y, n, device);
-  if (dy.get() != y_in.get()) {
-    POLYMAP_CUDA_CHECK(
-        cudaMemcpy(dy.get(), y_in.get(), n * sizeof(float), cudaMemcpyDeviceToDevice));
-  }
+  device_out<float> dy(y, n, device, reads_output::yes);
   const float* xp = dx.get();
   float* yp = dy.get();
   pc::for_each(n, [=] __host__ __device__(std::size_t i) { kernels::saxpy(i, a, xp, yp); },

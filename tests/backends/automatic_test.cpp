@@ -73,6 +73,11 @@ TEST(AutomaticBackend, ExplainNamesEveryBackendAndWhy) {
   EXPECT_TRUE(saw_mpi);
   const std::string text = p.to_string();
   EXPECT_NE(text.find("<- chosen"), std::string::npos);
+  // A predicted choice, unlike a named one.
+  EXPECT_FALSE(p.requested);
+  const plan named = polymap::explain(xs, [](double x) { return x; }, {.backend = backend::serial});
+  EXPECT_TRUE(named.requested);
+  EXPECT_EQ(named.chosen, backend::serial);
 }
 
 // The processes backend's cost on top of the work: a fork per worker, one after another,
@@ -148,7 +153,7 @@ TEST(AutomaticBackendDeathTest, EnvironmentOverridesTheChoice) {
         std::vector<double> xs(200'000, 1.0);
         run_report report;
         (void)polymap::map(xs, [](double x) { return spin_work(x, 200); }, {.report = &report});
-        std::exit(report.backend == backend::serial &&
+        std::exit(report.backend == backend::serial && report.decision.requested &&
                           report.decision.reason.find("POLYMAP_BACKEND") != std::string::npos
                       ? 0
                       : 1);

@@ -80,6 +80,7 @@ TEST(WeighEstimate, ARequestedBackendIsChosenEvenWhenSlowerOrUnusable) {
   plan slower = cpu_plan();
   detail::weigh_estimate(slower, gpu(9e-3), "measured here", true);
   EXPECT_EQ(slower.chosen, backend::cuda);
+  EXPECT_TRUE(slower.requested);
   EXPECT_EQ(slower.reason, "requested by options::backend");
 
   plan unusable = cpu_plan();
@@ -90,6 +91,16 @@ TEST(WeighEstimate, ARequestedBackendIsChosenEvenWhenSlowerOrUnusable) {
   EXPECT_EQ(unusable.chosen, backend::cuda);
   EXPECT_NE(unusable.reason.find("not usable here: no CUDA device"), std::string::npos)
       << unusable.reason;
+}
+
+TEST(WeighEstimate, ABackendNamedByTheEnvironmentStaysChosen) {
+  plan p = cpu_plan();
+  p.chosen = backend::serial;
+  p.requested = true;
+  p.reason = "requested by POLYMAP_BACKEND";
+  detail::weigh_estimate(p, gpu(1e-3), "measured here", false);
+  EXPECT_EQ(p.chosen, backend::serial);
+  EXPECT_NE(p.reason.find("; cuda predicted 1.00 ms"), std::string::npos) << p.reason;
 }
 
 TEST(WeighEstimate, AnEstimateOfABackendThePlanLacksIsAdded) {

@@ -492,6 +492,12 @@ inline void note_gpu(const options& o, plan decision) {
   o.report->decision = std::move(decision);
 }
 
+/// The same for a call that needed no weighing: no text is made unless a report asks for it
+/// (an empty for_each must cost no more than a raw launch).
+inline void note_gpu(const options& o, std::size_t items, const char* reason) {
+  if (o.report != nullptr) note_gpu(o, gpu_plan(items, reason));
+}
+
 /// After a call that weighed the GPU ran on the CPU: the GPU's estimate, and what it
 /// predicted, in the report that the CPU backend filled in.
 inline void note_cpu(const options& o, const host_choice& weighed) {
@@ -525,7 +531,7 @@ template <class T, class Fn>
   }
   device_buffer<R> out(xs.size(), o.device);
   if constexpr (is_device_callable_v<Fn>) detail::device_map(xs.data(), out.data(), xs.size(), fn, o.device);
-  detail::note_gpu(opts, detail::gpu_plan(xs.size(), detail::device_resident));
+  detail::note_gpu(opts, xs.size(), detail::device_resident);
   return out;
 }
 
@@ -569,7 +575,7 @@ void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opt
     (void)detail::wants_gpu<Fn>(o);
     if constexpr (is_device_callable_v<Fn>) {
       detail::device_map(xs.data(), into.data(), xs.size(), fn, o.device);
-      detail::note_gpu(opts, detail::gpu_plan(xs.size(), detail::device_resident));
+      detail::note_gpu(opts, xs.size(), detail::device_resident);
     }
     return;
   }
@@ -608,7 +614,7 @@ template <std::ranges::contiguous_range Range, class Fn>
     if (n != 0 && detail::is_device_pointer(in)) {
       device_buffer<R> d(n, opts.device);
       detail::device_map(in, d.data(), n, fn, opts.device);
-      detail::note_gpu(opts, detail::gpu_plan(n, detail::device_resident));
+      detail::note_gpu(opts, n, detail::device_resident);
       return d.to_host();
     }
     detail::host_choice c = detail::host_decision<T, R>(std::span<const T>(in, n), fn, opts);
@@ -669,7 +675,7 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
     POLYMAP_CUDA_CHECK(cudaGetLastError());
     // The legacy default stream: the kernel and what it waited for, not other threads' streams.
     POLYMAP_CUDA_CHECK(cudaStreamSynchronize(cudaStream_t{}));
-    detail::note_gpu(opts, detail::gpu_plan(count, "polymap::cuda::for_each runs on the GPU"));
+    detail::note_gpu(opts, count, "polymap::cuda::for_each runs on the GPU");
   }
 }
 
