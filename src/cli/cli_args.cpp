@@ -14,23 +14,10 @@ namespace {
 constexpr const char* exit_status_text =
     "Exit status: 0 success; 1 the command ran and failed (e.g. a bench result that differs\n"
     "from serial's, an item of run that failed, a --halt, a journal error); 130/143 run was\n"
-    "stopped by SIGINT/SIGTERM; 2 a usage error: an unknown option or command, no command at all (which\n"
-    "prints this help on stderr), or a command that is not implemented yet.\n"
+    "stopped by SIGINT/SIGTERM; 2 a usage error: an unknown option or command, or no command\n"
+    "at all (which prints this help on stderr).\n"
     "Environment: POLYMAP_BACKEND forces a backend for automatic calls; POLYMAP_EXPLAIN=1\n"
     "prints each automatic choice on stderr.";
-
-/// A command of DESIGN.md that this version does not have. It is registered so that it
-/// fails with a clear message rather than as an unknown command; it accepts any arguments
-/// (prefix_command) so that `polymap run -j 8 -- ./x {}` reaches that message too.
-void add_future_command(CLI::App& app, cli_args& args, const std::string& name,
-                        const std::string& description) {
-  CLI::App* sub = app.add_subcommand(name, description + " (not implemented yet)");
-  sub->prefix_command();
-  sub->callback([&args, name] {
-    args.what = command::not_implemented;
-    args.command_name = name;
-  });
-}
 
 void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
   CLI::App* sub = app.add_subcommand(
@@ -163,7 +150,15 @@ void add_commands(CLI::App& app, cli_args& args) {
                      "journal");
   add_status_command(app, args.status, args, "watch",
                      "The same as status, refreshed until the batch is finished (Ctrl-C stops)");
-  add_future_command(app, args, "calibrate", "Measure this machine's constants for automatic");
+  CLI::App* calibrate = app.add_subcommand(
+      "calibrate",
+      "Measure the constants that automatic weighs: the thread pool's fork-join, the processes "
+      "backend's fork and copy costs, and each GPU's host-resident map costs, which are kept "
+      "in $XDG_CACHE_HOME/polymap/measurements for every later process");
+  calibrate->add_flag("--json", args.calibrate.json, "Print one JSON object instead of text");
+  calibrate->add_option("--device", args.calibrate.devices,
+                        "A CUDA device to measure (repeatable; default: every one)");
+  calibrate->callback([&args] { args.what = command::calibrate; });
 }
 
 }  // namespace polymap::cli

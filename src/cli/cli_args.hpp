@@ -15,7 +15,7 @@ namespace polymap::cli {
 enum exit_status : int {
   exit_ok = 0,       ///< the command did what was asked
   exit_failure = 1,  ///< it ran and failed (e.g. a bench result differs from serial's)
-  exit_usage = 2,    ///< bad command line, or a command that does not exist yet
+  exit_usage = 2,    ///< bad command line
 };
 
 /// The subcommand that was given.
@@ -26,7 +26,7 @@ enum class command {
   run,
   status,
   watch,
-  not_implemented,  ///< a command of the design (run, status, ...) not written yet
+  calibrate,
 };
 
 /// `polymap info`.
@@ -40,6 +40,12 @@ struct bench_args {
   std::string size = "medium";       ///< small, medium or large
   unsigned repeat = 5;               ///< timed runs of each kernel on each backend
   std::vector<std::string> kernels;  ///< empty: all of them
+};
+
+/// `polymap calibrate`.
+struct calibrate_args {
+  bool json = false;
+  std::vector<int> devices;  ///< CUDA devices to measure; empty: every one
 };
 
 /// `polymap run`: the options as given; run_command.cpp checks them.
@@ -69,11 +75,11 @@ struct status_args {
 /// Everything the command line said.
 struct cli_args {
   command what = command::none;
-  std::string command_name;  ///< for messages: "run", "status", ...
   info_args info;
   bench_args bench;
   run_args run;
   status_args status;
+  calibrate_args calibrate;
 };
 
 /// Names of the built-in kernels, in the order bench runs them.

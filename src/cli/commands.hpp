@@ -15,6 +15,12 @@ int run_info(const info_args& args);
 ///   threw
 int run_bench(const bench_args& args);
 
+/// `polymap calibrate`: measures the CPU backends' constants and each GPU's host-map costs
+/// (kept for later processes) and prints them.
+/// @return exit_ok, exit_failure when a GPU's measurement failed, exit_usage for a
+///   --device that is not here
+int run_calibrate(const calibrate_args& args);
+
 /// `polymap run`: runs a command over the items of its input sources.
 /// @return exit_ok, exit_failure when an item failed, a --halt triggered or the journal
 ///   failed, exit_usage for a bad command line, 128+signal when stopped by SIGINT/SIGTERM

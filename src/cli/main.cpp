@@ -58,10 +58,8 @@ int main(int argc, char** argv) {
         return run_status(args.status, false);
       case command::watch:
         return run_status(args.status, true);
-      case command::not_implemented:
-        fmt::print(stderr, "polymap {}: not implemented in polymap {} yet (see README)\n",
-                   args.command_name, polymap::version);
-        return exit_usage;
+      case command::calibrate:
+        return run_calibrate(args.calibrate);
       case command::none:
         break;
     }

@@ -3,6 +3,7 @@
 // End-to-end tests of the polymap command: each test runs the built binary and checks its
 // exit status and output, as a user or a script would see them.
 
+#include <polymap/backends/cuda.hpp>
 #include <polymap/topology.hpp>
 #include <polymap/version.hpp>
 
@@ -14,6 +15,9 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
 #include <map>
 #include <set>
 #include <string>
@@ -164,10 +168,79 @@ TEST(Cli, BadOptionValueExitsTwo) {
   EXPECT_NE(r.out.find("huge"), std::string::npos) << r.out;
 }
 
-TEST(Cli, CalibrateExitsTwoNotImplemented) {
+/// Points XDG_CACHE_HOME at a new folder for a test's lifetime: what polymap keeps there
+/// must not land in the home folder of whoever runs the tests.
+class scratch_cache {
+ public:
+  scratch_cache() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "polymap-cache-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) != nullptr) dir_ = tmpl;
+    if (const char* old = std::getenv("XDG_CACHE_HOME")) old_ = old;
+    ::setenv("XDG_CACHE_HOME", dir_.c_str(), 1);
+  }
+  ~scratch_cache() {
+    if (old_) {
+      ::setenv("XDG_CACHE_HOME", old_->c_str(), 1);
+    } else {
+      ::unsetenv("XDG_CACHE_HOME");
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  scratch_cache(const scratch_cache&) = delete;
+  scratch_cache& operator=(const scratch_cache&) = delete;
+  [[nodiscard]] const std::filesystem::path& dir() const { return dir_; }
+
+ private:
+  std::filesystem::path dir_;
+  std::optional<std::string> old_;
+};
+
+TEST(Cli, CalibrateMeasuresTheCpuAndKeepsEveryGpusCosts) {
+  const scratch_cache cache;
+  const cli_result r = run_cli({"calibrate", "--json"}, false);
+  ASSERT_EQ(r.status, 0) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j.at("threads").at("fork_join_seconds").get<double>(), 0) << r.out;
+  EXPECT_GE(j.at("threads").at("workers").get<std::size_t>(), 1U) << r.out;
+  EXPECT_GT(j.at("processes").at("fork_seconds").get<double>(), 0) << r.out;
+  EXPECT_GT(j.at("processes").at("seconds_per_result_byte").get<double>(), 0) << r.out;
+  EXPECT_EQ(j.at("cuda").at("status").get<std::string>(), polymap::cuda::device_status());
+  const nlohmann::json& gpus = j.at("cuda").at("devices");
+  ASSERT_EQ(gpus.size(), static_cast<std::size_t>(polymap::cuda::device_count())) << r.out;
+  for (const nlohmann::json& g : gpus) {
+    EXPECT_GT(g.at("fixed_seconds").get<double>(), 0) << r.out;
+    EXPECT_GT(g.at("seconds_per_byte").get<double>(), 0) << r.out;
+    EXPECT_NE(g.at("source").get<std::string>().find("kept in " + cache.dir().string()),
+              std::string::npos)
+        << r.out;
+  }
+  EXPECT_EQ(std::filesystem::exists(cache.dir() / "polymap" / "measurements"), !gpus.empty());
+}
+
+TEST(Cli, CalibrateSaysWhatItMeasuredAndWhyNotTheGpu) {
+  const scratch_cache cache;
   const cli_result r = run_cli({"calibrate"});
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("fork-join"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("a result byte"), std::string::npos) << r.out;
+  if (polymap::cuda::device_count() == 0) {
+    EXPECT_NE(r.out.find(polymap::cuda::device_status() + ": nothing to measure"),
+              std::string::npos)
+        << r.out;
+  } else {
+    EXPECT_NE(r.out.find("cuda 0      a host-resident map: measured on device 0"),
+              std::string::npos)
+        << r.out;
+  }
+}
+
+TEST(Cli, CalibrateRefusesADeviceThatIsNotHere) {
+  const scratch_cache cache;
+  const cli_result r = run_cli({"calibrate", "--device", "99"});
   EXPECT_EQ(r.status, 2) << r.out;
-  EXPECT_NE(r.out.find("not implemented"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("--device 99"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(cache.dir() / "polymap"));
 }
 
 TEST(Cli, VersionPrintsVersion) {

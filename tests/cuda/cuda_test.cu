@@ -9,6 +9,7 @@
 #include "cuda/launch.hpp"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <thrust/device_vector.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -111,6 +113,25 @@ using cuda_test::hd_plus_one;
 using cuda_test::host_plus_one;
 
 bool have_gpu() { return cuda::device_count() > 0; }
+
+/// What polymap keeps between processes ($XDG_CACHE_HOME/polymap: the GPU's measured costs)
+/// goes to a folder of this run, not to the home folder of whoever runs the tests. Set once
+/// per run: a death test's fresh process inherits the folder (and a test's own change of it).
+const bool scratch_cache = [] {
+  if (std::getenv("POLYMAP_TEST_SCRATCH_CACHE") != nullptr) return true;
+  static std::string dir =
+      (std::filesystem::temp_directory_path() / "polymap-cuda-tests-XXXXXX").string();
+  if (::mkdtemp(dir.data()) == nullptr) return false;
+  ::setenv("XDG_CACHE_HOME", dir.c_str(), 1);
+  ::setenv("POLYMAP_TEST_SCRATCH_CACHE", dir.c_str(), 1);
+  static const pid_t owner = ::getpid();
+  std::atexit([] {
+    if (::getpid() != owner) return;  // a death test's forked child, exiting early
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  });
+  return true;
+}();
 
 TEST(CudaBackend, WithoutADeviceItSaysWhy) {
   if (have_gpu()) GTEST_SKIP() << "a CUDA device is here: " << cuda::device_status();
@@ -496,6 +517,36 @@ TEST_F(CudaDevice, PinnedBuffersAreReadAndWrittenInPlace) {
 }
 
 class CudaDeviceDeathTest : public CudaDevice {};
+
+TEST_F(CudaDeviceDeathTest, MeasuredCostsAreKeptForTheNextProcess) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process: nothing known in memory
+  std::string dir = (std::filesystem::temp_directory_path() / "polymap-kept-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+  const char* old = std::getenv("XDG_CACHE_HOME");
+  const std::string saved_xdg = old != nullptr ? old : "";
+  ::setenv("XDG_CACHE_HOME", dir.c_str(), 1);
+  const cuda::host_map_costs measured = cuda::measure_host_map_costs(0);
+  EXPECT_TRUE(measured.measured);
+  EXPECT_NE(measured.source.find("kept in " + dir), std::string::npos) << measured.source;
+  // The next process reads them, bit for bit, rather than measuring again.
+  EXPECT_EXIT(
+      {
+        const cuda::host_map_costs c = cuda::host_map_costs_on(0);
+        std::exit(c.measured && c.fixed_seconds == measured.fixed_seconds &&
+                          c.seconds_per_byte == measured.seconds_per_byte &&
+                          c.source.find("kept in " + dir) != std::string::npos
+                      ? 0
+                      : 1);
+      },
+      testing::ExitedWithCode(0), "");
+  if (old != nullptr) {
+    ::setenv("XDG_CACHE_HOME", saved_xdg.c_str(), 1);
+  } else {
+    ::unsetenv("XDG_CACHE_HOME");
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
 
 TEST_F(CudaDeviceDeathTest, AStickyErrorLeavesTheGpuUnusableAndTheCpuGoingOn) {
   // A fresh process: the lost context must not take the other tests' GPU with it.

@@ -53,11 +53,20 @@ struct host_map_costs {
   }
 };
 
-/// The costs of host-resident maps on `device`, measured at the first call for that device
-/// and kept for the process: polymap's own streamed map runs calls of one item (the fixed
-/// cost) and of 64 MiB each way (the cost per byte) through the staging pipeline, which
-/// takes about 0.1 s once the CUDA context exists. Without a usable device, or when the
-/// measurement fails (its CUDA error is kept), the defaults, with `source` saying why.
+/// The costs of host-resident maps on `device`: the ones kept from an earlier measurement
+/// of this GPU on this machine (by this version of polymap, under the same driver) in
+/// $XDG_CACHE_HOME/polymap/measurements (else ~/.cache/polymap/), or else measured now
+/// (measure_host_map_costs) and kept there. Known for the rest of the process after the
+/// first call. Without a usable device, or when measuring fails (its error is kept), the
+/// defaults, with `source` saying why.
 [[nodiscard]] host_map_costs host_map_costs_on(int device);
+
+/// Measures the costs of host-resident maps on `device` now, with polymap's own streamed
+/// map: calls of one item (the fixed cost) and of 64 MiB each way (the cost per byte),
+/// about 0.1 s once the CUDA context exists. Keeps them for this process and in the file
+/// above (`source` says where, or why they could not be kept), as `polymap calibrate` does.
+/// @throws backend_unavailable when `device` is not a usable device; cuda_error when a CUDA
+///   call fails
+[[nodiscard]] host_map_costs measure_host_map_costs(int device);
 
 }  // namespace polymap::cuda

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The device queries of <polymap/backends/cuda.hpp> in a build without CUDA.
 #include <polymap/backends/cuda.hpp>
+#include <polymap/error.hpp>
 
 namespace polymap::cuda {
 
@@ -12,6 +13,9 @@ host_map_costs host_map_costs_on(int /*device*/) {
   host_map_costs c;
   c.source = "polymap's defaults: " + device_status();
   return c;
+}
+host_map_costs measure_host_map_costs(int /*device*/) {
+  throw backend_unavailable("polymap: backend cuda is not available here: " + device_status());
 }
 
 }  // namespace polymap::cuda
