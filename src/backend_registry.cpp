@@ -48,4 +48,17 @@ executor& executor_for(backend_kind kind) {
   }
 }
 
+executor* usable_executor(backend_kind kind, std::string& why_not) {
+  if (!is_built(kind)) {
+    why_not = not_built_reason(kind);
+    return nullptr;
+  }
+  executor& ex = executor_for(kind);
+  if (!ex.available()) {
+    why_not = ex.status();
+    return nullptr;
+  }
+  return &ex;
+}
+
 }  // namespace polymap::detail

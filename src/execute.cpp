@@ -286,6 +286,10 @@ plan make_plan(map_job& job, function_stats& stats) {
   return decide(job, stats, true, true);
 }
 
+void explain_if_asked(const plan& p) {
+  if (env().explain) std::fprintf(stderr, "%s", p.to_string().c_str());
+}
+
 namespace {
 
 using stop_link = std::optional<std::stop_callback<std::function<void()>>>;
@@ -321,7 +325,7 @@ backend_kind execute(map_job& job, function_stats& stats) {
 
   const bool verbose = env().explain || o.report != nullptr;
   plan p = decide(job, stats, o.backend == backend_kind::automatic, verbose);
-  if (env().explain) std::fprintf(stderr, "%s", p.to_string().c_str());
+  explain_if_asked(p);
   executor& ex = executor_for(p.chosen);
   if (!ex.available()) {
     throw backend_unavailable("polymap: backend " + std::string(to_string(p.chosen)) +

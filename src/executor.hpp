@@ -57,4 +57,8 @@ class executor {
 /// Why a backend that is not built is missing, one sentence.
 [[nodiscard]] std::string not_built_reason(backend_kind kind);
 
+/// The executor of `kind` when it is built and available here; else null, with `why_not`
+/// saying why (not built, or the executor's status).
+[[nodiscard]] executor* usable_executor(backend_kind kind, std::string& why_not);
+
 }  // namespace polymap::detail

@@ -3,7 +3,6 @@
 #include "measurement_file.hpp"
 
 #include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <array>
@@ -14,11 +13,13 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
+#include <utility>
 
 namespace polymap::detail {
 namespace {
 
-std::string system_error(const std::string& what, const std::filesystem::path& p, int err) {
+std::string error_text(const std::string& what, const std::filesystem::path& p, int err) {
   return what + " " + p.string() + ": " + std::strerror(err);
 }
 
@@ -54,6 +55,8 @@ class file_descriptor {
   file_descriptor(const file_descriptor&) = delete;
   file_descriptor& operator=(const file_descriptor&) = delete;
   [[nodiscard]] int get() const noexcept { return fd_; }
+  /// Gives the descriptor up to the caller.
+  int release() noexcept { return std::exchange(fd_, -1); }
   /// Closes now, for the error a close can report (a write-back that failed).
   int close() noexcept {
     const int rc = ::close(fd_);
@@ -104,18 +107,55 @@ std::optional<std::vector<double>> measurement_file::find(std::string_view key,
   return std::nullopt;
 }
 
-std::string measurement_file::save(std::string_view key, std::span<const double> values) const {
+measurement_file::lock::~lock() {
+  if (fd_ >= 0) (void)::close(fd_);  // closing releases the record lock
+}
+
+measurement_file::lock& measurement_file::lock::operator=(lock&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) (void)::close(fd_);
+    fd_ = std::exchange(other.fd_, -1);
+  }
+  return *this;
+}
+
+std::optional<measurement_file::lock> measurement_file::take_lock(std::chrono::milliseconds wait,
+                                                                  std::string& why_not) const {
   std::error_code ec;
   std::filesystem::create_directories(path_.parent_path(), ec);
-  if (ec) return "cannot make " + path_.parent_path().string() + ": " + ec.message();
-
-  const std::filesystem::path lock_path = path_.string() + ".lock";
-  const file_descriptor lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (lock.get() < 0) return system_error("cannot open", lock_path, errno);
-  while (::flock(lock.get(), LOCK_EX) != 0) {
-    if (errno != EINTR) return system_error("cannot lock", lock_path, errno);
+  if (ec) {
+    why_not = "cannot make " + path_.parent_path().string() + ": " + ec.message();
+    return std::nullopt;
   }
+  const std::filesystem::path lock_path = path_.string() + ".lock";
+  file_descriptor fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (fd.get() < 0) {
+    why_not = error_text("cannot open", lock_path, errno);
+    return std::nullopt;
+  }
+  // F_SETLK, polled: F_SETLKW has no time limit, and a process that never lets go must not
+  // hang every later one.
+  const auto give_up = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    struct flock whole {};
+    whole.l_type = F_WRLCK;
+    whole.l_whence = SEEK_SET;
+    if (::fcntl(fd.get(), F_SETLK, &whole) == 0) return lock(fd.release());
+    if (errno != EACCES && errno != EAGAIN && errno != EINTR) {
+      why_not = error_text("cannot lock", lock_path, errno);
+      return std::nullopt;
+    }
+    if (std::chrono::steady_clock::now() >= give_up) {
+      why_not = lock_path.string() + " stayed locked by another process for " +
+                std::to_string(wait.count()) + " ms";
+      return std::nullopt;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
 
+std::string measurement_file::save(std::string_view key, std::span<const double> values,
+                                   const lock& /*held*/) const {
   // The other keys' lines, then this key's.
   std::string text;
   {
@@ -133,14 +173,14 @@ std::string measurement_file::save(std::string_view key, std::span<const double>
 
   std::string temp = path_.string() + ".XXXXXX";
   file_descriptor out(::mkostemp(temp.data(), O_CLOEXEC));  // mode 0600
-  if (out.get() < 0) return system_error("cannot create a file beside", path_, errno);
+  if (out.get() < 0) return error_text("cannot create a file beside", path_, errno);
   int err = write_all(out.get(), text);
   if (err == 0 && ::fsync(out.get()) != 0) err = errno;
   if (out.close() != 0 && err == 0) err = errno;
   if (err == 0 && ::rename(temp.c_str(), path_.c_str()) != 0) err = errno;
   if (err != 0) {
     (void)::unlink(temp.c_str());
-    return system_error("cannot write", path_, err);
+    return error_text("cannot write", path_, err);
   }
   return {};
 }

@@ -5,11 +5,13 @@
 // What polymap measured about this machine and keeps between processes, so that a batch of
 // many short programs does not measure it again in each one.
 
+#include <chrono>
 #include <filesystem>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace polymap::detail {
@@ -23,21 +25,45 @@ namespace polymap::detail {
 /// and dropped on the next save.
 class measurement_file {
  public:
+  /// The file's exclusive lock: a POSIX record lock on `<file>.lock` beside it, which a
+  /// forked child does not inherit (a worker process of the processes backend, forked while
+  /// it is held, cannot keep it held).
+  class lock {
+   public:
+    lock(const lock&) = delete;
+    lock& operator=(const lock&) = delete;
+    lock(lock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    lock& operator=(lock&& other) noexcept;
+    ~lock();
+
+   private:
+    friend class measurement_file;
+    explicit lock(int fd) noexcept : fd_(fd) {}
+    int fd_;
+  };
+
   explicit measurement_file(std::filesystem::path path) : path_(std::move(path)) {}
 
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+
+  /// Takes the file's lock, waiting at most `wait` for another process to let it go; makes
+  /// the folder if missing.
+  /// @return the lock, or nothing with `why_not` saying why (the path and the system's
+  ///   error, or that another process held it all along)
+  [[nodiscard]] std::optional<lock> take_lock(std::chrono::milliseconds wait,
+                                              std::string& why_not) const;
 
   /// The numbers saved under `key`, if the file has them: exactly `count` finite numbers.
   [[nodiscard]] std::optional<std::vector<double>> find(std::string_view key,
                                                         std::size_t count) const;
 
   /// Saves `values` under `key`, in place of that key's line, keeping the other keys'. The
-  /// folder is made if missing; the new file replaces the old one by a rename, under an
-  /// exclusive lock (flock on the file's `.lock` beside it), so a reader never sees half a
-  /// file and two writers never lose each other's keys.
+  /// caller holds the lock (`held`); the new file replaces the old one by a rename, so a
+  /// reader never sees half a file.
   /// @return empty when saved, else why not (the path and the system's error): a failed save
   ///   loses only the saving, never a measurement in hand
-  [[nodiscard]] std::string save(std::string_view key, std::span<const double> values) const;
+  [[nodiscard]] std::string save(std::string_view key, std::span<const double> values,
+                                 const lock& held) const;
 
  private:
   std::filesystem::path path_;

@@ -24,11 +24,11 @@ struct backend_estimate {
 struct plan {
   backend_kind chosen = backend_kind::serial;
   std::string reason = {};           ///< one sentence
-  bool requested = false;  ///< named by options::backend or POLYMAP_BACKEND, not predicted
   std::size_t items = 0;
   double seconds_per_item = 0;    ///< measured on the calling thread
   std::string cost_source = {};       ///< "sampled 8 items" or "history of 12 calls"
   std::vector<backend_estimate> estimates = {};
+  bool requested = false;  ///< named by options::backend or POLYMAP_BACKEND, not predicted
 
   /// A few lines for people, as printed by POLYMAP_EXPLAIN=1.
   [[nodiscard]] std::string to_string() const;

@@ -20,17 +20,6 @@ namespace {
 
 namespace pc = polymap::cuda;
 
-void require_device(int device) {
-  if (pc::device_count() == 0) {
-    throw backend_unavailable("polymap: backend cuda is not available here: " +
-                              pc::device_status());
-  }
-  if (device < 0 || device >= pc::device_count()) {
-    throw option_error("device", std::to_string(device),
-                       "0 to " + std::to_string(pc::device_count() - 1));
-  }
-}
-
 /// An input as the GPU sees it: in place when it is already in device memory, else a copy.
 template <class T>
 class device_in {
@@ -85,7 +74,7 @@ options on(int device) { return options{.backend = backend_kind::cuda, .device =
 }  // namespace
 
 void saxpy(std::size_t n, float a, const float* x, float* y, int device) {
-  require_device(device);
+  pc::detail::require_device(device);
   const device_in<float> dx(x, n, device);
   device_out<float> dy(y, n, device, reads_output::yes);
   const float* xp = dx.get();
@@ -96,7 +85,7 @@ void saxpy(std::size_t n, float a, const float* x, float* y, int device) {
 }
 
 void jacobi(std::size_t n, const double* in, double* out, int device) {
-  require_device(device);
+  pc::detail::require_device(device);
   const device_in<double> din(in, n * n, device);
   device_out<double> dout(out, n * n, device);
   const double* ip = din.get();
@@ -109,7 +98,7 @@ void jacobi(std::size_t n, const double* in, double* out, int device) {
 }
 
 void mandelbrot(std::size_t width, std::size_t height, std::uint16_t* out, int device) {
-  require_device(device);
+  pc::detail::require_device(device);
   device_out<std::uint16_t> dout(out, width * height, device);
   std::uint16_t* op = dout.get();
   pc::for_each(
@@ -129,7 +118,7 @@ void mandelbrot(std::size_t width, std::size_t height, std::uint16_t* out, int d
 }
 
 void black_scholes(std::uint64_t seed, std::size_t n, bs_price* out, int device) {
-  require_device(device);
+  pc::detail::require_device(device);
   device_out<bs_price> dout(out, n, device);
   bs_price* op = dout.get();
   pc::for_each(
@@ -143,7 +132,7 @@ void black_scholes(std::uint64_t seed, std::size_t n, bs_price* out, int device)
 
 std::uint64_t pi_hits(std::uint64_t seed, std::size_t blocks, std::size_t samples_per_block,
                       int device) {
-  require_device(device);
+  pc::detail::require_device(device);
   if (blocks == 0) return 0;
   const pc::device_guard guard(device);
   try {
@@ -162,7 +151,7 @@ std::uint64_t pi_hits(std::uint64_t seed, std::size_t blocks, std::size_t sample
 
 void pi_blocks(std::uint64_t seed, std::size_t blocks, std::size_t samples_per_block,
                std::uint64_t* hits, int device) {
-  require_device(device);
+  pc::detail::require_device(device);
   device_out<std::uint64_t> dout(hits, blocks, device);
   std::uint64_t* op = dout.get();
   pc::for_each(
@@ -173,7 +162,7 @@ void pi_blocks(std::uint64_t seed, std::size_t blocks, std::size_t samples_per_b
 }
 
 void nbody(std::size_t n, const body* in, body* out, double dt, double softening, int device) {
-  require_device(device);
+  pc::detail::require_device(device);
   const device_in<body> din(in, n, device);
   device_out<body> dout(out, n, device);
   const body* ip = din.get();

@@ -462,10 +462,9 @@ struct backend_plan {
 backend_plan plan_backends() {
   backend_plan p;
   for (backend_kind kind : all_backends) {
-    if (!detail::is_built(kind)) {
-      p.skipped.emplace_back(kind, detail::not_built_reason(kind));
-    } else if (const detail::executor& ex = detail::executor_for(kind); !ex.available()) {
-      p.skipped.emplace_back(kind, ex.status());
+    std::string why_not;
+    if (detail::usable_executor(kind, why_not) == nullptr) {
+      p.skipped.emplace_back(kind, std::move(why_not));
     } else {
       p.run.push_back(kind);
     }

@@ -20,20 +20,6 @@ namespace polymap::cli {
 
 namespace {
 
-/// The executor of `kind` when it can run here, else why not.
-const detail::executor* usable(backend_kind kind, std::string& why_not) {
-  if (!detail::is_built(kind)) {
-    why_not = detail::not_built_reason(kind);
-    return nullptr;
-  }
-  const detail::executor& ex = detail::executor_for(kind);
-  if (!ex.available()) {
-    why_not = ex.status();
-    return nullptr;
-  }
-  return &ex;
-}
-
 struct cpu_constants {
   std::optional<double> fork_join;  // threads: one fork-join of the pool
   std::size_t workers = 0;
@@ -46,11 +32,13 @@ struct cpu_constants {
 /// The CPU backends' constants, as this process measures them at first use.
 cpu_constants measure_cpu() {
   cpu_constants c;
-  if (const detail::executor* threads = usable(backend_kind::threads, c.threads_status)) {
+  if (const detail::executor* threads =
+          detail::usable_executor(backend_kind::threads, c.threads_status)) {
     c.workers = threads->parallelism(options{});
     c.fork_join = threads->overhead_seconds({.workers = c.workers, .items = 0, .result_bytes = 0});
   }
-  if (const detail::executor* processes = usable(backend_kind::processes, c.processes_status)) {
+  if (const detail::executor* processes =
+          detail::usable_executor(backend_kind::processes, c.processes_status)) {
     constexpr std::size_t mib = std::size_t{1} << 20;
     c.fork = processes->overhead_seconds({.workers = 1, .items = 0, .result_bytes = 0});
     c.per_byte = processes->overhead_seconds({.workers = 0, .items = 1, .result_bytes = mib}) /

@@ -252,7 +252,8 @@ TEST(CudaBackend, ExplainWeighsTheGpuAndSaysWhyItCannotRun) {
   const plan host_only = cuda::explain(xs, host_plus_one());
   EXPECT_NE(host_only.chosen, backend::cuda);
   ASSERT_NE(gpu_estimate(host_only), nullptr);
-  EXPECT_NE(gpu_estimate(host_only)->why_not.find("not device-callable"), std::string::npos)
+  EXPECT_NE(gpu_estimate(host_only)->why_not.find("needs a device-callable function"),
+            std::string::npos)
       << gpu_estimate(host_only)->why_not;
 
   const plan capped = cuda::explain(xs, hd_plus_one{}, {.timeout = std::chrono::seconds(30)});
@@ -263,7 +264,7 @@ TEST(CudaBackend, ExplainWeighsTheGpuAndSaysWhyItCannotRun) {
 
   const plan requested = cuda::explain(xs, host_plus_one(), {.backend = backend::cuda});
   EXPECT_EQ(requested.chosen, backend::cuda);
-  EXPECT_NE(requested.reason.find("not usable here: the function is not device-callable"),
+  EXPECT_NE(requested.reason.find("not usable here: the GPU needs a device-callable function"),
             std::string::npos)
       << requested.reason;
 
@@ -342,6 +343,7 @@ TEST_F(CudaDevice, HostMapMatchesTheCpuAtEverySize) {
     ASSERT_EQ(ys.size(), n);
     for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(ys[i], 2.0 * xs[i] + 1.0) << "n " << n << " i " << i;
     if (n != 0) EXPECT_EQ(report.backend, backend::cuda);
+    if (n != 0) EXPECT_TRUE(report.decision.requested) << report.decision.reason;
   }
 }
 
@@ -491,61 +493,89 @@ TEST_F(CudaDevice, HostMapCostsAreMeasuredOnceAndWeighedByAutomatic) {
   EXPECT_TRUE(gpu_estimate(report.decision)->usable) << report.decision.to_string();
 }
 
+/// Page-locked host memory, freed at the end of its scope.
+template <class T>
+class pinned_array {
+ public:
+  explicit pinned_array(std::size_t n) : n_(n) {
+    if (cudaMallocHost(&p_, n * sizeof(T)) != cudaSuccess) p_ = nullptr;
+  }
+  ~pinned_array() {
+    if (p_ != nullptr) (void)cudaFreeHost(p_);
+  }
+  pinned_array(const pinned_array&) = delete;
+  pinned_array& operator=(const pinned_array&) = delete;
+  [[nodiscard]] T* data() const { return p_; }
+  [[nodiscard]] std::span<T> span() const { return {p_, n_}; }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_;
+};
+
 TEST_F(CudaDevice, PinnedBuffersAreReadAndWrittenInPlace) {
   const std::size_t n = beyond_staging;
   const std::vector<float> src = random_floats(n, 11);
-  float* in = nullptr;
-  double* out = nullptr;
-  ASSERT_EQ(cudaMallocHost(&in, n * sizeof(float)), cudaSuccess);
-  ASSERT_EQ(cudaMallocHost(&out, (n + 1) * sizeof(double)), cudaSuccess);
-  std::copy(src.begin(), src.end(), in);
-  std::fill(out, out + n + 1, std::numeric_limits<double>::quiet_NaN());
-  cuda_test::affine_into(std::span<const float>(in, n), std::span<double>(out, n + 1),
-                         {.backend = backend::cuda});
-  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(out[i], 2.0 * src[i] + 1.0) << i;
-  EXPECT_TRUE(std::isnan(out[n])) << "wrote past the input's length";
+  const pinned_array<float> in(n);
+  const pinned_array<double> out(n + 1);
+  ASSERT_NE(in.data(), nullptr);
+  ASSERT_NE(out.data(), nullptr);
+  // What stream_map looks at to skip its staging copies.
+  EXPECT_TRUE(cuda::detail::is_pinned(in.data(), n * sizeof(float)));
+  EXPECT_TRUE(cuda::detail::is_pinned(out.data(), (n + 1) * sizeof(double)));
+  EXPECT_FALSE(cuda::detail::is_pinned(src.data(), n * sizeof(float)));
+  EXPECT_FALSE(cuda::detail::is_pinned(in.data(), 0));
+
+  std::copy(src.begin(), src.end(), in.data());
+  std::fill(out.data(), out.data() + n + 1, std::numeric_limits<double>::quiet_NaN());
+  cuda_test::affine_into(in.span(), out.span(), {.backend = backend::cuda});
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(out.data()[i], 2.0 * src[i] + 1.0) << i;
+  EXPECT_TRUE(std::isnan(out.data()[n])) << "wrote past the input's length";
+
+  // Pinned input, pageable output.
+  std::vector<double> pageable(n, std::numeric_limits<double>::quiet_NaN());
+  cuda_test::affine_into(in.span(), pageable, {.backend = backend::cuda});
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(pageable[i], 2.0 * src[i] + 1.0) << i;
 
   // Pageable input, a registered vector as the output.
   std::vector<double> registered(n, std::numeric_limits<double>::quiet_NaN());
   ASSERT_EQ(cudaHostRegister(registered.data(), n * sizeof(double), cudaHostRegisterDefault),
             cudaSuccess);
+  EXPECT_TRUE(cuda::detail::is_pinned(registered.data(), n * sizeof(double)));
   cuda_test::affine_into(src, registered, {.backend = backend::cuda});
-  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(registered[i], 2.0 * src[i] + 1.0) << i;
   EXPECT_EQ(cudaHostUnregister(registered.data()), cudaSuccess);
-  EXPECT_EQ(cudaFreeHost(in), cudaSuccess);
-  EXPECT_EQ(cudaFreeHost(out), cudaSuccess);
+  for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(registered[i], 2.0 * src[i] + 1.0) << i;
 }
 
 class CudaDeviceDeathTest : public CudaDevice {};
 
-TEST_F(CudaDeviceDeathTest, MeasuredCostsAreKeptForTheNextProcess) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process: nothing known in memory
-  std::string dir = (std::filesystem::temp_directory_path() / "polymap-kept-XXXXXX").string();
-  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
-  const char* old = std::getenv("XDG_CACHE_HOME");
-  const std::string saved_xdg = old != nullptr ? old : "";
-  ::setenv("XDG_CACHE_HOME", dir.c_str(), 1);
+TEST_F(CudaDevice, MeasuredCostsAreKeptForTheNextProcess) {
   const cuda::host_map_costs measured = cuda::measure_host_map_costs(0);
-  EXPECT_TRUE(measured.measured);
-  EXPECT_NE(measured.source.find("kept in " + dir), std::string::npos) << measured.source;
-  // The next process reads them, bit for bit, rather than measuring again.
-  EXPECT_EXIT(
-      {
-        const cuda::host_map_costs c = cuda::host_map_costs_on(0);
-        std::exit(c.measured && c.fixed_seconds == measured.fixed_seconds &&
-                          c.seconds_per_byte == measured.seconds_per_byte &&
-                          c.source.find("kept in " + dir) != std::string::npos
-                      ? 0
-                      : 1);
-      },
-      testing::ExitedWithCode(0), "");
-  if (old != nullptr) {
-    ::setenv("XDG_CACHE_HOME", saved_xdg.c_str(), 1);
-  } else {
-    ::unsetenv("XDG_CACHE_HOME");
-  }
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
+  ASSERT_TRUE(measured.measured) << measured.source;
+  const char* cache = std::getenv("XDG_CACHE_HOME");
+  ASSERT_NE(cache, nullptr);
+  EXPECT_NE(measured.source.find(std::string("kept in ") + cache), std::string::npos)
+      << measured.source;
+  // What a new process sees: nothing known in memory, the file read, bit for bit.
+  cuda::detail::forget_host_map_costs();
+  const cuda::host_map_costs read =
+      cuda::host_map_costs_on(0, cuda::if_unknown::use_defaults);
+  EXPECT_TRUE(read.measured) << read.source;
+  EXPECT_EQ(read.fixed_seconds, measured.fixed_seconds);
+  EXPECT_EQ(read.first_bytes, measured.first_bytes);
+  EXPECT_EQ(read.first_seconds_per_byte, measured.first_seconds_per_byte);
+  EXPECT_EQ(read.seconds_per_byte, measured.seconds_per_byte);
+  EXPECT_NE(read.source.find(std::string("kept in ") + cache), std::string::npos) << read.source;
+
+  // With nothing kept, use_defaults does not measure, and a later call still may.
+  const std::string elsewhere = std::string(cache) + "/elsewhere";
+  ::setenv("XDG_CACHE_HOME", elsewhere.c_str(), 1);
+  cuda::detail::forget_host_map_costs();
+  const cuda::host_map_costs unknown = cuda::host_map_costs_on(0, cuda::if_unknown::use_defaults);
+  EXPECT_FALSE(unknown.measured) << unknown.source;
+  EXPECT_NE(unknown.source.find("not measured yet"), std::string::npos) << unknown.source;
+  EXPECT_TRUE(cuda::host_map_costs_on(0).measured);
+  ::setenv("XDG_CACHE_HOME", cache, 1);
 }
 
 TEST_F(CudaDeviceDeathTest, AStickyErrorLeavesTheGpuUnusableAndTheCpuGoingOn) {

@@ -6,14 +6,18 @@
 #include <gtest/gtest.h>
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace polymap::detail {
@@ -42,6 +46,26 @@ class MeasurementFile : public testing::Test {
   fs::path dir_;
 };
 
+/// Saves under the file's lock; the error text, empty when saved.
+std::string save(const measurement_file& f, std::string_view key, std::vector<double> values) {
+  std::string why;
+  const std::optional<measurement_file::lock> held = f.take_lock(std::chrono::seconds(5), why);
+  if (!held) return "no lock: " + why;
+  return f.save(key, values, *held);
+}
+
+/// Exit status of a child that tries to take `f`'s lock within `wait`: 0 when it got it.
+int lock_in_child(const measurement_file& f, std::chrono::milliseconds wait) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    std::string why;
+    ::_exit(f.take_lock(wait, why) ? 0 : 1);
+  }
+  int status = 0;
+  (void)::waitpid(child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 TEST_F(MeasurementFile, AMissingFileHasNothing) {
   const measurement_file f(dir_ / "none" / "costs");
   EXPECT_EQ(f.find("a", 2), std::nullopt);
@@ -51,14 +75,14 @@ TEST_F(MeasurementFile, SavedNumbersReadBackExactlyAndOtherKeysStay) {
   const measurement_file f(dir_ / "sub" / "costs");  // the folder is made
   const std::vector<double> a{2.5e-5, 1.0 / 23e9};
   const std::vector<double> b{0.1, 3.0};
-  ASSERT_EQ(f.save("gpu/one", a), "");
-  ASSERT_EQ(f.save("gpu/two", b), "");
+  ASSERT_EQ(save(f, "gpu/one", a), "");
+  ASSERT_EQ(save(f, "gpu/two", b), "");
   EXPECT_EQ(f.find("gpu/one", 2), a);  // bit for bit: the shortest round-trip text
   EXPECT_EQ(f.find("gpu/two", 2), b);
   EXPECT_EQ(f.find("gpu/one", 3), std::nullopt) << "a count that differs is no match";
 
   const std::vector<double> a2{7e-6, 1e-11};
-  ASSERT_EQ(f.save("gpu/one", a2), "");
+  ASSERT_EQ(save(f, "gpu/one", a2), "");
   EXPECT_EQ(f.find("gpu/one", 2), a2);
   EXPECT_EQ(f.find("gpu/two", 2), b);
   const std::string t = text(f.path());
@@ -85,7 +109,7 @@ TEST_F(MeasurementFile, LinesThatDoNotParseAreSkippedAndDroppedOnTheNextSave) {
   EXPECT_EQ(f.find("nan", 2), std::nullopt);
   EXPECT_EQ(f.find("inf", 2), std::nullopt);
   EXPECT_EQ(f.find("short", 2), std::nullopt);
-  ASSERT_EQ(f.save("new", std::vector<double>{4}), "");
+  ASSERT_EQ(save(f, "new", {4}), "");
   EXPECT_EQ(text(f.path()), "good 1 2\nshort 1\nnew 4\n");
 }
 
@@ -95,17 +119,46 @@ TEST_F(MeasurementFile, AFolderThatCannotBeWrittenIsSaidAndLosesNothing) {
     const fs::path file = dir_ / "plain";
     std::ofstream(file) << "x";
     const measurement_file f(file / "costs");
-    const std::string why = f.save("k", std::vector<double>{1});
+    const std::string why = save(f, "k", {1});
     EXPECT_NE(why.find(file.string()), std::string::npos) << why;
     EXPECT_EQ(text(file), "x");
     return;
   }
   const measurement_file f(dir_ / "costs");
-  ASSERT_EQ(f.save("k", std::vector<double>{1}), "");
+  ASSERT_EQ(save(f, "k", {1}), "");
   fs::permissions(dir_, fs::perms::owner_read | fs::perms::owner_exec);
-  const std::string why = f.save("k", std::vector<double>{2});
+  const std::string why = save(f, "k", {2});
   EXPECT_NE(why.find(dir_.string()), std::string::npos) << why;
   EXPECT_EQ(f.find("k", 1), (std::vector<double>{1}));
+}
+
+TEST_F(MeasurementFile, ALockHeldElsewhereIsWaitedForOnlySoLong) {
+  const measurement_file f(dir_ / "costs");
+  std::string why;
+  std::optional<measurement_file::lock> held = f.take_lock(std::chrono::seconds(5), why);
+  ASSERT_TRUE(held) << why;
+  EXPECT_EQ(lock_in_child(f, std::chrono::milliseconds(50)), 1) << "two processes held it";
+  held.reset();
+  EXPECT_EQ(lock_in_child(f, std::chrono::milliseconds(50)), 0) << "not let go";
+}
+
+TEST_F(MeasurementFile, AForkedChildDoesNotKeepTheLockHeld) {
+  // A worker process forked while the lock is held (the processes backend forks from the
+  // calling process) may outlive it by hours: the lock must go with its holder.
+  const measurement_file f(dir_ / "costs");
+  std::string why;
+  std::optional<measurement_file::lock> held = f.take_lock(std::chrono::seconds(5), why);
+  ASSERT_TRUE(held) << why;
+  const pid_t sleeper = ::fork();
+  if (sleeper == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  held.reset();
+  EXPECT_EQ(lock_in_child(f, std::chrono::milliseconds(500)), 0)
+      << "the forked child kept the lock held";
+  ::kill(sleeper, SIGKILL);
+  (void)::waitpid(sleeper, nullptr, 0);
 }
 
 TEST_F(MeasurementFile, TheCacheFolderFollowsXdgThenHome) {

@@ -33,40 +33,66 @@ struct device_info {
 /// Every usable device; empty when there is none.
 [[nodiscard]] std::vector<device_info> devices();
 
-/// What a map of host-resident data costs on a GPU: `fixed_seconds` for a call, plus
-/// `seconds_per_byte` for each byte it moves (items in and results out), the staging copies
-/// on the host, both directions over the link and the kernels included. `automatic` and
-/// `polymap::cuda::explain` weigh it against the CPU backends.
+/// What a map of host-resident data costs on a GPU, the staging copies on the host, both
+/// directions over the link and the kernels included (not the function's own work on the
+/// GPU, which the copies are taken to hide): `fixed_seconds` for a call, plus, for the
+/// bytes it moves (items in and results out), `first_seconds_per_byte` for each of the
+/// first `first_bytes` (one chunk, whose copies overlap nothing) and `seconds_per_byte` for
+/// each byte after them (the pipeline full). `automatic` and `polymap::cuda::explain` weigh
+/// it against the CPU backends.
 struct host_map_costs {
   /// Used until measured: a launch and two copies, and 12 GB/s (PCIe 4 x16 moves about 25).
   static constexpr double default_fixed_seconds = 20e-6;
   static constexpr double default_seconds_per_byte = 1.0 / 12e9;
 
   double fixed_seconds = default_fixed_seconds;
+  std::size_t first_bytes = 0;
+  double first_seconds_per_byte = default_seconds_per_byte;
   double seconds_per_byte = default_seconds_per_byte;
   bool measured = false;    ///< false: the defaults above
   std::string source = {};  ///< how they were found, or why they were not measured
 
   /// The predicted seconds of a call that moves `bytes` (in and out together).
   [[nodiscard]] double seconds(std::size_t bytes) const noexcept {
-    return fixed_seconds + static_cast<double>(bytes) * seconds_per_byte;
+    const std::size_t first = bytes < first_bytes ? bytes : first_bytes;
+    return fixed_seconds + static_cast<double>(first) * first_seconds_per_byte +
+           static_cast<double>(bytes - first) * seconds_per_byte;
   }
 };
 
-/// The costs of host-resident maps on `device`: the ones kept from an earlier measurement
-/// of this GPU on this machine (by this version of polymap, under the same driver) in
-/// $XDG_CACHE_HOME/polymap/measurements (else ~/.cache/polymap/), or else measured now
-/// (measure_host_map_costs) and kept there. Known for the rest of the process after the
-/// first call. Without a usable device, or when measuring fails (its error is kept), the
-/// defaults, with `source` saying why.
-[[nodiscard]] host_map_costs host_map_costs_on(int device);
+/// What host_map_costs_on does when the costs of a device are not known yet.
+enum class if_unknown {
+  measure,       ///< measure them now, and keep them
+  use_defaults,  ///< return the defaults, saying so; a later call may still measure
+};
+
+/// The costs of host-resident maps on `device`: the ones known in this process, else those
+/// kept from an earlier measurement of this GPU on this machine (with this many usable
+/// CPUs, under this driver, by this version of polymap) in
+/// $XDG_CACHE_HOME/polymap/measurements (else ~/.cache/polymap/), else measured now
+/// (measure_host_map_costs) and kept there, unless `if_unknown::use_defaults`. Processes
+/// that need the same device's costs at once measure it one at a time: the others wait (up
+/// to 2 s) and read what the first kept. Without a usable device, or when measuring fails
+/// (its error is kept for the process), the defaults, with `source` saying why.
+[[nodiscard]] host_map_costs host_map_costs_on(int device,
+                                               if_unknown unknown = if_unknown::measure);
 
 /// Measures the costs of host-resident maps on `device` now, with polymap's own streamed
-/// map: calls of one item (the fixed cost) and of 64 MiB each way (the cost per byte),
-/// about 0.1 s once the CUDA context exists. Keeps them for this process and in the file
-/// above (`source` says where, or why they could not be kept), as `polymap calibrate` does.
+/// map: the best of several calls of one item, of one chunk (8 MiB each way) and of eight
+/// chunks (64 MiB each way), about 0.1 s once the CUDA context exists. Keeps them for this
+/// process and in the file above (`source` says where, or why they could not be kept), as
+/// `polymap calibrate` does.
 /// @throws backend_unavailable when `device` is not a usable device; cuda_error when a CUDA
-///   call fails
+///   call fails; error when the timings make no sense (a fixed cost outside 1 us to 50 ms,
+///   a rate outside 0.1 to 2000 GB/s: the machine was too busy to measure)
 [[nodiscard]] host_map_costs measure_host_map_costs(int device);
+
+namespace detail {
+/// @throws backend_unavailable when there is no usable CUDA device; option_error when
+///   `device` is not one of them
+void require_device(int device);
+/// Forgets the costs known in this process (not those kept on disk): for tests.
+void forget_host_map_costs() noexcept;
+}  // namespace detail
 
 }  // namespace polymap::cuda

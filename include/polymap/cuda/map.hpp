@@ -29,6 +29,7 @@
 #include <polymap/backends/cuda.hpp>
 #include <polymap/cuda/check.hpp>
 #include <polymap/cuda/device_buffer.hpp>
+#include <polymap/detail/execute.hpp>
 #include <polymap/detail/parallel_copy.hpp>
 #include <polymap/detail/results.hpp>
 #include <polymap/detail/run_items.hpp>
@@ -105,6 +106,15 @@ inline void check_device(const options& o) {
   }
 }
 
+/// What the GPU needs, in the errors of an explicit cuda and in explain's reasons.
+inline constexpr const char* needs_device_callable =
+    "a device-callable function: a [] __host__ __device__ lambda (nvcc --extended-lambda) or a "
+    "functor with `using polymap_device_callable = void;`";
+inline constexpr const char* needs_trivially_copyable =
+    "items and results that are trivially copyable";
+inline constexpr const char* no_stop_or_cap =
+    "only the processes backend can stop or cap an item";
+
 /// The backend a cuda:: call runs on, after checking what the options ask for.
 /// @throws backend_unavailable when the GPU is asked for and there is none, or the function
 ///   is not device-callable
@@ -119,8 +129,7 @@ bool wants_gpu(const options& o) {
     throw option_error(timeout ? "timeout" : "memory_limit",
                        timeout ? std::to_string(o.timeout.count()) + " s"
                                : std::to_string(o.memory_limit) + " bytes",
-                       "none with backend cuda: only the processes backend can stop or cap an "
-                       "item");
+                       std::string("none with backend cuda: ") + no_stop_or_cap);
   }
   check_device(o);
   if (o.backend == backend_kind::cuda) {
@@ -129,10 +138,7 @@ bool wants_gpu(const options& o) {
                                 device_status());
     }
     if constexpr (!is_device_callable_v<Fn>) {
-      throw backend_unavailable(
-          "polymap: backend cuda needs a device-callable function: a [] __host__ __device__ "
-          "lambda (nvcc --extended-lambda) or a functor with `using polymap_device_callable "
-          "= void;`");
+      throw backend_unavailable(std::string("polymap: backend cuda needs ") + needs_device_callable);
     }
     return true;
   }
@@ -147,8 +153,8 @@ bool host_wants_gpu(const options& o) {
   const bool gpu = wants_gpu<Fn>(o);
   if constexpr (!std::is_trivially_copyable_v<T> || !std::is_trivially_copyable_v<R>) {
     if (gpu && o.backend == backend_kind::cuda) {
-      throw backend_unavailable(
-          "polymap: backend cuda needs items and results that are trivially copyable");
+      throw backend_unavailable(std::string("polymap: backend cuda needs ") +
+                                needs_trivially_copyable);
     }
     return false;
   }
@@ -403,35 +409,56 @@ inline bool is_device_pointer(const void* p) {
 template <class T, class R, class Fn>
 std::string gpu_refusal(const options& o) {
   if (o.timeout.count() > 0 || o.memory_limit != 0) {
-    return "a timeout or a memory cap: only the processes backend can stop or cap an item";
+    return std::string("a timeout or a memory cap: ") + no_stop_or_cap;
   }
   if constexpr (!is_device_callable_v<Fn>) {
-    return "the function is not device-callable: a [] __host__ __device__ lambda (nvcc "
-           "--extended-lambda) or a functor with `using polymap_device_callable = void;`";
+    return std::string("the GPU needs ") + needs_device_callable;
   } else if constexpr (!std::is_trivially_copyable_v<T> || !std::is_trivially_copyable_v<R>) {
-    return "items and results must be trivially copyable to go to a GPU";
+    return std::string("the GPU needs ") + needs_trivially_copyable;
   } else {
     return device_count() > 0 ? std::string() : device_status();
   }
 }
 
-/// The GPU's estimate for a host-resident map of `n` items, copies included, from the costs
-/// measured on the device's first use; `source` says where they come from.
+/// The least time any GPU could take for a host-resident map moving `bytes`: a launch and a
+/// wait (5 us) and 2000 GB/s.
+inline double gpu_lower_bound(std::size_t bytes) {
+  return 5e-6 + static_cast<double>(bytes) / 2000e9;
+}
+
+/// The GPU's estimate for a host-resident map of `n` items, copies included, set against
+/// `cpu` (polymap::explain's plan); `source` says where its costs come from. Measuring them
+/// costs a CUDA context and about 0.1 s, so the defaults stand in when the answer cannot
+/// depend on them: a backend named by POLYMAP_BACKEND, a call inside a worker of another
+/// map (whose staging copies would run on one thread), a CPU that finishes before any GPU
+/// could.
 template <class T, class R, class Fn>
-backend_estimate gpu_estimate(std::size_t n, const options& o, std::string& source) {
+backend_estimate gpu_estimate(std::size_t n, const options& o, const plan& cpu,
+                              std::string& source) {
   backend_estimate e{.backend = backend_kind::cuda,
                      .usable = false,
                      .why_not = gpu_refusal<T, R, Fn>(o),
                      .seconds = 0,
                      .workers = 0};
-  if (e.why_not.empty()) {
-    check_device(o);
-    const host_map_costs costs = host_map_costs_on(o.device);
-    e.usable = true;
-    e.workers = 1;
-    e.seconds = costs.seconds(n * (sizeof(T) + sizeof(R)));
-    source = "copies included, " + costs.source;
+  if (!e.why_not.empty()) return e;
+  check_device(o);
+  const std::size_t bytes = n * (sizeof(T) + sizeof(R));
+  bool worth_measuring = !cpu.requested && !polymap::detail::in_worker();
+  for (const backend_estimate& c : cpu.estimates) {
+    if (c.backend == cpu.chosen && c.usable && c.seconds < gpu_lower_bound(bytes)) {
+      worth_measuring = false;
+    }
   }
+  const host_map_costs costs = host_map_costs_on(
+      o.device, worth_measuring ? if_unknown::measure : if_unknown::use_defaults);
+  if (device_count() == 0) {  // the context was lost while measuring
+    e.why_not = device_status();
+    return e;
+  }
+  e.usable = true;
+  e.workers = 1;
+  e.seconds = costs.seconds(bytes);
+  source = "copies included, " + costs.source;
   return e;
 }
 
@@ -448,7 +475,7 @@ host_choice host_plan(std::span<const T> xs, Fn& fn, const options& opts) {
   options cpu = opts;
   cpu.backend = backend_kind::automatic;
   host_choice c{.decision = polymap::explain(xs, fn, cpu)};
-  backend_estimate gpu = gpu_estimate<T, R, Fn>(xs.size(), opts, c.gpu_source);
+  backend_estimate gpu = gpu_estimate<T, R, Fn>(xs.size(), opts, c.decision, c.gpu_source);
   polymap::detail::weigh_estimate(c.decision, std::move(gpu), c.gpu_source,
                                   opts.backend == backend_kind::cuda);
   return c;
@@ -457,12 +484,14 @@ host_choice host_plan(std::span<const T> xs, Fn& fn, const options& opts) {
 /// Why a map of device-resident data runs on the GPU.
 inline constexpr const char* device_resident = "device-resident input: no CPU backend can read it";
 
-/// A decision that needed no weighing: the GPU, for `reason`.
-inline plan gpu_plan(std::size_t items, std::string reason) {
+/// A decision that needed no weighing: the GPU, for `reason` (`requested`: named by
+/// options::backend).
+inline plan gpu_plan(std::size_t items, std::string reason, bool requested = false) {
   plan p;
   p.chosen = backend_kind::cuda;
   p.items = items;
   p.reason = std::move(reason);
+  p.requested = requested;
   return p;
 }
 
@@ -471,16 +500,19 @@ inline plan gpu_plan(std::size_t items, std::string reason) {
 /// empty input stays on the CPU (nothing to weigh, no CUDA call).
 template <class T, class R, class Fn>
 host_choice host_decision(std::span<const T> xs, Fn& fn, const options& opts) {
+  host_choice c;
   if (opts.backend == backend_kind::cuda) {
-    return {.decision = gpu_plan(xs.size(), "requested by options::backend")};
-  }
-  if (xs.empty()) {
-    host_choice c;
+    c.decision = gpu_plan(xs.size(), "requested by options::backend", true);
+  } else if (xs.empty()) {
     c.decision.chosen = backend_kind::serial;
     c.decision.reason = "no items";
     return c;
+  } else {
+    c = host_plan<T, R>(xs, fn, opts);
   }
-  return host_plan<T, R>(xs, fn, opts);
+  // A call that stays on the CPU is printed by polymap::map, one on the GPU here.
+  if (c.decision.chosen == backend_kind::cuda) polymap::detail::explain_if_asked(c.decision);
+  return c;
 }
 
 /// Says in the call's report, when it asks for one, that the call ran on the GPU, and why.

@@ -131,6 +131,10 @@ void run_watched(run_state& state, const options& o, const std::function<void()>
 /// @throws option_error
 [[nodiscard]] plan make_plan(map_job& job, function_stats& stats);
 
+/// Prints `p` on stderr when POLYMAP_EXPLAIN asks for every decision (as `execute` does
+/// for its own): for decisions made outside it, such as a map sent to the GPU.
+void explain_if_asked(const plan& p);
+
 /// Whether the calling thread is a worker of a running map (nested calls run inline).
 [[nodiscard]] bool in_worker() noexcept;
 

@@ -60,6 +60,17 @@ void mark_unusable(const char* error_name) noexcept {
   (void)lost_to.compare_exchange_strong(none, error_name, std::memory_order_acq_rel);
 }
 
+void require_device(int device) {
+  const int count = device_count();
+  if (count == 0) {
+    throw backend_unavailable("polymap: backend cuda is not available here: " +
+                              device_status());
+  }
+  if (device < 0 || device >= count) {
+    throw option_error("device", std::to_string(device), "0 to " + std::to_string(count - 1));
+  }
+}
+
 }  // namespace detail
 
 int device_count() noexcept {
