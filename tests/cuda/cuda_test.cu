@@ -24,6 +24,7 @@
 #include <span>
 #include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace polymap {
@@ -41,6 +42,11 @@ struct marked_scale {
 struct unmarked_scale {
   float a;
   POLYMAP_HD float operator()(float x) const { return a * x; }
+};
+/// Marked device-callable, but its items cannot be copied to a GPU byte for byte.
+struct marked_length {
+  using polymap_device_callable = void;
+  std::size_t operator()(const std::string& s) const { return s.size(); }
 };
 
 // nvcc accepts an extended __host__ __device__ lambda only inside a function that is not a
@@ -268,6 +274,13 @@ TEST(CudaBackend, ExplainWeighsTheGpuAndSaysWhyItCannotRun) {
             std::string::npos)
       << requested.reason;
 
+  const std::vector<std::string> words(100, "word");
+  const plan strings = cuda::explain(words, marked_length{});
+  EXPECT_NE(strings.chosen, backend::cuda);
+  ASSERT_NE(gpu_estimate(strings), nullptr);
+  EXPECT_NE(gpu_estimate(strings)->why_not.find("trivially copyable"), std::string::npos)
+      << gpu_estimate(strings)->why_not;
+
   EXPECT_EQ(cuda::explain(xs, hd_plus_one{}, {.backend = backend::serial}).chosen,
             backend::serial);
   EXPECT_THROW((void)cuda::explain(xs, hd_plus_one{}, {.nice = 40}), option_error);
@@ -402,6 +415,33 @@ TEST_F(CudaDevice, AsyncMapReportsProgressAndResults) {
   auto job = cuda::map_async(xs, marked_scale{2.0F}, {.backend = backend::cuda});
   const std::vector<float> ys = job.get();
   for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], 2.0F * xs[i]);
+}
+
+TEST_F(CudaDevice, EightCallerThreadsAtOnce) {
+  // Each call leases its own staging set; the thread pool's staging copies go to whichever
+  // call finds it free, the others copy on their own thread.
+  std::vector<std::vector<float>> inputs;
+  for (unsigned t = 0; t < 8; ++t) inputs.push_back(random_floats(odd + t, 100 + t));
+  std::vector<std::vector<double>> outputs(8);
+  std::vector<std::string> errors(8);
+  std::vector<std::thread> callers;
+  for (std::size_t t = 0; t < 8; ++t) {
+    callers.emplace_back([&, t] {
+      try {
+        outputs[t] = cuda_test::affine(inputs[t], {.backend = backend::cuda});
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  }
+  for (std::thread& c : callers) c.join();
+  for (std::size_t t = 0; t < 8; ++t) {
+    ASSERT_EQ(errors[t], "") << "caller " << t;
+    ASSERT_EQ(outputs[t].size(), inputs[t].size()) << "caller " << t;
+    for (std::size_t i = 0; i < inputs[t].size(); ++i) {
+      ASSERT_EQ(outputs[t][i], 2.0 * inputs[t][i] + 1.0) << "caller " << t << " i " << i;
+    }
+  }
 }
 
 TEST_F(CudaDevice, StopAndProgressWorkOnAStreamedMap) {
