@@ -119,19 +119,19 @@ measurement_file::lock& measurement_file::lock::operator=(lock&& other) noexcept
   return *this;
 }
 
-std::optional<measurement_file::lock> measurement_file::take_lock(std::chrono::milliseconds wait,
-                                                                  std::string& why_not) const {
+measurement_file::lock_result measurement_file::take_lock(std::chrono::milliseconds wait) const {
+  lock_result r;
   std::error_code ec;
   std::filesystem::create_directories(path_.parent_path(), ec);
   if (ec) {
-    why_not = "cannot make " + path_.parent_path().string() + ": " + ec.message();
-    return std::nullopt;
+    r.why_not = "cannot make " + path_.parent_path().string() + ": " + ec.message();
+    return r;
   }
   const std::filesystem::path lock_path = path_.string() + ".lock";
   file_descriptor fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
   if (fd.get() < 0) {
-    why_not = error_text("cannot open", lock_path, errno);
-    return std::nullopt;
+    r.why_not = error_text("cannot open", lock_path, errno);
+    return r;
   }
   // F_SETLK, polled: F_SETLKW has no time limit, and a process that never lets go must not
   // hang every later one.
@@ -140,15 +140,19 @@ std::optional<measurement_file::lock> measurement_file::take_lock(std::chrono::m
     struct flock whole {};
     whole.l_type = F_WRLCK;
     whole.l_whence = SEEK_SET;
-    if (::fcntl(fd.get(), F_SETLK, &whole) == 0) return lock(fd.release());
+    if (::fcntl(fd.get(), F_SETLK, &whole) == 0) {
+      r.held.emplace(lock(fd.release()));
+      return r;
+    }
     if (errno != EACCES && errno != EAGAIN && errno != EINTR) {
-      why_not = error_text("cannot lock", lock_path, errno);
-      return std::nullopt;
+      r.why_not = error_text("cannot lock", lock_path, errno);  // ENOLCK: NFS with no lockd
+      return r;
     }
     if (std::chrono::steady_clock::now() >= give_up) {
-      why_not = lock_path.string() + " stayed locked by another process for " +
-                std::to_string(wait.count()) + " ms";
-      return std::nullopt;
+      r.busy = true;
+      r.why_not = lock_path.string() + " stayed locked by another process for " +
+                  std::to_string(wait.count()) + " ms";
+      return r;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

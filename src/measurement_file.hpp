@@ -25,9 +25,12 @@ namespace polymap::detail {
 /// and dropped on the next save.
 class measurement_file {
  public:
-  /// The file's exclusive lock: a POSIX record lock on `<file>.lock` beside it, which a
-  /// forked child does not inherit (a worker process of the processes backend, forked while
-  /// it is held, cannot keep it held).
+  /// The file's lock between processes: a POSIX record lock on `<file>.lock` beside it,
+  /// which a forked child does not inherit (a worker process of the processes backend,
+  /// forked while it is held, cannot keep it held). Such a lock belongs to the process:
+  /// threads of one process must exclude each other themselves (a second take_lock in the
+  /// same process succeeds at once), and nothing else in the process may open and close
+  /// the `.lock` file while it is held (any close of it lets the lock go).
   class lock {
    public:
     lock(const lock&) = delete;
@@ -46,12 +49,16 @@ class measurement_file {
 
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
 
+  /// What take_lock got.
+  struct lock_result {
+    std::optional<lock> held;
+    bool busy = false;        ///< another process held it all along
+    std::string why_not = {};  ///< when not held: why (the path and the system's error)
+  };
+
   /// Takes the file's lock, waiting at most `wait` for another process to let it go; makes
   /// the folder if missing.
-  /// @return the lock, or nothing with `why_not` saying why (the path and the system's
-  ///   error, or that another process held it all along)
-  [[nodiscard]] std::optional<lock> take_lock(std::chrono::milliseconds wait,
-                                              std::string& why_not) const;
+  [[nodiscard]] lock_result take_lock(std::chrono::milliseconds wait) const;
 
   /// The numbers saved under `key`, if the file has them: exactly `count` finite numbers.
   [[nodiscard]] std::optional<std::vector<double>> find(std::string_view key,

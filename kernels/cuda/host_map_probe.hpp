@@ -18,6 +18,9 @@ struct host_map_timings {
   double full = 0;       ///< a call of eight chunks, the pipeline full
   std::size_t one_chunk_bytes = 0;
   std::size_t full_bytes = 0;
+  /// The thread pool took calls of its own before and after the timings: the staging
+  /// copies were spread over it, not left to one thread by another call holding it.
+  bool pool_free = false;
 };
 
 /// Times stream_map of an identity function on 4-byte items on `device`, after one call

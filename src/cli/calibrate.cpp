@@ -99,6 +99,8 @@ int run_calibrate(const calibrate_args& args) {
       nlohmann::ordered_json r{{"device", g.device}};
       if (g.costs) {
         r["fixed_seconds"] = g.costs->fixed_seconds;
+        r["first_bytes"] = g.costs->first_bytes;
+        r["first_seconds_per_byte"] = g.costs->first_seconds_per_byte;
         r["seconds_per_byte"] = g.costs->seconds_per_byte;
         r["source"] = g.costs->source;
       } else {

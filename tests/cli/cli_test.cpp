@@ -211,6 +211,8 @@ TEST(Cli, CalibrateMeasuresTheCpuAndKeepsEveryGpusCosts) {
   for (const nlohmann::json& g : gpus) {
     EXPECT_GT(g.at("fixed_seconds").get<double>(), 0) << r.out;
     EXPECT_GT(g.at("seconds_per_byte").get<double>(), 0) << r.out;
+    EXPECT_GT(g.at("first_bytes").get<std::size_t>(), 0U) << r.out;
+    EXPECT_GT(g.at("first_seconds_per_byte").get<double>(), 0) << r.out;
     EXPECT_NE(g.at("source").get<std::string>().find("kept in " + cache.dir().string()),
               std::string::npos)
         << r.out;

@@ -589,13 +589,13 @@ TEST_F(CudaDevice, PinnedBuffersAreReadAndWrittenInPlace) {
 
 class CudaDeviceDeathTest : public CudaDevice {};
 
-TEST_F(CudaDevice, MeasuredCostsAreKeptForTheNextProcess) {
+TEST_F(CudaDevice, MeasuredCostsAreReadBackFromTheFile) {
   const cuda::host_map_costs measured = cuda::measure_host_map_costs(0);
   ASSERT_TRUE(measured.measured) << measured.source;
-  const char* cache = std::getenv("XDG_CACHE_HOME");
-  ASSERT_NE(cache, nullptr);
-  EXPECT_NE(measured.source.find(std::string("kept in ") + cache), std::string::npos)
-      << measured.source;
+  const char* cache_env = std::getenv("XDG_CACHE_HOME");
+  ASSERT_NE(cache_env, nullptr);
+  const std::string cache = cache_env;  // setenv below may free what getenv returned
+  EXPECT_NE(measured.source.find("kept in " + cache), std::string::npos) << measured.source;
   // What a new process sees: nothing known in memory, the file read, bit for bit.
   cuda::detail::forget_host_map_costs();
   const cuda::host_map_costs read =
@@ -605,17 +605,17 @@ TEST_F(CudaDevice, MeasuredCostsAreKeptForTheNextProcess) {
   EXPECT_EQ(read.first_bytes, measured.first_bytes);
   EXPECT_EQ(read.first_seconds_per_byte, measured.first_seconds_per_byte);
   EXPECT_EQ(read.seconds_per_byte, measured.seconds_per_byte);
-  EXPECT_NE(read.source.find(std::string("kept in ") + cache), std::string::npos) << read.source;
+  EXPECT_NE(read.source.find("kept in " + cache), std::string::npos) << read.source;
 
   // With nothing kept, use_defaults does not measure, and a later call still may.
-  const std::string elsewhere = std::string(cache) + "/elsewhere";
+  const std::string elsewhere = cache + "/elsewhere";
   ::setenv("XDG_CACHE_HOME", elsewhere.c_str(), 1);
   cuda::detail::forget_host_map_costs();
   const cuda::host_map_costs unknown = cuda::host_map_costs_on(0, cuda::if_unknown::use_defaults);
   EXPECT_FALSE(unknown.measured) << unknown.source;
   EXPECT_NE(unknown.source.find("not measured yet"), std::string::npos) << unknown.source;
   EXPECT_TRUE(cuda::host_map_costs_on(0).measured);
-  ::setenv("XDG_CACHE_HOME", cache, 1);
+  ::setenv("XDG_CACHE_HOME", cache.c_str(), 1);
 }
 
 TEST_F(CudaDeviceDeathTest, AStickyErrorLeavesTheGpuUnusableAndTheCpuGoingOn) {

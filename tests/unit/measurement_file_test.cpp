@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,21 +49,22 @@ class MeasurementFile : public testing::Test {
 
 /// Saves under the file's lock; the error text, empty when saved.
 std::string save(const measurement_file& f, std::string_view key, std::vector<double> values) {
-  std::string why;
-  const std::optional<measurement_file::lock> held = f.take_lock(std::chrono::seconds(5), why);
-  if (!held) return "no lock: " + why;
-  return f.save(key, values, *held);
+  const measurement_file::lock_result r = f.take_lock(std::chrono::seconds(5));
+  if (!r.held) return "no lock: " + r.why_not;
+  return f.save(key, values, *r.held);
 }
 
-/// Exit status of a child that tries to take `f`'s lock within `wait`: 0 when it got it.
+/// Exit status of a child that tries to take `f`'s lock within `wait`: 0 when it got it,
+/// 2 when another process held it all along, -1 when there is no child.
 int lock_in_child(const measurement_file& f, std::chrono::milliseconds wait) {
   const pid_t child = ::fork();
+  if (child < 0) return -1;
   if (child == 0) {
-    std::string why;
-    ::_exit(f.take_lock(wait, why) ? 0 : 1);
+    const measurement_file::lock_result r = f.take_lock(wait);
+    ::_exit(r.held ? 0 : r.busy ? 2 : 1);
   }
   int status = 0;
-  (void)::waitpid(child, &status, 0);
+  if (::waitpid(child, &status, 0) != child) return -1;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -134,11 +136,10 @@ TEST_F(MeasurementFile, AFolderThatCannotBeWrittenIsSaidAndLosesNothing) {
 
 TEST_F(MeasurementFile, ALockHeldElsewhereIsWaitedForOnlySoLong) {
   const measurement_file f(dir_ / "costs");
-  std::string why;
-  std::optional<measurement_file::lock> held = f.take_lock(std::chrono::seconds(5), why);
-  ASSERT_TRUE(held) << why;
-  EXPECT_EQ(lock_in_child(f, std::chrono::milliseconds(50)), 1) << "two processes held it";
-  held.reset();
+  measurement_file::lock_result r = f.take_lock(std::chrono::seconds(5));
+  ASSERT_TRUE(r.held) << r.why_not;
+  EXPECT_EQ(lock_in_child(f, std::chrono::milliseconds(50)), 2) << "two processes held it";
+  r.held.reset();
   EXPECT_EQ(lock_in_child(f, std::chrono::milliseconds(50)), 0) << "not let go";
 }
 
@@ -146,15 +147,17 @@ TEST_F(MeasurementFile, AForkedChildDoesNotKeepTheLockHeld) {
   // A worker process forked while the lock is held (the processes backend forks from the
   // calling process) may outlive it by hours: the lock must go with its holder.
   const measurement_file f(dir_ / "costs");
-  std::string why;
-  std::optional<measurement_file::lock> held = f.take_lock(std::chrono::seconds(5), why);
-  ASSERT_TRUE(held) << why;
+  measurement_file::lock_result r = f.take_lock(std::chrono::seconds(5));
+  ASSERT_TRUE(r.held) << r.why_not;
   const pid_t sleeper = ::fork();
+  ASSERT_GE(sleeper, 0) << "fork failed";
   if (sleeper == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the test
+    ::alarm(60);
     ::pause();
     ::_exit(0);
   }
-  held.reset();
+  r.held.reset();
   EXPECT_EQ(lock_in_child(f, std::chrono::milliseconds(500)), 0)
       << "the forked child kept the lock held";
   ::kill(sleeper, SIGKILL);

@@ -44,6 +44,10 @@ struct host_map_costs {
   /// Used until measured: a launch and two copies, and 12 GB/s (PCIe 4 x16 moves about 25).
   static constexpr double default_fixed_seconds = 20e-6;
   static constexpr double default_seconds_per_byte = 1.0 / 12e9;
+  /// The least any GPU takes: a launch, two copies and the waits take longer than this, and
+  /// no link moves more bytes a second. A measurement beyond them is of a busy machine.
+  static constexpr double least_fixed_seconds = 5e-6;
+  static constexpr double most_bytes_per_second = 2000e9;
 
   double fixed_seconds = default_fixed_seconds;
   std::size_t first_bytes = 0;
@@ -70,10 +74,12 @@ enum class if_unknown {
 /// kept from an earlier measurement of this GPU on this machine (with this many usable
 /// CPUs, under this driver, by this version of polymap) in
 /// $XDG_CACHE_HOME/polymap/measurements (else ~/.cache/polymap/), else measured now
-/// (measure_host_map_costs) and kept there, unless `if_unknown::use_defaults`. Processes
-/// that need the same device's costs at once measure it one at a time: the others wait (up
-/// to 2 s) and read what the first kept. Without a usable device, or when measuring fails
-/// (its error is kept for the process), the defaults, with `source` saying why.
+/// (measure_host_map_costs) and kept there. With `if_unknown::use_defaults` nothing is
+/// measured or waited for: the defaults stand in, and a later call may still measure.
+/// Processes that need the same device's costs at once measure it one at a time: the
+/// others wait (up to 30 s) and read what the first kept. Without a usable device, or when
+/// measuring fails (its error is kept for the process), the defaults, with `source` saying
+/// why.
 [[nodiscard]] host_map_costs host_map_costs_on(int device,
                                                if_unknown unknown = if_unknown::measure);
 
@@ -83,7 +89,7 @@ enum class if_unknown {
 /// process and in the file above (`source` says where, or why they could not be kept), as
 /// `polymap calibrate` does.
 /// @throws backend_unavailable when `device` is not a usable device; cuda_error when a CUDA
-///   call fails; error when the timings make no sense (a fixed cost outside 1 us to 50 ms,
+///   call fails; error when the timings make no sense (a fixed cost outside 5 us to 50 ms,
 ///   a rate outside 0.1 to 2000 GB/s: the machine was too busy to measure)
 [[nodiscard]] host_map_costs measure_host_map_costs(int device);
 

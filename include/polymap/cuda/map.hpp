@@ -420,18 +420,18 @@ std::string gpu_refusal(const options& o) {
   }
 }
 
-/// The least time any GPU could take for a host-resident map moving `bytes`: a launch and a
-/// wait (5 us) and 2000 GB/s.
+/// The least time any GPU could take for a host-resident map moving `bytes`.
 inline double gpu_lower_bound(std::size_t bytes) {
-  return 5e-6 + static_cast<double>(bytes) / 2000e9;
+  return host_map_costs::least_fixed_seconds +
+         static_cast<double>(bytes) / host_map_costs::most_bytes_per_second;
 }
 
 /// The GPU's estimate for a host-resident map of `n` items, copies included, set against
-/// `cpu` (polymap::explain's plan); `source` says where its costs come from. Measuring them
-/// costs a CUDA context and about 0.1 s, so the defaults stand in when the answer cannot
-/// depend on them: a backend named by POLYMAP_BACKEND, a call inside a worker of another
-/// map (whose staging copies would run on one thread), a CPU that finishes before any GPU
-/// could.
+/// `cpu` (polymap::explain's plan); `source` says where its costs come from. Inside a worker
+/// of another map the GPU is not used (nested calls run inline). Measuring the costs takes
+/// a CUDA context and about 0.1 s, so the defaults stand in when the answer cannot depend on
+/// them: a backend named by options::backend or POLYMAP_BACKEND, a CPU that finishes before
+/// any GPU could.
 template <class T, class R, class Fn>
 backend_estimate gpu_estimate(std::size_t n, const options& o, const plan& cpu,
                               std::string& source) {
@@ -441,9 +441,13 @@ backend_estimate gpu_estimate(std::size_t n, const options& o, const plan& cpu,
                      .seconds = 0,
                      .workers = 0};
   if (!e.why_not.empty()) return e;
+  if (polymap::detail::in_worker()) {
+    e.why_not = "nested in a worker of another map: runs inline there";
+    return e;
+  }
   check_device(o);
   const std::size_t bytes = n * (sizeof(T) + sizeof(R));
-  bool worth_measuring = !cpu.requested && !polymap::detail::in_worker();
+  bool worth_measuring = !cpu.requested && o.backend != backend_kind::cuda;
   for (const backend_estimate& c : cpu.estimates) {
     if (c.backend == cpu.chosen && c.usable && c.seconds < gpu_lower_bound(bytes)) {
       worth_measuring = false;

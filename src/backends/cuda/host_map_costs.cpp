@@ -30,17 +30,19 @@
 namespace polymap::cuda {
 namespace {
 
-/// How long a process waits for another that is measuring the same machine.
-constexpr std::chrono::milliseconds lock_wait{2000};
+/// How long a process waits for another that is measuring the same machine (a measurement
+/// takes about 0.1 s once the context exists; a process that dies lets the lock go).
+constexpr std::chrono::milliseconds lock_wait{30'000};
 
 /// Bounds of believable costs: outside them the machine was too busy to measure, or the
 /// file was edited by hand.
 bool plausible(const host_map_costs& c) {
   auto rate_ok = [](double seconds_per_byte) {
-    return seconds_per_byte >= 1.0 / 2000e9 && seconds_per_byte <= 1.0 / 0.1e9;
+    return seconds_per_byte >= 1.0 / host_map_costs::most_bytes_per_second &&
+           seconds_per_byte <= 1.0 / 0.1e9;
   };
-  return c.fixed_seconds >= 1e-6 && c.fixed_seconds <= 50e-3 && c.first_bytes > 0 &&
-         rate_ok(c.first_seconds_per_byte) && rate_ok(c.seconds_per_byte);
+  return c.fixed_seconds >= host_map_costs::least_fixed_seconds && c.fixed_seconds <= 50e-3 &&
+         c.first_bytes > 0 && rate_ok(c.first_seconds_per_byte) && rate_ok(c.seconds_per_byte);
 }
 
 /// The costs the timings imply: the fixed cost, the rate of the first chunk (nothing to
@@ -85,11 +87,15 @@ device_identity identify(int device) {
 
 std::string describe(const host_map_costs& c) {
   std::array<char, 160> text{};
-  std::snprintf(text.data(), text.size(),
-                "%.1f us + %.1f GB/s in and out (%.1f GB/s for the first %zu MiB)",
-                c.fixed_seconds * 1e6, 1e-9 / c.seconds_per_byte,
-                1e-9 / c.first_seconds_per_byte, c.first_bytes >> 20);
-  return text.data();
+  std::snprintf(text.data(), text.size(), "%.1f us + %.1f GB/s in and out", c.fixed_seconds * 1e6,
+                1e-9 / c.seconds_per_byte);
+  std::string out = text.data();
+  if (c.first_bytes > 0) {
+    std::snprintf(text.data(), text.size(), " (%.1f GB/s for the first %zu MiB moved)",
+                  1e-9 / c.first_seconds_per_byte, c.first_bytes >> 20);
+    out += text.data();
+  }
+  return out;
 }
 
 std::string date_text(double unix_seconds) {
@@ -118,7 +124,8 @@ std::optional<host_map_costs> kept(const polymap::detail::measurement_file& file
                                    const device_identity& id) {
   if (file.path().empty()) return std::nullopt;
   const std::optional<std::vector<double>> v = file.find(id.key, 5);
-  if (!v) return std::nullopt;
+  // Ranges first: a hand-edited file must not reach a conversion it would overflow.
+  if (!v || (*v)[1] < 1 || (*v)[1] > 1e12 || (*v)[4] < 0 || (*v)[4] > 1e11) return std::nullopt;
   host_map_costs c;
   c.fixed_seconds = (*v)[0];
   c.first_bytes = static_cast<std::size_t>((*v)[1]);
@@ -131,13 +138,26 @@ std::optional<host_map_costs> kept(const polymap::detail::measurement_file& file
   return c;
 }
 
-/// Measures `device` now; keeps the result when `held` is the file's lock.
+/// The CUDA context of `device`, made now: on a large GPU that takes seconds, which must
+/// not be spent holding the lock that other processes wait for.
+void create_context(int device) {
+  int previous = 0;
+  POLYMAP_CUDA_CHECK(cudaGetDevice(&previous));
+  POLYMAP_CUDA_CHECK(cudaSetDevice(device));
+  const cudaError_t made = cudaFree(nullptr);
+  POLYMAP_CUDA_CHECK(cudaSetDevice(previous));
+  POLYMAP_CUDA_CHECK(made);
+}
+
+/// Measures `device` now; keeps the result when `held` is the file's lock and the
+/// measurement was not disturbed by another call holding the thread pool.
 /// @throws as measure_host_map_costs
 host_map_costs measure_and_keep(int device, const device_identity& id,
                                 const polymap::detail::measurement_file& file,
                                 const std::optional<polymap::detail::measurement_file::lock>& held,
                                 const std::string& why_not_held) {
-  host_map_costs c = fit(detail::time_host_map(device));
+  const detail::host_map_timings t = detail::time_host_map(device);
+  host_map_costs c = fit(t);
   if (!plausible(c)) {
     throw error("polymap: the costs of a host-resident map on " + id.name +
                 " make no sense (" + describe(c) +
@@ -147,6 +167,11 @@ host_map_costs measure_and_keep(int device, const device_identity& id,
   c.source = "measured on " + id.name + " on " + date_text(when) + ": " + describe(c);
   if (!held) {
     c.source += "; not kept: " + why_not_held;
+    return c;
+  }
+  if (!t.pool_free) {
+    c.source += "; not kept: another call held the thread pool, so the staging copies ran on "
+                "one thread";
     return c;
   }
   const std::vector<double> values{c.fixed_seconds, static_cast<double>(c.first_bytes),
@@ -159,22 +184,26 @@ host_map_costs measure_and_keep(int device, const device_identity& id,
 /// The file and its lock, or why there is none.
 struct locked_file {
   polymap::detail::measurement_file file = costs_file();
-  std::string why_not;
-  std::optional<polymap::detail::measurement_file::lock> held;
+  polymap::detail::measurement_file::lock_result lock;
 
   locked_file() {
     if (file.path().empty()) {
-      why_not = "neither XDG_CACHE_HOME nor HOME is set";
+      lock.why_not = "neither XDG_CACHE_HOME nor HOME is set";
     } else {
-      held = file.take_lock(lock_wait, why_not);
+      lock = file.take_lock(lock_wait);
     }
   }
 };
 
-/// The costs known in this process, per device.
+/// What this process knows, per device: the costs (measured, read, or a failure to
+/// measure), the device's identity, whether the file had nothing for it, and whether it
+/// waited in vain for another process measuring it (then it does not wait again).
 struct known_costs {
   std::mutex mutex;
   std::map<int, host_map_costs> by_device;
+  std::map<int, device_identity> ids;
+  std::map<int, bool> nothing_kept;
+  std::map<int, bool> waited_in_vain;
 };
 
 known_costs& known() {
@@ -182,10 +211,38 @@ known_costs& known() {
   return k;
 }
 
+/// The identity of `device`, asked once. Called with `k.mutex` held.
+const device_identity& identity_of(known_costs& k, int device) {
+  if (const auto it = k.ids.find(device); it != k.ids.end()) return it->second;
+  return k.ids.emplace(device, identify(device)).first->second;
+}
+
 host_map_costs defaults(const std::string& why) {
   host_map_costs c;
   c.source = "polymap's defaults (" + describe(c) + "): " + why;
   return c;
+}
+
+/// host_map_costs_on with `if_unknown::use_defaults`: what is known or kept, else the
+/// defaults; never waits for a measurement, never measures, remembers no defaults.
+host_map_costs known_or_defaults(int device) {
+  known_costs& k = known();
+  const std::unique_lock lock(k.mutex, std::try_to_lock);
+  if (!lock.owns_lock()) return defaults("being measured by another thread");
+  if (const auto it = k.by_device.find(device); it != k.by_device.end()) return it->second;
+  try {
+    const device_identity& id = identity_of(k, device);
+    if (!k.nothing_kept[device]) {
+      // No lock to read: a save replaces the file by a rename, never half of it.
+      if (std::optional<host_map_costs> saved = kept(costs_file(), id)) {
+        return k.by_device.insert_or_assign(device, std::move(*saved)).first->second;
+      }
+      k.nothing_kept[device] = true;
+    }
+    return defaults("not measured yet on " + id.name);
+  } catch (const std::exception& e) {
+    return defaults(std::string("the device could not be identified: ") + e.what());
+  }
 }
 
 }  // namespace
@@ -196,6 +253,7 @@ void forget_host_map_costs() noexcept {
   known_costs& k = known();
   const std::lock_guard lock(k.mutex);
   k.by_device.clear();
+  k.nothing_kept.clear();
 }
 
 }  // namespace detail
@@ -207,27 +265,39 @@ host_map_costs host_map_costs_on(int device, if_unknown unknown) {
     return defaults(e.what());
   }
   known_costs& k = known();
+  bool gave_up = false;
+  {
+    const std::lock_guard lock(k.mutex);
+    gave_up = k.waited_in_vain[device];
+    if (gave_up) k.nothing_kept[device] = false;  // read the file again for its result
+  }
+  if (unknown == if_unknown::use_defaults || gave_up) return known_or_defaults(device);
   // Held while measuring: the threads of this process that need the costs wait for them.
   const std::lock_guard lock(k.mutex);
   if (const auto it = k.by_device.find(device); it != k.by_device.end()) return it->second;
   host_map_costs c;
   try {
-    const device_identity id = identify(device);
+    const device_identity& id = identity_of(k, device);
+    create_context(device);
     // Under the file's lock from reading to saving: processes that start together measure
     // one at a time, and the later ones read what the first kept.
     const locked_file f;
     if (std::optional<host_map_costs> saved = kept(f.file, id)) {
       c = std::move(*saved);
-    } else if (unknown == if_unknown::use_defaults) {
-      return defaults("not measured yet on " + id.name);  // not remembered: a later call measures
+    } else if (f.lock.busy) {
+      // Not measured beside another process, which would skew both; later calls read the
+      // file for its result rather than wait again.
+      k.waited_in_vain[device] = true;
+      return defaults(f.lock.why_not);
     } else {
-      c = measure_and_keep(device, id, f.file, f.held, f.why_not);
+      c = measure_and_keep(device, id, f.file, f.lock.held, f.lock.why_not);
     }
   } catch (const std::exception& e) {
     // Remembered, so that later calls do not pay for a failing measurement again; a lost
     // context shows in device_count() anyway.
     c = defaults(std::string("measuring failed: ") + e.what());
   }
+  k.nothing_kept.erase(device);
   return k.by_device.insert_or_assign(device, std::move(c)).first->second;
 }
 
@@ -235,10 +305,12 @@ host_map_costs measure_host_map_costs(int device) {
   detail::require_device(device);
   known_costs& k = known();
   const std::lock_guard lock(k.mutex);
-  const device_identity id = identify(device);
+  const device_identity& id = identity_of(k, device);
+  create_context(device);
   const locked_file f;
-  host_map_costs c = measure_and_keep(device, id, f.file, f.held, f.why_not);
+  host_map_costs c = measure_and_keep(device, id, f.file, f.lock.held, f.lock.why_not);
   k.by_device.insert_or_assign(device, c);
+  k.nothing_kept.erase(device);
   return c;
 }
 
