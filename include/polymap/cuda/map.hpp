@@ -501,15 +501,16 @@ inline plan gpu_plan(std::size_t items, std::string reason, bool requested = fal
 
 /// Where a host-resident map that may run on the GPU (wants_gpu was true) goes: for backend
 /// cuda there, as requested; for automatic, where host_plan predicts it finishes first. An
-/// empty input stays on the CPU (nothing to weigh, no CUDA call).
+/// empty input, and a call nested in a worker of another map, stay on the CPU with nothing
+/// weighed (no CUDA call, no sampling).
 template <class T, class R, class Fn>
 host_choice host_decision(std::span<const T> xs, Fn& fn, const options& opts) {
   host_choice c;
   if (opts.backend == backend_kind::cuda) {
     c.decision = gpu_plan(xs.size(), "requested by options::backend", true);
-  } else if (xs.empty()) {
+  } else if (xs.empty() || polymap::detail::in_worker()) {
     c.decision.chosen = backend_kind::serial;
-    c.decision.reason = "no items";
+    c.decision.reason = xs.empty() ? "no items" : "nested in a worker of another map";
     return c;
   } else {
     c = host_plan<T, R>(xs, fn, opts);
