@@ -85,7 +85,8 @@ enum class if_unknown {
 
 /// Measures the costs of host-resident maps on `device` now, with polymap's own streamed
 /// map: the best of several calls of one item, of one chunk (8 MiB each way) and of eight
-/// chunks (64 MiB each way), about 0.1 s once the CUDA context exists. Keeps them for this
+/// chunks (64 MiB each way), some 0.1 s once the CUDA context exists (estimated from the
+/// bytes moved; not yet timed on a GPU). Keeps them for this
 /// process and in the file above (`source` says where, or why they could not be kept), as
 /// `polymap calibrate` does.
 /// @throws backend_unavailable when `device` is not a usable device; cuda_error when a CUDA

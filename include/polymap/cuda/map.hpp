@@ -277,19 +277,23 @@ class staging_lease {
   std::unique_ptr<staging> set_;
 };
 
+/// The kind of memory `p` points to, as the runtime sees it: cudaMemoryTypeUnregistered for
+/// plain host memory.
+inline cudaMemoryType memory_type(const void* p) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    (void)cudaGetLastError();  // plain host memory on old runtimes
+    return cudaMemoryTypeUnregistered;
+  }
+  return a.type;
+}
+
 /// Whether the `bytes` at `p` are page-locked host memory (cudaHostAlloc, cudaMallocHost,
 /// cudaHostRegister), which the copy engines read and write without a staging copy: the
 /// first and the last byte are.
 inline bool is_pinned(const void* p, std::size_t bytes) {
-  auto pinned = [](const void* q) {
-    cudaPointerAttributes a{};
-    if (cudaPointerGetAttributes(&a, q) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return false;
-    }
-    return a.type == cudaMemoryTypeHost;
-  };
-  return bytes != 0 && pinned(p) && pinned(static_cast<const char*>(p) + bytes - 1);
+  return bytes != 0 && memory_type(p) == cudaMemoryTypeHost &&
+         memory_type(static_cast<const char*>(p) + bytes - 1) == cudaMemoryTypeHost;
 }
 
 /// Host-resident map: input `in[0, n)` (contiguous host memory) to `out[0, n)`.
@@ -396,12 +400,8 @@ void device_map(const In* in, R* out, std::size_t n, Fn& fn, int device) {
 inline bool is_device_pointer(const void* p) {
   // No device (or a worker process, which must not touch CUDA): all memory is host memory.
   if (device_count() == 0) return false;
-  cudaPointerAttributes a{};
-  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
-    (void)cudaGetLastError();  // plain host memory on old runtimes
-    return false;
-  }
-  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+  const cudaMemoryType t = memory_type(p);
+  return t == cudaMemoryTypeDevice || t == cudaMemoryTypeManaged;
 }
 
 /// Why a host-resident map of `T` to `R` by `Fn` cannot run on the GPU here; empty when it
@@ -429,7 +429,7 @@ inline double gpu_lower_bound(std::size_t bytes) {
 /// The GPU's estimate for a host-resident map of `n` items, copies included, set against
 /// `cpu` (polymap::explain's plan); `source` says where its costs come from. Inside a worker
 /// of another map the GPU is not used (nested calls run inline). Measuring the costs takes
-/// a CUDA context and about 0.1 s, so the defaults stand in when the answer cannot depend on
+/// a CUDA context and some 0.1 s (estimated), so the defaults stand in when the answer cannot depend on
 /// them: a backend named by options::backend or POLYMAP_BACKEND, a CPU that finishes before
 /// any GPU could.
 template <class T, class R, class Fn>
@@ -670,7 +670,7 @@ template <std::ranges::contiguous_range Range, class Fn>
 /// Where `map(xs, fn, opts)` would run and why, with the predicted time of each backend:
 /// the CPU backends' as polymap::explain predicts them, and the GPU's, copies included, from
 /// the costs measured at the device's first use (host_map_costs_on; that first use takes
-/// about 0.1 s). A range in device memory runs on the GPU and is not weighed.
+/// some 0.1 s, estimated). A range in device memory runs on the GPU and is not weighed.
 /// @throws option_error for a bad option
 template <std::ranges::contiguous_range Range, class Fn>
   requires std::ranges::sized_range<Range>

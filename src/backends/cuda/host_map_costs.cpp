@@ -5,6 +5,7 @@
 // file, so that a batch of many short programs does not measure in each one.
 #include <polymap/backends/cuda.hpp>
 #include <polymap/cuda/check.hpp>
+#include <polymap/cuda/device_buffer.hpp>
 #include <polymap/error.hpp>
 #include <polymap/topology.hpp>
 #include <polymap/version.hpp>
@@ -31,7 +32,7 @@ namespace polymap::cuda {
 namespace {
 
 /// How long a process waits for another that is measuring the same machine (a measurement
-/// takes about 0.1 s once the context exists; a process that dies lets the lock go).
+/// takes some 0.1 s once the context exists, by estimate; a process that dies lets the lock go).
 constexpr std::chrono::milliseconds lock_wait{30'000};
 
 /// Bounds of believable costs: outside them the machine was too busy to measure, or the
@@ -138,15 +139,11 @@ std::optional<host_map_costs> kept(const polymap::detail::measurement_file& file
   return c;
 }
 
-/// The CUDA context of `device`, made now: on a large GPU that takes seconds, which must
-/// not be spent holding the lock that other processes wait for.
+/// The CUDA context of `device`, made now: that can take seconds, which must not be spent
+/// holding the lock that other processes wait for.
 void create_context(int device) {
-  int previous = 0;
-  POLYMAP_CUDA_CHECK(cudaGetDevice(&previous));
-  POLYMAP_CUDA_CHECK(cudaSetDevice(device));
-  const cudaError_t made = cudaFree(nullptr);
-  POLYMAP_CUDA_CHECK(cudaSetDevice(previous));
-  POLYMAP_CUDA_CHECK(made);
+  const device_guard on(device);
+  POLYMAP_CUDA_CHECK(cudaFree(nullptr));
 }
 
 /// Measures `device` now; keeps the result when `held` is the file's lock and the
@@ -217,6 +214,12 @@ const device_identity& identity_of(known_costs& k, int device) {
   return k.ids.emplace(device, identify(device)).first->second;
 }
 
+/// Remembers `c` as `device`'s costs for the process. Called with `k.mutex` held.
+const host_map_costs& remember(known_costs& k, int device, host_map_costs c) {
+  k.nothing_kept.erase(device);
+  return k.by_device.insert_or_assign(device, std::move(c)).first->second;
+}
+
 host_map_costs defaults(const std::string& why) {
   host_map_costs c;
   c.source = "polymap's defaults (" + describe(c) + "): " + why;
@@ -235,7 +238,7 @@ host_map_costs known_or_defaults(int device) {
     if (!k.nothing_kept[device]) {
       // No lock to read: a save replaces the file by a rename, never half of it.
       if (std::optional<host_map_costs> saved = kept(costs_file(), id)) {
-        return k.by_device.insert_or_assign(device, std::move(*saved)).first->second;
+        return remember(k, device, std::move(*saved));
       }
       k.nothing_kept[device] = true;
     }
@@ -297,8 +300,7 @@ host_map_costs host_map_costs_on(int device, if_unknown unknown) {
     // context shows in device_count() anyway.
     c = defaults(std::string("measuring failed: ") + e.what());
   }
-  k.nothing_kept.erase(device);
-  return k.by_device.insert_or_assign(device, std::move(c)).first->second;
+  return remember(k, device, std::move(c));
 }
 
 host_map_costs measure_host_map_costs(int device) {
@@ -308,10 +310,8 @@ host_map_costs measure_host_map_costs(int device) {
   const device_identity& id = identity_of(k, device);
   create_context(device);
   const locked_file f;
-  host_map_costs c = measure_and_keep(device, id, f.file, f.lock.held, f.lock.why_not);
-  k.by_device.insert_or_assign(device, c);
-  k.nothing_kept.erase(device);
-  return c;
+  return remember(k, device,
+                  measure_and_keep(device, id, f.file, f.lock.held, f.lock.why_not));
 }
 
 }  // namespace polymap::cuda
