@@ -106,66 +106,88 @@ inline void check_device(const options& o) {
   }
 }
 
-/// What the GPU needs, in the errors of an explicit cuda and in explain's reasons.
-inline constexpr const char* needs_device_callable =
-    "a device-callable function: a [] __host__ __device__ lambda (nvcc --extended-lambda) or a "
-    "functor with `using polymap_device_callable = void;`";
-inline constexpr const char* needs_trivially_copyable =
-    "items and results that are trivially copyable";
-inline constexpr const char* no_stop_or_cap =
-    "only the processes backend can stop or cap an item";
+/// What keeps a call off the GPU: the GPU's rules, checked in this order, for every cuda::
+/// call and for explain.
+enum class gpu_obstacle {
+  none,
+  stop_or_cap,             // a timeout or a memory cap, which no GPU item can have
+  nested,                  // automatic, in a worker of another map: runs inline there
+  not_device_callable,     // nvcc cannot prove the function runs on a GPU
+  not_trivially_copyable,  // items or results that cannot be copied there byte for byte
+  no_device,
+};
 
-/// The backend a cuda:: call runs on, after checking what the options ask for.
-/// @throws backend_unavailable when the GPU is asked for and there is none, or the function
-///   is not device-callable
-template <class Fn>
+/// What keeps a call of `Fn` with `o` off the GPU, or none. `copyable`: its items and
+/// results can be copied to the GPU byte for byte (or stay there).
+/// @throws option_error when options::device names no device that is here
+template <class Fn, bool copyable>
+gpu_obstacle obstacle_to_gpu(const options& o) {
+  check_device(o);
+  if (o.timeout.count() > 0 || o.memory_limit != 0) return gpu_obstacle::stop_or_cap;
+  // An explicit cuda is obeyed in a worker too; automatic keeps a nested call inline.
+  if (o.backend == backend_kind::automatic && polymap::detail::in_worker()) {
+    return gpu_obstacle::nested;
+  }
+  if constexpr (!is_device_callable_v<Fn>) {
+    return gpu_obstacle::not_device_callable;
+  } else if constexpr (!copyable) {
+    return gpu_obstacle::not_trivially_copyable;
+  } else {
+    return device_count() > 0 ? gpu_obstacle::none : gpu_obstacle::no_device;
+  }
+}
+
+/// `obstacle` in words: explain's reason, and the error of an explicit cuda.
+inline std::string why_not_gpu(gpu_obstacle obstacle) {
+  switch (obstacle) {
+    case gpu_obstacle::none: return {};
+    case gpu_obstacle::stop_or_cap:
+      return "a timeout or a memory cap: only the processes backend can stop or cap an item";
+    case gpu_obstacle::nested: return "nested in a worker of another map: runs inline there";
+    case gpu_obstacle::not_device_callable:
+      return "the GPU needs a device-callable function: a [] __host__ __device__ lambda (nvcc "
+             "--extended-lambda) or a functor with `using polymap_device_callable = void;`";
+    case gpu_obstacle::not_trivially_copyable:
+      return "the GPU needs items and results that are trivially copyable";
+    case gpu_obstacle::no_device: return device_status();
+  }
+  return "unknown obstacle";
+}
+
+/// Whether a cuda:: call of `Fn` runs on the GPU: for automatic, when nothing keeps it off;
+/// for an explicit cuda, always, or it is refused. Other backends: never.
+/// @throws option_error for a bad device index, or a timeout or memory cap with backend cuda;
+///   backend_unavailable when backend cuda meets any other obstacle
+template <class Fn, bool copyable = true>
 bool wants_gpu(const options& o) {
   if (o.backend != backend_kind::automatic && o.backend != backend_kind::cuda) return false;
-  // An item on the GPU can be neither stopped nor capped: automatic leaves such a call to
-  // the CPU, which gives it to the processes backend; an explicit cuda is refused.
-  if (o.timeout.count() > 0 || o.memory_limit != 0) {
-    if (o.backend == backend_kind::automatic) return false;
+  const gpu_obstacle obstacle = obstacle_to_gpu<Fn, copyable>(o);
+  if (obstacle == gpu_obstacle::none) return true;
+  if (o.backend == backend_kind::automatic) return false;
+  if (obstacle == gpu_obstacle::stop_or_cap) {
     const bool timeout = o.timeout.count() > 0;
     throw option_error(timeout ? "timeout" : "memory_limit",
                        timeout ? std::to_string(o.timeout.count()) + " s"
                                : std::to_string(o.memory_limit) + " bytes",
-                       std::string("none with backend cuda: ") + no_stop_or_cap);
+                       "none with backend cuda: " + why_not_gpu(obstacle));
   }
-  check_device(o);
-  if (o.backend == backend_kind::cuda) {
-    if (device_count() == 0) {
-      throw backend_unavailable("polymap: backend cuda is not available here: " +
-                                device_status());
-    }
-    if constexpr (!is_device_callable_v<Fn>) {
-      throw backend_unavailable(std::string("polymap: backend cuda needs ") + needs_device_callable);
-    }
-    return true;
-  }
-  return is_device_callable_v<Fn> && device_count() > 0;
+  throw backend_unavailable("polymap: backend cuda is not usable here: " + why_not_gpu(obstacle));
 }
 
-/// Whether a host-resident map of `T` to `R` may go to the GPU: wants_gpu, and items and
-/// results that can be copied there byte for byte.
-/// @throws as wants_gpu; backend_unavailable for cuda with items or results that cannot
+/// Whether items of `T` and results of `R` can be copied to a GPU byte for byte.
+template <class T, class R>
+inline constexpr bool gpu_copyable_v =
+    std::is_trivially_copyable_v<T> && std::is_trivially_copyable_v<R>;
+
+/// wants_gpu for a host-resident map of `T` to `R`.
 template <class T, class R, class Fn>
 bool host_wants_gpu(const options& o) {
-  const bool gpu = wants_gpu<Fn>(o);
-  if constexpr (!std::is_trivially_copyable_v<T> || !std::is_trivially_copyable_v<R>) {
-    if (gpu && o.backend == backend_kind::cuda) {
-      throw backend_unavailable(std::string("polymap: backend cuda needs ") +
-                                needs_trivially_copyable);
-    }
-    return false;
-  }
-  return gpu;
+  return wants_gpu<Fn, gpu_copyable_v<T, R>>(o);
 }
 
 /// Host-resident maps that can go to the GPU at all: device-callable, trivially copyable.
 template <class T, class R, class Fn>
-inline constexpr bool gpu_mappable_v = is_device_callable_v<Fn> &&
-                                       std::is_trivially_copyable_v<T> &&
-                                       std::is_trivially_copyable_v<R>;
+inline constexpr bool gpu_mappable_v = is_device_callable_v<Fn> && gpu_copyable_v<T, R>;
 
 /// Pinned host buffers, device buffers and streams of one host-resident map at a time,
 /// kept between calls by the staging_pool below.
@@ -404,22 +426,6 @@ inline bool is_device_pointer(const void* p) {
   return t == cudaMemoryTypeDevice || t == cudaMemoryTypeManaged;
 }
 
-/// Why a host-resident map of `T` to `R` by `Fn` cannot run on the GPU here; empty when it
-/// can.
-template <class T, class R, class Fn>
-std::string gpu_refusal(const options& o) {
-  if (o.timeout.count() > 0 || o.memory_limit != 0) {
-    return std::string("a timeout or a memory cap: ") + no_stop_or_cap;
-  }
-  if constexpr (!is_device_callable_v<Fn>) {
-    return std::string("the GPU needs ") + needs_device_callable;
-  } else if constexpr (!std::is_trivially_copyable_v<T> || !std::is_trivially_copyable_v<R>) {
-    return std::string("the GPU needs ") + needs_trivially_copyable;
-  } else {
-    return device_count() > 0 ? std::string() : device_status();
-  }
-}
-
 /// The least time any GPU could take for a host-resident map moving `bytes`.
 inline double gpu_lower_bound(std::size_t bytes) {
   return host_map_costs::least_fixed_seconds +
@@ -427,25 +433,20 @@ inline double gpu_lower_bound(std::size_t bytes) {
 }
 
 /// The GPU's estimate for a host-resident map of `n` items, copies included, set against
-/// `cpu` (polymap::explain's plan); `source` says where its costs come from. Inside a worker
-/// of another map the GPU is not used (nested calls run inline). Measuring the costs takes
-/// a CUDA context and some 0.1 s (estimated), so the defaults stand in when the answer cannot depend on
-/// them: a backend named by options::backend or POLYMAP_BACKEND, a CPU that finishes before
-/// any GPU could.
+/// `cpu` (polymap::explain's plan); `source` says where its costs come from. Measuring the
+/// costs takes a CUDA context and some 0.1 s (estimated), so the defaults stand in when the
+/// answer cannot depend on them: a backend named by options::backend or POLYMAP_BACKEND, a
+/// CPU that finishes before any GPU could.
+/// @throws option_error for a bad device index
 template <class T, class R, class Fn>
 backend_estimate gpu_estimate(std::size_t n, const options& o, const plan& cpu,
                               std::string& source) {
   backend_estimate e{.backend = backend_kind::cuda,
                      .usable = false,
-                     .why_not = gpu_refusal<T, R, Fn>(o),
+                     .why_not = why_not_gpu(obstacle_to_gpu<Fn, gpu_copyable_v<T, R>>(o)),
                      .seconds = 0,
                      .workers = 0};
   if (!e.why_not.empty()) return e;
-  if (polymap::detail::in_worker()) {
-    e.why_not = "nested in a worker of another map: runs inline there";
-    return e;
-  }
-  check_device(o);
   const std::size_t bytes = n * (sizeof(T) + sizeof(R));
   bool worth_measuring = !cpu.requested && o.backend != backend_kind::cuda;
   for (const backend_estimate& c : cpu.estimates) {
@@ -501,16 +502,15 @@ inline plan gpu_plan(std::size_t items, std::string reason, bool requested = fal
 
 /// Where a host-resident map that may run on the GPU (wants_gpu was true) goes: for backend
 /// cuda there, as requested; for automatic, where host_plan predicts it finishes first. An
-/// empty input, and a call nested in a worker of another map, stay on the CPU with nothing
-/// weighed (no CUDA call, no sampling).
+/// empty input stays on the CPU with nothing weighed (no CUDA call, no sampling).
 template <class T, class R, class Fn>
 host_choice host_decision(std::span<const T> xs, Fn& fn, const options& opts) {
   host_choice c;
   if (opts.backend == backend_kind::cuda) {
     c.decision = gpu_plan(xs.size(), "requested by options::backend", true);
-  } else if (xs.empty() || polymap::detail::in_worker()) {
+  } else if (xs.empty()) {
     c.decision.chosen = backend_kind::serial;
-    c.decision.reason = xs.empty() ? "no items" : "nested in a worker of another map";
+    c.decision.reason = "no items";
     return c;
   } else {
     c = host_plan<T, R>(xs, fn, opts);
