@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -80,6 +82,24 @@ int write_all(int fd, const std::string& text) {
     done += static_cast<std::size_t>(n);
   }
   return 0;
+}
+
+/// Removes what a save that died between mkostemp and rename left beside `path`: files named
+/// `<name>.XXXXXX` (six letters or digits, as mkostemp makes them). Only for a caller that
+/// holds the lock, so that no such file is another save's in progress.
+void remove_stale_temporaries(const std::filesystem::path& path) {
+  const std::string prefix = path.filename().string() + '.';
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(path.parent_path(), ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() != prefix.size() + 6 || !name.starts_with(prefix)) continue;
+    const std::string_view tail = std::string_view(name).substr(prefix.size());
+    if (std::all_of(tail.begin(), tail.end(), [](unsigned char c) { return std::isalnum(c); })) {
+      std::error_code ignored;  // a file that cannot go costs only its space
+      std::filesystem::remove(it->path(), ignored);
+    }
+  }
 }
 
 }  // namespace
@@ -160,6 +180,7 @@ measurement_file::lock_result measurement_file::take_lock(std::chrono::milliseco
 
 std::string measurement_file::save(std::string_view key, std::span<const double> values,
                                    const lock& /*held*/) const {
+  remove_stale_temporaries(path_);
   // The other keys' lines, then this key's.
   std::string text;
   {

@@ -66,7 +66,8 @@ class measurement_file {
 
   /// Saves `values` under `key`, in place of that key's line, keeping the other keys'. The
   /// caller holds the lock (`held`); the new file replaces the old one by a rename, so a
-  /// reader never sees half a file.
+  /// reader never sees half a file. What an earlier save that died before its rename left
+  /// beside the file (`<file>.XXXXXX`) is removed.
   /// @return empty when saved, else why not (the path and the system's error): a failed save
   ///   loses only the saving, never a measurement in hand
   [[nodiscard]] std::string save(std::string_view key, std::span<const double> values,

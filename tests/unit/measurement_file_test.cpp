@@ -68,6 +68,21 @@ int lock_in_child(const measurement_file& f, std::chrono::milliseconds wait) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+TEST_F(MeasurementFile, ASaveRemovesWhatADeadSaveLeftAndNothingElse) {
+  const measurement_file f(dir_ / "costs");
+  // A save killed between mkostemp and rename leaves costs.XXXXXX behind.
+  for (const char* name : {"costs.a1B2c3", "costs.keepme1", "costs.lock", "other.a1B2c3",
+                           "costs.a1-2c3"}) {
+    std::ofstream(dir_ / name) << "x\n";
+  }
+  ASSERT_EQ(save(f, "k", {1.0}), "");
+  EXPECT_FALSE(fs::exists(dir_ / "costs.a1B2c3"));
+  for (const char* kept : {"costs.keepme1", "costs.lock", "other.a1B2c3", "costs.a1-2c3"}) {
+    EXPECT_TRUE(fs::exists(dir_ / kept)) << kept;
+  }
+  EXPECT_EQ(f.find("k", 1), std::vector<double>{1.0});
+}
+
 TEST_F(MeasurementFile, AMissingFileHasNothing) {
   const measurement_file f(dir_ / "none" / "costs");
   EXPECT_EQ(f.find("a", 2), std::nullopt);

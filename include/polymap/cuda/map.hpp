@@ -202,7 +202,8 @@ struct staging {
     std::size_t first = 0, count = 0;  // the chunk in flight, count 0 for none
   };
   int device = -1;
-  std::size_t in_bytes = 0, out_bytes = 0;
+  std::size_t in_bytes = 0, out_bytes = 0;            // each slot's device buffers
+  std::size_t host_in_bytes = 0, host_out_bytes = 0;  // its pinned ones (0: none)
   std::array<slot, staging_slots> slots{};
 
   staging() = default;
@@ -221,13 +222,19 @@ struct staging {
       s = slot{};
     }
     device = -1;
-    in_bytes = out_bytes = 0;
+    in_bytes = out_bytes = host_in_bytes = host_out_bytes = 0;
   }
 
-  /// Makes every slot hold `in` and `out` bytes on `dev`.
+  /// Makes every slot hold `in` and `out` bytes on `dev`, and as many pinned host bytes
+  /// for the sides that are staged: `host_in`, `host_out` (0 for a caller's buffer that is
+  /// pinned already, which the GPU copies from or to directly).
   /// @throws cuda_error (an allocation failure leaves the staging empty, not half made)
-  void reserve(int dev, std::size_t in, std::size_t out) {
-    if (dev == device && in <= in_bytes && out <= out_bytes) return;
+  void reserve(int dev, std::size_t in, std::size_t out, std::size_t host_in,
+               std::size_t host_out) {
+    if (dev == device && in <= in_bytes && out <= out_bytes && host_in <= host_in_bytes &&
+        host_out <= host_out_bytes) {
+      return;
+    }
     release();
     try {
       for (slot& s : slots) {
@@ -235,8 +242,12 @@ struct staging {
         // legacy default stream (a kernel writing what `fn` reads), as Thrust's calls do.
         POLYMAP_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamDefault));
         POLYMAP_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
-        POLYMAP_CUDA_CHECK(cudaHostAlloc(&s.host_in, in, cudaHostAllocDefault));
-        POLYMAP_CUDA_CHECK(cudaHostAlloc(&s.host_out, out, cudaHostAllocDefault));
+        if (host_in != 0) {
+          POLYMAP_CUDA_CHECK(cudaHostAlloc(&s.host_in, host_in, cudaHostAllocDefault));
+        }
+        if (host_out != 0) {
+          POLYMAP_CUDA_CHECK(cudaHostAlloc(&s.host_out, host_out, cudaHostAllocDefault));
+        }
         POLYMAP_CUDA_CHECK(cudaMalloc(&s.dev_in, in));
         POLYMAP_CUDA_CHECK(cudaMalloc(&s.dev_out, out));
       }
@@ -247,6 +258,8 @@ struct staging {
     device = dev;
     in_bytes = in;
     out_bytes = out;
+    host_in_bytes = host_in;
+    host_out_bytes = host_out;
   }
 };
 
@@ -340,11 +353,12 @@ void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
   device_guard on(device);
   const std::size_t chunk = std::max<std::size_t>(1, staging_chunk_bytes / sizeof(In));
   const std::size_t per_chunk = std::min(chunk, n);
-  staging_lease lease;
-  staging& st = *lease;
-  st.reserve(device, per_chunk * sizeof(In), per_chunk * sizeof(R));
   const bool in_pinned = is_pinned(in, n * sizeof(In));
   const bool out_pinned = is_pinned(out, n * sizeof(R));
+  staging_lease lease;
+  staging& st = *lease;
+  st.reserve(device, per_chunk * sizeof(In), per_chunk * sizeof(R),
+             in_pinned ? 0 : per_chunk * sizeof(In), out_pinned ? 0 : per_chunk * sizeof(R));
   // The copy of slot `s`'s finished results to the caller's output, once they are there
   // (none when the GPU wrote them there itself).
   auto results_of = [&](staging::slot& s) -> byte_copy {
@@ -567,7 +581,9 @@ template <class T, class Fn>
                        "device or managed memory; pass a host range (a vector) to stream it");
   }
   device_buffer<R> out(xs.size(), o.device);
-  if constexpr (is_device_callable_v<Fn>) detail::device_map(xs.data(), out.data(), xs.size(), fn, o.device);
+  if constexpr (is_device_callable_v<Fn>) {
+    detail::device_map(xs.data(), out.data(), xs.size(), fn, o.device);
+  }
   detail::note_gpu(opts, xs.size(), detail::device_resident);
   return out;
 }
@@ -595,7 +611,8 @@ template <class T, class R, class Fn>
 void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opts = {}) {
   if (out.size() < xs.size()) {
     throw option_error("out", std::to_string(out.size()) + " elements",
-                       "at least as many elements as the input (" + std::to_string(xs.size()) + ")");
+                       "at least as many elements as the input (" +
+                           std::to_string(xs.size()) + ")");
   }
   const bool in_on_device = !xs.empty() && detail::is_device_pointer(xs.data());
   const bool out_on_device = !xs.empty() && detail::is_device_pointer(out.data());
