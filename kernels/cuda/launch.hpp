@@ -6,9 +6,11 @@
 /// The built-in kernels (kernels/cpu/kernels.hpp, the same POLYMAP_HD code) precompiled for
 /// the GPU, callable from plain C++. Each entry point takes host or device pointers: device
 /// (or managed) memory is used in place; host memory is copied to the GPU and the outputs
-/// back, which is what the timing of `polymap bench` includes.
+/// back, which is what the timing of `polymap bench` includes. A kernel runs on the GPU
+/// whose memory holds its device pointers, else on `device`.
 /// Every function throws backend_unavailable when polymap was built without CUDA or there is
-/// no device, and cuda_error when a CUDA call fails.
+/// no device, option_error for pointers into two GPUs' memory, and cuda_error when a CUDA
+/// call fails.
 
 #include "cpu/kernels.hpp"
 

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <iostream>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -99,6 +100,48 @@ inline int gpu_left_alone(int x) {
   }
 }
 
+/// 3x, after spinning some 2.5 ms per item on the GPU (the host's copy, never called, does
+/// not): a streamed map of a few chunks of it runs long enough to be stopped in the middle.
+struct slow_triple {
+  using polymap_device_callable = void;
+  POLYMAP_HD float operator()(float x) const {
+#if defined(__CUDA_ARCH__)
+    const long long start = clock64();
+    while (clock64() - start < 5'000'000) {
+    }
+#endif
+    return 3.0F * x;
+  }
+};
+
+/// `out[i]` = the low byte of 7i + 3.
+struct stamp_index {
+  using polymap_device_callable = void;
+  std::uint8_t* out;
+  POLYMAP_HD void operator()(std::size_t i) const { out[i] = static_cast<std::uint8_t>(i * 7 + 3); }
+};
+struct add_one_byte {
+  using polymap_device_callable = void;
+  POLYMAP_HD std::uint8_t operator()(std::uint8_t x) const {
+    return static_cast<std::uint8_t>(x + 1);
+  }
+};
+/// Counts into `*wrong` the i where `got[i]` is not the low byte of 7i + 4.
+struct count_wrong_stamps {
+  using polymap_device_callable = void;
+  const std::uint8_t* got;
+  unsigned long long* wrong;
+  POLYMAP_HD void operator()(std::size_t i) const {
+    if (got[i] != static_cast<std::uint8_t>(i * 7 + 4)) {
+#if defined(__CUDA_ARCH__)
+      atomicAdd(wrong, 1ULL);
+#else
+      ++*wrong;
+#endif
+    }
+  }
+};
+
 /// 2x + 1 of every element into `out`, through an extended lambda.
 inline void affine_into(std::span<const float> xs, std::span<double> out, const options& o) {
   cuda::map_into(xs, out, [] __host__ __device__(float x) { return 2.0 * x + 1.0; }, o);
@@ -107,6 +150,7 @@ inline void affine_into(std::span<const float> xs, std::span<double> out, const 
 // Compile-time proofs: they hold with or without a GPU.
 static_assert(is_device_callable_v<hd_plus_one>);
 static_assert(is_device_callable_v<marked_scale>);
+static_assert(is_device_callable_v<slow_triple>);
 static_assert(!is_device_callable_v<decltype(host_plus_one())>);
 static_assert(!is_device_callable_v<unmarked_scale>);
 static_assert(!is_device_callable_v<float (*)(float)>);
@@ -516,6 +560,88 @@ TEST_F(CudaDevice, StopAndProgressWorkOnAStreamedMap) {
     EXPECT_EQ(e.done() % chunk, 0u) << e.done();
     EXPECT_EQ(e.done(), done_at_cancel);
   }
+}
+
+TEST_F(CudaDevice, AStopInTheMiddleLeavesWhatItDidNotRunUntouched) {
+  // Sixteen chunks of a function that takes milliseconds a chunk: the first progress report
+  // (every 100 ms) comes in the middle and stops the call. What finished is whole chunks,
+  // counted in done(); every element after them keeps its poison: nothing lands after the
+  // call returns.
+  const std::size_t chunk = cuda::staging_chunk_bytes / sizeof(float);
+  const std::vector<float> xs = random_floats(16 * chunk + 5, 21);
+  std::vector<float> out(xs.size(), std::numeric_limits<float>::quiet_NaN());
+  std::stop_source stop;
+  options o{.backend = backend::cuda, .stop = stop.get_token()};
+  o.on_progress = [&](const progress_info& p) {
+    if (p.done > 0) stop.request_stop();
+  };
+  std::size_t done = xs.size();
+  try {
+    cuda::map_into(std::span<const float>(xs), std::span<float>(out), cuda_test::slow_triple{},
+                   o);
+  } catch (const cancelled_error& e) {
+    done = e.done();
+    EXPECT_EQ(done % chunk, 0u) << done;
+    EXPECT_GT(done, 0u);
+  }
+  if (done == xs.size()) {
+    std::cout << "note: the call ended before a progress report could stop it\n";
+  }
+  for (std::size_t i = 0; i < done; ++i) ASSERT_EQ(out[i], 3.0F * xs[i]) << i;
+  for (std::size_t i = done; i < xs.size(); ++i) ASSERT_TRUE(std::isnan(out[i])) << i;
+}
+
+TEST_F(CudaDevice, MoreThanTwoToTheThirtyOneItemsOnTheDevice) {
+  // Indices past what an int holds: for_each writes every one, map reads and writes them.
+  constexpr std::size_t n = (std::size_t{1} << 31) + 77;
+  thrust::device_vector<std::uint8_t> stamps(n, 0);
+  std::uint8_t* const p = thrust::raw_pointer_cast(stamps.data());
+  cuda::for_each(n, cuda_test::stamp_index{p});
+  const cuda::device_buffer<std::uint8_t> next =
+      cuda::map(std::span<const std::uint8_t>(p, n), cuda_test::add_one_byte{});
+  ASSERT_EQ(next.size(), n);
+  thrust::device_vector<unsigned long long> wrong(1, 0);
+  cuda::for_each(n, cuda_test::count_wrong_stamps{next.data(),
+                                                  thrust::raw_pointer_cast(wrong.data())});
+  EXPECT_EQ(wrong[0], 0ULL);
+  // The last elements, read on the host: a count that stopped at 2^31 would miss them above.
+  std::vector<std::uint8_t> tail(1000);
+  ASSERT_EQ(cudaMemcpy(tail.data(), next.data() + n - tail.size(), tail.size(),
+                       cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  for (std::size_t j = 0; j < tail.size(); ++j) {
+    const std::size_t i = n - tail.size() + j;
+    ASSERT_EQ(tail[j], static_cast<std::uint8_t>(i * 7 + 4)) << i;
+  }
+}
+
+TEST_F(CudaDevice, DeviceResidentDataRunsOnTheGpuThatHoldsIt) {
+  if (cuda::device_count() < 2) {
+    GTEST_SKIP() << "needs two GPUs: " << cuda::device_status();
+  }
+  const std::vector<float> xs = random_floats(odd, 11);
+  const cuda::device_buffer<float> on1{std::span<const float>(xs), 1};
+  // options::device is 0; the data is on GPU 1, which is where the kernel must run.
+  const cuda::device_buffer<float> ys = cuda::map(on1, marked_scale{2.0F});
+  EXPECT_EQ(ys.device(), 1);
+  const std::vector<float> back = ys.to_host();
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(back[i], 2.0F * xs[i]) << i;
+
+  cuda::device_buffer<float> y1{std::span<const float>(xs), 1};
+  k::gpu::saxpy(xs.size(), 2.0F, on1.data(), y1.data());
+  const std::vector<float> saxpy = y1.to_host();
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(saxpy[i], 2.0F * xs[i] + xs[i]) << i;
+
+  // Input on one GPU, output on another: refused, naming both.
+  cuda::device_buffer<float> on0(xs.size(), 0);
+  try {
+    cuda::map_into(on1.span(), on0.span(), marked_scale{2.0F});
+    ADD_FAILURE() << "a kernel was sent to read one GPU and write another";
+  } catch (const option_error& e) {
+    EXPECT_NE(std::string(e.what()).find("GPUs 1 and 0"), std::string::npos) << e.what();
+  }
+  // A kernel reading another GPU's memory would have lost the context to a sticky error.
+  EXPECT_GE(cuda::device_count(), 2) << cuda::device_status();
 }
 
 TEST_F(CudaDevice, OutOfMemoryIsACudaErrorAndTheHostGoesOn) {

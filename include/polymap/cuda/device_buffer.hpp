@@ -62,6 +62,7 @@ class device_buffer {
   explicit device_buffer(std::span<const T> host, int device = 0)
       : device_buffer(host.size(), device) {
     if (!host.empty()) {
+      device_guard on(device);
       POLYMAP_CUDA_CHECK(
           cudaMemcpy(data_, host.data(), host.size_bytes(), cudaMemcpyHostToDevice));
     }
@@ -96,6 +97,7 @@ class device_buffer {
   [[nodiscard]] std::vector<T> to_host() const {
     std::vector<T> out(size_);
     if (size_ != 0) {
+      device_guard on(device_);
       POLYMAP_CUDA_CHECK(cudaMemcpy(out.data(), data_, size_ * sizeof(T), cudaMemcpyDeviceToHost));
     }
     return out;
@@ -103,8 +105,14 @@ class device_buffer {
 
  private:
   void release() noexcept {
-    // cudaFree may report an earlier sticky error; a destructor has nobody to tell.
-    if (data_ != nullptr) (void)cudaFree(data_);
+    if (data_ == nullptr) return;
+    // Freed on its own device, whichever is current; cudaFree may report an earlier sticky
+    // error, and a destructor has nobody to tell.
+    int current = -1;
+    const bool switched = cudaGetDevice(&current) == cudaSuccess && current != device_ &&
+                          cudaSetDevice(device_) == cudaSuccess;
+    (void)cudaFree(data_);
+    if (switched) (void)cudaSetDevice(current);
     data_ = nullptr;
   }
 

@@ -46,6 +46,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -63,7 +64,8 @@ inline constexpr unsigned block_threads = 256;
 /// Streams (and staging slots) of a host-resident map: three keep the copy in, the kernel
 /// and the copy out of consecutive chunks all busy; a fourth absorbs jitter.
 inline constexpr std::size_t staging_slots = 4;
-/// Bytes of input per chunk of a host-resident map: large enough that a copy runs at PCIe
+/// Bytes per chunk of a host-resident map, of its items or its results, whichever are
+/// wider: large enough that a copy runs at PCIe
 /// bandwidth (the latency of one cudaMemcpyAsync is about 10 us), small enough that the
 /// pipeline fills quickly.
 inline constexpr std::size_t staging_chunk_bytes = std::size_t{8} << 20;
@@ -312,16 +314,23 @@ class staging_lease {
   std::unique_ptr<staging> set_;
 };
 
-/// The kind of memory `p` points to, as the runtime sees it: cudaMemoryTypeUnregistered for
-/// plain host memory.
-inline cudaMemoryType memory_type(const void* p) {
+/// Where a pointer points, as the runtime sees it.
+struct memory_place {
+  cudaMemoryType type = cudaMemoryTypeUnregistered;  ///< plain host memory: Unregistered
+  int device = -1;  ///< for device memory, the GPU whose memory it is
+};
+
+inline memory_place place_of(const void* p) {
   cudaPointerAttributes a{};
   if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
     (void)cudaGetLastError();  // plain host memory on old runtimes
-    return cudaMemoryTypeUnregistered;
+    return {};
   }
-  return a.type;
+  return {.type = a.type, .device = a.device};
 }
+
+/// The kind of memory `p` points to.
+inline cudaMemoryType memory_type(const void* p) { return place_of(p).type; }
 
 /// Whether the `bytes` at `p` are page-locked host memory (cudaHostAlloc, cudaMallocHost,
 /// cudaHostRegister), which the copy engines read and write without a staging copy: the
@@ -351,7 +360,10 @@ void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
   const polymap::detail::chunk_guard in_flight(state);
   if (!in_flight.entered()) return;
   device_guard on(device);
-  const std::size_t chunk = std::max<std::size_t>(1, staging_chunk_bytes / sizeof(In));
+  // Chunks are cut by the wider of an item and a result: neither side's buffers outgrow
+  // staging_chunk_bytes.
+  const std::size_t chunk =
+      std::max<std::size_t>(1, staging_chunk_bytes / std::max(sizeof(In), sizeof(R)));
   const std::size_t per_chunk = std::min(chunk, n);
   const bool in_pinned = is_pinned(in, n * sizeof(In));
   const bool out_pinned = is_pinned(out, n * sizeof(R));
@@ -438,6 +450,36 @@ inline bool is_device_pointer(const void* p) {
   if (device_count() == 0) return false;
   const cudaMemoryType t = memory_type(p);
   return t == cudaMemoryTypeDevice || t == cudaMemoryTypeManaged;
+}
+
+/// A pointer that a call reads or writes, named for its errors.
+struct named_pointer {
+  const char* name;
+  const void* p;
+};
+
+/// The GPU that must run a kernel over `pointers`: the one whose memory holds those in
+/// device memory (a GPU cannot read another's memory without peer access), else `device`
+/// (options::device; host and managed memory are reached from any GPU).
+/// @throws option_error when two of them are in the memory of different GPUs
+inline int device_for(std::initializer_list<named_pointer> pointers, int device) {
+  if (device_count() == 0) return device;
+  const named_pointer* holder = nullptr;
+  int held_on = device;
+  for (const named_pointer& np : pointers) {
+    const memory_place m = place_of(np.p);
+    if (m.type != cudaMemoryTypeDevice) continue;
+    if (holder == nullptr) {
+      holder = &np;
+      held_on = m.device;
+    } else if (m.device != held_on) {
+      throw option_error(std::string(holder->name) + ", " + np.name,
+                         "memory of GPUs " + std::to_string(held_on) + " and " +
+                             std::to_string(m.device),
+                         "the memory of one GPU (or host or managed memory)");
+    }
+  }
+  return held_on;
 }
 
 /// The least time any GPU could take for a host-resident map moving `bytes`.
@@ -563,6 +605,7 @@ inline void note_cpu(const options& o, const host_choice& weighed) {
 }  // namespace detail
 
 /// Applies `fn` to every element of device-resident `xs` on the GPU; nothing is copied.
+/// It runs on the GPU whose memory holds `xs` (options::device for managed memory).
 /// @param xs device memory (a device_buffer's span, or a span over cudaMalloc'd memory)
 /// @param fn a device-callable function of one element
 /// @return the results, in a device_buffer on the same device
@@ -580,6 +623,7 @@ template <class T, class Fn>
     throw option_error("xs", "a span over host memory",
                        "device or managed memory; pass a host range (a vector) to stream it");
   }
+  if (!xs.empty()) o.device = detail::device_for({{"xs", xs.data()}}, o.device);
   device_buffer<R> out(xs.size(), o.device);
   if constexpr (is_device_callable_v<Fn>) {
     detail::device_map(xs.data(), out.data(), xs.size(), fn, o.device);
@@ -601,18 +645,25 @@ template <class T, class Alloc, class Fn>
       std::span<const T>(thrust::raw_pointer_cast(xs.data()), xs.size()), std::move(fn), opts);
 }
 
-/// Writes `fn(xs[i])` to `out[i]`. Both spans over device (or managed) memory: on the GPU,
-/// nothing copied. Both over host memory: as `map` of a host range (streamed through the GPU
-/// when the options ask for cuda, or ask for automatic and the GPU is predicted faster; else
-/// `polymap::map_into` on the CPU), with no result vector to allocate.
-/// @throws the same as map(); option_error when `out` is shorter than `xs`, or when one span
-///   is on the device and the other on the host
+/// Writes `fn(xs[i])` to `out[i]`. Both spans over device (or managed) memory: on the GPU
+/// whose memory holds them, nothing copied. Both over host memory: as `map` of a host range
+/// (streamed through the GPU when the options ask for cuda, or ask for automatic and the GPU
+/// is predicted faster; else `polymap::map_into` on the CPU), with no result vector to
+/// allocate. A CPU backend named by the options runs it with no CUDA call.
+/// @throws the same as map(); option_error when `out` is shorter than `xs`, when one span
+///   is on the device and the other on the host, or when they are on two GPUs
 template <class T, class R, class Fn>
 void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opts = {}) {
   if (out.size() < xs.size()) {
     throw option_error("out", std::to_string(out.size()) + " elements",
                        "at least as many elements as the input (" +
                            std::to_string(xs.size()) + ")");
+  }
+  const std::span<R> into = out.first(xs.size());
+  if (opts.backend != backend_kind::automatic && opts.backend != backend_kind::cuda) {
+    // A CPU backend, named: no CUDA call (asking where the buffers are makes a context).
+    polymap::map_into(xs, into, fn, opts);
+    return;
   }
   const bool in_on_device = !xs.empty() && detail::is_device_pointer(xs.data());
   const bool out_on_device = !xs.empty() && detail::is_device_pointer(out.data());
@@ -622,11 +673,11 @@ void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opt
                                     : "input on the host, output on the device",
                        "both on the device, or both on the host");
   }
-  const std::span<R> into = out.first(xs.size());
   if (in_on_device) {
     options o = opts;
     o.backend = backend_kind::cuda;  // device memory: no CPU backend can read it
     (void)detail::wants_gpu<Fn>(o);
+    o.device = detail::device_for({{"xs", xs.data()}, {"out", into.data()}}, o.device);
     if constexpr (is_device_callable_v<Fn>) {
       detail::device_map(xs.data(), into.data(), xs.size(), fn, o.device);
       detail::note_gpu(opts, xs.size(), detail::device_resident);
@@ -666,8 +717,9 @@ template <std::ranges::contiguous_range Range, class Fn>
     return polymap::map(xs, fn, opts);  // unreachable: host_wants_gpu was false
   } else {
     if (n != 0 && detail::is_device_pointer(in)) {
-      device_buffer<R> d(n, opts.device);
-      detail::device_map(in, d.data(), n, fn, opts.device);
+      const int device = detail::device_for({{"xs", in}}, opts.device);
+      device_buffer<R> d(n, device);
+      detail::device_map(in, d.data(), n, fn, device);
       detail::note_gpu(opts, n, detail::device_resident);
       return d.to_host();
     }
@@ -706,7 +758,8 @@ template <std::ranges::contiguous_range Range, class Fn>
 }
 
 /// Calls `fn(i)` for every i in [0, n) on the GPU (backend automatic or cuda), or on the
-/// CPU for backend serial or threads. On the GPU `fn` must only touch memory the GPU reads.
+/// CPU for backend serial or threads. On the GPU (options::device) `fn` must only touch
+/// memory that GPU reads: its own device memory, or managed memory.
 /// @throws option_error, backend_unavailable (no device; a function that is not
 ///   device-callable), cuda_error
 template <std::integral Index, class Fn>

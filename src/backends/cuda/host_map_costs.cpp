@@ -196,7 +196,8 @@ struct locked_file {
 /// measure), the device's identity, whether the file had nothing for it, and whether it
 /// waited in vain for another process measuring it (then it does not wait again).
 struct known_costs {
-  std::mutex mutex;
+  std::mutex mutex;      // the maps below: held briefly, never while measuring
+  std::mutex measuring;  // held while measuring: threads that need the costs wait for them
   std::map<int, host_map_costs> by_device;
   std::map<int, device_identity> ids;
   std::map<int, bool> nothing_kept;
@@ -212,6 +213,12 @@ known_costs& known() {
 const device_identity& identity_of(known_costs& k, int device) {
   if (const auto it = k.ids.find(device); it != k.ids.end()) return it->second;
   return k.ids.emplace(device, identify(device)).first->second;
+}
+
+/// The same, taking `k.mutex`.
+device_identity locked_identity_of(known_costs& k, int device) {
+  const std::lock_guard lock(k.mutex);
+  return identity_of(k, device);
 }
 
 /// Remembers `c` as `device`'s costs for the process. Called with `k.mutex` held.
@@ -230,8 +237,7 @@ host_map_costs defaults(const std::string& why) {
 /// defaults; never waits for a measurement, never measures, remembers no defaults.
 host_map_costs known_or_defaults(int device) {
   known_costs& k = known();
-  const std::unique_lock lock(k.mutex, std::try_to_lock);
-  if (!lock.owns_lock()) return defaults("being measured by another thread");
+  const std::lock_guard lock(k.mutex);
   if (const auto it = k.by_device.find(device); it != k.by_device.end()) return it->second;
   try {
     const device_identity& id = identity_of(k, device);
@@ -275,12 +281,15 @@ host_map_costs host_map_costs_on(int device, if_unknown unknown) {
     if (gave_up) k.nothing_kept[device] = false;  // read the file again for its result
   }
   if (unknown == if_unknown::use_defaults || gave_up) return known_or_defaults(device);
-  // Held while measuring: the threads of this process that need the costs wait for them.
-  const std::lock_guard lock(k.mutex);
-  if (const auto it = k.by_device.find(device); it != k.by_device.end()) return it->second;
+  // One thread measures; the others that need the costs wait for them.
+  const std::lock_guard measuring(k.measuring);
+  {
+    const std::lock_guard lock(k.mutex);
+    if (const auto it = k.by_device.find(device); it != k.by_device.end()) return it->second;
+  }
   host_map_costs c;
   try {
-    const device_identity& id = identity_of(k, device);
+    const device_identity id = locked_identity_of(k, device);
     create_context(device);
     // Under the file's lock from reading to saving: processes that start together measure
     // one at a time, and the later ones read what the first kept.
@@ -290,6 +299,7 @@ host_map_costs host_map_costs_on(int device, if_unknown unknown) {
     } else if (f.lock.busy) {
       // Not measured beside another process, which would skew both; later calls read the
       // file for its result rather than wait again.
+      const std::lock_guard lock(k.mutex);
       k.waited_in_vain[device] = true;
       return defaults(f.lock.why_not);
     } else {
@@ -300,18 +310,20 @@ host_map_costs host_map_costs_on(int device, if_unknown unknown) {
     // context shows in device_count() anyway.
     c = defaults(std::string("measuring failed: ") + e.what());
   }
+  const std::lock_guard lock(k.mutex);
   return remember(k, device, std::move(c));
 }
 
 host_map_costs measure_host_map_costs(int device) {
   detail::require_device(device);
   known_costs& k = known();
-  const std::lock_guard lock(k.mutex);
-  const device_identity& id = identity_of(k, device);
+  const std::lock_guard measuring(k.measuring);
+  const device_identity id = locked_identity_of(k, device);
   create_context(device);
   const locked_file f;
-  return remember(k, device,
-                  measure_and_keep(device, id, f.file, f.lock.held, f.lock.why_not));
+  host_map_costs c = measure_and_keep(device, id, f.file, f.lock.held, f.lock.why_not);
+  const std::lock_guard lock(k.mutex);
+  return remember(k, device, std::move(c));
 }
 
 }  // namespace polymap::cuda
