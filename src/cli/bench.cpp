@@ -409,8 +409,8 @@ std::optional<backend_kind> mostly_ran_on(const result_row& row) {
   return best;
 }
 
-/// Runs `w` `repeat` times on `kind`, checking each run against the reference.
-/// Appends to `errors` what went wrong.
+/// Runs `w` once untimed on `kind`, then `repeat` times timed, checking each run against
+/// the reference. Appends to `errors` what went wrong.
 result_row measure(workload& w, backend_kind kind, unsigned repeat,
                    std::vector<std::string>& errors) {
   result_row row{.kernel = std::string(w.name()),
@@ -418,6 +418,19 @@ result_row measure(workload& w, backend_kind kind, unsigned repeat,
                  .unit = std::string(w.unit()),
                  .items = w.items(),
                  .tasks = w.tasks()};
+  // The warm-up: the first run of a kernel on a backend pays one-off costs (first touch of
+  // the backend's buffers, code and data not in cache yet, automatic's first sample) that
+  // would otherwise be the whole figure of --repeat 1.
+  try {
+    w.reset();
+    w.run(options{.backend = kind});
+  } catch (const std::exception& e) {
+    row.matches_serial = false;
+    row.error = e.what();
+    errors.push_back(
+        fmt::format("kernel {} on backend {} failed: {}", w.name(), to_string(kind), e.what()));
+    return row;
+  }
   for (unsigned rep = 0; rep < repeat; ++rep) {
     w.reset();
     run_report report;

@@ -4,6 +4,7 @@
 
 #include <polymap/version.hpp>
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -13,9 +14,10 @@ namespace {
 
 constexpr const char* exit_status_text =
     "Exit status: 0 success; 1 the command ran and failed (e.g. a bench result that differs\n"
-    "from serial's, an item of run that failed, a --halt, a journal error); 130/143 run was\n"
-    "stopped by SIGINT/SIGTERM; 2 a usage error: an unknown option or command, or no command\n"
-    "at all (which prints this help on stderr).\n"
+    "from serial's, an item of run that failed, now or in an earlier run of its journal, a\n"
+    "--halt, a journal error); 129/130/143 run was stopped by SIGHUP/SIGINT/SIGTERM; 2 a usage\n"
+    "error: an unknown option or command, or no command at all (which prints this help on\n"
+    "stderr).\n"
     "Environment: POLYMAP_BACKEND forces a backend for automatic calls; POLYMAP_EXPLAIN=1\n"
     "prints each automatic choice on stderr.";
 
@@ -26,9 +28,8 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
       "[ARGS...] ::: VALUES... [::: VALUES...] [:::: FILE...]. Placeholders: {} {.} {/} {//} "
       "{/.} {#} {%} {N}; without any, the item is appended. The command runs as argv, never "
       "through a shell, unless --shell.");
-  // Everything from the first word that is not an option is the command: its own options
-  // (e.g. `ls -l {}`) must reach it untouched.
-  sub->prefix_command();
+  // The command and its inputs never reach CLI11: main() splits them off with
+  // split_run_words, so that their own options (`ls -l {}`) and `--` arrive untouched.
   sub->add_option("-j,--jobs", run.jobs, "Jobs at a time (default: usable CPUs)")
       ->check(CLI::Range(1U, 100000U));
   sub->add_option("--bind", run.bind, "Pin each job slot: none, core, pu, numa or package")
@@ -99,7 +100,53 @@ void add_status_command(CLI::App& app, status_args& status, cli_args& args,
   sub->callback([&args, what] { args.what = what; });
 }
 
+/// Whether `opt` takes a value (an option, not a flag).
+bool takes_value(const CLI::Option& opt) { return opt.get_expected_max() > 0; }
+
+[[noreturn]] void unknown_option(const std::string& word) {
+  throw std::runtime_error("unknown option '" + word +
+                           "' (give the command after `--` if it starts with '-'); see "
+                           "polymap run --help");
+}
+
 }  // namespace
+
+run_words split_run_words(const CLI::App& run, const std::vector<std::string>& words) {
+  run_words out;
+  std::size_t i = 0;
+  while (i < words.size()) {
+    const std::string& word = words[i];
+    if (word == "--") {
+      ++i;  // the one `--` that ends polymap's options; any later one is the command's
+      break;
+    }
+    if (word.size() < 2 || word[0] != '-') break;  // the command starts here
+    out.options.push_back(word);
+    ++i;
+    bool needs_next = false;
+    if (word[1] == '-') {
+      const std::size_t eq = word.find('=');
+      const CLI::Option* opt = run.get_option_no_throw(word.substr(0, eq));
+      if (opt == nullptr) unknown_option(word);
+      needs_next = takes_value(*opt) && eq == std::string::npos;
+    } else {
+      // Short options, possibly grouped (`-kj4`, `-kj 4`): a value ends the group.
+      for (std::size_t k = 1; k < word.size(); ++k) {
+        const CLI::Option* opt = run.get_option_no_throw(std::string{'-', word[k]});
+        if (opt == nullptr) {
+          unknown_option(word.size() == 2 ? word : std::string{'-', word[k]} + "' in '" + word);
+        }
+        if (takes_value(*opt)) {
+          needs_next = k + 1 == word.size();
+          break;
+        }
+      }
+    }
+    if (needs_next && i < words.size()) out.options.push_back(words[i++]);
+  }
+  out.command.assign(words.begin() + static_cast<std::ptrdiff_t>(i), words.end());
+  return out;
+}
 
 const std::vector<std::string>& kernel_names() {
   static const std::vector<std::string> names = {"saxpy", "stencil", "mandelbrot", "black_scholes",
@@ -132,7 +179,9 @@ void add_commands(CLI::App& app, cli_args& args) {
                    "large (about 1 GB of memory)")
       ->check(CLI::IsMember({"small", "medium", "large"}))
       ->capture_default_str();
-  bench->add_option("--repeat", args.bench.repeat, "Timed runs per kernel and backend (median)")
+  bench
+      ->add_option("--repeat", args.bench.repeat,
+                   "Timed runs per kernel and backend (median), after one untimed warm-up run")
       ->check(CLI::Range(1U, 1000U))
       ->capture_default_str();
   bench

@@ -85,6 +85,20 @@ struct cli_args {
 /// Names of the built-in kernels, in the order bench runs them.
 [[nodiscard]] const std::vector<std::string>& kernel_names();
 
+/// The words after `polymap run`, split into polymap's options and the command.
+struct run_words {
+  std::vector<std::string> options;  ///< for CLI11: known options and their values
+  std::vector<std::string> command;  ///< the command, its arguments and input sources, as given
+};
+
+/// Splits the words after `polymap run` as GNU parallel does: polymap's options come first;
+/// the command starts after a `--` or at the first word that is not an option (nor an
+/// option's value), and every word from there on belongs to it, `--` included.
+/// @param run the `run` subcommand, which says which options exist and which take a value
+/// @throws std::runtime_error naming a word that starts with `-` in the options' position
+///   but is not one of run's options
+[[nodiscard]] run_words split_run_words(const CLI::App& run, const std::vector<std::string>& words);
+
 /// Declares the options and subcommands of `app`, writing what was parsed into `args`.
 /// `args` must outlive the parse.
 void add_commands(CLI::App& app, cli_args& args);

@@ -14,7 +14,9 @@
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 int main(int argc, char** argv) {
@@ -23,15 +25,20 @@ int main(int argc, char** argv) {
   cli_args args;
   add_commands(app, args);
 
-  // `polymap run [OPTIONS] -- COMMAND...`: everything after the first `--` following `run`
-  // is the command and its inputs, byte for byte; CLI11 sees only what comes before.
+  // `polymap run [OPTIONS] [--] COMMAND...`: CLI11 sees only polymap's options; the
+  // command and its inputs are kept byte for byte, a `--` among them included.
   std::vector<std::string> words(argv + 1, argv + argc);
   std::vector<std::string> command_words;
   if (!words.empty() && words.front() == "run") {
-    const auto dashes = std::find(words.begin(), words.end(), "--");
-    if (dashes != words.end()) {
-      command_words.assign(dashes + 1, words.end());
-      words.erase(dashes, words.end());
+    try {
+      run_words split = split_run_words(*app.get_subcommand("run"),
+                                        std::vector<std::string>(words.begin() + 1, words.end()));
+      words.resize(1);
+      words.insert(words.end(), split.options.begin(), split.options.end());
+      command_words = std::move(split.command);
+    } catch (const std::runtime_error& e) {
+      fmt::print(stderr, "polymap run: {}\n", e.what());
+      return exit_usage;
     }
   }
   std::reverse(words.begin(), words.end());  // CLI11 takes a vector in reverse order

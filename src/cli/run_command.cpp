@@ -30,9 +30,10 @@ int run_run(const run_args& args) {
     fmt::print(stderr, "polymap run: --retry-failed needs --journal\n");
     return exit_usage;
   }
-  const std::vector<std::vector<std::string>> items = run::cartesian_product(line.sources);
+  std::vector<std::vector<std::string>> items;
   std::unique_ptr<run::command_template> command;
   try {
+    items = run::cartesian_product(line.sources);
     command = std::make_unique<run::command_template>(line.command, line.sources.size(),
                                                       args.shell);
   } catch (const std::runtime_error& e) {
@@ -46,6 +47,15 @@ int run_run(const run_args& args) {
                                                               i % options.jobs + 1)));
     }
     return exit_ok;
+  }
+  if (!options.results.empty()) {
+    // Checked before any item runs or is claimed, so that nothing is lost.
+    try {
+      run::prepare_results_dir(options.results);
+    } catch (const std::runtime_error& e) {
+      fmt::print(stderr, "polymap run: {}\n", e.what());
+      return exit_usage;
+    }
   }
   // CLI11 admits only the policy names parse_bind knows.
   options.bind = polymap::parse_bind(args.bind).value_or(polymap::bind::none);

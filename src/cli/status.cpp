@@ -97,12 +97,17 @@ void print_summary(const std::string& path, const journal_summary& s) {
 int run_status(const status_args& args, bool watch) {
   journal_options options;
   options.create = false;
+  // status and watch only read: a journal the user may not write is fine.
+  options.read_only = true;
   options.lock_timeout = args.lock_timeout;
   journal j(args.journal, options);
   for (;;) {
     const journal_summary s = j.summary(args.top);
     if (args.json) {
-      fmt::print("{}\n", summary_json(s).dump());
+      // Commands and stderr tails are bytes, not always UTF-8: replace what JSON cannot
+      // carry, as the runner does.
+      fmt::print("{}\n",
+                 summary_json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     } else {
       if (watch && isatty(1) != 0) fmt::print("\x1b[H\x1b[2J");
       print_summary(args.journal, s);

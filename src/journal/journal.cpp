@@ -13,6 +13,11 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <sstream>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -41,16 +46,50 @@ std::string host_name() {
 }
 
 bool pid_alive(std::int64_t pid) {
-  // EPERM means a process exists that we may not signal: alive. A pid reused by another
-  // process after the runner died also reads as alive; its lease still lapses.
+  // EPERM means a process exists that we may not signal: alive.
   return pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
 }
 
-/// Whether a runner that has not finished still runs, seen from `host` at time `t`: on
-/// the same host its pid says so; elsewhere its lease must not have run out.
-bool runner_alive(const std::string& runner_host, std::int64_t pid, double heartbeat,
-                  const std::string& host, double t) {
-  return runner_host == host ? pid_alive(pid) : heartbeat >= t - journal::lease_seconds;
+/// Unix time at which process `pid` of this host started (to within a second); nothing
+/// when /proc does not say.
+std::optional<double> process_start(std::int64_t pid) {
+  std::ifstream stat_file("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(stat_file, stat);
+  // Field 22, starttime in clock ticks since boot; the name (field 2) may hold spaces and
+  // parentheses, so count from the last ')'.
+  const std::size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return std::nullopt;
+  std::istringstream fields(stat.substr(paren + 1));
+  std::string field;
+  for (int n = 3; n <= 22; ++n) {
+    if (!(fields >> field)) return std::nullopt;
+  }
+  std::ifstream proc_stat("/proc/stat");
+  std::string key;
+  double boot = 0;
+  while (proc_stat >> key) {
+    if (key == "btime" && proc_stat >> boot) break;
+    proc_stat.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  const long ticks = sysconf(_SC_CLK_TCK);
+  if (boot <= 0 || ticks <= 0) return std::nullopt;
+  return boot + std::strtod(field.c_str(), nullptr) / static_cast<double>(ticks);
+}
+
+/// Whether a runner that has not finished still runs, seen from `host` at time `t`. Its
+/// lease must not have run out, wherever it runs (a live runner renews it every 10 s). On
+/// the same host its pid also says so at once, unless that pid now belongs to a process
+/// that started after the runner registered: the runner died and its pid was reused.
+bool runner_alive(const std::string& runner_host, std::int64_t pid, double started,
+                  double heartbeat, const std::string& host, double t) {
+  if (heartbeat < t - journal::lease_seconds) return false;
+  if (runner_host != host) return true;
+  if (!pid_alive(pid)) return false;
+  // btime has a resolution of a second: allow for it, and a little clock adjustment.
+  constexpr double slack = 2;
+  const std::optional<double> began = process_start(pid);
+  return !began || *began <= started + slack;
 }
 
 constexpr const char* schema = R"sql(
@@ -150,7 +189,9 @@ journal::journal(std::string path, const journal_options& options)
                         "put it on a local disk (e.g. under /tmp or node-local scratch)");
   }
   if (access(path_.c_str(), F_OK) != 0) {
-    if (!options.create) throw journal_error("journal " + path_ + ": no such file");
+    if (!options.create || options.read_only) {
+      throw journal_error("journal " + path_ + ": no such file");
+    }
     // Created here rather than by SQLite so that it is 0600 whatever the umask; the -wal
     // and -shm files take the database file's mode.
     const int fd = open(path_.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
@@ -159,11 +200,11 @@ journal::journal(std::string path, const journal_options& options)
                           std::generic_category().message(errno) + ")");
     }
     if (fd >= 0) close(fd);
-  } else if (access(path_.c_str(), W_OK) != 0) {
+  } else if (!options.read_only && access(path_.c_str(), W_OK) != 0) {
     throw journal_error("journal " + path_ + ": read-only (no write permission)");
   }
   guarded("opening", [&] {
-    db_ = std::make_unique<database>(path_, false);
+    db_ = std::make_unique<database>(path_, false, options.read_only);
     db_->busy_timeout(static_cast<int>(std::lround(lock_timeout_ * 1000)));
     std::int64_t found = 0;
     {
@@ -175,6 +216,14 @@ journal::journal(std::string path, const journal_options& options)
       throw journal_error("journal " + path_ + ": written by a newer polymap (format " +
                           std::to_string(found) + "; this one reads up to " +
                           std::to_string(format_version) + ")");
+    }
+    if (options.read_only) {
+      // A reader changes nothing: the file is in WAL mode since its first runner made it.
+      if (found == 0) {
+        throw journal_error("journal " + path_ + ": not a polymap journal (no format version)");
+      }
+      check_schema();
+      return;
     }
     // NORMAL in WAL mode: durable across crashes of the process (kill -9), not across power
     // loss, where the last few ends may roll back and those items run again.
@@ -267,9 +316,11 @@ std::int64_t journal::reclaim_dead() {
       const std::string host = host_name();
       const double t = now();
       std::vector<std::int64_t> dead;
-      statement live(db_->handle(), "SELECT id, host, pid, heartbeat FROM runners WHERE state = 0");
+      statement live(db_->handle(),
+                     "SELECT id, host, pid, started, heartbeat FROM runners WHERE state = 0");
       while (live.step()) {
-        const bool gone = !runner_alive(live.text(1), live.integer(2), live.real(3), host, t);
+        const bool gone =
+            !runner_alive(live.text(1), live.integer(2), live.real(3), live.real(4), host, t);
         if (gone && live.integer(0) != runner_) dead.push_back(live.integer(0));
       }
       std::int64_t reclaimed = 0;
@@ -369,7 +420,13 @@ std::vector<claimed_item> journal::commit(const std::vector<item_end>& ends, std
 
 void journal::renew_lease() {
   guarded("renewing the lease", [&] {
-    statement renew(db_->handle(), "UPDATE runners SET heartbeat = ?1 WHERE id = ?2");
+    // A runner that renews is alive: one that others took for dead after its lease lapsed
+    // (stopped for a while, or blocked on a lock) is live again, so that the items it claims
+    // from now on are not taken from it. What was reclaimed stays reclaimed: its ends of
+    // those items no longer match and are not recorded.
+    statement renew(db_->handle(),
+                    "UPDATE runners SET heartbeat = ?1, state = CASE WHEN state = 2 THEN 0 ELSE "
+                    "state END WHERE id = ?2");
     renew.bind(1, now()).bind(2, runner_);
     renew.step();
   });
@@ -393,6 +450,15 @@ std::int64_t journal::unfinished() {
   return guarded("counting items", [&] {
     statement count(db_->handle(),
                     "SELECT count(*) FROM items WHERE state IN (0, 1, 4) AND key IN temp.batch");
+    count.step();
+    return count.integer(0);
+  });
+}
+
+std::int64_t journal::failed() {
+  return guarded("counting items", [&] {
+    statement count(db_->handle(),
+                    "SELECT count(*) FROM items WHERE state = 3 AND key IN temp.batch");
     count.step();
     return count.integer(0);
   });
@@ -447,7 +513,8 @@ journal_summary journal::summary(std::size_t top) {
         r.started = runners.real(3);
         r.heartbeat = runners.real(4);
         r.running = runners.integer(6);
-        r.alive = runners.integer(5) == 0 && runner_alive(r.host, r.pid, r.heartbeat, host, t);
+        r.alive =
+            runners.integer(5) == 0 && runner_alive(r.host, r.pid, r.started, r.heartbeat, host, t);
         if (r.alive || r.running > 0) s.runners.push_back(std::move(r));
       }
       return s;

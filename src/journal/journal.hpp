@@ -72,7 +72,7 @@ struct journal_runner {
   std::int64_t pid = 0;
   double started = 0;
   double heartbeat = 0;
-  bool alive = false;  ///< still running (pid checked on this host, lease elsewhere)
+  bool alive = false;  ///< still running: lease not lapsed, and on this host its pid is its own
   std::int64_t running = 0;
 };
 
@@ -115,6 +115,9 @@ struct journal_summary {
 struct journal_options {
   double lock_timeout = 10;  ///< seconds a write waits for another runner's lock
   bool create = true;        ///< create the file when missing (status and watch do not)
+  /// Only read it (status and watch): a journal the user may not write is fine, and nothing
+  /// is written. Implies `create = false`; the writing operations then fail.
+  bool read_only = false;
 };
 
 /// The SQLite journal of `polymap run`: one row per item, claimed in transactions by one
@@ -137,7 +140,8 @@ class journal {
 
   /// Opens (or creates, mode 0600) the journal at `path`, in WAL mode.
   /// @throws journal_error when the file is on a network file system, is not a polymap
-  ///   journal or is corrupt, is from a newer polymap, is read-only, stays locked past
+  ///   journal or is corrupt, is from a newer polymap, is read-only (unless opened
+  ///   `read_only`), stays locked past
   ///   `options.lock_timeout`, or cannot be created
   journal(std::string path, const journal_options& options = {});
   journal(const journal&) = delete;
@@ -155,20 +159,24 @@ class journal {
   /// Turns the batch's failed items back into pending ones (--retry-failed).
   /// @return how many @throws journal_error
   std::int64_t retry_failed();
-  /// Marks runners that died (same host: pid gone; elsewhere: lease lapsed) and makes their
-  /// running items interrupted, so that they run again. @return items reclaimed
+  /// Marks runners that died (lease lapsed; on the same host also: pid gone, or reused by a
+  /// process that started after the runner) and makes their running items interrupted, so
+  /// that they run again. @return items reclaimed
   /// @throws journal_error
   std::int64_t reclaim_dead();
   /// One transaction: records `ends`, then claims up to `claim` pending or interrupted
   /// items of the batch in input order. An end whose item is no longer this runner's
   /// (reclaimed after a lapsed lease) is not recorded. @throws journal_error
   std::vector<claimed_item> commit(const std::vector<item_end>& ends, std::size_t claim);
-  /// Renews this runner's lease. @throws journal_error
+  /// Renews this runner's lease, and makes it live again if others had taken it for dead.
+  /// @throws journal_error
   void renew_lease();
   /// Marks this runner as finished. Never throws: called on the way out.
   void finish_runner() noexcept;
   /// Items of the batch not done or failed. @throws journal_error
   [[nodiscard]] std::int64_t unfinished();
+  /// Failed items of the batch. @throws journal_error
+  [[nodiscard]] std::int64_t failed();
 
   /// Counts, up to `top` failures and slowest items, and the runners. @throws journal_error
   [[nodiscard]] journal_summary summary(std::size_t top);

@@ -60,9 +60,9 @@ class statement {
 /// Thread safety: none; one connection per thread.
 class database {
  public:
-  /// Opens (creating when `create`) the file at `path` read-write.
-  /// @throws sqlite_error
-  database(const std::string& path, bool create);
+  /// Opens (creating when `create`) the file at `path` read-write, or only for reading
+  /// when `read_only`. @throws sqlite_error
+  database(const std::string& path, bool create, bool read_only = false);
   database(const database&) = delete;
   database& operator=(const database&) = delete;
   ~database();

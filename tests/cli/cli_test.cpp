@@ -132,6 +132,32 @@ TEST(Cli, BenchJsonListsEveryKernelOnEveryBackend) {
   }
 }
 
+TEST(Cli, BenchWarmsUpEachBackendOnceBeforeTheTimedRuns) {
+  // POLYMAP_EXPLAIN=1 prints a line for each call of a map: count the calls of the kernel
+  // on each backend. A warm-up run takes the one-off costs out of the timed ones.
+  const polymap::test::temp_dir dir;
+  const std::string command = "POLYMAP_EXPLAIN=1 " + shell_quote(POLYMAP_CLI_PATH) +
+                              " bench --json --size small --repeat 2 --kernel saxpy >" +
+                              shell_quote(dir / "out") + " 2>" + shell_quote(dir / "err");
+  ASSERT_EQ(std::system(command.c_str()), 0) << polymap::test::read_file(dir / "err");
+  const nlohmann::json rows = nlohmann::json::parse(polymap::test::read_file(dir / "out"));
+  const std::string err = polymap::test::read_file(dir / "err");
+  int checked = 0;
+  for (const nlohmann::json& row : rows) {
+    const auto backend = row.at("backend").get<std::string>();
+    if (row.at("skipped").get<bool>() || backend == "serial" || backend == "automatic") continue;
+    const std::string call = "polymap: " + std::to_string(row.at("tasks").get<std::size_t>()) +
+                             " items -> " + backend + ": requested by options::backend";
+    int calls = 0;
+    for (std::size_t at = err.find(call); at != std::string::npos; at = err.find(call, at + 1)) {
+      ++calls;
+    }
+    EXPECT_EQ(calls, 3) << backend << ": one warm-up and two timed runs\n" << err;
+    ++checked;
+  }
+  EXPECT_GE(checked, 2);  // threads and processes at least
+}
+
 TEST(Cli, BenchKernelOptionSelectsKernels) {
   const cli_result r = run_cli(
       {"bench", "--json", "--size", "small", "--repeat", "1", "--kernel", "pi,saxpy"}, false);

@@ -14,6 +14,8 @@
 #include <linux/fs.h>
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <random>
@@ -100,8 +102,12 @@ TEST(JournalRun, ResumeSkipsDoneItemsAndRetriesFailedOnlyWhenAsked) {
   const std::string script = record_script + "; [ \"$1\" != 3 ] || [ -e \"$2.fixed\" ]";
   EXPECT_EQ(run_polymap(journal_run(dir, script, numbers(5), 2), dir).status, 1);
   EXPECT_EQ(executions(dir).size(), 5U);
-  // Resumed: nothing runs, the failure stays.
-  EXPECT_EQ(run_polymap(journal_run(dir, script, numbers(5), 2), dir).status, 0);
+  // Resumed: nothing runs, the failure stays, and the runner says so: the batch is not all
+  // done (exit 1), and --retry-failed runs it again.
+  const cli_output resumed = run_polymap(journal_run(dir, script, numbers(5), 2), dir);
+  EXPECT_EQ(resumed.status, 1);
+  EXPECT_NE(resumed.err.find("1 item(s) failed in earlier runs"), std::string::npos) << resumed.err;
+  EXPECT_NE(resumed.err.find("--retry-failed"), std::string::npos) << resumed.err;
   EXPECT_EQ(lines_of(read_file(dir / "side")).size(), 5U);
   write_file(dir / "side.fixed", "");
   const cli_output r = run_polymap(journal_run(dir, script, numbers(6), 2, {"--retry-failed"}), dir);
@@ -341,6 +347,109 @@ TEST(JournalRun, FullDiskStopsWithAClearErrorAndResumeFinishes) {
   EXPECT_EQ(scalar(dir / "j.db", "PRAGMA integrity_check"), "ok");
   EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), std::to_string(n));
   EXPECT_EQ(executions(dir).size(), n);
+}
+
+TEST(JournalRun, SighupedItemsAreInterruptedAndRunAgainOnResume) {
+  temp_dir dir;
+  // Each job waits for the go file, 60 s at most: a runner that let them run on would end.
+  const std::string script = record_script +
+                             "; i=0; while [ ! -e \"$2.go\" ] && [ $i -lt 1200 ]; do "
+                             "sh -c 'sleep 0.05; :' \"$0\"; i=$((i+1)); done";
+  const std::vector<std::string> args = journal_run(dir, script, numbers(6), 2);
+  cli_process p(args, dir);
+  ASSERT_TRUE(polymap::test::wait_for_processes(dir / "m.job", 2, 60)) << p.err();
+  p.signal(SIGHUP);
+  EXPECT_EQ(p.wait(), 128 + SIGHUP);
+  EXPECT_TRUE(polymap::test::survivors_after(dir / "m.job", 1.0).empty());
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 4"), "2");
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 0"), "4");
+  write_file(dir / "side.go", "");
+  EXPECT_EQ(run_polymap(args, dir).status, 0);
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "6");
+}
+
+TEST(JournalRun, StatusAndWatchJsonCarryBytesThatAreNotUtf8) {
+  temp_dir dir;
+  const std::string script = "printf '\\377\\376 broken\\n' >&2; exit 1";
+  std::vector<std::string> args = journal_run(dir, script, {"\xff\xfe", "ok"}, 1);
+  EXPECT_EQ(run_polymap(args, dir).status, 1);
+  for (const char* command : {"status", "watch"}) {
+    const cli_output r = run_polymap({command, "--json", "--journal", dir / "j.db"}, dir);
+    EXPECT_EQ(r.status, 1) << command << ": " << r.err;
+    const nlohmann::json j = nlohmann::json::parse(lines_of(r.out).at(0));
+    EXPECT_EQ(j["counts"]["failed"], 2) << r.out;
+    ASSERT_EQ(j["failures"].size(), 2U) << r.out;
+    // The bytes JSON cannot carry are replaced (U+FFFD), the rest is kept.
+    EXPECT_EQ(j["failures"][0]["stderr_tail"], "\xef\xbf\xbd\xef\xbf\xbd broken\n");
+    EXPECT_NE(j["failures"][0]["command"].get<std::string>().find("\xef\xbf\xbd"),
+              std::string::npos);
+  }
+}
+
+TEST(JournalRun, StatusReadsAJournalItMayNotWrite) {
+  temp_dir dir;
+  ASSERT_EQ(run_polymap(journal_run(dir, record_script, numbers(3), 1), dir).status, 0);
+  const std::string db = dir / "j.db";
+  chmod(db.c_str(), 0400);
+  // root writes through a 0400 mode: make the file immutable as well, where allowed.
+  bool immutable = false;
+  if (geteuid() == 0) {
+    const int fd = open(db.c_str(), O_RDONLY);
+    int flags = 0;
+    if (fd >= 0 && ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
+      flags |= FS_IMMUTABLE_FL;
+      immutable = ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+    }
+    if (fd >= 0) close(fd);
+    if (!immutable) GTEST_SKIP() << "root, and the file cannot be made immutable here";
+  }
+  const cli_output status = run_polymap({"status", "--journal", db}, dir);
+  const cli_output watch = run_polymap({"watch", "--json", "--journal", db}, dir);
+  if (immutable) {
+    const int fd = open(db.c_str(), O_RDONLY);
+    int flags = 0;
+    ioctl(fd, FS_IOC_GETFLAGS, &flags);
+    flags &= ~FS_IMMUTABLE_FL;
+    ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    close(fd);
+  }
+  EXPECT_EQ(status.status, 0) << status.err;
+  EXPECT_NE(status.out.find("3 total: 3 done"), std::string::npos) << status.out;
+  EXPECT_EQ(watch.status, 0) << watch.err;
+  EXPECT_EQ(nlohmann::json::parse(lines_of(watch.out).at(0))["counts"]["done"], 3) << watch.out;
+}
+
+TEST(JournalRun, ResultsWriteFailureRecordsNoHalfDoneItemAndResumeFinishes) {
+  temp_dir dir;
+  // A file size limit stands for a full disk (the journal stays well under it): item 2's
+  // 4 MB of output cannot be kept. The job lifts its own limit.
+  const std::string script =
+      record_script + "; ulimit -f unlimited; [ \"$1\" != 2 ] || head -c 4000000 /dev/zero";
+  const std::vector<std::string> args =
+      journal_run(dir, script, numbers(3), 1, {"--results", dir / "res"});
+  std::string command = "trap '' XFSZ; ulimit -S -f 1000; exec ";
+  command += shell_quote(POLYMAP_CLI_PATH);
+  for (const std::string& a : args) {
+    command += ' ';
+    command += shell_quote(a);
+  }
+  command += " >/dev/null 2>";
+  command += shell_quote(dir / "err");
+  const int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  const std::string err = read_file(dir / "err");
+  EXPECT_NE(err.find("cannot write --results file '" + (dir / "res/2/stdout") + "'"),
+            std::string::npos)
+      << err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "res/2/stdout"));
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT state FROM items WHERE seq = 2"), "4");
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT state FROM items WHERE seq = 3"), "0");
+  // With room again, the rerun runs item 2 again and keeps its whole output.
+  const cli_output r = run_polymap(args, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(read_file(dir / "res/2/stdout").size(), 4000000U);
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "3");
 }
 
 }  // namespace

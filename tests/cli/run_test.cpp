@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <pty.h>
 #include <sched.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <map>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -405,20 +407,181 @@ TEST(Run, SigtermTerminatesEveryJobAndExits143) { expect_stop_signal_ends_every_
 
 TEST(Run, SigintTerminatesEveryJobAndExits130) { expect_stop_signal_ends_every_job(SIGINT); }
 
-TEST(Run, SighupLetsRunningJobsFinishAndStartsNoMore) {
+// A hangup (the terminal closed) stops the batch as SIGTERM does: nothing is left running
+// and unrecorded, and the exit status says that it did not all run.
+TEST(Run, SighupTerminatesEveryJobAndExits129) { expect_stop_signal_ends_every_job(SIGHUP); }
+
+/// Waits up to 60 s for `p`'s stdout to hold `text`.
+bool wait_for_output(const cli_process& p, const std::string& text) {
+  for (int i = 0; i < 3000; ++i) {
+    if (p.out().find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+TEST(Run, SignalWhileARetryWaitsEndsTheItemInterrupted) {
   temp_dir dir;
-  const std::string marker = dir / "sighup";
-  cli_process p({"run", "-j", "2", "--joblog", dir / "log", "--", "sh", "-c",
-                 "while [ ! -e \"$0.go\" ]; do sleep 0.02; done", "{2}.job", ":::", "1", "2",
-                 "3", "4", ":::", marker},
-                dir);
-  ASSERT_TRUE(polymap::test::wait_for_processes(marker + ".job", 2, 60)) << p.err();
+  // Each attempt fails at once and the next waits 0.1 s, 0.2 s, 0.4 s...: a signal after the
+  // second start comes while the item waits for a retry or runs one; either way it ends.
+  cli_process p({"run", "--retries", "10", "--json", "--", "sh", "-c", "exit 3", ":::", "a"}, dir);
+  ASSERT_TRUE(wait_for_output(p, "\"attempt\":2")) << p.err();
   p.signal(SIGHUP);
-  // The hangup is taken before the jobs may end: it must not lose them.
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  write_file(marker + ".job.go", "");
-  EXPECT_EQ(p.wait(), 0) << p.err();
-  EXPECT_EQ(lines_of(read_file(dir / "log")).size(), 3U);
+  EXPECT_EQ(p.wait(), 128 + SIGHUP) << p.err();
+  const std::vector<std::string> lines = lines_of(p.out());
+  ASSERT_GE(lines.size(), 2U) << p.out();
+  const nlohmann::json end = nlohmann::json::parse(lines[lines.size() - 2]);
+  EXPECT_EQ(end["event"], "end") << p.out();
+  EXPECT_EQ(end["state"], "interrupted") << p.out();
+  const nlohmann::json summary = nlohmann::json::parse(lines.back());
+  EXPECT_EQ(summary["event"], "summary");
+  EXPECT_EQ(summary["done"], 0);
+  EXPECT_EQ(summary["failed"], 0);
+  EXPECT_EQ(summary["interrupted"], 1);
+  EXPECT_EQ(summary["signal"], SIGHUP);
+}
+
+TEST(Run, DoubleDashAfterTheCommandStartsBelongsToTheCommand) {
+  temp_dir dir;
+  cli_output r = run_polymap({"run", "-k", "echo", "--", "{}", ":::", "a", "-n"}, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "-- a\n-- -n\n");
+  r = run_polymap({"run", "--dry-run", "ls", "-l", "--", "{}", ":::", "-a"}, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "ls -l -- -a\n");
+  r = run_polymap({"run", "-k", "echo", ":::", "a", "--", "b"}, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "a\n--\nb\n");
+  // Only the first `--`, before the command, ends polymap's options.
+  r = run_polymap({"run", "-k", "-j", "2", "--", "echo", "--", "{}", ":::", "x"}, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "-- x\n");
+}
+
+TEST(Run, UnknownOptionBeforeTheCommandIsAUsageErrorNamingIt) {
+  temp_dir dir;
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"run", "--dryrun", "--", "echo", ":::", "a"},
+        std::vector<std::string>{"run", "-kx", "echo", ":::", "a"},
+        std::vector<std::string>{"run", "-k", "--no-such", "echo", ":::", "a"}}) {
+    const cli_output r = run_polymap(args, dir);
+    EXPECT_EQ(r.status, 2) << args[1];
+    EXPECT_NE(r.err.find("unknown option"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(args[1] == "-k"    ? "--no-such"
+                         : args[1] == "-kx" ? "-x"
+                                            : "--dryrun"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+  // Known options in every form still reach polymap: grouped, attached and `=` values.
+  const cli_output r =
+      run_polymap({"run", "-kj2", "--nice=3", "--dry-run", "echo", "-n", ":::", "a"}, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "echo -n a\n");
+}
+
+TEST(Run, ResultsPathThatIsNotADirectoryFailsBeforeAnyItemRuns) {
+  temp_dir dir;
+  write_file(dir / "notadir", "kept\n");
+  const cli_output r = run_polymap({"run", "--results", dir / "notadir", "--", "sh", "-c",
+                                    "echo ran >> \"$0\"", dir / "side", ":::", "a", "b"},
+                                   dir);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find(dir / "notadir"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("not a directory"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "side"));
+  EXPECT_EQ(read_file(dir / "notadir"), "kept\n");
+}
+
+TEST(Run, ResultsFileThatCannotBeWrittenIsAnErrorNamingIt) {
+  temp_dir dir;
+  // A file size limit stands for a full disk: polymap may write 1000 blocks, the job (which
+  // lifts its own limit) prints 4 MB. SIGXFSZ ignored: the write fails with EFBIG instead.
+  std::string command = "trap '' XFSZ; ulimit -S -f 1000; exec ";
+  for (const std::string& a :
+       {std::string(POLYMAP_CLI_PATH), std::string("run"), std::string("-j"), std::string("1"),
+        std::string("--results"), dir / "res", std::string("--"), std::string("sh"),
+        std::string("-c"), std::string("ulimit -f unlimited; head -c \"$1\" /dev/zero"),
+        std::string("sh"), std::string(":::"), std::string("10"), std::string("4000000"),
+        std::string("20")}) {
+    command += shell_quote(a);
+    command += ' ';
+  }
+  command += "2>";
+  command += shell_quote(dir / "err");
+  const int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  const std::string err = read_file(dir / "err");
+  EXPECT_NE(err.find("cannot write --results file '" + (dir / "res/2/stdout") + "'"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(read_file(dir / "res/1/stdout").size(), 10U);
+  // No half file: the item's output is whole or not there at all.
+  EXPECT_FALSE(std::filesystem::exists(dir / "res/2/stdout"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "res/3"));  // nothing started after the failure
+}
+
+TEST(Run, OverflowingColumnNumberIsAUsageErrorNamingThePlaceholder) {
+  temp_dir dir;
+  const cli_output r =
+      run_polymap({"run", "--", "echo", "{99999999999999999999999}", ":::", "a"}, dir);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("{99999999999999999999999}"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, "");
+}
+
+TEST(Run, TooLargeCartesianProductIsAUsageError) {
+  temp_dir dir;
+  // 2^64 items wrap to 0 in a 64-bit count; 2^40 cannot be held.
+  for (int sources : {64, 40}) {
+    std::vector<std::string> args = {"run", "--", "echo"};
+    for (int s = 0; s < sources; ++s) args.insert(args.end(), {":::", "a", "b"});
+    const cli_output r = run_polymap(args, dir);
+    EXPECT_EQ(r.status, 2) << sources;
+    std::string says = "the ";
+    says += std::to_string(sources);
+    says += " input sources combine into more than";
+    EXPECT_NE(r.err.find(says), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+}
+
+TEST(Run, PlaceholderInsideOtherBracesIsReplaced) {
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "-k", "--", "printf", "%s|", "BEGIN{print \"got {}\"}",
+                                    "a{{}}b", "${HOME}", "{print $1}", "{x{1}", ":::", "v"},
+                                   dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  // Replaced wherever it stands; other braces stay text, and nothing is appended.
+  EXPECT_EQ(r.out, "BEGIN{print \"got v\"}|a{v}b|${HOME}|{print $1}|{xv|");
+}
+
+TEST(Run, JobsAboveTheOpenFileLimitAreLoweredWithAWarning) {
+  temp_dir dir;
+  // -k captures each job's output in two descriptors: 100 jobs cannot fit in 40.
+  std::string command = "ulimit -n 40; exec ";
+  command += shell_quote(POLYMAP_CLI_PATH);
+  command += " run -k -j 100 -- sh -c 'sleep 0.05; echo \"$1\"' sh :::";
+  for (int i = 1; i <= 30; ++i) {
+    command += ' ';
+    command += std::to_string(i);
+  }
+  command += " >";
+  command += shell_quote(dir / "out");
+  command += " 2>";
+  command += shell_quote(dir / "err");
+  const int status = std::system(command.c_str());
+  const std::string err = read_file(dir / "err");
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << err;
+  std::vector<std::string> expected;
+  for (int i = 1; i <= 30; ++i) expected.push_back(std::to_string(i));
+  EXPECT_EQ(lines_of(read_file(dir / "out")), expected);
+  EXPECT_NE(err.find("warning: -j 100"), std::string::npos) << err;
+  EXPECT_NE(err.find("ulimit -n 40"), std::string::npos) << err;
+  EXPECT_EQ(err.find("Too many open files"), std::string::npos) << err;
 }
 
 }  // namespace

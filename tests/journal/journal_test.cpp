@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <string>
 #include <vector>
@@ -70,6 +71,11 @@ class JournalTest : public ::testing::Test {
     sqlite3_busy_timeout(db, 5000);
     EXPECT_EQ(sqlite3_exec(db, text.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << text;
     sqlite3_close(db);
+  }
+
+  static std::string read_all(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   }
 
   std::string dir_;
@@ -169,6 +175,80 @@ TEST_F(JournalTest, RunnerOnAnotherHostIsDeadOnlyOnceItsLeaseLapses) {
   EXPECT_FALSE(far_alive());
   EXPECT_EQ(here.reclaim_dead(), 1);
   EXPECT_EQ(here.commit({}, 5).size(), 2U);
+}
+
+TEST_F(JournalTest, RunnerOnThisHostWhosePidWasReusedIsDead) {
+  journal dead(path_);
+  journal here(path_);
+  share_two_items(dead, here);
+  // The pid is a live process (this one), but it started long after the runner registered
+  // in 1970: the runner died and its pid went to another process.
+  sql("UPDATE runners SET pid = " + std::to_string(getpid()) +
+      ", started = 1000 WHERE id = " + std::to_string(dead.runner_id()));
+  EXPECT_EQ(here.reclaim_dead(), 1);
+  EXPECT_EQ(here.commit({}, 5).size(), 2U);
+}
+
+TEST_F(JournalTest, RunnerOnThisHostIsDeadOnceItsLeaseLapses) {
+  journal stalled(path_);
+  journal here(path_);
+  share_two_items(stalled, here);
+  // Its pid is alive and its own, but it has not renewed its lease for longer than the lease.
+  sql("UPDATE runners SET heartbeat = heartbeat - " + std::to_string(journal::lease_seconds + 1) +
+      " WHERE id = " + std::to_string(stalled.runner_id()));
+  for (const polymap::journal_runner& r : here.summary(1).runners) {
+    EXPECT_EQ(r.alive, r.id == here.runner_id()) << r.id;
+  }
+  EXPECT_EQ(here.reclaim_dead(), 1);
+  EXPECT_EQ(here.commit({}, 5).size(), 2U);
+}
+
+TEST_F(JournalTest, RunnerTakenForDeadIsLiveAgainOnceItRenewsItsLease) {
+  journal stalled(path_);
+  journal here(path_);
+  share_two_items(stalled, here);
+  sql("UPDATE runners SET heartbeat = heartbeat - " + std::to_string(journal::lease_seconds + 1) +
+      " WHERE id = " + std::to_string(stalled.runner_id()));
+  EXPECT_EQ(here.reclaim_dead(), 1);
+  stalled.renew_lease();
+  bool alive = false;
+  for (const polymap::journal_runner& r : here.summary(1).runners) {
+    if (r.id == stalled.runner_id()) alive = r.alive;
+  }
+  EXPECT_TRUE(alive);
+  // What it claims now stays its own.
+  const std::vector<claimed_item> claimed = stalled.commit({}, 1);
+  ASSERT_EQ(claimed.size(), 1U);
+  EXPECT_EQ(here.reclaim_dead(), 0);
+  stalled.commit({done(claimed[0])}, 0);
+  EXPECT_EQ(here.summary(1).count(item_state::done), 1);
+}
+
+TEST_F(JournalTest, LiveRunnerOnThisHostIsNotReclaimed) {
+  journal holder(path_);
+  journal here(path_);
+  share_two_items(holder, here);
+  EXPECT_EQ(here.reclaim_dead(), 0);
+  EXPECT_EQ(here.commit({}, 5).size(), 1U);
+}
+
+TEST_F(JournalTest, ReadOnlyJournalIsReadWithoutWriting) {
+  {
+    journal runner(path_);
+    runner.register_runner();
+    runner.add_items(items(2));
+    runner.finish_runner();
+  }
+  const std::string before = read_all(path_);
+  journal reader(path_, {.read_only = true});
+  EXPECT_EQ(reader.summary(5).count(item_state::pending), 2);
+  EXPECT_THROW(reader.register_runner(), journal_error);
+  EXPECT_EQ(read_all(path_), before);
+}
+
+TEST_F(JournalTest, ReadOnlyOpenOfAMissingJournalFailsWithoutCreatingIt) {
+  EXPECT_THROW(journal(path_, {.read_only = true}), journal_error);
+  EXPECT_FALSE(std::filesystem::exists(path_));
 }
 
 TEST_F(JournalTest, ItemsHeldByAFinishedRunnerAreReclaimed) {

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <stdexcept>
+#include <string>
 
 namespace polymap::cli::run {
 
@@ -67,7 +68,19 @@ std::vector<std::vector<std::string>> cartesian_product(
     const std::vector<std::vector<std::string>>& sources) {
   std::vector<std::vector<std::string>> items;
   std::size_t total = sources.empty() ? 0 : 1;
-  for (const auto& source : sources) total *= source.size();
+  // Every item holds one value per column in memory: at most max_values in all.
+  const std::size_t limit = sources.empty() ? 0 : max_values / sources.size();
+  for (const auto& source : sources) {
+    // Checked before the multiplication: 64 sources of two values must not wrap to 0 items.
+    if (!source.empty() && total > limit / source.size()) {
+      throw std::runtime_error((sources.size() == 1 ? std::string("the input has")
+                                                    : "the " + std::to_string(sources.size()) +
+                                                          " input sources combine into") +
+                               " more than " + std::to_string(limit) +
+                               " items (the most polymap run holds): give fewer sources or values");
+    }
+    total *= source.size();
+  }
   items.reserve(total);
   std::vector<std::size_t> at(sources.size(), 0);
   for (std::size_t n = 0; n < total; ++n) {

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
@@ -22,8 +23,12 @@ struct command_line {
 [[nodiscard]] command_line split_command_line(const std::vector<std::string>& words,
                                               const std::vector<std::string>& arg_files);
 
+/// The most values (items times columns) a batch may have: all are held in memory.
+inline constexpr std::size_t max_values = 100'000'000;
+
 /// Every combination of one value from each source, the last source varying fastest (GNU
 /// parallel's order): each item has one column per source.
+/// @throws std::runtime_error when the combinations hold more than max_values values
 [[nodiscard]] std::vector<std::vector<std::string>> cartesian_product(
     const std::vector<std::vector<std::string>>& sources);
 

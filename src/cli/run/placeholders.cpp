@@ -2,8 +2,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/run/placeholders.hpp"
 
+#include <charconv>
 #include <stdexcept>
 #include <string_view>
+#include <system_error>
 
 namespace polymap::cli::run {
 
@@ -76,18 +78,26 @@ command_template::command_template(const std::vector<std::string>& words, std::s
     identity_ += text;
     identity_ += '\0';
     word w;
-    std::size_t at = 0;
+    std::size_t at = 0;    // start of the text not yet in `w`
+    std::size_t scan = 0;  // where to look for the next placeholder
     while (at < text.size()) {
-      const std::size_t open = text.find('{', at);
-      const std::size_t close = open == std::string::npos ? open : text.find('}', open);
-      if (close == std::string::npos) {
-        w.push_back({kind::text, transform::none, 0, text.substr(at)});
+      // A placeholder is a `{`, the text up to the next brace, and a `}`: braces around it
+      // (`BEGIN{print "{}"}`) are text, and so is any brace pair that does not look like
+      // one (`${HOME}`, `{print $1}`).
+      std::size_t open = text.find('{', scan);
+      std::size_t close = open;
+      while (open != std::string::npos) {
+        close = text.find_first_of("{}", open + 1);
+        if (close == std::string::npos || text[close] == '}') break;
+        open = close;  // a `{` before any `}`: the inner one may open a placeholder
+      }
+      if (open == std::string::npos || close == std::string::npos) {
+        if (at < text.size()) w.push_back({kind::text, transform::none, 0, text.substr(at)});
         break;
       }
       const std::string_view inside = std::string_view(text).substr(open + 1, close - open - 1);
       if (!looks_like_placeholder(inside)) {
-        w.push_back({kind::text, transform::none, 0, text.substr(at, close + 1 - at)});
-        at = close + 1;
+        scan = close + 1;  // text: it stays in the run of text that starts at `at`
         continue;
       }
       if (open > at) w.push_back({kind::text, transform::none, 0, text.substr(at, open - at)});
@@ -116,13 +126,16 @@ command_template::command_template(const std::vector<std::string>& words, std::s
           ok = false;
         }
         if (digits > 0 && ok) {
-          p.column = std::stoul(std::string(inside.substr(0, digits)));
-          if (p.column == 0 || p.column > columns) {
-            throw std::runtime_error(
-                "placeholder {" + std::string(inside) + "} in '" + text + "' names column " +
-                std::to_string(p.column) + ", but there " +
-                (columns == 1 ? "is 1 input source" : "are " + std::to_string(columns) +
-                                                          " input sources"));
+          const std::string_view number = inside.substr(0, digits);
+          const auto [end, error] =
+              std::from_chars(number.data(), number.data() + number.size(), p.column);
+          if (error != std::errc() || end != number.data() + number.size() || p.column == 0 ||
+              p.column > columns) {
+            throw std::runtime_error("placeholder {" + std::string(inside) + "} in '" + text +
+                                     "' names column " + std::string(number) + ", but there " +
+                                     (columns == 1
+                                          ? "is 1 input source"
+                                          : "are " + std::to_string(columns) + " input sources"));
           }
         }
       }
@@ -132,7 +145,7 @@ command_template::command_template(const std::vector<std::string>& words, std::s
       }
       w.push_back(p);
       any = true;
-      at = close + 1;
+      at = scan = close + 1;
     }
     words_.push_back(std::move(w));
   }

@@ -10,10 +10,12 @@
 #include "journal/journal.hpp"
 #include "topology/binding.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -91,26 +93,43 @@ void write_all(int fd, const std::string& data) {
 }
 
 /// Writes `data` to `dir/name` through a temporary file and a rename, so that a reader (or
-/// a runner killed half-way) never sees half a file.
+/// a runner killed half-way) never sees half a file. A write that fails (a full disk, a
+/// file size limit) removes the temporary file and leaves `dir/name` as it was.
+/// @throws std::runtime_error naming the file and the cause
 void write_atomically(const std::string& dir, const std::string& name, const std::string& data) {
+  const std::string path = dir + "/" + name;
   const std::string tmp = dir + "/." + name + ".tmp." + std::to_string(getpid());
+  const auto fail = [&](int error) {
+    unlink(tmp.c_str());
+    throw std::runtime_error("cannot write --results file '" + path + "': " + std::strerror(error));
+  };
   const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    throw std::runtime_error("cannot write --results file '" + tmp + "': " +
-                             std::strerror(errno));
+  if (fd < 0) fail(errno);
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int error = n < 0 ? errno : ENOSPC;
+      close(fd);
+      fail(error);
+    }
+    done += static_cast<std::size_t>(n);
   }
-  write_all(fd, data);
-  close(fd);
-  if (rename(tmp.c_str(), (dir + "/" + name).c_str()) != 0) {
-    throw std::runtime_error("cannot rename '" + tmp + "': " + std::strerror(errno));
-  }
+  // close() is where some file systems (NFS, quotas) report a write that did not fit.
+  if (close(fd) != 0) fail(errno);
+  if (rename(tmp.c_str(), path.c_str()) != 0) fail(errno);
 }
 
+/// Creates `dir` unless it is a directory already. @throws std::runtime_error naming it
 void make_dir(const std::string& dir) {
-  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    throw std::runtime_error("cannot create --results directory '" + dir +
-                             "': " + std::strerror(errno));
-  }
+  if (mkdir(dir.c_str(), 0755) == 0) return;
+  const int error = errno;
+  struct stat st {};
+  if (error == EEXIST && stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) return;
+  throw std::runtime_error("cannot create --results directory '" + dir + "': " +
+                           (error == EEXIST ? std::string("it exists and is not a directory")
+                                            : std::string(std::strerror(error))));
 }
 
 std::string json_text(const nlohmann::json& j) {
@@ -126,6 +145,9 @@ struct item_status {
   double first_start = 0;
   std::size_t order = 0;        // position in start order, for --keep-order
   std::int64_t journal_id = 0;  // 0 without a journal
+  std::size_t slot = 0;         // of the last attempt
+  int last_exit = 0;            // of the last failed attempt, while it waits for a retry
+  int last_signal = 0;
 };
 
 struct job {
@@ -174,8 +196,7 @@ class batch_runner {
   void reap();
   void end_job(std::size_t slot, int wait_status);
   void end_item(std::size_t item, std::size_t slot, item_state state, int exit_code, int signal,
-                const std::string& reason, double start_wall, double runtime, int out_fd,
-                int err_fd);
+                std::string reason, double start_wall, double runtime, int out_fd, int err_fd);
   void emit(std::size_t order, output_record record);
   void stop_jobs(int sig, double now);
   void check_deadlines(double now);
@@ -183,6 +204,7 @@ class batch_runner {
   void commit_journal();
   void release_unstarted();
   void draw_progress(bool last);
+  void fit_jobs_to_fd_limit();
   [[nodiscard]] double next_wakeup(double now) const;
   [[nodiscard]] std::size_t busy_count() const;
   [[nodiscard]] bool more_work() const;
@@ -208,15 +230,18 @@ class batch_runner {
   std::size_t total_ = 0;
   std::size_t done_ = 0;
   std::size_t failed_ = 0;
+  std::size_t interrupted_ = 0;
+  std::int64_t failed_before_ = 0;  // failed in earlier runs, left alone without --retry-failed
   std::size_t next_order_ = 0;
   std::size_t next_emit_ = 0;
   std::map<std::size_t, output_record> held_;
   int signal_fd_ = -1;
   int null_fd_ = -1;
-  int stop_signal_ = 0;   // SIGINT or SIGTERM received
-  bool draining_ = false; // start nothing new: SIGHUP, --halt soon, or a stop
+  int stop_signal_ = 0;    // SIGINT, SIGTERM or SIGHUP received
+  bool draining_ = false;  // start nothing new: --halt, a signal, or a --results failure
   bool halted_ = false;
   std::string journal_failure_;
+  std::string results_failure_;
   double last_lease_ = 0;
   double last_progress_ = 0;
   double started_ = 0;
@@ -246,7 +271,12 @@ void batch_runner::open_journal() {
     item_of_key_.emplace(std::move(key), i);
   }
   journal_->add_items(entries);
-  if (options_.retry_failed) journal_->retry_failed();
+  journal_->renew_lease();  // adding a large batch may take a while: the lease counts from here
+  if (options_.retry_failed) {
+    journal_->retry_failed();
+  } else {
+    failed_before_ = journal_->failed();
+  }
   journal_->reclaim_dead();
   total_ = static_cast<std::size_t>(journal_->unfinished());
 }
@@ -326,6 +356,7 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
     st.order = next_order_++;
   }
   ++st.attempts;
+  st.slot = slot;
   if (options_.json) {
     std::fputs(json_text({{"event", "start"},
                           {"seq", item + 1},
@@ -397,6 +428,8 @@ void batch_runner::end_job(std::size_t slot, int wait_status) {
     if (out_fd >= 0) close(out_fd);
     if (err_fd >= 0) close(err_fd);
     st.phase = item_phase::waiting_retry;
+    st.last_exit = exit_code;
+    st.last_signal = signal;
     retries_.emplace(mono_now() + backoff(st.attempts), j.item);
     return;
   }
@@ -407,17 +440,38 @@ void batch_runner::end_job(std::size_t slot, int wait_status) {
 }
 
 void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state, int exit_code,
-                            int signal, const std::string& reason, double start_wall,
-                            double runtime, int out_fd, int err_fd) {
+                            int signal, std::string reason, double start_wall, double runtime,
+                            int out_fd, int err_fd) {
   item_status& st = status_[item];
   st.phase = item_phase::ended;
   output_record record;
   record.out = read_all(out_fd);
   record.err = read_all(err_fd);
+  const bool ran = out_fd >= 0 || err_fd >= 0;  // not a retry cancelled before it started
   if (out_fd >= 0) close(out_fd);
   if (err_fd >= 0) close(err_fd);
+  if (!options_.results.empty() && ran) {
+    // Before the item is recorded: an item whose output could not be kept is not done.
+    const std::string dir = options_.results + "/" + std::to_string(item + 1);
+    try {
+      make_dir(dir);
+      write_atomically(dir, "stdout", record.out);
+      write_atomically(dir, "stderr", record.err);
+    } catch (const std::runtime_error& e) {
+      // Most likely a full disk: every later item would lose its output too. Stop, and
+      // record this one interrupted, so that a rerun (with --journal) runs it again.
+      std::fprintf(stderr, "polymap: item %zu: %s; stopping\n", item + 1, e.what());
+      if (results_failure_.empty()) results_failure_ = e.what();
+      state = item_state::interrupted;
+      reason = e.what();
+      stop_jobs(SIGTERM, mono_now());
+    }
+    record.out.clear();
+    record.err.clear();
+  }
   if (state == item_state::done) ++done_;
   if (state == item_state::failed) ++failed_;
+  if (state == item_state::interrupted) ++interrupted_;
   // The command line again, only for the records that show it.
   const bool logged = joblog_ && state != item_state::interrupted;
   const std::vector<std::string> argv = logged || options_.json
@@ -444,14 +498,6 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
                           : record.err;
     }
     ends_.push_back(std::move(e));
-  }
-  if (!options_.results.empty()) {
-    const std::string dir = options_.results + "/" + std::to_string(item + 1);
-    make_dir(dir);
-    write_atomically(dir, "stdout", record.out);
-    write_atomically(dir, "stderr", record.err);
-    record.out.clear();
-    record.err.clear();
   }
   if (options_.json) {
     nlohmann::json event = {{"event", "end"},       {"seq", item + 1},
@@ -523,10 +569,10 @@ void batch_runner::handle_signals(double now) {
     const int sig = static_cast<int>(info.ssi_signo);
     if (sig == SIGCHLD) {
       child = true;
-    } else if (sig == SIGHUP) {
-      draining_ = true;
     } else {
-      // A second SIGINT/SIGTERM means "now": no grace for the jobs.
+      // SIGINT, SIGTERM or SIGHUP (the terminal went away): start nothing new, stop the
+      // running jobs and record them interrupted, so that a rerun resumes them. A second
+      // one means "now": no grace for the jobs.
       stop_jobs(stop_signal_ != 0 ? SIGKILL : SIGTERM, now);
       stop_signal_ = sig;
     }
@@ -555,19 +601,14 @@ void batch_runner::release_unstarted() {
     ends_.push_back(e);
   }
   queue_.clear();
-  for (; !retries_.empty(); retries_.pop()) {
-    const std::size_t i = retries_.top().second;
-    // A retry that a stop or drain cancelled: it runs again on the next run.
-    status_[i].phase = item_phase::ended;
-    if (!journal_) continue;
-    item_end e;
-    e.id = status_[i].journal_id;
-    e.state = item_state::interrupted;
-    e.attempts = status_[i].attempts;
-    e.start = status_[i].first_start;
-    e.end = wall_now();
-    e.reason = "interrupted before its retry";
-    ends_.push_back(e);
+  // A retry that a stop or a drain cancelled ends interrupted, as a stopped job does: it
+  // runs again on the next run, and --json and the summary say so.
+  std::vector<std::size_t> cancelled;
+  for (; !retries_.empty(); retries_.pop()) cancelled.push_back(retries_.top().second);
+  for (std::size_t i : cancelled) {
+    const item_status& st = status_[i];
+    end_item(i, st.slot, item_state::interrupted, st.last_exit, st.last_signal,
+             "interrupted before its retry", wall_now(), 0, -1, -1);
   }
 }
 
@@ -591,7 +632,45 @@ void batch_runner::draw_progress(bool last) {
                last ? "\n" : "");
 }
 
+void batch_runner::fit_jobs_to_fd_limit() {
+  // A running job holds a memfd for its stdout and one for its stderr when they are
+  // captured. Past the open-file limit memfd_create fails half-way through the batch, so
+  // run fewer jobs at a time instead, as GNU parallel does.
+  const bool capture_out = options_.keep_order || options_.json || !options_.results.empty();
+  const bool capture_err = capture_out || journal_ != nullptr;
+  const std::size_t per_job = (capture_out ? 1 : 0) + (capture_err ? 1 : 0);
+  rlimit limit{};
+  if (per_job == 0 || getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+    return;
+  }
+  // What is open now (SQLite, the joblog, the signalfd...), and some to spare: SQLite may
+  // open more, and each --results file is written through one more descriptor.
+  std::size_t open_now = 0;
+  if (DIR* fds = opendir("/proc/self/fd")) {
+    while (readdir(fds) != nullptr) ++open_now;
+    closedir(fds);
+  } else {
+    open_now = 32;
+  }
+  constexpr std::size_t spare = 16;
+  const auto cur = static_cast<std::size_t>(limit.rlim_cur);
+  const std::size_t free_fds = cur > open_now + spare ? cur - open_now - spare : 0;
+  const std::size_t fit = free_fds / per_job;
+  if (fit >= jobs_.size()) return;
+  if (fit == 0) {
+    throw std::runtime_error("the open-file limit (ulimit -n " + std::to_string(cur) +
+                             ") leaves no file descriptor for a job's output: raise it");
+  }
+  std::fprintf(stderr,
+               "polymap: warning: -j %zu needs %zu more file descriptors than the open-file limit "
+               "(ulimit -n %zu) allows: running %zu jobs at a time\n",
+               jobs_.size(), (jobs_.size() - fit) * per_job, cur, fit);
+  jobs_.resize(fit);
+}
+
 int batch_runner::run() {
+  // Before anything starts or is claimed: a --results that cannot be used loses nothing.
+  if (!options_.results.empty()) prepare_results_dir(options_.results);
   const topology& topo = topology::current();
   jobs_.resize(options_.jobs);
   for (std::size_t slot = 0; slot < options_.jobs; ++slot) {
@@ -611,10 +690,10 @@ int batch_runner::run() {
 
   if (!options_.journal.empty()) open_journal();
   total_ = journal_ ? total_ : items_.size();
-  if (!options_.results.empty()) make_dir(options_.results);
   if (!options_.joblog.empty()) {
     joblog_ = std::make_unique<joblog>(options_.joblog, journal_ != nullptr);
   }
+  fit_jobs_to_fd_limit();
   tty_progress_ = options_.progress && isatty(2) != 0;
   started_ = last_lease_ = mono_now();
 
@@ -676,6 +755,7 @@ int batch_runner::run() {
     std::fputs(json_text({{"event", "summary"},
                           {"done", done_},
                           {"failed", failed_},
+                          {"interrupted", interrupted_},
                           {"halted", halted_},
                           {"signal", stop_signal_}})
                    .c_str(),
@@ -686,11 +766,34 @@ int batch_runner::run() {
     std::fprintf(stderr, "polymap: %s\n", journal_failure_.c_str());
     return 1;
   }
+  if (!results_failure_.empty()) {
+    std::fprintf(stderr, "polymap: stopped: %s%s\n", results_failure_.c_str(),
+                 options_.journal.empty() ? ""
+                                          : "; the items it stopped are recorded interrupted "
+                                            "and run again when the same command is rerun");
+    return 1;
+  }
   if (stop_signal_ != 0) return 128 + stop_signal_;
-  return failed_ > 0 || halted_ ? 1 : 0;
+  if (failed_before_ > 0) {
+    // The batch is not all done: say why nothing ran for those items, and how to run them.
+    std::fprintf(stderr,
+                 "polymap: %lld item(s) failed in earlier runs of this journal and were not "
+                 "run again: add --retry-failed to run them again (polymap status --journal "
+                 "%s shows them)\n",
+                 static_cast<long long>(failed_before_), options_.journal.c_str());
+  }
+  return failed_ > 0 || halted_ || failed_before_ > 0 ? 1 : 0;
 }
 
 }  // namespace
+
+void prepare_results_dir(const std::string& dir) {
+  make_dir(dir);
+  if (access(dir.c_str(), W_OK | X_OK) != 0) {
+    throw std::runtime_error("cannot write in --results directory '" + dir +
+                             "': " + std::strerror(errno));
+  }
+}
 
 int run_batch(const run_options& options, const command_template& command,
               const std::vector<std::vector<std::string>>& items) {

@@ -32,15 +32,21 @@ struct run_options {
   double lock_timeout = 10;
 };
 
+/// Creates the --results directory `dir` unless it is one already, and checks that it can
+/// be written. @throws std::runtime_error naming it and the cause
+void prepare_results_dir(const std::string& dir);
+
 /// Runs `items` through `command`: the loop of `polymap run`. Starts jobs in free slots,
-/// reaps them, enforces timeouts, retries with backoff, --halt, signals (SIGINT/SIGTERM:
-/// terminate the running jobs' process groups, record them interrupted, return 130/143;
-/// SIGHUP: start nothing new and let running jobs finish), and records every end in the
-/// journal before the slot it freed is used again.
-/// @return the exit status of polymap: 0 all done, 1 an item failed, a halt, or a journal
-///   error, 128+signal when stopped by SIGINT or SIGTERM
+/// reaps them, enforces timeouts, retries with backoff, --halt, signals (SIGINT, SIGTERM and
+/// SIGHUP: terminate the running jobs' process groups, record them interrupted, return
+/// 128+signal), and records every end in the journal before the slot it freed is used again.
+/// Each item's --results files are written before its end is recorded; a write that fails
+/// stops the run and records the item interrupted.
+/// @return the exit status of polymap: 0 all done, 1 an item failed (in this run, or in an
+///   earlier one of the journal without --retry-failed), a halt, a journal error or a
+///   --results file that could not be written, 128+signal when stopped by a signal
 /// @throws journal_error when the journal cannot be opened; std::runtime_error when the
-///   --results directory or the joblog cannot be written
+///   --results directory or the joblog cannot be used
 int run_batch(const run_options& options, const command_template& command,
               const std::vector<std::vector<std::string>>& items);
 
