@@ -165,13 +165,13 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
     from_env = true;
   }
   if (requested != backend_kind::automatic) {
-    if ((requested == backend_kind::serial || requested == backend_kind::threads) &&
-        (o.timeout.count() > 0 || o.memory_limit != 0)) {
+    if (requested != backend_kind::processes && (o.timeout.count() > 0 || o.memory_limit != 0)) {
       const bool timeout = o.timeout.count() > 0;
       throw option_error(timeout ? "timeout" : "memory_limit",
                          timeout ? std::to_string(o.timeout.count()) + " s"
                                  : std::to_string(o.memory_limit) + " bytes",
                          "none with backend " + std::string(to_string(requested)) +
+                             (from_env ? " (from POLYMAP_BACKEND)" : "") +
                              ": only the processes backend can stop or cap an item");
     }
   }
@@ -189,9 +189,12 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
     if (verbose) p.reason = "inside a worker process: runs inline there";
     return p;
   }
-  // An item that needs a timeout or a memory cap must never run on the calling thread,
-  // not even to be timed.
-  if (o.timeout.count() > 0 || o.memory_limit != 0) may_sample = false;
+  // An item that needs a timeout or a memory cap, or asked for the isolation of worker
+  // processes (by options or POLYMAP_BACKEND), must never run on the calling thread, not
+  // even to be timed: a crash there would end the program.
+  if (o.timeout.count() > 0 || o.memory_limit != 0 || requested == backend_kind::processes) {
+    may_sample = false;
+  }
 
   // The per-item cost: from history when there is one, else from a sample.
   double cost = stats.seconds_per_item.load(std::memory_order_relaxed);
@@ -236,11 +239,7 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
     if (verbose) p.reason = from_env ? "requested by POLYMAP_BACKEND" : "requested by options::backend";
     return p;
   }
-  if (in_worker()) {
-    p.chosen = backend_kind::serial;
-    if (verbose) p.reason = "nested in a worker of another map: runs inline in that worker";
-    return p;
-  }
+  // Before the nesting rule: a timeout or a memory cap holds in a nested call too.
   if (o.timeout.count() > 0 || o.memory_limit != 0) {
     const char* what = o.timeout.count() > 0 ? "options::timeout" : "options::memory_limit";
     if (!is_built(backend_kind::processes)) {
@@ -250,6 +249,11 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
     }
     p.chosen = backend_kind::processes;
     if (verbose) p.reason = std::string(what) + " needs worker processes that can be killed";
+    return p;
+  }
+  if (in_worker()) {
+    p.chosen = backend_kind::serial;
+    if (verbose) p.reason = "nested in a worker of another map: runs inline in that worker";
     return p;
   }
   if (left == 0) {

@@ -53,7 +53,7 @@ struct map_ctx {
   Out out;
 
   static void store(const map_ctx& c, std::size_t i, result_type&& r) {
-    c.out[static_cast<std::iter_difference_t<Out>>(i)] = std::move(r);
+    put_result(c.out[static_cast<std::iter_difference_t<Out>>(i)], std::move(r));
   }
 
   /// The first result's bytes, when results are stored as they are, one after another.
@@ -74,7 +74,7 @@ struct map_ctx {
       return;
     }
     run_items<Guarded>(b, e, w, [&c, &compute](std::size_t i) {
-      c.out[static_cast<std::iter_difference_t<Out>>(i)] = compute(i);
+      put_result(c.out[static_cast<std::iter_difference_t<Out>>(i)], compute(i));
     });
   }
 };

@@ -130,6 +130,45 @@ TEST(AutomaticBackend, TimeoutNeedsTheProcessBackend) {
                option_error);
 }
 
+TEST(AutomaticBackend, ATimeoutHoldsInANestedCall) {
+  // Nested calls run inline in their worker, but not one that needs a timeout: it still
+  // gets worker processes that can be killed.
+  const std::vector<int> outer(2, 0);
+  const std::vector<int> inner_backends = polymap::map(outer, [](int) {
+    run_report report;
+    const std::vector<int> inner(4, 1);
+    (void)polymap::map(inner, [](int x) { return x; },
+                       {.timeout = std::chrono::seconds(30), .report = &report});
+    return static_cast<int>(report.backend);
+  }, {.backend = backend::threads});
+  for (int b : inner_backends) EXPECT_EQ(b, static_cast<int>(backend::processes));
+}
+
+TEST(AutomaticBackend, ExplainRunsNoItemOnTheCallerForTheProcessesBackend) {
+  // Asking for worker processes asks for isolation: an item that crashes must not be run on
+  // the calling thread to time it.
+  const std::vector<int> xs(1000, 1);
+  std::atomic<int> ran{0};
+  const plan p = polymap::explain(xs, [&](int x) { ran.fetch_add(1); return x; },
+                                  {.backend = backend::processes});
+  EXPECT_EQ(ran.load(), 0);
+  EXPECT_EQ(p.chosen, backend::processes);
+}
+
+TEST(AutomaticBackend, ATimeoutOrACapWithAnyBackendButProcessesIsAnOptionError) {
+  const std::vector<int> xs(10, 1);
+  for (backend_kind b : {backend::serial, backend::threads, backend::kokkos, backend::cuda,
+                         backend::mpi}) {
+    try {
+      (void)polymap::map(xs, [](int x) { return x; },
+                         {.backend = b, .timeout = std::chrono::seconds(1)});
+      ADD_FAILURE() << to_string(b) << " took a timeout it cannot hold";
+    } catch (const option_error& e) {
+      EXPECT_NE(std::string(e.what()).find(to_string(b)), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(AutomaticBackend, BackendsNotBuiltAreUnavailable) {
   std::vector<int> xs(10, 1);
   for (backend_kind b : {backend::cuda, backend::kokkos, backend::mpi}) {

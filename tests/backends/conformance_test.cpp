@@ -141,6 +141,40 @@ TEST_P(BackendConformance, ResultWithoutDefaultConstructor) {
   for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i].value, xs[i] * 2);
 }
 
+TEST_P(BackendConformance, BoolResults) {
+  // A std::vector<bool> packs its elements into shared words: the results must still be
+  // written one item at a time, from any worker.
+  std::vector<int> xs(100'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  const std::vector<bool> even = polymap::map(xs, [](int x) { return x % 2 == 0; }, opts());
+  ASSERT_EQ(even.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(even[i], i % 2 == 0) << i;
+}
+
+TEST_P(BackendConformance, ResultWithAConstMember) {
+  struct fixed {
+    const int value;
+  };
+  std::vector<int> xs(1000);
+  std::iota(xs.begin(), xs.end(), 0);
+  const std::vector<fixed> ys = polymap::map(xs, [](int x) { return fixed{x * 3}; }, opts());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i].value, xs[i] * 3);
+  // And with a failure: the others' results come back in the error.
+  try {
+    (void)polymap::map(xs, [](int x) {
+      if (x == 5) throw std::runtime_error("five");
+      return fixed{x};
+    }, {.backend = GetParam(), .on_error = on_error::collect});
+    ADD_FAILURE() << "no map_error";
+  } catch (const map_error& e) {
+    const auto& results = e.results<fixed>();
+    ASSERT_EQ(results.size(), xs.size());
+    EXPECT_FALSE(results[5].has_value());
+    ASSERT_TRUE(results[6].has_value());
+    EXPECT_EQ(results[6]->value, 6);
+  }
+}
+
 /// Items whose index is in `bad` throw, naming their index.
 std::vector<int> run_failing(const std::set<std::size_t>& bad, on_error policy, backend_kind b,
                              map_error& caught, std::size_t n) {

@@ -853,6 +853,21 @@ TEST(Processes, TimeoutSparesItemsThatFinish) {
   for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], xs[i] + 1);
 }
 
+TEST(Processes, AHugeTimeoutNeverFires) {
+  // hours::max() is some 3e22 s: more than a clock in nanoseconds holds.
+  options o = processes();
+  o.timeout = std::chrono::hours::max();
+  const std::vector<int> xs(4, 1);
+  const auto ys = polymap::map(
+      xs,
+      [](int x) {
+        std::this_thread::sleep_for(20ms);
+        return x + 1;
+      },
+      o);
+  EXPECT_EQ(ys, std::vector<int>(4, 2));
+}
+
 // --- memory ------------------------------------------------------------------------------
 
 TEST(Processes, MemoryBombIsAMemoryFailure) {

@@ -16,13 +16,32 @@
 namespace polymap::detail {
 
 /// Where a map writes its results: the vector it returns when `R` can be default
-/// constructed and assigned, a vector of optionals otherwise.
+/// constructed and assigned, a vector of optionals otherwise. Not for bool: a
+/// std::vector<bool> packs its elements into shared words, which two threads cannot write at
+/// once.
 template <class R>
-inline constexpr bool direct_results_v =
-    std::is_default_constructible_v<R> && std::is_move_assignable_v<R>;
+inline constexpr bool direct_results_v = std::is_default_constructible_v<R> &&
+                                         std::is_move_assignable_v<R> &&
+                                         !std::is_same_v<R, bool>;
 
 template <class R>
 using slot_t = std::conditional_t<direct_results_v<R>, R, std::optional<R>>;
+
+template <class T>
+inline constexpr bool is_optional_v = false;
+template <class T>
+inline constexpr bool is_optional_v<std::optional<T>> = true;
+
+/// Stores result `r` in `slot`: an optional is emplaced (its result may have no assignment,
+/// a struct with a const member), anything else assigned.
+template <class Slot, class R>
+void put_result(Slot&& slot, R&& r) {
+  if constexpr (is_optional_v<std::remove_cvref_t<Slot>>) {
+    slot.emplace(std::forward<R>(r));
+  } else {
+    slot = std::forward<R>(r);
+  }
+}
 
 /// `n` value-initialised elements; when they are trivial and fill at least 4 MiB, the pages
 /// are readied first (prepare_large_buffer: huge pages, no fault per page after a fork).
@@ -73,7 +92,12 @@ void throw_if_failed(run_state& state, std::vector<Slot>* slots) {
                 sorted.begin(), sorted.end(), i,
                 [](const item_failure& f, std::size_t index) { return f.index < index; });
             if (it != sorted.end() && it->index == i) continue;
-            partial[i] = std::move((*slots)[i]);
+            Slot& slot = (*slots)[i];
+            if constexpr (is_optional_v<Slot>) {
+              if (slot) partial[i].emplace(std::move(*slot));
+            } else {
+              partial[i].emplace(std::move(slot));
+            }
           }
         }
         error.set_results(std::move(partial));

@@ -405,7 +405,10 @@ void supervisor::check_timeouts(clock::time_point now) {
 }
 
 std::int64_t supervisor::timeout_ns() const noexcept {
-  return static_cast<std::int64_t>(timeout_ * 1e9);
+  // At most about three years: a longer timeout never fires, and the clock's start plus it
+  // must not overflow (a timeout of hours::max() would wrap to a negative limit).
+  constexpr double most_ns = 1e17;
+  return static_cast<std::int64_t>(std::min(timeout_ * 1e9, most_ns));
 }
 
 timespec supervisor::wait_time(clock::time_point now) const {
