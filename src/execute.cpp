@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -52,7 +53,11 @@ const environment& env() {
       r.backend = parse_backend(b);
     }
     if (const char* x = std::getenv("POLYMAP_EXPLAIN"); x != nullptr) {
-      r.explain = *x != '\0' && std::string(x) != "0";
+      // Set and not one of the usual words for "no" (as a shell user would write it).
+      std::string v(x);
+      std::transform(v.begin(), v.end(), v.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      r.explain = !v.empty() && v != "0" && v != "false" && v != "no" && v != "off";
     }
     return r;
   }();

@@ -35,6 +35,7 @@ class job {
       state_ = std::move(other.state_);
       result_ = std::move(other.result_);
       start_ = other.start_;
+      retrieved_ = other.retrieved_;
     }
     return *this;
   }
@@ -43,18 +44,23 @@ class job {
   /// A job never retrieved is cancelled and waited for: no work outlives its handle.
   ~job() { abandon(); }
 
-  /// Items done, failed and total, rate and ETA.
+  /// Items done, failed and total, rate and ETA (all zero for a moved-from job).
   [[nodiscard]] progress_info progress() const noexcept {
+    if (!state_) return {};
     return detail::progress_of(*state_, start_, ready());
   }
 
-  /// Stops the job: pending items are not started; returns once none can start.
-  void cancel() noexcept { state_->cancel_and_wait(); }
+  /// Stops the job: pending items are not started; returns once none can start. Nothing
+  /// for a moved-from job.
+  void cancel() noexcept {
+    if (state_) state_->cancel_and_wait();
+  }
 
-  /// Whether the job has finished (get() will not block).
+  /// Whether the job has finished (get() will not block, or has returned).
   [[nodiscard]] bool ready() const noexcept {
-    return result_.valid() &&
-           result_.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    return retrieved_ ||
+           (result_.valid() &&
+            result_.wait_for(std::chrono::seconds(0)) == std::future_status::ready);
   }
 
   /// Waits for the job to finish.
@@ -62,7 +68,13 @@ class job {
 
   /// Waits and returns the results.
   /// @throws map_error, cancelled_error, or whatever the map itself threw
-  T get() { return result_.get(); }
+  T get() {
+    struct mark {
+      bool& retrieved;
+      ~mark() { retrieved = true; }  // returned or threw: the job is over either way
+    } on_return{retrieved_};
+    return result_.get();
+  }
 
  private:
   void abandon() noexcept {
@@ -75,6 +87,7 @@ class job {
   std::shared_ptr<detail::run_state> state_;
   std::future<T> result_;
   std::chrono::steady_clock::time_point start_;
+  bool retrieved_ = false;
 };
 
 /// Starts `map(xs, fn, opts)` on a thread of its own and returns at once.

@@ -399,6 +399,15 @@ TEST_P(BackendConformance, AsyncJobReportsProgressAndResults) {
   EXPECT_EQ(p.total, xs.size());
   EXPECT_EQ(p.done, xs.size());
   EXPECT_EQ(p.failed, 0u);
+  EXPECT_TRUE(p.finished);
+  EXPECT_TRUE(job.ready());
+
+  // A moved-from handle answers, and does nothing.
+  auto second = polymap::map_async(xs, [](int x) { return x + 1; }, opts());
+  auto moved = std::move(second);
+  second.cancel();  // NOLINT(bugprone-use-after-move): what a moved-from job does
+  EXPECT_EQ(second.progress().total, 0u);  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(moved.get().back(), xs.back() + 1);
 }
 
 TEST_P(BackendConformance, ProgressCallbackSeesEveryItemDone) {

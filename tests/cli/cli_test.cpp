@@ -158,6 +158,21 @@ TEST(Cli, BenchWarmsUpEachBackendOnceBeforeTheTimedRuns) {
   EXPECT_GE(checked, 2);  // threads and processes at least
 }
 
+TEST(Cli, PolymapExplainTakesTheUsualWordsForNo) {
+  const polymap::test::temp_dir dir;
+  for (const char* value : {"1", "yes", "0", "false", "No", "OFF", ""}) {
+    const std::string command = std::string("POLYMAP_EXPLAIN='") + value + "' " +
+                                shell_quote(POLYMAP_CLI_PATH) +
+                                " bench --json --size small --repeat 1 --kernel saxpy >" +
+                                shell_quote(dir / "out") + " 2>" + shell_quote(dir / "err");
+    ASSERT_EQ(std::system(command.c_str()), 0) << polymap::test::read_file(dir / "err");
+    const bool explained =
+        polymap::test::read_file(dir / "err").find(" items -> ") != std::string::npos;
+    const std::string v = value;
+    EXPECT_EQ(explained, v == "1" || v == "yes") << "POLYMAP_EXPLAIN='" << value << "'";
+  }
+}
+
 TEST(Cli, BenchKernelOptionSelectsKernels) {
   const cli_result r = run_cli(
       {"bench", "--json", "--size", "small", "--repeat", "1", "--kernel", "pi,saxpy"}, false);
