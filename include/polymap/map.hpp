@@ -208,6 +208,11 @@ auto map(Range&& xs, Fn fn, const options& opts = {}) {
 template <std::ranges::random_access_range In, std::ranges::random_access_range Out, class Fn>
   requires std::ranges::sized_range<In> && std::ranges::sized_range<Out>
 void map_into(const In& xs, Out&& out, Fn fn, const options& opts = {}) {
+  static_assert(!std::is_same_v<std::ranges::range_value_t<Out>, bool> ||
+                    std::is_lvalue_reference_v<std::ranges::range_reference_t<Out>>,
+                "polymap::map_into: a std::vector<bool> packs its elements into shared words, "
+                "which two workers cannot write at once: map into a vector of char, or use "
+                "polymap::map, which returns a std::vector<bool>");
   const auto n = static_cast<std::size_t>(std::ranges::size(xs));
   if (static_cast<std::size_t>(std::ranges::size(out)) < n) {
     throw option_error("out", std::to_string(std::ranges::size(out)) + " elements",

@@ -208,6 +208,9 @@ TEST_P(BackendConformance, OneFailingItemIsReportedWithItsIndex) {
     EXPECT_EQ(f.what, "bad item 37");
     EXPECT_EQ(f.kind, failure_kind::exception);
     EXPECT_EQ(f.attempts, 1u);
+    if (GetParam() != backend_kind::automatic) {
+      EXPECT_EQ(f.backend, GetParam());
+    }
     EXPECT_NE(std::string(caught.what()).find("item 37"), std::string::npos);
     const auto& results = caught.results<int>();
     ASSERT_EQ(results.size(), xs.size());

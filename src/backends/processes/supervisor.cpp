@@ -224,6 +224,7 @@ void supervisor::handle_messages(worker& w) {
     } else if (tag == remote_tag::failure) {
       item_failure f;
       if (!decode_failure(body, f)) break;
+      f.backend = backend_kind::processes;  // not carried: every worker's is this
       if (t.deliver_failed != nullptr) t.deliver_failed(job_.ctx, f.index);
       failed_.push_back(f.index);
       state_.add_failure(std::move(f));
