@@ -170,14 +170,9 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
     from_env = true;
   }
   if (requested != backend_kind::automatic) {
-    if (requested != backend_kind::processes && (o.timeout.count() > 0 || o.memory_limit != 0)) {
-      const bool timeout = o.timeout.count() > 0;
-      throw option_error(timeout ? "timeout" : "memory_limit",
-                         timeout ? std::to_string(o.timeout.count()) + " s"
-                                 : std::to_string(o.memory_limit) + " bytes",
-                         "none with backend " + std::string(to_string(requested)) +
-                             (from_env ? " (from POLYMAP_BACKEND)" : "") +
-                             ": only the processes backend can stop or cap an item");
+    if (requested != backend_kind::processes && stops_or_caps(o)) {
+      refuse_stop_or_cap(o, std::string(to_string(requested)) +
+                                (from_env ? " (from POLYMAP_BACKEND)" : ""));
     }
   }
 
@@ -197,7 +192,7 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
   // An item that needs a timeout or a memory cap, or asked for the isolation of worker
   // processes (by options or POLYMAP_BACKEND), must never run on the calling thread, not
   // even to be timed: a crash there would end the program.
-  if (o.timeout.count() > 0 || o.memory_limit != 0 || requested == backend_kind::processes) {
+  if (stops_or_caps(o) || requested == backend_kind::processes) {
     may_sample = false;
   }
 
@@ -245,7 +240,7 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
     return p;
   }
   // Before the nesting rule: a timeout or a memory cap holds in a nested call too.
-  if (o.timeout.count() > 0 || o.memory_limit != 0) {
+  if (stops_or_caps(o)) {
     const char* what = o.timeout.count() > 0 ? "options::timeout" : "options::memory_limit";
     if (!is_built(backend_kind::processes)) {
       throw backend_unavailable(std::string("polymap: ") + what +
@@ -293,6 +288,15 @@ std::size_t default_window(const options& opts) noexcept {
 plan make_plan(map_job& job, function_stats& stats) {
   check_options(*job.opts);
   return decide(job, stats, true, true);
+}
+
+void refuse_stop_or_cap(const options& o, const std::string& backend) {
+  const bool timeout = o.timeout.count() > 0;
+  throw option_error(timeout ? "timeout" : "memory_limit",
+                     timeout ? std::to_string(o.timeout.count()) + " s"
+                             : std::to_string(o.memory_limit) + " bytes",
+                     "none with backend " + backend +
+                         ": only the processes backend can stop or cap an item");
 }
 
 void explain_if_asked(const plan& p) {

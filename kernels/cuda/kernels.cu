@@ -69,13 +69,18 @@ class device_out {
   std::optional<pc::device_buffer<T>> buffer_;
 };
 
+/// Where `p` points, named for device_for's errors.
+pc::detail::named_place at(const char* name, const void* p) {
+  return {name, pc::detail::where_is(p)};
+}
+
 options on(int device) { return options{.backend = backend_kind::cuda, .device = device}; }
 
 }  // namespace
 
 void saxpy(std::size_t n, float a, const float* x, float* y, int device) {
   pc::detail::require_device(device);
-  device = pc::detail::device_for({{"x", x}, {"y", y}}, device);
+  device = pc::detail::device_for({at("x", x), at("y", y)}, device);
   const device_in<float> dx(x, n, device);
   device_out<float> dy(y, n, device, reads_output::yes);
   const float* xp = dx.get();
@@ -87,7 +92,7 @@ void saxpy(std::size_t n, float a, const float* x, float* y, int device) {
 
 void jacobi(std::size_t n, const double* in, double* out, int device) {
   pc::detail::require_device(device);
-  device = pc::detail::device_for({{"in", in}, {"out", out}}, device);
+  device = pc::detail::device_for({at("in", in), at("out", out)}, device);
   const device_in<double> din(in, n * n, device);
   device_out<double> dout(out, n * n, device);
   const double* ip = din.get();
@@ -101,7 +106,7 @@ void jacobi(std::size_t n, const double* in, double* out, int device) {
 
 void mandelbrot(std::size_t width, std::size_t height, std::uint16_t* out, int device) {
   pc::detail::require_device(device);
-  device = pc::detail::device_for({{"out", out}}, device);
+  device = pc::detail::device_for({at("out", out)}, device);
   device_out<std::uint16_t> dout(out, width * height, device);
   std::uint16_t* op = dout.get();
   pc::for_each(
@@ -122,7 +127,7 @@ void mandelbrot(std::size_t width, std::size_t height, std::uint16_t* out, int d
 
 void black_scholes(std::uint64_t seed, std::size_t n, bs_price* out, int device) {
   pc::detail::require_device(device);
-  device = pc::detail::device_for({{"out", out}}, device);
+  device = pc::detail::device_for({at("out", out)}, device);
   device_out<bs_price> dout(out, n, device);
   bs_price* op = dout.get();
   pc::for_each(
@@ -156,7 +161,7 @@ std::uint64_t pi_hits(std::uint64_t seed, std::size_t blocks, std::size_t sample
 void pi_blocks(std::uint64_t seed, std::size_t blocks, std::size_t samples_per_block,
                std::uint64_t* hits, int device) {
   pc::detail::require_device(device);
-  device = pc::detail::device_for({{"hits", hits}}, device);
+  device = pc::detail::device_for({at("hits", hits)}, device);
   device_out<std::uint64_t> dout(hits, blocks, device);
   std::uint64_t* op = dout.get();
   pc::for_each(
@@ -168,7 +173,7 @@ void pi_blocks(std::uint64_t seed, std::size_t blocks, std::size_t samples_per_b
 
 void nbody(std::size_t n, const body* in, body* out, double dt, double softening, int device) {
   pc::detail::require_device(device);
-  device = pc::detail::device_for({{"in", in}, {"out", out}}, device);
+  device = pc::detail::device_for({at("in", in), at("out", out)}, device);
   const device_in<body> din(in, n, device);
   device_out<body> dout(out, n, device);
   const body* ip = din.get();

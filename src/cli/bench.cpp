@@ -418,20 +418,10 @@ result_row measure(workload& w, backend_kind kind, unsigned repeat,
                  .unit = std::string(w.unit()),
                  .items = w.items(),
                  .tasks = w.tasks()};
-  // The warm-up: the first run of a kernel on a backend pays one-off costs (first touch of
-  // the backend's buffers, code and data not in cache yet, automatic's first sample) that
-  // would otherwise be the whole figure of --repeat 1.
-  try {
-    w.reset();
-    w.run(options{.backend = kind});
-  } catch (const std::exception& e) {
-    row.matches_serial = false;
-    row.error = e.what();
-    errors.push_back(
-        fmt::format("kernel {} on backend {} failed: {}", w.name(), to_string(kind), e.what()));
-    return row;
-  }
-  for (unsigned rep = 0; rep < repeat; ++rep) {
+  // Run 0 is the warm-up, not timed: the first run of a kernel on a backend pays one-off
+  // costs (first touch of the backend's buffers, code and data not in cache yet,
+  // automatic's first sample) that would otherwise be the whole figure of --repeat 1.
+  for (unsigned rep = 0; rep <= repeat; ++rep) {
     w.reset();
     run_report report;
     const options opts{.backend = kind, .report = &report};
@@ -445,6 +435,7 @@ result_row measure(workload& w, backend_kind kind, unsigned repeat,
           fmt::format("kernel {} on backend {} failed: {}", w.name(), to_string(kind), e.what()));
       break;
     }
+    if (rep == 0) continue;
     row.seconds.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     ++row.ran_on[report.backend];

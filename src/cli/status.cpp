@@ -96,8 +96,7 @@ void print_summary(const std::string& path, const journal_summary& s) {
 
 int run_status(const status_args& args, bool watch) {
   journal_options options;
-  options.create = false;
-  // status and watch only read: a journal the user may not write is fine.
+  // status and watch only read (read_only implies no create): a journal the user may not write is fine.
   options.read_only = true;
   options.lock_timeout = args.lock_timeout;
   journal j(args.journal, options);

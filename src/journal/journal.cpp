@@ -65,13 +65,17 @@ std::optional<double> process_start(std::int64_t pid) {
   for (int n = 3; n <= 22; ++n) {
     if (!(fields >> field)) return std::nullopt;
   }
-  std::ifstream proc_stat("/proc/stat");
-  std::string key;
-  double boot = 0;
-  while (proc_stat >> key) {
-    if (key == "btime" && proc_stat >> boot) break;
-    proc_stat.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
-  }
+  // The boot time does not change: read once.
+  static const double boot = [] {
+    std::ifstream proc_stat("/proc/stat");
+    std::string key;
+    double b = 0;
+    while (proc_stat >> key) {
+      if (key == "btime" && proc_stat >> b) break;
+      proc_stat.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+    }
+    return b;
+  }();
   const long ticks = sysconf(_SC_CLK_TCK);
   if (boot <= 0 || ticks <= 0) return std::nullopt;
   return boot + std::strtod(field.c_str(), nullptr) / static_cast<double>(ticks);
@@ -446,23 +450,18 @@ void journal::finish_runner() noexcept {
   }
 }
 
-std::int64_t journal::unfinished() {
+std::int64_t journal::count_in_batch(const char* states) {
   return guarded("counting items", [&] {
-    statement count(db_->handle(),
-                    "SELECT count(*) FROM items WHERE state IN (0, 1, 4) AND key IN temp.batch");
+    statement count(db_->handle(), std::string("SELECT count(*) FROM items WHERE state IN ") +
+                                       states + " AND key IN temp.batch");
     count.step();
     return count.integer(0);
   });
 }
 
-std::int64_t journal::failed() {
-  return guarded("counting items", [&] {
-    statement count(db_->handle(),
-                    "SELECT count(*) FROM items WHERE state = 3 AND key IN temp.batch");
-    count.step();
-    return count.integer(0);
-  });
-}
+std::int64_t journal::unfinished() { return count_in_batch("(0, 1, 4)"); }
+
+std::int64_t journal::failed() { return count_in_batch("(3)"); }
 
 journal_summary journal::summary(std::size_t top) {
   return guarded("reading", [&] {

@@ -188,6 +188,8 @@ class journal {
   auto guarded(const char* doing, Fn&& fn);
   void create_schema();
   void check_schema();
+  /// Items of the batch whose state is in `states`, an SQL list such as "(3)".
+  std::int64_t count_in_batch(const char* states);
 
   std::string path_;
   double lock_timeout_;

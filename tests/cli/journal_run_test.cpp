@@ -81,6 +81,44 @@ std::vector<std::string> journal_run(const temp_dir& dir, const std::string& scr
 
 const std::string record_script = "echo \"$1\" >> \"$2\"";
 
+/// Makes a file read-only until released or destroyed: mode 0400 and, for root (who writes
+/// through a mode), the immutable attribute where the file system allows it.
+class read_only_file {
+ public:
+  explicit read_only_file(std::string path) : path_(std::move(path)) {
+    chmod(path_.c_str(), 0400);
+    if (geteuid() == 0) immutable_ = set_immutable(true);
+  }
+  ~read_only_file() { release(); }
+  read_only_file(const read_only_file&) = delete;
+  read_only_file& operator=(const read_only_file&) = delete;
+
+  /// Whether this process cannot write the file now.
+  [[nodiscard]] bool holds() const { return geteuid() != 0 || immutable_; }
+  /// Lets root write it again (the mode stays 0400).
+  void release() {
+    if (immutable_) (void)set_immutable(false);
+    immutable_ = false;
+  }
+
+ private:
+  [[nodiscard]] bool set_immutable(bool on) const {
+    const int fd = open(path_.c_str(), O_RDONLY);
+    if (fd < 0) return false;
+    int flags = 0;
+    bool done = ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0;
+    if (done) {
+      flags = on ? (flags | FS_IMMUTABLE_FL) : (flags & ~FS_IMMUTABLE_FL);
+      done = ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+    }
+    close(fd);
+    return done;
+  }
+
+  std::string path_;
+  bool immutable_ = false;
+};
+
 std::map<std::string, int> executions(const temp_dir& dir) {
   std::map<std::string, int> count;
   for (const std::string& line : lines_of(read_file(dir / "side"))) ++count[line];
@@ -294,28 +332,10 @@ TEST(JournalRun, ReadOnlyJournalIsRefused) {
   temp_dir dir;
   ASSERT_EQ(run_polymap(journal_run(dir, record_script, numbers(2), 1), dir).status, 0);
   const std::string db = dir / "j.db";
-  chmod(db.c_str(), 0400);
-  // root writes through a 0400 mode: make the file immutable instead, where allowed.
-  bool immutable = false;
-  if (geteuid() == 0) {
-    const int fd = open(db.c_str(), O_RDONLY);
-    int flags = 0;
-    if (fd >= 0 && ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
-      flags |= FS_IMMUTABLE_FL;
-      immutable = ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
-    }
-    if (fd >= 0) close(fd);
-    if (!immutable) GTEST_SKIP() << "root, and the file cannot be made immutable here";
-  }
+  read_only_file locked(db);
+  if (!locked.holds()) GTEST_SKIP() << "root, and the file cannot be made immutable here";
   const cli_output r = run_polymap(journal_run(dir, record_script, numbers(3), 1), dir);
-  if (immutable) {
-    const int fd = open(db.c_str(), O_RDONLY);
-    int flags = 0;
-    ioctl(fd, FS_IOC_GETFLAGS, &flags);
-    flags &= ~FS_IMMUTABLE_FL;
-    ioctl(fd, FS_IOC_SETFLAGS, &flags);
-    close(fd);
-  }
+  locked.release();
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("read-only"), std::string::npos) << r.err;
   EXPECT_EQ(lines_of(read_file(dir / "side")).size(), 2U);
@@ -390,29 +410,11 @@ TEST(JournalRun, StatusReadsAJournalItMayNotWrite) {
   temp_dir dir;
   ASSERT_EQ(run_polymap(journal_run(dir, record_script, numbers(3), 1), dir).status, 0);
   const std::string db = dir / "j.db";
-  chmod(db.c_str(), 0400);
-  // root writes through a 0400 mode: make the file immutable as well, where allowed.
-  bool immutable = false;
-  if (geteuid() == 0) {
-    const int fd = open(db.c_str(), O_RDONLY);
-    int flags = 0;
-    if (fd >= 0 && ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
-      flags |= FS_IMMUTABLE_FL;
-      immutable = ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
-    }
-    if (fd >= 0) close(fd);
-    if (!immutable) GTEST_SKIP() << "root, and the file cannot be made immutable here";
-  }
+  read_only_file locked(db);
+  if (!locked.holds()) GTEST_SKIP() << "root, and the file cannot be made immutable here";
   const cli_output status = run_polymap({"status", "--journal", db}, dir);
   const cli_output watch = run_polymap({"watch", "--json", "--journal", db}, dir);
-  if (immutable) {
-    const int fd = open(db.c_str(), O_RDONLY);
-    int flags = 0;
-    ioctl(fd, FS_IOC_GETFLAGS, &flags);
-    flags &= ~FS_IMMUTABLE_FL;
-    ioctl(fd, FS_IOC_SETFLAGS, &flags);
-    close(fd);
-  }
+  locked.release();
   EXPECT_EQ(status.status, 0) << status.err;
   EXPECT_NE(status.out.find("3 total: 3 done"), std::string::npos) << status.out;
   EXPECT_EQ(watch.status, 0) << watch.err;

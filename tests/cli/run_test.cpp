@@ -494,6 +494,21 @@ TEST(Run, ResultsPathThatIsNotADirectoryFailsBeforeAnyItemRuns) {
   EXPECT_EQ(read_file(dir / "notadir"), "kept\n");
 }
 
+TEST(Run, ResultsDirectoryThatCannotBeWrittenFailsBeforeAnyItemRuns) {
+  if (geteuid() == 0) GTEST_SKIP() << "root writes in a directory whatever its mode";
+  temp_dir dir;
+  std::filesystem::create_directory(dir / "res");
+  std::filesystem::permissions(dir / "res", std::filesystem::perms::owner_read |
+                                                std::filesystem::perms::owner_exec);
+  const cli_output r = run_polymap({"run", "--results", dir / "res", "--", "sh", "-c",
+                                    "echo ran >> \"$0\"", dir / "side", ":::", "a"},
+                                   dir);
+  std::filesystem::permissions(dir / "res", std::filesystem::perms::owner_all);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("cannot write in --results directory"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "side"));
+}
+
 TEST(Run, ResultsFileThatCannotBeWrittenIsAnErrorNamingIt) {
   temp_dir dir;
   // A file size limit stands for a full disk: polymap may write 1000 blocks, the job (which

@@ -18,7 +18,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
-#include <iostream>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -584,11 +583,12 @@ TEST_F(CudaDevice, AStopInTheMiddleLeavesWhatItDidNotRunUntouched) {
     EXPECT_EQ(done % chunk, 0u) << done;
     EXPECT_GT(done, 0u);
   }
-  if (done == xs.size()) {
-    std::cout << "note: the call ended before a progress report could stop it\n";
-  }
   for (std::size_t i = 0; i < done; ++i) ASSERT_EQ(out[i], 3.0F * xs[i]) << i;
   for (std::size_t i = done; i < xs.size(); ++i) ASSERT_TRUE(std::isnan(out[i])) << i;
+  if (done == xs.size()) {
+    GTEST_SKIP() << "the call ended before a progress report could stop it: the stop in the "
+                    "middle was not exercised on this GPU";
+  }
 }
 
 TEST_F(CudaDevice, MoreThanTwoToTheThirtyOneItemsOnTheDevice) {

@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <new>
 #include <span>
 #include <type_traits>
 #include <utility>
@@ -29,6 +30,11 @@ class device_guard {
       POLYMAP_CUDA_CHECK(cudaSetDevice(device));
       changed_ = true;
     }
+  }
+  /// The same for a destructor: a device that cannot be selected leaves the current one.
+  device_guard(int device, std::nothrow_t) noexcept {
+    changed_ = cudaGetDevice(&previous_) == cudaSuccess && device != previous_ &&
+               cudaSetDevice(device) == cudaSuccess;
   }
   // Restores only what it changed: the common case (device 0 current) costs one call.
   ~device_guard() {
@@ -108,11 +114,10 @@ class device_buffer {
     if (data_ == nullptr) return;
     // Freed on its own device, whichever is current; cudaFree may report an earlier sticky
     // error, and a destructor has nobody to tell.
-    int current = -1;
-    const bool switched = cudaGetDevice(&current) == cudaSuccess && current != device_ &&
-                          cudaSetDevice(device_) == cudaSuccess;
-    (void)cudaFree(data_);
-    if (switched) (void)cudaSetDevice(current);
+    {
+      const device_guard on(device_, std::nothrow);
+      (void)cudaFree(data_);
+    }
     data_ = nullptr;
   }
 

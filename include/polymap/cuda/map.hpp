@@ -125,7 +125,7 @@ enum class gpu_obstacle {
 template <class Fn, bool copyable>
 gpu_obstacle obstacle_to_gpu(const options& o) {
   check_device(o);
-  if (o.timeout.count() > 0 || o.memory_limit != 0) return gpu_obstacle::stop_or_cap;
+  if (polymap::detail::stops_or_caps(o)) return gpu_obstacle::stop_or_cap;
   // An explicit cuda is obeyed in a worker too; automatic keeps a nested call inline.
   if (o.backend == backend_kind::automatic && polymap::detail::in_worker()) {
     return gpu_obstacle::nested;
@@ -166,13 +166,7 @@ bool wants_gpu(const options& o) {
   const gpu_obstacle obstacle = obstacle_to_gpu<Fn, copyable>(o);
   if (obstacle == gpu_obstacle::none) return true;
   if (o.backend == backend_kind::automatic) return false;
-  if (obstacle == gpu_obstacle::stop_or_cap) {
-    const bool timeout = o.timeout.count() > 0;
-    throw option_error(timeout ? "timeout" : "memory_limit",
-                       timeout ? std::to_string(o.timeout.count()) + " s"
-                               : std::to_string(o.memory_limit) + " bytes",
-                       "none with backend cuda: " + why_not_gpu(obstacle));
-  }
+  if (obstacle == gpu_obstacle::stop_or_cap) polymap::detail::refuse_stop_or_cap(o, "cuda");
   throw backend_unavailable("polymap: backend cuda is not usable here: " + why_not_gpu(obstacle));
 }
 
@@ -444,38 +438,42 @@ void device_map(const In* in, R* out, std::size_t n, Fn& fn, int device) {
   POLYMAP_CUDA_CHECK(cudaStreamSynchronize(cudaStream_t{}));
 }
 
-/// Whether `p` points to memory the GPU reads directly (device or managed memory).
-inline bool is_device_pointer(const void* p) {
-  // No device (or a worker process, which must not touch CUDA): all memory is host memory.
-  if (device_count() == 0) return false;
-  const cudaMemoryType t = memory_type(p);
-  return t == cudaMemoryTypeDevice || t == cudaMemoryTypeManaged;
+/// Where `p` points: asked of the runtime only when a device is here (a worker process,
+/// which must not touch CUDA, has none); otherwise plain host memory.
+inline memory_place where_is(const void* p) {
+  return device_count() == 0 ? memory_place{} : place_of(p);
 }
 
-/// A pointer that a call reads or writes, named for its errors.
-struct named_pointer {
+/// Whether `m` is memory the GPU reads directly (device or managed memory).
+inline bool on_gpu(const memory_place& m) {
+  return m.type == cudaMemoryTypeDevice || m.type == cudaMemoryTypeManaged;
+}
+
+/// Whether `p` points to memory the GPU reads directly.
+inline bool is_device_pointer(const void* p) { return on_gpu(where_is(p)); }
+
+/// Where a pointer that a call reads or writes points, named for its errors.
+struct named_place {
   const char* name;
-  const void* p;
+  memory_place place;
 };
 
-/// The GPU that must run a kernel over `pointers`: the one whose memory holds those in
+/// The GPU that must run a kernel over `places`: the one whose memory holds those in
 /// device memory (a GPU cannot read another's memory without peer access), else `device`
 /// (options::device; host and managed memory are reached from any GPU).
 /// @throws option_error when two of them are in the memory of different GPUs
-inline int device_for(std::initializer_list<named_pointer> pointers, int device) {
-  if (device_count() == 0) return device;
-  const named_pointer* holder = nullptr;
+inline int device_for(std::initializer_list<named_place> places, int device) {
+  const named_place* holder = nullptr;
   int held_on = device;
-  for (const named_pointer& np : pointers) {
-    const memory_place m = place_of(np.p);
-    if (m.type != cudaMemoryTypeDevice) continue;
+  for (const named_place& np : places) {
+    if (np.place.type != cudaMemoryTypeDevice) continue;
     if (holder == nullptr) {
       holder = &np;
-      held_on = m.device;
-    } else if (m.device != held_on) {
+      held_on = np.place.device;
+    } else if (np.place.device != held_on) {
       throw option_error(std::string(holder->name) + ", " + np.name,
                          "memory of GPUs " + std::to_string(held_on) + " and " +
-                             std::to_string(m.device),
+                             std::to_string(np.place.device),
                          "the memory of one GPU (or host or managed memory)");
     }
   }
@@ -618,12 +616,14 @@ template <class T, class Fn>
   options o = opts;
   o.backend = backend_kind::cuda;  // device memory: no CPU backend can read it
   (void)detail::wants_gpu<Fn>(o);
-  if (!xs.empty() && !detail::is_device_pointer(xs.data())) {
+  const detail::memory_place where = xs.empty() ? detail::memory_place{}
+                                                : detail::where_is(xs.data());
+  if (!xs.empty() && !detail::on_gpu(where)) {
     // A kernel reading host memory would fault: a host span belongs to the other overload.
     throw option_error("xs", "a span over host memory",
                        "device or managed memory; pass a host range (a vector) to stream it");
   }
-  if (!xs.empty()) o.device = detail::device_for({{"xs", xs.data()}}, o.device);
+  o.device = detail::device_for({{"xs", where}}, o.device);
   device_buffer<R> out(xs.size(), o.device);
   if constexpr (is_device_callable_v<Fn>) {
     detail::device_map(xs.data(), out.data(), xs.size(), fn, o.device);
@@ -665,8 +665,12 @@ void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opt
     polymap::map_into(xs, into, fn, opts);
     return;
   }
-  const bool in_on_device = !xs.empty() && detail::is_device_pointer(xs.data());
-  const bool out_on_device = !xs.empty() && detail::is_device_pointer(out.data());
+  const detail::memory_place in_place =
+      xs.empty() ? detail::memory_place{} : detail::where_is(xs.data());
+  const detail::memory_place out_place =
+      xs.empty() ? detail::memory_place{} : detail::where_is(out.data());
+  const bool in_on_device = detail::on_gpu(in_place);
+  const bool out_on_device = detail::on_gpu(out_place);
   if (in_on_device != out_on_device) {
     throw option_error("xs, out",
                        in_on_device ? "input on the device, output on the host"
@@ -677,7 +681,7 @@ void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opt
     options o = opts;
     o.backend = backend_kind::cuda;  // device memory: no CPU backend can read it
     (void)detail::wants_gpu<Fn>(o);
-    o.device = detail::device_for({{"xs", xs.data()}, {"out", into.data()}}, o.device);
+    o.device = detail::device_for({{"xs", in_place}, {"out", out_place}}, o.device);
     if constexpr (is_device_callable_v<Fn>) {
       detail::device_map(xs.data(), into.data(), xs.size(), fn, o.device);
       detail::note_gpu(opts, xs.size(), detail::device_resident);
@@ -716,8 +720,9 @@ template <std::ranges::contiguous_range Range, class Fn>
   if constexpr (!detail::gpu_mappable_v<T, R, Fn>) {
     return polymap::map(xs, fn, opts);  // unreachable: host_wants_gpu was false
   } else {
-    if (n != 0 && detail::is_device_pointer(in)) {
-      const int device = detail::device_for({{"xs", in}}, opts.device);
+    const detail::memory_place where = n == 0 ? detail::memory_place{} : detail::where_is(in);
+    if (detail::on_gpu(where)) {
+      const int device = detail::device_for({{"xs", where}}, opts.device);
       device_buffer<R> d(n, device);
       detail::device_map(in, d.data(), n, fn, device);
       detail::note_gpu(opts, n, detail::device_resident);

@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 
 namespace polymap::detail {
 
@@ -130,6 +131,16 @@ void run_watched(run_state& state, const options& o, const std::function<void()>
 /// Decides where a call would run, sampling items [job.begin, ...) when the cost is unknown.
 /// @throws option_error
 [[nodiscard]] plan make_plan(map_job& job, function_stats& stats);
+
+/// Whether a call's items need to be stopped or capped (options::timeout, memory_limit),
+/// which only worker processes allow.
+[[nodiscard]] inline bool stops_or_caps(const options& o) noexcept {
+  return o.timeout.count() > 0 || o.memory_limit != 0;
+}
+
+/// Refuses a timeout or a memory cap for `backend` (its name, and where it came from).
+/// @throws option_error naming the option
+[[noreturn]] void refuse_stop_or_cap(const options& o, const std::string& backend);
 
 /// Prints `p` on stderr when POLYMAP_EXPLAIN asks for every decision (as `execute` does
 /// for its own): for decisions made outside it, such as a map sent to the GPU.

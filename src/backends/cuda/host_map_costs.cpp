@@ -202,6 +202,8 @@ struct known_costs {
   std::map<int, device_identity> ids;
   std::map<int, bool> nothing_kept;
   std::map<int, bool> waited_in_vain;
+  // After waiting in vain: when the file may be read again for the other process's result.
+  std::map<int, std::chrono::steady_clock::time_point> read_again_at;
 };
 
 known_costs& known() {
@@ -278,7 +280,13 @@ host_map_costs host_map_costs_on(int device, if_unknown unknown) {
   {
     const std::lock_guard lock(k.mutex);
     gave_up = k.waited_in_vain[device];
-    if (gave_up) k.nothing_kept[device] = false;  // read the file again for its result
+    // Read the file again for the other process's result, at most once a second: not on
+    // every call that weighs the GPU.
+    const auto now = std::chrono::steady_clock::now();
+    if (gave_up && now >= k.read_again_at[device]) {
+      k.nothing_kept[device] = false;
+      k.read_again_at[device] = now + std::chrono::seconds(1);
+    }
   }
   if (unknown == if_unknown::use_defaults || gave_up) return known_or_defaults(device);
   // One thread measures; the others that need the costs wait for them.
@@ -290,20 +298,26 @@ host_map_costs host_map_costs_on(int device, if_unknown unknown) {
   host_map_costs c;
   try {
     const device_identity id = locked_identity_of(k, device);
-    create_context(device);
-    // Under the file's lock from reading to saving: processes that start together measure
-    // one at a time, and the later ones read what the first kept.
-    const locked_file f;
-    if (std::optional<host_map_costs> saved = kept(f.file, id)) {
+    // Kept by an earlier process: read without the file's lock (a save replaces the whole
+    // file by a rename), and with no CUDA context to make for it.
+    if (std::optional<host_map_costs> saved = kept(costs_file(), id)) {
       c = std::move(*saved);
-    } else if (f.lock.busy) {
-      // Not measured beside another process, which would skew both; later calls read the
-      // file for its result rather than wait again.
-      const std::lock_guard lock(k.mutex);
-      k.waited_in_vain[device] = true;
-      return defaults(f.lock.why_not);
     } else {
-      c = measure_and_keep(device, id, f.file, f.lock.held, f.lock.why_not);
+      create_context(device);
+      // Under the file's lock from reading to saving: processes that start together measure
+      // one at a time, and the later ones read what the first kept.
+      const locked_file f;
+      if (std::optional<host_map_costs> meanwhile = kept(f.file, id)) {
+        c = std::move(*meanwhile);
+      } else if (f.lock.busy) {
+        // Not measured beside another process, which would skew both; later calls read the
+        // file for its result rather than wait again.
+        const std::lock_guard lock(k.mutex);
+        k.waited_in_vain[device] = true;
+        return defaults(f.lock.why_not);
+      } else {
+        c = measure_and_keep(device, id, f.file, f.lock.held, f.lock.why_not);
+      }
     }
   } catch (const std::exception& e) {
     // Remembered, so that later calls do not pay for a failing measurement again; a lost

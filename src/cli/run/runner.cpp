@@ -82,14 +82,17 @@ std::string read_all(int fd) {
   return data;
 }
 
-void write_all(int fd, const std::string& data) {
+/// Writes all of `data` to `fd`: 0, or the error that stopped it (ENOSPC for a write of
+/// nothing). Its output's callers ignore it: a closed stdout loses the output, not the run.
+int write_all(int fd, const std::string& data) {
   std::size_t done = 0;
   while (done < data.size()) {
     const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return;  // a closed stdout loses the output, not the run
+    if (n <= 0) return n < 0 ? errno : ENOSPC;
     done += static_cast<std::size_t>(n);
   }
+  return 0;
 }
 
 /// Writes `data` to `dir/name` through a temporary file and a rename, so that a reader (or
@@ -105,16 +108,9 @@ void write_atomically(const std::string& dir, const std::string& name, const std
   };
   const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) fail(errno);
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int error = n < 0 ? errno : ENOSPC;
-      close(fd);
-      fail(error);
-    }
-    done += static_cast<std::size_t>(n);
+  if (const int error = write_all(fd, data); error != 0) {
+    close(fd);
+    fail(error);
   }
   // close() is where some file systems (NFS, quotas) report a write that did not fit.
   if (close(fd) != 0) fail(errno);
@@ -175,10 +171,10 @@ struct output_record {
 void write_record(const output_record& r) {
   if (!r.out.empty() || !r.event.empty()) {
     std::fflush(stdout);
-    write_all(1, r.out);
-    write_all(1, r.event);
+    (void)write_all(1, r.out);
+    (void)write_all(1, r.event);
   }
-  write_all(2, r.err);
+  (void)write_all(2, r.err);
 }
 
 class batch_runner {
@@ -452,19 +448,24 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
   if (err_fd >= 0) close(err_fd);
   if (!options_.results.empty() && ran) {
     // Before the item is recorded: an item whose output could not be kept is not done.
-    const std::string dir = options_.results + "/" + std::to_string(item + 1);
-    try {
-      make_dir(dir);
-      write_atomically(dir, "stdout", record.out);
-      write_atomically(dir, "stderr", record.err);
-    } catch (const std::runtime_error& e) {
-      // Most likely a full disk: every later item would lose its output too. Stop, and
-      // record this one interrupted, so that a rerun (with --journal) runs it again.
-      std::fprintf(stderr, "polymap: item %zu: %s; stopping\n", item + 1, e.what());
-      if (results_failure_.empty()) results_failure_ = e.what();
+    if (results_failure_.empty()) {
+      const std::string dir = options_.results + "/" + std::to_string(item + 1);
+      try {
+        make_dir(dir);
+        write_atomically(dir, "stdout", record.out);
+        write_atomically(dir, "stderr", record.err);
+      } catch (const std::runtime_error& e) {
+        // Most likely a full disk: every later item would lose its output too. Stop once.
+        std::fprintf(stderr, "polymap: item %zu: %s; stopping\n", item + 1, e.what());
+        results_failure_ = e.what();
+        stop_jobs(SIGTERM, mono_now());
+      }
+    }
+    // Once one write failed, no output is kept: the item is interrupted, and a rerun (with
+    // --journal) runs it again.
+    if (!results_failure_.empty()) {
       state = item_state::interrupted;
-      reason = e.what();
-      stop_jobs(SIGTERM, mono_now());
+      reason = results_failure_;
     }
     record.out.clear();
     record.err.clear();
@@ -669,15 +670,8 @@ void batch_runner::fit_jobs_to_fd_limit() {
 }
 
 int batch_runner::run() {
-  // Before anything starts or is claimed: a --results that cannot be used loses nothing.
-  if (!options_.results.empty()) prepare_results_dir(options_.results);
-  const topology& topo = topology::current();
+  // The --results folder was checked by the caller (prepare_results_dir) before this.
   jobs_.resize(options_.jobs);
-  for (std::size_t slot = 0; slot < options_.jobs; ++slot) {
-    slot_cpus_.push_back(options_.bind == polymap::bind::none
-                             ? std::vector<int>{}
-                             : detail::worker_cpus(topo, options_.bind, slot, options_.jobs, {}));
-  }
   // The guard is forked first, before SQLite opens anything.
   guard_ = std::make_unique<orphan_guard>();
   null_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -694,6 +688,13 @@ int batch_runner::run() {
     joblog_ = std::make_unique<joblog>(options_.joblog, journal_ != nullptr);
   }
   fit_jobs_to_fd_limit();
+  // Each slot's CPUs, for the number of jobs that will run at once.
+  const topology& topo = topology::current();
+  for (std::size_t slot = 0; slot < jobs_.size(); ++slot) {
+    slot_cpus_.push_back(options_.bind == polymap::bind::none
+                             ? std::vector<int>{}
+                             : detail::worker_cpus(topo, options_.bind, slot, jobs_.size(), {}));
+  }
   tty_progress_ = options_.progress && isatty(2) != 0;
   started_ = last_lease_ = mono_now();
 

@@ -45,8 +45,10 @@ void prepare_results_dir(const std::string& dir);
 /// @return the exit status of polymap: 0 all done, 1 an item failed (in this run, or in an
 ///   earlier one of the journal without --retry-failed), a halt, a journal error or a
 ///   --results file that could not be written, 128+signal when stopped by a signal
+/// The caller checks the --results directory first (prepare_results_dir), before anything
+/// runs or is claimed.
 /// @throws journal_error when the journal cannot be opened; std::runtime_error when the
-///   --results directory or the joblog cannot be used
+///   joblog cannot be used, or a --results item folder cannot be made
 int run_batch(const run_options& options, const command_template& command,
               const std::vector<std::vector<std::string>>& items);
 
