@@ -10,9 +10,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -158,6 +160,44 @@ TEST(ThreadsBackend, UsesEveryWorkerForExpensiveItems) {
   if (workers < 2) GTEST_SKIP() << "one usable CPU";
   const auto threads = observe({.backend = backend::threads}, 200);
   EXPECT_EQ(threads.size(), workers);
+}
+
+/// A thread's line of /proc/self/task/<tid>/status that starts with `key`, as a number.
+long task_status(pid_t tid, const std::string& key) {
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key + ":", 0) == 0) return std::stol(line.substr(key.size() + 1));
+  }
+  return -1;
+}
+
+// A call that asked for more workers than CPUs grows the pool; those extra threads must
+// sleep through later calls that do not need them (waking them all made every later call
+// pay for them). Each wake of a sleeping thread is a voluntary context switch.
+TEST(ThreadsBackend, ThreadsGrownForOneCallSleepThroughLaterCalls) {
+  const std::size_t usable = topology::current().usable_count();
+  const auto usual = observe({.backend = backend::threads}, 100);
+  const auto many = observe({.backend = backend::threads, .workers = usable + 6}, 600);
+  std::vector<pid_t> extra;
+  for (const auto& [tid, seen] : many) {
+    if (!usual.contains(tid)) extra.push_back(tid);
+  }
+  ASSERT_FALSE(extra.empty()) << "no thread beyond the usual ones ran an item";
+  // Let them finish spinning and fall asleep: their counts stop moving.
+  std::map<pid_t, long> before;
+  for (int settled = 0; settled < 3;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::map<pid_t, long> now;
+    for (const pid_t t : extra) now[t] = task_status(t, "voluntary_ctxt_switches");
+    settled = now == before ? settled + 1 : 0;
+    before = now;
+  }
+  for (int call = 0; call < 30; ++call) (void)observe({.backend = backend::threads}, 20);
+  for (const pid_t t : extra) {
+    EXPECT_EQ(task_status(t, "voluntary_ctxt_switches"), before[t])
+        << "thread " << t << ", grown for one call, was woken by later calls";
+  }
 }
 
 std::atomic<pid_t> signal_handled_on{0};

@@ -80,7 +80,8 @@ thread_pool::thread_pool() {
   const std::size_t usable = topology::current().usable_count();
   {
     std::lock_guard lock(run_mutex_);
-    grow(usable > 1 ? usable - 1 : 0);
+    core_threads_ = usable > 1 ? usable - 1 : 0;
+    grow(core_threads_);
   }
   fork_join_seconds_ = measure_fork_join();
 }
@@ -95,6 +96,8 @@ thread_pool::~thread_pool() {
   shutdown_.store(true, std::memory_order_seq_cst);
   epoch_.fetch_add(1, std::memory_order_seq_cst);
   futex_wake_all(epoch_);
+  extra_epoch_.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake_all(extra_epoch_);
   for (auto& w : workers_) {
     if (w->thread.joinable()) w->thread.join();
   }
@@ -138,30 +141,37 @@ void thread_pool::grow(std::size_t threads) {
     auto w = std::make_unique<worker>();
     w->index = workers_.size();
     worker& self = *w;
-    const std::uint32_t epoch = epoch_.load(std::memory_order_acquire);
+    const bool core = self.index < core_threads_;
+    std::atomic<std::uint32_t>& word = core ? epoch_ : extra_epoch_;
+    std::atomic<int>& sleepers = core ? sleepers_ : extra_sleepers_;
+    const std::uint32_t seen = word.load(std::memory_order_acquire);
     workers_.push_back(std::move(w));
-    self.thread = std::thread([this, &self, epoch] { worker_main(self, epoch); });
+    self.thread = std::thread(
+        [this, &self, &word, &sleepers, seen] { worker_main(self, word, sleepers, seen); });
   }
 }
 
-void thread_pool::worker_main(worker& self, std::uint32_t seen) {
+void thread_pool::worker_main(worker& self, std::atomic<std::uint32_t>& word,
+                              std::atomic<int>& sleepers, std::uint32_t seen) {
   mark_worker_thread();
   self.original_nice = this_thread_nice();
   bool spin = false;
   for (;;) {
-    auto changed = [&] { return epoch_.load(std::memory_order_acquire) != seen; };
+    auto changed = [&] { return word.load(std::memory_order_acquire) != seen; };
     if (!(spin && spin_until(changed))) {
       while (!changed()) {
-        sleepers_.fetch_add(1, std::memory_order_seq_cst);
-        if (!changed()) futex_wait(epoch_, seen);
-        sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+        sleepers.fetch_add(1, std::memory_order_seq_cst);
+        if (!changed()) futex_wait(word, seen);
+        sleepers.fetch_sub(1, std::memory_order_seq_cst);
       }
     }
     if (shutdown_.load(std::memory_order_acquire)) return;
-    seen = epoch_.load(std::memory_order_acquire);
+    seen = word.load(std::memory_order_acquire);
     // Calls come in runs: whether or not this thread got into this one, spin for the next.
     spin = true;
-    if (!join(seen)) continue;
+    // A thread past the core ones was woken for some call; it joins the one running now,
+    // and a call that did not need it lets it leave at once.
+    if (!join(epoch_.load(std::memory_order_acquire))) continue;
     const std::size_t s = caller_in_ ? self.index + 1 : self.index;
     if (s < participants_) {
       apply_settings(self, s);
@@ -338,7 +348,8 @@ bool thread_pool::try_run(const map_job& job, std::size_t participants, run_repo
   const options& o = *job.opts;
   const bool caller_in = o.bind == bind::none && !o.nice;
   participants = std::max<std::size_t>(participants, 1);
-  grow(caller_in ? participants - 1 : participants);
+  const std::size_t threads = caller_in ? participants - 1 : participants;
+  grow(threads);
 
   // Describe the call, then open the gate: everything above happens-before a join.
   job_ = &job;
@@ -360,6 +371,10 @@ bool thread_pool::try_run(const map_job& job, std::size_t participants, run_repo
   gate_.store(std::uint64_t{epoch} << 32, std::memory_order_release);
   epoch_.store(epoch, std::memory_order_seq_cst);
   if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(epoch_);
+  if (threads > core_threads_) {
+    extra_epoch_.fetch_add(1, std::memory_order_seq_cst);
+    if (extra_sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(extra_epoch_);
+  }
 
   if (caller_in) {
     worker_scope scope;

@@ -28,6 +28,9 @@ class chunk_sizer;
 /// unless the call binds or prioritises its workers, which would otherwise change the
 /// caller's own thread. One call runs at a time; a call that finds the pool busy runs
 /// elsewhere (`try_run` returns false), so that no call ever waits for another.
+/// Threads beyond the first one per usable CPU (grown for a call that asked for more workers)
+/// sleep on a futex word of their own, and only calls that need them wake them: one call
+/// with a thousand workers leaves later calls as cheap as before.
 /// Thread safety: `try_run` may be called from any thread.
 class thread_pool {
  public:
@@ -53,7 +56,8 @@ class thread_pool {
 
   thread_pool();
   void grow(std::size_t threads);
-  void worker_main(worker& self, std::uint32_t epoch);
+  void worker_main(worker& self, std::atomic<std::uint32_t>& word, std::atomic<int>& sleepers,
+                   std::uint32_t seen);
   [[nodiscard]] bool join(std::uint32_t epoch) noexcept;
   void leave() noexcept;
   void work(std::size_t slot_index);
@@ -84,6 +88,10 @@ class thread_pool {
   alignas(64) std::atomic<std::uint64_t> gate_{0};
   alignas(64) std::atomic<std::uint32_t> epoch_{0};
   std::atomic<int> sleepers_{0};
+  // The threads past `core_threads_` wait on this word instead of epoch_.
+  alignas(64) std::atomic<std::uint32_t> extra_epoch_{0};
+  std::atomic<int> extra_sleepers_{0};
+  std::size_t core_threads_ = 0;
   std::atomic<bool> shutdown_{false};
   alignas(64) std::atomic<std::uint32_t> done_word_{0};
   std::atomic<std::size_t> finished_{0};
