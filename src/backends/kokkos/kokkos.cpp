@@ -44,7 +44,8 @@ class kokkos_executor_impl final : public executor {
     kokkos::ensure_initialized();
     // A fixed chunk size, from the measured cost when there is one: a Kokkos range has no
     // feedback from one chunk to the next. Unknown cost: a few chunks per worker, at most
-    // 4096 items each so that a cancel or a fail_fast stop is seen soon.
+    // 4096 items each, which each run in pieces that grow from one item towards the
+    // sizer's target, so that a cancel or a fail_fast stop is seen within about a piece.
     const chunk_sizer sizer(job);
     const std::size_t left = job.end - job.begin;
     std::size_t size =
@@ -61,8 +62,13 @@ class kokkos_executor_impl final : public executor {
         [j, size](const std::size_t c) {
           if (j->state->stopping()) return;
           worker_context w = make_worker(*j->state, *j->opts, backend_kind::kokkos);
-          const std::size_t b = j->begin + c * size;
-          j->run_chunk(j->ctx, b, std::min(j->end, b + size), w);
+          chunk_sizer pieces(*j);
+          const std::size_t end = std::min(j->end, j->begin + (c + 1) * size);
+          for (std::size_t b = j->begin + c * size; b < end && !j->state->stopping();) {
+            const std::size_t e = std::min(end, b + pieces.size());
+            pieces.run(*j, b, e, w);
+            b = e;
+          }
           w.flush();
         });
     Kokkos::fence();
