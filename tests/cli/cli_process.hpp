@@ -61,6 +61,18 @@ inline std::string shell_quote(const std::string& arg) {
   return quoted;
 }
 
+/// `polymap args...` as a /bin/sh command: the binary and each argument quoted.
+inline std::string polymap_command(const std::vector<std::string>& args) {
+  std::string command = shell_quote(POLYMAP_CLI_PATH);
+  for (const std::string& arg : args) {
+    // Two appends, not `" " + shell_quote(arg)`: GCC 12 at -O3 warns a false -Wrestrict on
+    // that (https://gcc.gnu.org/bugzilla/show_bug.cgi?id=105329; drop with GCC 12).
+    command += ' ';
+    command += shell_quote(arg);
+  }
+  return command;
+}
+
 /// The bytes of a file; what could be read when it fails half-way, as a file under /proc does
 /// when its process exits while it is read (an ifstream would throw then).
 inline std::string read_file(const std::string& path) {

@@ -35,13 +35,7 @@ using polymap::test::shell_quote;
 /// Runs `polymap args...` and returns its exit status and output: stdout alone (stderr is
 /// dropped, so that JSON parses) or stdout and stderr merged.
 cli_result run_cli(const std::vector<std::string>& args, bool with_stderr = true) {
-  std::string command = shell_quote(POLYMAP_CLI_PATH);
-  for (const std::string& arg : args) {
-    // Two appends, not `" " + shell_quote(arg)`: GCC 12 at -O3 warns a false -Wrestrict on
-    // that (https://gcc.gnu.org/bugzilla/show_bug.cgi?id=105329; drop with GCC 12).
-    command += ' ';
-    command += shell_quote(arg);
-  }
+  std::string command = polymap::test::polymap_command(args);
   command += with_stderr ? " 2>&1" : " 2>/dev/null";
   cli_result result;
   FILE* pipe = popen(command.c_str(), "r");

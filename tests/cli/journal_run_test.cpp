@@ -348,11 +348,7 @@ TEST(JournalRun, FullDiskStopsWithAClearErrorAndResumeFinishes) {
   // cannot grow past 400 KiB while ends are recorded.
   const std::vector<std::string> args = journal_run(dir, record_script, numbers(n), 2);
   std::string command = "trap '' XFSZ; ulimit -f 400; exec ";
-  command += shell_quote(POLYMAP_CLI_PATH);
-  for (const std::string& a : args) {
-    command += ' ';
-    command += shell_quote(a);
-  }
+  command += polymap_command(args);
   command += " >/dev/null 2>";
   command += shell_quote(dir / "err");
   const int status = std::system(command.c_str());
@@ -430,11 +426,7 @@ TEST(JournalRun, ResultsWriteFailureRecordsNoHalfDoneItemAndResumeFinishes) {
   const std::vector<std::string> args =
       journal_run(dir, script, numbers(3), 1, {"--results", dir / "res"});
   std::string command = "trap '' XFSZ; ulimit -S -f 1000; exec ";
-  command += shell_quote(POLYMAP_CLI_PATH);
-  for (const std::string& a : args) {
-    command += ' ';
-    command += shell_quote(a);
-  }
+  command += polymap_command(args);
   command += " >/dev/null 2>";
   command += shell_quote(dir / "err");
   const int status = std::system(command.c_str());

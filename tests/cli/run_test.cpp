@@ -514,16 +514,10 @@ TEST(Run, ResultsFileThatCannotBeWrittenIsAnErrorNamingIt) {
   // A file size limit stands for a full disk: polymap may write 1000 blocks, the job (which
   // lifts its own limit) prints 4 MB. SIGXFSZ ignored: the write fails with EFBIG instead.
   std::string command = "trap '' XFSZ; ulimit -S -f 1000; exec ";
-  for (const std::string& a :
-       {std::string(POLYMAP_CLI_PATH), std::string("run"), std::string("-j"), std::string("1"),
-        std::string("--results"), dir / "res", std::string("--"), std::string("sh"),
-        std::string("-c"), std::string("ulimit -f unlimited; head -c \"$1\" /dev/zero"),
-        std::string("sh"), std::string(":::"), std::string("10"), std::string("4000000"),
-        std::string("20")}) {
-    command += shell_quote(a);
-    command += ' ';
-  }
-  command += "2>";
+  command += polymap_command({"run", "-j", "1", "--results", dir / "res", "--", "sh", "-c",
+                              "ulimit -f unlimited; head -c \"$1\" /dev/zero", "sh", ":::",
+                              "10", "4000000", "20"});
+  command += " 2>";
   command += shell_quote(dir / "err");
   const int status = std::system(command.c_str());
   ASSERT_TRUE(WIFEXITED(status));
@@ -576,13 +570,11 @@ TEST(Run, PlaceholderInsideOtherBracesIsReplaced) {
 TEST(Run, JobsAboveTheOpenFileLimitAreLoweredWithAWarning) {
   temp_dir dir;
   // -k captures each job's output in two descriptors: 100 jobs cannot fit in 40.
+  std::vector<std::string> args{"run", "-k", "-j", "100", "--", "sh", "-c",
+                                "sleep 0.05; echo \"$1\"", "sh", ":::"};
+  for (int i = 1; i <= 30; ++i) args.push_back(std::to_string(i));
   std::string command = "ulimit -n 40; exec ";
-  command += shell_quote(POLYMAP_CLI_PATH);
-  command += " run -k -j 100 -- sh -c 'sleep 0.05; echo \"$1\"' sh :::";
-  for (int i = 1; i <= 30; ++i) {
-    command += ' ';
-    command += std::to_string(i);
-  }
+  command += polymap_command(args);
   command += " >";
   command += shell_quote(dir / "out");
   command += " 2>";
