@@ -20,12 +20,18 @@ namespace {
 
 namespace pc = polymap::cuda;
 
-/// An input as the GPU sees it: in place when it is already in device memory, else a copy.
+/// Where `p` points, named for device_for's errors.
+pc::detail::named_place at(const char* name, const void* p) {
+  return {name, pc::detail::where_is(p)};
+}
+
+/// An input as the GPU sees it: in place when it is already in memory the GPU reads (`at`
+/// says where `p` points), else a copy.
 template <class T>
 class device_in {
  public:
-  device_in(const T* p, std::size_t n, int device) : ptr_(p) {
-    if (n != 0 && !pc::detail::is_device_pointer(p)) {
+  device_in(const T* p, const pc::detail::named_place& at, std::size_t n, int device) : ptr_(p) {
+    if (n != 0 && !pc::detail::on_gpu(at.place)) {
       copy_.emplace(std::span<const T>(p, n), device);
       ptr_ = copy_->data();
     }
@@ -45,9 +51,10 @@ enum class reads_output : bool { no, yes };
 template <class T>
 class device_out {
  public:
-  device_out(T* p, std::size_t n, int device, reads_output reads = reads_output::no)
+  device_out(T* p, const pc::detail::named_place& at, std::size_t n, int device,
+             reads_output reads = reads_output::no)
       : host_(p), ptr_(p), n_(n) {
-    if (n != 0 && !pc::detail::is_device_pointer(p)) {
+    if (n != 0 && !pc::detail::on_gpu(at.place)) {
       buffer_.emplace(n, device);
       ptr_ = buffer_->data();
       if (reads == reads_output::yes) {
@@ -69,20 +76,17 @@ class device_out {
   std::optional<pc::device_buffer<T>> buffer_;
 };
 
-/// Where `p` points, named for device_for's errors.
-pc::detail::named_place at(const char* name, const void* p) {
-  return {name, pc::detail::where_is(p)};
-}
-
 options on(int device) { return options{.backend = backend_kind::cuda, .device = device}; }
 
 }  // namespace
 
 void saxpy(std::size_t n, float a, const float* x, float* y, int device) {
   pc::detail::require_device(device);
-  device = pc::detail::device_for({at("x", x), at("y", y)}, device);
-  const device_in<float> dx(x, n, device);
-  device_out<float> dy(y, n, device, reads_output::yes);
+  const auto x_at = at("x", x);
+  const auto y_at = at("y", y);
+  device = pc::detail::device_for({x_at, y_at}, device);
+  const device_in<float> dx(x, x_at, n, device);
+  device_out<float> dy(y, y_at, n, device, reads_output::yes);
   const float* xp = dx.get();
   float* yp = dy.get();
   pc::for_each(n, [=] __host__ __device__(std::size_t i) { kernels::saxpy(i, a, xp, yp); },
@@ -92,9 +96,11 @@ void saxpy(std::size_t n, float a, const float* x, float* y, int device) {
 
 void jacobi(std::size_t n, const double* in, double* out, int device) {
   pc::detail::require_device(device);
-  device = pc::detail::device_for({at("in", in), at("out", out)}, device);
-  const device_in<double> din(in, n * n, device);
-  device_out<double> dout(out, n * n, device);
+  const auto in_at = at("in", in);
+  const auto out_at = at("out", out);
+  device = pc::detail::device_for({in_at, out_at}, device);
+  const device_in<double> din(in, in_at, n * n, device);
+  device_out<double> dout(out, out_at, n * n, device);
   const double* ip = din.get();
   double* op = dout.get();
   // One thread per cell: a row per thread, as on the CPU, would leave most of the GPU idle.
@@ -106,8 +112,9 @@ void jacobi(std::size_t n, const double* in, double* out, int device) {
 
 void mandelbrot(std::size_t width, std::size_t height, std::uint16_t* out, int device) {
   pc::detail::require_device(device);
-  device = pc::detail::device_for({at("out", out)}, device);
-  device_out<std::uint16_t> dout(out, width * height, device);
+  const auto out_at = at("out", out);
+  device = pc::detail::device_for({out_at}, device);
+  device_out<std::uint16_t> dout(out, out_at, width * height, device);
   std::uint16_t* op = dout.get();
   pc::for_each(
       width * height,
@@ -127,8 +134,9 @@ void mandelbrot(std::size_t width, std::size_t height, std::uint16_t* out, int d
 
 void black_scholes(std::uint64_t seed, std::size_t n, bs_price* out, int device) {
   pc::detail::require_device(device);
-  device = pc::detail::device_for({at("out", out)}, device);
-  device_out<bs_price> dout(out, n, device);
+  const auto out_at = at("out", out);
+  device = pc::detail::device_for({out_at}, device);
+  device_out<bs_price> dout(out, out_at, n, device);
   bs_price* op = dout.get();
   pc::for_each(
       n,
@@ -161,8 +169,9 @@ std::uint64_t pi_hits(std::uint64_t seed, std::size_t blocks, std::size_t sample
 void pi_blocks(std::uint64_t seed, std::size_t blocks, std::size_t samples_per_block,
                std::uint64_t* hits, int device) {
   pc::detail::require_device(device);
-  device = pc::detail::device_for({at("hits", hits)}, device);
-  device_out<std::uint64_t> dout(hits, blocks, device);
+  const auto hits_at = at("hits", hits);
+  device = pc::detail::device_for({hits_at}, device);
+  device_out<std::uint64_t> dout(hits, hits_at, blocks, device);
   std::uint64_t* op = dout.get();
   pc::for_each(
       blocks,
@@ -173,9 +182,11 @@ void pi_blocks(std::uint64_t seed, std::size_t blocks, std::size_t samples_per_b
 
 void nbody(std::size_t n, const body* in, body* out, double dt, double softening, int device) {
   pc::detail::require_device(device);
-  device = pc::detail::device_for({at("in", in), at("out", out)}, device);
-  const device_in<body> din(in, n, device);
-  device_out<body> dout(out, n, device);
+  const auto in_at = at("in", in);
+  const auto out_at = at("out", out);
+  device = pc::detail::device_for({in_at, out_at}, device);
+  const device_in<body> din(in, in_at, n, device);
+  device_out<body> dout(out, out_at, n, device);
   const body* ip = din.get();
   body* op = dout.get();
   pc::for_each(
