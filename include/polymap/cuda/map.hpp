@@ -223,39 +223,46 @@ struct staging {
 
   /// Makes every slot hold `in` and `out` bytes on `dev`, and as many pinned host bytes
   /// for the sides that are staged: `host_in`, `host_out` (0 for a caller's buffer that is
-  /// pinned already, which the GPU copies from or to directly).
+  /// pinned already, which the GPU copies from or to directly). Only a buffer that is too
+  /// small is made again; the streams and events are kept unless the device changes.
   /// @throws cuda_error (an allocation failure leaves the staging empty, not half made)
   void reserve(int dev, std::size_t in, std::size_t out, std::size_t host_in,
                std::size_t host_out) {
-    if (dev == device && in <= in_bytes && out <= out_bytes && host_in <= host_in_bytes &&
-        host_out <= host_out_bytes) {
-      return;
-    }
-    release();
+    if (dev != device) release();
     try {
       for (slot& s : slots) {
-        // Blocking streams: each chunk waits for what the program queued before on the
-        // legacy default stream (a kernel writing what `fn` reads), as Thrust's calls do.
-        POLYMAP_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamDefault));
-        POLYMAP_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
-        if (host_in != 0) {
-          POLYMAP_CUDA_CHECK(cudaHostAlloc(&s.host_in, host_in, cudaHostAllocDefault));
+        if (s.stream == nullptr) {
+          // Blocking streams: each chunk waits for what the program queued before on the
+          // legacy default stream (a kernel writing what `fn` reads), as Thrust's calls do.
+          POLYMAP_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamDefault));
+          POLYMAP_CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
         }
-        if (host_out != 0) {
-          POLYMAP_CUDA_CHECK(cudaHostAlloc(&s.host_out, host_out, cudaHostAllocDefault));
-        }
-        POLYMAP_CUDA_CHECK(cudaMalloc(&s.dev_in, in));
-        POLYMAP_CUDA_CHECK(cudaMalloc(&s.dev_out, out));
+        grow(s.host_in, host_in_bytes, host_in, pinned);
+        grow(s.host_out, host_out_bytes, host_out, pinned);
+        grow(s.dev_in, in_bytes, in, on_device);
+        grow(s.dev_out, out_bytes, out, on_device);
       }
     } catch (...) {
       release();
       throw;
     }
     device = dev;
-    in_bytes = in;
-    out_bytes = out;
-    host_in_bytes = host_in;
-    host_out_bytes = host_out;
+    in_bytes = std::max(in_bytes, in);
+    out_bytes = std::max(out_bytes, out);
+    host_in_bytes = std::max(host_in_bytes, host_in);
+    host_out_bytes = std::max(host_out_bytes, host_out);
+  }
+
+ private:
+  enum memory_kind : bool { pinned, on_device };
+
+  /// Makes `p`, of `have` bytes, hold `want` when it holds fewer.
+  static void grow(void*& p, std::size_t have, std::size_t want, memory_kind kind) {
+    if (want <= have && (p != nullptr || want == 0)) return;
+    if (p != nullptr) (void)(kind == pinned ? cudaFreeHost(p) : cudaFree(p));
+    p = nullptr;
+    POLYMAP_CUDA_CHECK(kind == pinned ? cudaHostAlloc(&p, want, cudaHostAllocDefault)
+                                      : cudaMalloc(&p, want));
   }
 };
 
