@@ -26,14 +26,6 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-/// AddressSanitizer and ThreadSanitizer reserve terabytes of address space up front, so a
-/// cap on a worker's address space cannot tell an item's allocations from theirs.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool sanitizer_build = true;
-#else
-constexpr bool sanitizer_build = false;
-#endif
-
 double seconds_since(clock::time_point start) {
   return std::chrono::duration<double>(clock::now() - start).count();
 }
@@ -147,8 +139,15 @@ backend_estimate estimate(backend_kind kind, const options& o, std::size_t left,
   e.workers = std::min(ex.parallelism(o), std::max<std::size_t>(left, 1));
   const double overhead =
       ex.overhead_seconds({.workers = e.workers, .items = left, .result_bytes = result_bytes});
-  if (kind == backend_kind::threads) set_inline_limit(overhead, ex.parallelism(o));
-  e.seconds = overhead + work / static_cast<double>(std::max<std::size_t>(e.workers, 1));
+  // Workers beyond the usable CPUs take turns on them: CPU-bound items finish no sooner.
+  // The overhead still counts every worker (each process is forked).
+  const std::size_t cpus = std::max<std::size_t>(topology::current().usable_count(), 1);
+  const std::size_t lanes = std::clamp<std::size_t>(e.workers, 1, cpus);
+  // The inline limit is for plain calls (no options::workers), which use every usable CPU:
+  // one call's worker count must not move it (workers = 1 would keep every later plain
+  // call inline for good).
+  if (kind == backend_kind::threads) set_inline_limit(overhead, cpus);
+  e.seconds = overhead + work / static_cast<double>(lanes);
   return e;
 }
 
@@ -159,28 +158,9 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
   const options& o = *job.opts;
   plan p;
   p.items = job.end - job.begin;
-  backend_kind requested = o.backend;
+  // check_options has refused what the requested backend cannot hold.
   bool from_env = false;
-  if (requested == backend_kind::automatic && !env().backend_text.empty()) {
-    if (!env().backend) {
-      throw option_error("POLYMAP_BACKEND", env().backend_text,
-                         "automatic, serial, threads, processes, cuda, kokkos or mpi");
-    }
-    requested = *env().backend;
-    from_env = true;
-  }
-  if (requested != backend_kind::automatic) {
-    if (requested != backend_kind::processes && stops_or_caps(o)) {
-      refuse_stop_or_cap(o, std::string(to_string(requested)) +
-                                (from_env ? " (from POLYMAP_BACKEND)" : ""));
-    }
-  }
-
-  if (sanitizer_build && o.memory_limit != 0) {
-    throw option_error("memory_limit", std::to_string(o.memory_limit) + " bytes",
-                       "none in a sanitizer build: ASan and TSan reserve terabytes of address "
-                       "space, so an address-space cap cannot single out an item");
-  }
+  const backend_kind requested = requested_backend(o, from_env);
 
   if (in_worker_process()) {
     // Worker processes have no thread pool (its threads live in the caller) and must
@@ -236,7 +216,9 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
   if (requested != backend_kind::automatic) {
     p.chosen = requested;
     p.requested = true;
-    if (verbose) p.reason = from_env ? "requested by POLYMAP_BACKEND" : "requested by options::backend";
+    if (verbose) {
+      p.reason = from_env ? "requested by POLYMAP_BACKEND" : "requested by options::backend";
+    }
     return p;
   }
   // Before the nesting rule: a timeout or a memory cap holds in a nested call too.
@@ -279,6 +261,17 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
 }
 
 }  // namespace
+
+backend_kind requested_backend(const options& o, bool& from_env) {
+  from_env = false;
+  if (o.backend != backend_kind::automatic || env().backend_text.empty()) return o.backend;
+  if (!env().backend) {
+    throw option_error("POLYMAP_BACKEND", env().backend_text,
+                       "automatic, serial, threads, processes, cuda, kokkos or mpi");
+  }
+  from_env = true;
+  return *env().backend;
+}
 
 std::size_t default_window(const options& opts) noexcept {
   const std::size_t workers = opts.workers != 0 ? opts.workers : topology::current().usable_count();

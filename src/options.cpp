@@ -39,6 +39,14 @@ namespace detail {
 /// Most workers one call may ask for: far beyond any node, small enough to catch a typo.
 constexpr std::size_t max_workers = 4096;
 
+/// AddressSanitizer and ThreadSanitizer reserve terabytes of address space up front, so a
+/// cap on a worker's address space cannot tell an item's allocations from theirs.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool sanitizer_build = true;
+#else
+constexpr bool sanitizer_build = false;
+#endif
+
 void check_options(const options& o) {
   if (o.workers > max_workers) {
     throw option_error("workers", std::to_string(o.workers),
@@ -58,6 +66,21 @@ void check_options(const options& o) {
                        "0 up to " + std::to_string(max_retries));
   }
   check_binding(topology::current(), o.bind, o.cpus);
+  // What the requested backend cannot hold is refused here, not when the backend is
+  // chosen: that would be after the call started (map_async, imap), or never for a call
+  // with no items.
+  bool from_env = false;
+  const backend_kind requested = requested_backend(o, from_env);
+  if (requested != backend_kind::automatic && requested != backend_kind::processes &&
+      stops_or_caps(o)) {
+    refuse_stop_or_cap(
+        o, std::string(to_string(requested)) + (from_env ? " (from POLYMAP_BACKEND)" : ""));
+  }
+  if (sanitizer_build && o.memory_limit != 0) {
+    throw option_error("memory_limit", std::to_string(o.memory_limit) + " bytes",
+                       "none in a sanitizer build: ASan and TSan reserve terabytes of address "
+                       "space, so an address-space cap cannot single out an item");
+  }
 }
 
 }  // namespace detail

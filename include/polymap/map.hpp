@@ -35,7 +35,8 @@ namespace polymap {
 namespace detail {
 
 template <class Range>
-concept indexable_range = std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>;
+concept indexable_range =
+    std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>;
 
 /// The result type of `fn` on one item of `It`.
 template <class Fn, class It>
@@ -107,12 +108,16 @@ inline constexpr result_transfer transfer_of =
     transfer_for<Ctx, typename Ctx::result_type, Ctx::fixed_results>();
 
 /// Runs a call whose chunks are `Ctx::chunk`: inline when it is too small to measure,
-/// through `execute()` otherwise. Throws map_error or cancelled_error after the fact.
+/// through `execute()` otherwise. Throws option_error before anything runs (on either
+/// path), map_error or cancelled_error after the fact.
 template <class R, class Ctx, class Slot>
 void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats& stats,
               std::vector<Slot>* slots, run_state* external = nullptr) {
   const inline_run how = external == nullptr ? run_inline(opts, stats, n) : inline_run::no;
   if (how != inline_run::no) {
+    // execute() checks the options of the other path: a bad option is refused whatever
+    // the size of the call (run_inline only looks at the options it needs).
+    check_options(opts);
     run_state state(n);
     worker_context w = make_worker(state, opts, backend_kind::serial);
     // Neither cancellable nor observed: no chunk guard, which would cost more than the items.

@@ -17,7 +17,8 @@ struct backend_estimate {
   bool usable = false;           ///< built, available here, and able to run this function
   std::string why_not = {};         ///< when not usable: why
   double seconds = 0;            ///< predicted wall time of the whole call
-  std::size_t workers = 0;       ///< parallelism assumed
+  std::size_t workers = 0;       ///< workers the call would use (its speed-up counts at
+                                 ///< most the usable CPUs)
 };
 
 /// Which backend a call runs on and why: the answer of `explain()`.

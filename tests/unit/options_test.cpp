@@ -8,8 +8,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace polymap {
@@ -69,6 +71,44 @@ TEST(Options, CheckedBeforeAnAsyncJobStarts) {
   std::vector<int> xs(10, 1);
   EXPECT_THROW((void)polymap::map_async(xs, [](int x) { return x; }, {.nice = 99}), option_error);
   EXPECT_THROW((void)polymap::imap(xs, [](int x) { return x; }, {.nice = 99}), option_error);
+}
+
+/// One option of each kind that check_options refuses, including what the backend asked
+/// for cannot hold (decided, before, only once a backend was being chosen).
+std::vector<options> bad_options() {
+  return {options{.workers = 1'000'000},
+          options{.nice = 99},
+          options{.timeout = std::chrono::seconds(-1)},
+          options{.retries = 1'000'000},
+          options{.bind = bind::core, .cpus = {0}},
+          options{.backend = backend::threads, .timeout = std::chrono::seconds(1)},
+          options{.backend = backend::serial, .memory_limit = 1 << 30}};
+}
+
+TEST(Options, RefusedAtTheCallWhateverTheNumberOfItems) {
+  std::atomic<int> calls{0};
+  const auto fn = [&calls](int x) {
+    calls.fetch_add(1, std::memory_order_relaxed);
+    return x + 1;
+  };
+  // Give `fn` a history, so that a call of a few items takes map's inline path (a plain
+  // loop on the caller) rather than execute(): both must refuse the same options.
+  (void)polymap::explain(std::vector<int>(100'000, 1), fn);
+  using Fn = std::remove_cvref_t<decltype(fn)>;  // as map() deduces it
+  EXPECT_NE(detail::run_inline({}, detail::stats_for<Fn, int>(), 1), detail::inline_run::no)
+      << "a call of one item does not take the inline path: that path goes untested";
+  calls = 0;
+  for (const std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{1000}}) {
+    for (const options& o : bad_options()) {
+      std::vector<int> xs(n, 1);
+      EXPECT_THROW((void)polymap::map(xs, fn, o), option_error) << n << " items";
+      // At the call: a job or a stream that is never waited for must not swallow it.
+      EXPECT_THROW((void)polymap::map_async(std::vector<int>(n, 1), fn, o), option_error)
+          << n << " items";
+      EXPECT_THROW((void)polymap::imap(xs, fn, o), option_error) << n << " items";
+    }
+  }
+  EXPECT_EQ(calls.load(), 0) << "items ran despite a bad option";
 }
 
 TEST(Options, NegativeCountForEach) {

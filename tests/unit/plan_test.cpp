@@ -1,12 +1,17 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
 // Weighing one more backend's estimate against a plan's choice (what polymap::cuda::explain
-// does with the GPU's estimate).
+// does with the GPU's estimate), and what explain predicts for the CPU's backends.
+#include <polymap/map.hpp>
 #include <polymap/plan.hpp>
+#include <polymap/topology.hpp>
 
 #include <gtest/gtest.h>
 
+#include <cstddef>
+#include <ranges>
 #include <string>
+#include <vector>
 
 namespace polymap {
 namespace {
@@ -111,6 +116,50 @@ TEST(WeighEstimate, AnEstimateOfABackendThePlanLacksIsAdded) {
   EXPECT_EQ(p.chosen, backend::threads);
   EXPECT_NE(p.to_string().find("cuda: predicted 5.00 ms on 1 worker"), std::string::npos)
       << p.to_string();
+}
+
+/// About 100 ns of work that the compiler cannot drop.
+std::size_t busy_item(std::size_t x) {
+  volatile std::size_t acc = x;
+  for (int i = 0; i < 200; ++i) acc = acc * 31 + 7;
+  return acc;
+}
+
+TEST(Explain, OversubscribedWorkersPredictNoMoreSpeedUpThanTheUsableCpus) {
+  // explain runs a few items to time them, not the call: 10^8 items of ~100 ns are ~10 s of
+  // predicted work, which dwarfs any backend's fixed costs, so an estimate that divided the
+  // work by the worker count would predict a speed-up near 32 x the CPUs.
+  const std::size_t cpus = topology::current().usable_count();
+  const options o{.workers = 32 * cpus};
+  const plan p =
+      polymap::explain(std::views::iota(std::size_t{0}, std::size_t{100'000'000}), busy_item, o);
+  ASSERT_GT(p.seconds_per_item, 0);
+  const backend_estimate* serial = find(p, backend::serial);
+  ASSERT_NE(serial, nullptr);
+  ASSERT_TRUE(serial->usable);
+  int checked = 0;
+  for (const backend_estimate& e : p.estimates) {
+    if (!e.usable || e.backend == backend::serial) continue;
+    ++checked;
+    EXPECT_GT(e.seconds, 0) << to_string(e.backend);
+    EXPECT_LE(serial->seconds / e.seconds, 1.05 * static_cast<double>(cpus))
+        << to_string(e.backend) << " on " << e.workers << " workers, " << cpus << " usable CPUs\n"
+        << p.to_string();
+  }
+  EXPECT_GE(checked, 2) << "threads and processes are always built";
+}
+
+TEST(Explain, AWorkerCountDoesNotMoveTheInlineLimit) {
+  // The limit below which plain calls (no options::workers) run inline is learnt from the
+  // thread pool's estimate; a call with its own worker count must not change it.
+  const auto fn = [](int x) { return x + 1; };
+  const std::vector<int> xs(10'000, 1);
+  (void)polymap::explain(xs, fn);
+  const double plain = detail::inline_serial_limit();
+  for (const std::size_t workers : {std::size_t{1}, std::size_t{64}}) {
+    (void)polymap::explain(xs, fn, {.workers = workers});
+    EXPECT_EQ(detail::inline_serial_limit(), plain) << "after a call of " << workers << " workers";
+  }
 }
 
 }  // namespace

@@ -111,9 +111,17 @@ inline void record_cost(function_stats& s, double seconds_per_item) noexcept {
                                         std::chrono::steady_clock::time_point start,
                                         bool finished) noexcept;
 
-/// Checks the options of a call.
+/// Checks the options of a call, before anything runs, whatever the call's size and
+/// whichever path runs it: each field, POLYMAP_BACKEND, and a timeout or memory cap asked
+/// of a backend that cannot hold it. Cheap enough for the inline path (no allocation
+/// unless it throws).
 /// @throws option_error naming the first bad option
 void check_options(const options& o);
+
+/// The backend a call asks for: options::backend, else POLYMAP_BACKEND when it is set.
+/// @param from_env set to whether the answer came from POLYMAP_BACKEND
+/// @throws option_error when POLYMAP_BACKEND names no backend
+[[nodiscard]] backend_kind requested_backend(const options& o, bool& from_env);
 
 /// Runs a call: checks its options, chooses the backend, runs the items, reports progress.
 /// Failures are left in `job.state`.
