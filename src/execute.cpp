@@ -262,6 +262,30 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
 
 }  // namespace
 
+namespace {
+
+/// The executor of `kind`, when it can run here.
+/// @throws backend_unavailable naming the backend and why
+executor& usable_executor(backend_kind kind) {
+  executor& ex = executor_for(kind);
+  if (!ex.available()) {
+    throw backend_unavailable("polymap: backend " + std::string(to_string(kind)) +
+                              " is not available here: " + ex.status());
+  }
+  return ex;
+}
+
+}  // namespace
+
+void check_backend_available(const options& o) {
+  bool from_env = false;
+  const backend_kind requested = requested_backend(o, from_env);
+  // A worker process runs what it is given on its own thread (decide() says so).
+  if (requested != backend_kind::automatic && !in_worker_process()) {
+    (void)usable_executor(requested);
+  }
+}
+
 backend_kind requested_backend(const options& o, bool& from_env) {
   from_env = false;
   if (o.backend != backend_kind::automatic || env().backend_text.empty()) return o.backend;
@@ -332,11 +356,7 @@ backend_kind execute(map_job& job, function_stats& stats) {
   const bool verbose = env().explain || o.report != nullptr;
   plan p = decide(job, stats, o.backend == backend_kind::automatic, verbose);
   explain_if_asked(p);
-  executor& ex = executor_for(p.chosen);
-  if (!ex.available()) {
-    throw backend_unavailable("polymap: backend " + std::string(to_string(p.chosen)) +
-                              " is not available here: " + ex.status());
-  }
+  executor& ex = usable_executor(p.chosen);
   const std::size_t items = job.end - job.begin;
   job.seconds_per_item = stats.seconds_per_item.load(std::memory_order_relaxed);
   if (items != 0) ex.run(job, o.report);

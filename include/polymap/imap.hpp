@@ -223,12 +223,14 @@ class stream {
 /// Applies `fn` to every item of `xs` and streams the results while the map runs:
 /// `for (auto&& [index, value] : imap(xs, fn)) ...`. In input order by default;
 /// `.ordered = false` yields results as they complete. The input must outlive the stream.
-/// @throws option_error for a bad option (before anything runs); iterating throws
+/// @throws option_error for a bad option, backend_unavailable for a backend that cannot run
+///   here (both before anything runs); iterating throws
 ///   map_error for failed items
 template <std::ranges::random_access_range Range, class Fn>
   requires std::ranges::sized_range<Range>
 [[nodiscard]] auto imap(Range& xs, Fn fn, const options& opts = {}) {
   detail::check_options(opts);
+  detail::check_backend_available(opts);
   using It = std::ranges::iterator_t<Range>;
   using R = detail::item_result_t<Fn, It>;
   const auto n = static_cast<std::size_t>(std::ranges::size(xs));

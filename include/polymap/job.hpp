@@ -94,11 +94,13 @@ class job {
 /// The range is moved or copied into the job, as std::async does with its arguments: pass a
 /// `std::span` or `std::views::all(v)` to map a container in place (it must then outlive
 /// the job).
-/// @throws option_error for a bad option (checked before the job starts)
+/// @throws option_error for a bad option, backend_unavailable for a backend that cannot run
+///   here (both checked before the job starts)
 template <std::ranges::input_range Range, class Fn>
   requires std::ranges::sized_range<Range>
 auto map_async(Range&& xs, Fn fn, options opts = {}) {
   detail::check_options(opts);
+  detail::check_backend_available(opts);
   using Items = std::remove_cvref_t<Range>;
   using Result = decltype(polymap::map(std::declval<Items&>(), fn, opts));
   const auto n = static_cast<std::size_t>(std::ranges::size(xs));

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <numeric>
 #include <thread>
+#include <span>
 #include <vector>
 
 namespace polymap {
@@ -179,6 +180,15 @@ TEST(AutomaticBackend, BackendsNotBuiltAreUnavailable) {
     } catch (const backend_unavailable& e) {
       EXPECT_NE(std::string(e.what()).find(to_string(b)), std::string::npos) << e.what();
     }
+    // A job or a stream says so at the call, not when it is consumed (or never, when it
+    // is not).
+    EXPECT_THROW((void)polymap::map_async(std::span<const int>(xs), [](int x) { return x; },
+                                          {.backend = b}),
+                 backend_unavailable)
+        << to_string(b);
+    EXPECT_THROW((void)polymap::imap(xs, [](int x) { return x; }, {.backend = b}),
+                 backend_unavailable)
+        << to_string(b);
   }
 }
 
