@@ -8,6 +8,8 @@
 #include "backends/threads/worker_flag.hpp"
 
 #include <atomic>
+#include <cerrno>
+#include <cstdint>
 #include <exception>
 #include <string>
 #include <thread>
@@ -55,6 +57,18 @@ chunk_guard* chunk_guard::find(const run_state& state) noexcept {
     if (g->state_ == &state) return g;
   }
   return nullptr;
+}
+
+void run_state::cancel() noexcept {
+  cancelled_.store(true, std::memory_order_relaxed);
+  request_stop();
+  const std::lock_guard lock(wake_mutex_);
+  if (wake_fd_ >= 0) {
+    const std::uint64_t one = 1;
+    // Nothing to do on failure: the backend then sees the stop at its next wake-up.
+    while (::write(wake_fd_, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
 }
 
 void run_state::cancel_and_wait() noexcept {

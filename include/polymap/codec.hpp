@@ -3,10 +3,16 @@
 #pragma once
 
 #include <concepts>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace polymap {
@@ -14,8 +20,10 @@ namespace polymap {
 /// How a result crosses from a worker process to the caller, as bytes.
 ///
 /// The processes backend writes trivially copyable results straight into shared memory;
-/// any other result type needs a codec. Built in for `std::string` and `std::vector` of a
-/// trivially copyable type; give your own type one by specialising this template:
+/// any other result type needs a codec. Built in for `std::string`, `std::vector` of a
+/// trivially copyable type, and `std::pair` and `std::tuple` whose members are trivially
+/// copyable or have a codec (libstdc++'s pair and tuple are not trivially copyable); give
+/// your own type one by specialising this template:
 /// @code
 /// template <> struct polymap::codec<particle> {
 ///   static void encode(const particle& p, std::string& out);  // append bytes to out
@@ -49,6 +57,81 @@ template <class T>
 concept has_codec = requires(const T& value, std::string& out, std::string_view bytes) {
   codec<T>::encode(value, out);
   { codec<T>::decode(bytes) } -> std::same_as<T>;
+};
+
+namespace detail {
+
+/// A member of a pair or tuple that a codec can carry: trivially copyable (its bytes), or
+/// with a codec of its own (its size, then its bytes).
+template <class T>
+concept codec_member = std::is_trivially_copyable_v<T> || has_codec<T>;
+
+template <class T>
+void encode_member(const T& value, std::string& out) {
+  if constexpr (std::is_trivially_copyable_v<T>) {
+    out.append(reinterpret_cast<const char*>(&value), sizeof(T));
+  } else {
+    const std::size_t at = out.size();
+    out.append(sizeof(std::uint64_t), '\0');
+    codec<T>::encode(value, out);
+    const std::uint64_t size = out.size() - at - sizeof(std::uint64_t);
+    std::memcpy(out.data() + at, &size, sizeof size);
+  }
+}
+
+/// Reads one member that encode_member wrote at the front of `bytes`, and drops it there.
+/// @throws std::length_error when `bytes` holds less than that
+template <class T>
+[[nodiscard]] T decode_member(std::string_view& bytes) {
+  auto take = [&bytes](std::size_t n) {
+    if (bytes.size() < n) {
+      throw std::length_error("polymap::codec of a pair or tuple: " +
+                              std::to_string(bytes.size()) + " bytes left where " +
+                              std::to_string(n) + " were expected");
+    }
+    const std::string_view front = bytes.substr(0, n);
+    bytes.remove_prefix(n);
+    return front;
+  };
+  if constexpr (std::is_trivially_copyable_v<T>) {
+    alignas(T) std::byte raw[sizeof(T)];
+    std::memcpy(raw, take(sizeof(T)).data(), sizeof(T));
+    return *std::launder(reinterpret_cast<T*>(raw));
+  } else {
+    std::uint64_t size = 0;
+    std::memcpy(&size, take(sizeof size).data(), sizeof size);
+    return codec<T>::decode(take(static_cast<std::size_t>(size)));
+  }
+}
+
+}  // namespace detail
+
+/// A pair whose members are trivially copyable or have a codec: one member after the other.
+template <detail::codec_member First, detail::codec_member Second>
+struct codec<std::pair<First, Second>> {
+  static void encode(const std::pair<First, Second>& value, std::string& out) {
+    detail::encode_member(value.first, out);
+    detail::encode_member(value.second, out);
+  }
+  /// @throws std::length_error for bytes that encode did not write
+  [[nodiscard]] static std::pair<First, Second> decode(std::string_view bytes) {
+    First first = detail::decode_member<First>(bytes);
+    Second second = detail::decode_member<Second>(bytes);
+    return {std::move(first), std::move(second)};
+  }
+};
+
+/// A tuple whose members are trivially copyable or have a codec: one member after the other.
+template <detail::codec_member... Members>
+struct codec<std::tuple<Members...>> {
+  static void encode(const std::tuple<Members...>& value, std::string& out) {
+    std::apply([&out](const Members&... m) { (detail::encode_member(m, out), ...); }, value);
+  }
+  /// @throws std::length_error for bytes that encode did not write
+  [[nodiscard]] static std::tuple<Members...> decode(std::string_view bytes) {
+    // Braced initialisation: its members are read in order.
+    return std::tuple<Members...>{detail::decode_member<Members>(bytes)...};
+  }
 };
 
 /// Whether results of type `T` can come back from a worker process: void,

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -36,9 +37,13 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
+#include "backends/processes/process_costs.hpp"
 #include "backends/processes/store_io.hpp"
 #include "backends/processes/worker_process.hpp"
 #include "backends/sanitizer_build.hpp"
@@ -913,6 +918,68 @@ TEST(Processes, MemoryBombIsAMemoryFailure) {
   }
 }
 
+/// Blocks an item leaked: a list whose head is a global, so that no allocation is elided.
+struct leaked_block {
+  leaked_block* next;
+  char bytes[1016];
+};
+leaked_block* leaked = nullptr;
+
+// Many small allocations past the cap are a memory failure as one huge request is, whether
+// the item's blocks are freed as the bad_alloc unwinds or leaked. A leak used to leave the
+// worker's heap full: the items after it failed with std::bad_alloc too, or the worker's own
+// bookkeeping did and the worker exited with status 122; and the failures' text said
+// "std::bad_alloc", not which limit was passed.
+TEST(Processes, SmallAllocationsPastTheCapAreAMemoryFailure) {
+  options o = processes(1);  // one worker: every item after a leak would run in its heap
+  o.memory_limit = std::size_t{64} << 20;
+  o.on_error = on_error::collect;
+  auto item = [](std::size_t i) -> std::size_t {
+    constexpr std::size_t kib = 1024;
+    if (i == 3) {  // freed by the unwinding
+      std::vector<std::unique_ptr<char[]>> blocks;
+      for (;;) {
+        blocks.emplace_back(new char[kib]);
+        std::memset(blocks.back().get(), 1, kib);
+      }
+    }
+    if (i == 7) {  // leaked
+      for (;;) {
+        auto* block = new leaked_block;
+        std::memset(block->bytes, 1, sizeof block->bytes);
+        block->next = leaked;
+        leaked = block;
+      }
+    }
+    std::vector<char> fits(std::size_t{1} << 20, 1);
+    return fits.size() + i;
+  };
+  std::vector<std::size_t> xs(12);
+  std::iota(xs.begin(), xs.end(), std::size_t{0});
+  if (sanitizer_build) {
+    EXPECT_THROW((void)polymap::map(xs, item, o), option_error);
+    GTEST_SKIP() << "sanitizer builds refuse memory_limit (their shadow memory fills any cap)";
+  }
+  try {
+    (void)polymap::map(xs, item, o);
+    FAIL() << "the items past the cap were not reported";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 2u) << e.what();
+    EXPECT_EQ(e.failures()[0].index, 3u);
+    EXPECT_EQ(e.failures()[1].index, 7u);
+    for (const item_failure& f : e.failures()) {
+      EXPECT_EQ(f.kind, failure_kind::memory) << "item " << f.index << ": " << f.what;
+      EXPECT_EQ(f.exit_code, 0) << "item " << f.index << ": " << f.what;
+      EXPECT_NE(f.what.find("memory_limit of 64 MiB"), std::string::npos) << f.what;
+    }
+    const auto& results = e.results<std::size_t>();
+    for (std::size_t i : {0, 1, 2, 4, 5, 6, 8, 9, 10, 11}) {
+      ASSERT_TRUE(results[i].has_value()) << "item " << i;
+      EXPECT_EQ(*results[i], (std::size_t{1} << 20) + i);
+    }
+  }
+}
+
 // --- nothing left behind -----------------------------------------------------------------
 
 // The cap is for the items: what a worker needs for itself (here, staging for large
@@ -1150,6 +1217,49 @@ TEST(Processes, UserCodecCarriesResults) {
   EXPECT_EQ(count, xs.size());
 }
 
+// libstdc++'s pair and tuple are not trivially copyable: they come back through their
+// built-in codecs, member by member (and were refused before).
+TEST(Processes, PairAndTupleResultsComeBack) {
+  std::vector<int> xs(2'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  const auto pairs = polymap::map(
+      xs, [](int x) { return std::pair<int, double>(x, 0.25 * x); }, processes());
+  ASSERT_EQ(pairs.size(), xs.size());
+  for (int x : xs) ASSERT_EQ(pairs[static_cast<std::size_t>(x)], std::pair(x, 0.25 * x));
+
+  auto tuple_of = [](int x) {
+    return std::tuple<int, std::string>(x, "item-" + std::to_string(x));
+  };
+  const auto tuples = polymap::map(xs, tuple_of, processes());
+  ASSERT_EQ(tuples.size(), xs.size());
+  for (int x : xs) ASSERT_EQ(tuples[static_cast<std::size_t>(x)], tuple_of(x));
+
+  // Members with codecs of their own, nested, and a stream.
+  auto nested = [](int x) {
+    return std::pair<std::string, std::tuple<std::vector<double>, char, std::string>>(
+        std::string(static_cast<std::size_t>(x % 5), 'a'),
+        {std::vector<double>(static_cast<std::size_t>(x % 3), 0.5 * x), 'c', ""});
+  };
+  const auto nests = polymap::map(xs, nested, processes());
+  for (int x : xs) ASSERT_EQ(nests[static_cast<std::size_t>(x)], nested(x));
+  std::size_t count = 0;
+  for (auto&& [index, value] : polymap::imap(xs, tuple_of, processes())) {
+    ASSERT_EQ(value, tuple_of(xs[index]));
+    ++count;
+  }
+  EXPECT_EQ(count, xs.size());
+}
+
+TEST(Processes, PairCodecRefusesBytesItDidNotWrite) {
+  using pair = std::pair<int, std::string>;
+  std::string bytes;
+  codec<pair>::encode({7, "seven"}, bytes);
+  EXPECT_EQ(codec<pair>::decode(bytes), pair(7, "seven"));
+  EXPECT_THROW((void)codec<pair>::decode(std::string_view(bytes).substr(0, 6)),
+               std::length_error);
+  EXPECT_THROW((void)codec<std::tuple<double>>::decode("abc"), std::length_error);
+}
+
 struct opaque {
   std::string text;
 };
@@ -1163,6 +1273,61 @@ TEST(Processes, ResultsWithoutACodecAreRefused) {
   } catch (const option_error& e) {
     EXPECT_NE(std::string(e.what()).find("codec"), std::string::npos) << e.what();
   }
+}
+
+struct fragile {
+  std::string text;
+  bool operator==(const fragile&) const = default;
+};
+
+}  // namespace
+
+template <>
+struct codec<fragile> {
+  static void encode(const fragile& f, std::string& out) { out.append(f.text); }
+  static fragile decode(std::string_view bytes) {
+    if (bytes == "poison") throw std::runtime_error("cannot read a poisoned text");
+    return {std::string(bytes)};
+  }
+};
+
+namespace {
+
+fragile make_fragile(int x) { return {x % 100 == 42 ? "poison" : "text-" + std::to_string(x)}; }
+
+// A codec whose decode throws in the caller used to make map throw that exception as it is,
+// losing every other result; it is the failure of that item, which names what went wrong.
+TEST(Processes, AThrowingDecodeFailsItsItemAlone) {
+  std::vector<int> xs(300);
+  std::iota(xs.begin(), xs.end(), 0);
+  options o = processes();
+  o.on_error = on_error::collect;
+  try {
+    (void)polymap::map(xs, make_fragile, o);
+    FAIL() << "the items whose results could not be decoded were not reported";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 3u) << e.what();
+    for (std::size_t k = 0; k < 3; ++k) {
+      const item_failure& f = e.failures()[k];
+      EXPECT_EQ(f.index, 42 + 100 * k);
+      EXPECT_EQ(f.kind, failure_kind::exception);
+      EXPECT_EQ(f.backend, backend_kind::processes);
+      EXPECT_NE(f.what.find("decode of its result"), std::string::npos) << f.what;
+      EXPECT_NE(f.what.find("cannot read a poisoned text"), std::string::npos) << f.what;
+    }
+    EXPECT_NE(std::string(e.what()).find("item 42 "), std::string::npos) << e.what();
+    const auto& results = e.results<fragile>();
+    for (int x : xs) {
+      if (x % 100 == 42) {
+        EXPECT_FALSE(results[static_cast<std::size_t>(x)].has_value()) << "item " << x;
+      } else {
+        ASSERT_TRUE(results[static_cast<std::size_t>(x)].has_value()) << "item " << x;
+        EXPECT_EQ(*results[static_cast<std::size_t>(x)], make_fragile(x));
+      }
+    }
+  }
+  // fail_fast (the default) reports it too, as a map_error.
+  EXPECT_THROW((void)polymap::map(xs, make_fragile, processes()), map_error);
 }
 
 TEST(Processes, ForEachWritesSharedVectors) {
@@ -1246,6 +1411,52 @@ TEST(Processes, BindingAppliesToEveryWorkerProcess) {
   std::set<int> distinct;
   for (const auto& [pid, mask] : mask_of_process) distinct.insert(mask);
   EXPECT_EQ(distinct.size(), std::min(mask_of_process.size(), workers));
+}
+
+// --- forks by the program ----------------------------------------------------------------
+
+pid_t measurement_child = 0;
+
+/// Forks once, from inside the measurement of the processes' costs, as another thread of
+/// the program may at that moment; the child asks for the costs itself, then exits.
+void fork_during_measurement() {
+  static bool forked = false;
+  if (forked) return;  // the child's own measurement calls this too
+  forked = true;
+  const pid_t pid = fork();
+  if (pid == 0) _exit(detail::measured_process_costs().fork_seconds > 0 ? 0 : 3);
+  measurement_child = pid;
+}
+
+[[noreturn]] void measure_with_a_fork_inside() {
+  detail::measure_hook = fork_during_measurement;
+  (void)detail::measured_process_costs();
+  detail::measure_hook = nullptr;
+  if (measurement_child <= 0) {
+    std::fprintf(stderr, "the measurement did not fork\n");
+    std::_Exit(2);
+  }
+  const auto deadline = clock::now() + 20s;
+  int status = 0;
+  while (waitpid(measurement_child, &status, WNOHANG) == 0) {
+    if (clock::now() > deadline) {
+      kill(measurement_child, SIGKILL);
+      (void)waitpid(measurement_child, &status, 0);
+      std::fprintf(stderr, "the child forked during the measurement hung\n");
+      std::_Exit(1);
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  std::_Exit(WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 4);
+}
+
+// A program's fork while its first call measured what worker processes cost (milliseconds)
+// left the child waiting for ever on that measurement, as soon as it made an automatic call
+// of its own: it had a copy of a measurement in progress that no thread of its own would
+// finish. The death test runs in a fresh process, where nothing was measured yet.
+TEST(ProcessesDeathTest, AForkDuringTheFirstCostMeasurementLeavesAChildThatGoesOn) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(measure_with_a_fork_inside(), testing::ExitedWithCode(0), "");
 }
 
 }  // namespace

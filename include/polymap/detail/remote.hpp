@@ -39,6 +39,9 @@ struct alignas(64) remote_slot {
   std::atomic<int> ready{0};                ///< 1 once the worker is set up to run items
   std::atomic<int> first_begun{0};          ///< 1 once it ran the range it was forked with
   std::atomic<int> stored{0};  ///< 1 once direct writes were refused: results went to the store
+  /// 1 once an item ran out of memory under options::memory_limit: the worker ended there,
+  /// with that item in `current`.
+  std::atomic<int> out_of_memory{0};
 };
 
 /// A done flag in a store: the item finished, and its fixed-size result is where
@@ -106,7 +109,9 @@ enum class remote_tag : std::uint8_t {
 /// others into a buffer that the worker sends after each chunk.
 class remote_channel {
  public:
-  remote_channel(remote_slot* slot, const remote_target& target, bool timed, std::string* buffer);
+  /// @param memory_capped options::memory_limit applies: see out_of_memory()
+  remote_channel(remote_slot* slot, const remote_target& target, bool timed, std::string* buffer,
+                 bool memory_capped = false);
 
   void start(std::size_t i) noexcept {
     slot_->current.store(i, std::memory_order_relaxed);
@@ -140,6 +145,13 @@ class remote_channel {
 
   /// Item `i` succeeded without a result.
   void put_void(std::size_t i) noexcept { stage<0>(i, nullptr); }
+
+  /// The running item let a std::bad_alloc escape. Under a memory cap this ends the worker
+  /// process at once, as a crash would (what the item leaked may fill its heap, so that
+  /// every later item, and the worker's own bookkeeping, would fail too); its slot says
+  /// why, so that the caller reports the item as a memory failure and runs the rest in a
+  /// fresh worker. Without a cap it returns: the exception is the item's failure.
+  void out_of_memory() noexcept;
 
   /// Writes what is staged to the store; at the end of each chunk. A worker
   /// that cannot write there exits (the caller recovers its ring).
@@ -196,6 +208,7 @@ class remote_channel {
   std::size_t seg_failed_ = 0;
   bool flags_dirty_ = true;  ///< some ring flag is not 1 (a failure, or a new ring)
   bool stored_ = false;      ///< direct writes were refused: results go to the store
+  bool memory_capped_;
 };
 
 /// How the results of a call cross from a worker process to the caller. One per
@@ -247,8 +260,10 @@ template <class Ctx, class R, bool Fixed = true>
     return t;
   } else if constexpr (!transferable_v<R>) {
     t.unsupported =
-        "results that are neither trivially copyable nor given a polymap::codec cannot come "
-        "back from a worker process";
+        "a result type that can come back from a worker process: trivially copyable, or "
+        "with a polymap::codec<T> (built in for std::string, std::vector of a trivially "
+        "copyable type, and std::pair and std::tuple of such members; specialise "
+        "polymap::codec for your own type)";
     return t;
   } else {
     if constexpr (Fixed && std::is_trivially_copyable_v<R>) {
@@ -283,11 +298,18 @@ void run_remote(std::size_t b, std::size_t e, worker_context& w, Compute&& compu
   remote_channel& ch = *w.remote;
   run_items<true>(b, e, w, [&ch, &compute](std::size_t i) {
     ch.start(i);
-    if constexpr (std::is_void_v<std::invoke_result_t<Compute&, std::size_t>>) {
-      compute(i);
-      ch.put_void(i);
-    } else {
-      ch.put(i, compute(i));
+    try {
+      if constexpr (std::is_void_v<std::invoke_result_t<Compute&, std::size_t>>) {
+        compute(i);
+        ch.put_void(i);
+      } else {
+        ch.put(i, compute(i));
+      }
+    } catch (const std::bad_array_new_length&) {
+      throw;  // a size that no memory could hold: the item's own error
+    } catch (const std::bad_alloc&) {
+      ch.out_of_memory();  // under a memory cap, does not return
+      throw;
     }
   });
 }

@@ -52,10 +52,15 @@ class run_state {
   [[nodiscard]] bool stopping() const noexcept { return stop_.load(std::memory_order_relaxed); }
   /// Asks every worker to stop claiming items.
   void request_stop() noexcept { stop_.store(true, std::memory_order_seq_cst); }
-  /// Marks the call cancelled (by the user, not by a failure) and stops it.
-  void cancel() noexcept {
-    cancelled_.store(true, std::memory_order_relaxed);
-    request_stop();
+  /// Marks the call cancelled (by the user, not by a failure) and stops it, and wakes the
+  /// backend that asked to be woken (set_cancel_wake).
+  void cancel() noexcept;
+  /// Makes a cancel write to `fd`, an eventfd that a backend waiting in poll() watches, so
+  /// that it sees a cancel from another thread at once; -1 for none. Once this returns with
+  /// -1, no cancel writes to the earlier fd any more: it may be closed.
+  void set_cancel_wake(int fd) noexcept {
+    const std::lock_guard lock(wake_mutex_);
+    wake_fd_ = fd;
   }
   [[nodiscard]] bool cancelled() const noexcept {
     return cancelled_.load(std::memory_order_relaxed);
@@ -144,6 +149,8 @@ class run_state {
   std::vector<index_range> ranges_;
   double busy_seconds_ = 0;
   std::size_t busy_items_ = 0;
+  std::mutex wake_mutex_;  // wake_fd_: a cancel writes while it holds it, so it is never late
+  int wake_fd_ = -1;
 };
 
 /// What one worker knows while it runs chunks of a call.

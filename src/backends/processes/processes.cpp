@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <polymap/detail/execute.hpp>
@@ -15,8 +16,10 @@
 #include <polymap/options.hpp>
 #include <polymap/topology.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "backends/processes/process_costs.hpp"
 #include "backends/processes/shared_region.hpp"
 #include "backends/processes/store_io.hpp"
 #include "backends/processes/supervisor.hpp"
@@ -25,16 +28,6 @@
 namespace polymap::detail {
 
 namespace {
-
-/// What a call on worker processes costs besides its items, measured once here.
-struct process_costs {
-  /// Forking a worker of this process, its end and reaping it: the caller forks its
-  /// workers one after the other.
-  double fork_seconds = 1e-3;
-  /// Moving one byte of results through the store: a worker writes it to pages new
-  /// to the store, the caller reads it back.
-  double byte_seconds = 1e-9;
-};
 
 /// The median of three timings of `step`, in seconds; a negative step time (the step
 /// could not be done) is returned as it is.
@@ -62,6 +55,7 @@ process_costs measure_costs() {
     return true;
   });
   if (fork_seconds > 0) c.fork_seconds = fork_seconds;
+  if (measure_hook != nullptr) measure_hook();
 
   // As in a call: straight into the caller's result buffer (made writable in one go,
   // see prepare_large_buffer) where workers may write there, else into pages new to
@@ -119,7 +113,7 @@ class processes_executor_impl final : public executor {
     return o.workers != 0 ? o.workers : topology::current().usable_count();
   }
   [[nodiscard]] double overhead_seconds(const call_shape& call) const noexcept override {
-    static const process_costs costs = measure_costs();
+    const process_costs costs = measured_process_costs();
     return static_cast<double>(call.workers) * costs.fork_seconds +
            static_cast<double>(call.items) * static_cast<double>(call.result_bytes) *
                costs.byte_seconds;
@@ -146,11 +140,53 @@ class processes_executor_impl final : public executor {
   }
 };
 
+/// The measured costs, without a function-local static: the guard of one would be held for
+/// the whole measurement (milliseconds: three forks), and a child that another thread of
+/// the program forked meanwhile would find it held for ever, by a thread it does not have
+/// (libstdc++ then waits for ever, or throws recursive_init_error when it sees one thread).
+/// A measurement is owned by a process: one that finds another process's measurement in
+/// progress (its own copy, from a fork) measures again.
+class cost_cache {
+ public:
+  process_costs get() noexcept {
+    if (ready_.load(std::memory_order_acquire)) return costs_;
+    const pid_t self = getpid();
+    pid_t owner = owner_.load(std::memory_order_acquire);
+    // A thread of this process measures, or won the claim just now: wait for it.
+    while (owner == self || !owner_.compare_exchange_strong(owner, self)) {
+      if (ready_.load(std::memory_order_acquire)) return costs_;
+      if (owner != self) continue;  // the claim moved on; look again
+      std::this_thread::yield();
+      owner = owner_.load(std::memory_order_acquire);
+    }
+    if (ready_.load(std::memory_order_acquire)) return costs_;
+    costs_ = measure_costs();
+    ready_.store(true, std::memory_order_release);
+    return costs_;
+  }
+
+ private:
+  std::atomic<pid_t> owner_{0};  ///< the process that measures or measured, or 0
+  std::atomic<bool> ready_{false};
+  process_costs costs_;  ///< written once by the owner, before ready_
+};
+
+constinit cost_cache measured_costs;
+
+/// Never destroyed (no destructor to register at the first call, under a guard, as for a
+/// function-local static) and constant-initialised: calls at exit still find it.
+union executor_holder {
+  constexpr executor_holder() : impl() {}
+  constexpr ~executor_holder() {}
+  processes_executor_impl impl;
+};
+
+constinit executor_holder the_executor;
+
 }  // namespace
 
-executor& processes_executor() {
-  static processes_executor_impl instance;
-  return instance;
-}
+process_costs measured_process_costs() noexcept { return measured_costs.get(); }
+
+executor& processes_executor() { return the_executor.impl; }
 
 }  // namespace polymap::detail

@@ -9,17 +9,28 @@
 #include <polymap/detail/remote.hpp>
 
 #include "backends/processes/store_io.hpp"
+#include "backends/processes/worker_process.hpp"
 
 namespace polymap::detail {
 
 remote_channel::remote_channel(remote_slot* slot, const remote_target& target, bool timed,
-                               std::string* buffer)
+                               std::string* buffer, bool memory_capped)
     : slot_(slot),
       target_(target),
       flags_(target.ring_flags()),
       results_(target.ring_results()),
       timed_(timed),
-      buffer_(buffer) {}
+      buffer_(buffer),
+      memory_capped_(memory_capped) {}
+
+void remote_channel::out_of_memory() noexcept {
+  if (!memory_capped_) return;
+  // Nothing is sent: what the chunk finished is in the ring, which the caller recovers,
+  // and the rest of the chunk (its failures and encoded results too) goes to the next
+  // worker, as after a crash. A message could need memory that is not there.
+  slot_->out_of_memory.store(1, std::memory_order_release);
+  _exit(out_of_memory_status);
+}
 
 std::size_t remote_channel::begin_segment(std::size_t i) noexcept {
   flush();

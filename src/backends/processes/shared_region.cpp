@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -36,25 +37,39 @@ std::system_error store_error(const char* what, std::size_t bytes) {
                                std::to_string(bytes) + " bytes of shared memory");
 }
 
+/// Whether process_vm_writev may write into this process's memory: Yama's ptrace_scope and
+/// a seccomp filter can refuse it.
+bool ptrace_allows_writes() noexcept {
+  int scope = 0;
+  if (std::FILE* f = std::fopen("/proc/sys/kernel/yama/ptrace_scope", "re")) {
+    if (std::fscanf(f, "%d", &scope) != 1) scope = 1;
+    std::fclose(f);
+  }
+  if (scope != 0) return false;
+  std::uint64_t from = 1;
+  std::uint64_t to = 0;
+  iovec local{.iov_base = &from, .iov_len = sizeof from};
+  iovec remote{.iov_base = &to, .iov_len = sizeof to};
+  return process_vm_writev(getpid(), &local, 1, &remote, 1, 0) ==
+             static_cast<ssize_t>(sizeof to) &&
+         to == 1;
+}
+
+/// ptrace_allows_writes(), asked once: 0 not yet, 1 yes, 2 no. An atomic, not a
+/// function-local static: the guard of one would be held while the question is asked, and a
+/// child that another thread of the program forked meanwhile would find it held for ever.
+/// Two threads may both ask; they get the same answer.
+std::atomic<int> writes_allowed{0};
+
 }  // namespace
 
 bool direct_writes_allowed() noexcept {
-  static const bool usable = [] {
-    int scope = 0;
-    if (std::FILE* f = std::fopen("/proc/sys/kernel/yama/ptrace_scope", "re")) {
-      if (std::fscanf(f, "%d", &scope) != 1) scope = 1;
-      std::fclose(f);
-    }
-    if (scope != 0) return false;
-    std::uint64_t from = 1;
-    std::uint64_t to = 0;
-    iovec local{.iov_base = &from, .iov_len = sizeof from};
-    iovec remote{.iov_base = &to, .iov_len = sizeof to};
-    return process_vm_writev(getpid(), &local, 1, &remote, 1, 0) ==
-               static_cast<ssize_t>(sizeof to) &&
-           to == 1;
-  }();
-  return usable && prctl(PR_GET_DUMPABLE) == 1;
+  int known = writes_allowed.load(std::memory_order_relaxed);
+  if (known == 0) {
+    known = ptrace_allows_writes() ? 1 : 2;
+    writes_allowed.store(known, std::memory_order_relaxed);
+  }
+  return known == 1 && prctl(PR_GET_DUMPABLE) == 1;
 }
 
 int anonymous_file() noexcept {

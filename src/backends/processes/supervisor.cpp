@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,8 +15,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <polymap/detail/execute.hpp>
 #include <polymap/detail/remote.hpp>
+#include <polymap/detail/run_items.hpp>
 #include <polymap/error.hpp>
 #include <polymap/options.hpp>
 #include <string_view>
@@ -71,8 +74,20 @@ std::string signal_text(int sig) {
   return text != nullptr ? text : "unknown signal";
 }
 
-std::string describe_death(failure_kind kind, int sig, int code, double timeout) {
+/// `bytes` as the user would have written the limit: "64 MiB (67108864 bytes)".
+std::string size_text(std::size_t bytes) {
+  constexpr std::size_t mib = std::size_t{1} << 20;
+  const std::string exact = std::to_string(bytes) + " bytes";
+  if (bytes < mib || bytes % mib != 0) return exact;
+  return std::to_string(bytes / mib) + " MiB (" + exact + ")";
+}
+
+std::string describe_death(failure_kind kind, int sig, int code, double timeout,
+                           std::size_t memory_limit) {
   switch (kind) {
+    case failure_kind::memory:
+      return "ran out of memory: its allocations passed options::memory_limit of " +
+             size_text(memory_limit) + "; its worker process was replaced";
     case failure_kind::timeout: {
       char text[96];
       std::snprintf(text, sizeof text, "ran past its timeout of %g s; its worker was killed",
@@ -96,7 +111,8 @@ supervisor::supervisor(const map_job& job, std::size_t workers)
       timeout_(job.opts->timeout.count()),
       shared_(job.end, workers, job.transfer->fixed_size),
       private_results_(exclude_results(job)),
-      self_(getpid()) {
+      self_(getpid()),
+      wake_(*job.state) {
   shared_.control().next.store(job.begin, std::memory_order_relaxed);
   const result_transfer& t = *job.transfer;
   if (t.fixed_size != 0 && t.fixed_target != nullptr && direct_writes_allowed()) {
@@ -106,6 +122,22 @@ supervisor::supervisor(const map_job& job, std::size_t workers)
 }
 
 supervisor::~supervisor() { kill_all(); }
+
+supervisor::cancel_wake::cancel_wake(run_state& state) noexcept
+    : state_(state), fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (fd_ >= 0) state_.set_cancel_wake(fd_);
+}
+
+supervisor::cancel_wake::~cancel_wake() {
+  if (fd_ < 0) return;
+  state_.set_cancel_wake(-1);  // no cancel writes to it any more
+  close(fd_);
+}
+
+void supervisor::cancel_wake::drain() const noexcept {
+  std::uint64_t count = 0;
+  if (fd_ >= 0) (void)!read(fd_, &count, sizeof count);
+}
 
 void supervisor::kill_all() noexcept {
   // Reaped workers (pid -1) stay in live_ until the loop drops them: kill(-1)
@@ -139,6 +171,7 @@ void supervisor::spawn(std::size_t slot, std::optional<index_range> first) {
   s.staged.store(0, std::memory_order_relaxed);
   s.ready.store(0, std::memory_order_relaxed);
   s.first_begun.store(0, std::memory_order_relaxed);
+  s.out_of_memory.store(0, std::memory_order_relaxed);
   worker_setup setup{.job = &job_,
                      .shared = &shared_,
                      .slot = slot,
@@ -216,10 +249,19 @@ void supervisor::handle_messages(worker& w) {
         in = {};  // not from a sound worker: stop listening to it
         break;
       }
-      t.deliver(job_.ctx, head[0], body.substr(sizeof head, head[1]));
-      if (run_length != 0 && head[0] != run_begin + run_length) mark_run();
-      if (run_length == 0) run_begin = head[0];
-      ++run_length;
+      bool delivered = true;
+      try {
+        t.deliver(job_.ctx, head[0], body.substr(sizeof head, head[1]));
+      } catch (...) {
+        // A user's codec<T>::decode threw: this item failed, not the call.
+        delivered = false;
+        undecodable(head[0], std::current_exception());
+      }
+      if (delivered) {
+        if (run_length != 0 && head[0] != run_begin + run_length) mark_run();
+        if (run_length == 0) run_begin = head[0];
+        ++run_length;
+      }
       body.remove_prefix(sizeof head + head[1]);
     } else if (tag == remote_tag::failure) {
       item_failure f;
@@ -246,6 +288,23 @@ void supervisor::handle_messages(worker& w) {
   w.inbox.erase(0, w.inbox.size() - in.size());
 }
 
+void supervisor::undecodable(std::size_t index, const std::exception_ptr& error) {
+  if (job_.transfer->deliver_failed != nullptr) job_.transfer->deliver_failed(job_.ctx, index);
+  failed_.push_back(index);
+  const auto crashed = crashes_.find(index);
+  state_.add_failure(
+      item_failure{.index = index,
+                   .backend = backend_kind::processes,
+                   .kind = failure_kind::exception,
+                   .what = "it ran, but the decode of its result in the caller failed "
+                           "(polymap::codec<T>::decode threw): " +
+                           describe(error),
+                   .signal = 0,
+                   .exit_code = 0,
+                   .attempts = crashed == crashes_.end() ? 1u : crashed->second + 1});
+  if (job_.opts->on_error == on_error::fail_fast) state_.request_stop();
+}
+
 void supervisor::item_died(std::size_t index, failure_kind kind, int sig, int code) {
   const unsigned attempts = ++crashes_[index];
   if (attempts <= job_.opts->retries && !state_.stopping()) {
@@ -257,13 +316,14 @@ void supervisor::item_died(std::size_t index, failure_kind kind, int sig, int co
   }
   if (job_.transfer->deliver_failed != nullptr) job_.transfer->deliver_failed(job_.ctx, index);
   failed_.push_back(index);
-  state_.add_failure(item_failure{.index = index,
-                                  .backend = backend_kind::processes,
-                                  .kind = kind,
-                                  .what = describe_death(kind, sig, code, timeout_),
-                                  .signal = kind == failure_kind::signal ? sig : 0,
-                                  .exit_code = kind == failure_kind::exit ? code : 0,
-                                  .attempts = attempts});
+  state_.add_failure(
+      item_failure{.index = index,
+                   .backend = backend_kind::processes,
+                   .kind = kind,
+                   .what = describe_death(kind, sig, code, timeout_, job_.opts->memory_limit),
+                   .signal = kind == failure_kind::signal ? sig : 0,
+                   .exit_code = kind == failure_kind::exit ? code : 0,
+                   .attempts = attempts});
   if (job_.opts->on_error == on_error::fail_fast) state_.request_stop();
 }
 
@@ -318,6 +378,8 @@ void supervisor::settle(worker& w, pid_t got, int status) {
     int code = 0;
     if (w.killed) {
       kind = *w.killed;
+    } else if (s.out_of_memory.load(std::memory_order_acquire) != 0) {
+      kind = failure_kind::memory;  // it ended itself: see remote_channel::out_of_memory
     } else if (got < 0) {
       kind = failure_kind::exit;  // reaped by someone else (SIGCHLD ignored):
                                   // status unknown
@@ -450,7 +512,7 @@ void supervisor::update_progress() {
 
 void supervisor::run(run_report* report) {
   std::vector<pollfd> fds;
-  fds.reserve(2 * workers_);
+  fds.reserve(2 * workers_ + 1);
   for (;;) {
     const auto now = clock::now();
     if (state_.stopping() && !stop_sent_) {
@@ -497,9 +559,11 @@ void supervisor::run(run_report* report) {
       fds.push_back({w.pipe_closed ? -1 : w.pipe, POLLIN, 0});  // poll skips a negative fd
       fds.push_back({w.pidfd, POLLIN, 0});
     }
+    fds.push_back({wake_.fd(), POLLIN, 0});  // last: the workers' are at 2k and 2k + 1
     const timespec wait = wait_time(now);
     const int ready = ppoll(fds.data(), fds.size(), &wait, nullptr);
     if (ready < 0 && errno != EINTR) throw posix_error("ppoll");
+    if ((fds.back().revents & POLLIN) != 0) wake_.drain();  // the loop's top sees the stop
     for (std::size_t k = 0; k < live_.size(); ++k) {
       worker& w = live_[k];
       if ((fds[2 * k].revents & (POLLIN | POLLHUP)) != 0) read_messages(w);

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <optional>
 #include <polymap/detail/map_job.hpp>
@@ -42,6 +43,24 @@ class supervisor {
  private:
   using clock = std::chrono::steady_clock;
 
+  /// An eventfd that a cancel from another thread writes to (run_state::set_cancel_wake),
+  /// so that the watcher, asleep in ppoll, sees it at once. Without one (eventfd failed)
+  /// the watcher sees a cancel at its next wake-up, within max_wait.
+  class cancel_wake {
+   public:
+    explicit cancel_wake(run_state& state) noexcept;
+    ~cancel_wake();
+    cancel_wake(const cancel_wake&) = delete;
+    cancel_wake& operator=(const cancel_wake&) = delete;
+    [[nodiscard]] int fd() const noexcept { return fd_; }
+    /// Empties the counter after a wake-up.
+    void drain() const noexcept;
+
+   private:
+    run_state& state_;
+    int fd_;
+  };
+
   struct worker {
     pid_t pid = -1;
     int pidfd = -1;
@@ -74,6 +93,8 @@ class supervisor {
   /// Closes what the caller held of a reaped worker and frees its slot.
   void forget(worker& w) noexcept;
   void item_died(std::size_t index, failure_kind kind, int signal, int exit_code);
+  /// Item `index` ran, but its result could not be delivered: decoding it threw `error`.
+  void undecodable(std::size_t index, const std::exception_ptr& error);
   void check_timeouts(clock::time_point now);
   void terminate(worker& w, std::optional<failure_kind> why, clock::time_point now);
   void kill_all() noexcept;
@@ -114,6 +135,7 @@ class supervisor {
   bool stop_sent_ = false;
   bool finished_ = false;  // results gathered (see finish())
   const pid_t self_;
+  cancel_wake wake_;
 };
 
 }  // namespace polymap::detail

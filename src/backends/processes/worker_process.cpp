@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <new>
 #include <polymap/detail/execute.hpp>
 #include <polymap/topology.hpp>
 #include <string>
@@ -115,13 +116,14 @@ void worker_main(worker_setup& s) noexcept {
     remote_slot& slot = s.shared->slot(s.slot);
     std::string out;
     out.reserve(4096);
-    remote_channel channel(&slot, s.shared->target(s.slot), job.opts->timeout.count() > 0, &out);
+    const bool memory_capped = s.memory_limit != 0;
+    remote_channel channel(&slot, s.shared->target(s.slot), job.opts->timeout.count() > 0, &out,
+                           memory_capped);
     worker_context w = make_worker(state, *job.opts, backend_kind::processes, s.slot);
     w.remote = &channel;
     // A chunk ends with writes to the store and a message: 1 ms chunks keep
     // that below 1% of the work. Cancels and timeouts do not wait for a chunk.
     chunk_sizer sizer(job, 1e-3);
-    const bool memory_capped = s.memory_limit != 0;
     place(s);
     slot.ready.store(1, std::memory_order_release);
 
@@ -141,7 +143,6 @@ void worker_main(worker_setup& s) noexcept {
       w.first = {};
       w.ranges.clear();
       for (item_failure& f : state.take_failures()) {
-        if (memory_capped && f.what == "std::bad_alloc") f.kind = failure_kind::memory;
         f.backend = backend_kind::processes;
         encode_failure(out, f);
       }
@@ -182,6 +183,15 @@ void worker_main(worker_setup& s) noexcept {
     write_all(s.pipe, std::string(1, static_cast<char>(remote_tag::idle)));
     std::fflush(nullptr);  // what the items printed; the caller flushed its own
                            // before the fork
+  } catch (const std::bad_alloc&) {
+    // The worker's own bookkeeping found no memory left under the cap (an item that threw
+    // something else after it leaked): as for an item's bad_alloc, the item in `current`
+    // is to blame, if it is not done.
+    if (s.memory_limit != 0) {
+      s.shared->slot(s.slot).out_of_memory.store(1, std::memory_order_release);
+      _exit(out_of_memory_status);
+    }
+    _exit(122);
   } catch (...) {
     _exit(122);
   }

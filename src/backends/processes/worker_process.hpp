@@ -27,6 +27,11 @@ struct worker_setup {
   std::size_t memory_limit = 0;
 };
 
+/// The exit status of a worker process whose item ran out of memory under a cap (see
+/// remote_channel::out_of_memory); its slot's `out_of_memory` says so, not this status,
+/// which an item could also exit with.
+inline constexpr int out_of_memory_status = 123;
+
 /// The life of a worker process: places itself, runs `setup.first`, then claims
 /// chunks until none is left or the call stops, and ends with _exit (no atexit
 /// handlers, no static destructors: those belong to the caller).
