@@ -23,12 +23,12 @@ struct identity {
 constexpr std::size_t full_bytes = 8 * staging_chunk_bytes;
 
 /// Whether the thread pool takes a call now, rather than leaving it to the calling thread
-/// because another call holds it (its report then carries a note).
+/// because another call holds it (the call then reports that it ran on serial).
 bool pool_takes_a_call() {
   run_report report;
   polymap::for_each(std::size_t{64}, [](std::size_t) {},
                     {.backend = backend_kind::threads, .report = &report});
-  return report.note.empty();
+  return report.backend == backend_kind::threads;
 }
 
 }  // namespace

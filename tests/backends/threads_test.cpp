@@ -162,6 +162,36 @@ TEST(ThreadsBackend, UsesEveryWorkerForExpensiveItems) {
   EXPECT_EQ(threads.size(), workers);
 }
 
+// A call that finds the pool held by another call runs on its own thread at once: it does
+// not wait for the other call, and its report says where it ran.
+TEST(ThreadsBackend, ACallThatFindsThePoolBusyRunsOnItsOwnThreadAndSaysSo) {
+  std::atomic<bool> inside{false};
+  std::atomic<bool> release{false};
+  std::thread holder([&] {
+    polymap::for_each(64, [&](std::size_t) {
+      inside.store(true);
+      while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }, {.backend = backend::threads});
+  });
+  while (!inside.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  run_report report;
+  std::set<pid_t> ran_on;
+  std::mutex m;
+  const std::vector<int> xs(1000, 3);
+  const auto ys = polymap::map(xs, [&](int x) {
+    const std::lock_guard lock(m);
+    ran_on.insert(gettid());
+    return x * 2;
+  }, {.backend = backend::threads, .report = &report});
+  release.store(true);  // only now: the call above must not have waited for it
+  holder.join();
+  EXPECT_EQ(ys, std::vector<int>(1000, 6));
+  EXPECT_EQ(report.backend, backend::serial);
+  EXPECT_EQ(report.workers, 1u);
+  EXPECT_NE(report.note.find("busy"), std::string::npos) << report.note;
+  EXPECT_EQ(ran_on, std::set<pid_t>{gettid()});
+}
+
 /// A thread's line of /proc/self/task/<tid>/status that starts with `key`, as a number.
 long task_status(pid_t tid, const std::string& key) {
   std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/status");
