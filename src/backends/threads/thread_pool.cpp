@@ -136,6 +136,9 @@ void thread_pool::grow(std::size_t threads) {
     slot_capacity_ = threads + 1;
     slots_ = std::make_unique<slot[]>(slot_capacity_);
   }
+  // The common case, on every call: no thread to start, and no signal mask to change (two
+  // system calls, as much as a quarter of an empty fork-join).
+  if (workers_.size() >= threads) return;
   const program_signals_blocked blocked;
   while (workers_.size() < threads) {
     auto w = std::make_unique<worker>();
