@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -37,23 +38,37 @@ struct environment {
   bool explain = false;
 };
 
+environment read_environment() {
+  environment r;
+  if (const char* b = std::getenv("POLYMAP_BACKEND"); b != nullptr && *b != '\0') {
+    r.backend_text = b;
+    r.backend = parse_backend(b);
+  }
+  if (const char* x = std::getenv("POLYMAP_EXPLAIN"); x != nullptr) {
+    // Set and not one of the usual words for "no" (as a shell user would write it).
+    std::string v(x);
+    std::transform(v.begin(), v.end(), v.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    r.explain = !v.empty() && v != "0" && v != "false" && v != "no" && v != "off";
+  }
+  return r;
+}
+
+/// The environment as first read, never freed; null until then. Not a function-local static:
+/// the guard of one is held while the first reading runs, and a child that another thread of
+/// the program forked meanwhile would find it held for ever. Threads that read it at once
+/// each read it; the first to publish wins, and the others drop theirs.
+std::atomic<const environment*> environment_read{nullptr};
+
 const environment& env() {
-  static const environment e = [] {
-    environment r;
-    if (const char* b = std::getenv("POLYMAP_BACKEND"); b != nullptr && *b != '\0') {
-      r.backend_text = b;
-      r.backend = parse_backend(b);
-    }
-    if (const char* x = std::getenv("POLYMAP_EXPLAIN"); x != nullptr) {
-      // Set and not one of the usual words for "no" (as a shell user would write it).
-      std::string v(x);
-      std::transform(v.begin(), v.end(), v.begin(),
-                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-      r.explain = !v.empty() && v != "0" && v != "false" && v != "no" && v != "off";
-    }
-    return r;
-  }();
-  return e;
+  const environment* known = environment_read.load(std::memory_order_acquire);
+  if (known != nullptr) return *known;
+  auto mine = std::make_unique<const environment>(read_environment());
+  if (environment_read.compare_exchange_strong(known, mine.get(), std::memory_order_acq_rel,
+                                               std::memory_order_acquire)) {
+    return *mine.release();
+  }
+  return *known;
 }
 
 

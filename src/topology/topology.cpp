@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -239,10 +240,57 @@ topology fallback_discover(const std::string& note) noexcept {
 
 }  // namespace detail
 
-const topology& topology::current() noexcept {
-  static const topology machine = discover();
-  return machine;
-}
+namespace {
+
+/// The machine's topology, discovered at the first call of topology::current(), without a
+/// function-local static: the guard of one would be held for the whole discovery
+/// (milliseconds with hwloc), and a child that another thread of the program forked meanwhile
+/// would find it held for ever, by a thread it does not have (libstdc++ then waits for ever,
+/// or throws recursive_init_error when it sees one thread). A discovery is owned by a
+/// process: one that finds another process's discovery in progress (its own copy, from a
+/// fork) discovers again; threads of one process wait for the one that discovers.
+class machine_cache {
+ public:
+  const topology& get() noexcept {
+    if (ready_.load(std::memory_order_acquire)) return held_.machine;
+    const pid_t self = ::getpid();
+    pid_t owner = owner_.load(std::memory_order_acquire);
+    // A thread of this process discovers, or won the claim just now: wait for it.
+    while (owner == self || !owner_.compare_exchange_strong(owner, self)) {
+      if (ready_.load(std::memory_order_acquire)) return held_.machine;
+      if (owner != self) continue;  // the claim moved on; look again
+      std::this_thread::yield();
+      owner = owner_.load(std::memory_order_acquire);
+    }
+    if (ready_.load(std::memory_order_acquire)) return held_.machine;
+    if (detail::discovery_hook != nullptr) detail::discovery_hook();
+    // Over whatever a forking thread of the parent left half built: a leak in this
+    // process at most, once.
+    std::construct_at(&held_.machine, topology::discover());
+    ready_.store(true, std::memory_order_release);
+    return held_.machine;
+  }
+
+ private:
+  /// Never destroyed (calls at exit still find it) and constant-initialised: no guard, and
+  /// no destructor registered under one.
+  union holder {
+    constexpr holder() : none() {}
+    constexpr ~holder() {}
+    char none;
+    topology machine;
+  };
+
+  std::atomic<pid_t> owner_{0};  ///< the process that discovers or discovered, or 0
+  std::atomic<bool> ready_{false};
+  holder held_;  ///< `machine` is built once by the owner, before ready_
+};
+
+constinit machine_cache the_machine;
+
+}  // namespace
+
+const topology& topology::current() noexcept { return the_machine.get(); }
 
 std::vector<const core_info*> topology::usable_cores() const {
   std::vector<const core_info*> out;

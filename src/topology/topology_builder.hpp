@@ -57,5 +57,10 @@ namespace detail {
 /// @param note a line put first in `reasons()` (e.g. why hwloc was not used); may be empty
 [[nodiscard]] topology fallback_discover(const std::string& note) noexcept;
 
+/// Fault injection for tests: when set, topology::current() calls it in the first discovery
+/// of a process (after this thread took the discovery on, before the topology exists), where
+/// another thread of a program may fork. Null in real programs.
+inline void (*discovery_hook)() = nullptr;
+
 }  // namespace detail
 }  // namespace polymap

@@ -1330,6 +1330,90 @@ TEST(Processes, AThrowingDecodeFailsItsItemAlone) {
   EXPECT_THROW((void)polymap::map(xs, make_fragile, processes()), map_error);
 }
 
+// --- a worker killed between chunks ------------------------------------------------------
+
+/// Chunks this process claimed: each worker process starts with the caller's 0.
+int claims_here = 0;
+
+/// Clears detail::claim_hook however the test ends.
+struct claim_hook_reset {
+  claim_hook_reset() = default;
+  claim_hook_reset(const claim_hook_reset&) = delete;
+  claim_hook_reset& operator=(const claim_hook_reset&) = delete;
+  ~claim_hook_reset() { detail::claim_hook = nullptr; }
+};
+
+/// Runs `n` items on two workers in chunks of 10: every third throws, and those that
+/// `poisoned` names give a result that the caller cannot decode. The first worker to claim a
+/// second chunk is killed right then: after it sent its first chunk's outcomes, before its
+/// slot shows the next chunk. Each item must run once, and each failure be reported once.
+template <class Make>
+void kill_a_worker_between_chunks(Make make, bool (*poisoned)(std::size_t)) {
+  constexpr std::size_t n = 200;
+  static test::shared_counters<int> killed(1);
+  *killed = 0;
+  claims_here = 0;
+  const claim_hook_reset reset;
+  detail::claim_hook = [](std::size_t, std::size_t) {
+    if (++claims_here == 2 && killed->exchange(1) == 0) kill(getpid(), SIGKILL);
+  };
+  test::shared_counters<int> runs(n);
+  const auto item = [&](std::size_t i) {
+    runs[i].fetch_add(1);
+    if (i % 3 == 0) throw std::runtime_error("item " + std::to_string(i) + " throws");
+    return make(i);
+  };
+  const auto fails = [&](std::size_t i) { return i % 3 == 0 || poisoned(i); };
+  options o = processes();
+  o.chunk = 10;
+  o.on_error = on_error::collect;
+  try {
+    (void)polymap::map(std::views::iota(std::size_t{0}, n), item, o);
+    FAIL() << "the failing items were not reported";
+  } catch (const map_error& e) {
+    ASSERT_EQ(killed->load(), 1) << "no worker was killed between two chunks";
+    std::map<std::size_t, int> reported;
+    for (const item_failure& f : e.failures()) ++reported[f.index];
+    using result = decltype(make(std::size_t{0}));
+    const auto& results = e.results<result>();
+    ASSERT_EQ(results.size(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(runs[i].load(), 1) << "item " << i << " ran " << runs[i].load() << " times";
+      EXPECT_EQ(reported[i], fails(i) ? 1 : 0) << "item " << i << " reported failed";
+      EXPECT_EQ(results[i].has_value(), !fails(i)) << "item " << i;
+      if (results[i].has_value()) {
+        EXPECT_EQ(*results[i], make(i)) << "item " << i;
+      }
+    }
+  }
+}
+
+bool none_poisoned(std::size_t) { return false; }
+bool every_third_poisoned(std::size_t i) { return i % 3 == 1; }
+
+// A worker killed from outside after it sent a chunk's failures, before its slot showed its
+// next chunk, still showed the finished chunk: the caller ran that chunk's failed items again
+// and reported them twice. Fixed-size results, encoded ones, and results that do not decode.
+TEST(Processes, AWorkerKilledBetweenChunksLeavesEachOutcomeRecordedOnce) {
+  {
+    SCOPED_TRACE("fixed-size results");
+    kill_a_worker_between_chunks([](std::size_t i) { return mix(i); }, none_poisoned);
+  }
+  {
+    SCOPED_TRACE("encoded results");
+    kill_a_worker_between_chunks([](std::size_t i) { return std::to_string(mix(i)); },
+                                 none_poisoned);
+  }
+  {
+    SCOPED_TRACE("results that do not decode");
+    kill_a_worker_between_chunks(
+        [](std::size_t i) {
+          return fragile{every_third_poisoned(i) ? "poison" : "text-" + std::to_string(i)};
+        },
+        every_third_poisoned);
+  }
+}
+
 TEST(Processes, ForEachWritesSharedVectors) {
   shared_vector<std::uint64_t> out(50'000);
   polymap::for_each(

@@ -9,11 +9,17 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -158,6 +164,82 @@ TEST(Topology, CurrentIsTheSameObjectOnEveryThread) {
   const topology* there = nullptr;
   std::thread([&] { there = &topology::current(); }).join();
   EXPECT_EQ(here, there);
+}
+
+// --- forks and threads at the first discovery --------------------------------------------
+
+pid_t discovery_child = 0;
+
+/// Forks once, from inside the first discovery of the topology, as another thread of the
+/// program may at that moment; the child asks for the topology itself, then exits.
+void fork_during_discovery() {
+  static bool forked = false;
+  if (forked) return;  // the child's own discovery calls this too
+  forked = true;
+  const pid_t pid = fork();
+  if (pid == 0) _exit(topology::current().usable_count() >= 1 ? 0 : 3);
+  discovery_child = pid;
+}
+
+[[noreturn]] void discover_with_a_fork_inside() {
+  polymap::detail::discovery_hook = fork_during_discovery;
+  (void)topology::current();
+  polymap::detail::discovery_hook = nullptr;
+  if (discovery_child <= 0) {
+    std::fprintf(stderr, "the discovery did not fork (the topology was known already)\n");
+    std::_Exit(2);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  int status = 0;
+  while (waitpid(discovery_child, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(discovery_child, SIGKILL);
+      (void)waitpid(discovery_child, &status, 0);
+      std::fprintf(stderr, "the child forked during the discovery hung\n");
+      std::_Exit(1);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::_Exit(WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 4);
+}
+
+// A program's fork while one of its threads made the first call of topology::current() (hwloc
+// takes milliseconds) left the child waiting for ever on the function-local static's guard as
+// soon as it asked for the topology itself (the first map, binding): its copy of the guard was
+// held by a thread it does not have. The death test runs in a fresh process, where the
+// topology was not discovered yet.
+TEST(TopologyDeathTest, AForkDuringTheFirstDiscoveryLeavesAChildThatGoesOn) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(discover_with_a_fork_inside(), testing::ExitedWithCode(0), "");
+}
+
+std::atomic<int> discoveries{0};
+
+/// Threads that ask for the topology at once, in a process that has not discovered it yet:
+/// one discovers, the others wait for it, and all get the same object.
+[[noreturn]] void race_to_the_first_discovery() {
+  polymap::detail::discovery_hook = [] { discoveries.fetch_add(1); };
+  constexpr std::size_t threads = 8;
+  std::array<const topology*, threads> seen{};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> pool;
+  for (std::size_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      while (!go.load()) std::this_thread::yield();
+      seen[t] = &topology::current();
+    });
+  }
+  go.store(true);
+  for (std::thread& t : pool) t.join();
+  polymap::detail::discovery_hook = nullptr;
+  const bool same = std::all_of(seen.begin(), seen.end(),
+                                [&](const topology* p) { return p == &topology::current(); });
+  std::_Exit(discoveries.load() == 1 && same ? 0 : 1);
+}
+
+TEST(TopologyDeathTest, ThreadsRacingTheFirstDiscoveryShareOneTopology) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(race_to_the_first_discovery(), testing::ExitedWithCode(0), "");
 }
 
 TEST(TopologyBuilder, QuotaCapsUsableCountRoundedUp) {

@@ -256,6 +256,7 @@ void supervisor::handle_messages(worker& w) {
         // A user's codec<T>::decode threw: this item failed, not the call.
         delivered = false;
         undecodable(head[0], std::current_exception());
+        w.failed.push_back(head[0]);
       }
       if (delivered) {
         if (run_length != 0 && head[0] != run_begin + run_length) mark_run();
@@ -269,6 +270,7 @@ void supervisor::handle_messages(worker& w) {
       f.backend = backend_kind::processes;  // not carried: every worker's is this
       if (t.deliver_failed != nullptr) t.deliver_failed(job_.ctx, f.index);
       failed_.push_back(f.index);
+      w.failed.push_back(f.index);
       state_.add_failure(std::move(f));
     } else if (tag == remote_tag::cancel) {
       state_.cancel();
@@ -371,6 +373,13 @@ void supervisor::settle(worker& w, pid_t got, int status) {
   if (!mid_chunk) return;
   std::vector<std::uint8_t> done(e - b);
   shared_.read_flags(w.slot, b, e, done.data());
+  // A worker sends a chunk's failures once the chunk is over, and shows its next chunk only
+  // after it claimed it: one killed in between (from outside) still shows the chunk it
+  // finished. The chunk's failures arrived; their items have no done flag, but must be
+  // neither blamed nor run again (their outcome would be recorded twice).
+  for (const std::size_t i : w.failed) {
+    if (i >= b && i < e) done[i - b] = 1;
+  }
   const bool culprit = current >= b && current < e && done[current - b] == 0;
   if (culprit && !w.cancelled) {
     failure_kind kind = failure_kind::exit;

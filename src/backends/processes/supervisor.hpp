@@ -73,6 +73,9 @@ class supervisor {
     bool pipe_closed = false;                  // its pipe is at EOF: it is ending
     std::optional<clock::time_point> kill_at;  // SIGKILL after the TERM's grace
     std::optional<index_range> first;          // what it was forked to run first
+    // Items whose failure it reported (or whose result did not decode): their outcome is
+    // recorded, whatever its slot still shows (see settle).
+    std::vector<std::size_t> failed;
   };
   struct retry {
     std::size_t index;
