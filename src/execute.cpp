@@ -6,6 +6,7 @@
 #include <polymap/topology.hpp>
 
 #include "executor.hpp"
+#include "once_per_process.hpp"
 #include "progress_reporter.hpp"
 
 #include <algorithm>
@@ -54,22 +55,11 @@ environment read_environment() {
   return r;
 }
 
-/// The environment as first read, never freed; null until then. Not a function-local static:
-/// the guard of one is held while the first reading runs, and a child that another thread of
-/// the program forked meanwhile would find it held for ever. Threads that read it at once
-/// each read it; the first to publish wins, and the others drop theirs.
-std::atomic<const environment*> environment_read{nullptr};
+/// The environment as first read (see once_per_process: a fork during the first reading
+/// must not leave a child that waits for it for ever).
+constinit once_per_process<environment> environment_read;
 
-const environment& env() {
-  const environment* known = environment_read.load(std::memory_order_acquire);
-  if (known != nullptr) return *known;
-  auto mine = std::make_unique<const environment>(read_environment());
-  if (environment_read.compare_exchange_strong(known, mine.get(), std::memory_order_acq_rel,
-                                               std::memory_order_acquire)) {
-    return *mine.release();
-  }
-  return *known;
-}
+const environment& env() { return environment_read.get(read_environment); }
 
 
 /// Parallel work must beat serial by this factor before it is chosen: a wrong choice

@@ -3,6 +3,7 @@
 #include <polymap/topology.hpp>
 
 #include "topology/binding.hpp"
+#include "once_per_process.hpp"
 #include "topology/topology_builder.hpp"
 
 #include <sched.h>
@@ -242,55 +243,19 @@ topology fallback_discover(const std::string& note) noexcept {
 
 namespace {
 
-/// The machine's topology, discovered at the first call of topology::current(), without a
-/// function-local static: the guard of one would be held for the whole discovery
-/// (milliseconds with hwloc), and a child that another thread of the program forked meanwhile
-/// would find it held for ever, by a thread it does not have (libstdc++ then waits for ever,
-/// or throws recursive_init_error when it sees one thread). A discovery is owned by a
-/// process: one that finds another process's discovery in progress (its own copy, from a
-/// fork) discovers again; threads of one process wait for the one that discovers.
-class machine_cache {
- public:
-  const topology& get() noexcept {
-    if (ready_.load(std::memory_order_acquire)) return held_.machine;
-    const pid_t self = ::getpid();
-    pid_t owner = owner_.load(std::memory_order_acquire);
-    // A thread of this process discovers, or won the claim just now: wait for it.
-    while (owner == self || !owner_.compare_exchange_strong(owner, self)) {
-      if (ready_.load(std::memory_order_acquire)) return held_.machine;
-      if (owner != self) continue;  // the claim moved on; look again
-      std::this_thread::yield();
-      owner = owner_.load(std::memory_order_acquire);
-    }
-    if (ready_.load(std::memory_order_acquire)) return held_.machine;
-    if (detail::discovery_hook != nullptr) detail::discovery_hook();
-    // Over whatever a forking thread of the parent left half built: a leak in this
-    // process at most, once.
-    std::construct_at(&held_.machine, topology::discover());
-    ready_.store(true, std::memory_order_release);
-    return held_.machine;
-  }
-
- private:
-  /// Never destroyed (calls at exit still find it) and constant-initialised: no guard, and
-  /// no destructor registered under one.
-  union holder {
-    constexpr holder() : none() {}
-    constexpr ~holder() {}
-    char none;
-    topology machine;
-  };
-
-  std::atomic<pid_t> owner_{0};  ///< the process that discovers or discovered, or 0
-  std::atomic<bool> ready_{false};
-  holder held_;  ///< `machine` is built once by the owner, before ready_
-};
-
-constinit machine_cache the_machine;
+/// The machine's topology, discovered at the first call of topology::current() (see
+/// once_per_process: hwloc's discovery takes milliseconds, and a fork during it must not
+/// leave a child that waits for it for ever).
+constinit detail::once_per_process<topology> the_machine;
 
 }  // namespace
 
-const topology& topology::current() noexcept { return the_machine.get(); }
+const topology& topology::current() noexcept {
+  return the_machine.get([] {
+    if (detail::discovery_hook != nullptr) detail::discovery_hook();
+    return topology::discover();
+  });
+}
 
 std::vector<const core_info*> topology::usable_cores() const {
   std::vector<const core_info*> out;

@@ -22,6 +22,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace polymap {
@@ -190,6 +191,50 @@ TEST(ThreadsBackend, ACallThatFindsThePoolBusyRunsOnItsOwnThreadAndSaysSo) {
   EXPECT_EQ(report.workers, 1u);
   EXPECT_NE(report.note.find("busy"), std::string::npos) << report.note;
   EXPECT_EQ(ran_on, std::set<pid_t>{gettid()});
+}
+
+// A child forked from a program whose pool is running has none of the pool's threads: its
+// calls must not wait for them (a binding call, which leaves the caller out, waited for
+// ever), and it gets a pool of its own.
+TEST(ThreadsBackend, AForkedChildRunsOnAPoolOfItsOwn) {
+  const std::vector<int> xs(2000, 5);
+  auto twice = [](int x) { return 2 * x; };
+  ASSERT_EQ(polymap::map(xs, twice, {.backend = backend::threads}), std::vector<int>(2000, 10));
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    bool ok = true;
+    for (const bind b : {bind::none, bind::core}) {
+      run_report report;
+      std::set<pid_t> ran_on;
+      std::mutex m;
+      const auto ys = polymap::map(xs, [&](int x) {
+        {
+          const std::lock_guard lock(m);
+          ran_on.insert(gettid());
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+        return 2 * x;
+      }, {.backend = backend::threads, .bind = b, .report = &report});
+      ok = ok && ys == std::vector<int>(2000, 10) && report.backend == backend::threads;
+      // The child's own threads ran the items, more than one where there is room.
+      ok = ok && (topology::current().usable_count() < 2 || ran_on.size() >= 2);
+    }
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  pid_t got = 0;
+  for (int i = 0; i < 600 && got == 0; ++i) {
+    got = waitpid(child, &status, WNOHANG);
+    if (got == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (got == 0) {
+    kill(child, SIGKILL);
+    waitpid(child, &status, 0);
+    FAIL() << "the forked child's map did not finish within 30 s";
+  }
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "wrong results, report or threads in the child";
 }
 
 /// A thread's line of /proc/self/task/<tid>/status that starts with `key`, as a number.

@@ -8,6 +8,7 @@
 #include <polymap/error.hpp>
 
 #include "executor.hpp"
+#include "once_per_process.hpp"
 
 #include <cuda_runtime.h>
 
@@ -143,11 +144,10 @@ class cuda_executor_impl final : public executor {
   }
 };
 
+constinit never_destroyed<cuda_executor_impl> the_executor;
+
 }  // namespace
 
-executor& cuda_executor() {
-  static cuda_executor_impl instance;
-  return instance;
-}
+executor& cuda_executor() { return the_executor.value; }
 
 }  // namespace polymap::detail

@@ -10,6 +10,7 @@
 
 #include "chunk_sizer.hpp"
 #include "executor.hpp"
+#include "once_per_process.hpp"
 
 #include <Kokkos_Core.hpp>
 
@@ -89,11 +90,10 @@ class kokkos_executor_impl final : public executor {
   }
 };
 
+constinit never_destroyed<kokkos_executor_impl> the_executor;
+
 }  // namespace
 
-executor& kokkos_executor() {
-  static kokkos_executor_impl instance;
-  return instance;
-}
+executor& kokkos_executor() { return the_executor.value; }
 
 }  // namespace polymap::detail

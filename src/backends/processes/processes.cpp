@@ -24,6 +24,7 @@
 #include "backends/processes/store_io.hpp"
 #include "backends/processes/supervisor.hpp"
 #include "executor.hpp"
+#include "once_per_process.hpp"
 
 namespace polymap::detail {
 
@@ -140,53 +141,16 @@ class processes_executor_impl final : public executor {
   }
 };
 
-/// The measured costs, without a function-local static: the guard of one would be held for
-/// the whole measurement (milliseconds: three forks), and a child that another thread of
-/// the program forked meanwhile would find it held for ever, by a thread it does not have
-/// (libstdc++ then waits for ever, or throws recursive_init_error when it sees one thread).
-/// A measurement is owned by a process: one that finds another process's measurement in
-/// progress (its own copy, from a fork) measures again.
-class cost_cache {
- public:
-  process_costs get() noexcept {
-    if (ready_.load(std::memory_order_acquire)) return costs_;
-    const pid_t self = getpid();
-    pid_t owner = owner_.load(std::memory_order_acquire);
-    // A thread of this process measures, or won the claim just now: wait for it.
-    while (owner == self || !owner_.compare_exchange_strong(owner, self)) {
-      if (ready_.load(std::memory_order_acquire)) return costs_;
-      if (owner != self) continue;  // the claim moved on; look again
-      std::this_thread::yield();
-      owner = owner_.load(std::memory_order_acquire);
-    }
-    if (ready_.load(std::memory_order_acquire)) return costs_;
-    costs_ = measure_costs();
-    ready_.store(true, std::memory_order_release);
-    return costs_;
-  }
+/// The measured costs (see once_per_process: a fork during the measurement must not leave
+/// a child that waits for it for ever).
+constinit once_per_process<process_costs> measured_costs;
 
- private:
-  std::atomic<pid_t> owner_{0};  ///< the process that measures or measured, or 0
-  std::atomic<bool> ready_{false};
-  process_costs costs_;  ///< written once by the owner, before ready_
-};
-
-constinit cost_cache measured_costs;
-
-/// Never destroyed (no destructor to register at the first call, under a guard, as for a
-/// function-local static) and constant-initialised: calls at exit still find it.
-union executor_holder {
-  constexpr executor_holder() : impl() {}
-  constexpr ~executor_holder() {}
-  processes_executor_impl impl;
-};
-
-constinit executor_holder the_executor;
+constinit never_destroyed<processes_executor_impl> the_executor;
 
 }  // namespace
 
-process_costs measured_process_costs() noexcept { return measured_costs.get(); }
+process_costs measured_process_costs() noexcept { return measured_costs.get(measure_costs); }
 
-executor& processes_executor() { return the_executor.impl; }
+executor& processes_executor() { return the_executor.value; }
 
 }  // namespace polymap::detail

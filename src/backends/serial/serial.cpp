@@ -5,6 +5,7 @@
 
 #include "chunk_sizer.hpp"
 #include "executor.hpp"
+#include "once_per_process.hpp"
 
 #include <algorithm>
 
@@ -40,19 +41,10 @@ class serial_executor_impl final : public executor {
   }
 };
 
-/// Never destroyed (no destructor to register at the first call, under a guard, as for a
-/// function-local static: a child that another thread of the program forked meanwhile would
-/// find that guard held for ever) and constant-initialised: calls at exit still find it.
-union executor_holder {
-  constexpr executor_holder() : impl() {}
-  constexpr ~executor_holder() {}
-  serial_executor_impl impl;
-};
-
-constinit executor_holder the_executor;
+constinit never_destroyed<serial_executor_impl> the_executor;
 
 }  // namespace
 
-executor& serial_executor() { return the_executor.impl; }
+executor& serial_executor() { return the_executor.value; }
 
 }  // namespace polymap::detail

@@ -9,6 +9,7 @@
 #include "backends/threads/futex.hpp"
 #include "backends/threads/worker_flag.hpp"
 #include "chunk_sizer.hpp"
+#include "once_per_process.hpp"
 #include "topology/binding.hpp"
 
 #include <pthread.h>
@@ -71,12 +72,31 @@ struct thread_pool::worker {
   std::optional<int> applied_nice;   // the nice we set, when it differs
 };
 
+namespace {
+
+/// The process's pool (see once_per_process: its start, which measures fork-joins, takes
+/// milliseconds, and a fork meanwhile must not leave a child that waits for it for ever).
+constinit once_per_process<thread_pool> the_pool;
+
+/// In a child forked from the program, the parent's pool is no use: its threads stayed in
+/// the parent, and a call that waited for them would wait for ever. The child's first call
+/// starts a pool of its own. (A worker process of the processes backend never uses one.)
+void forget_pool_in_child() noexcept { the_pool.forget(); }
+
+/// Whether forget_pool_in_child is registered: once per program, since a child inherits
+/// both the registration and this flag.
+std::atomic<bool> forget_registered{false};
+
+}  // namespace
+
 thread_pool& thread_pool::instance() {
-  static thread_pool pool;
-  return pool;
+  return the_pool.get([] { return thread_pool(); });
 }
 
 thread_pool::thread_pool() {
+  if (!forget_registered.exchange(true)) {
+    (void)pthread_atfork(nullptr, nullptr, &forget_pool_in_child);
+  }
   const std::size_t usable = topology::current().usable_count();
   {
     std::lock_guard lock(run_mutex_);
@@ -87,20 +107,9 @@ thread_pool::thread_pool() {
 }
 
 thread_pool::~thread_pool() {
-  if (in_worker_process()) {
-    // A worker process that ran exit(): the pool's threads exist only in the caller, so
-    // there is nothing to wake or join here.
-    for (auto& w : workers_) w->thread.detach();
-    return;
-  }
-  shutdown_.store(true, std::memory_order_seq_cst);
-  epoch_.fetch_add(1, std::memory_order_seq_cst);
-  futex_wake_all(epoch_);
-  extra_epoch_.fetch_add(1, std::memory_order_seq_cst);
-  futex_wake_all(extra_epoch_);
-  for (auto& w : workers_) {
-    if (w->thread.joinable()) w->thread.join();
-  }
+  // The process's pool is never destroyed: its threads end with the process, or, in a
+  // forked child, were never there. Nothing to wake or join.
+  for (auto& w : workers_) w->thread.detach();
 }
 
 namespace {
@@ -168,7 +177,6 @@ void thread_pool::worker_main(worker& self, std::atomic<std::uint32_t>& word,
         sleepers.fetch_sub(1, std::memory_order_seq_cst);
       }
     }
-    if (shutdown_.load(std::memory_order_acquire)) return;
     seen = word.load(std::memory_order_acquire);
     // Calls come in runs: whether or not this thread got into this one, spin for the next.
     spin = true;

@@ -34,7 +34,9 @@ class chunk_sizer;
 /// Thread safety: `try_run` may be called from any thread.
 class thread_pool {
  public:
-  /// The process-wide pool, started on first use with one thread per usable CPU but one.
+  /// The process-wide pool, started on first use with one thread per usable CPU but one,
+  /// and never destroyed. A child forked from the program starts a pool of its own at its
+  /// first call: the parent's threads are not in it.
   static thread_pool& instance();
 
   thread_pool(const thread_pool&) = delete;
@@ -92,7 +94,6 @@ class thread_pool {
   alignas(64) std::atomic<std::uint32_t> extra_epoch_{0};
   std::atomic<int> extra_sleepers_{0};
   std::size_t core_threads_ = 0;
-  std::atomic<bool> shutdown_{false};
   alignas(64) std::atomic<std::uint32_t> done_word_{0};
   std::atomic<std::size_t> finished_{0};
   std::atomic<bool> caller_sleeping_{false};

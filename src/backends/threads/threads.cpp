@@ -5,6 +5,7 @@
 
 #include "backends/threads/thread_pool.hpp"
 #include "executor.hpp"
+#include "once_per_process.hpp"
 
 #include <algorithm>
 #include <string>
@@ -41,11 +42,10 @@ class threads_executor_impl final : public executor {
   }
 };
 
+constinit never_destroyed<threads_executor_impl> the_executor;
+
 }  // namespace
 
-executor& threads_executor() {
-  static threads_executor_impl instance;
-  return instance;
-}
+executor& threads_executor() { return the_executor.value; }
 
 }  // namespace polymap::detail
