@@ -65,6 +65,10 @@ void check_options(const options& o) {
     throw option_error("retries", std::to_string(o.retries),
                        "0 up to " + std::to_string(max_retries));
   }
+  if (o.device < 0) {
+    // Whether an index this large names a GPU is checked where GPUs are counted (cuda::).
+    throw option_error("device", std::to_string(o.device), "a GPU index: 0 or more");
+  }
   check_binding(topology::current(), o.bind, o.cpus);
   // What the requested backend cannot hold is refused here, not when the backend is
   // chosen: that would be after the call started (map_async, imap), or never for a call

@@ -65,6 +65,12 @@ TEST(Options, UnusableCpu) {
   EXPECT_NE(std::string(e.what()).find("100000"), std::string::npos);
 }
 
+TEST(Options, NegativeDevice) {
+  const option_error e = refused({.device = -1});
+  EXPECT_EQ(e.option(), "device");
+  EXPECT_EQ(e.value(), "-1");
+}
+
 TEST(Options, TooManyRetries) { EXPECT_EQ(refused({.retries = 1'000'000}).option(), "retries"); }
 
 TEST(Options, CheckedBeforeAnAsyncJobStarts) {
