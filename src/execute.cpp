@@ -257,7 +257,8 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
   } else {
     p.chosen = backend_kind::serial;
     if (verbose) {
-      p.reason = threads.workers <= 1
+      // More workers than CPUs take turns on them: one usable CPU runs nothing in parallel.
+      p.reason = threads.workers <= 1 || topology::current().usable_count() <= 1
                      ? "one usable CPU (or one item): nothing to run in parallel"
                      : "too little work to repay a fork-join of the thread pool";
     }
