@@ -36,6 +36,7 @@ endif()
 
 # Kokkos: a user's Kokkos 4, or Debian's libtrilinos-kokkos-dev (Kokkos 3.4, Serial).
 set(POLYMAP_HAS_KOKKOS 0)
+set(POLYMAP_KOKKOS_PACKAGE 0)
 if(NOT POLYMAP_WITH_KOKKOS STREQUAL "OFF")
   include(polymap_kokkos)
   if(POLYMAP_KOKKOS_FOUND)

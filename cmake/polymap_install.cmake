@@ -18,6 +18,11 @@ install(TARGETS polymap EXPORT polymapTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT polymap_runtime
           NAMELINK_COMPONENT polymap_development
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT polymap_runtime)
+if(TARGET polymap_kokkos)
+  # polymap::kokkos, and what it adds: Kokkos' headers and libraries (a static libpolymap
+  # names that target in its link interface too).
+  install(TARGETS polymap_kokkos polymap_kokkos_dependency EXPORT polymapTargets)
+endif()
 
 # All of include/ goes in, detail/, cuda/ and kokkos/ included: the public headers need
 # detail/, and a user's own .cu or Kokkos translation units include cuda/ and kokkos/.

@@ -1,7 +1,10 @@
 # SPDX-FileCopyrightText: polymap contributors
 # SPDX-License-Identifier: Apache-2.0
-# Finds Kokkos and defines the INTERFACE target polymap_kokkos that polymap links PRIVATE.
-# Sets POLYMAP_KOKKOS_FOUND.
+# Finds Kokkos and defines the INTERFACE target polymap_kokkos_dependency: what code that
+# includes Kokkos needs (its headers and libraries). polymap links it PRIVATE, and
+# polymap::kokkos (CMakeLists.txt) adds it to polymap for a user's Kokkos translation units.
+# Sets POLYMAP_KOKKOS_FOUND, and POLYMAP_KOKKOS_PACKAGE: 1 when that target names
+# Kokkos::kokkos, which polymapConfig.cmake must then find as well; 0 with the fallback below.
 #
 # Debian 12's libtrilinos-kokkos-dev (Trilinos 13.2, Kokkos 3.4.01) installs a CMake config
 # whose Kokkos::kokkos target names /usr/lib/include as its include directory, while the
@@ -9,15 +12,30 @@
 # "-DKOKKOS_DEPENDENCE" word. The fallback below finds the headers and libraries itself when
 # the config's include directory has no Kokkos_Core.hpp. Remove it once Debian ships a fixed
 # config (Trilinos' packaging, not Kokkos upstream, writes the bad path).
+
+# find_package(Kokkos CONFIG QUIET) in a scope of its own. Kokkos' config (3.4 and 4.x alike)
+# sets CMAKE_CXX_EXTENSIONS OFF in the cache, with a warning, unless it is off already: a
+# setting of whoever builds polymap (the project that add_subdirectory()s it), not polymap's
+# to change. Here it sees an OFF that ends with the function. polymapConfig.cmake.in has the
+# same function for a consumer of the package.
+function(polymap_find_kokkos_package)
+  set(CMAKE_CXX_EXTENSIONS OFF)
+  find_package(Kokkos CONFIG QUIET)
+  set(Kokkos_FOUND ${Kokkos_FOUND} PARENT_SCOPE)
+  set(Kokkos_VERSION ${Kokkos_VERSION} PARENT_SCOPE)
+endfunction()
+
 set(POLYMAP_KOKKOS_FOUND FALSE)
-# Kokkos' config forces CMAKE_CXX_EXTENSIONS off with a warning when it is unset; polymap
-# uses no GNU extensions, so say so first.
+set(POLYMAP_KOKKOS_PACKAGE 0)
+# Kokkos wants no GNU extensions in the code that includes it (the kokkos backend, its
+# tests): polymap's own directory scope says so, unless the builder chose. Not the cache.
 if(NOT DEFINED CMAKE_CXX_EXTENSIONS)
   set(CMAKE_CXX_EXTENSIONS OFF)
 endif()
-find_package(Kokkos CONFIG QUIET)
+polymap_find_kokkos_package()
 if(Kokkos_FOUND AND TARGET Kokkos::kokkos)
-  add_library(polymap_kokkos INTERFACE)
+  add_library(polymap_kokkos_dependency INTERFACE)
+  set_target_properties(polymap_kokkos_dependency PROPERTIES EXPORT_NAME kokkos_dependency)
   get_target_property(_polymap_kokkos_inc Kokkos::kokkos INTERFACE_INCLUDE_DIRECTORIES)
   set(_polymap_kokkos_header_found FALSE)
   foreach(dir IN LISTS _polymap_kokkos_inc)
@@ -27,21 +45,20 @@ if(Kokkos_FOUND AND TARGET Kokkos::kokkos)
   endforeach()
   if(_polymap_kokkos_header_found OR _polymap_kokkos_inc MATCHES "\\$<")
     # A sound config (a user's Kokkos 4, possibly with CUDA or OpenMP): use it as it is.
-    target_link_libraries(polymap_kokkos INTERFACE Kokkos::kokkos)
+    target_link_libraries(polymap_kokkos_dependency INTERFACE Kokkos::kokkos)
     set(POLYMAP_KOKKOS_FOUND TRUE)
+    set(POLYMAP_KOKKOS_PACKAGE 1)
   else()
     find_path(POLYMAP_KOKKOS_INCLUDE_DIR Kokkos_Core.hpp PATH_SUFFIXES trilinos kokkos)
     find_library(POLYMAP_KOKKOS_CORE_LIBRARY NAMES kokkoscore trilinos_kokkoscore)
     if(POLYMAP_KOKKOS_INCLUDE_DIR AND POLYMAP_KOKKOS_CORE_LIBRARY)
-      target_include_directories(polymap_kokkos SYSTEM INTERFACE ${POLYMAP_KOKKOS_INCLUDE_DIR})
-      target_link_libraries(polymap_kokkos INTERFACE ${POLYMAP_KOKKOS_CORE_LIBRARY} ${CMAKE_DL_LIBS})
+      target_include_directories(polymap_kokkos_dependency SYSTEM INTERFACE
+                                 ${POLYMAP_KOKKOS_INCLUDE_DIR})
+      target_link_libraries(polymap_kokkos_dependency INTERFACE
+                            ${POLYMAP_KOKKOS_CORE_LIBRARY} ${CMAKE_DL_LIBS})
       set(POLYMAP_KOKKOS_FOUND TRUE)
       message(STATUS "polymap: Kokkos ${Kokkos_VERSION} config has no usable include directory; "
                      "using ${POLYMAP_KOKKOS_INCLUDE_DIR} and ${POLYMAP_KOKKOS_CORE_LIBRARY}")
     endif()
-  endif()
-  if(POLYMAP_KOKKOS_FOUND)
-    # Exported with polymap (linked PRIVATE, but a static polymap names it in its link interface).
-    install(TARGETS polymap_kokkos EXPORT polymapTargets)
   endif()
 endif()

@@ -12,13 +12,16 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <numeric>
 #include <set>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace polymap {
@@ -173,6 +176,127 @@ TEST_P(BackendConformance, ResultWithAConstMember) {
     ASSERT_TRUE(results[6].has_value());
     EXPECT_EQ(results[6]->value, 6);
   }
+}
+
+/// A move-only result that is trivially copyable: its bytes are all of it, so worker processes
+/// send it as they send an int, with no codec.
+struct move_only_bytes {
+  explicit move_only_bytes(int v) : value(v) {}
+  move_only_bytes(move_only_bytes&&) = default;
+  move_only_bytes& operator=(move_only_bytes&&) = default;
+  int value;
+};
+static_assert(std::is_trivially_copyable_v<move_only_bytes>);
+static_assert(!std::is_copy_constructible_v<move_only_bytes>);
+
+/// The same with a default constructor: the call keeps such results in the vector it returns
+/// (not in optionals), which worker processes write in place.
+struct move_only_default {
+  move_only_default() = default;
+  explicit move_only_default(int v) : value(v) {}
+  move_only_default(move_only_default&&) = default;
+  move_only_default& operator=(move_only_default&&) = default;
+  int value = 0;
+};
+static_assert(std::is_trivially_copyable_v<move_only_default>);
+
+/// A move-only result that owns memory: worker processes need its codec (below).
+struct owned_int {
+  std::unique_ptr<int> value;
+};
+
+}  // namespace
+
+template <>
+struct codec<owned_int> {
+  static void encode(const owned_int& r, std::string& out) {
+    out.append(reinterpret_cast<const char*>(r.value.get()), sizeof(int));
+  }
+  static owned_int decode(std::string_view bytes) {
+    int v = 0;
+    std::memcpy(&v, bytes.data(), sizeof v);
+    return {std::make_unique<int>(v)};
+  }
+};
+
+namespace {
+
+TEST_P(BackendConformance, MoveOnlyTriviallyCopyableResults) {
+  std::vector<int> xs(20'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto twice = [](int x) { return move_only_bytes(2 * x); };
+  const std::vector<move_only_bytes> ys = polymap::map(xs, twice, opts());
+  ASSERT_EQ(ys.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i].value, 2 * xs[i]) << i;
+
+  const std::vector<move_only_default> in_place =
+      polymap::map(xs, [](int x) { return move_only_default(x + 3); }, opts());
+  ASSERT_EQ(in_place.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(in_place[i].value, xs[i] + 3) << i;
+
+  const std::vector<move_only_bytes> async = polymap::map_async(xs, twice, opts()).get();
+  ASSERT_EQ(async.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(async[i].value, 2 * xs[i]) << i;
+
+  std::size_t streamed = 0;
+  for (auto&& [index, value] : polymap::imap(xs, twice, opts())) {
+    ASSERT_EQ(value.value, 2 * xs[index]);
+    ++streamed;
+  }
+  EXPECT_EQ(streamed, xs.size());
+
+  // With a failure: the others' results come back in the error, moved there.
+  try {
+    (void)polymap::map(xs, [](int x) {
+      if (x == 5) throw std::runtime_error("five");
+      return move_only_bytes(x);
+    }, {.backend = GetParam(), .on_error = on_error::collect});
+    ADD_FAILURE() << "no map_error";
+  } catch (const map_error& e) {
+    const auto& results = e.results<move_only_bytes>();
+    ASSERT_EQ(results.size(), xs.size());
+    EXPECT_FALSE(results[5].has_value());
+    ASSERT_TRUE(results[6].has_value());
+    EXPECT_EQ(results[6]->value, 6);
+  }
+}
+
+TEST_P(BackendConformance, MoveOnlyResultsWithACodec) {
+  std::vector<int> xs(5'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto own = [](int x) { return owned_int{std::make_unique<int>(x + 1)}; };
+  const std::vector<owned_int> ys = polymap::map(xs, own, opts());
+  ASSERT_EQ(ys.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    ASSERT_NE(ys[i].value, nullptr) << i;
+    ASSERT_EQ(*ys[i].value, xs[i] + 1) << i;
+  }
+  std::size_t streamed = 0;
+  for (auto&& [index, value] : polymap::imap(xs, own, opts())) {
+    ASSERT_EQ(*value.value, xs[index] + 1);
+    ++streamed;
+  }
+  EXPECT_EQ(streamed, xs.size());
+}
+
+TEST_P(BackendConformance, UniquePtrResults) {
+  std::vector<int> xs(5'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto own = [](int x) { return std::make_unique<int>(x * 3); };
+  if (GetParam() == backend_kind::processes) {
+    // A pointer cannot cross from a worker process, and std::unique_ptr has no codec: the
+    // call is refused before anything runs, with a message that says what to do.
+    try {
+      (void)polymap::map(xs, own, opts());
+      ADD_FAILURE() << "a std::unique_ptr result crossed from a worker process";
+    } catch (const option_error& e) {
+      EXPECT_NE(std::string(e.what()).find("polymap::codec"), std::string::npos) << e.what();
+    }
+    return;
+  }
+  const std::vector<std::unique_ptr<int>> ys = polymap::map(xs, own, opts());
+  ASSERT_EQ(ys.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(*ys[i], xs[i] * 3) << i;
 }
 
 /// Items whose index is in `bad` throw, naming their index.

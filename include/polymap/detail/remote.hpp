@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace polymap::detail {
@@ -241,9 +242,12 @@ struct result_transfer {
 template <class R>
 [[nodiscard]] R decode_result(std::string_view bytes) {
   if constexpr (std::is_trivially_copyable_v<R>) {
+    // The memcpy into aligned storage creates the R (implicit object creation); the R is
+    // then moved out, not copied: a trivially copyable R may be move-only (copy constructor
+    // deleted), and its move is the same copy of bytes.
     alignas(R) std::byte raw[sizeof(R)];
     std::memcpy(raw, bytes.data(), sizeof(R));
-    return *std::launder(reinterpret_cast<R*>(raw));
+    return std::move(*std::launder(reinterpret_cast<R*>(raw)));
   } else {
     return codec<R>::decode(bytes);
   }

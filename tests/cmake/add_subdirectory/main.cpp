@@ -9,6 +9,10 @@
 #include <numeric>
 #include <vector>
 
+#ifdef POLYMAP_CONSUMER_KOKKOS
+int run_kokkos_map();  // common/kokkos_map.cpp
+#endif
+
 int main() {
   try {
     std::vector<long> xs(10000);
@@ -28,6 +32,9 @@ int main() {
     std::fprintf(stderr, "polymap::map threw: %s\n", e.what());
     return 1;
   }
+#ifdef POLYMAP_CONSUMER_KOKKOS
+  if (run_kokkos_map() != 0) return 1;
+#endif
   std::puts("add_subdirectory consumer: ok");
   return 0;
 }

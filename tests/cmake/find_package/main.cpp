@@ -11,6 +11,10 @@
 #include <numeric>
 #include <vector>
 
+#ifdef POLYMAP_CONSUMER_KOKKOS
+int run_kokkos_map();  // common/kokkos_map.cpp
+#endif
+
 static_assert(POLYMAP_HAS_HWLOC == EXPECTED_HAS_HWLOC,
               "polymap_HAS_HWLOC disagrees with config.hpp");
 static_assert(POLYMAP_HAS_CUDA == EXPECTED_HAS_CUDA, "polymap_HAS_CUDA disagrees with config.hpp");
@@ -37,6 +41,9 @@ int main() {
     std::fprintf(stderr, "polymap::map threw: %s\n", e.what());
     return 1;
   }
+#ifdef POLYMAP_CONSUMER_KOKKOS
+  if (run_kokkos_map() != 0) return 1;
+#endif
   std::puts("find_package consumer: ok");
   return 0;
 }
