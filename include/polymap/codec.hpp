@@ -96,7 +96,7 @@ template <class T>
   if constexpr (std::is_trivially_copyable_v<T>) {
     alignas(T) std::byte raw[sizeof(T)];
     std::memcpy(raw, take(sizeof(T)).data(), sizeof(T));
-    return *std::launder(reinterpret_cast<T*>(raw));
+    return std::move(*std::launder(reinterpret_cast<T*>(raw)));  // a move-only type too
   } else {
     std::uint64_t size = 0;
     std::memcpy(&size, take(sizeof size).data(), sizeof size);

@@ -1248,6 +1248,20 @@ TEST(Processes, PairAndTupleResultsComeBack) {
     ++count;
   }
   EXPECT_EQ(count, xs.size());
+
+  // A member that can only be moved.
+  struct token {
+    explicit token(int v) : value(v) {}
+    token(token&&) = default;
+    token& operator=(token&&) = default;
+    int value;
+  };
+  const auto moved = polymap::map(
+      xs, [](int x) { return std::pair<token, int>(token(x), -x); }, processes());
+  for (int x : xs) {
+    ASSERT_EQ(moved[static_cast<std::size_t>(x)].first.value, x);
+    ASSERT_EQ(moved[static_cast<std::size_t>(x)].second, -x);
+  }
 }
 
 TEST(Processes, PairCodecRefusesBytesItDidNotWrite) {
