@@ -4,6 +4,10 @@
 
 #include <polymap/version.hpp>
 
+#include <fmt/core.h>
+
+#include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -15,11 +19,28 @@ namespace {
 constexpr const char* exit_status_text =
     "Exit status: 0 success; 1 the command ran and failed (e.g. a bench result that differs\n"
     "from serial's, an item of run that failed, now or in an earlier run of its journal, a\n"
-    "--halt, a journal error); 129/130/143 run was stopped by SIGHUP/SIGINT/SIGTERM; 2 a usage\n"
-    "error: an unknown option or command, or no command at all (which prints this help on\n"
-    "stderr).\n"
+    "--halt, a journal error; status and watch: the journal has failed items);\n"
+    "129/130/143 run was stopped by SIGHUP/SIGINT/SIGTERM; 2 a usage error: an unknown option\n"
+    "or command, or no command at all (which prints this help on stderr).\n"
     "Environment: POLYMAP_BACKEND forces a backend for automatic calls; POLYMAP_EXPLAIN=1\n"
     "prints each automatic choice on stderr.";
+
+/// A number of seconds from `min` to `max` (no upper bound when `max` is 0). Its message
+/// names the bounds as a person writes them: CLI::NonNegativeNumber and CLI::Range print
+/// theirs with six decimals, and the largest double in full (some 300 digits).
+CLI::Validator seconds(double min, double max = 0) {
+  const std::string allowed =
+      max > 0 ? fmt::format("from {:g} to {:g}", min, max) : fmt::format(">= {:g}", min);
+  return CLI::Validator(
+      [allowed, min, max](std::string& value) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(value.c_str(), &end);
+        const bool number = !value.empty() && end == value.c_str() + value.size();
+        if (number && std::isfinite(v) && v >= min && (max <= 0 || v <= max)) return {};
+        return "'" + value + "' is not a number of seconds " + allowed;
+      },
+      "SECONDS " + allowed);
+}
 
 void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
   CLI::App* sub = app.add_subcommand(
@@ -39,14 +60,16 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
   sub->add_option("--timeout", run.options.timeout,
                   "Seconds an attempt may run before its process group gets SIGTERM, then "
                   "SIGKILL 1 s later (0: none)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(seconds(0));
   sub->add_option("--retries", run.options.retries,
                   "Run a failed item up to N more times, waiting 0.1 s, 0.2 s, 0.4 s... "
                   "(at most 10 s) between attempts")
       ->check(CLI::Range(0U, 1000U));
   sub->add_option("--halt", run.halt,
-                  "Stop after failures: now,fail=N (kill running jobs), soon,fail=N (let "
-                  "them finish), N or P%; never (default)");
+                  "Stop after failures: now,fail=N (kill running jobs) or soon,fail=N (let "
+                  "them finish), where N is a count of failed items or a share P% of the "
+                  "ended ones; never (default); GNU parallel's 0 (never), 1 (soon,fail=1), "
+                  "2 (now,fail=1) and P% (soon,fail=P%)");
   sub->add_option("--joblog", run.options.joblog,
                   "Log each ended job in GNU parallel's joblog format");
   sub->add_option("--results", run.options.results,
@@ -71,7 +94,7 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
                 "With --journal: run failed items again");
   sub->add_option("--lock-timeout", run.options.lock_timeout,
                   "Seconds to wait for a journal locked by another process")
-      ->check(CLI::NonNegativeNumber)
+      ->check(seconds(0))
       ->capture_default_str();
   sub->callback([sub, &run, &args] {
     run.words = sub->remaining();
@@ -89,11 +112,11 @@ void add_status_command(CLI::App& app, status_args& status, cli_args& args,
       ->capture_default_str();
   sub->add_option("--lock-timeout", status.lock_timeout,
                   "Seconds to wait for a journal locked by another process")
-      ->check(CLI::NonNegativeNumber)
+      ->check(seconds(0))
       ->capture_default_str();
   if (name == "watch") {
     sub->add_option("--interval", status.interval, "Seconds between refreshes")
-        ->check(CLI::Range(0.05, 3600.0))
+        ->check(seconds(0.05, 3600))
         ->capture_default_str();
   }
   const command what = name == "watch" ? command::watch : command::status;

@@ -31,6 +31,10 @@ nlohmann::json summary_json(const journal_summary& s) {
   for (std::size_t state = 0; state < s.counts.size(); ++state) {
     counts[state_name(static_cast<item_state>(state))] = s.counts[state];
   }
+  // "running" counts what a live runner runs; the items of a runner that is gone (killed,
+  // its machine stopped) are apart, so that the counts still add up to the total.
+  counts["running"] = s.count(item_state::running) - s.runner_gone;
+  counts["runner_gone"] = s.runner_gone;
   counts["total"] = s.total();
   j["counts"] = counts;
   j["failures"] = nlohmann::json::array();
@@ -62,10 +66,20 @@ std::string indent_tail(const std::string& tail) {
 
 void print_summary(const std::string& path, const journal_summary& s) {
   fmt::print("journal  {}\n", path);
-  fmt::print("items    {} total: {} done, {} failed, {} running, {} pending, {} interrupted\n",
+  // The items of a runner that is gone show as interrupted, which is what the next runner
+  // of the batch makes of them, and are not counted as running.
+  const std::int64_t interrupted = s.count(item_state::interrupted) + s.runner_gone;
+  std::string gone;
+  if (s.runner_gone > 0) {
+    gone = s.runner_gone == interrupted
+               ? " (their runner is gone; run again to resume them)"
+               : fmt::format(" ({} of them: their runner is gone; run again to resume them)",
+                             s.runner_gone);
+  }
+  fmt::print("items    {} total: {} done, {} failed, {} running, {} pending, {} interrupted{}\n",
              s.total(), s.count(item_state::done), s.count(item_state::failed),
-             s.count(item_state::running), s.count(item_state::pending),
-             s.count(item_state::interrupted));
+             s.count(item_state::running) - s.runner_gone, s.count(item_state::pending),
+             interrupted, gone);
   if (!s.failures.empty()) {
     fmt::print("failures\n");
     for (const journal_row& r : s.failures) {
@@ -96,7 +110,8 @@ void print_summary(const std::string& path, const journal_summary& s) {
 
 int run_status(const status_args& args, bool watch) {
   journal_options options;
-  // status and watch only read (read_only implies no create): a journal the user may not write is fine.
+  // status and watch only read (read_only implies no create): any journal the user may read
+  // will do, and nothing is created beside it.
   options.read_only = true;
   options.lock_timeout = args.lock_timeout;
   journal j(args.journal, options);

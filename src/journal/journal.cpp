@@ -5,15 +5,19 @@
 #include "journal/sqlite.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <optional>
@@ -23,6 +27,92 @@
 #include <utility>
 
 namespace polymap {
+
+namespace journal_detail {
+
+/// A private copy of a journal and of its write-ahead log, in a folder of its own (0700)
+/// under $TMPDIR, removed with this object: what a reader opens when SQLite cannot read
+/// the journal in place without writing beside it.
+class private_copy {
+ public:
+  /// @throws journal_error naming the file that could not be read or written
+  private_copy(const std::string& journal_path, bool with_log) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
+                          "/polymap-status-XXXXXX";
+    if (mkdtemp(pattern.data()) == nullptr) {
+      throw journal_error("journal " + journal_path + ": cannot make a folder under " +
+                          pattern.substr(0, pattern.rfind('/')) + " to read a copy of it (" +
+                          std::strerror(errno) + ")");
+    }
+    dir_ = pattern;
+    path_ = dir_ + "/journal.db";
+    try {
+      copy(journal_path, journal_path, path_);
+      if (with_log) copy(journal_path, journal_path + "-wal", path_ + "-wal");
+    } catch (...) {
+      remove();
+      throw;
+    }
+  }
+  private_copy(const private_copy&) = delete;
+  private_copy& operator=(const private_copy&) = delete;
+  ~private_copy() { remove(); }
+
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+
+ private:
+  static void copy(const std::string& journal_path, const std::string& from,
+                   const std::string& to) {
+    const auto fail = [&](const std::string& what) {
+      throw journal_error("journal " + journal_path + ": cannot " + what + " (" +
+                          std::strerror(errno) + ")");
+    };
+    const int in = open(from.c_str(), O_RDONLY | O_CLOEXEC);
+    if (in < 0) fail("read " + from);
+    const int out = open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out < 0) {
+      close(in);
+      fail("write its copy " + to);
+    }
+    char buffer[1 << 16];
+    for (;;) {
+      const ssize_t n = read(in, buffer, sizeof buffer);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        close(in);
+        close(out);
+        fail("read " + from);
+      }
+      if (n == 0) break;
+      for (ssize_t done = 0; done < n;) {
+        const ssize_t w = write(out, buffer + done, static_cast<std::size_t>(n - done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+          if (w == 0) errno = ENOSPC;
+          close(in);
+          close(out);
+          fail("write its copy " + to);
+        }
+        done += w;
+      }
+    }
+    close(in);
+    if (close(out) != 0) fail("write its copy " + to);
+  }
+
+  void remove() noexcept {
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+      unlink((path_ + suffix).c_str());
+    }
+    rmdir(dir_.c_str());
+  }
+
+  std::string dir_;
+  std::string path_;
+};
+
+}  // namespace journal_detail
 
 using journal_detail::database;
 using journal_detail::sqlite_error;
@@ -43,6 +133,32 @@ std::string host_name() {
   char name[256] = {};
   if (gethostname(name, sizeof name - 1) != 0) return "?";
   return name;
+}
+
+/// Seconds as a person writes them: "1", "0.2", "2.5" (std::to_string would say 1.000000).
+std::string seconds_text(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", seconds);
+  return text;
+}
+
+/// What a journal's files look like now (the file's identity, size and time of change, and
+/// its log's): a reader that takes no lock compares this before and after reading, to know
+/// that no runner wrote meanwhile.
+std::string files_state(const std::string& path) {
+  std::string state;
+  for (const char* suffix : {"", "-wal"}) {
+    struct stat st {};
+    if (stat((path + suffix).c_str(), &st) != 0) {
+      state += "-;";
+      continue;
+    }
+    state += std::to_string(st.st_dev) + ':' + std::to_string(st.st_ino) + ':' +
+             std::to_string(st.st_size) + ':' + std::to_string(st.st_mtim.tv_sec) + '.' +
+             std::to_string(st.st_mtim.tv_nsec) + ';';
+  }
+  state += access((path + "-shm").c_str(), F_OK) == 0 ? "shm" : "-";
+  return state;
 }
 
 bool pid_alive(std::int64_t pid) {
@@ -130,7 +246,9 @@ const char* state_name(item_state state) noexcept {
 
 bool on_network_file_system(const std::string& path) noexcept {
   const std::size_t slash = path.rfind('/');
-  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
   struct statfs fs {};
   if (statfs(dir.c_str(), &fs) != 0) return false;
   switch (static_cast<unsigned long>(fs.f_type)) {
@@ -161,7 +279,7 @@ auto journal::guarded(const char* doing, Fn&& fn) {
       case SQLITE_BUSY:
       case SQLITE_LOCKED:
         throw journal_error(where + "locked by another process for more than " +
-                            std::to_string(lock_timeout_) + " s while " + doing +
+                            seconds_text(lock_timeout_) + " s while " + doing +
                             " (raise --lock-timeout, or see which runner holds it)");
       case SQLITE_READONLY:
         throw journal_error(where + "read-only: cannot write while " + doing + " (" + e.what() +
@@ -183,6 +301,103 @@ auto journal::guarded(const char* doing, Fn&& fn) {
         throw journal_error(where + e.what() + " while " + doing);
     }
   }
+}
+
+void journal::check_format(std::int64_t version) {
+  if (version > format_version) {
+    throw journal_error("journal " + path_ + ": written by a newer polymap (format " +
+                        std::to_string(version) + "; this one reads up to " +
+                        std::to_string(format_version) + ")");
+  }
+}
+
+// A reader must work on any journal its user may read (in a folder they may not write, on
+// a read-only file system) and leave nothing beside it: a -wal or -shm file it created would
+// be its user's, and could keep the journal's owner from writing it, or another user from
+// reading it. SQLite reads a WAL database read-only only when the -wal and -shm files exist
+// or can be created (https://www.sqlite.org/wal.html, "Read-Only Databases"), so:
+// - no -wal file: everything is in the file itself (the last runner to close checkpointed
+//   it). It is read as `immutable`, which opens nothing else and takes no lock; the files
+//   are compared before and after, and read again if a runner wrote meanwhile.
+// - a -wal and a readable -shm (a runner is live, or was killed): read in place under
+//   SQLite's locks, through reader_vfs() (which never creates a log) and with
+//   `readonly_shm` when the -shm is not writable (SQLite then builds the WAL index in
+//   private memory).
+// - a -wal without a readable -shm (left by a runner whose -shm was removed), or when the
+//   above failed: the file and its log are copied into a private folder, which SQLite
+//   recovers and reads, checked against the originals as for `immutable`.
+void journal::open_reader(bool copy) {
+  db_.reset();
+  copy_.reset();
+  opened_state_ = files_state(path_);
+  const std::string log = path_ + "-wal";
+  const std::string shm = path_ + "-shm";
+  const bool has_log = access(log.c_str(), F_OK) == 0;
+  constexpr int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_URI;
+  if (!has_log && !copy) {
+    read_mode_ = read_mode::immutable;
+    db_ = std::make_unique<database>(journal_detail::file_uri(path_, "immutable=1"), flags,
+                                     journal_detail::reader_vfs());
+  } else if (!copy && access(shm.c_str(), R_OK) == 0) {
+    read_mode_ = read_mode::shared;
+    const bool shm_writable = access(shm.c_str(), W_OK) == 0;
+    db_ = std::make_unique<database>(
+        journal_detail::file_uri(path_, shm_writable ? "mode=ro" : "mode=ro&readonly_shm=1"),
+        flags, journal_detail::reader_vfs());
+    db_->busy_timeout(static_cast<int>(std::lround(lock_timeout_ * 1000)));
+  } else {
+    read_mode_ = read_mode::copy;
+    copy_ = std::make_unique<journal_detail::private_copy>(path_, has_log);
+    db_ = std::make_unique<database>(copy_->path(), false, false);
+  }
+  std::int64_t found = 0;
+  {
+    statement version(db_->handle(), "PRAGMA user_version");
+    version.step();
+    found = version.integer(0);
+  }  // finalized here: an open statement would hold a read transaction
+  check_format(found);
+  if (found == 0) {
+    throw journal_error("journal " + path_ + ": not a polymap journal (no format version)");
+  }
+  check_schema();
+}
+
+template <class Fn>
+auto journal::read_snapshot(const char* doing, Fn&& fn) {
+  return guarded(doing, [&] {
+    constexpr int attempts = 5;
+    bool copy = false;
+    for (int attempt = 1;; ++attempt) {
+      const std::string before = files_state(path_);
+      try {
+        // In place, SQLite's locks make every transaction a current snapshot; an immutable
+        // read or a copy is current only while the files are as they were.
+        if (!db_ || attempt > 1 || (read_mode_ != read_mode::shared && before != opened_state_)) {
+          open_reader(copy);
+        }
+        auto result = fn();
+        if (read_mode_ == read_mode::shared || files_state(path_) == before ||
+            attempt == attempts) {
+          return result;
+        }
+      } catch (const sqlite_error& e) {
+        if (attempt == attempts) throw;
+        if (files_state(path_) == before) {
+          // Nothing moved: SQLite cannot read it in place (it would have to write): a copy.
+          const bool cannot = e.code() == SQLITE_CANTOPEN || e.code() == SQLITE_READONLY;
+          if (read_mode_ != read_mode::shared || copy || !cannot) throw;
+          copy = true;
+        }
+      } catch (const journal_error&) {
+        // A file that went away while it was copied: a runner ended meanwhile.
+        if (attempt == attempts || files_state(path_) == before) throw;
+      }
+      db_.reset();
+      copy_.reset();
+      poll(nullptr, 0, 10 * attempt);  // let the runner finish what it is writing
+    }
+  });
 }
 
 journal::journal(std::string path, const journal_options& options)
@@ -207,6 +422,14 @@ journal::journal(std::string path, const journal_options& options)
   } else if (!options.read_only && access(path_.c_str(), W_OK) != 0) {
     throw journal_error("journal " + path_ + ": read-only (no write permission)");
   }
+  if (options.read_only) {
+    if (access(path_.c_str(), R_OK) != 0) {
+      throw journal_error("journal " + path_ + ": cannot read it (" + std::strerror(errno) + ")");
+    }
+    read_only_ = true;
+    read_snapshot("opening", [] { return 0; });
+    return;
+  }
   guarded("opening", [&] {
     db_ = std::make_unique<database>(path_, false, options.read_only);
     db_->busy_timeout(static_cast<int>(std::lround(lock_timeout_ * 1000)));
@@ -216,19 +439,7 @@ journal::journal(std::string path, const journal_options& options)
       version.step();
       found = version.integer(0);
     }  // finalized here: an open statement would hold a read transaction
-    if (found > format_version) {
-      throw journal_error("journal " + path_ + ": written by a newer polymap (format " +
-                          std::to_string(found) + "; this one reads up to " +
-                          std::to_string(format_version) + ")");
-    }
-    if (options.read_only) {
-      // A reader changes nothing: the file is in WAL mode since its first runner made it.
-      if (found == 0) {
-        throw journal_error("journal " + path_ + ": not a polymap journal (no format version)");
-      }
-      check_schema();
-      return;
-    }
+    check_format(found);
     // NORMAL in WAL mode: durable across crashes of the process (kill -9), not across power
     // loss, where the last few ends may roll back and those items run again.
     db_->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL");
@@ -464,60 +675,67 @@ std::int64_t journal::unfinished() { return count_in_batch("(0, 1, 4)"); }
 std::int64_t journal::failed() { return count_in_batch("(3)"); }
 
 journal_summary journal::summary(std::size_t top) {
-  return guarded("reading", [&] {
-    // One transaction: a consistent snapshot for all the queries.
-    return db_->transaction("BEGIN", [&] {
-      journal_summary s;
-      statement counts(db_->handle(), "SELECT state, count(*) FROM items GROUP BY state");
-      while (counts.step()) {
-        const std::int64_t state = counts.integer(0);
-        if (state >= 0 && state < static_cast<std::int64_t>(s.counts.size())) {
-          s.counts[static_cast<std::size_t>(state)] = counts.integer(1);
-        }
+  if (read_only_) return read_snapshot("reading", [&] { return read_summary(top); });
+  return guarded("reading", [&] { return read_summary(top); });
+}
+
+journal_summary journal::read_summary(std::size_t top) {
+  // One transaction: a consistent snapshot for all the queries.
+  return db_->transaction("BEGIN", [&] {
+    journal_summary s;
+    statement counts(db_->handle(), "SELECT state, count(*) FROM items GROUP BY state");
+    while (counts.step()) {
+      const std::int64_t state = counts.integer(0);
+      if (state >= 0 && state < static_cast<std::int64_t>(s.counts.size())) {
+        s.counts[static_cast<std::size_t>(state)] = counts.integer(1);
       }
-      const auto rows = [&](const char* sql, std::vector<journal_row>& out) {
-        statement q(db_->handle(), sql);
-        q.bind(1, static_cast<std::int64_t>(top));
-        while (q.step()) {
-          journal_row r;
-          r.seq = q.integer(0);
-          r.command = q.text(1);
-          r.state = static_cast<item_state>(q.integer(2));
-          r.attempts = static_cast<int>(q.integer(3));
-          r.exit_code = static_cast<int>(q.integer(4));
-          r.signal = static_cast<int>(q.integer(5));
-          r.duration = q.real(6);
-          r.reason = q.text(7);
-          r.stderr_tail = q.text(8);
-          out.push_back(std::move(r));
-        }
-      };
-      rows("SELECT seq, command, state, attempts, exit, signal, duration, reason, stderr_tail "
-           "FROM items WHERE state = 3 ORDER BY seq LIMIT ?1",
-           s.failures);
-      rows("SELECT seq, command, state, attempts, exit, signal, duration, reason, stderr_tail "
-           "FROM items WHERE state = 2 ORDER BY duration DESC LIMIT ?1",
-           s.slowest);
-      const std::string host = host_name();
-      const double t = now();
-      statement runners(db_->handle(),
-                        "SELECT r.id, r.host, r.pid, r.started, r.heartbeat, r.state, "
-                        "(SELECT count(*) FROM items i WHERE i.state = 1 AND i.runner = r.id) "
-                        "FROM runners r ORDER BY r.id");
-      while (runners.step()) {
-        journal_runner r;
-        r.id = runners.integer(0);
-        r.host = runners.text(1);
-        r.pid = runners.integer(2);
-        r.started = runners.real(3);
-        r.heartbeat = runners.real(4);
-        r.running = runners.integer(6);
-        r.alive =
-            runners.integer(5) == 0 && runner_alive(r.host, r.pid, r.started, r.heartbeat, host, t);
-        if (r.alive || r.running > 0) s.runners.push_back(std::move(r));
+    }
+    const auto rows = [&](const char* sql, std::vector<journal_row>& out) {
+      statement q(db_->handle(), sql);
+      q.bind(1, static_cast<std::int64_t>(top));
+      while (q.step()) {
+        journal_row r;
+        r.seq = q.integer(0);
+        r.command = q.text(1);
+        r.state = static_cast<item_state>(q.integer(2));
+        r.attempts = static_cast<int>(q.integer(3));
+        r.exit_code = static_cast<int>(q.integer(4));
+        r.signal = static_cast<int>(q.integer(5));
+        r.duration = q.real(6);
+        r.reason = q.text(7);
+        r.stderr_tail = q.text(8);
+        out.push_back(std::move(r));
       }
-      return s;
-    });
+    };
+    rows("SELECT seq, command, state, attempts, exit, signal, duration, reason, stderr_tail "
+         "FROM items WHERE state = 3 ORDER BY seq LIMIT ?1",
+         s.failures);
+    rows("SELECT seq, command, state, attempts, exit, signal, duration, reason, stderr_tail "
+         "FROM items WHERE state = 2 ORDER BY duration DESC LIMIT ?1",
+         s.slowest);
+    const std::string host = host_name();
+    const double t = now();
+    std::int64_t live_running = 0;
+    statement runners(db_->handle(),
+                      "SELECT r.id, r.host, r.pid, r.started, r.heartbeat, r.state, "
+                      "(SELECT count(*) FROM items i WHERE i.state = 1 AND i.runner = r.id) "
+                      "FROM runners r ORDER BY r.id");
+    while (runners.step()) {
+      journal_runner r;
+      r.id = runners.integer(0);
+      r.host = runners.text(1);
+      r.pid = runners.integer(2);
+      r.started = runners.real(3);
+      r.heartbeat = runners.real(4);
+      r.running = runners.integer(6);
+      r.alive =
+          runners.integer(5) == 0 && runner_alive(r.host, r.pid, r.started, r.heartbeat, host, t);
+      if (r.alive) live_running += r.running;
+      if (r.alive || r.running > 0) s.runners.push_back(std::move(r));
+    }
+    // Running items whose runner is not live (or that no runner holds): nothing runs them.
+    s.runner_gone = s.count(item_state::running) - live_running;
+    return s;
   });
 }
 

@@ -14,6 +14,7 @@
 namespace polymap::journal_detail {
 class database;
 class statement;
+class private_copy;
 }
 
 namespace polymap {
@@ -91,7 +92,10 @@ struct journal_row {
 
 /// Counts, failures, slowest items and runners of a journal.
 struct journal_summary {
-  std::array<std::int64_t, 5> counts{};  ///< indexed by item_state
+  std::array<std::int64_t, 5> counts{};  ///< indexed by item_state, as the file has them
+  /// Of the `running` items, those whose runner is gone (killed, or its machine stopped)
+  /// and not yet reclaimed: nothing runs them; the next runner of the batch runs them again.
+  std::int64_t runner_gone = 0;
   std::vector<journal_row> failures;     ///< failed items, in input order
   std::vector<journal_row> slowest;      ///< done items, longest first
   std::vector<journal_runner> runners;   ///< live runners first
@@ -115,8 +119,9 @@ struct journal_summary {
 struct journal_options {
   double lock_timeout = 10;  ///< seconds a write waits for another runner's lock
   bool create = true;        ///< create the file when missing (status and watch do not)
-  /// Only read it (status and watch): a journal the user may not write is fine, and nothing
-  /// is written. Implies `create = false`; the writing operations then fail.
+  /// Only read it (status and watch): any journal file the user may read will do, in a
+  /// directory they may not write or on a read-only file system too, and nothing is written
+  /// or created beside it. Implies `create = false`; the writing operations then fail.
   bool read_only = false;
 };
 
@@ -178,7 +183,8 @@ class journal {
   /// Failed items of the batch. @throws journal_error
   [[nodiscard]] std::int64_t failed();
 
-  /// Counts, up to `top` failures and slowest items, and the runners. @throws journal_error
+  /// Counts, up to `top` failures and slowest items, and the runners: one consistent
+  /// snapshot, the latest one for a journal opened `read_only`. @throws journal_error
   [[nodiscard]] journal_summary summary(std::size_t top);
 
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
@@ -186,6 +192,14 @@ class journal {
  private:
   template <class Fn>
   auto guarded(const char* doing, Fn&& fn);
+  /// How a read-only journal is read (see open_reader()).
+  enum class read_mode { shared, immutable, copy };
+  /// Runs `fn` on a consistent snapshot of a read-only journal, opening it again as needed.
+  template <class Fn>
+  auto read_snapshot(const char* doing, Fn&& fn);
+  void open_reader(bool copy);
+  journal_summary read_summary(std::size_t top);
+  void check_format(std::int64_t version);
   void create_schema();
   void check_schema();
   /// Items of the batch whose state is in `states`, an SQL list such as "(3)".
@@ -193,6 +207,11 @@ class journal {
 
   std::string path_;
   double lock_timeout_;
+  bool read_only_ = false;
+  read_mode read_mode_ = read_mode::shared;
+  std::string opened_state_;  // the files as they were when a reader opened them
+  // Before db_: the connection to a copy closes before the copy is removed.
+  std::unique_ptr<journal_detail::private_copy> copy_;
   std::unique_ptr<journal_detail::database> db_;
   // commit() runs once per loop of a runner: its statements are prepared once.
   std::unique_ptr<journal_detail::statement> begin_;

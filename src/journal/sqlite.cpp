@@ -8,6 +8,59 @@
 
 namespace polymap::journal_detail {
 
+namespace {
+
+sqlite3_vfs* base_vfs = nullptr;
+
+int open_log_read_only(sqlite3_vfs* /*self*/, const char* name, sqlite3_file* file, int flags,
+                       int* out_flags) {
+  // A missing log then fails to open (SQLITE_CANTOPEN) instead of being created, and an
+  // existing one is read as it is; the -shm file is left to `readonly_shm` in the URI.
+  if ((flags & SQLITE_OPEN_WAL) != 0) {
+    flags = (flags & ~(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) | SQLITE_OPEN_READONLY;
+  }
+  // The default VFS's own object: its files then refer to it, as any of its files do.
+  return base_vfs->xOpen(base_vfs, name, file, flags, out_flags);
+}
+
+}  // namespace
+
+const char* reader_vfs() {
+  static const char* const name = [] {
+    base_vfs = sqlite3_vfs_find(nullptr);
+    if (base_vfs == nullptr) throw sqlite_error(SQLITE_ERROR, "SQLite has no default VFS");
+    // A copy of the default VFS (same file size and app data) with its own name and xOpen.
+    static sqlite3_vfs vfs = *base_vfs;
+    vfs.zName = "polymap-reader";
+    vfs.pNext = nullptr;
+    vfs.xOpen = open_log_read_only;
+    check(nullptr, sqlite3_vfs_register(&vfs, 0), "registering the reader VFS");
+    return vfs.zName;
+  }();
+  return name;
+}
+
+std::string file_uri(const std::string& path, std::string_view query) {
+  // "file:///abs" for an absolute path: "file://abs" would name a host.
+  std::string uri = path.rfind('/', 0) == 0 ? "file://" : "file:";
+  constexpr const char* hex = "0123456789ABCDEF";
+  for (const char c : path) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b <= 0x20 || b >= 0x7f || c == '%' || c == '?' || c == '#') {
+      uri += '%';
+      uri += hex[b >> 4];
+      uri += hex[b & 0xf];
+    } else {
+      uri += c;
+    }
+  }
+  if (!query.empty()) {
+    uri += '?';
+    uri += query;
+  }
+  return uri;
+}
+
 void check(sqlite3* db, int code, std::string_view doing) {
   if (code == SQLITE_OK || code == SQLITE_ROW || code == SQLITE_DONE) return;
   std::string what(doing);
@@ -80,11 +133,14 @@ std::string statement::text(int column) const {
   return data == nullptr ? std::string() : std::string(data, static_cast<std::size_t>(size));
 }
 
-database::database(const std::string& path, bool create, bool read_only) {
-  const int flags = (read_only ? SQLITE_OPEN_READONLY
-                               : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0)) |
-                    SQLITE_OPEN_NOMUTEX;
-  const int code = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+database::database(const std::string& path, bool create, bool read_only)
+    : database(path,
+               read_only ? SQLITE_OPEN_READONLY
+                         : SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0),
+               nullptr) {}
+
+database::database(const std::string& name, int flags, const char* vfs) {
+  const int code = sqlite3_open_v2(name.c_str(), &db_, flags | SQLITE_OPEN_NOMUTEX, vfs);
   if (code != SQLITE_OK) {
     const std::string message = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(code);
     sqlite3_close(db_);

@@ -63,6 +63,9 @@ class database {
   /// Opens (creating when `create`) the file at `path` read-write, or only for reading
   /// when `read_only`. @throws sqlite_error
   database(const std::string& path, bool create, bool read_only = false);
+  /// Opens `name` (a path, or a `file:` URI with SQLITE_OPEN_URI) with SQLite's open
+  /// `flags`, through the VFS named `vfs` (nullptr: the default one). @throws sqlite_error
+  database(const std::string& name, int flags, const char* vfs);
   database(const database&) = delete;
   database& operator=(const database&) = delete;
   ~database();
@@ -101,6 +104,16 @@ class database {
  private:
   sqlite3* db_ = nullptr;
 };
+
+/// The name of a VFS for readers that must leave nothing behind: the default VFS, except
+/// that it opens a write-ahead log read-only and never creates one (SQLite creates a
+/// missing `-wal`, even for a read-only connection, when the directory lets it). Registered
+/// on first use. @throws sqlite_error when SQLite has no default VFS
+[[nodiscard]] const char* reader_vfs();
+
+/// `path` as a `file:` URI with the query `query` ("mode=ro&readonly_shm=1"): the bytes
+/// that a URI reserves ('?', '#', '%', controls, non-ASCII) percent-encoded.
+[[nodiscard]] std::string file_uri(const std::string& path, std::string_view query);
 
 /// Throws sqlite_error for `code` unless it is SQLITE_OK, SQLITE_ROW or SQLITE_DONE.
 /// @throws sqlite_error

@@ -137,14 +137,76 @@ TEST(Run, MissingCommandFailsEachItemOnce) {
   const cli_output r =
       run_polymap({"run", "--", "polymap-no-such-command", "{}", ":::", "a", "b", "c"}, dir);
   EXPECT_EQ(r.status, 1);
-  EXPECT_EQ(lines_of(r.err).size(), 3U) << r.err;
-  EXPECT_NE(r.err.find("cannot run 'polymap-no-such-command'"), std::string::npos) << r.err;
+  // One line per item, and the count at the end.
+  const std::vector<std::string> lines = lines_of(r.err);
+  ASSERT_EQ(lines.size(), 4U) << r.err;
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_NE(lines[i].find("cannot run 'polymap-no-such-command'"), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(lines[3], "polymap: 3 of 3 items failed");
+}
+
+TEST(Run, EachFailedItemIsNamedOnStderrWithWhyAndTheRunCountsThem) {
+  temp_dir dir;
+  const std::string script =
+      "case $0 in x3) exit 3;; slow) exec sleep 60;; self) kill -9 $$;; y*) exit 5;; esac";
+  const cli_output r = run_polymap({"run", "--timeout", "0.5", "--", "sh", "-c", script, "{}",
+                                    ":::", "ok", "x3", "slow", "self", std::string(300, 'y')},
+                                   dir);
+  EXPECT_EQ(r.status, 1);
+  const std::string shown = "sh -c '" + script + "' ";
+  EXPECT_NE(r.err.find("polymap: item 2 failed (exit status 3): " + shown + "x3\n"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("polymap: item 3 failed (timed out after 0.5 s): " + shown + "slow\n"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("polymap: item 4 failed (killed by signal SIGKILL): " + shown + "self\n"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.err.find("item 1 "), std::string::npos) << r.err;
+  // A long command line is cut to 100 bytes.
+  const std::string head = "polymap: item 5 failed (exit status 5): ";
+  const std::size_t at = r.err.find(head);
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const std::size_t from = at + head.size();
+  const std::string cut = r.err.substr(from, r.err.find('\n', from) - from);
+  EXPECT_EQ(cut.size(), 100U) << cut;
+  EXPECT_EQ(cut.rfind(shown, 0), 0U) << cut;
+  EXPECT_EQ(cut.substr(97), "...") << cut;
+  EXPECT_EQ(lines_of(r.err).back(), "polymap: 4 of 5 items failed") << r.err;
+  // The same with retries: the line comes once, after the last attempt.
+  const cli_output retried =
+      run_polymap({"run", "--retries", "1", "--", "sh", "-c", "exit 4", ":::", "a"}, dir);
+  EXPECT_EQ(retried.err,
+            "polymap: item 1 failed (exit status 4, after 2 attempts): sh -c 'exit 4' a\n"
+            "polymap: 1 of 1 item failed\n");
+}
+
+TEST(Run, JsonLinesStayJsonWhenStderrGoesWithStdout) {
+  temp_dir dir;
+  // 2>&1: a line of text among the JSON lines would break a reader of the stream; the end
+  // events and the summary say what failed.
+  std::string command = polymap_command({"run", "--json", "--", "sh", "-c", "exit $0", ":::",
+                                         "0", "1"});
+  command += " >" + shell_quote(dir / "both") + " 2>&1";
+  ASSERT_EQ(WEXITSTATUS(std::system(command.c_str())), 1);
+  const std::vector<std::string> lines = lines_of(read_file(dir / "both"));
+  EXPECT_EQ(lines.size(), 5U);
+  for (const std::string& line : lines) {
+    EXPECT_TRUE(nlohmann::json::accept(line)) << line;
+  }
 }
 
 TEST(Run, ExitStatusSaysWhetherAnyItemFailed) {
   temp_dir dir;
-  EXPECT_EQ(run_polymap({"run", "--", "sh", "-c", "exit $0", "{}", ":::", "0", "0"}, dir).status, 0);
-  EXPECT_EQ(run_polymap({"run", "--", "sh", "-c", "exit $0", "{}", ":::", "0", "3"}, dir).status, 1);
+  const std::vector<std::string> args = {"run", "--", "sh", "-c", "exit $0", "{}", ":::", "0"};
+  std::vector<std::string> ok = args;
+  ok.emplace_back("0");
+  std::vector<std::string> failing = args;
+  failing.emplace_back("3");
+  EXPECT_EQ(run_polymap(ok, dir).status, 0);
+  EXPECT_EQ(run_polymap(failing, dir).status, 1);
 }
 
 TEST(Run, TimeoutKillsTheJobAndFailsIt) {
@@ -195,6 +257,50 @@ TEST(Run, HaltSoonPercentLetsRunningJobsFinish) {
   EXPECT_EQ(r.status, 1);
   // Judged from the third ended job on, as GNU parallel does.
   EXPECT_EQ(lines_of(read_file(dir / "log")).size(), 4U);
+}
+
+TEST(Run, HaltTakesGnuParallelsOlderForms) {
+  temp_dir dir;
+  // -j 1 over 0 1 0 0 0 (exit statuses): the joblog's lines (a header, then one per ended
+  // job) say where it stopped. 0: never; 1: soon,fail=1; 2: now,fail=1.
+  const std::map<std::string, std::size_t> lines = {{"0", 6}, {"1", 3}, {"2", 3}};
+  for (const auto& [halt, expected] : lines) {
+    const std::string log = dir / ("log" + halt);
+    const cli_output r =
+        run_polymap({"run", "-j", "1", "--halt", halt, "--joblog", log, "--", "sh", "-c",
+                     "exit $0", "{}", ":::", "0", "1", "0", "0", "0"},
+                    dir);
+    EXPECT_EQ(r.status, 1) << halt << ": " << r.err;
+    EXPECT_EQ(lines_of(read_file(log)).size(), expected) << halt;
+  }
+  // P%: soon,fail=P%, judged from the third ended job on.
+  const cli_output percent =
+      run_polymap({"run", "-j", "1", "--halt", "50%", "--joblog", dir / "logp", "--", "sh", "-c",
+                   "exit $0", "{}", ":::", "1", "1", "1", "0", "0", "0"},
+                  dir);
+  EXPECT_EQ(percent.status, 1) << percent.err;
+  EXPECT_EQ(lines_of(read_file(dir / "logp")).size(), 4U);
+  // -1 and -2 halt on a success in GNU parallel, which polymap does not do.
+  const cli_output success = run_polymap({"run", "--halt", "-1", "echo", ":::", "a"}, dir);
+  EXPECT_EQ(success.status, 2);
+  EXPECT_NE(success.err.find("--halt '-1'"), std::string::npos) << success.err;
+}
+
+TEST(Run, SecondsOutOfRangeAreRefusedInPlainNumbers) {
+  temp_dir dir;
+  const std::map<std::vector<std::string>, std::string> refused = {
+      {{"run", "--timeout", "-1", "echo", ":::", "a"}, "'-1' is not a number of seconds >= 0"},
+      {{"run", "--lock-timeout", "x", "echo", ":::", "a"}, "'x' is not a number of seconds >= 0"},
+      {{"watch", "--interval", "0.01", "--journal", dir / "j.db"},
+       "'0.01' is not a number of seconds from 0.05 to 3600"}};
+  for (const auto& [args, says] : refused) {
+    const cli_output r = run_polymap(args, dir);
+    EXPECT_EQ(r.status, 2) << args[1];
+    EXPECT_NE(r.err.find(says), std::string::npos) << r.err;
+    // CLI11's own ranges print the largest double in full: some 300 digits.
+    EXPECT_LT(r.err.size(), 200U) << r.err;
+    EXPECT_EQ(r.err.find("000000"), std::string::npos) << r.err;
+  }
 }
 
 TEST(Run, BadHaltIsAUsageError) {
@@ -276,10 +382,12 @@ TEST(Run, ProgressDrawsCountsRateAndEtaOnATerminalOnly) {
   EXPECT_EQ(p.wait(), 1);
   EXPECT_NE(drawn.find("3/3 done 2 failed 1 running 0 "), std::string::npos) << drawn;
   EXPECT_NE(drawn.find("/s ETA "), std::string::npos) << drawn;
-  // Not a terminal: no bar in a log file.
+  // Not a terminal: no bar in a log file, only the failed item and the count.
   const cli_output r = run_polymap(args, dir);
   EXPECT_EQ(r.status, 1);
-  EXPECT_TRUE(r.err.empty()) << r.err;
+  EXPECT_EQ(r.err,
+            "polymap: item 3 failed (exit status 1): sh -c 'exit $0' 1\n"
+            "polymap: 1 of 3 items failed\n");
 }
 
 TEST(Run, ItemsComeFromStdinWithADashOrWithoutAnySource) {
@@ -301,7 +409,8 @@ TEST(Run, KeepOrderHoldsBackAnItemThatEndsFirst) {
                              "' ]; do sleep 0.01; done; echo first; else echo second; touch '" +
                              done + "'; fi";
   const cli_output r =
-      run_polymap({"run", "-k", "-j", "2", "--", "sh", "-c", script, ":::", "first", "second"}, dir);
+      run_polymap({"run", "-k", "-j", "2", "--", "sh", "-c", script, ":::", "first", "second"},
+                  dir);
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "first\nsecond\n");
   // Without -k the output comes as the items end.

@@ -5,14 +5,22 @@
 
 #include "journal/journal.hpp"
 
+#include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sqlite3.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <set>
 #include <string>
@@ -36,11 +44,16 @@ class JournalTest : public ::testing::Test {
     dir_ = pattern;
     path_ = dir_ + "/j.db";
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void TearDown() override {
+    std::filesystem::remove_all(dir_);
+    std::filesystem::remove_all(dir_ + ".tmp");
+  }
 
   static std::vector<journal_item> items(int n) {
     std::vector<journal_item> out;
-    for (int i = 1; i <= n; ++i) out.push_back({"key" + std::to_string(i), i, "cmd " + std::to_string(i)});
+    for (int i = 1; i <= n; ++i) {
+      out.push_back({"key" + std::to_string(i), i, "cmd " + std::to_string(i)});
+    }
     return out;
   }
 
@@ -76,6 +89,84 @@ class JournalTest : public ::testing::Test {
     sqlite3_busy_timeout(db, 5000);
     EXPECT_EQ(sqlite3_exec(db, text.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << text;
     sqlite3_close(db);
+  }
+
+  /// Exit status of a child that could not set up what a test needs: the test skips.
+  static constexpr int cannot_arrange = 77;
+
+  /// Runs `body` in a child process; its exit status, 128+signal when killed.
+  static int in_child(const std::function<int()>& body) {
+    std::fflush(nullptr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      int code = 3;
+      try {
+        code = body();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child: %s\n", e.what());
+      }
+      std::fflush(nullptr);
+      _exit(code);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  /// Runs `body` in a child that may read the journal but not write in its folder: as
+  /// `nobody` (65534) when this runs as root, the files made readable to all; else as this
+  /// user with the folder made read-only. Its TMPDIR is `tmp`, a folder anyone may write.
+  int as_reader_who_cannot_write(const std::string& tmp, const std::function<int()>& body) {
+    const bool root = geteuid() == 0;
+    chmod(tmp.c_str(), 01777);
+    for (const char* suffix : {"", "-wal", "-shm"}) chmod((path_ + suffix).c_str(), 0644);
+    chmod(dir_.c_str(), root ? 0755 : 0555);
+    const int status = in_child([&] {
+      if (root && (setgroups(0, nullptr) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+                   setresuid(65534, 65534, 65534) != 0)) {
+        return cannot_arrange;
+      }
+      // A temporary folder that `nobody` cannot reach (TMPDIR under /root) proves nothing.
+      if (access(path_.c_str(), R_OK) != 0 || access(dir_.c_str(), W_OK) == 0) {
+        return cannot_arrange;
+      }
+      setenv("TMPDIR", tmp.c_str(), 1);
+      return body();
+    });
+    chmod(dir_.c_str(), 0700);
+    return status;
+  }
+
+  /// A journal whose runner was killed (no checkpoint, no cleanup): its log and index stay,
+  /// with item 1 done and items 2 and 3 claimed; the runner's pid is gone.
+  void leave_a_killed_runners_journal() const {
+    ASSERT_EQ(in_child([&] {
+                journal j(path_);
+                j.register_runner();
+                j.add_items(items(3));
+                const std::vector<claimed_item> got = j.commit({}, 3);
+                j.commit({done(got.at(0))}, 0);
+                std::fflush(nullptr);
+                _exit(0);  // as kill -9 would: no destructor, no checkpoint
+                return 0;
+              }),
+              0);
+    ASSERT_TRUE(std::filesystem::exists(path_ + "-wal"));
+  }
+
+  /// Whether `dir` holds nothing but `names`.
+  static bool holds_only(const std::string& dir, const std::set<std::string>& names) {
+    for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+      if (names.count(entry.path().filename().string()) == 0) return false;
+    }
+    return true;
+  }
+
+  /// A fresh folder beside dir_, removed by TearDown.
+  std::string scratch() const {
+    const std::string tmp = dir_ + ".tmp";
+    std::filesystem::create_directory(tmp);
+    return tmp;
   }
 
   static std::string read_all(const std::string& path) {
@@ -253,6 +344,124 @@ TEST_F(JournalTest, ReadOnlyJournalIsReadWithoutWriting) {
   }
   EXPECT_EQ(read_all(path_), before);
   EXPECT_EQ(read_all(path_ + "-wal"), log_before);
+}
+
+TEST_F(JournalTest, ReaderLeavesNoFileBesideAnIdleJournal) {
+  {
+    journal runner(path_);
+    runner.register_runner();
+    runner.add_items(items(2));
+    runner.finish_runner();
+  }
+  ASSERT_FALSE(std::filesystem::exists(path_ + "-wal"));
+  {
+    journal reader(path_, {.read_only = true});
+    EXPECT_EQ(reader.summary(5).count(item_state::pending), 2);
+    EXPECT_EQ(reader.summary(5).count(item_state::pending), 2);  // as watch does
+  }
+  // A -wal or -shm left by a reader would be its user's: the journal's owner could not
+  // write through it, nor another user read.
+  EXPECT_TRUE(holds_only(dir_, {"j.db"}));
+}
+
+TEST_F(JournalTest, ReaderWhoCannotWriteTheFolderReadsAnIdleJournal) {
+  {
+    journal runner(path_);
+    runner.register_runner();
+    runner.add_items(items(2));
+  }
+  const std::string tmp = scratch();
+  const int status = as_reader_who_cannot_write(tmp, [&] {
+    journal reader(path_, {.read_only = true});
+    return reader.summary(5).count(item_state::pending) == 2 ? 0 : 1;
+  });
+  if (status == cannot_arrange) GTEST_SKIP() << "no other user can reach " << dir_;
+  EXPECT_EQ(status, 0);
+  EXPECT_TRUE(holds_only(dir_, {"j.db"}));
+  EXPECT_TRUE(std::filesystem::is_empty(tmp));
+}
+
+TEST_F(JournalTest, ReaderWhoCannotWriteTheFolderReadsALiveRunnersLatestCommits) {
+  journal runner(path_);
+  runner.register_runner();
+  runner.add_items(items(3));
+  const std::vector<claimed_item> got = runner.commit({}, 2);
+  runner.commit({done(got.at(0))}, 0);
+  const std::string tmp = scratch();
+  // The runner's -shm exists and the reader may not write it: SQLite reads the log itself.
+  const int status = as_reader_who_cannot_write(tmp, [&] {
+    journal reader(path_, {.read_only = true});
+    const polymap::journal_summary s = reader.summary(5);
+    const bool live = s.runners.size() == 1 && s.runners[0].alive;
+    return s.count(item_state::done) == 1 && s.count(item_state::running) == 1 &&
+                   s.runner_gone == 0 && live
+               ? 0
+               : 1;
+  });
+  if (status == cannot_arrange) GTEST_SKIP() << "no other user can reach " << dir_;
+  EXPECT_EQ(status, 0);
+  EXPECT_TRUE(holds_only(dir_, {"j.db", "j.db-wal", "j.db-shm"}));
+  EXPECT_TRUE(std::filesystem::is_empty(tmp));
+}
+
+TEST_F(JournalTest, ReaderWhoCannotWriteTheFolderReadsTheLogOfAKilledRunnerWithoutItsIndex) {
+  leave_a_killed_runners_journal();
+  // Its -shm gone too: SQLite would have to create one to read the log in place.
+  std::filesystem::remove(path_ + "-shm");
+  const std::string tmp = scratch();
+  const int status = as_reader_who_cannot_write(tmp, [&] {
+    journal reader(path_, {.read_only = true});
+    const polymap::journal_summary s = reader.summary(5);
+    // The commits are in the log only: a read of the file alone would find no item done.
+    return s.count(item_state::done) == 1 && s.runner_gone == 2 ? 0 : 1;
+  });
+  if (status == cannot_arrange) GTEST_SKIP() << "no other user can reach " << dir_;
+  EXPECT_EQ(status, 0);
+  EXPECT_TRUE(holds_only(dir_, {"j.db", "j.db-wal"}));
+  EXPECT_TRUE(std::filesystem::is_empty(tmp)) << "the private copy is left in " << tmp;
+}
+
+TEST_F(JournalTest, ReaderReadsAJournalOnAReadOnlyFileSystem) {
+  {
+    journal runner(path_);
+    runner.register_runner();
+    runner.add_items(items(2));
+  }
+  const std::string killed = dir_ + "/killed";
+  std::filesystem::create_directory(killed);
+  const std::string idle = path_;
+  path_ = killed + "/j.db";
+  leave_a_killed_runners_journal();
+  path_ = idle;
+  // The folder mounted read-only in a mount namespace of the child's own.
+  const int status = in_child([&] {
+    const bool root = geteuid() == 0;
+    if (unshare(root ? CLONE_NEWNS : CLONE_NEWUSER | CLONE_NEWNS) != 0 ||
+        mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        mount(dir_.c_str(), dir_.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0 ||
+        mount(nullptr, dir_.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
+      return cannot_arrange;
+    }
+    if (open((dir_ + "/probe").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600) >= 0) return 4;
+    journal reader(idle, {.read_only = true});
+    if (reader.summary(5).count(item_state::pending) != 2) return 1;
+    // A killed runner's log and index, which cannot be written here.
+    journal left(killed + "/j.db", {.read_only = true});
+    const polymap::journal_summary s = left.summary(5);
+    return s.count(item_state::done) == 1 && s.runner_gone == 2 ? 0 : 2;
+  });
+  if (status == cannot_arrange) GTEST_SKIP() << "cannot mount a read-only folder here";
+  EXPECT_EQ(status, 0);
+}
+
+TEST_F(JournalTest, ItemsOfAKilledRunnerAreCountedApart) {
+  leave_a_killed_runners_journal();
+  journal reader(path_, {.read_only = true});
+  const polymap::journal_summary s = reader.summary(5);
+  EXPECT_EQ(s.count(item_state::running), 2);
+  EXPECT_EQ(s.runner_gone, 2);
+  ASSERT_EQ(s.runners.size(), 1U);
+  EXPECT_FALSE(s.runners[0].alive);
 }
 
 TEST_F(JournalTest, ReadOnlyOpenOfAMissingJournalFailsWithoutCreatingIt) {

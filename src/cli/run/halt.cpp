@@ -10,7 +10,8 @@ bool halt_policy::reached(std::size_t failed, std::size_t ended) const noexcept 
   if (!enabled || failed == 0) return false;
   if (percent > 0) {
     // GNU parallel waits for 3 ended jobs before judging a percentage.
-    return ended >= 3 && static_cast<double>(failed) * 100.0 >= percent * static_cast<double>(ended);
+    return ended >= 3 &&
+           static_cast<double>(failed) * 100.0 >= percent * static_cast<double>(ended);
   }
   return failed >= count;
 }
@@ -19,11 +20,23 @@ halt_policy parse_halt(const std::string& text) {
   const auto bad = [&] {
     return std::runtime_error("--halt '" + text +
                               "': use now,fail=N, soon,fail=N, now,fail=P% or soon,fail=P% "
-                              "(N >= 1, 0 < P <= 100), or never");
+                              "(N >= 1, 0 < P <= 100), never, or GNU parallel's older forms "
+                              "0 (never), 1 (soon,fail=1), 2 (now,fail=1) and P% (soon,fail=P%)");
   };
   halt_policy policy;
-  if (text.empty() || text == "never") return policy;
+  if (text.empty() || text == "never" || text == "0") return policy;
+  // GNU parallel's older forms: 1, 2 and P%. Its -1 and -2 halt on a success, which
+  // polymap does not do: they are refused below with the rest.
+  if (text == "1") return parse_halt("soon,fail=1");
+  if (text == "2") return parse_halt("now,fail=1");
   const std::size_t comma = text.find(',');
+  if (comma == std::string::npos && text.back() == '%') {
+    try {
+      return parse_halt("soon,fail=" + text);
+    } catch (const std::runtime_error&) {
+      throw bad();
+    }
+  }
   if (comma == std::string::npos) throw bad();
   const std::string when = text.substr(0, comma);
   const std::string what = text.substr(comma + 1);
@@ -39,14 +52,18 @@ halt_policy parse_halt(const std::string& text) {
   } catch (const std::exception&) {
     throw bad();
   }
-  if (used != number.size()) throw bad();
+  if (used != number.size() || number.empty()) throw bad();
   policy.enabled = true;
   policy.now = when == "now";
   if (percent) {
     if (!(value > 0 && value <= 100)) throw bad();
     policy.percent = value;
   } else {
-    if (value < 1 || value != static_cast<double>(static_cast<std::size_t>(value))) throw bad();
+    // Bounded before the cast, which is undefined for infinity and huge values.
+    if (!(value >= 1 && value <= 1e15) ||
+        value != static_cast<double>(static_cast<std::size_t>(value))) {
+      throw bad();
+    }
     policy.count = static_cast<std::size_t>(value);
   }
   return policy;

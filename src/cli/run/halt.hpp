@@ -18,7 +18,8 @@ struct halt_policy {
   [[nodiscard]] bool reached(std::size_t failed, std::size_t ended) const noexcept;
 };
 
-/// Parses "now,fail=1", "soon,fail=3", "now,fail=10%" or "never".
+/// Parses "now,fail=1", "soon,fail=3", "now,fail=10%", "never", or GNU parallel's older
+/// forms "0" (never), "1" (soon,fail=1), "2" (now,fail=1) and "P%" (soon,fail=P%).
 /// @throws std::runtime_error naming the value and what is accepted
 [[nodiscard]] halt_policy parse_halt(const std::string& text);
 

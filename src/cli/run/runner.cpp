@@ -27,6 +27,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -128,6 +129,43 @@ void make_dir(const std::string& dir) {
                                             : std::string(std::strerror(error))));
 }
 
+/// Seconds as a person writes them: "0.2", "600" (std::to_string would say 0.200000).
+std::string seconds_text(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", seconds);
+  return text;
+}
+
+/// "SIGKILL" for 9; the number where the C library has no name for it.
+std::string signal_text(int sig) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  if (const char* name = sigabbrev_np(sig)) return std::string("SIG") + name;
+#endif
+  return std::to_string(sig);
+}
+
+/// A command line for a one-line message: control characters (a newline in an item) shown
+/// as '?', and a long one cut to about `width` bytes, not inside a UTF-8 character.
+std::string one_line(const std::string& command, std::size_t width = 100) {
+  std::string line = command;
+  for (char& c : line) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == '\x7f') c = '?';
+  }
+  if (line.size() <= width) return line;
+  std::size_t cut = width - 3;
+  while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
+  line.resize(cut);
+  return line + "...";
+}
+
+/// Whether descriptors `a` and `b` are the same open file, pipe or socket.
+bool same_file(int a, int b) {
+  struct stat sa {};
+  struct stat sb {};
+  return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
 std::string json_text(const nlohmann::json& j) {
   // Job output is bytes, not always UTF-8: replace what JSON cannot carry.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
@@ -200,6 +238,9 @@ class batch_runner {
   void commit_journal();
   void release_unstarted();
   void draw_progress(bool last);
+  void say(const std::string& line);
+  void report_failure(std::size_t item, std::size_t slot, int exit_code, int signal,
+                      const std::string& reason);
   void fit_jobs_to_fd_limit();
   [[nodiscard]] double next_wakeup(double now) const;
   [[nodiscard]] std::size_t busy_count() const;
@@ -242,6 +283,10 @@ class batch_runner {
   double last_progress_ = 0;
   double started_ = 0;
   bool tty_progress_ = false;
+  // A line on stderr for each failed item and a count at the end, unless what the user
+  // reads there says it already (see run()).
+  bool report_failures_ = true;
+  bool report_summary_ = true;
 };
 
 void batch_runner::open_journal() {
@@ -364,10 +409,9 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
     std::fflush(stdout);
   }
   if (spawned.pid < 0) {
-    // Reported once per item, as a failure of that item: the run goes on.
+    // Reported once per item, as a failure of that item (end_item says it): the run goes on.
     const std::string reason =
         "cannot run '" + argv.front() + "': " + std::strerror(spawned.error);
-    std::fprintf(stderr, "polymap: item %zu: %s\n", item + 1, reason.c_str());
     st.phase = item_phase::running;
     end_item(item, slot, item_state::failed, 127, 0, reason, wall, 0, j.out_fd, j.err_fd);
     j.out_fd = j.err_fd = -1;
@@ -430,7 +474,7 @@ void batch_runner::end_job(std::size_t slot, int wait_status) {
     return;
   }
   const std::string reason =
-      j.timed_out ? "timeout after " + std::to_string(options_.timeout) + " s" : std::string();
+      j.timed_out ? "timeout after " + seconds_text(options_.timeout) + " s" : std::string();
   end_item(j.item, slot, item_state::failed, exit_code, signal, reason, j.start_wall, runtime,
            out_fd, err_fd);
 }
@@ -471,7 +515,10 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
     record.err.clear();
   }
   if (state == item_state::done) ++done_;
-  if (state == item_state::failed) ++failed_;
+  if (state == item_state::failed) {
+    ++failed_;
+    report_failure(item, slot, exit_code, signal, reason);
+  }
   if (state == item_state::interrupted) ++interrupted_;
   // The command line again, only for the records that show it.
   const bool logged = joblog_ && state != item_state::interrupted;
@@ -523,6 +570,35 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
                  options_.halt.now ? "stopping the running jobs" : "waiting for the running jobs");
     if (options_.halt.now) stop_jobs(SIGTERM, mono_now());
   }
+}
+
+void batch_runner::say(const std::string& line) {
+  // Over the progress bar, which the next draw puts back below the line.
+  if (tty_progress_) std::fputs("\r\x1b[K", stderr);
+  std::fputs(line.c_str(), stderr);
+  std::fflush(stderr);
+}
+
+void batch_runner::report_failure(std::size_t item, std::size_t slot, int exit_code, int signal,
+                                  const std::string& reason) {
+  const bool cannot_run = reason.rfind("cannot run", 0) == 0;
+  // An item that could not even start is always said, as it always was.
+  if (!report_failures_ && !cannot_run) return;
+  std::string why;
+  if (cannot_run) {
+    why = reason;
+  } else if (reason.rfind("timeout", 0) == 0) {
+    why = "timed out after " + seconds_text(options_.timeout) + " s";
+  } else if (signal != 0) {
+    why = "killed by signal " + signal_text(signal);
+  } else {
+    why = "exit status " + std::to_string(exit_code);
+  }
+  const int attempts = status_[item].attempts;
+  if (attempts > 1) why += ", after " + std::to_string(attempts) + " attempts";
+  const std::string command = display_command(command_.expand(items_[item], item + 1, slot + 1));
+  say("polymap: item " + std::to_string(item + 1) + " failed (" + why + "): " +
+      one_line(command) + "\n");
 }
 
 void batch_runner::emit(std::size_t order, output_record record) {
@@ -625,7 +701,9 @@ void batch_runner::draw_progress(bool last) {
   const double eta = rate > 0 ? static_cast<double>(left) / rate : 0;
   constexpr int width = 30;
   const int filled =
-      total_ == 0 ? width : static_cast<int>(width * static_cast<double>(ended) / static_cast<double>(total_));
+      total_ == 0
+          ? width
+          : static_cast<int>(width * static_cast<double>(ended) / static_cast<double>(total_));
   std::string bar(static_cast<std::size_t>(std::clamp(filled, 0, width)), '#');
   bar.resize(width, '.');
   std::fprintf(stderr, "\r[%s] %zu/%zu done %zu failed %zu running %zu %.1f/s ETA %.0fs \x1b[K%s",
@@ -687,6 +765,17 @@ int batch_runner::run() {
   if (!options_.joblog.empty()) {
     joblog_ = std::make_unique<joblog>(options_.joblog, journal_ != nullptr);
   }
+  // Each failed item gets a line on stderr and the run a count at its end, unless stderr
+  // already says it: the joblog written there (a line per job), or --json's events when
+  // stderr is stdout's pipe or file (2>&1), where a line of text would break the JSON lines.
+  struct stat err_st {};
+  struct stat log_st {};
+  const bool log_on_stderr = joblog_ && fstat(2, &err_st) == 0 &&
+                             stat(options_.joblog.c_str(), &log_st) == 0 &&
+                             err_st.st_dev == log_st.st_dev && err_st.st_ino == log_st.st_ino;
+  const bool json_on_stderr = options_.json && same_file(1, 2) && isatty(2) == 0;
+  report_failures_ = !log_on_stderr && !json_on_stderr;
+  report_summary_ = !json_on_stderr;
   fit_jobs_to_fd_limit();
   // Each slot's CPUs, for the number of jobs that will run at once.
   const topology& topo = topology::current();
@@ -719,7 +808,9 @@ int batch_runner::run() {
       pollfd fd{signal_fd_, POLLIN, 0};
       const double wait_ms = std::max(0.0, std::ceil((wake - now) * 1000));
       const int ready = poll(&fd, 1, static_cast<int>(std::min(wait_ms, 3600000.0)));
-      if (ready < 0 && errno != EINTR) throw std::system_error(errno, std::generic_category(), "poll");
+      if (ready < 0 && errno != EINTR) {
+        throw std::system_error(errno, std::generic_category(), "poll");
+      }
       now = mono_now();
       handle_signals(now);
       check_deadlines(now);
@@ -762,6 +853,10 @@ int batch_runner::run() {
                    .c_str(),
                stdout);
     std::fflush(stdout);
+  }
+  if (failed_ > 0 && report_summary_) {
+    say("polymap: " + std::to_string(failed_) + " of " + std::to_string(total_) +
+        (total_ == 1 ? " item" : " items") + " failed\n");
   }
   if (!journal_failure_.empty()) {
     std::fprintf(stderr, "polymap: %s\n", journal_failure_.c_str());

@@ -41,7 +41,9 @@ void prepare_results_dir(const std::string& dir);
 /// SIGHUP: terminate the running jobs' process groups, record them interrupted, return
 /// 128+signal), and records every end in the journal before the slot it freed is used again.
 /// Each item's --results files are written before its end is recorded; a write that fails
-/// stops the run and records the item interrupted.
+/// stops the run and records the item interrupted. Each failed item gets a line on stderr
+/// (its number, why, its command line) as it fails, and the run a count of them at its end,
+/// unless the joblog is stderr, or --json writes to stderr's pipe or file.
 /// @return the exit status of polymap: 0 all done, 1 an item failed (in this run, or in an
 ///   earlier one of the journal without --retry-failed), a halt, a journal error or a
 ///   --results file that could not be written, 128+signal when stopped by a signal
