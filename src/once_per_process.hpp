@@ -6,13 +6,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <new>
 #include <thread>
 
 namespace polymap::detail {
 
 /// Storage for a `T` that is constant-initialised and never destroyed: no guard variable
-/// and no destructor registered at the first call, as a function-local static has, and
+/// at the first call, as a function-local static has, and `T`'s destructor never runs, so
 /// calls made at exit still find it. For objects whose construction is trivial and cannot
 /// fail (an executor); `once_per_process` is for those made by slow work.
 template <class T>
@@ -30,7 +31,10 @@ union never_destroyed {
 ///
 /// The making is owned by a process: threads of that process wait for the one that makes
 /// it; a process that finds another's making in progress (its own copy of it, from a fork)
-/// makes its own. The value is never destroyed. Constant-initialised (`constinit`).
+/// makes its own. The value is never destroyed. Constant-initialised (`constinit`). (A
+/// later descendant that is given the pid of a process that died while making it would
+/// wait for ever: that takes a fork during the making, that process's exit, and the reuse
+/// of its pid.)
 template <class T>
 class once_per_process {
  public:
@@ -44,11 +48,16 @@ class once_per_process {
     if (ready_.load(std::memory_order_acquire)) return held_.value;
     const pid_t self = ::getpid();
     pid_t owner = owner_.load(std::memory_order_acquire);
-    // A thread of this process makes it, or won the claim just now: wait for it.
-    while (owner == self || !owner_.compare_exchange_strong(owner, self)) {
+    // A thread of this process makes it, or won the claim just now: wait for it (the
+    // making takes milliseconds: yield a while, then sleep in short naps).
+    for (unsigned waits = 0; owner == self || !owner_.compare_exchange_strong(owner, self);) {
       if (ready_.load(std::memory_order_acquire)) return held_.value;
       if (owner != self) continue;  // the claim moved on; look again
-      std::this_thread::yield();
+      if (++waits < 64) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+      }
       owner = owner_.load(std::memory_order_acquire);
     }
     if (ready_.load(std::memory_order_acquire)) return held_.value;

@@ -321,8 +321,8 @@ void journal::check_format(std::int64_t version) {
 //   are compared before and after, and read again if a runner wrote meanwhile.
 // - a -wal and a readable -shm (a runner is live, or was killed): read in place under
 //   SQLite's locks, through reader_vfs() (which never creates a log) and with
-//   `readonly_shm` when the -shm is not writable (SQLite then builds the WAL index in
-//   private memory).
+//   `readonly_shm` (which never creates a -shm; SQLite builds the WAL index in private
+//   memory when it cannot use the file's).
 // - a -wal without a readable -shm (left by a runner whose -shm was removed), or when the
 //   above failed: the file and its log are copied into a private folder, which SQLite
 //   recovers and reads, checked against the originals as for `immutable`.
@@ -340,10 +340,11 @@ void journal::open_reader(bool copy) {
                                      journal_detail::reader_vfs());
   } else if (!copy && access(shm.c_str(), R_OK) == 0) {
     read_mode_ = read_mode::shared;
-    const bool shm_writable = access(shm.c_str(), W_OK) == 0;
-    db_ = std::make_unique<database>(
-        journal_detail::file_uri(path_, shm_writable ? "mode=ro" : "mode=ro&readonly_shm=1"),
-        flags, journal_detail::reader_vfs());
+    // `readonly_shm` even where the -shm could be written: a reader must never create one
+    // (a runner that is closing removes it before its log), which would then belong to the
+    // reader's user and could lock the runners of another out.
+    db_ = std::make_unique<database>(journal_detail::file_uri(path_, "mode=ro&readonly_shm=1"),
+                                     flags, journal_detail::reader_vfs());
     db_->busy_timeout(static_cast<int>(std::lround(lock_timeout_ * 1000)));
   } else {
     read_mode_ = read_mode::copy;
@@ -377,9 +378,17 @@ auto journal::read_snapshot(const char* doing, Fn&& fn) {
           open_reader(copy);
         }
         auto result = fn();
-        if (read_mode_ == read_mode::shared || files_state(path_) == before ||
-            attempt == attempts) {
-          return result;
+        const bool current = read_mode_ == read_mode::shared || files_state(path_) == before;
+        if (read_mode_ == read_mode::copy) {
+          // Not kept between reads (watch sleeps between them): an interrupted watch would
+          // leave the journal's commands and output in the temporary folder.
+          db_.reset();
+          copy_.reset();
+        }
+        if (current) return result;
+        if (attempt == attempts) {
+          throw journal_error("journal " + path_ + ": it changed while it was read, " +
+                              std::to_string(attempts) + " times in a row; try again");
         }
       } catch (const sqlite_error& e) {
         if (attempt == attempts) throw;

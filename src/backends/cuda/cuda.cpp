@@ -23,11 +23,15 @@ struct probe {
   std::string status;
 };
 
-/// The device count, asked once: with no driver, cudaGetDeviceCount returns
+/// The device count, asked once per process (see once_per_process: loading the driver
+/// takes milliseconds, and a fork meanwhile must not leave a child that waits for ever).
+constinit polymap::detail::once_per_process<probe> devices_probed;
+
+/// The device count: with no driver, cudaGetDeviceCount returns
 /// cudaErrorInsufficientDriver, with a driver and no GPU cudaErrorNoDevice; both mean "no
 /// GPU here" and neither may stop a CPU-only run.
 const probe& devices_here() {
-  static const probe p = [] {
+  return devices_probed.get([] {
     probe r;
     const cudaError_t e = cudaGetDeviceCount(&r.count);
     if (e != cudaSuccess) {
@@ -45,8 +49,7 @@ const probe& devices_here() {
       }
     }
     return r;
-  }();
-  return p;
+  });
 }
 
 /// The name of the sticky error that lost the CUDA context of this process, null until then.

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <system_error>
 #include <vector>
 
 namespace polymap::detail {
@@ -70,46 +71,47 @@ struct thread_pool::worker {
   std::vector<int> applied_cpus;     // empty: never bound by us
   std::optional<int> original_nice;  // the nice it started with
   std::optional<int> applied_nice;   // the nice we set, when it differs
+  std::uint32_t joined = 0;          // the last call it joined (or was made after)
 };
 
 namespace {
 
-/// The process's pool (see once_per_process: its start, which measures fork-joins, takes
-/// milliseconds, and a fork meanwhile must not leave a child that waits for it for ever).
-constinit once_per_process<thread_pool> the_pool;
+/// The process's pool, on the heap (see once_per_process: its start, which measures
+/// fork-joins, takes milliseconds, and a fork meanwhile must not leave a child that waits
+/// for it for ever).
+constinit once_per_process<thread_pool*> the_pool;
 
 /// In a child forked from the program, the parent's pool is no use: its threads stayed in
 /// the parent, and a call that waited for them would wait for ever. The child's first call
-/// starts a pool of its own. (A worker process of the processes backend never uses one.)
+/// starts a pool of its own, elsewhere: the parent's is left as it was, since a call of it
+/// may be on the forking thread's stack. (A worker process of the processes backend never
+/// uses one.)
 void forget_pool_in_child() noexcept { the_pool.forget(); }
 
-/// Whether forget_pool_in_child is registered: once per program, since a child inherits
-/// both the registration and this flag.
-std::atomic<bool> forget_registered{false};
+/// Registered when the library is loaded, while the program has one thread: a fork cannot
+/// fall between taking the registration on and making it, and children inherit it.
+[[maybe_unused]] const int forget_registered =
+    pthread_atfork(nullptr, nullptr, &forget_pool_in_child);
 
 }  // namespace
 
 thread_pool& thread_pool::instance() {
-  return the_pool.get([] { return thread_pool(); });
+  return *the_pool.get([] { return new thread_pool(); });
 }
 
 thread_pool::thread_pool() {
-  if (!forget_registered.exchange(true)) {
-    (void)pthread_atfork(nullptr, nullptr, &forget_pool_in_child);
-  }
   const std::size_t usable = topology::current().usable_count();
   {
     std::lock_guard lock(run_mutex_);
     core_threads_ = usable > 1 ? usable - 1 : 0;
-    grow(core_threads_);
+    try {
+      grow(core_threads_);
+    } catch (const std::system_error&) {
+      // No thread to be had now (a process or cgroup limit): the pool works with those it
+      // has, and each call that needs more tries again (and says so if it cannot).
+    }
   }
   fork_join_seconds_ = measure_fork_join();
-}
-
-thread_pool::~thread_pool() {
-  // The process's pool is never destroyed: its threads end with the process, or, in a
-  // forked child, were never there. Nothing to wake or join.
-  for (auto& w : workers_) w->thread.detach();
 }
 
 namespace {
@@ -157,6 +159,8 @@ void thread_pool::grow(std::size_t threads) {
     std::atomic<std::uint32_t>& word = core ? epoch_ : extra_epoch_;
     std::atomic<int>& sleepers = core ? sleepers_ : extra_sleepers_;
     const std::uint32_t seen = word.load(std::memory_order_acquire);
+    // Made for the call about to open (epoch_ + 1), never for the one before it.
+    self.joined = epoch_.load(std::memory_order_relaxed);
     workers_.push_back(std::move(w));
     self.thread = std::thread(
         [this, &self, &word, &sleepers, seen] { worker_main(self, word, sleepers, seen); });
@@ -180,9 +184,12 @@ void thread_pool::worker_main(worker& self, std::atomic<std::uint32_t>& word,
     seen = word.load(std::memory_order_acquire);
     // Calls come in runs: whether or not this thread got into this one, spin for the next.
     spin = true;
-    // A thread past the core ones was woken for some call; it joins the one running now,
-    // and a call that did not need it lets it leave at once.
-    if (!join(epoch_.load(std::memory_order_acquire))) continue;
+    // It joins the call running now (a thread past the core ones was woken for some call,
+    // and one that did not need it lets it leave at once), and never one call twice: a
+    // call may have opened after the wake, and would then also wake it on its next loop.
+    const std::uint32_t epoch = epoch_.load(std::memory_order_acquire);
+    if (epoch == self.joined || !join(epoch)) continue;
+    self.joined = epoch;
     const std::size_t s = caller_in_ ? self.index + 1 : self.index;
     if (s < participants_) {
       apply_settings(self, s);

@@ -41,7 +41,9 @@ class thread_pool {
 
   thread_pool(const thread_pool&) = delete;
   thread_pool& operator=(const thread_pool&) = delete;
-  ~thread_pool();
+  /// Never destroyed: its threads end with the process (or, in a forked child, were never
+  /// there).
+  ~thread_pool() = delete;
 
   /// Runs items [job.begin, job.end) on `participants` workers.
   /// @return false, having run nothing, when another call holds the pool
