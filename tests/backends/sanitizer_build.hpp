@@ -12,4 +12,12 @@ inline constexpr bool sanitizer_build = true;
 inline constexpr bool sanitizer_build = false;
 #endif
 
+/// Whether these tests were built with TSan, which ends a child forked from a threaded
+/// program when the child starts a thread (its `die_after_fork`).
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool tsan_build = true;
+#else
+inline constexpr bool tsan_build = false;
+#endif
+
 }  // namespace polymap::test_support
