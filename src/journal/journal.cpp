@@ -303,12 +303,19 @@ auto journal::guarded(const char* doing, Fn&& fn) {
   }
 }
 
-void journal::check_format(std::int64_t version) {
+std::int64_t journal::checked_format() {
+  std::int64_t version = 0;
+  {
+    statement query(db_->handle(), "PRAGMA user_version");
+    query.step();
+    version = query.integer(0);
+  }  // finalized here: an open statement would hold a read transaction
   if (version > format_version) {
     throw journal_error("journal " + path_ + ": written by a newer polymap (format " +
                         std::to_string(version) + "; this one reads up to " +
                         std::to_string(format_version) + ")");
   }
+  return version;
 }
 
 // A reader must work on any journal its user may read (in a folder they may not write, on
@@ -351,13 +358,7 @@ void journal::open_reader(bool copy) {
     copy_ = std::make_unique<journal_detail::private_copy>(path_, has_log);
     db_ = std::make_unique<database>(copy_->path(), false, false);
   }
-  std::int64_t found = 0;
-  {
-    statement version(db_->handle(), "PRAGMA user_version");
-    version.step();
-    found = version.integer(0);
-  }  // finalized here: an open statement would hold a read transaction
-  check_format(found);
+  const std::int64_t found = checked_format();
   if (found == 0) {
     throw journal_error("journal " + path_ + ": not a polymap journal (no format version)");
   }
@@ -442,13 +443,7 @@ journal::journal(std::string path, const journal_options& options)
   guarded("opening", [&] {
     db_ = std::make_unique<database>(path_, false, options.read_only);
     db_->busy_timeout(static_cast<int>(std::lround(lock_timeout_ * 1000)));
-    std::int64_t found = 0;
-    {
-      statement version(db_->handle(), "PRAGMA user_version");
-      version.step();
-      found = version.integer(0);
-    }  // finalized here: an open statement would hold a read transaction
-    check_format(found);
+    const std::int64_t found = checked_format();
     // NORMAL in WAL mode: durable across crashes of the process (kill -9), not across power
     // loss, where the last few ends may roll back and those items run again.
     db_->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL");

@@ -199,7 +199,8 @@ class journal {
   auto read_snapshot(const char* doing, Fn&& fn);
   void open_reader(bool copy);
   journal_summary read_summary(std::size_t top);
-  void check_format(std::int64_t version);
+  /// The open file's format version (0: none yet), refused when newer than this polymap's.
+  std::int64_t checked_format();
   void create_schema();
   void check_schema();
   /// Items of the batch whose state is in `states`, an SQL list such as "(3)".
