@@ -12,6 +12,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -441,16 +442,30 @@ journal::journal(std::string path, const journal_options& options)
     return;
   }
   guarded("opening", [&] {
-    db_ = std::make_unique<database>(path_, false, options.read_only);
-    db_->busy_timeout(static_cast<int>(std::lround(lock_timeout_ * 1000)));
-    const std::int64_t found = checked_format();
-    // NORMAL in WAL mode: durable across crashes of the process (kill -9), not across power
-    // loss, where the last few ends may roll back and those items run again.
-    db_->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL");
-    if (found == 0) {
-      create_schema();
-    } else {
-      check_schema();
+    // Runners that start together race to turn a new file to WAL mode. SQLite answers one
+    // of two connections that would otherwise deadlock with SQLITE_BUSY at once, without
+    // its busy handler: so the opening as a whole is tried again, up to the lock timeout.
+    const auto give_up = std::chrono::steady_clock::now() +
+                         std::chrono::duration<double>(lock_timeout_);
+    for (int attempt = 1;; ++attempt) {
+      try {
+        db_ = std::make_unique<database>(path_, false, options.read_only);
+        db_->busy_timeout(static_cast<int>(std::lround(lock_timeout_ * 1000)));
+        const std::int64_t found = checked_format();
+        // NORMAL in WAL mode: durable across crashes of the process (kill -9), not across
+        // power loss, where the last few ends may roll back and those items run again.
+        db_->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL");
+        if (found == 0) {
+          create_schema();
+        } else {
+          check_schema();
+        }
+        return;
+      } catch (const sqlite_error& e) {
+        if (e.code() != SQLITE_BUSY || std::chrono::steady_clock::now() >= give_up) throw;
+        db_.reset();
+        poll(nullptr, 0, std::min(5 * attempt, 100));  // the other runner's turn
+      }
     }
   });
 }
