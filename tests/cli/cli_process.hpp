@@ -73,6 +73,19 @@ inline std::string polymap_command(const std::vector<std::string>& args) {
   return command;
 }
 
+/// Runs `polymap args...` under a soft file size limit of `blocks` (1 KiB each), which stands
+/// for a full disk: SIGXFSZ ignored, so a write past it fails with EFBIG. Its stdout goes to
+/// /dev/null and its stderr to the file `err`. A job may lift the soft limit for itself.
+/// @return std::system's status
+inline int run_polymap_on_a_full_disk(const std::vector<std::string>& args, int blocks,
+                                      const std::string& err) {
+  std::string command = "trap '' XFSZ; ulimit -S -f " + std::to_string(blocks) + "; exec ";
+  command += polymap_command(args);
+  command += " >/dev/null 2>";
+  command += shell_quote(err);
+  return std::system(command.c_str());
+}
+
 /// The bytes of a file; what could be read when it fails half-way, as a file under /proc does
 /// when its process exits while it is read (an ifstream would throw then).
 inline std::string read_file(const std::string& path) {

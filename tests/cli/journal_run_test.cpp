@@ -389,11 +389,7 @@ TEST(JournalRun, FullDiskStopsWithAClearErrorAndResumeFinishes) {
   // A file size limit stands for a full disk: the items fit, then the write-ahead log
   // cannot grow past 400 KiB while ends are recorded.
   const std::vector<std::string> args = journal_run(dir, record_script, numbers(n), 2);
-  std::string command = "trap '' XFSZ; ulimit -f 400; exec ";
-  command += polymap_command(args);
-  command += " >/dev/null 2>";
-  command += shell_quote(dir / "err");
-  const int status = std::system(command.c_str());
+  const int status = run_polymap_on_a_full_disk(args, 400, dir / "err");
   EXPECT_NE(status, 0);
   const std::string err = read_file(dir / "err");
   EXPECT_NE(err.find("journal " + (dir / "j.db")), std::string::npos) << err;
@@ -467,11 +463,7 @@ TEST(JournalRun, ResultsWriteFailureRecordsNoHalfDoneItemAndResumeFinishes) {
       record_script + "; ulimit -f unlimited; [ \"$1\" != 2 ] || head -c 4000000 /dev/zero";
   const std::vector<std::string> args =
       journal_run(dir, script, numbers(3), 1, {"--results", dir / "res"});
-  std::string command = "trap '' XFSZ; ulimit -S -f 1000; exec ";
-  command += polymap_command(args);
-  command += " >/dev/null 2>";
-  command += shell_quote(dir / "err");
-  const int status = std::system(command.c_str());
+  const int status = run_polymap_on_a_full_disk(args, 1000, dir / "err");
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 1);
   const std::string err = read_file(dir / "err");

@@ -622,13 +622,10 @@ TEST(Run, ResultsFileThatCannotBeWrittenIsAnErrorNamingIt) {
   temp_dir dir;
   // A file size limit stands for a full disk: polymap may write 1000 blocks, the job (which
   // lifts its own limit) prints 4 MB. SIGXFSZ ignored: the write fails with EFBIG instead.
-  std::string command = "trap '' XFSZ; ulimit -S -f 1000; exec ";
-  command += polymap_command({"run", "-j", "1", "--results", dir / "res", "--", "sh", "-c",
-                              "ulimit -f unlimited; head -c \"$1\" /dev/zero", "sh", ":::",
-                              "10", "4000000", "20"});
-  command += " 2>";
-  command += shell_quote(dir / "err");
-  const int status = std::system(command.c_str());
+  const int status = run_polymap_on_a_full_disk(
+      {"run", "-j", "1", "--results", dir / "res", "--", "sh", "-c",
+       "ulimit -f unlimited; head -c \"$1\" /dev/zero", "sh", ":::", "10", "4000000", "20"},
+      1000, dir / "err");
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 1);
   const std::string err = read_file(dir / "err");
