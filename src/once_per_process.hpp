@@ -61,13 +61,17 @@ class once_per_process {
       owner = owner_.load(std::memory_order_acquire);
     }
     if (ready_.load(std::memory_order_acquire)) return held_.value;
-    try {
-      // Over whatever a forking thread of the parent left half made: a leak in this
-      // process at most, once. `make()` initialises it in place (no move).
+    // Over whatever a forking thread of the parent left half made: a leak in this process
+    // at most, once. `make()` initialises it in place (no move).
+    if constexpr (noexcept(make())) {
       ::new (static_cast<void*>(&held_.value)) T(make());
-    } catch (...) {
-      owner_.store(0, std::memory_order_release);  // a later call tries again
-      throw;
+    } else {
+      try {
+        ::new (static_cast<void*>(&held_.value)) T(make());
+      } catch (...) {
+        owner_.store(0, std::memory_order_release);  // a later call tries again
+        throw;
+      }
     }
     ready_.store(true, std::memory_order_release);
     return held_.value;

@@ -493,6 +493,8 @@ TEST(Processes, RunningOutOfDescriptorsIsAClearError) {
   rlimit saved{};
   ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
   const auto items = std::views::iota(std::size_t{0}, std::size_t{100});
+  // What the first call makes once per process (the orphan guard's socket) is not a call's.
+  ASSERT_EQ(polymap::map(items, mix, processes())[99], mix(99));
   std::size_t refused = 0;
   bool succeeded = false;
   // 0, 1, 2 ... descriptors to spare, until a call has all it needs.
@@ -1051,17 +1053,18 @@ std::string helper_path() {
   return moved != nullptr && *moved != '\0' ? moved : POLYMAP_SIGTERM_HELPER;
 }
 
-/// Runs the SIGTERM helper in `mode`, sends it SIGTERM once its workers run, and returns
-/// its wait status and what it printed.
+/// Runs the SIGTERM helper in `mode`, sends it `sig` once its workers run, and returns its
+/// wait status and what it printed.
 struct helper_outcome {
   int status = 0;
   std::string output;
   std::vector<pid_t> workers;
   std::vector<std::size_t> items;  // the items that started, as they said
   std::vector<pid_t> children;     // every child of the helper just before the SIGTERM
+  std::vector<pid_t> grandchildren;  // the items' own children, as they said
 };
 
-helper_outcome terminate_helper(const std::string& mode) {
+helper_outcome terminate_helper(const std::string& mode, int sig = SIGTERM) {
   helper_outcome out;
   int fds[2];
   EXPECT_EQ(pipe2(fds, O_CLOEXEC), 0);
@@ -1090,17 +1093,20 @@ helper_outcome terminate_helper(const std::string& mode) {
     return true;
   };
   const auto deadline = clock::now() + 30s;
-  while (std::count(out.output.begin(), out.output.end(), '\n') < 2 && clock::now() < deadline) {
+  const std::ptrdiff_t lines_expected = mode == "grandchildren" ? 4 : 2;
+  while (std::count(out.output.begin(), out.output.end(), '\n') < lines_expected &&
+         clock::now() < deadline) {
     if (!read_some(100) && process_gone(pid)) break;
   }
   std::istringstream lines(out.output);
   for (std::string word, id; lines >> word >> id;) {
     if (word == "worker") out.workers.push_back(static_cast<pid_t>(std::stol(id)));
     if (word == "item") out.items.push_back(std::stoul(id));
+    if (word == "grandchild") out.grandchildren.push_back(static_cast<pid_t>(std::stol(id)));
   }
   EXPECT_EQ(out.workers.size(), 2u) << "helper said: " << out.output;
   out.children = children_of(pid);
-  kill(pid, SIGTERM);
+  kill(pid, sig);
   // A helper that does not end is a failure, not a hang.
   const auto give_up = clock::now() + 30s;
   pid_t got = 0;
@@ -1108,7 +1114,7 @@ helper_outcome terminate_helper(const std::string& mode) {
     std::this_thread::sleep_for(10ms);
   }
   if (got == 0) {
-    ADD_FAILURE() << "the helper did not end within 30 s of SIGTERM";
+    ADD_FAILURE() << "the helper did not end within 30 s of signal " << sig;
     kill(pid, SIGKILL);
     got = waitpid(pid, &out.status, 0);
   }
@@ -1151,6 +1157,32 @@ TEST(Processes, SigtermAfterACrashLeavesNothingBehind) {
   }
   std::this_thread::sleep_for(1s);
   for (pid_t c : out.children) EXPECT_TRUE(process_gone(c)) << "process " << c << " survived";
+}
+
+// SIGKILL of the caller: no handler runs, the workers die of their parent-death signal,
+// and the orphan guard kills what their items started.
+TEST(Processes, SigkillToTheCallerLeavesNoItemsChildBehind) {
+  const helper_outcome out = terminate_helper("grandchildren", SIGKILL);
+  EXPECT_TRUE(WIFSIGNALED(out.status) && WTERMSIG(out.status) == SIGKILL)
+      << "wait status " << out.status << ", output: " << out.output;
+  ASSERT_EQ(out.grandchildren.size(), 2u) << "helper said: " << out.output;
+  for (pid_t w : out.workers) EXPECT_TRUE(gone_within(w, 10s)) << "worker " << w << " survived";
+  for (pid_t g : out.grandchildren) {
+    EXPECT_TRUE(gone_within(g, 10s)) << "item's child " << g << " survived its caller";
+    if (!process_gone(g)) kill(g, SIGKILL);  // leave nothing behind, whatever the outcome
+  }
+}
+
+// The helper that does it is no child of the caller's: a program's wait() for its own
+// children must not wait for it.
+TEST(Processes, TheOrphanGuardIsNotTheCallersChild) {
+  (void)polymap::map(std::vector<int>{1, 2, 3}, [](int x) { return x; }, processes());
+  for (pid_t child : children_of(getpid())) {
+    std::ifstream comm("/proc/" + std::to_string(child) + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    EXPECT_NE(name, "polymap-guard") << "process " << child;
+  }
 }
 
 TEST(Processes, TheCallersOwnSigtermHandlerRuns) {

@@ -1,12 +1,15 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
 // A program that runs a map on worker processes whose items never end, for processes_test
-// to send SIGTERM to. Each item prints "worker <pid> item <index>" on stdout when it starts.
-// Usage: polymap_sigterm_helper default|own-handler|after-crash
-//   default      leaves SIGTERM alone: polymap's guard cleans up, then the program dies of it
-//   own-handler  installs a handler first, which prints "handled" and exits with status 7
-//   after-crash  as default, but the first item crashes first, so that a replacement
-//                worker is running when SIGTERM comes
+// to send SIGTERM or SIGKILL to. Each item prints "worker <pid> item <index>" on stdout when
+// it starts.
+// Usage: polymap_sigterm_helper default|own-handler|after-crash|grandchildren
+//   default        leaves SIGTERM alone: polymap's guard cleans up, then the program dies of it
+//   own-handler    installs a handler first, which prints "handled" and exits with status 7
+//   after-crash    as default, but the first item crashes first, so that a replacement
+//                  worker is running when SIGTERM comes
+//   grandchildren  as default, but each item first forks a child of its own that never
+//                  ends, and prints "grandchild <pid>" before its worker line
 #include <unistd.h>
 
 #include <csignal>
@@ -32,8 +35,9 @@ extern "C" void on_sigterm(int) {
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
-  if (mode != "default" && mode != "own-handler" && mode != "after-crash") {
-    std::fprintf(stderr, "usage: %s default|own-handler|after-crash\n", argv[0]);
+  if (mode != "default" && mode != "own-handler" && mode != "after-crash" &&
+      mode != "grandchildren") {
+    std::fprintf(stderr, "usage: %s default|own-handler|after-crash|grandchildren\n", argv[0]);
     return 2;
   }
   if (mode == "own-handler") {
@@ -43,11 +47,19 @@ int main(int argc, char** argv) {
     sigaction(SIGTERM, &sa, nullptr);
   }
   const bool crash = mode == "after-crash";
+  const bool grandchildren = mode == "grandchildren";
   polymap::for_each(crash ? 3 : 2,
-                    [crash](std::size_t i) {
+                    [crash, grandchildren](std::size_t i) {
                       if (crash && i == 0) {
                         std::signal(SIGSEGV, SIG_DFL);
                         std::raise(SIGSEGV);
+                      }
+                      if (grandchildren) {
+                        const pid_t child = fork();
+                        if (child == 0) {
+                          for (;;) pause();
+                        }
+                        write_line("grandchild " + std::to_string(child));
                       }
                       write_line("worker " + std::to_string(getpid()) + " item " +
                                  std::to_string(i));

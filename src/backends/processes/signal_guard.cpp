@@ -2,7 +2,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "backends/processes/signal_guard.hpp"
 
+#include "once_per_process.hpp"
+#include "orphan_guard.hpp"
+
+#include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -29,6 +34,36 @@ void on_signal(int sig) {
   raise(sig);
 }
 
+/// The helper that kills the registered groups when this process dies by a signal no
+/// handler sees (SIGKILL: the OOM killer, `kill -9`, a batch system's hard limit).
+constinit once_per_process<orphan_guard*> orphan_helper;
+/// The helper once made, for add() and remove(); null before, or while it cannot be made
+/// (a process or descriptor limit): the parent-death signal is then all there is.
+std::atomic<orphan_guard*> current_helper{nullptr};
+
+/// Makes the helper if it is not there yet; a failure is tried again by the next call.
+void make_helper() noexcept {
+  try {
+    current_helper.store(orphan_helper.get([] { return new orphan_guard(); }),
+                         std::memory_order_release);
+  } catch (...) {
+  }
+}
+
+/// In a forked child (a worker among them): the helper belongs to the parent, whose death
+/// it must see; the child makes its own when it forks workers of its own.
+void forget_helper_in_child() noexcept {
+  if (orphan_guard* h = current_helper.exchange(nullptr, std::memory_order_relaxed)) {
+    close(h->socket());
+  }
+  orphan_helper.forget();
+}
+
+/// Registered when the library is loaded, while the program has one thread (see the thread
+/// pool's).
+[[maybe_unused]] const int forget_registered =
+    pthread_atfork(nullptr, nullptr, &forget_helper_in_child);
+
 bool is_ours(int sig) {
   struct sigaction current {};
   return sigaction(sig, nullptr, &current) == 0 && current.sa_handler == &on_signal;
@@ -37,6 +72,7 @@ bool is_ours(int sig) {
 }  // namespace
 
 signal_guard::signal_guard() {
+  make_helper();  // before the first worker is forked
   std::lock_guard lock(install_mutex);
   if (guards++ != 0) return;
   for (std::size_t k = 0; k < guarded_signals.size(); ++k) {
@@ -63,6 +99,7 @@ signal_guard::~signal_guard() {
 }
 
 bool signal_guard::add(pid_t group) noexcept {
+  if (orphan_guard* h = current_helper.load(std::memory_order_acquire)) h->add(group);
   for (auto& g : groups) {
     pid_t empty = 0;
     if (g.compare_exchange_strong(empty, group, std::memory_order_relaxed)) return true;
@@ -71,6 +108,7 @@ bool signal_guard::add(pid_t group) noexcept {
 }
 
 void signal_guard::remove(pid_t group) noexcept {
+  if (orphan_guard* h = current_helper.load(std::memory_order_acquire)) h->remove(group);
   for (auto& g : groups) {
     pid_t expected = group;
     if (g.compare_exchange_strong(expected, 0, std::memory_order_relaxed)) return;

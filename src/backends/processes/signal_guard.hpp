@@ -6,11 +6,13 @@
 
 namespace polymap::detail {
 
-/// Keeps SIGINT and SIGTERM from leaving worker processes behind. While at
-/// least one guard lives, a signal whose disposition was the default
-/// (terminate) first kills every registered worker process group, then
-/// terminates the program as the default would. A program's own handlers are
-/// left alone: they are never replaced. Thread safety: any thread; the registry
+/// Keeps the death of the caller from leaving worker processes, or what their
+/// items started, behind. While at least one guard lives, SIGINT or SIGTERM
+/// whose disposition was the default (terminate) first kills every registered
+/// worker process group, then terminates the program as the default would. A
+/// program's own handlers are left alone: they are never replaced. A death no
+/// handler sees (SIGKILL) is covered by an orphan_guard helper, made by the
+/// first guard and told of every group. Thread safety: any thread; the registry
 /// is lock-free for the handler's sake.
 class signal_guard {
  public:

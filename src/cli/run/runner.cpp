@@ -5,9 +5,9 @@
 #include <polymap/topology.hpp>
 
 #include "cli/run/joblog.hpp"
-#include "cli/run/orphan_guard.hpp"
 #include "cli/run/spawn.hpp"
 #include "journal/journal.hpp"
+#include "orphan_guard.hpp"
 #include "topology/binding.hpp"
 
 #include <dirent.h>
@@ -253,7 +253,7 @@ class batch_runner {
   std::vector<job> jobs_;
   std::vector<std::vector<int>> slot_cpus_;
   std::unordered_map<pid_t, std::size_t> slot_of_;
-  std::unique_ptr<orphan_guard> guard_;
+  std::unique_ptr<detail::orphan_guard> guard_;
   std::unique_ptr<journal> journal_;
   std::unique_ptr<joblog> joblog_;
   std::unordered_map<std::string, std::size_t> item_of_key_;
@@ -437,7 +437,7 @@ void batch_runner::reap() {
     const pid_t pid = waitpid(-1, &wait_status, WNOHANG);
     if (pid <= 0) return;
     const auto found = slot_of_.find(pid);
-    if (found == slot_of_.end()) continue;  // the orphan guard, if it died
+    if (found == slot_of_.end()) continue;  // no job of ours
     const std::size_t slot = found->second;
     slot_of_.erase(found);
     guard_->remove(pid);
@@ -751,7 +751,7 @@ int batch_runner::run() {
   // The --results folder was checked by the caller (prepare_results_dir) before this.
   jobs_.resize(options_.jobs);
   // The guard is forked first, before SQLite opens anything.
-  guard_ = std::make_unique<orphan_guard>();
+  guard_ = std::make_unique<detail::orphan_guard>();
   null_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
   sigset_t handled;
   sigemptyset(&handled);
