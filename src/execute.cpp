@@ -360,7 +360,9 @@ backend_kind execute(map_job& job, function_stats& stats) {
   }
 
   const bool verbose = env().explain || o.report != nullptr;
-  plan p = decide(job, stats, o.backend == backend_kind::automatic, verbose);
+  plan p = job.decided != nullptr
+               ? *job.decided
+               : decide(job, stats, o.backend == backend_kind::automatic, verbose);
   explain_if_asked(p);
   executor& ex = usable_executor(p.chosen);
   const std::size_t items = job.end - job.begin;

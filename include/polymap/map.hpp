@@ -108,12 +108,16 @@ inline constexpr result_transfer transfer_of =
     transfer_for<Ctx, typename Ctx::result_type, Ctx::fixed_results>();
 
 /// Runs a call whose chunks are `Ctx::chunk`: inline when it is too small to measure,
-/// through `execute()` otherwise. Throws option_error before anything runs (on either
+/// through `execute()` otherwise (always, with a state of the caller's or a decision of the
+/// caller's: see map_job::decided). Throws option_error before anything runs (on either
 /// path), map_error or cancelled_error after the fact.
 template <class R, class Ctx, class Slot>
 void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats& stats,
-              std::vector<Slot>* slots, run_state* external = nullptr) {
-  const inline_run how = external == nullptr ? run_inline(opts, stats, n) : inline_run::no;
+              std::vector<Slot>* slots, run_state* external = nullptr,
+              const plan* decided = nullptr) {
+  const inline_run how = external == nullptr && decided == nullptr
+                             ? run_inline(opts, stats, n)
+                             : inline_run::no;
   if (how != inline_run::no) {
     // execute() checks the options of the other path: a bad option is refused whatever
     // the size of the call (run_inline only looks at the options it needs).
@@ -139,21 +143,24 @@ void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats
   run_state& state = external != nullptr ? *external : local;
   map_job job = make_job(n, &Ctx::template chunk<true>, &ctx, state, opts);
   job.transfer = &transfer_of<Ctx>;
+  job.decided = decided;
   (void)execute(job, stats);
   throw_if_failed<R>(state, slots);
 }
 
+/// map() of the `n` items from `first`; `external` and `decided` as for run_call.
 template <class It, class Fn>
-auto map_n(It first, std::size_t n, Fn& fn, const options& opts, run_state* external = nullptr) {
+auto map_n(It first, std::size_t n, Fn& fn, const options& opts, run_state* external = nullptr,
+           const plan* decided = nullptr) {
   using R = item_result_t<Fn, It>;
   function_stats& stats = stats_for<Fn, std::iter_value_t<It>>();
   if constexpr (std::is_void_v<R>) {
     const apply_ctx<It, Fn> ctx{first, &fn};
-    run_call<void, apply_ctx<It, Fn>, char>(ctx, n, opts, stats, nullptr, external);
+    run_call<void, apply_ctx<It, Fn>, char>(ctx, n, opts, stats, nullptr, external, decided);
   } else {
     std::vector<slot_t<R>> slots = make_slots<R>(n);
     const map_ctx<It, Fn, slot_t<R>*, true> ctx{first, &fn, slots.data()};
-    run_call<R>(ctx, n, opts, stats, &slots, external);
+    run_call<R>(ctx, n, opts, stats, &slots, external, decided);
     return finish_results<R>(std::move(slots));
   }
 }
@@ -207,12 +214,13 @@ auto map(Range&& xs, Fn fn, const options& opts = {}) {
   });
 }
 
-/// Applies `fn` to every item of `xs` and writes result i to `out[i]`: no allocation, and
-/// each page of `out` is first touched by the worker that computes it.
-/// @throws the same as map(); `option_error` when `out` is shorter than `xs`
+namespace detail {
+
+/// map_into() with `decided` as for run_call.
 template <std::ranges::random_access_range In, std::ranges::random_access_range Out, class Fn>
   requires std::ranges::sized_range<In> && std::ranges::sized_range<Out>
-void map_into(const In& xs, Out&& out, Fn fn, const options& opts = {}) {
+void map_into(const In& xs, Out&& out, Fn& fn, const options& opts,
+              const plan* decided = nullptr) {
   static_assert(!std::is_same_v<std::ranges::range_value_t<Out>, bool> ||
                     std::is_lvalue_reference_v<std::ranges::range_reference_t<Out>>,
                 "polymap::map_into: a std::vector<bool> packs its elements into shared words, "
@@ -223,11 +231,21 @@ void map_into(const In& xs, Out&& out, Fn fn, const options& opts = {}) {
     throw option_error("out", std::to_string(std::ranges::size(out)) + " elements",
                        "at least as many elements as the input (" + std::to_string(n) + ")");
   }
-  using Ctx =
-      detail::map_ctx<std::ranges::iterator_t<const In>, Fn, std::ranges::iterator_t<Out>>;
-  detail::function_stats& stats = detail::stats_for<Fn, std::ranges::range_value_t<In>>();
+  using Ctx = map_ctx<std::ranges::iterator_t<const In>, Fn, std::ranges::iterator_t<Out>>;
+  function_stats& stats = stats_for<Fn, std::ranges::range_value_t<In>>();
   const Ctx ctx{std::ranges::begin(xs), &fn, std::ranges::begin(out)};
-  detail::run_call<typename Ctx::result_type, Ctx, char>(ctx, n, opts, stats, nullptr);
+  run_call<typename Ctx::result_type, Ctx, char>(ctx, n, opts, stats, nullptr, nullptr, decided);
+}
+
+}  // namespace detail
+
+/// Applies `fn` to every item of `xs` and writes result i to `out[i]`: no allocation, and
+/// each page of `out` is first touched by the worker that computes it.
+/// @throws the same as map(); `option_error` when `out` is shorter than `xs`
+template <std::ranges::random_access_range In, std::ranges::random_access_range Out, class Fn>
+  requires std::ranges::sized_range<In> && std::ranges::sized_range<Out>
+void map_into(const In& xs, Out&& out, Fn fn, const options& opts = {}) {
+  detail::map_into(xs, std::forward<Out>(out), fn, opts);
 }
 
 /// Calls `fn(i)` for every i in [0, n), HPC style.

@@ -234,5 +234,62 @@ TEST(AutomaticBackendDeathTest, ExplainVariablePrintsEveryDecision) {
       testing::ExitedWithCode(0), "polymap: 1000 items -> [a-z]+: ");
 }
 
+/// A decision weighed by the caller (as polymap::cuda::map weighs the GPU), here one that
+/// automatic would never make for such cheap items: worker processes.
+plan decided_elsewhere(std::size_t items) {
+  plan p;
+  p.chosen = backend::processes;
+  p.items = items;
+  p.reason = "weighed by the caller";
+  p.estimates.push_back({.backend = backend::cuda, .usable = true, .seconds = 1.0, .workers = 1});
+  return p;
+}
+
+/// Items that ran in this process (the calling thread's samples), not in a worker process.
+std::atomic<int> items_in_this_process{0};
+
+TEST(AutomaticBackend, ACallersDecisionIsRunAsItIsAndReported) {
+  std::vector<double> xs(1000);
+  std::iota(xs.begin(), xs.end(), 0.0);
+  auto twice = [](double x) {
+    items_in_this_process.fetch_add(1, std::memory_order_relaxed);
+    return 2 * x;
+  };
+  const plan decided = decided_elsewhere(xs.size());
+  run_report report;
+  const std::vector<double> ys =
+      detail::map_n(xs.begin(), xs.size(), twice, {.report = &report}, nullptr, &decided);
+  ASSERT_EQ(ys.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], 2 * xs[i]) << "item " << i;
+  EXPECT_EQ(report.backend, backend::processes);
+  EXPECT_EQ(report.decision.reason, "weighed by the caller");
+  ASSERT_EQ(report.decision.estimates.size(), 1u);
+  EXPECT_EQ(report.decision.estimates[0].backend, backend::cuda);
+  // Nothing sampled on the calling thread: the function's cost was never asked for.
+  EXPECT_EQ(items_in_this_process.load(), 0);
+
+  std::vector<double> into(xs.size(), -1.0);
+  run_report into_report;
+  detail::map_into(xs, into, twice, {.report = &into_report}, &decided);
+  EXPECT_EQ(into, ys);
+  EXPECT_EQ(into_report.backend, backend::processes);
+  EXPECT_EQ(into_report.decision.reason, "weighed by the caller");
+  EXPECT_EQ(items_in_this_process.load(), 0);
+}
+
+TEST(AutomaticBackendDeathTest, ExplainVariablePrintsACallersDecision) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process reads the environment
+  EXPECT_EXIT(
+      {
+        setenv("POLYMAP_EXPLAIN", "1", 1);
+        std::vector<double> xs(100, 1.0);
+        auto twice = [](double x) { return x * 2; };
+        const plan decided = decided_elsewhere(xs.size());
+        (void)detail::map_n(xs.begin(), xs.size(), twice, {}, nullptr, &decided);
+        std::exit(0);
+      },
+      testing::ExitedWithCode(0), "polymap: 100 items -> processes: weighed by the caller");
+}
+
 }  // namespace
 }  // namespace polymap

@@ -103,7 +103,8 @@ inline void record_cost(function_stats& s, double seconds_per_item) noexcept {
                  .seconds_per_item = 0,
                  .ascending = false,
                  .max_chunk = 0,
-                 .transfer = nullptr};
+                 .transfer = nullptr,
+                 .decided = nullptr};
 }
 
 /// How far a call has come, from its counters and its start time.

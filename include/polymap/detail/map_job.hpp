@@ -8,6 +8,7 @@
 
 namespace polymap {
 struct options;
+struct plan;
 }
 
 namespace polymap::detail {
@@ -31,6 +32,10 @@ struct map_job {
   std::size_t max_chunk = 0;        ///< upper bound on a chunk, 0 for none
   /// How results come back from a worker process; null: the call cannot run in one.
   const result_transfer* transfer = nullptr;
+  /// Where the call runs, decided by its caller (polymap::cuda::map weighed the GPU and
+  /// chose a CPU backend): execute() runs it there and reports this plan, with no sampling
+  /// or deciding of its own. Null: execute() decides.
+  const plan* decided = nullptr;
 };
 
 }  // namespace polymap::detail
