@@ -25,8 +25,10 @@ cd "$(dirname "$0")/.."
 carry=build-gpu-carry
 
 build() {
+  # Not -march=native: the binaries run on the GPU machine's CPU, not this one's.
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DPOLYMAP_WITH_CUDA=ON \
-    -DPOLYMAP_BUILD_TESTS=ON -DPOLYMAP_BUILD_BENCHMARKS=ON -DPOLYMAP_BUILD_CLI=ON
+    -DPOLYMAP_BUILD_TESTS=ON -DPOLYMAP_BUILD_BENCHMARKS=ON -DPOLYMAP_BUILD_CLI=ON \
+    -DPOLYMAP_BENCH_NATIVE=OFF
   cmake --build build-gpu -j 2 --target polymap_cuda_tests polymap_bench_gpu \
     polymap_bench_staging_copy polymap_cli
   rm -rf "$carry" && mkdir -p "$carry/bin" "$carry/lib"
@@ -43,7 +45,10 @@ build() {
 run() {
   local out=${OUT:-gpu-results}
   mkdir -p "$out"
-  export LD_LIBRARY_PATH="$PWD/$carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # The carried libraries for the carried programs only: nvidia-smi and python3 keep the
+  # machine's own.
+  local libs="$PWD/$carry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  local carried=(env "LD_LIBRARY_PATH=$libs")
   local status=0 bin=$PWD/$carry/bin
   export PATH=$PATH:/usr/local/cuda/bin  # compute-sanitizer, where the toolkit is
   # Each step has its own time limit, so that one hang cannot use up the machine's time; its
@@ -58,13 +63,16 @@ run() {
               --benchmark_out_format=json)
   # What polymap measures and keeps ($XDG_CACHE_HOME/polymap) stays in this run's folder.
   export XDG_CACHE_HOME=$PWD/$carry/cache
-  # The limits add up to 420 s, so that the device time of one session leaves room to run it
-  # again.
-  { nvidia-smi || true; uname -a; nproc; timeout 30 "$bin/polymap" calibrate || true; } \
+  # The limits add up to 420 s: with the machine's start and the transfers, a run that uses
+  # them all takes some 10 of a session's 15 device minutes, so a second run fits only when
+  # the first ended well within them. Give the machine back after it.
+  { nvidia-smi || true; uname -a; nproc
+    timeout 30 "${carried[@]}" "$bin/polymap" calibrate || true; } \
     >"$out/device.txt" 2>&1
-  step 60 cuda_tests.log "$bin/polymap_cuda_tests"
-  step 150 bench.log "$bin/bench_gpu" "${reps[@]}" --benchmark_out="$out/bench_gpu.json"
-  step 30 bench.log "$bin/bench_staging_copy" "${reps[@]}" \
+  step 60 cuda_tests.log "${carried[@]}" "$bin/polymap_cuda_tests"
+  step 150 bench.log "${carried[@]}" "$bin/bench_gpu" "${reps[@]}" \
+    --benchmark_out="$out/bench_gpu.json"
+  step 30 bench.log "${carried[@]}" "$bin/bench_staging_copy" "${reps[@]}" \
     --benchmark_out="$out/staging_copy.json"
   # One file for the device and the figures against their targets (the tool brings back
   # 8), written before the steps that could still time out.
@@ -74,7 +82,8 @@ run() {
     >"$out/summary.md" 2>&1 || status=1
   rm -f "$out/device.txt"
   echo "== polymap bench --json (limit 60s)"
-  timeout 60 "$bin/polymap" bench --json >"$out/polymap_bench.json" 2>>"$out/bench.log" ||
+  timeout 60 "${carried[@]}" "$bin/polymap" bench --json >"$out/polymap_bench.json" \
+    2>>"$out/bench.log" ||
     { echo "   failed: exit $?"; status=1; }
   # Out-of-bounds accesses and races in polymap's own kernels and copies, where the machine
   # has the checker: the device tests but the out-of-memory one, whose failed allocation
@@ -82,7 +91,8 @@ run() {
   # checker's slowness would break, and the two whose size or spinning it would make last
   # minutes.
   if command -v compute-sanitizer >/dev/null; then
-    step 90 memcheck.log compute-sanitizer --tool memcheck --error-exitcode 3 \
+    # The tested program inherits the tool's environment: the tool gets the path too.
+    step 90 memcheck.log "${carried[@]}" compute-sanitizer --tool memcheck --error-exitcode 3 \
       "$bin/polymap_cuda_tests" \
       --gtest_filter='CudaDevice.*:-*OutOfMemory*:*Costs*:*TwoToTheThirtyOne*:*StopInTheMiddle*'
   else

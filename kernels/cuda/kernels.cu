@@ -12,6 +12,7 @@
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/transform_reduce.h>
 
+#include <new>
 #include <optional>
 #include <span>
 
@@ -163,6 +164,11 @@ std::uint64_t pi_hits(std::uint64_t seed, std::size_t blocks, std::size_t sample
     pc::detail::check(static_cast<cudaError_t>(e.code().value()), "thrust::transform_reduce in pi_hits",
                       __FILE__, __LINE__);
     throw;  // a code of cudaSuccess: not a CUDA failure after all
+  } catch (const std::bad_alloc&) {
+    // Thrust's own temporary storage: the same out-of-memory as any other allocation.
+    pc::detail::check(cudaErrorMemoryAllocation, "thrust::transform_reduce in pi_hits",
+                      __FILE__, __LINE__);
+    throw;  // unreachable: check throws for any code but cudaSuccess
   }
 }
 

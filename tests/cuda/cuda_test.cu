@@ -487,6 +487,9 @@ TEST_F(CudaDevice, AsyncMapReportsProgressAndResults) {
   auto job = cuda::map_async(xs, marked_scale{2.0F}, {.backend = backend::cuda});
   const std::vector<float> ys = job.get();
   for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], 2.0F * xs[i]);
+  // Items in device memory: refused at the call, which copies its items on the host first.
+  const cuda::device_buffer<float> d{std::span<const float>(xs)};
+  EXPECT_THROW((void)cuda::map_async(d.span(), marked_scale{2.0F}), option_error);
 }
 
 TEST_F(CudaDevice, EightCallerThreadsAtOnce) {

@@ -65,6 +65,11 @@ inline void check(cudaError_t code, const char* expr, const char* file, int line
                        cudaGetErrorString(code) + ")");
 }
 
+/// Clears an error that an earlier call on this thread left unchecked (the program's own,
+/// or a clean-up's whose failure changes nothing), so that the cudaGetLastError after the
+/// next launch reports that launch alone. A sticky error stays: the launch reports it.
+inline void clear_stale_error() noexcept { (void)cudaGetLastError(); }
+
 }  // namespace polymap::cuda::detail
 
 /// Checks the cudaError_t of `expr`; throws polymap::cuda_error with the file and line.

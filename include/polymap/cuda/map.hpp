@@ -290,10 +290,14 @@ class staging_pool {
     return std::make_unique<staging>();
   }
 
-  /// Keeps `s` for a later call, or frees it when the pool is full.
+  /// Keeps `s` for a later call, or frees it when the pool is full: after the lock is let
+  /// go, since freeing pinned and device memory waits for the whole device.
   void give_back(std::unique_ptr<staging> s) noexcept {
-    const std::lock_guard lock(mutex_);
-    if (free_.size() < kept) free_.push_back(std::move(s));  // reserved: cannot throw
+    {
+      const std::lock_guard lock(mutex_);
+      if (free_.size() < kept) free_.push_back(std::move(s));  // reserved: cannot throw
+    }
+    s.reset();
   }
 
  private:
@@ -321,12 +325,16 @@ struct memory_place {
   int device = -1;  ///< for device memory, the GPU whose memory it is
 };
 
+/// @throws cuda_error for any failure but the "invalid value" of plain host memory on old
+///   runtimes (a lost context among them, which must not pass for host memory)
 inline memory_place place_of(const void* p) {
   cudaPointerAttributes a{};
-  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+  const cudaError_t code = cudaPointerGetAttributes(&a, p);
+  if (code == cudaErrorInvalidValue) {
     (void)cudaGetLastError();  // plain host memory on old runtimes
     return {};
   }
+  POLYMAP_CUDA_CHECK(code);
   return {.type = a.type, .device = a.device};
 }
 
@@ -399,6 +407,7 @@ void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
       void* to = out_pinned ? static_cast<void*>(out + first) : s.host_out;
       POLYMAP_CUDA_CHECK(
           cudaMemcpyAsync(s.dev_in, from, count * sizeof(In), cudaMemcpyHostToDevice, s.stream));
+      clear_stale_error();
       map_kernel<<<grid_for(count), block_threads, 0, s.stream>>>(
           fn, static_cast<const In*>(s.dev_in), static_cast<R*>(s.dev_out), count);
       POLYMAP_CUDA_CHECK(cudaGetLastError());
@@ -576,7 +585,8 @@ host_choice host_decision(std::span<const T> xs, Fn& fn, const options& opts) {
   } else {
     c = host_plan<T, R>(xs, fn, opts);
   }
-  // A call that stays on the CPU is printed by polymap::map, one on the GPU here.
+  // A call that stays on the CPU is printed by execute(), which runs this decision (see
+  // map_job::decided); one on the GPU here.
   if (c.decision.chosen == backend_kind::cuda) polymap::detail::explain_if_asked(c.decision);
   return c;
 }
@@ -594,17 +604,6 @@ inline void note_gpu(const options& o, plan decision) {
 /// (an empty for_each must cost no more than a raw launch).
 inline void note_gpu(const options& o, std::size_t items, const char* reason) {
   if (o.report != nullptr) note_gpu(o, gpu_plan(items, reason));
-}
-
-/// After a call that weighed the GPU ran on the CPU: the GPU's estimate, and what it
-/// predicted, in the report that the CPU backend filled in.
-inline void note_cpu(const options& o, const host_choice& weighed) {
-  if (o.report == nullptr) return;
-  for (const backend_estimate& e : weighed.decision.estimates) {
-    if (e.backend == backend_kind::cuda) {
-      polymap::detail::add_estimate(o.report->decision, e, weighed.gpu_source);
-    }
-  }
 }
 
 }  // namespace detail
@@ -705,8 +704,7 @@ void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opt
       detail::watched_stream_map(xs.data(), into.data(), xs.size(), fn, opts);
       detail::note_gpu(opts, std::move(c.decision));
     } else {
-      polymap::map_into(xs, into, fn, opts);
-      detail::note_cpu(opts, c);
+      polymap::detail::map_into(xs, into, fn, opts, &c.decision);
     }
   }
 }
@@ -737,9 +735,7 @@ template <std::ranges::contiguous_range Range, class Fn>
     }
     detail::host_choice c = detail::host_decision<T, R>(std::span<const T>(in, n), fn, opts);
     if (c.decision.chosen != backend_kind::cuda) {
-      std::vector<R> out = polymap::map(xs, fn, opts);
-      detail::note_cpu(opts, c);
-      return out;
+      return polymap::detail::map_n(in, n, fn, opts, nullptr, &c.decision);
     }
     std::vector<R> out = polymap::detail::make_large_vector<R>(n);
     detail::watched_stream_map(in, out.data(), n, fn, opts);
@@ -790,6 +786,7 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
     const auto count = static_cast<std::size_t>(n);
     if (count == 0) return;
     device_guard on(o.device);
+    detail::clear_stale_error();
     detail::index_kernel<<<detail::grid_for(count), block_threads>>>(fn, count);
     POLYMAP_CUDA_CHECK(cudaGetLastError());
     // The legacy default stream: the kernel and what it waited for, not other threads' streams.
@@ -801,7 +798,8 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
 /// `map` of a host-resident range in the background; the GPU path reports progress per
 /// chunk and stops between chunks on `cancel()`.
 /// @return polymap::job<std::vector<R>>
-/// @throws option_error at once; the rest from `get()`
+/// @throws option_error at once (a range in device memory among them: the call copies its
+///   items on the host first); the rest from `get()`
 template <std::ranges::contiguous_range Range, class Fn>
   requires std::ranges::sized_range<Range>
 auto map_async(Range&& xs, Fn fn, options opts = {}) {
@@ -809,6 +807,15 @@ auto map_async(Range&& xs, Fn fn, options opts = {}) {
   using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;
   polymap::detail::check_options(opts);
   detail::check_device(opts);
+  const bool may_be_on_gpu =
+      opts.backend == backend_kind::automatic || opts.backend == backend_kind::cuda;
+  // Managed memory the host can read; device memory it cannot.
+  if (may_be_on_gpu && std::ranges::size(xs) != 0 &&
+      detail::where_is(std::ranges::data(xs)).type == cudaMemoryTypeDevice) {
+    throw option_error("xs", "a range in device memory",
+                       "a host range; map a device range with polymap::cuda::map, which reads "
+                       "it in place");
+  }
   std::vector<T> items(std::ranges::begin(xs), std::ranges::end(xs));
   auto state = std::make_shared<polymap::detail::run_state>(items.size());
   const auto start = std::chrono::steady_clock::now();
@@ -828,10 +835,8 @@ auto map_async(Range&& xs, Fn fn, options opts = {}) {
               detail::note_gpu(opts, std::move(c.decision));
               return out;
             }
-            std::vector<R> out =
-                polymap::detail::map_n(items.begin(), items.size(), fn, opts, state.get());
-            detail::note_cpu(opts, c);
-            return out;
+            return polymap::detail::map_n(items.begin(), items.size(), fn, opts, state.get(),
+                                          &c.decision);
           }
         }
         return polymap::detail::map_n(items.begin(), items.size(), fn, opts, state.get());
