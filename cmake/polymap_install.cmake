@@ -58,6 +58,7 @@ write_basic_package_version_file(
 install(FILES
   ${PROJECT_BINARY_DIR}/cmake/install/polymapConfig.cmake
   ${PROJECT_BINARY_DIR}/polymapConfigVersion.cmake
+  ${CMAKE_CURRENT_LIST_DIR}/polymapFindKokkos.cmake
   DESTINATION ${POLYMAP_INSTALL_CMAKEDIR}
   COMPONENT polymap_development)
 
@@ -65,6 +66,8 @@ install(FILES
 export(EXPORT polymapTargets
   NAMESPACE polymap::
   FILE ${PROJECT_BINARY_DIR}/polymapTargets.cmake)
+configure_file(${CMAKE_CURRENT_LIST_DIR}/polymapFindKokkos.cmake
+               ${PROJECT_BINARY_DIR}/polymapFindKokkos.cmake COPYONLY)
 configure_package_config_file(
   ${CMAKE_CURRENT_LIST_DIR}/polymapConfig.cmake.in
   ${PROJECT_BINARY_DIR}/polymapConfig.cmake

@@ -13,17 +13,7 @@
 # the config's include directory has no Kokkos_Core.hpp. Remove it once Debian ships a fixed
 # config (Trilinos' packaging, not Kokkos upstream, writes the bad path).
 
-# find_package(Kokkos CONFIG QUIET) in a scope of its own. Kokkos' config (3.4 and 4.x alike)
-# sets CMAKE_CXX_EXTENSIONS OFF in the cache, with a warning, unless it is off already: a
-# setting of whoever builds polymap (the project that add_subdirectory()s it), not polymap's
-# to change. Here it sees an OFF that ends with the function. polymapConfig.cmake.in has the
-# same function for a consumer of the package.
-function(polymap_find_kokkos_package)
-  set(CMAKE_CXX_EXTENSIONS OFF)
-  find_package(Kokkos CONFIG QUIET)
-  set(Kokkos_FOUND ${Kokkos_FOUND} PARENT_SCOPE)
-  set(Kokkos_VERSION ${Kokkos_VERSION} PARENT_SCOPE)
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/polymapFindKokkos.cmake)
 
 set(POLYMAP_KOKKOS_FOUND FALSE)
 set(POLYMAP_KOKKOS_PACKAGE 0)

@@ -1,0 +1,14 @@
+# SPDX-FileCopyrightText: polymap contributors
+# SPDX-License-Identifier: Apache-2.0
+# polymap_find_kokkos_package(): find_package(Kokkos CONFIG QUIET) in a scope of its own,
+# for polymap's build (cmake/polymap_kokkos.cmake) and for a consumer of the package
+# (polymapConfig.cmake, beside which this file is installed). Kokkos' config (3.4 and 4.x
+# alike) sets CMAKE_CXX_EXTENSIONS OFF in the cache, with a warning, unless it is off already:
+# a setting of whoever builds or uses polymap, not polymap's to change. Here it sees an OFF
+# that ends with the function; the imported targets stay.
+function(polymap_find_kokkos_package)
+  set(CMAKE_CXX_EXTENSIONS OFF)
+  find_package(Kokkos CONFIG QUIET)
+  set(Kokkos_FOUND ${Kokkos_FOUND} PARENT_SCOPE)
+  set(Kokkos_VERSION ${Kokkos_VERSION} PARENT_SCOPE)
+endfunction()
