@@ -4,21 +4,69 @@
 
 #include <polymap/backends/cuda.hpp>
 #include <polymap/options.hpp>
+#include <polymap/topology.hpp>
 
 #include "cli/commands.hpp"
 #include "executor.hpp"
 
+#include <time.h>
+
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
+#include <latch>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace polymap::cli {
 
 namespace {
+
+/// Below this share of its CPUs, the figures are a busy machine's, and calibrate says so.
+constexpr double busy_share = 0.8;
+
+double thread_cpu_seconds() noexcept {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+/// The share of its CPUs that this process gets now: one thread per usable CPU spins for
+/// 200 ms (two periods of a cgroup's quota) and counts the CPU time it was given, against
+/// the CPUs it may use (the quota, where it is below them). Near 1 on an idle machine;
+/// other work on the same CPUs takes the rest, and so does a quota's throttling.
+double cpu_share() {
+  const topology& t = topology::current();
+  const std::size_t threads = std::max<std::size_t>(t.usable_count(), 1);
+  const double cpus = std::min(static_cast<double>(threads),
+                               t.cpu_quota().value_or(static_cast<double>(threads)));
+  constexpr auto span = std::chrono::milliseconds(200);
+  std::vector<double> given(threads, 0.0);
+  std::latch start(static_cast<std::ptrdiff_t>(threads) + 1);
+  std::chrono::steady_clock::time_point end{};
+  {
+    std::vector<std::jthread> spinners;
+    for (std::size_t i = 0; i < threads; ++i) {
+      spinners.emplace_back([&, i] {
+        start.arrive_and_wait();
+        const double before = thread_cpu_seconds();
+        while (std::chrono::steady_clock::now() < end) {
+        }
+        given[i] = thread_cpu_seconds() - before;
+      });
+    }
+    end = std::chrono::steady_clock::now() + span;
+    start.arrive_and_wait();
+  }
+  double total = 0;
+  for (double g : given) total += g;
+  return std::min(1.0, total / (std::chrono::duration<double>(span).count() * cpus));
+}
 
 struct cpu_constants {
   std::optional<double> fork_join;  // threads: one fork-join of the pool
@@ -71,6 +119,8 @@ int run_calibrate(const calibrate_args& args) {
     }
   }
 
+  // Before and after: other work that starts or ends while measuring counts too.
+  double share = cpu_share();
   const cpu_constants cpu = measure_cpu();
   std::vector<gpu_row> gpus;
   bool failed = false;
@@ -84,9 +134,18 @@ int run_calibrate(const calibrate_args& args) {
     }
     gpus.push_back(std::move(row));
   }
+  share = std::min(share, cpu_share());
+  if (share < busy_share) {
+    fmt::print(stderr,
+               "polymap calibrate: this process got {:.0f}% of its CPUs while measuring (other "
+               "work runs on them): these figures are a busy machine's; measure again when it "
+               "is idle\n",
+               100 * share);
+  }
 
   if (args.json) {
     nlohmann::ordered_json j;
+    j["cpu_share"] = share;
     j["threads"] = cpu.fork_join ? nlohmann::ordered_json{{"fork_join_seconds", *cpu.fork_join},
                                                           {"workers", cpu.workers}}
                                  : nlohmann::ordered_json{{"unusable", cpu.threads_status}};

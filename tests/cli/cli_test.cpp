@@ -8,12 +8,15 @@
 #include <polymap/version.hpp>
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include "cli_process.hpp"
 
 #include <array>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -236,6 +239,8 @@ TEST(Cli, CalibrateMeasuresTheCpuAndKeepsEveryGpusCosts) {
   const cli_result r = run_cli({"calibrate", "--json"}, false);
   ASSERT_EQ(r.status, 0) << r.out;
   const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j.at("cpu_share").get<double>(), 0) << r.out;
+  EXPECT_LE(j.at("cpu_share").get<double>(), 1) << r.out;
   EXPECT_GT(j.at("threads").at("fork_join_seconds").get<double>(), 0) << r.out;
   EXPECT_GE(j.at("threads").at("workers").get<std::size_t>(), 1U) << r.out;
   EXPECT_GT(j.at("processes").at("fork_seconds").get<double>(), 0) << r.out;
@@ -270,6 +275,46 @@ TEST(Cli, CalibrateSaysWhatItMeasuredAndWhyNotTheGpu) {
               std::string::npos)
         << r.out;
   }
+}
+
+/// Processes that spin on this process's CPUs (they inherit its affinity and cgroup) while
+/// the object lives.
+class cpu_hogs {
+ public:
+  explicit cpu_hogs(std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const pid_t pid = fork();
+      if (pid == 0) {
+        volatile std::uint64_t spins = 0;
+        for (;;) spins = spins + 1;
+      }
+      if (pid > 0) pids_.push_back(pid);
+    }
+  }
+  ~cpu_hogs() {
+    for (pid_t pid : pids_) kill(pid, SIGKILL);
+    for (pid_t pid : pids_) waitpid(pid, nullptr, 0);
+  }
+  cpu_hogs(const cpu_hogs&) = delete;
+  cpu_hogs& operator=(const cpu_hogs&) = delete;
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
+TEST(Cli, CalibrateSaysWhenOtherWorkTookItsCpus) {
+  const scratch_cache cache;
+  // Twice as many spinning processes as CPUs: calibrate gets a third of them at most.
+  const cpu_hogs hogs(2 * polymap::topology::current().usable_count());
+  const cli_result text = run_cli({"calibrate"});
+  ASSERT_EQ(text.status, 0) << text.out;
+  EXPECT_NE(text.out.find("of its CPUs while measuring (other work runs on them): these "
+                          "figures are a busy machine's"),
+            std::string::npos)
+      << text.out;
+  const cli_result json = run_cli({"calibrate", "--json"}, false);
+  ASSERT_EQ(json.status, 0) << json.out;
+  EXPECT_LT(nlohmann::json::parse(json.out).at("cpu_share").get<double>(), 0.8) << json.out;
 }
 
 TEST(Cli, CalibrateRefusesADeviceThatIsNotHere) {
