@@ -278,12 +278,17 @@ class staging_pool {
     return pool;
   }
 
-  [[nodiscard]] std::unique_ptr<staging> take() {
+  /// A set for a call on `device`: one made there when the pool has one (a set of another
+  /// device would be freed and made again, some 10 ms for its 128 MiB), else any.
+  [[nodiscard]] std::unique_ptr<staging> take(int device) {
     {
       const std::lock_guard lock(mutex_);
       if (!free_.empty()) {
-        std::unique_ptr<staging> s = std::move(free_.back());
-        free_.pop_back();
+        auto found = std::find_if(free_.begin(), free_.end(),
+                                  [device](const auto& s) { return s->device == device; });
+        if (found == free_.end()) found = free_.end() - 1;
+        std::unique_ptr<staging> s = std::move(*found);
+        free_.erase(found);
         return s;
       }
     }
@@ -309,7 +314,7 @@ class staging_pool {
 /// One call's staging set, back to the pool when the call ends.
 class staging_lease {
  public:
-  staging_lease() : set_(staging_pool::instance().take()) {}
+  explicit staging_lease(int device) : set_(staging_pool::instance().take(device)) {}
   ~staging_lease() { staging_pool::instance().give_back(std::move(set_)); }
   staging_lease(const staging_lease&) = delete;
   staging_lease& operator=(const staging_lease&) = delete;
@@ -376,7 +381,7 @@ void stream_map(const In* in, R* out, std::size_t n, Fn& fn, int device,
   const std::size_t per_chunk = std::min(chunk, n);
   const bool in_pinned = is_pinned(in, n * sizeof(In));
   const bool out_pinned = is_pinned(out, n * sizeof(R));
-  staging_lease lease;
+  staging_lease lease(device);
   staging& st = *lease;
   st.reserve(device, per_chunk * sizeof(In), per_chunk * sizeof(R),
              in_pinned ? 0 : per_chunk * sizeof(In), out_pinned ? 0 : per_chunk * sizeof(R));
