@@ -9,6 +9,8 @@
 function(polymap_find_kokkos_package)
   set(CMAKE_CXX_EXTENSIONS OFF)
   find_package(Kokkos CONFIG QUIET)
-  set(Kokkos_FOUND ${Kokkos_FOUND} PARENT_SCOPE)
-  set(Kokkos_VERSION ${Kokkos_VERSION} PARENT_SCOPE)
+  # What a build with Kokkos needs to know of it (kokkos_check reads Kokkos_DEVICES).
+  foreach(var IN ITEMS Kokkos_FOUND Kokkos_VERSION Kokkos_DEVICES Kokkos_COMPILE_LANGUAGE)
+    set(${var} ${${var}} PARENT_SCOPE)
+  endforeach()
 endfunction()

@@ -8,8 +8,9 @@
 #
 # Debian 12's libtrilinos-kokkos-dev (Trilinos 13.2, Kokkos 3.4.01) installs a CMake config
 # whose Kokkos::kokkos target names /usr/lib/include as its include directory, while the
-# headers are in /usr/include/trilinos; its link interface also carries a stray
-# "-DKOKKOS_DEPENDENCE" word. The fallback below finds the headers and libraries itself when
+# headers are in /usr/include/trilinos; its link interface also carries a
+# "-DKOKKOS_DEPENDENCE" word (the marker of Kokkos' compiler launcher, which that package
+# does not install, so g++ gets it). The fallback below finds the headers and libraries itself when
 # the config's include directory has no Kokkos_Core.hpp. Remove it once Debian ships a fixed
 # config (Trilinos' packaging, not Kokkos upstream, writes the bad path).
 
@@ -26,14 +27,17 @@ polymap_find_kokkos_package()
 if(Kokkos_FOUND AND TARGET Kokkos::kokkos)
   add_library(polymap_kokkos_dependency INTERFACE)
   set_target_properties(polymap_kokkos_dependency PROPERTIES EXPORT_NAME kokkos_dependency)
+  # Broken only when a directory the target names lacks the header. A standalone Kokkos'
+  # Kokkos::kokkos names none itself (its include directory is on Kokkos::kokkoscore, which
+  # it links): sound.
   get_target_property(_polymap_kokkos_inc Kokkos::kokkos INTERFACE_INCLUDE_DIRECTORIES)
-  set(_polymap_kokkos_header_found FALSE)
+  set(_polymap_kokkos_config_broken FALSE)
   foreach(dir IN LISTS _polymap_kokkos_inc)
-    if(NOT dir MATCHES "\\$<" AND EXISTS "${dir}/Kokkos_Core.hpp")
-      set(_polymap_kokkos_header_found TRUE)
+    if(dir AND NOT dir MATCHES "\\$<" AND NOT EXISTS "${dir}/Kokkos_Core.hpp")
+      set(_polymap_kokkos_config_broken TRUE)
     endif()
   endforeach()
-  if(_polymap_kokkos_header_found OR _polymap_kokkos_inc MATCHES "\\$<")
+  if(NOT _polymap_kokkos_config_broken)
     # A sound config (a user's Kokkos 4, possibly with CUDA or OpenMP): use it as it is.
     target_link_libraries(polymap_kokkos_dependency INTERFACE Kokkos::kokkos)
     set(POLYMAP_KOKKOS_FOUND TRUE)

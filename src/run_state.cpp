@@ -5,7 +5,7 @@
 #include <polymap/detail/run_state.hpp>
 
 #include "backends/threads/futex.hpp"
-#include "backends/threads/worker_flag.hpp"
+#include "worker_flag.hpp"
 
 #include <atomic>
 #include <cerrno>

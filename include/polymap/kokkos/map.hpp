@@ -10,9 +10,16 @@
 /// header is for the other spaces.
 ///
 /// Kokkos is initialised here only when the program has not done it (and finalised at
-/// exit only then), as by the kokkos backend. Inside a worker process of the processes
-/// backend Kokkos is never touched: a space that reads host memory becomes a plain loop on
-/// the worker's thread, any other space is refused.
+/// exit only then), as by the kokkos backend. A program that initialises Kokkos itself must
+/// do so before its first polymap Kokkos call: Kokkos 3.7 and later abort a second
+/// `Kokkos::initialize`, and a `Kokkos::ScopeGuard` made after one.
+///
+/// Inside a worker process of the processes backend Kokkos is never touched: a space that
+/// reads host memory becomes a plain loop on the worker's thread, any other space is
+/// refused. Nested in an item of another map, a space that reads host memory becomes a
+/// plain loop on that item's thread too (a host space does not nest: Kokkos 4's OpenMP
+/// takes a lock that the running parallel_for holds), and a device space waits for its own
+/// work only.
 
 #include <polymap/detail/execute.hpp>
 #include <polymap/error.hpp>
@@ -21,6 +28,7 @@
 #include <Kokkos_Core.hpp>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <ranges>
@@ -33,19 +41,36 @@ namespace polymap::kokkos {
 
 namespace detail {
 
-/// Whether a call on `Space` must run as a plain loop because this is a forked worker
-/// process, which shares its parent's Kokkos (and GPU) state and must leave it alone.
-/// @throws backend_unavailable for a space that cannot read host memory
+/// Whether `Space` reads host memory (Serial, OpenMP, Threads; not a device space).
 template <class Space>
-bool runs_in_worker_process() {
-  if (!polymap::detail::in_worker_process()) return false;
-  if constexpr (!Kokkos::SpaceAccessibility<Space, Kokkos::HostSpace>::accessible) {
-    throw backend_unavailable(
-        std::string("polymap: Kokkos space ") + Space::name() +
-        " is not available inside a worker process of the processes backend: a forked "
-        "child never touches Kokkos or the GPU");
+inline constexpr bool reads_host_v =
+    Kokkos::SpaceAccessibility<Space, Kokkos::HostSpace>::accessible;
+
+/// Whether a call on `Space` runs as a plain loop on the calling thread: in a forked worker
+/// process, which shares its parent's Kokkos (and GPU) state and must leave it alone, and,
+/// for a space that reads host memory, nested in an item of another map.
+/// @throws backend_unavailable in a worker process, for a space that cannot read host memory
+template <class Space>
+bool runs_inline() {
+  const bool worker_process = polymap::detail::in_worker_process();
+  if constexpr (!reads_host_v<Space>) {
+    if (worker_process) {
+      throw backend_unavailable(
+          std::string("polymap: Kokkos space ") + Space::name() +
+          " is not available inside a worker process of the processes backend: a forked "
+          "child never touches Kokkos or the GPU");
+    }
+    return false;
+  } else {
+    return worker_process || polymap::detail::in_worker();
   }
-  return true;
+}
+
+/// A range over [0, n) with 64-bit indices: a device space's own index type (CudaSpace's
+/// is 32 bits) would wrap past 2^32 items.
+template <class Space>
+Kokkos::RangePolicy<Space, Kokkos::IndexType<std::int64_t>> whole_range(std::size_t n) {
+  return {0, static_cast<std::int64_t>(n)};
 }
 
 }  // namespace detail
@@ -88,7 +113,7 @@ template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_r
                 "polymap::kokkos::map: items and results must be trivially copyable");
   const std::size_t n = std::ranges::size(xs);
   std::vector<R> out(n);
-  if (detail::runs_in_worker_process<Space>()) {
+  if (detail::runs_inline<Space>()) {
     const T* in = std::ranges::data(xs);
     for (std::size_t i = 0; i < n; ++i) out[i] = fn(in[i]);
     return out;
@@ -102,11 +127,22 @@ template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_r
   // create_mirror_view_and_copy returns the host view itself for a space that reads host
   // memory (Serial, OpenMP), and a device copy otherwise.
   auto in = Kokkos::create_mirror_view_and_copy(memory(), host_in);
-  auto dev_out = Kokkos::create_mirror_view(memory(), host_out);
-  Kokkos::parallel_for(
-      "polymap::kokkos::map", Kokkos::RangePolicy<Space>(0, n),
-      KOKKOS_LAMBDA(const std::size_t i) { dev_out(i) = fn(in(i)); });
-  Kokkos::deep_copy(host_out, dev_out);  // fences; a no-op copy when dev_out is host_out
+  if constexpr (detail::reads_host_v<Space>) {
+    Kokkos::parallel_for(
+        "polymap::kokkos::map", detail::whole_range<Space>(n),
+        KOKKOS_LAMBDA(const std::int64_t i) { host_out(i) = fn(in(i)); });
+    Space().fence();
+  } else {
+    // Written in full by the kernel: no zero-fill kernel first.
+    Kokkos::View<R*, memory> dev_out(
+        Kokkos::view_alloc(Kokkos::WithoutInitializing, "polymap::kokkos::map"), n);
+    Kokkos::parallel_for(
+        "polymap::kokkos::map", detail::whole_range<Space>(n),
+        KOKKOS_LAMBDA(const std::int64_t i) { dev_out(i) = fn(in(i)); });
+    // This space's work only: a global fence would wait for the program's other spaces.
+    Kokkos::deep_copy(Space(), host_out, dev_out);
+    Space().fence();
+  }
   return out;
 }
 
@@ -117,15 +153,15 @@ template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_r
 template <class Space = Kokkos::DefaultExecutionSpace, std::integral Index, class Fn>
 void for_each(Index n, Fn fn, const options& = {}) {
   if (std::cmp_less(n, 0)) throw option_error("n", std::to_string(n), "a count of zero or more");
-  if (detail::runs_in_worker_process<Space>()) {
+  if (detail::runs_inline<Space>()) {
     for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) fn(i);
     return;
   }
   ensure_initialized();
   Kokkos::parallel_for("polymap::kokkos::for_each",
-                       Kokkos::RangePolicy<Space>(0, static_cast<std::size_t>(n)),
-                       KOKKOS_LAMBDA(const std::size_t i) { fn(i); });
-  Kokkos::fence();
+                       detail::whole_range<Space>(static_cast<std::size_t>(n)),
+                       KOKKOS_LAMBDA(const std::int64_t i) { fn(static_cast<std::size_t>(i)); });
+  Space().fence();
 }
 
 }  // namespace polymap::kokkos

@@ -8,14 +8,18 @@
 #include <polymap/kokkos/map.hpp>
 #include <polymap/options.hpp>
 
+#include <polymap/topology.hpp>
+
 #include "chunk_sizer.hpp"
 #include "executor.hpp"
 #include "once_per_process.hpp"
+#include "worker_flag.hpp"
 
 #include <Kokkos_Core.hpp>
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 namespace polymap::detail {
 namespace {
@@ -40,6 +44,10 @@ class kokkos_executor_impl final : public executor {
   }
 
   void run(const map_job& job, run_report* report) override {
+    if (in_worker()) {
+      run_nested(job, report);
+      return;
+    }
     // Initialised only if the program has not done it, finalised at exit only then:
     // Kokkos cannot start again after a finalize (kokkos/kokkos#4195).
     kokkos::ensure_initialized();
@@ -62,6 +70,7 @@ class kokkos_executor_impl final : public executor {
         "polymap::kokkos", Kokkos::RangePolicy<host_space>(0, chunks),
         [j, size](const std::size_t c) {
           if (j->state->stopping()) return;
+          const worker_scope nested_calls_run_inline;
           worker_context w = make_worker(*j->state, *j->opts, backend_kind::kokkos);
           chunk_sizer pieces(*j);
           const std::size_t end = std::min(j->end, j->begin + (c + 1) * size);
@@ -72,7 +81,7 @@ class kokkos_executor_impl final : public executor {
           }
           w.flush();
         });
-    Kokkos::fence();
+    host_space().fence();
     if (report != nullptr) {
       report->backend = backend_kind::kokkos;
       report->workers = parallelism(*job.opts);
@@ -81,12 +90,36 @@ class kokkos_executor_impl final : public executor {
   }
 
  private:
+  /// A call nested in an item of another map: its chunks run on the item's thread (Kokkos'
+  /// host space does not nest: Kokkos 4's OpenMP takes a lock that the running
+  /// parallel_for holds).
+  static void run_nested(const map_job& job, run_report* report) {
+    worker_context w = make_worker(*job.state, *job.opts, backend_kind::kokkos);
+    chunk_sizer pieces(job);
+    for (std::size_t b = job.begin; b < job.end && !job.state->stopping();) {
+      const std::size_t e = std::min(job.end, b + pieces.size());
+      pieces.run(job, b, e, w);
+      b = e;
+    }
+    w.flush();
+    if (report != nullptr) {
+      report->backend = backend_kind::kokkos;
+      report->workers = 1;
+      report->note = "nested in an item of another map: ran inline on its thread";
+    }
+  }
+
+  /// The host space's threads: asked of Kokkos once it runs (an execution space made before
+  /// Kokkos::initialize is an error in Kokkos 4, an abort in 5); before, Serial's one or the
+  /// usable CPUs, which a parallel host space takes by default.
   static int host_concurrency() noexcept {
-#if KOKKOS_VERSION >= 40000
-    return host_space().concurrency();
-#else
-    return host_space::concurrency();
+    if (!Kokkos::is_initialized()) {
+#if defined(KOKKOS_ENABLE_SERIAL)
+      if constexpr (std::is_same_v<host_space, Kokkos::Serial>) return 1;
 #endif
+      return static_cast<int>(topology::current().usable_count());
+    }
+    return host_space().concurrency();
   }
 };
 

@@ -7,7 +7,7 @@
 #include <polymap/topology.hpp>
 
 #include "backends/threads/futex.hpp"
-#include "backends/threads/worker_flag.hpp"
+#include "worker_flag.hpp"
 #include "chunk_sizer.hpp"
 #include "once_per_process.hpp"
 #include "topology/binding.hpp"

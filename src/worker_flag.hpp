@@ -7,7 +7,8 @@ namespace polymap::detail {
 /// Marks the calling thread, for good, as a pool worker: maps called from it run inline.
 void mark_worker_thread() noexcept;
 
-/// Marks the calling thread as a worker while it lives (the caller taking part in a call).
+/// Marks the calling thread as a worker while it lives (the caller taking part in a call,
+/// a Kokkos thread running a call's chunk).
 class worker_scope {
  public:
   worker_scope() noexcept;
