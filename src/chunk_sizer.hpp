@@ -49,6 +49,16 @@ class chunk_sizer {
     if (adaptive_) measured(e - b, took);
   }
 
+  /// Runs items [b, e) of `job` on worker `w`, chunk after chunk of this sizer's sizes, with
+  /// a stop check before each: a cancel or a fail_fast stop is seen within about a chunk.
+  void run_all(const map_job& job, std::size_t b, std::size_t e, worker_context& w) {
+    while (b < e && !job.state->stopping()) {
+      const std::size_t end = b + std::min(e - b, size_);
+      run(job, b, end, w);
+      b = end;
+    }
+  }
+
   void measured(std::size_t items, clock::duration took) noexcept {
     const double seconds = std::chrono::duration<double>(took).count();
     const double wanted = seconds > 0 ? static_cast<double>(items) * target_ / seconds

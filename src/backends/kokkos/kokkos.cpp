@@ -72,13 +72,8 @@ class kokkos_executor_impl final : public executor {
           if (j->state->stopping()) return;
           const worker_scope nested_calls_run_inline;
           worker_context w = make_worker(*j->state, *j->opts, backend_kind::kokkos);
-          chunk_sizer pieces(*j);
           const std::size_t end = std::min(j->end, j->begin + (c + 1) * size);
-          for (std::size_t b = j->begin + c * size; b < end && !j->state->stopping();) {
-            const std::size_t e = std::min(end, b + pieces.size());
-            pieces.run(*j, b, e, w);
-            b = e;
-          }
+          chunk_sizer(*j).run_all(*j, j->begin + c * size, end, w);
           w.flush();
         });
     host_space().fence();
@@ -95,12 +90,7 @@ class kokkos_executor_impl final : public executor {
   /// parallel_for holds).
   static void run_nested(const map_job& job, run_report* report) {
     worker_context w = make_worker(*job.state, *job.opts, backend_kind::kokkos);
-    chunk_sizer pieces(job);
-    for (std::size_t b = job.begin; b < job.end && !job.state->stopping();) {
-      const std::size_t e = std::min(job.end, b + pieces.size());
-      pieces.run(job, b, e, w);
-      b = e;
-    }
+    chunk_sizer(job).run_all(job, job.begin, job.end, w);
     w.flush();
     if (report != nullptr) {
       report->backend = backend_kind::kokkos;

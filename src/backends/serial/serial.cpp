@@ -7,7 +7,6 @@
 #include "executor.hpp"
 #include "once_per_process.hpp"
 
-#include <algorithm>
 
 namespace polymap::detail {
 namespace {
@@ -26,12 +25,7 @@ class serial_executor_impl final : public executor {
   void run(const map_job& job, run_report* report) override {
     worker_context w = make_worker(*job.state, *job.opts, backend_kind::serial);
     // Chunks rather than one loop, so that a cancel or a fail_fast stop is seen.
-    chunk_sizer sizer(job);
-    for (std::size_t i = job.begin; i < job.end && !job.state->stopping();) {
-      const std::size_t e = i + std::min(job.end - i, sizer.size());
-      sizer.run(job, i, e, w);
-      i = e;
-    }
+    chunk_sizer(job).run_all(job, job.begin, job.end, w);
     w.flush();
     if (report != nullptr) {
       report->backend = backend_kind::serial;
