@@ -9,7 +9,8 @@
 function(polymap_find_kokkos_package)
   set(CMAKE_CXX_EXTENSIONS OFF)
   find_package(Kokkos CONFIG QUIET)
-  # What a build with Kokkos needs to know of it (kokkos_check reads Kokkos_DEVICES).
+  # What a build with Kokkos needs to know of it: the devices it was built for, and the
+  # language its users' code is compiled as (CUDA for a Kokkos compiled as a CMake language).
   foreach(var IN ITEMS Kokkos_FOUND Kokkos_VERSION Kokkos_DEVICES Kokkos_COMPILE_LANGUAGE)
     set(${var} ${${var}} PARENT_SCOPE)
   endforeach()

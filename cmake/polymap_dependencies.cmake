@@ -39,6 +39,19 @@ set(POLYMAP_HAS_KOKKOS 0)
 set(POLYMAP_KOKKOS_PACKAGE 0)
 if(NOT POLYMAP_WITH_KOKKOS STREQUAL "OFF")
   include(polymap_kokkos)
+  # A Kokkos built to be compiled as a CMake language (Kokkos_ENABLE_COMPILE_AS_CMAKE_LANGUAGE)
+  # has no compiler launcher: code that includes it must be compiled as that language, which
+  # polymap can do for CUDA, with nvcc.
+  if(POLYMAP_KOKKOS_FOUND AND Kokkos_COMPILE_LANGUAGE AND NOT Kokkos_COMPILE_LANGUAGE STREQUAL "CXX"
+     AND NOT (Kokkos_COMPILE_LANGUAGE STREQUAL "CUDA" AND CMAKE_CUDA_COMPILER))
+    set(POLYMAP_KOKKOS_FOUND FALSE)
+    set(_polymap_kokkos_why "this Kokkos is compiled as ${Kokkos_COMPILE_LANGUAGE}, which needs "
+                            "CUDA and nvcc (POLYMAP_WITH_CUDA)")
+    if(POLYMAP_WITH_KOKKOS STREQUAL "ON")
+      message(FATAL_ERROR "POLYMAP_WITH_KOKKOS=ON but ${_polymap_kokkos_why}")
+    endif()
+    message(STATUS "polymap: no kokkos backend: ${_polymap_kokkos_why}")
+  endif()
   if(POLYMAP_KOKKOS_FOUND)
     set(POLYMAP_HAS_KOKKOS 1)
     list(APPEND POLYMAP_BACKENDS kokkos)

@@ -20,6 +20,7 @@
 #include <latch>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -40,7 +41,8 @@ double thread_cpu_seconds() noexcept {
 /// 200 ms (two periods of a cgroup's quota) and counts the CPU time it was given, against
 /// the CPUs it may use (the quota, where it is below them). Near 1 on an idle machine;
 /// other work on the same CPUs takes the rest, and so does a quota's throttling.
-double cpu_share() {
+/// @return nothing when the threads cannot be started (a process limit)
+std::optional<double> cpu_share() {
   const topology& t = topology::current();
   const std::size_t threads = std::max<std::size_t>(t.usable_count(), 1);
   const double cpus = std::min(static_cast<double>(threads),
@@ -51,14 +53,21 @@ double cpu_share() {
   std::chrono::steady_clock::time_point end{};
   {
     std::vector<std::jthread> spinners;
-    for (std::size_t i = 0; i < threads; ++i) {
-      spinners.emplace_back([&, i] {
-        start.arrive_and_wait();
-        const double before = thread_cpu_seconds();
-        while (std::chrono::steady_clock::now() < end) {
-        }
-        given[i] = thread_cpu_seconds() - before;
-      });
+    try {
+      for (std::size_t i = 0; i < threads; ++i) {
+        spinners.emplace_back([&, i] {
+          start.arrive_and_wait();
+          const double before = thread_cpu_seconds();
+          while (std::chrono::steady_clock::now() < end) {
+          }
+          given[i] = thread_cpu_seconds() - before;
+        });
+      }
+    } catch (const std::system_error&) {
+      // Those started must not wait for ever for the others and this thread: they find
+      // `end` passed and stop at once, and are joined here.
+      start.count_down(static_cast<std::ptrdiff_t>(threads - spinners.size()) + 1);
+      return std::nullopt;
     }
     end = std::chrono::steady_clock::now() + span;
     start.arrive_and_wait();
@@ -120,7 +129,7 @@ int run_calibrate(const calibrate_args& args) {
   }
 
   // Before and after: other work that starts or ends while measuring counts too.
-  double share = cpu_share();
+  std::optional<double> share = cpu_share();
   const cpu_constants cpu = measure_cpu();
   std::vector<gpu_row> gpus;
   bool failed = false;
@@ -134,18 +143,22 @@ int run_calibrate(const calibrate_args& args) {
     }
     gpus.push_back(std::move(row));
   }
-  share = std::min(share, cpu_share());
-  if (share < busy_share) {
+  if (const std::optional<double> after = cpu_share(); share && after) {
+    share = std::min(*share, *after);
+  } else {
+    share = std::nullopt;
+  }
+  if (share && *share < busy_share) {
     fmt::print(stderr,
                "polymap calibrate: this process got {:.0f}% of its CPUs while measuring (other "
                "work runs on them): these figures are a busy machine's; measure again when it "
                "is idle\n",
-               100 * share);
+               100 * *share);
   }
 
   if (args.json) {
     nlohmann::ordered_json j;
-    j["cpu_share"] = share;
+    j["cpu_share"] = share ? nlohmann::ordered_json(*share) : nlohmann::ordered_json(nullptr);
     j["threads"] = cpu.fork_join ? nlohmann::ordered_json{{"fork_join_seconds", *cpu.fork_join},
                                                           {"workers", cpu.workers}}
                                  : nlohmann::ordered_json{{"unusable", cpu.threads_status}};

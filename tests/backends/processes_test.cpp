@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "backends/processes/process_costs.hpp"
+#include "backends/processes/signal_guard.hpp"
 #include "backends/processes/store_io.hpp"
 #include "backends/processes/worker_process.hpp"
 #include "backends/sanitizer_build.hpp"
@@ -1105,6 +1106,9 @@ helper_outcome terminate_helper(const std::string& mode, int sig = SIGTERM) {
     if (word == "grandchild") out.grandchildren.push_back(static_cast<pid_t>(std::stol(id)));
   }
   EXPECT_EQ(out.workers.size(), 2u) << "helper said: " << out.output;
+  // The caller registers each worker's group with the orphan guard just after the fork,
+  // which a worker can outrun to its first line: give the caller a moment.
+  if (mode == "grandchildren") std::this_thread::sleep_for(200ms);
   out.children = children_of(pid);
   kill(pid, sig);
   // A helper that does not end is a failure, not a hang.
@@ -1173,16 +1177,39 @@ TEST(Processes, SigkillToTheCallerLeavesNoItemsChildBehind) {
   }
 }
 
-// The helper that does it is no child of the caller's: a program's wait() for its own
-// children must not wait for it.
-TEST(Processes, TheOrphanGuardIsNotTheCallersChild) {
+/// Field `k` (1-based, after the command's name) of /proc/<pid>/stat: 1 state, 2 ppid,
+/// 3 pgrp, 4 session.
+long stat_field(pid_t pid, int k) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return -1;
+  std::istringstream rest(line.substr(line.rfind(')') + 2));
+  std::string field;
+  for (int i = 0; i < k; ++i) rest >> field;
+  return field.empty() || field[0] < '0' || field[0] > '9' ? -1 : std::stol(field);
+}
+
+std::string comm_of(pid_t pid) {
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return name;
+}
+
+// The helper that does it runs once the first call has forked workers. It is a shell, not a
+// fork of the caller (which would hold every page of the caller's memory), no child of the
+// caller's (a program's wait() for its own children must not wait for it), and in a session
+// of its own (a kill of the caller's process group must not take it).
+TEST(Processes, TheOrphanGuardIsAShellOfItsOwn) {
   (void)polymap::map(std::vector<int>{1, 2, 3}, [](int x) { return x; }, processes());
-  for (pid_t child : children_of(getpid())) {
-    std::ifstream comm("/proc/" + std::to_string(child) + "/comm");
-    std::string name;
-    std::getline(comm, name);
-    EXPECT_NE(name, "polymap-guard") << "process " << child;
-  }
+  const pid_t helper = detail::signal_guard::orphan_helper_pid();
+  ASSERT_GT(helper, 0) << "no orphan guard was started";
+  EXPECT_FALSE(process_gone(helper));
+  EXPECT_EQ(comm_of(helper), "sh");
+  EXPECT_NE(stat_field(helper, 2), getpid());
+  EXPECT_NE(stat_field(helper, 4), stat_field(getpid(), 4)) << "the caller's session";
+  EXPECT_NE(stat_field(helper, 3), stat_field(getpid(), 3)) << "the caller's process group";
+  for (pid_t child : children_of(getpid())) EXPECT_NE(child, helper);
 }
 
 TEST(Processes, TheCallersOwnSigtermHandlerRuns) {

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
@@ -278,13 +279,16 @@ TEST(Cli, CalibrateSaysWhatItMeasuredAndWhyNotTheGpu) {
 }
 
 /// Processes that spin on this process's CPUs (they inherit its affinity and cgroup) while
-/// the object lives.
+/// the object lives, and die with this process whatever ends it.
 class cpu_hogs {
  public:
   explicit cpu_hogs(std::size_t n) {
+    const pid_t self = getpid();
     for (std::size_t i = 0; i < n; ++i) {
       const pid_t pid = fork();
       if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != self) _exit(0);  // the test died before the line above
         volatile std::uint64_t spins = 0;
         for (;;) spins = spins + 1;
       }

@@ -124,22 +124,24 @@ template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_r
   using unmanaged = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
   Kokkos::View<const T*, Kokkos::HostSpace, unmanaged> host_in(std::ranges::data(xs), n);
   Kokkos::View<R*, Kokkos::HostSpace, unmanaged> host_out(out.data(), n);
-  // create_mirror_view_and_copy returns the host view itself for a space that reads host
-  // memory (Serial, OpenMP), and a device copy otherwise.
-  auto in = Kokkos::create_mirror_view_and_copy(memory(), host_in);
   if constexpr (detail::reads_host_v<Space>) {
+    // The caller's memory itself: nothing to copy.
     Kokkos::parallel_for(
         "polymap::kokkos::map", detail::whole_range<Space>(n),
-        KOKKOS_LAMBDA(const std::int64_t i) { host_out(i) = fn(in(i)); });
+        KOKKOS_LAMBDA(const std::int64_t i) { host_out(i) = fn(host_in(i)); });
     Space().fence();
   } else {
-    // Written in full by the kernel: no zero-fill kernel first.
+    // Device Views made without initialisation (no zero-fill kernel) and filled by copies
+    // on this space: create_mirror_view_and_copy, or a deep_copy without a space, would
+    // fence every space of the program.
+    Kokkos::View<T*, memory> dev_in(
+        Kokkos::view_alloc(Kokkos::WithoutInitializing, "polymap::kokkos::map in"), n);
     Kokkos::View<R*, memory> dev_out(
-        Kokkos::view_alloc(Kokkos::WithoutInitializing, "polymap::kokkos::map"), n);
+        Kokkos::view_alloc(Kokkos::WithoutInitializing, "polymap::kokkos::map out"), n);
+    Kokkos::deep_copy(Space(), dev_in, host_in);
     Kokkos::parallel_for(
         "polymap::kokkos::map", detail::whole_range<Space>(n),
-        KOKKOS_LAMBDA(const std::int64_t i) { dev_out(i) = fn(in(i)); });
-    // This space's work only: a global fence would wait for the program's other spaces.
+        KOKKOS_LAMBDA(const std::int64_t i) { dev_out(i) = fn(dev_in(i)); });
     Kokkos::deep_copy(Space(), host_out, dev_out);
     Space().fence();
   }

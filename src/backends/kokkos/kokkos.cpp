@@ -7,7 +7,6 @@
 #include <polymap/detail/execute.hpp>
 #include <polymap/kokkos/map.hpp>
 #include <polymap/options.hpp>
-
 #include <polymap/topology.hpp>
 
 #include "chunk_sizer.hpp"

@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <array>
@@ -42,7 +43,14 @@ constinit once_per_process<orphan_guard*> orphan_helper;
 std::atomic<orphan_guard*> current_helper{nullptr};
 
 /// Makes the helper if it is not there yet; a failure is tried again by the next call.
+/// None for PID 1 (its death ends every process of its namespace) or a subreaper, which
+/// would adopt the helper: a program's wait() for its own children would wait for it.
 void make_helper() noexcept {
+  if (current_helper.load(std::memory_order_acquire) != nullptr) return;
+  int subreaper = 0;
+  if (getpid() == 1 || (prctl(PR_GET_CHILD_SUBREAPER, &subreaper) == 0 && subreaper != 0)) {
+    return;
+  }
   try {
     current_helper.store(orphan_helper.get([] { return new orphan_guard(); }),
                          std::memory_order_release);
@@ -113,6 +121,11 @@ void signal_guard::remove(pid_t group) noexcept {
     pid_t expected = group;
     if (g.compare_exchange_strong(expected, 0, std::memory_order_relaxed)) return;
   }
+}
+
+pid_t signal_guard::orphan_helper_pid() noexcept {
+  const orphan_guard* h = current_helper.load(std::memory_order_acquire);
+  return h != nullptr ? h->pid() : 0;
 }
 
 void signal_guard::reset_in_child() noexcept {

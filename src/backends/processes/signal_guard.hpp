@@ -26,6 +26,9 @@ class signal_guard {
   static bool add(pid_t group) noexcept;
   static void remove(pid_t group) noexcept;
 
+  /// The pid of the orphan guard's helper, 0 while there is none.
+  [[nodiscard]] static pid_t orphan_helper_pid() noexcept;
+
   /// In a new worker process: puts back the default for signals whose handler
   /// is this guard's, so that a TERM from the caller ends the worker, not its
   /// siblings.

@@ -7,7 +7,6 @@
 #include "executor.hpp"
 #include "once_per_process.hpp"
 
-
 namespace polymap::detail {
 namespace {
 
