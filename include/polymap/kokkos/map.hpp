@@ -26,6 +26,9 @@
 #include <polymap/options.hpp>
 
 #include <Kokkos_Core.hpp>
+#if defined(KOKKOS_ENABLE_CUDA)
+#include <cuda_runtime_api.h>
+#endif
 
 #include <cstddef>
 #include <cstdint>
@@ -73,11 +76,29 @@ Kokkos::RangePolicy<Space, Kokkos::IndexType<std::int64_t>> whole_range(std::siz
   return {0, static_cast<std::int64_t>(n)};
 }
 
+/// Why Kokkos cannot be initialised in this process, or empty when it can: a Kokkos built
+/// with CUDA fails inside `Kokkos::initialize` (an exception or an abort, by version) when
+/// the process sees no CUDA device.
+inline std::string why_kokkos_cannot_start() {
+#if defined(KOKKOS_ENABLE_CUDA)
+  int devices = 0;
+  const cudaError_t e = cudaGetDeviceCount(&devices);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // not sticky: leave no error for the program's next check
+    return std::string("this Kokkos is built with CUDA, and CUDA finds no device (") +
+           cudaGetErrorName(e) + ")";
+  }
+  if (devices == 0) return "this Kokkos is built with CUDA, and CUDA finds no device";
+#endif
+  return {};
+}
+
 }  // namespace detail
 
 /// Initialises Kokkos unless the program already has (then finalises it at exit); call it
 /// before making Views for polymap::kokkos calls in a program that does not own Kokkos.
-/// @throws backend_unavailable when the program has finalized Kokkos already
+/// @throws backend_unavailable when the program has finalized Kokkos already, or when Kokkos
+///   cannot start here (built with CUDA, and no CUDA device)
 inline void ensure_initialized() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -85,6 +106,9 @@ inline void ensure_initialized() {
 #if KOKKOS_VERSION >= 30700
     if (Kokkos::is_finalized()) return;
 #endif
+    if (const std::string why = detail::why_kokkos_cannot_start(); !why.empty()) {
+      throw backend_unavailable("polymap: Kokkos cannot be initialised: " + why);
+    }
     Kokkos::initialize();
     std::atexit([] {
       if (Kokkos::is_initialized()) Kokkos::finalize();

@@ -25,14 +25,23 @@ namespace {
 
 using host_space = Kokkos::DefaultHostExecutionSpace;
 
+constinit once_per_process<std::string> start_problem_found;
+
 class kokkos_executor_impl final : public executor {
  public:
   [[nodiscard]] backend_kind kind() const noexcept override { return backend_kind::kokkos; }
-  [[nodiscard]] bool available() const noexcept override { return true; }
+  /// A program that initialised Kokkos itself has it running; otherwise Kokkos must be able
+  /// to start here (one built with CUDA cannot without a device).
+  [[nodiscard]] bool available() const noexcept override {
+    return Kokkos::is_initialized() || start_problem().empty();
+  }
   [[nodiscard]] std::string status() const override {
-    return std::string("Kokkos ") + std::to_string(KOKKOS_VERSION / 10000) + "." +
-           std::to_string(KOKKOS_VERSION / 100 % 100) + "." + std::to_string(KOKKOS_VERSION % 100) +
-           ", host execution space " + host_space::name();
+    std::string s = std::string("Kokkos ") + std::to_string(KOKKOS_VERSION / 10000) + "." +
+                    std::to_string(KOKKOS_VERSION / 100 % 100) + "." +
+                    std::to_string(KOKKOS_VERSION % 100) + ", host execution space " +
+                    host_space::name();
+    if (!available()) s += ": unavailable, " + start_problem();
+    return s;
   }
   [[nodiscard]] std::size_t parallelism(const options& o) const noexcept override {
     const auto c = static_cast<std::size_t>(std::max(1, host_concurrency()));
@@ -96,6 +105,18 @@ class kokkos_executor_impl final : public executor {
       report->workers = 1;
       report->note = "nested in an item of another map: ran inline on its thread";
     }
+  }
+
+  /// Why Kokkos cannot start in this process (empty: it can), asked once: the question may
+  /// start the CUDA driver.
+  static const std::string& start_problem() noexcept {
+    return start_problem_found.get([]() noexcept {
+      try {
+        return kokkos::detail::why_kokkos_cannot_start();
+      } catch (...) {
+        return std::string();  // out of memory for the text: let initialise say it
+      }
+    });
   }
 
   /// The host space's threads: asked of Kokkos once it runs (an execution space made before
