@@ -15,8 +15,10 @@ namespace polymap::detail {
 /// seconds: long enough that claiming it (a lock, a clock read) is noise next to the work,
 /// short enough that a cancel is prompt and a thief finds something left to steal. A
 /// backend whose chunks cost more to claim and close asks for a longer target.
-/// With a known per-item cost the size is fixed from the start; otherwise it starts at one
-/// item and grows at most fourfold per chunk towards the target, from measured times.
+/// With a known per-item cost the size is set from it at the start, and shrinks when a chunk
+/// takes over four times the target (the cost was misjudged, or changed along the items);
+/// otherwise it starts at one item and grows at most fourfold per chunk towards the target,
+/// from measured times. A size the caller chose (options::chunk) stays as it is.
 class chunk_sizer {
  public:
   using clock = std::chrono::steady_clock;
@@ -26,6 +28,7 @@ class chunk_sizer {
       : target_(target), max_(job.max_chunk) {
     if (job.opts->chunk != 0) {
       size_ = job.opts->chunk;
+      chosen_ = true;
     } else if (job.seconds_per_item > 0) {
       size_ = static_cast<std::size_t>(std::clamp(target_ / job.seconds_per_item, 1.0, 1e12));
     } else {
@@ -46,7 +49,9 @@ class chunk_sizer {
     const auto took = clock::now() - start;
     w.busy_seconds += std::chrono::duration<double>(took).count();
     w.busy_items += e - b;
-    if (adaptive_) measured(e - b, took);
+    if (adaptive_ || (!chosen_ && took > 4 * std::chrono::duration<double>(target_))) {
+      measured(e - b, took);
+    }
   }
 
   /// Runs items [b, e) of `job` on worker `w`, chunk after chunk of this sizer's sizes, with
@@ -73,6 +78,7 @@ class chunk_sizer {
   std::size_t size_ = 1;
   std::size_t max_;
   bool adaptive_ = false;
+  bool chosen_ = false;  ///< options::chunk: never changed
 };
 
 }  // namespace polymap::detail

@@ -367,6 +367,14 @@ backend_kind execute(map_job& job, function_stats& stats) {
   executor& ex = usable_executor(p.chosen);
   const std::size_t items = job.end - job.begin;
   job.seconds_per_item = stats.seconds_per_item.load(std::memory_order_relaxed);
+  // Workers start with blocks of items that take about half the stop-check interval at the
+  // cost measured by earlier calls; at one item when the cost is only sampled, which a few
+  // cheap first items can misjudge by orders of magnitude (run_items).
+  if (job.seconds_per_item > 0 && stats.measured.load(std::memory_order_relaxed) != 0) {
+    const double half = std::chrono::duration<double>(stop_check_interval).count() / 2;
+    state.set_first_block(
+        static_cast<std::size_t>(std::clamp(half / job.seconds_per_item, 1.0, 1e9)));
+  }
   if (items != 0) ex.run(job, o.report);
 
   // Feed the history with the time workers spent inside chunks: no dispatch, no waiting,

@@ -437,6 +437,60 @@ TEST_P(BackendConformance, NoItemStartsAfterCancelReturns) {
   EXPECT_LE(at_cancel - before_cancel, 16u) << "items that started while cancel() waited";
 }
 
+// Items far slower than the first ones, which set the call's chunk size: a worker sees a
+// stop within a block of 16 items, not at the end of a chunk sized for the cheap items.
+TEST_P(BackendConformance, ACancelIsSeenWhenItemsCostMoreThanTheFirstOnes) {
+  constexpr std::size_t n = 400;
+  constexpr std::size_t cheap = 40;
+  test::shared_counters<std::size_t> started_counter(1);
+  std::atomic<std::size_t>& started = *started_counter;
+  std::vector<int> xs(n);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto job = polymap::map_async(std::span<const int>(xs), [&](int x) {
+    started.fetch_add(1);
+    if (static_cast<std::size_t>(x) >= cheap) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return x;
+  }, opts());
+  while (started.load() < cheap + 4) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  const std::size_t before_cancel = started.load();
+  job.cancel();
+  const std::size_t at_cancel = started.load();
+  EXPECT_THROW((void)job.get(), cancelled_error);
+  EXPECT_EQ(started.load(), at_cancel);
+  const std::size_t workers = std::max(2u, std::thread::hardware_concurrency());
+  EXPECT_LE(at_cancel - before_cancel, 16 * workers) << "items that started while cancel() waited";
+}
+
+TEST_P(BackendConformance, FailFastIsSeenWhenItemsCostMoreThanTheFirstOnes) {
+  constexpr std::size_t n = 400;
+  constexpr std::size_t cheap = 40;
+  constexpr int bad = 60;
+  test::shared_counters<std::size_t> counters(2);
+  std::atomic<std::size_t>& started = counters[0];
+  std::atomic<std::size_t>& at_failure = counters[1];
+  std::vector<int> xs(n);
+  std::iota(xs.begin(), xs.end(), 0);
+  try {
+    (void)polymap::map(xs, [&](int x) {
+      const std::size_t k = started.fetch_add(1) + 1;
+      if (x == bad) {
+        at_failure.store(k);
+        throw std::runtime_error("bad item");
+      }
+      if (static_cast<std::size_t>(x) >= cheap) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      return x;
+    }, opts());
+    FAIL() << "expected map_error";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 1u);
+    EXPECT_EQ(e.failures()[0].index, static_cast<std::size_t>(bad));
+  }
+  ASSERT_NE(at_failure.load(), 0u);
+  const std::size_t workers = std::max(2u, std::thread::hardware_concurrency());
+  EXPECT_LE(started.load() - at_failure.load(), 16 * workers)
+      << "items that started after the failure";
+}
+
 TEST_P(BackendConformance, StopTokenCancels) {
   std::stop_source source;
   test::shared_counters<std::size_t> started_counter(1);

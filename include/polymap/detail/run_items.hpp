@@ -4,6 +4,8 @@
 
 #include <polymap/detail/run_state.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <string>
@@ -38,20 +40,11 @@ class chunk_guard {
 };
 
 /// Runs items [begin, end) through `invoke(i)`, turning exceptions into item failures with
-/// retries, and counting them done. Exceptions never escape: they are recorded.
-/// @tparam Guarded false only on paths that can be neither cancelled nor observed (the
-///   inline serial path), where entering and leaving the chunk would cost more than an item.
-/// @return the items that ran (fewer than end - begin when fail_fast stopped the chunk);
-///   the guarded form also counts them done in the call's state, for its progress.
-template <bool Guarded = true, class Invoke>
-std::size_t run_items(std::size_t begin, std::size_t end, worker_context& w, Invoke&& invoke) {
-  if constexpr (Guarded) {
-    chunk_guard guard(*w.state);
-    if (!guard.entered()) return 0;
-    const std::size_t ran = run_items<false>(begin, end, w, invoke);
-    w.state->add_done(ran);
-    return ran;
-  }
+/// retries. Exceptions never escape: they are recorded.
+/// @return the index after the last item that ran: `end`, or less when fail_fast stopped
+///   the call at a failed item (which counts as run)
+template <class Invoke>
+std::size_t run_span(std::size_t begin, std::size_t end, worker_context& w, Invoke& invoke) {
   if constexpr (std::is_nothrow_invocable_v<Invoke&, std::size_t>) {
     for (std::size_t i = begin; i < end; ++i) invoke(i);
   } else {
@@ -82,16 +75,63 @@ std::size_t run_items(std::size_t begin, std::size_t end, worker_context& w, Inv
                                             .attempts = attempts});
           if (w.fail_fast) {
             w.state->request_stop();
-            w.note_range(begin, i + 1);
-            return i + 1 - begin;
+            return i + 1;
           }
         }
         ++i;
       }
     }
   }
-  w.note_range(begin, end);
-  return end - begin;
+  return end;
+}
+
+/// A block of items between two looks for a stop takes about this long, once its size has
+/// followed the items' cost.
+inline constexpr std::chrono::nanoseconds stop_check_interval{20'000};
+
+/// Runs items [begin, end) through `invoke(i)`, turning exceptions into item failures with
+/// retries, and counting them done. Exceptions never escape: they are recorded.
+/// @tparam Guarded false only on paths that can be neither cancelled nor observed (the
+///   inline serial path), where entering and leaving the chunk would cost more than an item.
+///   The guarded form counts the items done in the call's state, for its progress, and looks
+///   for a stop (a cancel, a fail_fast failure on another worker) between blocks of items:
+///   a block doubles while it takes under half of stop_check_interval and shrinks to fit it
+///   when it takes longer (one clock read a block; the size lives on in the worker, and
+///   starts from the call's first_block()). Slow items are checked one by one, and a chunk
+///   sized for cheap first items stops within a block when the later ones cost more; a loop
+///   over a block of cheap items stays vectorisable.
+/// @return the items that ran (fewer than end - begin when the call stopped)
+template <bool Guarded = true, class Invoke>
+std::size_t run_items(std::size_t begin, std::size_t end, worker_context& w, Invoke&& invoke) {
+  std::size_t reached = begin;
+  if constexpr (Guarded) {
+    using clock = std::chrono::steady_clock;
+    chunk_guard guard(*w.state);
+    if (!guard.entered()) return 0;
+    if (w.block == 0) w.block = w.state->first_block();
+    auto last = clock::now();
+    while (reached < end && !w.state->stopping()) {
+      const std::size_t stop = reached + std::min(w.block, end - reached);
+      reached = run_span(reached, stop, w, invoke);
+      if (reached < stop) break;
+      const auto now = clock::now();
+      const auto took = now - last;
+      last = now;
+      if (took < stop_check_interval / 2) {
+        w.block = std::min<std::size_t>(w.block * 2, std::size_t{1} << 40);
+      } else if (took > stop_check_interval) {
+        const double fit = static_cast<double>(w.block) *
+                           std::chrono::duration<double>(stop_check_interval).count() /
+                           std::chrono::duration<double>(took).count();
+        w.block = std::max<std::size_t>(1, static_cast<std::size_t>(fit));
+      }
+    }
+    w.state->add_done(reached - begin);
+  } else {
+    reached = run_span(begin, end, w, invoke);
+  }
+  w.note_range(begin, reached);
+  return reached - begin;
 }
 
 }  // namespace polymap::detail

@@ -123,6 +123,11 @@ class run_state {
   }
   [[nodiscard]] bool has_failures() const noexcept { return failed() != 0; }
 
+  /// The items a worker runs between its first two looks for a stop (see run_items): one,
+  /// unless the function's cost is known from earlier calls.
+  [[nodiscard]] std::size_t first_block() const noexcept { return first_block_; }
+  void set_first_block(std::size_t items) noexcept { first_block_ = items < 1 ? 1 : items; }
+
   /// In a worker process, right after the fork: forgets the caller's chunks, counts and
   /// failures, which live on in the caller, so that this copy describes the worker alone.
   void forget_caller() noexcept {
@@ -137,6 +142,7 @@ class run_state {
 
  private:
   std::size_t total_;
+  std::size_t first_block_ = 1;
   // One cache line for what every chunk touches (enter, stop check, done count, leave): a
   // worker's chunk then moves one line between cores, not four.
   alignas(64) std::atomic<bool> stop_{false};
@@ -165,6 +171,8 @@ struct worker_context {
   double busy_seconds = 0;          ///< time spent in timed chunks
   std::size_t busy_items = 0;       ///< items of those chunks
   remote_channel* remote = nullptr; ///< in a worker process: where results go
+  std::size_t block = 0;            ///< items between two looks for a stop (run_items);
+                                    ///< 0: the call's first_block()
 
   void note_range(std::size_t begin, std::size_t end) {
     if (begin == end) return;

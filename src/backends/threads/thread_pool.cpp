@@ -348,6 +348,7 @@ void thread_pool::work(std::size_t s) {
   ctx.state = job.state;
   ctx.retries = job.opts->retries;
   ctx.fail_fast = job.opts->on_error == on_error::fail_fast;
+  ctx.block = 0;
   chunk_sizer sizer(job);
   std::size_t b = 0;
   std::size_t e = 0;
