@@ -140,6 +140,14 @@ backend_estimate estimate(backend_kind kind, const options& o, std::size_t left,
     }
     return e;
   }
+  if (kind != backend_kind::processes && stops_or_caps(o)) {
+    if (verbose) {
+      e.why_not = std::string("cannot hold options::") +
+                  (o.timeout.count() > 0 ? "timeout" : "memory_limit") +
+                  ": only worker processes can be stopped or capped";
+    }
+    return e;
+  }
   e.usable = true;
   e.workers = std::min(ex.parallelism(o), std::max<std::size_t>(left, 1));
   const double overhead =
@@ -167,9 +175,10 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
   bool from_env = false;
   const backend_kind requested = requested_backend(o, from_env);
 
-  if (in_worker_process()) {
+  if (in_worker_process() && !stops_or_caps(o)) {
     // Worker processes have no thread pool (its threads live in the caller) and must
-    // never touch a GPU: every map in them is a plain loop.
+    // never touch a GPU: every map in them is a plain loop, but for one that needs a
+    // timeout or a memory cap, which gets worker processes of its own (below).
     p.chosen = backend_kind::serial;
     if (verbose) p.reason = "inside a worker process: runs inline there";
     return p;
@@ -245,7 +254,9 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
   }
   if (left == 0) {
     p.chosen = backend_kind::serial;
-    if (verbose) p.reason = "every item already ran while the cost was sampled";
+    if (verbose) {
+      p.reason = p.items == 0 ? "no items" : "every item already ran while the cost was sampled";
+    }
   } else if (threads.usable && threads.workers > 1 &&
              threads.seconds < parallel_margin * serial.seconds) {
     p.chosen = backend_kind::threads;
@@ -310,6 +321,7 @@ std::size_t default_window(const options& opts) noexcept {
 
 plan make_plan(map_job& job, function_stats& stats) {
   check_options(*job.opts);
+  check_backend_available(*job.opts);
   return decide(job, stats, true, true);
 }
 
@@ -350,6 +362,8 @@ void run_watched(run_state& state, const options& o, const std::function<void()>
 backend_kind execute(map_job& job, function_stats& stats) {
   const options& o = *job.opts;
   check_options(o);
+  // A backend asked for by name must be usable, even for a call with nothing to run.
+  if (job.decided == nullptr) check_backend_available(o);
   run_state& state = *job.state;
   stop_link on_stop;
   link_stop(on_stop, o, state);

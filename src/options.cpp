@@ -48,6 +48,19 @@ constexpr bool sanitizer_build = false;
 #endif
 
 void check_options(const options& o) {
+  // Enumerators made by a cast from a number that names none.
+  if (static_cast<unsigned>(o.backend) > static_cast<unsigned>(backend_kind::mpi)) {
+    throw option_error("backend", std::to_string(static_cast<int>(o.backend)),
+                       "automatic, serial, threads, processes, cuda, kokkos or mpi");
+  }
+  if (static_cast<unsigned>(o.bind) > static_cast<unsigned>(bind::cpus)) {
+    throw option_error("bind", std::to_string(static_cast<int>(o.bind)),
+                       "none, core, pu, numa, package or cpus");
+  }
+  if (static_cast<unsigned>(o.on_error) > static_cast<unsigned>(on_error::collect)) {
+    throw option_error("on_error", std::to_string(static_cast<int>(o.on_error)),
+                       "fail_fast or collect");
+  }
   if (o.workers > max_workers) {
     throw option_error("workers", std::to_string(o.workers),
                        "0 (one per usable CPU) up to " + std::to_string(max_workers));

@@ -88,7 +88,8 @@ struct stream_ctx {
     }
     c.stream->admit(e, c.ordered);
     std::vector<std::optional<R>> out(e - b);
-    run_items<Guarded>(b, e, w, [&out, &compute, b](std::size_t i) { out[i - b] = compute(i); });
+    run_items<Guarded>(b, e, w,
+                       [&out, &compute, b](std::size_t i) { out[i - b].emplace(compute(i)); });
     {
       std::lock_guard lock(c.stream->mutex);
       for (std::size_t i = b; i < e; ++i) c.stream->ready.emplace(i, std::move(out[i - b]));

@@ -102,7 +102,7 @@ auto map_async(Range&& xs, Fn fn, options opts = {}) {
   detail::check_options(opts);
   detail::check_backend_available(opts);
   using Items = std::remove_cvref_t<Range>;
-  using Result = decltype(polymap::map(std::declval<Items&>(), fn, opts));
+  using Result = decltype(polymap::map(std::declval<Items&>(), std::declval<Fn>(), opts));
   const auto n = static_cast<std::size_t>(std::ranges::size(xs));
   auto state = std::make_shared<detail::run_state>(n);
   const auto start = std::chrono::steady_clock::now();

@@ -265,7 +265,8 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
 /// Where `map(xs, fn, opts)` would run and why, with the predicted time of each backend.
 /// When the function's cost is not known yet, runs it on a few items (up to about 2 us of
 /// work, at most 64 items) to measure it; those results are discarded.
-/// @throws option_error for a bad option
+/// @throws option_error for a bad option, backend_unavailable for a backend asked for by
+///   name that cannot run here (as map() would)
 template <std::ranges::input_range Range, class Fn>
 [[nodiscard]] plan explain(Range&& xs, Fn fn, const options& opts = {}) {
   return detail::with_indexable(std::forward<Range>(xs), [&](auto first, std::size_t n) {

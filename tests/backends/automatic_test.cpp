@@ -147,6 +147,26 @@ TEST(AutomaticBackend, ATimeoutHoldsInANestedCall) {
   for (int b : inner_backends) EXPECT_EQ(b, static_cast<int>(backend::processes));
 }
 
+TEST(AutomaticBackend, ATimeoutHoldsInACallNestedInAWorkerProcess) {
+  // A worker process runs nested calls inline, but not one that needs a timeout: that worker
+  // supervises worker processes of its own. Item 1 of the inner call would sleep 30 s.
+  const std::vector<int> outer{0, 1};
+  const std::vector<int> kinds = polymap::map(outer, [](int x) {
+    const std::vector<int> inner{x};
+    try {
+      (void)polymap::map(inner, [](int y) {
+        if (y == 1) std::this_thread::sleep_for(std::chrono::seconds(30));
+        return y;
+      }, {.timeout = std::chrono::milliseconds(100)});
+      return -1;
+    } catch (const map_error& e) {
+      return e.failures().size() == 1 ? static_cast<int>(e.failures()[0].kind) : -2;
+    }
+  }, {.backend = backend::processes});
+  EXPECT_EQ(kinds[0], -1);
+  EXPECT_EQ(kinds[1], static_cast<int>(failure_kind::timeout));
+}
+
 TEST(AutomaticBackend, ExplainRunsNoItemOnTheCallerForTheProcessesBackend) {
   // Asking for worker processes asks for isolation: an item that crashes must not be run on
   // the calling thread to time it.
@@ -191,7 +211,35 @@ TEST(AutomaticBackend, BackendsNotBuiltAreUnavailable) {
     EXPECT_THROW((void)polymap::imap(xs, [](int x) { return x; }, {.backend = b}),
                  backend_unavailable)
         << to_string(b);
+    // Whatever the size of the call, and when only asked where it would run.
+    EXPECT_THROW((void)polymap::map(std::vector<int>{}, [](int x) { return x; }, {.backend = b}),
+                 backend_unavailable)
+        << to_string(b);
+    EXPECT_THROW(polymap::for_each(0, [](std::size_t) {}, {.backend = b}), backend_unavailable)
+        << to_string(b);
+    EXPECT_THROW((void)polymap::explain(xs, [](int x) { return x; }, {.backend = b}),
+                 backend_unavailable)
+        << to_string(b);
   }
+}
+
+TEST(AutomaticBackend, ExplainSaysWhichBackendsCannotHoldATimeout) {
+  const std::vector<int> xs(10, 1);
+  const plan p = polymap::explain(xs, [](int x) { return x; },
+                                  {.timeout = std::chrono::seconds(1)});
+  EXPECT_EQ(p.chosen, backend::processes);
+  for (const backend_estimate& e : p.estimates) {
+    if (e.backend == backend::serial || e.backend == backend::threads) {
+      EXPECT_FALSE(e.usable) << to_string(e.backend);
+      EXPECT_NE(e.why_not.find("timeout"), std::string::npos) << e.why_not;
+    }
+  }
+}
+
+TEST(AutomaticBackend, ExplainOfNoItemsSaysSo) {
+  const plan p = polymap::explain(std::vector<int>{}, [](int x) { return x; });
+  EXPECT_EQ(p.chosen, backend::serial);
+  EXPECT_EQ(p.reason, "no items");
 }
 
 using AutomaticBackendDeathTest = testing::Test;

@@ -176,6 +176,13 @@ TEST_P(BackendConformance, ResultWithAConstMember) {
     ASSERT_TRUE(results[6].has_value());
     EXPECT_EQ(results[6]->value, 6);
   }
+  // Streamed too.
+  std::size_t streamed = 0;
+  for (auto&& [i, y] : polymap::imap(xs, [](int x) { return fixed{x * 3}; }, opts())) {
+    ASSERT_EQ(y.value, xs[i] * 3);
+    ++streamed;
+  }
+  EXPECT_EQ(streamed, xs.size());
 }
 
 /// A move-only result that is trivially copyable: its bytes are all of it, so worker processes
@@ -593,6 +600,16 @@ TEST_P(BackendConformance, AsyncJobReportsProgressAndResults) {
   second.cancel();  // NOLINT(bugprone-use-after-move): what a moved-from job does
   EXPECT_EQ(second.progress().total, 0u);  // NOLINT(bugprone-use-after-move)
   EXPECT_EQ(moved.get().back(), xs.back() + 1);
+}
+
+TEST_P(BackendConformance, AsyncJobTakesAMoveOnlyFunction) {
+  std::vector<int> xs(100);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto factor = std::make_unique<int>(3);
+  auto job = polymap::map_async(xs, [f = std::move(factor)](int x) { return x * *f; }, opts());
+  const std::vector<int> ys = job.get();
+  ASSERT_EQ(ys.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], xs[i] * 3);
 }
 
 TEST_P(BackendConformance, ProgressCallbackSeesEveryItemDone) {

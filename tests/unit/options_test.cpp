@@ -71,6 +71,14 @@ TEST(Options, NegativeDevice) {
   EXPECT_EQ(e.value(), "-1");
 }
 
+TEST(Options, EnumeratorsThatNameNothing) {
+  const option_error b = refused({.backend = static_cast<backend_kind>(42)});
+  EXPECT_EQ(b.option(), "backend");
+  EXPECT_EQ(b.value(), "42");
+  EXPECT_EQ(refused({.bind = static_cast<bind>(42)}).option(), "bind");
+  EXPECT_EQ(refused({.on_error = static_cast<on_error>(42)}).option(), "on_error");
+}
+
 TEST(Options, TooManyRetries) { EXPECT_EQ(refused({.retries = 1'000'000}).option(), "retries"); }
 
 TEST(Options, CheckedBeforeAnAsyncJobStarts) {

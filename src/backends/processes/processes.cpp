@@ -121,7 +121,9 @@ class processes_executor_impl final : public executor {
   }
 
   void run(const map_job& job, run_report* report) override {
-    if (in_worker_process()) {
+    // Nested in a worker process, a call runs inline, but for one that needs a timeout or a
+    // memory cap: that worker supervises workers of its own.
+    if (in_worker_process() && !stops_or_caps(*job.opts)) {
       serial_executor().run(job, report);
       if (report != nullptr) report->note = "nested in a worker process: ran inline there";
       return;
