@@ -112,8 +112,9 @@ inline constexpr result_transfer stream_transfer = [] {
 ///
 /// At most `options::window` results are computed ahead of the consumer, so a slow
 /// consumer does not make results pile up. Leaving the loop early cancels the rest.
-/// Iterating past a failed item throws `map_error` (at once under fail_fast; after the
-/// last good result under collect).
+/// Iterating past a failed item throws `map_error`: under fail_fast, once the results that
+/// were ready when the run stopped are yielded (in order: those before the failed item);
+/// under collect, after the last good result.
 /// Thread safety: one consumer thread.
 template <class R>
 class stream {
@@ -179,15 +180,17 @@ class stream {
   bool advance() {
     auto& st = *state_;
     std::unique_lock lock(st.mutex);
+    const bool fail_fast = policy_ == on_error::fail_fast;
     for (;;) {
       if (st.error) std::rethrow_exception(st.error);
-      const bool stop_now = policy_ == on_error::fail_fast && st.run.has_failures();
-      if (stop_now) {
-        st.changed.wait(lock, [&] { return st.finished; });
-        throw_failures(lock);
-      }
       auto it = ordered_ ? st.ready.find(st.next_index) : st.ready.begin();
       if (it != st.ready.end()) {
+        if (!it->second && fail_fast && ordered_) {
+          // In order, the stream ends at a failed item: the run is stopping; report it
+          // once it has.
+          st.changed.wait(lock, [&] { return st.finished; });
+          throw_failures(lock);
+        }
         std::optional<R> value = std::move(it->second);
         const std::size_t index = it->first;
         st.ready.erase(it);
@@ -199,6 +202,15 @@ class stream {
           return true;
         }
         continue;  // a failed item: reported at the end
+      }
+      if (fail_fast && st.run.has_failures()) {
+        // The run is stopping: the results that are ready when it has stopped are all
+        // there will be; they are yielded first.
+        if (!st.finished) {
+          st.changed.wait(lock, [&] { return st.finished; });
+          continue;
+        }
+        throw_failures(lock);
       }
       if (st.finished) {
         if (st.error) std::rethrow_exception(st.error);

@@ -97,6 +97,32 @@ TEST_P(Streaming, AFailedItemThrowsMapErrorWhileIterating) {
   }
 }
 
+TEST_P(Streaming, InOrderUnderFailFastTheResultsBeforeAFailedItemComeFirst) {
+  std::vector<int> xs(200);
+  std::iota(xs.begin(), xs.end(), 0);
+  std::size_t yielded = 0;
+  try {
+    for (auto&& [index, value] : polymap::imap(xs, [](int x) {
+           if (x == 100) throw std::runtime_error("one hundred");
+           return x;
+         }, {.backend = GetParam()})) {
+      ASSERT_EQ(index, yielded) << "in order, with no gap";
+      EXPECT_EQ(value, xs[index]);
+      ++yielded;
+      std::this_thread::sleep_for(std::chrono::microseconds(100));  // a slow consumer
+    }
+    ADD_FAILURE() << "expected map_error";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 1u);
+    EXPECT_EQ(e.failures()[0].index, 100u);
+  }
+  EXPECT_LE(yielded, 100u);
+  // One worker computes the items in order: every item before the failed one was done.
+  if (GetParam() == backend_kind::serial) {
+    EXPECT_EQ(yielded, 100u);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Serial, Streaming, testing::Values(backend_kind::serial),
                          test::backend_name);
 INSTANTIATE_TEST_SUITE_P(Threads, Streaming, testing::Values(backend_kind::threads),
