@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -478,6 +479,159 @@ TEST(JournalRun, ResultsWriteFailureRecordsNoHalfDoneItemAndResumeFinishes) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(read_file(dir / "res/2/stdout").size(), 4000000U);
   EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "3");
+}
+
+/// The pids of `parent`'s children whose command line starts with `name`.
+std::vector<pid_t> children_named(pid_t parent, const std::string& name) {
+  std::vector<pid_t> found;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const pid_t pid = std::atoi(entry.path().filename().c_str());
+    if (pid <= 0) continue;
+    const std::string stat = read_file(entry.path() / "stat");
+    const std::size_t paren = stat.rfind(')');
+    if (paren == std::string::npos) continue;
+    // After the command's parenthesis: " state ppid ...".
+    std::istringstream fields(stat.substr(paren + 1));
+    std::string state;
+    pid_t ppid = 0;
+    fields >> state >> ppid;
+    if (ppid != parent || state == "Z") continue;
+    if (read_file(entry.path() / "cmdline").rfind(name + '\0', 0) == 0) found.push_back(pid);
+  }
+  return found;
+}
+
+TEST(JournalRun, JobsKilledTogetherWithTheirRunnerAreInterruptedNotFailed) {
+  // As Slurm or systemd stop a job step or a service: one SIGTERM to each process of the
+  // cgroup, the jobs a moment before their runner. Five rounds: the order in which the
+  // runner sees the deaths and its own signal varies.
+  for (int round = 0; round < 5; ++round) {
+    temp_dir dir;
+    cli_process p(journal_run(dir, record_script + "; exec sleep 30", numbers(8), 4), dir);
+    std::vector<pid_t> jobs;
+    for (int i = 0; i < 3000 && jobs.size() < 4; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      jobs = children_named(p.pid(), "sleep");
+    }
+    ASSERT_EQ(jobs.size(), 4U) << p.err();
+    jobs.push_back(p.pid());
+    std::string command = "kill -TERM";
+    for (const pid_t pid : jobs) {
+      command += ' ';
+      command += std::to_string(pid);
+    }
+    ASSERT_EQ(std::system(command.c_str()), 0);
+    EXPECT_EQ(p.wait(), 143) << p.err();
+    EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 3"), "0") << p.err();
+    EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 4"), "4");
+    // Nothing new started in the slots the killed jobs freed.
+    EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 0"), "4");
+    EXPECT_EQ(executions(dir).size(), 4U);
+  }
+}
+
+TEST(JournalRun, SignalWhileTheJournalLoadsStartsNothing) {
+  temp_dir dir;
+  ASSERT_EQ(run_polymap(journal_run(dir, record_script, numbers(1), 1), dir).status, 0);
+  // Another process holds the journal's write lock: the runner waits for it at start-up.
+  sqlite3* holder = nullptr;
+  ASSERT_EQ(sqlite3_open((dir / "j.db").c_str(), &holder), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(holder, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  cli_process p(journal_run(dir, record_script, numbers(3), 2, {"--lock-timeout", "30"}), dir);
+  // Once it has the journal open, its signals are its own to handle.
+  std::string fds = "/proc/";
+  fds += std::to_string(p.pid());
+  fds += "/fd";
+  bool opened = false;
+  for (int i = 0; i < 500 && !opened; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::error_code ignored;
+    for (const auto& fd : std::filesystem::directory_iterator(fds, ignored)) {
+      opened = opened || std::filesystem::read_symlink(fd.path(), ignored) == dir / "j.db";
+    }
+  }
+  p.signal(SIGINT);
+  sqlite3_exec(holder, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(holder);
+  ASSERT_TRUE(opened);
+  EXPECT_EQ(p.wait(), 130) << p.err();
+  EXPECT_EQ(executions(dir).size(), 1U);  // the first run's item only
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 0"), "2");
+}
+
+TEST(JournalRun, ResultsFolderStaysWithItsItemWhenTheInputIsReorderedOrExtended) {
+  temp_dir dir;
+  const auto run = [&](const std::vector<std::string>& items) {
+    std::vector<std::string> args = {"run", "--journal", dir / "j.db", "--results", dir / "res",
+                                     "--",  "sh",        "-c",         "echo result-of-$1", "x",
+                                     ":::"};
+    args.insert(args.end(), items.begin(), items.end());
+    return run_polymap(args, dir);
+  };
+  ASSERT_EQ(run({"a", "b"}).status, 0);
+  ASSERT_EQ(run({"z", "a", "b"}).status, 0);
+  EXPECT_EQ(read_file(dir / "res/1/stdout"), "result-of-a\n");
+  EXPECT_EQ(read_file(dir / "res/2/stdout"), "result-of-b\n");
+  EXPECT_EQ(read_file(dir / "res/3/stdout"), "result-of-z\n");
+}
+
+TEST(JournalRun, ClosedStdoutStopsTheBatchAndRecordsNoFailure) {
+  temp_dir dir;
+  // `polymap run ... | head -n 1`: once head is gone, the jobs writing to the pipe die of
+  // SIGPIPE. The batch stops as on a signal, and a rerun resumes it.
+  std::vector<std::string> args = {"run", "-j", "2", "--journal", dir / "j.db", "echo", ":::"};
+  const std::vector<std::string> items = numbers(300);
+  args.insert(args.end(), items.begin(), items.end());
+  std::string command = "{ " + polymap_command(args);
+  command += " 2>" + shell_quote(dir / "err") + "; echo $? >" + shell_quote(dir / "status");
+  command += "; } | head -n 1 >" + shell_quote(dir / "first");
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  EXPECT_EQ(read_file(dir / "status"), "141\n") << read_file(dir / "err");
+  EXPECT_EQ(read_file(dir / "err").find("failed"), std::string::npos) << read_file(dir / "err");
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 3"), "0");
+  EXPECT_NE(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "300");
+  const cli_output rerun = run_polymap(args, dir);
+  EXPECT_EQ(rerun.status, 0) << rerun.err;
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "300");
+}
+
+TEST(JournalRun, JsonOnStderrLeavesOutTheEarlierFailuresNoteAndItsSummaryCountsThem) {
+  temp_dir dir;
+  const std::string script = record_script + "; [ \"$1\" != 2 ]";
+  ASSERT_EQ(run_polymap(journal_run(dir, script, numbers(3), 1), dir).status, 1);
+  std::string command = polymap_command(journal_run(dir, script, numbers(4), 1, {"--json"}));
+  command += " >" + shell_quote(dir / "both") + " 2>&1";
+  EXPECT_EQ(WEXITSTATUS(std::system(command.c_str())), 1);
+  const std::vector<std::string> lines = lines_of(read_file(dir / "both"));
+  ASSERT_FALSE(lines.empty());
+  for (const std::string& line : lines) {
+    EXPECT_TRUE(nlohmann::json::accept(line)) << line;
+  }
+  const nlohmann::json summary = nlohmann::json::parse(lines.back());
+  EXPECT_EQ(summary["done"], 1) << lines.back();
+  EXPECT_EQ(summary["failed_earlier"], 1) << lines.back();
+}
+
+TEST(JournalRun, InterruptedJobThatExitsZeroOnSigtermRunsAgainOnResume) {
+  temp_dir dir;
+  // The job cleans up on SIGTERM and exits 0 (`trap '...; exit' TERM`), without its work done.
+  const std::string script = "trap 'exit 0' TERM; " + record_script +
+                             "; i=0; while [ ! -e \"$2.go\" ] && [ $i -lt 600 ]; do sleep 0.1; "
+                             "i=$((i+1)); done";
+  const std::vector<std::string> args = journal_run(dir, script, numbers(3), 2);
+  cli_process p(args, dir);
+  for (int i = 0; i < 3000 && executions(dir).size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(executions(dir).size(), 2U) << p.err();
+  p.signal(SIGINT);
+  EXPECT_EQ(p.wait(), 130) << p.err();
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 4"), "2");
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "0");
+  write_file(dir / "side.go", "");
+  EXPECT_EQ(run_polymap(args, dir).status, 0);
+  EXPECT_EQ(executions(dir).size(), 3U);
+  EXPECT_EQ(lines_of(read_file(dir / "side")).size(), 5U);  // items 1 and 2 ran again
 }
 
 }  // namespace

@@ -697,4 +697,97 @@ TEST(Run, JobsAboveTheOpenFileLimitAreLoweredWithAWarning) {
   EXPECT_EQ(err.find("Too many open files"), std::string::npos) << err;
 }
 
+/// A job that cleans up on SIGTERM and then exits 0, as a script with `trap '...; exit' TERM`
+/// does: it says "trapping" once its trap is set, then runs for up to a minute.
+const std::string exits_zero_on_sigterm =
+    "trap 'exit 0' TERM; echo trapping; i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); "
+    "done";
+
+TEST(Run, TimedOutJobThatExitsZeroOnSigtermStillFails) {
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "--timeout", "0.5", "--joblog", dir / "log", "--",
+                                    "sh", "-c", exits_zero_on_sigterm, ":::", "a"},
+                                   dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("polymap: item 1 failed (timed out after 0.5 s)"), std::string::npos)
+      << r.err;
+  // Not a success in the joblog either: `parallel --resume-failed` runs it again.
+  const std::vector<std::string> log = lines_of(read_file(dir / "log"));
+  ASSERT_EQ(log.size(), 2U);
+  EXPECT_NE(log[1].find("\t-1\t0\tsh -c"), std::string::npos) << log[1];
+}
+
+TEST(Run, HaltNowRecordsAStoppedJobThatExitsZeroAsInterrupted) {
+  temp_dir dir;
+  // Item "fail" fails once item "trap" runs with its trap set: --halt now stops "trap", which
+  // exits 0 on the SIGTERM without having done its work.
+  const std::string script =
+      "if [ \"$0\" = fail ]; then i=0; while [ ! -s \"$1\" ] && [ $i -lt 600 ]; do sleep 0.05; "
+      "i=$((i+1)); done; exit 3; fi; exec > \"$1\"; " +
+      exits_zero_on_sigterm;
+  const cli_output r =
+      run_polymap({"run", "-j", "2", "--json", "--halt", "now,fail=1", "--", "sh", "-c", script,
+                   "{}", dir / "trapping", ":::", "trap", "fail"},
+                  dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  const std::vector<std::string> lines = lines_of(r.out);
+  ASSERT_FALSE(lines.empty());
+  const nlohmann::json summary = nlohmann::json::parse(lines.back());
+  EXPECT_EQ(summary["done"], 0) << r.out;
+  EXPECT_EQ(summary["failed"], 1) << r.out;
+  EXPECT_EQ(summary["interrupted"], 1) << r.out;
+}
+
+TEST(Run, ResultsWriteRemovesTempFilesThatAKilledRunLeft) {
+  temp_dir dir;
+  // What a runner killed (kill -9) while it wrote item 1's files leaves behind.
+  std::filesystem::create_directories(dir / "res/1");
+  write_file(dir / "res/1/.stdout.tmp.999999999", "half");
+  write_file(dir / "res/1/.stderr.tmp.999999998", "half");
+  write_file(dir / "res/1/notes", "the user's");
+  const cli_output r = run_polymap({"run", "--results", dir / "res", "echo", ":::", "a"}, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(read_file(dir / "res/1/stdout"), "a\n");
+  EXPECT_FALSE(std::filesystem::exists(dir / "res/1/.stdout.tmp.999999999"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "res/1/.stderr.tmp.999999998"));
+  EXPECT_EQ(read_file(dir / "res/1/notes"), "the user's");
+}
+
+TEST(Run, JsonLinesStayJsonWhenAnItemCannotRunOrTheRunHalts) {
+  temp_dir dir;
+  // 2>&1: the "cannot run" line and the --halt notice would break the JSON lines; the end
+  // events (with their reason) and the summary (with "halted") say it.
+  const auto all_json = [&](const std::vector<std::string>& args, int expected_status) {
+    std::string command = polymap_command(args);
+    command += " >" + shell_quote(dir / "both") + " 2>&1";
+    EXPECT_EQ(WEXITSTATUS(std::system(command.c_str())), expected_status);
+    const std::vector<std::string> lines = lines_of(read_file(dir / "both"));
+    EXPECT_FALSE(lines.empty());
+    for (const std::string& line : lines) {
+      EXPECT_TRUE(nlohmann::json::accept(line)) << line;
+    }
+    return lines.empty() ? nlohmann::json() : nlohmann::json::parse(lines.back());
+  };
+  EXPECT_EQ(all_json({"run", "--json", "--", "polymap-no-such-command", ":::", "a"}, 1)["failed"],
+            1);
+  EXPECT_EQ(all_json({"run", "-j", "1", "--json", "--halt", "1", "--", "sh", "-c", "exit $0",
+                      ":::", "1", "0"},
+                     1)["halted"],
+            true);
+}
+
+TEST(Run, LinkedInputSourcesAreAUsageError) {
+  temp_dir dir;
+  write_file(dir / "values", "1\n2\n");
+  for (const std::string word : {":::+", "::::+"}) {
+    const std::string values = word == ":::+" ? "1" : dir / "values";
+    const cli_output r =
+        run_polymap({"run", "-k", "echo", "{1}", ":::", "a", "b", word, values}, dir);
+    EXPECT_EQ(r.status, 2) << word;
+    EXPECT_NE(r.err.find(word + " (linked"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("not supported"), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+}
+
 }  // namespace

@@ -33,13 +33,27 @@ std::vector<std::string> read_arg_file(const std::string& path) {
   return lines;
 }
 
+/// Whether `word` starts an input source (`:::` values or `::::` files).
+/// @throws std::runtime_error for GNU parallel's linked sources, which would otherwise be
+///   taken for values and give another batch than the user meant
+bool starts_source(const std::string& word) {
+  if (word == ":::+" || word == "::::+") {
+    throw std::runtime_error(word +
+                             " (linked input sources, as in GNU parallel) is not supported: "
+                             "polymap run combines its sources as a cartesian product; put "
+                             "the linked values in one source, e.g. `::: a,1 b,2`, and split "
+                             "them in the command");
+  }
+  return word == ":::" || word == "::::";
+}
+
 }  // namespace
 
 command_line split_command_line(const std::vector<std::string>& words,
                                 const std::vector<std::string>& arg_files) {
   command_line result;
   std::size_t i = 0;
-  for (; i < words.size() && words[i] != ":::" && words[i] != "::::"; ++i) {
+  for (; i < words.size() && !starts_source(words[i]); ++i) {
     result.command.push_back(words[i]);
   }
   if (result.command.empty()) {
@@ -51,7 +65,7 @@ command_line split_command_line(const std::vector<std::string>& words,
     const bool files = words[i] == "::::";
     ++i;
     std::vector<std::string> values;
-    for (; i < words.size() && words[i] != ":::" && words[i] != "::::"; ++i) {
+    for (; i < words.size() && !starts_source(words[i]); ++i) {
       if (files) {
         for (std::string& line : read_arg_file(words[i])) values.push_back(std::move(line));
       } else {

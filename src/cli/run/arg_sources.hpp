@@ -19,7 +19,7 @@ struct command_line {
 /// Splits `words` and reads the argument files (`::::` and `arg_files`, one item a line).
 /// With no source at all, the items are the lines of stdin.
 /// @throws std::runtime_error naming the file that cannot be read, or saying that the
-///   command is missing
+///   command is missing or that a `:::+` or `::::+` (linked sources) is not supported
 [[nodiscard]] command_line split_command_line(const std::vector<std::string>& words,
                                               const std::vector<std::string>& arg_files);
 

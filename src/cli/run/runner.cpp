@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -47,6 +48,9 @@ namespace {
 constexpr double kill_grace = 1.0;        // seconds from SIGTERM to SIGKILL of a job's group
 constexpr double lease_interval = 10.0;   // seconds between lease renewals (lease: 60 s)
 constexpr double progress_interval = 0.2;
+// Seconds a job that died of SIGTERM, SIGINT or SIGHUP from elsewhere keeps its end and its
+// slot waiting for the runner's own stopping signal (see batch_runner::job_exited).
+constexpr double foreign_stop_grace = 0.3;
 constexpr std::size_t tail_bytes = 2048;  // of a failed item's stderr, kept in the journal
 
 double wall_now() {
@@ -96,13 +100,19 @@ int write_all(int fd, const std::string& data) {
   return 0;
 }
 
+/// The files of an item's --results folder.
+constexpr std::array<const char*, 2> results_files = {"stdout", "stderr"};
+
+/// How the temporary file of `dir/name` starts; the writer's pid follows.
+std::string temp_prefix(const std::string& name) { return "." + name + ".tmp."; }
+
 /// Writes `data` to `dir/name` through a temporary file and a rename, so that a reader (or
 /// a runner killed half-way) never sees half a file. A write that fails (a full disk, a
 /// file size limit) removes the temporary file and leaves `dir/name` as it was.
 /// @throws std::runtime_error naming the file and the cause
 void write_atomically(const std::string& dir, const std::string& name, const std::string& data) {
   const std::string path = dir + "/" + name;
-  const std::string tmp = dir + "/." + name + ".tmp." + std::to_string(getpid());
+  const std::string tmp = dir + "/" + temp_prefix(name) + std::to_string(getpid());
   const auto fail = [&](int error) {
     unlink(tmp.c_str());
     throw std::runtime_error("cannot write --results file '" + path + "': " + std::strerror(error));
@@ -127,6 +137,40 @@ void make_dir(const std::string& dir) {
   throw std::runtime_error("cannot create --results directory '" + dir + "': " +
                            (error == EEXIST ? std::string("it exists and is not a directory")
                                             : std::string(std::strerror(error))));
+}
+
+/// Removes the temporary files that a runner killed while it wrote `dir`'s results left
+/// behind. An item's folder has one writer at a time (the journal gives each item to one
+/// runner), so any such file there is stale.
+void remove_stale_temp_files(const std::string& dir) {
+  DIR* entries = opendir(dir.c_str());
+  if (entries == nullptr) return;  // the writes that follow say what is wrong with it
+  std::vector<std::string> stale;
+  while (const dirent* entry = readdir(entries)) {
+    const std::string name = entry->d_name;
+    for (const char* file : results_files) {
+      if (name.rfind(temp_prefix(file), 0) == 0) stale.push_back(dir + "/" + name);
+    }
+  }
+  closedir(entries);
+  for (const std::string& path : stale) unlink(path.c_str());
+}
+
+/// Keeps an item's output in `dir` (created when missing) as the files `stdout` and
+/// `stderr`. @throws std::runtime_error naming the folder or file and the cause
+void write_results(const std::string& dir, const std::array<const std::string*, 2>& data) {
+  make_dir(dir);
+  remove_stale_temp_files(dir);
+  for (std::size_t i = 0; i < results_files.size(); ++i) {
+    write_atomically(dir, results_files[i], *data[i]);
+  }
+}
+
+/// Whether polymap's stdout is a pipe or socket that nobody reads any more (`polymap run ...
+/// | head -n 1` once head has exited): poll says POLLERR (a pipe) or POLLHUP (a socket).
+bool stdout_closed() {
+  pollfd fd{1, POLLOUT, 0};
+  return poll(&fd, 1, 0) == 1 && (fd.revents & (POLLERR | POLLHUP)) != 0;
 }
 
 /// Seconds as a person writes them: "0.2", "600" (std::to_string would say 0.200000).
@@ -196,6 +240,12 @@ struct job {
   bool stopped = false;  // terminated by the runner: a signal or --halt now
   int out_fd = -1;
   int err_fd = -1;
+  // Reaped, but its end waits until release_at (monotonic) for the runner's own stopping
+  // signal: it died of one that the runner did not send (see job_exited). Still busy.
+  bool held = false;
+  int held_status = 0;
+  double held_runtime = 0;
+  double release_at = 0;
 };
 
 /// An ended item's output, held back until its turn under --keep-order.
@@ -228,10 +278,13 @@ class batch_runner {
   bool fill_slots(double now);
   void start(std::size_t item, std::size_t slot, double now);
   void reap();
-  void end_job(std::size_t slot, int wait_status);
+  void job_exited(std::size_t slot, int wait_status);
+  void end_job(std::size_t slot, int wait_status, double runtime);
+  void end_held_jobs(double now);
   void end_item(std::size_t item, std::size_t slot, item_state state, int exit_code, int signal,
                 std::string reason, double start_wall, double runtime, int out_fd, int err_fd);
   void emit(std::size_t order, output_record record);
+  void stop(int sig, double now);
   void stop_jobs(int sig, double now);
   void check_deadlines(double now);
   void handle_signals(double now);
@@ -286,7 +339,7 @@ class batch_runner {
   // A line on stderr for each failed item and a count at the end, unless what the user
   // reads there says it already (see run()).
   bool report_failures_ = true;
-  bool report_summary_ = true;
+  bool json_on_stderr_ = false;
 };
 
 void batch_runner::open_journal() {
@@ -441,26 +494,62 @@ void batch_runner::reap() {
     const std::size_t slot = found->second;
     slot_of_.erase(found);
     guard_->remove(pid);
-    end_job(slot, wait_status);
+    job_exited(slot, wait_status);
   }
 }
 
-void batch_runner::end_job(std::size_t slot, int wait_status) {
+void batch_runner::job_exited(std::size_t slot, int wait_status) {
+  job& j = jobs_[slot];
+  const double now = mono_now();
+  const double runtime = now - j.start_mono;
+  const int signal = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
+  if (!j.stopped && !j.timed_out) {
+    if (signal == SIGPIPE && stdout_closed()) {
+      // It wrote to polymap's stdout, a pipe whose reader is gone (`polymap run ... | head`):
+      // so would every later job. Stop as on a signal, as GNU parallel does; this job and the
+      // others that die of it are interrupted, not failed, and a rerun resumes them.
+      stop(SIGPIPE, now);
+    } else if (signal == SIGTERM || signal == SIGINT || signal == SIGHUP) {
+      // A signal the runner did not send: Slurm, systemd or a cgroup-wide kill signals the
+      // jobs and the runner at once, and the runner's own signal may come a moment later.
+      // Its end (interrupted then) and its slot wait for it a little; see end_held_jobs().
+      j.held = true;
+      j.held_status = wait_status;
+      j.held_runtime = runtime;
+      j.release_at = now + foreign_stop_grace;
+      return;
+    }
+  }
+  end_job(slot, wait_status, runtime);
+}
+
+void batch_runner::end_held_jobs(double now) {
+  for (std::size_t slot = 0; slot < jobs_.size(); ++slot) {
+    job& j = jobs_[slot];
+    if (!j.held || (!j.stopped && now < j.release_at)) continue;
+    j.held = false;
+    end_job(slot, j.held_status, j.held_runtime);
+  }
+}
+
+void batch_runner::end_job(std::size_t slot, int wait_status, double runtime) {
   job& j = jobs_[slot];
   j.busy = false;
-  const double runtime = mono_now() - j.start_mono;
   const int exit_code = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1;
   const int signal = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
   item_status& st = status_[j.item];
   const int out_fd = j.out_fd;
   const int err_fd = j.err_fd;
   j.out_fd = j.err_fd = -1;
-  if (j.stopped && exit_code != 0) {
+  // Whatever its exit status: a job that the runner stopped may exit 0 from its SIGTERM
+  // handler (`trap '...; exit' TERM`) without having done its work, and one that ran past
+  // --timeout has failed, as in GNU parallel.
+  if (j.stopped) {
     end_item(j.item, slot, item_state::interrupted, exit_code, signal, "interrupted", j.start_wall,
              runtime, out_fd, err_fd);
     return;
   }
-  if (exit_code == 0) {
+  if (exit_code == 0 && !j.timed_out) {
     end_item(j.item, slot, item_state::done, 0, 0, {}, j.start_wall, runtime, out_fd, err_fd);
     return;
   }
@@ -493,11 +582,13 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
   if (!options_.results.empty() && ran) {
     // Before the item is recorded: an item whose output could not be kept is not done.
     if (results_failure_.empty()) {
-      const std::string dir = options_.results + "/" + std::to_string(item + 1);
+      // With a journal, the item's id there: unique, and the same in every run of the journal
+      // however the input is reordered or extended, so a rerun never writes over the output
+      // of another item. Without one, its position in the input.
+      const std::int64_t number =
+          journal_ ? st.journal_id : static_cast<std::int64_t>(item + 1);
       try {
-        make_dir(dir);
-        write_atomically(dir, "stdout", record.out);
-        write_atomically(dir, "stderr", record.err);
+        write_results(options_.results + "/" + std::to_string(number), {&record.out, &record.err});
       } catch (const std::runtime_error& e) {
         // Most likely a full disk: every later item would lose its output too. Stop once.
         std::fprintf(stderr, "polymap: item %zu: %s; stopping\n", item + 1, e.what());
@@ -526,7 +617,10 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
                                             ? command_.expand(items_[item], item + 1, slot + 1)
                                             : std::vector<std::string>{};
   if (logged) {
-    joblog_->write(item + 1, start_wall, runtime, exit_code < 0 ? -1 : exit_code, signal,
+    // -1 for a job killed by a signal, and for a failed one that exited 0 (it ran past
+    // --timeout), which `parallel --resume-failed` must not take for a success.
+    const bool no_status = exit_code < 0 || (state == item_state::failed && exit_code == 0);
+    joblog_->write(item + 1, start_wall, runtime, no_status ? -1 : exit_code, signal,
                    display_command(argv));
   }
   if (journal_) {
@@ -566,8 +660,11 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
   if (options_.halt.reached(failed_, done_ + failed_) && !halted_) {
     halted_ = true;
     draining_ = true;
-    std::fprintf(stderr, "polymap: --halt: %zu item(s) failed; %s\n", failed_,
-                 options_.halt.now ? "stopping the running jobs" : "waiting for the running jobs");
+    if (!json_on_stderr_) {  // the summary event says it ("halted")
+      std::fprintf(stderr, "polymap: --halt: %zu item(s) failed; %s\n", failed_,
+                   options_.halt.now ? "stopping the running jobs"
+                                     : "waiting for the running jobs");
+    }
     if (options_.halt.now) stop_jobs(SIGTERM, mono_now());
   }
 }
@@ -582,8 +679,9 @@ void batch_runner::say(const std::string& line) {
 void batch_runner::report_failure(std::size_t item, std::size_t slot, int exit_code, int signal,
                                   const std::string& reason) {
   const bool cannot_run = reason.rfind("cannot run", 0) == 0;
-  // An item that could not even start is always said, as it always was.
-  if (!report_failures_ && !cannot_run) return;
+  // An item that could not even start is said when the joblog is stderr (which does not say
+  // why), but not among --json's lines, where its end event carries the reason.
+  if (cannot_run ? json_on_stderr_ : !report_failures_) return;
   std::string why;
   if (cannot_run) {
     why = reason;
@@ -614,11 +712,19 @@ void batch_runner::emit(std::size_t order, output_record record) {
   }
 }
 
+void batch_runner::stop(int sig, double now) {
+  // Start nothing new, stop the running jobs and record them interrupted, so that a rerun
+  // resumes them. A second stop means "now": no grace for the jobs.
+  stop_jobs(stop_signal_ != 0 ? SIGKILL : SIGTERM, now);
+  stop_signal_ = sig;
+}
+
 void batch_runner::stop_jobs(int sig, double now) {
   draining_ = true;
   for (job& j : jobs_) {
     if (!j.busy) continue;
     j.stopped = true;
+    if (j.held) continue;  // reaped already: it ends interrupted at the next end_held_jobs()
     kill(-j.pid, sig);
     if (sig != SIGKILL && j.kill_at == 0) j.kill_at = now + kill_grace;
   }
@@ -626,7 +732,7 @@ void batch_runner::stop_jobs(int sig, double now) {
 
 void batch_runner::check_deadlines(double now) {
   for (job& j : jobs_) {
-    if (!j.busy) continue;
+    if (!j.busy || j.held) continue;
     if (j.deadline > 0 && now >= j.deadline && !j.timed_out && !j.stopped) {
       j.timed_out = true;
       kill(-j.pid, SIGTERM);
@@ -647,20 +753,18 @@ void batch_runner::handle_signals(double now) {
     if (sig == SIGCHLD) {
       child = true;
     } else {
-      // SIGINT, SIGTERM or SIGHUP (the terminal went away): start nothing new, stop the
-      // running jobs and record them interrupted, so that a rerun resumes them. A second
-      // one means "now": no grace for the jobs.
-      stop_jobs(stop_signal_ != 0 ? SIGKILL : SIGTERM, now);
-      stop_signal_ = sig;
+      stop(sig, now);  // SIGINT, SIGTERM or SIGHUP (the terminal went away)
     }
   }
   if (child) reap();
+  end_held_jobs(now);
 }
 
 double batch_runner::next_wakeup(double now) const {
   double wake = now + (journal_ ? lease_interval : 3600.0);
   for (const job& j : jobs_) {
     if (!j.busy) continue;
+    if (j.held) wake = std::min(wake, j.release_at);
     if (j.deadline > 0 && !j.timed_out) wake = std::min(wake, j.deadline);
     if (j.kill_at > 0) wake = std::min(wake, j.kill_at);
   }
@@ -775,7 +879,7 @@ int batch_runner::run() {
                              err_st.st_dev == log_st.st_dev && err_st.st_ino == log_st.st_ino;
   const bool json_on_stderr = options_.json && same_file(1, 2) && isatty(2) == 0;
   report_failures_ = !log_on_stderr && !json_on_stderr;
-  report_summary_ = !json_on_stderr;
+  json_on_stderr_ = json_on_stderr;
   fit_jobs_to_fd_limit();
   // Each slot's CPUs, for the number of jobs that will run at once.
   const topology& topo = topology::current();
@@ -788,6 +892,9 @@ int batch_runner::run() {
   started_ = last_lease_ = mono_now();
 
   try {
+    // A signal that came while the journal loaded (which may take seconds) stops the run
+    // before any job starts: the loop below claims and starts before it polls.
+    handle_signals(started_);
     for (;;) {
       double now = mono_now();
       // Ends are committed before their slots are reused: when the runner dies, the items
@@ -849,12 +956,13 @@ int batch_runner::run() {
                           {"failed", failed_},
                           {"interrupted", interrupted_},
                           {"halted", halted_},
-                          {"signal", stop_signal_}})
+                          {"signal", stop_signal_},
+                          {"failed_earlier", failed_before_}})
                    .c_str(),
                stdout);
     std::fflush(stdout);
   }
-  if (failed_ > 0 && report_summary_) {
+  if (failed_ > 0 && !json_on_stderr_) {
     say("polymap: " + std::to_string(failed_) + " of " + std::to_string(total_) +
         (total_ == 1 ? " item" : " items") + " failed\n");
   }
@@ -870,8 +978,9 @@ int batch_runner::run() {
     return 1;
   }
   if (stop_signal_ != 0) return 128 + stop_signal_;
-  if (failed_before_ > 0) {
-    // The batch is not all done: say why nothing ran for those items, and how to run them.
+  if (failed_before_ > 0 && !json_on_stderr_) {
+    // The batch is not all done: say why nothing ran for those items, and how to run them
+    // (the summary event's "failed_earlier" says it among --json's lines).
     std::fprintf(stderr,
                  "polymap: %lld item(s) failed in earlier runs of this journal and were not "
                  "run again: add --retry-failed to run them again (polymap status --journal "

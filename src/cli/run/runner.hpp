@@ -39,14 +39,17 @@ void prepare_results_dir(const std::string& dir);
 /// Runs `items` through `command`: the loop of `polymap run`. Starts jobs in free slots,
 /// reaps them, enforces timeouts, retries with backoff, --halt, signals (SIGINT, SIGTERM and
 /// SIGHUP: terminate the running jobs' process groups, record them interrupted, return
-/// 128+signal), and records every end in the journal before the slot it freed is used again.
+/// 128+signal; a stdout whose reader is gone stops it the same way, with SIGPIPE), and
+/// records every end in the journal before the slot it freed is used again. Each item's
+/// --results files go to DIR/N, N its id in the journal or, without one, its position.
 /// Each item's --results files are written before its end is recorded; a write that fails
 /// stops the run and records the item interrupted. Each failed item gets a line on stderr
 /// (its number, why, its command line) as it fails, and the run a count of them at its end,
 /// unless the joblog is stderr, or --json writes to stderr's pipe or file.
 /// @return the exit status of polymap: 0 all done, 1 an item failed (in this run, or in an
 ///   earlier one of the journal without --retry-failed), a halt, a journal error or a
-///   --results file that could not be written, 128+signal when stopped by a signal
+///   --results file that could not be written, 128+signal when stopped by a signal (141:
+///   by a closed stdout)
 /// The caller checks the --results directory first (prepare_results_dir), before anything
 /// runs or is claimed.
 /// @throws journal_error when the journal cannot be opened; std::runtime_error when the
