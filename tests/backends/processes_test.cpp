@@ -772,6 +772,8 @@ TEST(Processes, CrashesAreCaughtWhenSigchldIsIgnored) {
     EXPECT_EQ(e.failures()[0].index, 123u);
     EXPECT_EQ(e.failures()[0].kind, failure_kind::exit);
     EXPECT_EQ(e.failures()[0].exit_code, -1);
+    EXPECT_NE(e.failures()[0].what.find("exit status was lost"), std::string::npos)
+        << e.failures()[0].what;
     const auto& results = e.results<int>();
     for (std::size_t i = 0; i < xs.size(); ++i) {
       if (i != 123) {

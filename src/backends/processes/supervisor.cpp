@@ -97,7 +97,12 @@ std::string describe_death(failure_kind kind, int sig, int code, double timeout,
     case failure_kind::signal:
       return std::string("its worker process died of signal ") + std::to_string(sig) + " (" +
              signal_text(sig) + ")";
-    case failure_kind::exit: return "its worker process exited with status " + std::to_string(code);
+    case failure_kind::exit:
+      if (code < 0) {
+        return "its worker process ended and its exit status was lost: the program reaps "
+               "children itself (SIGCHLD set to SIG_IGN, or a SIGCHLD handler that calls wait)";
+      }
+      return "its worker process exited with status " + std::to_string(code);
     default: return "its worker process ended";
   }
 }
