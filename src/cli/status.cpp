@@ -20,7 +20,8 @@ namespace polymap::cli {
 namespace {
 
 nlohmann::json row_json(const journal_row& r) {
-  return {{"seq", r.seq},           {"command", r.command},   {"state", state_name(r.state)},
+  return {{"id", r.id},             {"seq", r.seq},
+          {"command", r.command},   {"state", state_name(r.state)},
           {"attempts", r.attempts}, {"exit", r.exit_code},    {"signal", r.signal},
           {"duration", r.duration}, {"reason", r.reason},     {"stderr_tail", r.stderr_tail}};
 }
@@ -85,7 +86,7 @@ void print_summary(const std::string& path, const journal_summary& s) {
     for (const journal_row& r : s.failures) {
       const std::string how = r.signal != 0 ? fmt::format("signal {}", r.signal)
                                             : fmt::format("exit {}", r.exit_code);
-      fmt::print("  #{} {} after {} attempt(s){}: {}\n", r.seq, how, r.attempts,
+      fmt::print("  #{} {} after {} attempt(s){}: {}\n", r.id, how, r.attempts,
                  r.reason.empty() ? "" : " (" + r.reason + ")", r.command);
       if (!r.stderr_tail.empty()) fmt::print("{}\n", indent_tail(r.stderr_tail));
     }
@@ -93,7 +94,7 @@ void print_summary(const std::string& path, const journal_summary& s) {
   if (!s.slowest.empty()) {
     fmt::print("slowest\n");
     for (const journal_row& r : s.slowest) {
-      fmt::print("  {:10.3f} s  #{} {}\n", r.duration, r.seq, r.command);
+      fmt::print("  {:10.3f} s  #{} {}\n", r.duration, r.id, r.command);
     }
   }
   fmt::print("runners\n");

@@ -714,22 +714,23 @@ journal_summary journal::read_summary(std::size_t top) {
       q.bind(1, static_cast<std::int64_t>(top));
       while (q.step()) {
         journal_row r;
-        r.seq = q.integer(0);
-        r.command = q.text(1);
-        r.state = static_cast<item_state>(q.integer(2));
-        r.attempts = static_cast<int>(q.integer(3));
-        r.exit_code = static_cast<int>(q.integer(4));
-        r.signal = static_cast<int>(q.integer(5));
-        r.duration = q.real(6);
-        r.reason = q.text(7);
-        r.stderr_tail = q.text(8);
+        r.id = q.integer(0);
+        r.seq = q.integer(1);
+        r.command = q.text(2);
+        r.state = static_cast<item_state>(q.integer(3));
+        r.attempts = static_cast<int>(q.integer(4));
+        r.exit_code = static_cast<int>(q.integer(5));
+        r.signal = static_cast<int>(q.integer(6));
+        r.duration = q.real(7);
+        r.reason = q.text(8);
+        r.stderr_tail = q.text(9);
         out.push_back(std::move(r));
       }
     };
-    rows("SELECT seq, command, state, attempts, exit, signal, duration, reason, stderr_tail "
+    rows("SELECT id, seq, command, state, attempts, exit, signal, duration, reason, stderr_tail "
          "FROM items WHERE state = 3 ORDER BY seq LIMIT ?1",
          s.failures);
-    rows("SELECT seq, command, state, attempts, exit, signal, duration, reason, stderr_tail "
+    rows("SELECT id, seq, command, state, attempts, exit, signal, duration, reason, stderr_tail "
          "FROM items WHERE state = 2 ORDER BY duration DESC LIMIT ?1",
          s.slowest);
     const std::string host = host_name();

@@ -79,7 +79,8 @@ struct journal_runner {
 
 /// An item as `polymap status` shows it.
 struct journal_row {
-  std::int64_t seq = 0;
+  std::int64_t id = 0;   ///< the item's id in the journal (its --results folder)
+  std::int64_t seq = 0;  ///< its position in the input of the run that added it
   std::string command;
   item_state state = item_state::pending;
   int attempts = 0;

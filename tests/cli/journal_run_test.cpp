@@ -319,6 +319,20 @@ TEST(JournalRun, StatusShowsCountsFailuresWithStderrAndRunners) {
   EXPECT_NE(watch.out.find("3 total"), std::string::npos) << watch.out;
 }
 
+TEST(JournalRun, StatusNamesItemsByTheirIdInTheJournal) {
+  temp_dir dir;
+  // b joins in the second run, first in its input: position 1, id 2 (its --results folder).
+  const std::string script = "[ \"$1\" != b ]";
+  EXPECT_EQ(run_polymap(journal_run(dir, script, {"a"}, 1), dir).status, 0);
+  EXPECT_EQ(run_polymap(journal_run(dir, script, {"b", "a"}, 1), dir).status, 1);
+  const cli_output text = run_polymap({"status", "--journal", dir / "j.db"}, dir);
+  EXPECT_NE(text.out.find("#2 exit 1"), std::string::npos) << text.out;
+  const nlohmann::json j =
+      nlohmann::json::parse(run_polymap({"status", "--json", "--journal", dir / "j.db"}, dir).out);
+  EXPECT_EQ(j["failures"][0]["id"], 2);
+  EXPECT_EQ(j["failures"][0]["seq"], 1);
+}
+
 TEST(JournalRun, StatusOfAMissingJournalSaysSo) {
   temp_dir dir;
   const cli_output r = run_polymap({"status", "--journal", dir / "none.db"}, dir);
