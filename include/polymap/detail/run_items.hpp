@@ -110,7 +110,7 @@ std::size_t run_items(std::size_t begin, std::size_t end, worker_context& w, Inv
     if (!guard.entered()) return 0;
     if (w.block == 0) w.block = w.state->first_block();
     auto last = clock::now();
-    while (reached < end && !w.state->stopping()) {
+    while (reached < end && !w.stopping()) {
       const std::size_t stop = reached + std::min(w.block, end - reached);
       reached = run_span(reached, stop, w, invoke);
       if (reached < stop) break;

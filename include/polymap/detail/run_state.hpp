@@ -173,6 +173,15 @@ struct worker_context {
   remote_channel* remote = nullptr; ///< in a worker process: where results go
   std::size_t block = 0;            ///< items between two looks for a stop (run_items);
                                     ///< 0: the call's first_block()
+  /// In a worker process: the caller's stop flag in shared memory, which run_items looks
+  /// at beside the worker's own state (another worker's fail_fast failure).
+  const std::atomic<bool>* caller_stop = nullptr;
+
+  /// Whether the call this worker runs is stopping.
+  [[nodiscard]] bool stopping() const noexcept {
+    return state->stopping() ||
+           (caller_stop != nullptr && caller_stop->load(std::memory_order_relaxed));
+  }
 
   void note_range(std::size_t begin, std::size_t end) {
     if (begin == end) return;

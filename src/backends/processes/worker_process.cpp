@@ -121,6 +121,7 @@ void worker_main(worker_setup& s) noexcept {
                            memory_capped);
     worker_context w = make_worker(state, *job.opts, backend_kind::processes, s.slot);
     w.remote = &channel;
+    w.caller_stop = &control.stop;
     // A chunk ends with writes to the store and a message: 1 ms chunks keep
     // that below 1% of the work. Cancels and timeouts do not wait for a chunk.
     chunk_sizer sizer(job, 1e-3);
