@@ -59,6 +59,27 @@ std::string scalar(const std::string& path, const std::string& sql) {
   return rows.empty() || rows[0].empty() ? "" : rows[0][0];
 }
 
+/// Holds a journal's write lock, as another process's runner would, until released.
+class journal_lock {
+ public:
+  explicit journal_lock(const std::string& path) {
+    EXPECT_EQ(sqlite3_open(path.c_str(), &db_), SQLITE_OK) << path;
+    EXPECT_EQ(sqlite3_exec(db_, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK) << path;
+  }
+  journal_lock(const journal_lock&) = delete;
+  journal_lock& operator=(const journal_lock&) = delete;
+  ~journal_lock() { release(); }
+  void release() {
+    if (db_ == nullptr) return;
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    sqlite3_close(db_);
+    db_ = nullptr;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
 std::vector<std::string> numbers(std::size_t n) {
   std::vector<std::string> items;
   for (std::size_t i = 1; i <= n; ++i) items.push_back(std::to_string(i));
@@ -372,13 +393,10 @@ TEST(JournalRun, AnotherApplicationsDatabaseIsRefused) {
 TEST(JournalRun, LockedJournalFailsAfterTheLockTimeout) {
   temp_dir dir;
   ASSERT_EQ(run_polymap(journal_run(dir, record_script, numbers(2), 1), dir).status, 0);
-  sqlite3* holder = nullptr;
-  ASSERT_EQ(sqlite3_open((dir / "j.db").c_str(), &holder), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(holder, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  journal_lock holder(dir / "j.db");
   const cli_output r = run_polymap(
       journal_run(dir, record_script, numbers(3), 1, {"--lock-timeout", "0.2"}), dir);
-  sqlite3_exec(holder, "ROLLBACK", nullptr, nullptr, nullptr);
-  sqlite3_close(holder);
+  holder.release();
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("locked by another process for more than 0.2 s"), std::string::npos)
       << r.err;
@@ -548,9 +566,7 @@ TEST(JournalRun, SignalWhileTheJournalLoadsStartsNothing) {
   temp_dir dir;
   ASSERT_EQ(run_polymap(journal_run(dir, record_script, numbers(1), 1), dir).status, 0);
   // Another process holds the journal's write lock: the runner waits for it at start-up.
-  sqlite3* holder = nullptr;
-  ASSERT_EQ(sqlite3_open((dir / "j.db").c_str(), &holder), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(holder, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  journal_lock holder(dir / "j.db");
   cli_process p(journal_run(dir, record_script, numbers(3), 2, {"--lock-timeout", "30"}), dir);
   // Once it has the journal open, its signals are its own to handle.
   std::string fds = "/proc/";
@@ -565,8 +581,7 @@ TEST(JournalRun, SignalWhileTheJournalLoadsStartsNothing) {
     }
   }
   p.signal(SIGINT);
-  sqlite3_exec(holder, "ROLLBACK", nullptr, nullptr, nullptr);
-  sqlite3_close(holder);
+  holder.release();
   ASSERT_TRUE(opened);
   EXPECT_EQ(p.wait(), 130) << p.err();
   EXPECT_EQ(executions(dir).size(), 1U);  // the first run's item only
