@@ -6,6 +6,7 @@
 #include <polymap/polymap.hpp>
 
 #include "backends/backend_param.hpp"
+#include "backends/sanitizer_build.hpp"
 #include "backends/shared_counters.hpp"
 
 #include <gtest/gtest.h>
@@ -554,6 +555,11 @@ TEST_P(BackendConformance, NestedMapsThreeDeep) {
 }
 
 TEST_P(BackendConformance, EightCallerThreadsAtOnce) {
+  if (GetParam() == backend_kind::processes && test_support::asan_build) {
+    // Eight threads fork workers while the others allocate (see sanitizer_build.hpp): seen
+    // to hang once in a CI-sized run, in ASan's allocator, not in polymap.
+    GTEST_SKIP() << "GCC 12's AddressSanitizer allocator is not fork-safe across threads";
+  }
   constexpr int callers = 8;
   std::vector<std::thread> threads;
   std::atomic<int> wrong{0};

@@ -12,6 +12,14 @@ inline constexpr bool sanitizer_build = true;
 inline constexpr bool sanitizer_build = false;
 #endif
 
+/// Whether these tests were built with ASan, whose allocator (GCC 12's) has no fork handler:
+/// a child forked while another thread of the program allocates can wait for ever on its lock.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool asan_build = true;
+#else
+inline constexpr bool asan_build = false;
+#endif
+
 /// Whether these tests were built with TSan, which ends a child forked from a threaded
 /// program when the child starts a thread (its `die_after_fork`).
 #if defined(__SANITIZE_THREAD__)
