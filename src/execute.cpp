@@ -142,8 +142,7 @@ backend_estimate estimate(backend_kind kind, const options& o, std::size_t left,
   }
   if (kind != backend_kind::processes && stops_or_caps(o)) {
     if (verbose) {
-      e.why_not = std::string("cannot hold options::") +
-                  (o.timeout.count() > 0 ? "timeout" : "memory_limit") +
+      e.why_not = std::string("cannot hold options::") + stop_or_cap_option(o) +
                   ": only worker processes can be stopped or capped";
     }
     return e;
@@ -237,14 +236,14 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) 
   }
   // Before the nesting rule: a timeout or a memory cap holds in a nested call too.
   if (stops_or_caps(o)) {
-    const char* what = o.timeout.count() > 0 ? "options::timeout" : "options::memory_limit";
+    const std::string what = std::string("options::") + stop_or_cap_option(o);
     if (!is_built(backend_kind::processes)) {
-      throw backend_unavailable(std::string("polymap: ") + what +
+      throw backend_unavailable("polymap: " + what +
                                 " needs the processes backend: " +
                                 not_built_reason(backend_kind::processes));
     }
     p.chosen = backend_kind::processes;
-    if (verbose) p.reason = std::string(what) + " needs worker processes that can be killed";
+    if (verbose) p.reason = what + " needs worker processes that can be killed";
     return p;
   }
   if (in_worker()) {
@@ -326,9 +325,8 @@ plan make_plan(map_job& job, function_stats& stats) {
 }
 
 void refuse_stop_or_cap(const options& o, const std::string& backend) {
-  const bool timeout = o.timeout.count() > 0;
-  throw option_error(timeout ? "timeout" : "memory_limit",
-                     timeout ? std::to_string(o.timeout.count()) + " s"
+  throw option_error(stop_or_cap_option(o),
+                     o.timeout.count() > 0 ? std::to_string(o.timeout.count()) + " s"
                              : std::to_string(o.memory_limit) + " bytes",
                      "none with backend " + backend +
                          ": only the processes backend can stop or cap an item");
@@ -362,7 +360,8 @@ void run_watched(run_state& state, const options& o, const std::function<void()>
 backend_kind execute(map_job& job, function_stats& stats) {
   const options& o = *job.opts;
   check_options(o);
-  // A backend asked for by name must be usable, even for a call with nothing to run.
+  // A backend asked for by name must be usable, even for a call with nothing to run, and
+  // before decide() samples items on the calling thread (a backend named by POLYMAP_BACKEND).
   if (job.decided == nullptr) check_backend_available(o);
   run_state& state = *job.state;
   stop_link on_stop;

@@ -272,6 +272,30 @@ TEST(AutomaticBackendDeathTest, EnvironmentOverridesTheChoice) {
       testing::ExitedWithCode(0), "");
 }
 
+TEST(AutomaticBackendDeathTest, AnUnusableBackendInTheEnvironmentRunsNoItem) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process reads the environment
+  // Backends that may be missing here; where one is usable, its child has nothing to check.
+  for (const char* name : {"cuda", "mpi"}) {
+    EXPECT_EXIT(
+        {
+          setenv("POLYMAP_BACKEND", name, 1);
+          std::atomic<int> ran{0};
+          std::vector<double> xs(1000, 1.0);
+          try {
+            (void)polymap::map(xs, [&ran](double x) {
+              ran.fetch_add(1, std::memory_order_relaxed);
+              return x;
+            });
+          } catch (const backend_unavailable&) {
+            std::exit(ran.load() == 0 ? 0 : 1);  // refused before sampling ran an item
+          }
+          std::exit(0);
+        },
+        testing::ExitedWithCode(0), "")
+        << name;
+  }
+}
+
 TEST(AutomaticBackendDeathTest, ExplainVariablePrintsEveryDecision) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process reads the environment
   EXPECT_EXIT(

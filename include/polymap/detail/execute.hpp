@@ -152,6 +152,11 @@ void run_watched(run_state& state, const options& o, const std::function<void()>
   return o.timeout.count() > 0 || o.memory_limit != 0;
 }
 
+/// The option that makes `stops_or_caps(o)` true ("timeout" before "memory_limit").
+[[nodiscard]] inline const char* stop_or_cap_option(const options& o) noexcept {
+  return o.timeout.count() > 0 ? "timeout" : "memory_limit";
+}
+
 /// Refuses a timeout or a memory cap for `backend` (its name, and where it came from).
 /// @throws option_error naming the option
 [[noreturn]] void refuse_stop_or_cap(const options& o, const std::string& backend);
