@@ -71,11 +71,12 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
                   "ended ones; never (default); GNU parallel's 0 (never), 1 (soon,fail=1), "
                   "2 (now,fail=1) and P% (soon,fail=P%)");
   sub->add_option("--joblog", run.options.joblog,
-                  "Log each ended job in GNU parallel's joblog format");
+                  "Log each ended job in GNU parallel's joblog format to FILE; - is "
+                  "stdout, +FILE appends to FILE");
   sub->add_option("--results", run.options.results,
                   "Keep each item's stdout and stderr in DIR/SEQ/{stdout,stderr}, written "
                   "atomically");
-  sub->add_flag("-k,--keep-order", run.options.keep_order, "Print outputs in input order");
+  sub->add_flag("-k,--keep-order", run.options.keep_order, "Print outputs in input order (what waits goes to a file in $TMPDIR)");
   sub->add_flag("--dry-run", run.dry_run, "Print the commands instead of running them");
   sub->add_flag("--shell", run.shell,
                 "Run the command line with /bin/sh -c; the items are inserted shell-quoted");

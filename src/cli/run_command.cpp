@@ -26,6 +26,11 @@ int run_run(const run_args& args) {
     fmt::print(stderr, "polymap run: {}\n", e.what());
     return exit_usage;
   }
+  if (options.joblog == "-" && options.json) {
+    fmt::print(stderr, "polymap run: --joblog - and --json would both write to stdout: give "
+                       "--joblog a file\n");
+    return exit_usage;
+  }
   if (options.retry_failed && options.journal.empty()) {
     fmt::print(stderr, "polymap run: --retry-failed needs --journal\n");
     return exit_usage;

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -111,9 +112,11 @@ class cli_process {
  public:
   /// Starts `polymap args...` with stdout and stderr in `dir`/out.N and err.N; with
   /// `stderr_fd` >= 0, stderr is that descriptor instead (a terminal, say). Its stdin is the
-  /// file `stdin_path`.
+  /// file `stdin_path`. Its environment is the test's, with each `NAME=value` of `env` added
+  /// or in place of the test's own.
   cli_process(const std::vector<std::string>& args, const temp_dir& dir, int stderr_fd = -1,
-              const std::string& stdin_path = "/dev/null") {
+              const std::string& stdin_path = "/dev/null",
+              const std::vector<std::string>& env = {}) {
     static int counter = 0;
     ++counter;
     out_path_ = dir / ("out." + std::to_string(counter));
@@ -134,7 +137,18 @@ class cli_process {
       posix_spawn_file_actions_addopen(&actions, 2, err_path_.c_str(),
                                        O_WRONLY | O_CREAT | O_TRUNC, 0644);
     }
-    const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+    std::vector<std::string> variables = env;
+    for (char** var = environ; *var != nullptr; ++var) {
+      const std::string entry = *var;
+      const std::string name = entry.substr(0, entry.find('=') + 1);
+      bool replaced = false;
+      for (const std::string& e : env) replaced = replaced || e.rfind(name, 0) == 0;
+      if (!replaced) variables.push_back(entry);
+    }
+    std::vector<char*> envp;
+    for (std::string& v : variables) envp.push_back(v.data());
+    envp.push_back(nullptr);
+    const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), envp.data());
     posix_spawn_file_actions_destroy(&actions);
     if (rc != 0) throw std::runtime_error("cannot start " + words[0]);
   }
@@ -152,8 +166,14 @@ class cli_process {
 
   /// Waits for the exit: the exit status, 128+signal when killed by one.
   int wait() {
+    rusage ignored{};
+    return wait(ignored);
+  }
+  /// The same, with what polymap (and the jobs it waited for) used in `usage`: ru_maxrss is
+  /// the peak resident set of the largest of them, in KiB.
+  int wait(rusage& usage) {
     int status = 0;
-    waitpid(pid_, &status, 0);
+    wait4(pid_, &status, 0, &usage);
     pid_ = -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }

@@ -80,6 +80,26 @@ TEST(Run, PlaceholdersExpandAsGnuParallel) {
             "echo b b b . b 2 1\n");
 }
 
+// What GNU parallel 20221122 gives for paths with trailing, repeated or lone slashes, dots
+// and nothing at all: {//} is Perl's dirname (trailing slashes do not count), {/} what
+// follows the last slash, {.} and {/.} drop the last dot and what follows it there.
+TEST(Run, PathPlaceholdersOfOddValuesMatchGnuParallel) {
+  temp_dir dir;
+  const std::vector<std::string> values = {"a/b/", "a/b", "a",   "/a",  "/",     "a/",
+                                           "./a",  ".a",  "a.b/c", "a/.b", "a/b.c/", "",
+                                           "a//b", "//",  "a.b.",  "..",   ".",      "a/.."};
+  const std::vector<std::string> expected = {
+      "a|||a/b/",  "a|b|b|a/b", ".|a|a|a",    "/|a|a|/a",     "/|||/",       ".|||a/",
+      ".|a|a|./a", ".|.a||",    "a.b|c|c|a.b/c", "a|.b||a/",  "a|||a/b.c/",  ".|||",
+      "a|b|b|a//b", "/|||//",   ".|a.b.|a.b|a.b", ".|..|.|.", ".|.||",       "a|..|.|a/."};
+  std::vector<std::string> args = {"run",    "-k",   "-j",   "2",    "--",  "printf",
+                                   "%s|%s|%s|%s\\n", "{//}", "{/}", "{/.}", "{.}", ":::"};
+  args.insert(args.end(), values.begin(), values.end());
+  const cli_output r = run_polymap(args, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(lines_of(r.out), expected);
+}
+
 TEST(Run, ColumnPlaceholdersNameTheirSource) {
   temp_dir dir;
   const cli_output r = run_polymap(
@@ -322,6 +342,91 @@ TEST(Run, JoblogIsReadByGnuParallelResume) {
   EXPECT_EQ(read_file(dir / "resumed"), "d\n");
 }
 
+/// Whether `line` is a joblog line of item `seq` whose command ends with `command_end`.
+bool is_joblog_line(const std::string& line, int seq, const std::string& command_end) {
+  return line.rfind(std::to_string(seq) + "\t:\t", 0) == 0 &&
+         std::count(line.begin(), line.end(), '\t') == 8 && line.size() >= command_end.size() &&
+         line.compare(line.size() - command_end.size(), command_end.size(), command_end) == 0;
+}
+
+const std::string joblog_header =
+    "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand";
+
+// As in GNU parallel: `--joblog -` is stdout, the header first and each item's line after
+// its output, in input order with -k (the first item here ends last).
+TEST(Run, JoblogDashIsStdoutWithEachLineAfterItsItemsOutput) {
+  temp_dir dir;
+  const std::string done = dir / "second.done";
+  const std::string script = "if [ \"$0\" = first ]; then while [ ! -e '" + done +
+                             "' ]; do sleep 0.01; done; echo first; else echo second; touch '" +
+                             done + "'; fi";
+  const std::string command =
+      "cd " + shell_quote(dir.path()) + " && " +
+      polymap_command({"run", "-k", "-j", "2", "--joblog", "-", "--", "sh", "-c", script, ":::",
+                       "first", "second"}) +
+      " >out 2>err";
+  ASSERT_EQ(std::system(command.c_str()), 0) << read_file(dir / "err");
+  const std::vector<std::string> lines = lines_of(read_file(dir / "out"));
+  ASSERT_EQ(lines.size(), 5U) << read_file(dir / "out");
+  EXPECT_EQ(lines[0], joblog_header);
+  EXPECT_EQ(lines[1], "first");
+  EXPECT_TRUE(is_joblog_line(lines[2], 1, "\t0\t0\tsh -c " + shell_quote(script) + " first"))
+      << lines[2];
+  EXPECT_EQ(lines[3], "second");
+  EXPECT_TRUE(is_joblog_line(lines[4], 2, " second")) << lines[4];
+  EXPECT_FALSE(std::filesystem::exists(dir / "-"));
+  EXPECT_EQ(read_file(dir / "err"), "");
+}
+
+TEST(Run, JoblogDashWithJsonIsAUsageError) {
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "--joblog", "-", "--json", "echo", ":::", "a"}, dir);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--joblog - and --json"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, "");
+}
+
+// `--joblog +FILE` appends to FILE as GNU parallel does; the header goes only into a file
+// that is new or empty, so that `parallel --resume` does not take a job's line for it.
+TEST(Run, JoblogPlusFileAppendsWithTheHeaderOnlyInANewOrEmptyFile) {
+  temp_dir dir;
+  const std::string log = dir / "log";
+  ASSERT_EQ(run_polymap({"run", "--joblog", "+" + log, "echo", ":::", "a"}, dir).status, 0);
+  ASSERT_EQ(run_polymap({"run", "--joblog", "+" + log, "echo", ":::", "b", "c"}, dir).status, 0);
+  std::vector<std::string> lines = lines_of(read_file(log));
+  ASSERT_EQ(lines.size(), 4U) << read_file(log);
+  EXPECT_EQ(lines[0], joblog_header);
+  EXPECT_TRUE(is_joblog_line(lines[1], 1, "\techo a")) << lines[1];
+  EXPECT_TRUE(is_joblog_line(lines[2], 1, "\techo b") || is_joblog_line(lines[2], 2, "\techo c"))
+      << lines[2];
+  EXPECT_FALSE(std::filesystem::exists(dir / ("+" + log)));
+  // An empty file gets the header; without the "+" a file is written anew.
+  write_file(log, "");
+  ASSERT_EQ(run_polymap({"run", "--joblog", "+" + log, "echo", ":::", "d"}, dir).status, 0);
+  lines = lines_of(read_file(log));
+  ASSERT_EQ(lines.size(), 2U) << read_file(log);
+  EXPECT_EQ(lines[0], joblog_header);
+  ASSERT_EQ(run_polymap({"run", "--joblog", log, "echo", ":::", "e"}, dir).status, 0);
+  lines = lines_of(read_file(log));
+  ASSERT_EQ(lines.size(), 2U) << read_file(log);
+  EXPECT_TRUE(is_joblog_line(lines[1], 1, "\techo e")) << lines[1];
+}
+
+// A joblog that is a pipe gets the header as a file does (GNU parallel's `--joblog
+// /dev/stdout | ...` too).
+TEST(Run, JoblogOnAPipeStartsWithTheHeader) {
+  temp_dir dir;
+  const std::string command = polymap_command({"run", "--joblog", "/dev/stdout", "true", ":::",
+                                               "a"}) +
+                              " 2>" + shell_quote(dir / "err") + " | cat >" +
+                              shell_quote(dir / "out");
+  ASSERT_EQ(std::system(command.c_str()), 0) << read_file(dir / "err");
+  const std::vector<std::string> lines = lines_of(read_file(dir / "out"));
+  ASSERT_EQ(lines.size(), 2U) << read_file(dir / "out");
+  EXPECT_EQ(lines[0], joblog_header);
+  EXPECT_TRUE(is_joblog_line(lines[1], 1, "\ttrue a")) << lines[1];
+}
+
 TEST(Run, ResultsKeepEachItemsOutput) {
   temp_dir dir;
   const cli_output r = run_polymap({"run", "--results", dir / "res", "--", "sh", "-c",
@@ -419,6 +524,110 @@ TEST(Run, KeepOrderHoldsBackAnItemThatEndsFirst) {
       run_polymap({"run", "-j", "2", "--", "sh", "-c", script, ":::", "first", "second"}, dir);
   ASSERT_EQ(loose.status, 0) << loose.err;
   EXPECT_EQ(loose.out, "second\nfirst\n");
+}
+
+/// A -k run of `slow` then `count` items of `bytes` bytes of output each: the first item
+/// ends only once polymap has reaped all the others (a job's /proc entry stays until then),
+/// so that -k holds all their output back. `extra` goes before the command.
+std::vector<std::string> keep_order_behind_a_slow_item(const temp_dir& dir, int count,
+                                                       std::size_t bytes,
+                                                       const std::vector<std::string>& extra) {
+  const std::string d = "'" + dir.path() + "/'";
+  const std::string script =
+      "if [ \"$0\" = slow ]; then while [ $(ls " + d + " | grep -c '[.]done$') -lt " +
+      std::to_string(count) + " ]; do sleep 0.01; done; for f in " + d +
+      "*.done; do while [ -e /proc/$(cat \"$f\") ]; do sleep 0.01; done; done; echo slow; "
+      "echo slow-err >&2; else yes \"item $0\" | head -c " + std::to_string(bytes) +
+      "; echo \"err $0\" >&2; echo $$ >" + d + "$0.pid; mv " + d + "$0.pid " + d +
+      "$0.done; fi";
+  std::vector<std::string> args = {"run", "-k", "-j", std::to_string(count + 1)};
+  args.insert(args.end(), extra.begin(), extra.end());
+  args.insert(args.end(), {"--", "sh", "-c", script, ":::", "slow"});
+  for (int i = 1; i <= count; ++i) args.push_back(std::to_string(i));
+  return args;
+}
+
+/// What keep_order_behind_a_slow_item prints on stdout and on stderr.
+std::pair<std::string, std::string> keep_order_output(int count, std::size_t bytes) {
+  std::string out = "slow\n";
+  std::string err = "slow-err\n";
+  for (int i = 1; i <= count; ++i) {
+    const std::string line = "item " + std::to_string(i) + "\n";
+    std::string item;
+    while (item.size() < bytes) item += line;
+    item.resize(bytes);
+    out += item;
+    err += "err " + std::to_string(i) + "\n";
+  }
+  return {out, err};
+}
+
+// Eight outputs of 20 MB that end before the first item wait on disk, not in polymap's
+// memory, and come out whole and in order.
+TEST(Run, KeepOrderHoldsLargeOutputsOutOfMemory) {
+  temp_dir dir;
+  temp_dir spool_dir;
+  constexpr int count = 8;
+  constexpr std::size_t bytes = 20'000'000;
+  cli_process p(keep_order_behind_a_slow_item(dir, count, bytes, {}), dir, -1, "/dev/null",
+                {"TMPDIR=" + spool_dir.path()});
+  rusage usage{};
+  const int status = p.wait(usage);
+  const std::string err = p.err();
+  ASSERT_EQ(status, 0) << err;
+  const auto [out_expected, err_expected] = keep_order_output(count, bytes);
+  const std::string out = p.out();
+  EXPECT_EQ(out.size(), out_expected.size());
+  EXPECT_TRUE(out == out_expected) << "the output differs from what the items printed";
+  EXPECT_EQ(err, err_expected);
+  // Held in memory, the outputs alone would take 160 MB; polymap itself takes about 10.
+  EXPECT_LT(usage.ru_maxrss, 64 * 1024) << "peak RSS in KiB";
+  // The temporary file had no name.
+  EXPECT_TRUE(std::filesystem::is_empty(spool_dir.path()));
+}
+
+// A $TMPDIR where the held-back output cannot go stops -k before anything runs, naming it.
+TEST(Run, KeepOrderWithATempDirThatCannotBeWrittenFailsBeforeAnyItemRuns) {
+  temp_dir dir;
+  const std::string missing = dir / "no-such-dir";
+  cli_process p({"run", "-k", "--", "touch", dir / "ran.{}", ":::", "a", "b"}, dir, -1,
+                "/dev/null", {"TMPDIR=" + missing});
+  EXPECT_EQ(p.wait(), 1);
+  const std::string err = p.err();
+  EXPECT_NE(err.find("'" + missing + "'"), std::string::npos) << err;
+  EXPECT_NE(err.find("No such file or directory"), std::string::npos) << err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "ran.a"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "ran.b"));
+}
+
+// When the temporary file cannot take held-back output (here a file size limit of 1 MiB,
+// standing for a full disk), it is held in memory: the output is whole and in order.
+TEST(Run, KeepOrderKeepsHeldOutputInMemoryWhenTheTempFileIsFull) {
+  temp_dir dir;
+  temp_dir spool_dir;
+  constexpr int count = 3;
+  constexpr std::size_t bytes = 3'000'000;
+  // The jobs lift the limit for themselves; polymap's stdout is a pipe, which it does not
+  // limit.
+  std::vector<std::string> args = keep_order_behind_a_slow_item(dir, count, bytes, {});
+  for (std::string& arg : args) {
+    if (arg.rfind("if [", 0) == 0) arg = "ulimit -S -f unlimited; " + arg;
+  }
+  const std::string command = "(trap '' XFSZ; ulimit -S -f 1024; TMPDIR=" +
+                              shell_quote(spool_dir.path()) + " exec " + polymap_command(args) +
+                              " 2>" + shell_quote(dir / "err") + ") | cat >" +
+                              shell_quote(dir / "out");
+  ASSERT_EQ(std::system(command.c_str()), 0) << read_file(dir / "err");
+  const auto [out_expected, err_expected] = keep_order_output(count, bytes);
+  const std::string out = read_file(dir / "out");
+  EXPECT_EQ(out.size(), out_expected.size());
+  EXPECT_TRUE(out == out_expected) << "the output differs from what the items printed";
+  const std::string err = read_file(dir / "err");
+  const std::string warning = "polymap: warning: cannot write the output that -k/--keep-order "
+                              "holds back to a temporary file in '" +
+                              spool_dir.path() + "': File too large; holding it in memory\n";
+  EXPECT_EQ(err.find(warning), 0U) << err;
+  EXPECT_EQ(err.substr(std::min(err.size(), warning.size())), err_expected);
 }
 
 TEST(Run, BindPinsEachSlotToItsOwnCpu) {

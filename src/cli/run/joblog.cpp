@@ -2,6 +2,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/run/joblog.hpp"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -9,30 +11,56 @@
 namespace polymap::cli::run {
 
 joblog::joblog(const std::string& path, bool append) {
-  file_ = std::fopen(path.c_str(), append ? "ae" : "we");
-  if (file_ == nullptr) {
-    throw std::runtime_error("cannot open --joblog '" + path + "': " + std::strerror(errno));
+  bool header = true;
+  if (path == "-") {
+    file_ = stdout;
+  } else {
+    const bool plus = !path.empty() && path.front() == '+';
+    const std::string name = plus ? path.substr(1) : path;
+    file_ = std::fopen(name.c_str(), plus || append ? "ae" : "we");
+    if (file_ == nullptr) {
+      throw std::runtime_error("cannot open --joblog '" + name + "': " + std::strerror(errno));
+    }
+    struct stat st {};
+    if (fstat(fd(), &st) == 0 && S_ISREG(st.st_mode)) {
+      header = st.st_size == 0;
+    } else {
+      header = !plus;
+    }
   }
-  std::fseek(file_, 0, SEEK_END);
-  if (std::ftell(file_) == 0) {
+  if (header) {
     std::fputs("Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n",
                file_);
     std::fflush(file_);
   }
 }
 
-joblog::~joblog() { std::fclose(file_); }
+joblog::~joblog() {
+  if (file_ == stdout) {
+    std::fflush(file_);
+  } else {
+    std::fclose(file_);
+  }
+}
 
-void joblog::write(std::size_t seq, double start, double runtime, int exit_code, int signal,
-                   const std::string& command) noexcept {
+int joblog::fd() const noexcept { return fileno(file_); }
+
+std::string joblog::line(std::size_t seq, double start, double runtime, int exit_code, int signal,
+                         const std::string& command) {
   // GNU parallel's own format string; ":" is its name for the local host. A newline in a
-  // command would split the record, so it is written as a space, as GNU parallel does.
+  // command would split the record, so it is written as a space (GNU parallel writes a NUL).
   std::string flat = command;
   for (char& c : flat) {
     if (c == '\n') c = ' ';
   }
-  std::fprintf(file_, "%zu\t:\t%.3f\t% 8.3f\t0\t0\t%d\t%d\t%s\n", seq, start, runtime, exit_code,
-               signal, flat.c_str());
+  char fields[128];
+  std::snprintf(fields, sizeof fields, "%zu\t:\t%.3f\t% 8.3f\t0\t0\t%d\t%d\t", seq, start, runtime,
+                exit_code, signal);
+  return fields + flat + "\n";
+}
+
+void joblog::write(const std::string& line) noexcept {
+  std::fputs(line.c_str(), file_);
   std::fflush(file_);
 }
 

@@ -14,17 +14,29 @@ namespace polymap::cli::run {
 /// Thread safety: none.
 class joblog {
  public:
-  /// Opens `path`: appends when `append` (a resumed journal run), truncates otherwise;
-  /// writes the header to an empty file.
+  /// Opens `path` as GNU parallel does: "-" is polymap's stdout, "+FILE" appends to FILE;
+  /// any other FILE is appended to when `append` (a resumed journal run), else truncated.
+  /// The header comes first, unless what is appended to may have one already: a regular file
+  /// that is not empty, or a pipe or terminal given as "+FILE". GNU parallel writes no
+  /// header with "+FILE" at all, which its --resume then takes the first line for.
   /// @throws std::runtime_error naming the file when it cannot be opened
   joblog(const std::string& path, bool append);
   joblog(const joblog&) = delete;
   joblog& operator=(const joblog&) = delete;
   ~joblog();
 
-  /// One ended item.
-  void write(std::size_t seq, double start, double runtime, int exit_code, int signal,
-             const std::string& command) noexcept;
+  /// Whether it is polymap's stdout ("-"), where each line goes after its item's output.
+  [[nodiscard]] bool on_stdout() const noexcept { return file_ == stdout; }
+
+  /// Its file descriptor.
+  [[nodiscard]] int fd() const noexcept;
+
+  /// The line of one ended item, its newline included.
+  [[nodiscard]] static std::string line(std::size_t seq, double start, double runtime,
+                                        int exit_code, int signal, const std::string& command);
+
+  /// Writes a line and flushes it.
+  void write(const std::string& line) noexcept;
 
  private:
   std::FILE* file_ = nullptr;

@@ -26,10 +26,17 @@ std::string_view base_name(std::string_view path) {
   return slash == std::string_view::npos ? path : path.substr(slash + 1);
 }
 
+/// Perl's File::Basename::dirname, which GNU parallel's {//} is, and POSIX dirname but for
+/// "//", which is "/": trailing slashes are not a path's last part ("a/b/" is in "a"), and
+/// the slashes between the directory and that part go with it ("a//b" is in "a").
 std::string_view dir_name(std::string_view path) {
-  const std::size_t slash = path.rfind('/');
+  std::size_t end = path.size();
+  while (end > 1 && path[end - 1] == '/') --end;
+  const std::size_t slash = path.substr(0, end).rfind('/');
   if (slash == std::string_view::npos) return ".";
-  return slash == 0 ? path.substr(0, 1) : path.substr(0, slash);
+  end = slash;
+  while (end > 0 && path[end - 1] == '/') --end;
+  return end == 0 ? path.substr(0, 1) : path.substr(0, end);
 }
 
 std::string_view without_ext(std::string_view path) {

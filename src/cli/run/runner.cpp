@@ -5,6 +5,7 @@
 #include <polymap/topology.hpp>
 
 #include "cli/run/joblog.hpp"
+#include "cli/run/output_spool.hpp"
 #include "cli/run/spawn.hpp"
 #include "journal/journal.hpp"
 #include "orphan_guard.hpp"
@@ -52,6 +53,10 @@ constexpr double progress_interval = 0.2;
 // slot waiting for the runner's own stopping signal (see batch_runner::job_exited).
 constexpr double foreign_stop_grace = 0.3;
 constexpr std::size_t tail_bytes = 2048;  // of a failed item's stderr, kept in the journal
+// What --keep-order holds back in memory: an item's output up to this size, while all that is
+// held in memory stays under the total. The rest waits in the spool file (output_spool).
+constexpr std::size_t held_item_memory = 1 << 20;
+constexpr std::size_t held_total_memory = 16 << 20;
 
 double wall_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
@@ -80,6 +85,22 @@ std::string read_all(int fd) {
   std::size_t got = 0;
   while (got < data.size()) {
     const ssize_t n = pread(fd, data.data() + got, data.size() - got, static_cast<off_t>(got));
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  data.resize(got);
+  return data;
+}
+
+/// The last `size` bytes of the file `fd`.
+std::string read_tail(int fd, std::size_t size) {
+  const std::size_t total = file_size(fd);
+  std::string data(std::min(size, total), '\0');
+  std::size_t got = 0;
+  const std::size_t from = total - data.size();
+  while (got < data.size()) {
+    const ssize_t n = pread(fd, data.data() + got, data.size() - got,
+                            static_cast<off_t>(from + got));
     if (n <= 0) break;
     got += static_cast<std::size_t>(n);
   }
@@ -248,22 +269,21 @@ struct job {
   double release_at = 0;
 };
 
-/// An ended item's output, held back until its turn under --keep-order.
+/// An ended item's output. Each of its stdout and stderr is a capture not read yet (a file
+/// of its own, closed once written out), bytes in memory, or, while --keep-order holds it
+/// back, a piece of the spool file.
 struct output_record {
+  int out_fd = -1;
+  int err_fd = -1;
   std::string out;
   std::string err;
-  std::string event;  // --json
+  std::string event;  // --json: after the stdout
+  std::string log;    // the joblog line when the joblog is stdout: after the event
+  bool spooled = false;
+  output_spool::extent spooled_out;  // the stdout, the event and the log line included
+  output_spool::extent spooled_err;
+  std::size_t in_memory = 0;  // bytes counted in batch_runner::held_memory_
 };
-
-/// Writes an ended item's output: stdout after whatever stdio still holds, then stderr.
-void write_record(const output_record& r) {
-  if (!r.out.empty() || !r.event.empty()) {
-    std::fflush(stdout);
-    (void)write_all(1, r.out);
-    (void)write_all(1, r.event);
-  }
-  (void)write_all(2, r.err);
-}
 
 class batch_runner {
  public:
@@ -284,6 +304,8 @@ class batch_runner {
   void end_item(std::size_t item, std::size_t slot, item_state state, int exit_code, int signal,
                 std::string reason, double start_wall, double runtime, int out_fd, int err_fd);
   void emit(std::size_t order, output_record record);
+  void hold(std::size_t order, output_record record);
+  void write_record(output_record& record);
   void stop(int sig, double now);
   void stop_jobs(int sig, double now);
   void check_deadlines(double now);
@@ -309,6 +331,9 @@ class batch_runner {
   std::unique_ptr<detail::orphan_guard> guard_;
   std::unique_ptr<journal> journal_;
   std::unique_ptr<joblog> joblog_;
+  std::unique_ptr<output_spool> spool_;  // --keep-order
+  std::size_t held_memory_ = 0;          // bytes of held_ in memory
+  bool spool_failed_ = false;            // said once
   std::unordered_map<std::string, std::size_t> item_of_key_;
   std::deque<std::size_t> queue_;    // claimed from the journal, not started
   std::vector<item_end> ends_;       // to commit before the next claim
@@ -573,12 +598,19 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
                             int out_fd, int err_fd) {
   item_status& st = status_[item];
   st.phase = item_phase::ended;
-  output_record record;
-  record.out = read_all(out_fd);
-  record.err = read_all(err_fd);
   const bool ran = out_fd >= 0 || err_fd >= 0;  // not a retry cancelled before it started
-  if (out_fd >= 0) close(out_fd);
-  if (err_fd >= 0) close(err_fd);
+  output_record record;
+  if ((!options_.results.empty() && ran) || options_.json) {
+    // The --results files and the --json event take the bytes; otherwise the captures are
+    // copied out as they are, however large, without passing through memory.
+    record.out = read_all(out_fd);
+    record.err = read_all(err_fd);
+    if (out_fd >= 0) close(out_fd);
+    if (err_fd >= 0) close(err_fd);
+  } else {
+    record.out_fd = out_fd;
+    record.err_fd = err_fd;
+  }
   if (!options_.results.empty() && ran) {
     // Before the item is recorded: an item whose output could not be kept is not done.
     if (results_failure_.empty()) {
@@ -620,8 +652,15 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
     // -1 for a job killed by a signal, and for a failed one that exited 0 (it ran past
     // --timeout), which `parallel --resume-failed` must not take for a success.
     const bool no_status = exit_code < 0 || (state == item_state::failed && exit_code == 0);
-    joblog_->write(item + 1, start_wall, runtime, no_status ? -1 : exit_code, signal,
-                   display_command(argv));
+    std::string line = joblog::line(item + 1, start_wall, runtime, no_status ? -1 : exit_code,
+                                    signal, display_command(argv));
+    // On stdout the line follows the item's output (held back by -k or not), as in GNU
+    // parallel; in a file it is written now, before the journal records the end.
+    if (joblog_->on_stdout()) {
+      record.log = std::move(line);
+    } else {
+      joblog_->write(line);
+    }
   }
   if (journal_) {
     item_end e;
@@ -635,9 +674,13 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
     e.signal = signal;
     e.reason = reason;
     if (state == item_state::failed) {
-      e.stderr_tail = record.err.size() > tail_bytes
-                          ? record.err.substr(record.err.size() - tail_bytes)
-                          : record.err;
+      if (record.err_fd >= 0) {
+        e.stderr_tail = read_tail(record.err_fd, tail_bytes);
+      } else {
+        e.stderr_tail = record.err.size() > tail_bytes
+                            ? record.err.substr(record.err.size() - tail_bytes)
+                            : record.err;
+      }
     }
     ends_.push_back(std::move(e));
   }
@@ -704,12 +747,87 @@ void batch_runner::emit(std::size_t order, output_record record) {
     write_record(record);
     return;
   }
-  held_.emplace(order, std::move(record));
+  if (order != next_emit_) {
+    hold(order, std::move(record));
+    return;
+  }
+  write_record(record);
+  ++next_emit_;
   while (!held_.empty() && held_.begin()->first == next_emit_) {
     write_record(held_.begin()->second);
     held_.erase(held_.begin());
     ++next_emit_;
   }
+}
+
+void batch_runner::hold(std::size_t order, output_record record) {
+  const std::size_t out_size = file_size(record.out_fd) + record.out.size() +
+                               record.event.size() + record.log.size();
+  const std::size_t err_size = file_size(record.err_fd) + record.err.size();
+  const std::size_t size = out_size + err_size;
+  const bool fits = size <= held_item_memory && held_memory_ + size <= held_total_memory;
+  if (!fits && spool_) {
+    int error = spool_->append(record.out_fd, file_size(record.out_fd),
+                               record.out + record.event + record.log, record.spooled_out);
+    if (error == 0) {
+      error = spool_->append(record.err_fd, file_size(record.err_fd), record.err,
+                             record.spooled_err);
+      if (error != 0) spool_->release(record.spooled_out);
+    }
+    if (error == 0) {
+      record.spooled = true;
+      record.out.clear();
+      record.err.clear();
+      record.event.clear();
+      record.log.clear();
+    } else if (!spool_failed_) {
+      // The output stays whole, in memory: losing a finished job's output, or stopping a
+      // batch for want of temporary space, would be worse.
+      spool_failed_ = true;
+      say("polymap: warning: cannot write the output that -k/--keep-order holds back to a "
+          "temporary file in '" + spool_->dir() + "': " + std::strerror(error) +
+          "; holding it in memory\n");
+    }
+  }
+  if (!record.spooled) {
+    if (record.out_fd >= 0) record.out.insert(0, read_all(record.out_fd));
+    if (record.err_fd >= 0) record.err.insert(0, read_all(record.err_fd));
+    record.in_memory = size;
+    held_memory_ += size;
+  }
+  if (record.out_fd >= 0) close(record.out_fd);
+  if (record.err_fd >= 0) close(record.err_fd);
+  record.out_fd = record.err_fd = -1;
+  held_.emplace(order, std::move(record));
+}
+
+void batch_runner::write_record(output_record& r) {
+  // An ended item's output: its stdout after whatever stdio still holds, then its stderr.
+  // Errors are ignored: a closed stdout loses the output, not the run.
+  std::fflush(stdout);
+  if (r.spooled) {
+    (void)spool_->write_out(r.spooled_out, 0, r.spooled_out.size, 1);
+    (void)spool_->write_out(r.spooled_err, 0, r.spooled_err.size, 2);
+    spool_->release(r.spooled_out);
+    spool_->release(r.spooled_err);
+    r.spooled = false;
+  }
+  if (r.out_fd >= 0) {
+    (void)copy_bytes(r.out_fd, 0, file_size(r.out_fd), 1);
+    close(r.out_fd);
+    r.out_fd = -1;
+  }
+  (void)write_all(1, r.out);
+  (void)write_all(1, r.event);
+  (void)write_all(1, r.log);
+  if (r.err_fd >= 0) {
+    (void)copy_bytes(r.err_fd, 0, file_size(r.err_fd), 2);
+    close(r.err_fd);
+    r.err_fd = -1;
+  }
+  (void)write_all(2, r.err);
+  held_memory_ -= std::min(held_memory_, r.in_memory);
+  r.in_memory = 0;
 }
 
 void batch_runner::stop(int sig, double now) {
@@ -852,7 +970,9 @@ void batch_runner::fit_jobs_to_fd_limit() {
 }
 
 int batch_runner::run() {
-  // The --results folder was checked by the caller (prepare_results_dir) before this.
+  // The --results folder was checked by the caller (prepare_results_dir) before this, and
+  // the temporary file of --keep-order is made here, before anything runs.
+  if (options_.keep_order) spool_ = std::make_unique<output_spool>(temp_dir_path());
   jobs_.resize(options_.jobs);
   // The guard is forked first, before SQLite opens anything.
   guard_ = std::make_unique<detail::orphan_guard>();
@@ -872,11 +992,7 @@ int batch_runner::run() {
   // Each failed item gets a line on stderr and the run a count at its end, unless stderr
   // already says it: the joblog written there (a line per job), or --json's events when
   // stderr is stdout's pipe or file (2>&1), where a line of text would break the JSON lines.
-  struct stat err_st {};
-  struct stat log_st {};
-  const bool log_on_stderr = joblog_ && fstat(2, &err_st) == 0 &&
-                             stat(options_.joblog.c_str(), &log_st) == 0 &&
-                             err_st.st_dev == log_st.st_dev && err_st.st_ino == log_st.st_ino;
+  const bool log_on_stderr = joblog_ && same_file(joblog_->fd(), 2);
   const bool json_on_stderr = options_.json && same_file(1, 2) && isatty(2) == 0;
   report_failures_ = !log_on_stderr && !json_on_stderr;
   json_on_stderr_ = json_on_stderr;
@@ -944,7 +1060,7 @@ int batch_runner::run() {
       check_deadlines(mono_now());
     }
   }
-  for (const auto& [order, record] : held_) write_record(record);
+  for (auto& [order, record] : held_) write_record(record);
   held_.clear();
   draw_progress(true);
   if (journal_) journal_->finish_runner();

@@ -22,7 +22,7 @@ struct run_options {
   double timeout = 0;                  ///< seconds per attempt; 0: none
   unsigned retries = 0;                ///< extra attempts after a failure
   halt_policy halt;
-  std::string joblog;
+  std::string joblog;                  ///< "-": stdout; "+FILE": append to FILE
   std::string results;                 ///< directory for each item's stdout and stderr
   bool keep_order = false;
   bool progress = false;
@@ -52,8 +52,12 @@ void prepare_results_dir(const std::string& dir);
 ///   by a closed stdout)
 /// The caller checks the --results directory first (prepare_results_dir), before anything
 /// runs or is claimed.
+/// Under --keep-order, output held back past a bound in memory waits in an unnamed file in
+/// $TMPDIR (else /tmp), made before anything runs; a write to it that fails keeps the output
+/// in memory, with a warning.
 /// @throws journal_error when the journal cannot be opened; std::runtime_error when the
-///   joblog cannot be used, or a --results item folder cannot be made
+///   joblog cannot be used, a --results item folder cannot be made, or the temporary file of
+///   --keep-order cannot be made
 int run_batch(const run_options& options, const command_template& command,
               const std::vector<std::vector<std::string>>& items);
 

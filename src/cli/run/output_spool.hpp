@@ -1,0 +1,69 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace polymap::cli::run {
+
+/// Copies `size` bytes of `from`, starting at its offset `at` (read with pread, so that the
+/// descriptor's own offset does not matter), to the end of what was written to `to`.
+/// @return 0, or the errno that stopped it (EIO when `from` is shorter than said; ENOSPC for
+///   a write of nothing)
+int copy_bytes(int from, std::int64_t at, std::size_t size, int to) noexcept;
+
+/// The size of the file `fd` refers to; 0 when it cannot be known.
+std::size_t file_size(int fd) noexcept;
+
+/// An unlinked temporary file that holds the output of items that ended ahead of their
+/// turn under --keep-order, so that what is held back is on disk rather than in memory.
+/// Each piece of output is appended, written out once and released; the space of released
+/// pieces is given back to the file system as it goes, and all of it once none is left.
+/// The file has no name: it is gone when polymap exits, however it exits.
+/// Thread safety: none.
+class output_spool {
+ public:
+  /// Where a piece is in the file.
+  struct extent {
+    std::int64_t offset = 0;
+    std::size_t size = 0;
+  };
+
+  /// Creates the file in `dir`, mode 0600, without a name (O_TMPFILE, or a name removed at
+  /// once where the file system has no O_TMPFILE).
+  /// @throws std::runtime_error naming `dir` and the cause
+  explicit output_spool(std::string dir);
+  output_spool(const output_spool&) = delete;
+  output_spool& operator=(const output_spool&) = delete;
+  ~output_spool();
+
+  /// Appends `size` bytes of `fd` from its offset 0, then `data`, as one piece. When a write
+  /// fails (a full disk) the file is left as it was.
+  /// @return 0 and the piece in `piece`, or the errno that stopped it
+  int append(int fd, std::size_t size, const std::string& data, extent& piece) noexcept;
+
+  /// Writes `size` bytes of `piece`, from `skip` bytes into it, to `to`.
+  /// @return 0, or the errno that stopped it
+  int write_out(const extent& piece, std::size_t skip, std::size_t size, int to) const noexcept;
+
+  /// Gives the space of a piece that was written out back to the file system.
+  void release(const extent& piece) noexcept;
+
+  /// The directory the file is in.
+  [[nodiscard]] const std::string& dir() const noexcept { return dir_; }
+
+ private:
+  std::string dir_;
+  int fd_ = -1;
+  std::int64_t end_ = 0;    // where the next piece goes
+  std::size_t pieces_ = 0;  // appended and not released
+};
+
+/// The directory for temporary files: $TMPDIR when it is set and not empty, else /tmp.
+std::string temp_dir_path();
+
+}  // namespace polymap::cli::run
