@@ -178,7 +178,7 @@ def per_item_overhead(row, serial, workers, n):
 
 
 def workload_order(w):
-    order = ["Daxpy", "ForkJoin", "EmptyForkJoin", "Mandelbrot", "Overhead", "ProcessOverhead",
+    order = ["Daxpy", "ForkJoin", "EmptyForkJoin", "Mandelbrot", "Overhead", "Cancel", "ProcessOverhead",
              "Fork", "CrashRun", "TimeoutKill"]
     return (order.index(w) if w in order else len(order), w)
 
