@@ -139,19 +139,22 @@ std::size_t run_items(std::size_t begin, std::size_t end, worker_context& w, Inv
     if (w.block == 0) w.block = w.state->first_block();
     auto last = clock::now();
     while (reached < end && !w.stopping()) {
-      const std::size_t stop = reached + std::min(w.block, end - reached);
+      const std::size_t ran = std::min(w.block, end - reached);
+      const std::size_t stop = reached + ran;
       reached = w.block < check_each_item_below ? run_span<true>(reached, stop, w, invoke)
                                                 : run_span(reached, stop, w, invoke);
       if (reached < stop) break;
       const auto now = clock::now();
-      const auto took = now - last;
+      // What a whole block would have taken: the last block of a range may be cut short,
+      // and a few items' time must not grow the block.
+      const double took = std::chrono::duration<double>(now - last).count() *
+                          static_cast<double>(w.block) / static_cast<double>(ran);
       last = now;
-      if (took < stop_check_interval / 2) {
+      constexpr double interval = std::chrono::duration<double>(stop_check_interval).count();
+      if (took < interval / 2) {
         w.block = std::min<std::size_t>(w.block * 2, std::size_t{1} << 40);
-      } else if (took > stop_check_interval) {
-        const double fit = static_cast<double>(w.block) *
-                           std::chrono::duration<double>(stop_check_interval).count() /
-                           std::chrono::duration<double>(took).count();
+      } else if (took > interval) {
+        const double fit = static_cast<double>(w.block) * interval / took;
         w.block = std::max<std::size_t>(1, static_cast<std::size_t>(fit));
       }
     }
