@@ -641,6 +641,98 @@ TEST(JournalRun, JsonOnStderrLeavesOutTheEarlierFailuresNoteAndItsSummaryCountsT
   EXPECT_EQ(summary["failed_earlier"], 1) << lines.back();
 }
 
+/// Under -k -j 2 over items 1 to 6: items 1 and 6 wait for the go file (60 s at most); 2 to
+/// 5 end at once, ahead of item 1, so -k holds their output ("out-N") back: item 2's 2 MiB
+/// (`held_big` bytes of x before it) in its temporary file, the rest in memory. They all run
+/// in the second slot, one after the other: once item 6 has started (its line is in the side
+/// file), the runner has dealt with the ends of 2 to 5.
+constexpr std::size_t held_items = 6;
+constexpr std::size_t held_big = 2 << 20;
+
+std::vector<std::string> held_output_run(const temp_dir& dir) {
+  const std::string script = record_script +
+                             "; if [ \"$1\" = 1 ] || [ \"$1\" = 6 ]; then i=0; "
+                             "while [ ! -e \"$2.go\" ] && [ $i -lt 1200 ]; do "
+                             "sh -c 'sleep 0.05; :' \"$0\"; i=$((i+1)); done; fi; "
+                             "[ \"$1\" != 2 ] || head -c " +
+                             std::to_string(held_big) + " /dev/zero | tr '\\0' x; echo \"out-$1\"";
+  return journal_run(dir, script, numbers(held_items), 2, {"-k"});
+}
+
+/// Waits for every item of held_output_run() to have started.
+bool all_started(const temp_dir& dir) {
+  for (int i = 0; i < 3000 && executions(dir).size() < held_items; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return executions(dir).size() == held_items;
+}
+
+TEST(JournalRun, KillNineWhileKeepOrderHoldsOutputBackLosesNoOutput) {
+  temp_dir dir;
+  constexpr std::size_t n = held_items;
+  constexpr std::size_t big = held_big;
+  const std::vector<std::string> args = held_output_run(dir);
+  cli_process p(args, dir);
+  ASSERT_TRUE(all_started(dir)) << p.err();
+  // Ended, but their output is not out yet: still running in the journal (and in `polymap
+  // status`), not done.
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "0");
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 1"), std::to_string(n));
+  p.signal(SIGKILL);
+  EXPECT_EQ(p.wait(), 128 + SIGKILL);
+  EXPECT_TRUE(polymap::test::survivors_after(dir / "m.job", 1.0).empty());
+  write_file(dir / "side.go", "");
+  const cli_output resumed = run_polymap(args, dir);
+  ASSERT_EQ(resumed.status, 0) << resumed.err;
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), std::to_string(n));
+  // Every item's output reached stdout, in one run or the other: at least once.
+  const std::string out = p.out() + resumed.out;
+  for (std::size_t item = 1; item <= n; ++item) {
+    EXPECT_NE(out.find("out-" + std::to_string(item) + "\n"), std::string::npos)
+        << "item " << item << "'s output is lost";
+  }
+  EXPECT_NE(out.find(std::string(big, 'x') + "out-2\n"), std::string::npos);
+}
+
+TEST(JournalRun, SigtermWhileKeepOrderHoldsOutputBackWritesItAndRecordsItDone) {
+  temp_dir dir;
+  const std::vector<std::string> args = held_output_run(dir);
+  cli_process p(args, dir);
+  ASSERT_TRUE(all_started(dir)) << p.err();
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait(), 143) << p.err();
+  // Items 1 and 6 are interrupted; what was held back is written out, in order, and done.
+  EXPECT_EQ(p.out(), std::string(held_big, 'x') + "out-2\nout-3\nout-4\nout-5\n");
+  const auto in_state = [&](int state) {
+    return scalar(dir / "j.db",
+                  "SELECT group_concat(seq) FROM (SELECT seq FROM items WHERE state = " +
+                      std::to_string(state) + " ORDER BY seq)");
+  };
+  EXPECT_EQ(in_state(2), "2,3,4,5");
+  EXPECT_EQ(in_state(4), "1,6");
+  write_file(dir / "side.go", "");
+  const cli_output resumed = run_polymap(args, dir);
+  ASSERT_EQ(resumed.status, 0) << resumed.err;
+  EXPECT_EQ(resumed.out, "out-1\nout-6\n");
+}
+
+TEST(JournalRun, ResultsKeepTheStderrTailOfAFailedItemInTheJournal) {
+  temp_dir dir;
+  // The command line does not say what its stderr says.
+  const std::string script = "printf 'broken %s\\n' item >&2; exit 7";
+  for (const bool results : {false, true}) {
+    const std::string db = dir / (results ? "with.db" : "without.db");
+    std::vector<std::string> args = {"run", "--journal", db};
+    if (results) args.insert(args.end(), {"--results", dir / "res"});
+    args.insert(args.end(), {"--", "sh", "-c", script, "x", ":::", "a"});
+    EXPECT_EQ(run_polymap(args, dir).status, 1);
+    EXPECT_EQ(scalar(db, "SELECT stderr_tail FROM items"), "broken item\n") << results;
+    const cli_output status = run_polymap({"status", "--journal", db}, dir);
+    EXPECT_NE(status.out.find("broken item"), std::string::npos) << status.out;
+  }
+  EXPECT_EQ(read_file(dir / "res/1/stderr"), "broken item\n");
+}
+
 TEST(JournalRun, InterruptedJobThatExitsZeroOnSigtermRunsAgainOnResume) {
   temp_dir dir;
   // The job cleans up on SIGTERM and exits 0 (`trap '...; exit' TERM`), without its work done.

@@ -20,7 +20,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
+#include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -425,6 +428,110 @@ TEST(Run, JoblogOnAPipeStartsWithTheHeader) {
   ASSERT_EQ(lines.size(), 2U) << read_file(dir / "out");
   EXPECT_EQ(lines[0], joblog_header);
   EXPECT_TRUE(is_joblog_line(lines[1], 1, "\ttrue a")) << lines[1];
+}
+
+/// The tab-separated fields of a joblog line.
+std::vector<std::string> joblog_fields(const std::string& line) {
+  std::vector<std::string> fields;
+  std::istringstream in(line);
+  std::string field;
+  while (std::getline(in, field, '\t')) fields.push_back(field);
+  return fields;
+}
+
+const bool have_gnu_parallel = std::system("parallel --version >/dev/null 2>&1") == 0;
+
+// As GNU parallel writes them: JobRuntime "%10.3f", Send 0 (but with --pipe), Receive the
+// bytes of the job's stdout (not its stderr). polymap counts them where it captures the
+// output (-k, --json, --results) and writes 0 where the output goes straight to its stdout,
+// as GNU parallel does under -u.
+TEST(Run, JoblogFieldsAreGnuParallels) {
+  temp_dir dir;
+  const std::string script = "printf abc; printf 12345 >&2";
+  const std::vector<std::pair<std::vector<std::string>, std::string>> runs = {
+      {{}, "0"},
+      {{"-k"}, "3"},
+      {{"--json"}, "3"},
+      {{"--results", dir / "res"}, "3"},
+      {{"--journal", dir / "j.db"}, "0"}};
+  const std::regex runtime(" *[0-9]+\\.[0-9]{3}");
+  int run = 0;
+  for (const auto& [options, received] : runs) {
+    // A log of its own: with --journal, the joblog is appended to (a resumed run).
+    const std::string log = dir / ("log" + std::to_string(++run));
+    std::vector<std::string> args = {"run", "--joblog", log};
+    args.insert(args.end(), options.begin(), options.end());
+    args.insert(args.end(), {"--", "sh", "-c", script, "x", ":::", "a"});
+    const cli_output r = run_polymap(args, dir);
+    ASSERT_EQ(r.status, 0) << r.err;
+    const std::vector<std::string> lines = lines_of(read_file(log));
+    ASSERT_EQ(lines.size(), 2U) << read_file(log);
+    const std::vector<std::string> fields = joblog_fields(lines[1]);
+    ASSERT_EQ(fields.size(), 9U) << lines[1];
+    EXPECT_EQ(fields[3].size(), 10U) << lines[1];
+    EXPECT_TRUE(std::regex_match(fields[3], runtime)) << lines[1];
+    EXPECT_EQ(fields[4], "0") << lines[1];
+    EXPECT_EQ(fields[5], received) << options.size() << ": " << lines[1];
+  }
+  if (!have_gnu_parallel) return;
+  const std::string gnu = "cd " + shell_quote(dir.path()) +
+                          " && parallel --will-cite -q -k --joblog glog sh -c " +
+                          shell_quote(script) + " x ::: a >/dev/null 2>&1";
+  ASSERT_EQ(std::system(gnu.c_str()), 0);
+  const std::vector<std::string> gnu_lines = lines_of(read_file(dir / "glog"));
+  ASSERT_EQ(gnu_lines.size(), 2U);
+  const std::vector<std::string> gnu_fields = joblog_fields(gnu_lines[1]);
+  ASSERT_EQ(gnu_fields.size(), 9U) << gnu_lines[1];
+  EXPECT_EQ(gnu_fields[3].size(), 10U) << gnu_lines[1];
+  EXPECT_EQ(gnu_fields[4], "0") << gnu_lines[1];
+  EXPECT_EQ(gnu_fields[5], "3") << gnu_lines[1];
+}
+
+// Exitval as GNU parallel writes it: the exit status, 0 for a job killed by a signal (Signal
+// says which), -1 for one that ran past --timeout.
+TEST(Run, JoblogExitvalOfAJobKilledByASignalIsZero) {
+  temp_dir dir;
+  const std::string script = "kill -9 $$";
+  const cli_output r =
+      run_polymap({"run", "--joblog", dir / "log", "--", "sh", "-c", script, "x", ":::", "a"}, dir);
+  EXPECT_EQ(r.status, 1);
+  const std::vector<std::string> lines = lines_of(read_file(dir / "log"));
+  ASSERT_EQ(lines.size(), 2U) << read_file(dir / "log");
+  const std::vector<std::string> fields = joblog_fields(lines[1]);
+  ASSERT_EQ(fields.size(), 9U) << lines[1];
+  EXPECT_EQ(fields[6], "0") << lines[1];
+  EXPECT_EQ(fields[7], "9") << lines[1];
+  if (!have_gnu_parallel) return;
+  // The shell that GNU parallel starts is the job it sees die.
+  const std::string gnu = "cd " + shell_quote(dir.path()) +
+                          " && parallel --will-cite --joblog glog " + shell_quote(script) +
+                          " ::: a >/dev/null 2>&1";
+  (void)std::system(gnu.c_str());
+  const std::vector<std::string> gnu_lines = lines_of(read_file(dir / "glog"));
+  ASSERT_EQ(gnu_lines.size(), 2U);
+  const std::vector<std::string> gnu_fields = joblog_fields(gnu_lines[1]);
+  ASSERT_EQ(gnu_fields.size(), 9U) << gnu_lines[1];
+  EXPECT_EQ(gnu_fields[6], "0") << gnu_lines[1];
+  EXPECT_EQ(gnu_fields[7], "9") << gnu_lines[1];
+}
+
+// A newline would split the record: GNU parallel writes it as a NUL (and its --retry-failed
+// turns it back into a newline).
+TEST(Run, JoblogWritesANewlineInACommandAsANul) {
+  temp_dir dir;
+  ASSERT_EQ(run_polymap({"run", "--joblog", dir / "log", "echo", ":::", "x\ny"}, dir).status, 0);
+  const std::vector<std::string> lines = lines_of(read_file(dir / "log"));
+  ASSERT_EQ(lines.size(), 2U) << read_file(dir / "log");
+  const std::string command = std::string("echo 'x") + '\0' + "y'";
+  EXPECT_TRUE(is_joblog_line(lines[1], 1, "\t" + command)) << lines[1];
+  if (!have_gnu_parallel) return;
+  write_file(dir / "input", std::string("x\ny") + '\0');
+  const std::string gnu = "cd " + shell_quote(dir.path()) +
+                          " && parallel --will-cite -0 --joblog glog -a input echo >/dev/null";
+  ASSERT_EQ(std::system(gnu.c_str()), 0);
+  const std::vector<std::string> gnu_lines = lines_of(read_file(dir / "glog"));
+  ASSERT_EQ(gnu_lines.size(), 2U);
+  EXPECT_EQ(joblog_fields(gnu_lines[1]).back(), command);
 }
 
 TEST(Run, ResultsKeepEachItemsOutput) {

@@ -45,22 +45,24 @@ joblog::~joblog() {
 
 int joblog::fd() const noexcept { return fileno(file_); }
 
-std::string joblog::line(std::size_t seq, double start, double runtime, int exit_code, int signal,
-                         const std::string& command) {
-  // GNU parallel's own format string; ":" is its name for the local host. A newline in a
-  // command would split the record, so it is written as a space (GNU parallel writes a NUL).
+std::string joblog::line(std::size_t seq, double start, double runtime, std::size_t received,
+                         int exit_code, int signal, const std::string& command) {
+  // GNU parallel's formats ("%.3f" and "%10.3f"); ":" is its name for the local host, and
+  // Send is 0 but with --pipe. A newline in a command would split the record: it is written
+  // as a NUL, as GNU parallel does, whose --retry-failed turns it back into a newline.
   std::string flat = command;
   for (char& c : flat) {
-    if (c == '\n') c = ' ';
+    if (c == '\n') c = '\0';
   }
-  char fields[128];
-  std::snprintf(fields, sizeof fields, "%zu\t:\t%.3f\t% 8.3f\t0\t0\t%d\t%d\t", seq, start, runtime,
-                exit_code, signal);
+  char fields[160];
+  std::snprintf(fields, sizeof fields, "%zu\t:\t%.3f\t%10.3f\t0\t%zu\t%d\t%d\t", seq, start,
+                runtime, received, exit_code, signal);
   return fields + flat + "\n";
 }
 
 void joblog::write(const std::string& line) noexcept {
-  std::fputs(line.c_str(), file_);
+  // fwrite, not fputs: a command's newline is a NUL in the line.
+  (void)std::fwrite(line.data(), 1, line.size(), file_);
   std::fflush(file_);
 }
 

@@ -31,9 +31,12 @@ class joblog {
   /// Its file descriptor.
   [[nodiscard]] int fd() const noexcept;
 
-  /// The line of one ended item, its newline included.
+  /// The line of one ended item, its newline included: `received` is Receive, the bytes of
+  /// the item's stdout (0 where polymap did not capture it), and a newline in `command` is
+  /// written as a NUL, as GNU parallel does.
   [[nodiscard]] static std::string line(std::size_t seq, double start, double runtime,
-                                        int exit_code, int signal, const std::string& command);
+                                        std::size_t received, int exit_code, int signal,
+                                        const std::string& command);
 
   /// Writes a line and flushes it.
   void write(const std::string& line) noexcept;

@@ -35,6 +35,7 @@
 #include <map>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <queue>
 #include <stdexcept>
 #include <system_error>
@@ -283,6 +284,10 @@ struct output_record {
   output_spool::extent spooled_out;  // the stdout, the event and the log line included
   output_spool::extent spooled_err;
   std::size_t in_memory = 0;  // bytes counted in batch_runner::held_memory_
+  // The item's end, recorded in the journal once this output is written out: an item whose
+  // output -k holds back stays running there, so that a runner killed meanwhile (which
+  // loses what it held) leaves it to run again rather than done with its output gone.
+  std::optional<item_end> end;
 };
 
 class batch_runner {
@@ -306,6 +311,7 @@ class batch_runner {
   void emit(std::size_t order, output_record record);
   void hold(std::size_t order, output_record record);
   void write_record(output_record& record);
+  void write_held();
   void stop(int sig, double now);
   void stop_jobs(int sig, double now);
   void check_deadlines(double now);
@@ -599,6 +605,9 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
   item_status& st = status_[item];
   st.phase = item_phase::ended;
   const bool ran = out_fd >= 0 || err_fd >= 0;  // not a retry cancelled before it started
+  // The joblog's Receive: the bytes of stdout where polymap captured them, else 0 (GNU
+  // parallel counts stdout only, and writes 0 under -u, where it does not see the output).
+  const std::size_t received = file_size(out_fd);
   output_record record;
   if ((!options_.results.empty() && ran) || options_.json) {
     // The --results files and the --json event take the bytes; otherwise the captures are
@@ -610,6 +619,17 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
   } else {
     record.out_fd = out_fd;
     record.err_fd = err_fd;
+  }
+  // Taken before the --results files take the output.
+  std::string stderr_tail;
+  if (journal_ && state == item_state::failed) {
+    if (record.err_fd >= 0) {
+      stderr_tail = read_tail(record.err_fd, tail_bytes);
+    } else {
+      stderr_tail = record.err.size() > tail_bytes
+                        ? record.err.substr(record.err.size() - tail_bytes)
+                        : record.err;
+    }
   }
   if (!options_.results.empty() && ran) {
     // Before the item is recorded: an item whose output could not be kept is not done.
@@ -649,11 +669,13 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
                                             ? command_.expand(items_[item], item + 1, slot + 1)
                                             : std::vector<std::string>{};
   if (logged) {
-    // -1 for a job killed by a signal, and for a failed one that exited 0 (it ran past
-    // --timeout), which `parallel --resume-failed` must not take for a success.
-    const bool no_status = exit_code < 0 || (state == item_state::failed && exit_code == 0);
-    std::string line = joblog::line(item + 1, start_wall, runtime, no_status ? -1 : exit_code,
-                                    signal, display_command(argv));
+    // Exitval as GNU parallel writes it: -1 for a job that ran past --timeout, whatever its
+    // exit status (one that exited 0 from its SIGTERM handler is no success for `parallel
+    // --resume-failed`), and 0 for a job killed by a signal, which Signal names.
+    const bool timed_out = reason.rfind("timeout", 0) == 0;
+    std::string line =
+        joblog::line(item + 1, start_wall, runtime, received,
+                     timed_out ? -1 : std::max(exit_code, 0), signal, display_command(argv));
     // On stdout the line follows the item's output (held back by -k or not), as in GNU
     // parallel; in a file it is written now, before the journal records the end.
     if (joblog_->on_stdout()) {
@@ -673,16 +695,8 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
     e.exit_code = exit_code;
     e.signal = signal;
     e.reason = reason;
-    if (state == item_state::failed) {
-      if (record.err_fd >= 0) {
-        e.stderr_tail = read_tail(record.err_fd, tail_bytes);
-      } else {
-        e.stderr_tail = record.err.size() > tail_bytes
-                            ? record.err.substr(record.err.size() - tail_bytes)
-                            : record.err;
-      }
-    }
-    ends_.push_back(std::move(e));
+    if (state == item_state::failed) e.stderr_tail = std::move(stderr_tail);
+    record.end = std::move(e);
   }
   if (options_.json) {
     nlohmann::json event = {{"event", "end"},       {"seq", item + 1},
@@ -802,8 +816,9 @@ void batch_runner::hold(std::size_t order, output_record record) {
 }
 
 void batch_runner::write_record(output_record& r) {
-  // An ended item's output: its stdout after whatever stdio still holds, then its stderr.
-  // Errors are ignored: a closed stdout loses the output, not the run.
+  // An ended item's output: its stdout after whatever stdio still holds, then its stderr;
+  // then its end goes to the journal, with the next commit. Errors are ignored: a closed
+  // stdout loses the output, not the run.
   std::fflush(stdout);
   if (r.spooled) {
     (void)spool_->write_out(r.spooled_out, 0, r.spooled_out.size, 1);
@@ -828,6 +843,15 @@ void batch_runner::write_record(output_record& r) {
   (void)write_all(2, r.err);
   held_memory_ -= std::min(held_memory_, r.in_memory);
   r.in_memory = 0;
+  if (r.end) {
+    ends_.push_back(std::move(*r.end));
+    r.end.reset();
+  }
+}
+
+void batch_runner::write_held() {
+  for (auto& [order, record] : held_) write_record(record);
+  held_.clear();
 }
 
 void batch_runner::stop(int sig, double now) {
@@ -1014,7 +1038,8 @@ int batch_runner::run() {
     for (;;) {
       double now = mono_now();
       // Ends are committed before their slots are reused: when the runner dies, the items
-      // it ran but did not record are at most the ones that were running.
+      // it ran but did not record are at most the ones that were running and, under -k,
+      // the ones whose output it held back (an end waits for its output: write_record()).
       commit_journal();
       fill_slots(now);
       commit_journal();  // ends of items that could not even start
@@ -1044,6 +1069,7 @@ int batch_runner::run() {
       }
     }
     release_unstarted();
+    write_held();  // and their ends are committed below
     if (journal_) {
       draining_ = true;
       commit_journal();
@@ -1060,8 +1086,7 @@ int batch_runner::run() {
       check_deadlines(mono_now());
     }
   }
-  for (auto& [order, record] : held_) write_record(record);
-  held_.clear();
+  write_held();  // what a journal error left held: the ends it adds are not recorded
   draw_progress(true);
   if (journal_) journal_->finish_runner();
   journal_.reset();

@@ -40,7 +40,9 @@ void prepare_results_dir(const std::string& dir);
 /// reaps them, enforces timeouts, retries with backoff, --halt, signals (SIGINT, SIGTERM and
 /// SIGHUP: terminate the running jobs' process groups, record them interrupted, return
 /// 128+signal; a stdout whose reader is gone stops it the same way, with SIGPIPE), and
-/// records every end in the journal before the slot it freed is used again. Each item's
+/// records every end in the journal once the item's output is written out, before the slot
+/// it freed is used again, but for an item whose output --keep-order holds back: that one
+/// stays running in the journal until its turn comes and its output is written. Each item's
 /// --results files go to DIR/N, N its id in the journal or, without one, its position.
 /// Each item's --results files are written before its end is recorded; a write that fails
 /// stops the run and records the item interrupted. Each failed item gets a line on stderr
