@@ -373,9 +373,12 @@ backend_kind execute(map_job& job, function_stats& stats) {
   }
 
   const bool verbose = env().explain || o.report != nullptr;
-  plan p = job.decided != nullptr
-               ? *job.decided
-               : decide(job, stats, o.backend == backend_kind::automatic, verbose);
+  // A backend asked for by name (POLYMAP_BACKEND too) runs every item: none runs on the
+  // calling thread first, where that backend may still refuse the call (cuda, for a
+  // function that is not device-callable).
+  bool from_env = false;
+  const bool may_sample = requested_backend(o, from_env) == backend_kind::automatic;
+  plan p = job.decided != nullptr ? *job.decided : decide(job, stats, may_sample, verbose);
   explain_if_asked(p);
   executor& ex = usable_executor(p.chosen);
   const std::size_t items = job.end - job.begin;

@@ -76,7 +76,8 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
   sub->add_option("--results", run.options.results,
                   "Keep each item's stdout and stderr in DIR/SEQ/{stdout,stderr}, written "
                   "atomically");
-  sub->add_flag("-k,--keep-order", run.options.keep_order, "Print outputs in input order (what waits goes to a file in $TMPDIR)");
+  sub->add_flag("-k,--keep-order", run.options.keep_order,
+                "Print outputs in input order (what waits goes to a file in $TMPDIR)");
   sub->add_flag("--dry-run", run.dry_run, "Print the commands instead of running them");
   sub->add_flag("--shell", run.shell,
                 "Run the command line with /bin/sh -c; the items are inserted shell-quoted");

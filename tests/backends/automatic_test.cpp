@@ -274,7 +274,9 @@ TEST(AutomaticBackendDeathTest, EnvironmentOverridesTheChoice) {
 
 TEST(AutomaticBackendDeathTest, AnUnusableBackendInTheEnvironmentRunsNoItem) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");  // a fresh process reads the environment
-  // Backends that may be missing here; where one is usable, its child has nothing to check.
+  // Backends that refuse this call here: not built, not usable, or (cuda, with a GPU) unable
+  // to run a host function. No item may run before the refusal; where one runs the call,
+  // its child has nothing to check.
   for (const char* name : {"cuda", "mpi"}) {
     EXPECT_EXIT(
         {

@@ -635,15 +635,17 @@ TEST(Run, KeepOrderHoldsBackAnItemThatEndsFirst) {
 
 /// A -k run of `slow` then `count` items of `bytes` bytes of output each: the first item
 /// ends only once polymap has reaped all the others (a job's /proc entry stays until then),
-/// so that -k holds all their output back. `extra` goes before the command.
+/// so that -k holds all their output back (the waits give up after about a minute, so that a
+/// failed item or a reused pid cannot hang the test). `extra` goes before the command.
 std::vector<std::string> keep_order_behind_a_slow_item(const temp_dir& dir, int count,
                                                        std::size_t bytes,
                                                        const std::vector<std::string>& extra) {
   const std::string d = "'" + dir.path() + "/'";
   const std::string script =
-      "if [ \"$0\" = slow ]; then while [ $(ls " + d + " | grep -c '[.]done$') -lt " +
-      std::to_string(count) + " ]; do sleep 0.01; done; for f in " + d +
-      "*.done; do while [ -e /proc/$(cat \"$f\") ]; do sleep 0.01; done; done; echo slow; "
+      "if [ \"$0\" = slow ]; then n=0; while [ $(ls " + d + " | grep -c '[.]done$') -lt " +
+      std::to_string(count) + " ] && [ $n -lt 6000 ]; do n=$((n+1)); sleep 0.01; done; "
+      "for f in " + d + "*.done; do while [ -e /proc/$(cat \"$f\") ] && [ $n -lt 6000 ]; "
+      "do n=$((n+1)); sleep 0.01; done; done; echo slow; "
       "echo slow-err >&2; else yes \"item $0\" | head -c " + std::to_string(bytes) +
       "; echo \"err $0\" >&2; echo $$ >" + d + "$0.pid; mv " + d + "$0.pid " + d +
       "$0.done; fi";

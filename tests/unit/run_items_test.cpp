@@ -28,15 +28,24 @@ struct worker_fixture {
   worker_fixture() { w.state = &state; }
 };
 
-TEST(RunItems, ABlockCutShortByTheEndOfTheRangeIsJudgedAsAWholeBlock) {
-  // Four items of 2 us end a range in a block of 64: 8 us, but a whole block would take
-  // 128 us, far over the interval. The block must shrink, not double.
+TEST(RunItems, AFewItemsAtTheEndOfARangeNeverGrowTheBlock) {
+  // Four items of 2 us end a range in a block of 64: 8 us, under half the interval, which a
+  // whole block would not be.
   worker_fixture f;
   f.w.block = 64;
   const std::size_t ran =
       run_items(0, 4, f.w, [](std::size_t) { busy_for(std::chrono::microseconds(2)); });
   EXPECT_EQ(ran, 4U);
-  EXPECT_LT(f.w.block, 64U);
+  EXPECT_EQ(f.w.block, 64U);
+}
+
+TEST(RunItems, AFewItemsAtTheEndOfARangeThatTakeTooLongShrinkTheBlock) {
+  // Four items of 10 us or more: a block of 20 us holds two of them at most.
+  worker_fixture f;
+  f.w.block = 64;
+  (void)run_items(0, 4, f.w, [](std::size_t) { busy_for(std::chrono::microseconds(10)); });
+  EXPECT_LE(f.w.block, 2U);
+  EXPECT_GE(f.w.block, 1U);
 }
 
 TEST(RunItems, SlowItemsShrinkTheBlockToOneItem) {
@@ -46,18 +55,35 @@ TEST(RunItems, SlowItemsShrinkTheBlockToOneItem) {
   EXPECT_EQ(f.w.block, 1U);  // 16 items of 25 us or more: a block of 20 us fits one
 }
 
-TEST(RunItems, ASmallBlockLooksForAStopBeforeEachItem) {
+/// Runs items [0, 100) in blocks of `block`; item 5 stops the call. Returns the items run.
+template <bool Nothrow>
+std::size_t stop_at_item_five(std::size_t block, std::vector<int>& ran) {
   worker_fixture f;
-  f.w.block = 100;
-  ASSERT_LT(f.w.block, check_each_item_below);
-  std::vector<int> ran(100, 0);
-  const std::size_t done = run_items(0, 100, f.w, [&](std::size_t i) {
+  f.w.block = block;
+  ran.assign(100, 0);
+  auto item = [&](std::size_t i) noexcept(Nothrow) {
     ran[i] = 1;
     if (i == 5) f.state.request_stop();
-  });
-  EXPECT_EQ(done, 6U);
+  };
+  return run_items(0, 100, f.w, item);
+}
+
+TEST(RunItems, ASmallBlockLooksForAStopBeforeEachItem) {
+  static_assert(100 < check_each_item_below);
+  std::vector<int> ran;
+  EXPECT_EQ(stop_at_item_five<false>(100, ran), 6U);
   EXPECT_EQ(ran[5], 1);
   EXPECT_EQ(ran[6], 0);
+  EXPECT_EQ(stop_at_item_five<true>(100, ran), 6U);  // the loop without exception handling
+  EXPECT_EQ(ran[6], 0);
+}
+
+TEST(RunItems, ALargeBlockRunsWithoutALookInside) {
+  // Blocks of check_each_item_below items or more hold items of a few ns, whose loop must
+  // stay free of checks to stay vectorised: a stop is seen at the end of the block.
+  std::vector<int> ran;
+  EXPECT_EQ(stop_at_item_five<false>(check_each_item_below, ran), 100U);
+  EXPECT_EQ(ran[99], 1);
 }
 
 TEST(RunItems, ABlockStartsAtTheCallsFirstBlock) {

@@ -145,16 +145,16 @@ std::size_t run_items(std::size_t begin, std::size_t end, worker_context& w, Inv
                                                 : run_span(reached, stop, w, invoke);
       if (reached < stop) break;
       const auto now = clock::now();
-      // What a whole block would have taken: the last block of a range may be cut short,
-      // and a few items' time must not grow the block.
-      const double took = std::chrono::duration<double>(now - last).count() *
-                          static_cast<double>(w.block) / static_cast<double>(ran);
+      const double took = std::chrono::duration<double>(now - last).count();
       last = now;
       constexpr double interval = std::chrono::duration<double>(stop_check_interval).count();
+      // The last block of a range may be cut short: a few items' time never grows the block
+      // (it says little next to the clock reads), and shrinks it only when they alone take
+      // longer than the interval.
       if (took < interval / 2) {
-        w.block = std::min<std::size_t>(w.block * 2, std::size_t{1} << 40);
+        if (ran == w.block) w.block = std::min<std::size_t>(w.block * 2, std::size_t{1} << 40);
       } else if (took > interval) {
-        const double fit = static_cast<double>(w.block) * interval / took;
+        const double fit = static_cast<double>(ran) * interval / took;
         w.block = std::max<std::size_t>(1, static_cast<std::size_t>(fit));
       }
     }

@@ -143,11 +143,13 @@ class run_state {
  private:
   std::size_t total_;
   std::size_t first_block_ = 1;
-  // One cache line for what every chunk touches (enter, stop check, done count, leave): a
-  // worker's chunk then moves one line between cores, not four.
+  // The stop flags on a line of their own, written once a call: workers look at them before
+  // every item of small blocks (run_items), and a line that others write would miss each time.
   alignas(64) std::atomic<bool> stop_{false};
   std::atomic<bool> cancelled_{false};
-  std::atomic<int> active_{0};
+  // One cache line for the counters every chunk writes (enter, done count, leave): a
+  // worker's chunk moves one line between cores, not three.
+  alignas(64) std::atomic<int> active_{0};
   std::atomic<std::size_t> done_{0};
   std::atomic<std::size_t> failed_{0};
   alignas(64) spin_lock mutex_;

@@ -12,6 +12,7 @@ namespace polymap::cli::run {
 
 /// Copies `size` bytes of `from`, starting at its offset `at` (read with pread, so that the
 /// descriptor's own offset does not matter), to the end of what was written to `to`.
+/// Thread safety: none (one static buffer serves every copy).
 /// @return 0, or the errno that stopped it (EIO when `from` is shorter than said; ENOSPC for
 ///   a write of nothing)
 int copy_bytes(int from, std::int64_t at, std::size_t size, int to) noexcept;
@@ -23,7 +24,8 @@ std::size_t file_size(int fd) noexcept;
 /// turn under --keep-order, so that what is held back is on disk rather than in memory.
 /// Each piece of output is appended, written out once and released; the space of released
 /// pieces is given back to the file system as it goes, and all of it once none is left.
-/// The file has no name: it is gone when polymap exits, however it exits.
+/// The file has no name: it is gone when polymap exits, however it exits (where the file
+/// system has no O_TMPFILE, the name lives from its creation to the unlink just after).
 /// Thread safety: none.
 class output_spool {
  public:

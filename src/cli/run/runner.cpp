@@ -669,9 +669,10 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
                                             ? command_.expand(items_[item], item + 1, slot + 1)
                                             : std::vector<std::string>{};
   if (logged) {
-    // Exitval as GNU parallel writes it: -1 for a job that ran past --timeout, whatever its
-    // exit status (one that exited 0 from its SIGTERM handler is no success for `parallel
-    // --resume-failed`), and 0 for a job killed by a signal, which Signal names.
+    // Exitval: 0 for a job killed by a signal, which Signal names, as GNU parallel writes
+    // it; -1 for a job that ran past --timeout, whatever its exit status (GNU parallel writes
+    // a non-zero status there instead; one that exited 0 from its SIGTERM handler must not
+    // read as a success to `parallel --resume-failed`).
     const bool timed_out = reason.rfind("timeout", 0) == 0;
     std::string line =
         joblog::line(item + 1, start_wall, runtime, received,
@@ -798,9 +799,14 @@ void batch_runner::hold(std::size_t order, output_record record) {
       // The output stays whole, in memory: losing a finished job's output, or stopping a
       // batch for want of temporary space, would be worse.
       spool_failed_ = true;
-      say("polymap: warning: cannot write the output that -k/--keep-order holds back to a "
-          "temporary file in '" + spool_->dir() + "': " + std::strerror(error) +
-          "; holding it in memory\n");
+      const std::string warning =
+          "cannot write the output that -k/--keep-order holds back to a temporary file in '" +
+          spool_->dir() + "': " + std::strerror(error) + "; holding it in memory";
+      if (json_on_stderr_) {  // one stream of JSON lines (--json ... 2>&1)
+        std::fputs(json_text({{"event", "warning"}, {"message", warning}}).c_str(), stdout);
+      } else {
+        say("polymap: warning: " + warning + "\n");
+      }
     }
   }
   if (!record.spooled) {
