@@ -355,14 +355,19 @@ bool is_joblog_line(const std::string& line, int seq, const std::string& command
 const std::string joblog_header =
     "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand";
 
+/// A `sh -c` script for the items `first` and `second`: `first` echoes its name only once
+/// `second` has echoed its own and ended, so `first` always ends last.
+std::string first_waits_for_second(const temp_dir& dir) {
+  const std::string done = dir / "second.done";
+  return "if [ \"$0\" = first ]; then while [ ! -e '" + done +
+         "' ]; do sleep 0.01; done; echo first; else echo second; touch '" + done + "'; fi";
+}
+
 // As in GNU parallel: `--joblog -` is stdout, the header first and each item's line after
 // its output, in input order with -k (the first item here ends last).
 TEST(Run, JoblogDashIsStdoutWithEachLineAfterItsItemsOutput) {
   temp_dir dir;
-  const std::string done = dir / "second.done";
-  const std::string script = "if [ \"$0\" = first ]; then while [ ! -e '" + done +
-                             "' ]; do sleep 0.01; done; echo first; else echo second; touch '" +
-                             done + "'; fi";
+  const std::string script = first_waits_for_second(dir);
   const std::string command =
       "cd " + shell_quote(dir.path()) + " && " +
       polymap_command({"run", "-k", "-j", "2", "--joblog", "-", "--", "sh", "-c", script, ":::",
@@ -616,17 +621,14 @@ TEST(Run, ItemsComeFromStdinWithADashOrWithoutAnySource) {
 // The first item cannot end before the second has: -k still prints it first.
 TEST(Run, KeepOrderHoldsBackAnItemThatEndsFirst) {
   temp_dir dir;
-  const std::string done = dir / "second.done";
-  const std::string script = "if [ \"$0\" = first ]; then while [ ! -e '" + done +
-                             "' ]; do sleep 0.01; done; echo first; else echo second; touch '" +
-                             done + "'; fi";
+  const std::string script = first_waits_for_second(dir);
   const cli_output r =
       run_polymap({"run", "-k", "-j", "2", "--", "sh", "-c", script, ":::", "first", "second"},
                   dir);
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "first\nsecond\n");
   // Without -k the output comes as the items end.
-  std::filesystem::remove(done);
+  std::filesystem::remove(dir / "second.done");
   const cli_output loose =
       run_polymap({"run", "-j", "2", "--", "sh", "-c", script, ":::", "first", "second"}, dir);
   ASSERT_EQ(loose.status, 0) << loose.err;
