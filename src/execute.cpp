@@ -293,13 +293,14 @@ executor& usable_executor(backend_kind kind) {
 
 }  // namespace
 
-void check_backend_available(const options& o) {
+backend_kind check_backend_available(const options& o) {
   bool from_env = false;
   const backend_kind requested = requested_backend(o, from_env);
   // A worker process runs what it is given on its own thread (decide() says so).
   if (requested != backend_kind::automatic && !in_worker_process()) {
     (void)usable_executor(requested);
   }
+  return requested;
 }
 
 backend_kind requested_backend(const options& o, bool& from_env) {
@@ -362,7 +363,8 @@ backend_kind execute(map_job& job, function_stats& stats) {
   check_options(o);
   // A backend asked for by name must be usable, even for a call with nothing to run, and
   // before decide() samples items on the calling thread (a backend named by POLYMAP_BACKEND).
-  if (job.decided == nullptr) check_backend_available(o);
+  const backend_kind requested =
+      job.decided != nullptr ? job.decided->chosen : check_backend_available(o);
   run_state& state = *job.state;
   stop_link on_stop;
   link_stop(on_stop, o, state);
@@ -376,9 +378,9 @@ backend_kind execute(map_job& job, function_stats& stats) {
   // A backend asked for by name (POLYMAP_BACKEND too) runs every item: none runs on the
   // calling thread first, where that backend may still refuse the call (cuda, for a
   // function that is not device-callable).
-  bool from_env = false;
-  const bool may_sample = requested_backend(o, from_env) == backend_kind::automatic;
-  plan p = job.decided != nullptr ? *job.decided : decide(job, stats, may_sample, verbose);
+  plan p = job.decided != nullptr
+               ? *job.decided
+               : decide(job, stats, requested == backend_kind::automatic, verbose);
   explain_if_asked(p);
   executor& ex = usable_executor(p.chosen);
   const std::size_t items = job.end - job.begin;

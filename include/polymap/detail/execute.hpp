@@ -121,8 +121,9 @@ void check_options(const options& o);
 
 /// Checks that the backend a call asks for (options::backend, else POLYMAP_BACKEND) is
 /// built and usable here, for calls that start before they run (map_async, imap).
+/// @return the backend asked for (automatic when none is)
 /// @throws option_error for a bad POLYMAP_BACKEND, backend_unavailable naming the backend
-void check_backend_available(const options& o);
+backend_kind check_backend_available(const options& o);
 
 /// The backend a call asks for: options::backend, else POLYMAP_BACKEND when it is set.
 /// @param from_env set to whether the answer came from POLYMAP_BACKEND
