@@ -10,7 +10,7 @@
 # BUILD_DIR defaults to build-bench. Environment:
 #   REPS=10        repetitions per benchmark (the summary uses their median)
 #   OUT=DIR        where the JSON files and summary.md go (default BUILD_DIR/bench-results/DATE)
-#   BENCHES="cancel daxpy fork_join mandelbrot overhead processes staging_copy"   which programs to run
+#   BENCHES="cancel daxpy fork_join mandelbrot overhead processes staging_copy stop_look"   which programs to run
 #   INTERLEAVE=1   interleave the repetitions of different benchmarks in random order
 #                  (--benchmark_enable_random_interleaving), which spreads slow drift of a
 #                  shared machine over all peers instead of penalising whoever ran then
@@ -21,7 +21,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 build=${1:-build-bench}
 shift || true
 reps=${REPS:-10}
-benches=${BENCHES:-cancel daxpy fork_join mandelbrot overhead processes staging_copy}
+benches=${BENCHES:-cancel daxpy fork_join mandelbrot overhead processes staging_copy stop_look}
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out=${OUT:-$build/bench-results/$stamp}
 

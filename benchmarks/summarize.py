@@ -24,6 +24,7 @@ import sys
 from collections import defaultdict
 
 POLYMAP_PREFIX = "polymap_"
+STOP_LOOK_ITEMS = 1 << 22  # items of each BM_StopLook call (benchmarks/stop_look.cpp)
 
 
 def load(paths):
@@ -139,7 +140,7 @@ def workload_tables(table, workers):
     out = []
     workloads = sorted({w for w, _ in table}, key=workload_order)
     for w in workloads:
-        overhead = w in ("Overhead", "ProcessOverhead")
+        overhead = w in ("Overhead", "ProcessOverhead", "StopLook")
         out.append(f"### {w}\n")
         head = ["n", "peer", "median", "rate", "cv", "vs serial", "vs best peer", "vs best"]
         if overhead:
@@ -166,7 +167,9 @@ def workload_tables(table, workers):
                 cells = [size_label(n), p, fmt_time(r["ns"]), fmt_rate(r, w), cv,
                          fmt_ratio(vs_serial), best_text, fmt_ratio(vs_best_all)]
                 if overhead:
-                    cells.append(f"{per_item_overhead(r, serial, workers, n):.1f} ns"
+                    # StopLook's argument is the item's cost; its items run on one thread.
+                    w_n = (1, STOP_LOOK_ITEMS) if w == "StopLook" else (workers, n)
+                    cells.append(f"{per_item_overhead(r, serial, *w_n):.2f} ns"
                                  if serial and p != "serial" and n else "")
                 out.append("| " + " | ".join(cells) + " |")
         out.append("")
@@ -178,8 +181,8 @@ def per_item_overhead(row, serial, workers, n):
 
 
 def workload_order(w):
-    order = ["Daxpy", "ForkJoin", "EmptyForkJoin", "Mandelbrot", "Overhead", "Cancel", "ProcessOverhead",
-             "Fork", "CrashRun", "TimeoutKill"]
+    order = ["Daxpy", "ForkJoin", "EmptyForkJoin", "Mandelbrot", "Overhead", "StopLook", "Cancel",
+             "ProcessOverhead", "Fork", "CrashRun", "TimeoutKill"]
     return (order.index(w) if w in order else len(order), w)
 
 
