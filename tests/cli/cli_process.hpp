@@ -111,12 +111,12 @@ inline void write_file(const std::string& path, const std::string& text) {
 class cli_process {
  public:
   /// Starts `polymap args...` with stdout and stderr in `dir`/out.N and err.N; with
-  /// `stderr_fd` >= 0, stderr is that descriptor instead (a terminal, say). Its stdin is the
-  /// file `stdin_path`. Its environment is the test's, with each `NAME=value` of `env` added
-  /// or in place of the test's own.
+  /// `stderr_fd` >= 0, stderr is that descriptor instead (a terminal, say), and so is stdout
+  /// with `stdout_fd` >= 0 (a pipe). Its stdin is the file `stdin_path`. Its environment is
+  /// the test's, with each `NAME=value` of `env` added or in place of the test's own.
   cli_process(const std::vector<std::string>& args, const temp_dir& dir, int stderr_fd = -1,
-              const std::string& stdin_path = "/dev/null",
-              const std::vector<std::string>& env = {}) {
+              const std::string& stdin_path = "/dev/null", const std::vector<std::string>& env = {},
+              int stdout_fd = -1) {
     static int counter = 0;
     ++counter;
     out_path_ = dir / ("out." + std::to_string(counter));
@@ -129,8 +129,12 @@ class cli_process {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, stdin_path.c_str(), O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
+    if (stdout_fd >= 0) {
+      posix_spawn_file_actions_adddup2(&actions, stdout_fd, 1);
+    } else {
+      posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                       0644);
+    }
     if (stderr_fd >= 0) {
       posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2);
     } else {

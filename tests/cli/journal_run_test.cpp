@@ -624,6 +624,149 @@ TEST(JournalRun, ClosedStdoutStopsTheBatchAndRecordsNoFailure) {
   EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "300");
 }
 
+/// What a run whose stdout was a pipe closed after its first line left.
+struct closed_pipe_run {
+  int status = -1;
+  std::string first_line;
+  std::string err;  // empty when stderr was the pipe too
+};
+
+/// Runs `args` with stdout (and, with `stderr_too`, stderr: 2>&1) a pipe whose reader takes
+/// one line and goes, as `| head -n 1` does; then creates the file `go`, which the jobs still
+/// running wait for, so that their output comes once the pipe has no reader.
+closed_pipe_run run_into_a_pipe_closed_after_one_line(const std::vector<std::string>& args,
+                                                      const temp_dir& dir, const std::string& go,
+                                                      bool stderr_too) {
+  closed_pipe_run r;
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe2";
+    return r;
+  }
+  cli_process p(args, dir, stderr_too ? fds[1] : -1, "/dev/null", {}, fds[1]);
+  close(fds[1]);
+  char c = 0;
+  while (read(fds[0], &c, 1) == 1 && c != '\n') r.first_line += c;
+  close(fds[0]);
+  write_file(go, "");
+  r.status = p.wait();
+  if (!stderr_too) r.err = p.err();
+  return r;
+}
+
+/// How a job of closed_pipe_items() writes "out-N": to stdout, or to stderr.
+enum class job_writes { to_stdout, to_stderr };
+
+/// Items 1 to 6 of journal_run() under -j 2 with `extra`: item 1 writes "out-1" and ends at
+/// once, the others wait for the file side.go (60 s at most), then write "out-N".
+std::vector<std::string> closed_pipe_items(const temp_dir& dir, job_writes where,
+                                           const std::vector<std::string>& extra) {
+  const std::string script =
+      record_script +
+      "; if [ \"$1\" != 1 ]; then i=0; while [ ! -e \"$2.go\" ] && [ $i -lt 1200 ]; do "
+      "sleep 0.05; i=$((i+1)); done; fi; echo \"out-$1\"" +
+      (where == job_writes::to_stderr ? " >&2" : "");
+  return journal_run(dir, script, numbers(6), 2, extra);
+}
+
+/// The seqs of the items in `state`, in order, joined by commas.
+std::string items_in_state(const temp_dir& dir, int state) {
+  return scalar(dir / "j.db",
+                "SELECT group_concat(seq) FROM (SELECT seq FROM items WHERE state = " +
+                    std::to_string(state) + " ORDER BY seq)");
+}
+
+/// What expect_closed_pipe_stops_and_resume_finishes() saw of the first run.
+struct closed_pipe_outcome {
+  std::string first_line;  // what the pipe's reader read
+  std::string done;        // the items it recorded done, as items_in_state() gives them
+};
+
+/// Runs closed_pipe_items() into a pipe closed after its first line, where polymap itself
+/// writes what the jobs still running print once it is closed (captured output, a joblog
+/// line): polymap stops with 141 and says so once (unless stderr is the pipe), leaves no item
+/// running in the journal and records item 2, which ended after the close, interrupted, not
+/// done. A rerun with a stdout that is read does the rest: every item done, and no item
+/// that the first run recorded done runs again.
+closed_pipe_outcome expect_closed_pipe_stops_and_resume_finishes(
+    const std::vector<std::string>& extra, job_writes where, bool stderr_too) {
+  temp_dir dir;
+  const std::vector<std::string> args = closed_pipe_items(dir, where, extra);
+  const closed_pipe_run r =
+      run_into_a_pipe_closed_after_one_line(args, dir, dir / "side.go", stderr_too);
+  EXPECT_EQ(r.status, 141) << r.err;
+  if (!stderr_too) {
+    const std::string notice = "stdout is a pipe whose reader has gone: stopping";
+    const std::size_t at = r.err.find(notice);
+    EXPECT_NE(at, std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find(notice, at + 1), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(items_in_state(dir, 1), "");  // none left running
+  EXPECT_EQ(items_in_state(dir, 3), "");  // none failed
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT state FROM items WHERE seq = 2"), "4");
+  const closed_pipe_outcome first{r.first_line, items_in_state(dir, 2)};
+  const cli_output rerun = run_polymap(args, dir);
+  EXPECT_EQ(rerun.status, 0) << rerun.err;
+  EXPECT_EQ(items_in_state(dir, 2), "1,2,3,4,5,6");
+  std::istringstream done(first.done);
+  for (std::string item; std::getline(done, item, ',');) {
+    EXPECT_EQ(executions(dir)[item], 1) << "item " << item << " was recorded done, yet ran again";
+  }
+  return first;
+}
+
+TEST(JournalRun, ClosedStdoutUnderAJoblogLineStopsTheBatchAndResumeFinishes) {
+  // `--joblog -`: polymap writes each item's line to stdout itself.
+  const closed_pipe_outcome r =
+      expect_closed_pipe_stops_and_resume_finishes({"--joblog", "-"}, job_writes::to_stderr, false);
+  EXPECT_EQ(r.first_line.rfind("Seq\tHost", 0), 0U) << r.first_line;
+}
+
+TEST(JournalRun, ClosedStdoutUnderJsonEventsStopsTheBatchAndResumeFinishes) {
+  const closed_pipe_outcome r =
+      expect_closed_pipe_stops_and_resume_finishes({"--json"}, job_writes::to_stdout, false);
+  EXPECT_TRUE(nlohmann::json::accept(r.first_line)) << r.first_line;
+}
+
+TEST(JournalRun, ClosedStdoutUnderKeepOrderStopsTheBatchAndResumeFinishes) {
+  const closed_pipe_outcome r =
+      expect_closed_pipe_stops_and_resume_finishes({"-k"}, job_writes::to_stdout, false);
+  EXPECT_EQ(r.first_line, "out-1");
+  EXPECT_EQ(r.done, "1");  // the one whose output was read
+}
+
+TEST(JournalRun, ClosedStderrPipeUnderCapturedStderrStopsTheBatchAndResumeFinishes) {
+  // 2>&1 | head: with a journal polymap captures each job's stderr and writes it out itself.
+  const closed_pipe_outcome r =
+      expect_closed_pipe_stops_and_resume_finishes({}, job_writes::to_stderr, true);
+  EXPECT_EQ(r.first_line, "out-1");
+  EXPECT_EQ(r.done, "1");
+}
+
+// A stdout that cannot take an item's output (a file size limit standing for a full disk)
+// stops the run, and the item is not recorded done: its output is lost, so a rerun runs it.
+TEST(JournalRun, StdoutFileThatCannotTakeAnItemsOutputStopsAndResumeFinishes) {
+  temp_dir dir;
+  const std::string script = record_script +
+                             "; ulimit -S -f unlimited; [ \"$1\" != 2 ] || "
+                             "head -c 2000000 /dev/zero; echo \"out-$1\"";
+  const std::vector<std::string> args = journal_run(dir, script, numbers(3), 1, {"-k"});
+  std::string command = "trap '' XFSZ; ulimit -S -f 1024; exec " + polymap_command(args);
+  command += " >" + shell_quote(dir / "out") + " 2>" + shell_quote(dir / "err");
+  const int status = std::system(command.c_str());
+  const std::string err = read_file(dir / "err");
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1) << err;
+  EXPECT_NE(err.find("cannot write the output of item 2: File too large"), std::string::npos)
+      << err;
+  EXPECT_EQ(items_in_state(dir, 2), "1");
+  EXPECT_EQ(items_in_state(dir, 4), "2");
+  const cli_output rerun = run_polymap(args, dir);
+  EXPECT_EQ(rerun.status, 0) << rerun.err;
+  EXPECT_EQ(items_in_state(dir, 2), "1,2,3");
+  EXPECT_EQ(rerun.out, std::string(2000000, '\0') + "out-2\nout-3\n");
+}
+
 TEST(JournalRun, JsonOnStderrLeavesOutTheEarlierFailuresNoteAndItsSummaryCountsThem) {
   temp_dir dir;
   const std::string script = record_script + "; [ \"$1\" != 2 ]";

@@ -697,18 +697,42 @@ TEST(Run, KeepOrderHoldsLargeOutputsOutOfMemory) {
   EXPECT_TRUE(std::filesystem::is_empty(spool_dir.path()));
 }
 
-// A $TMPDIR where the held-back output cannot go stops -k before anything runs, naming it.
-TEST(Run, KeepOrderWithATempDirThatCannotBeWrittenFailsBeforeAnyItemRuns) {
+// The temporary file of -k is made only when output has to wait on disk: with a $TMPDIR
+// that cannot be used, a run whose held-back output fits in memory does not notice.
+TEST(Run, KeepOrderWithATempDirThatCannotBeUsedRunsWhenTheOutputFitsInMemory) {
+  temp_dir dir;
+  cli_process p({"run", "-k", "-j", "2", "--", "sh", "-c", first_waits_for_second(dir),
+                 ":::", "first", "second"},
+                dir, -1, "/dev/null", {"TMPDIR=" + (dir / "no-such-dir")});
+  EXPECT_EQ(p.wait(), 0) << p.err();
+  EXPECT_EQ(p.out(), "first\nsecond\n");
+  EXPECT_EQ(p.err(), "");
+}
+
+// Output that would wait on disk stays in memory when the file cannot be made there, with
+// a warning naming the directory: it comes out whole and in order.
+TEST(Run, KeepOrderWithATempDirThatCannotBeUsedHoldsTheOutputInMemory) {
   temp_dir dir;
   const std::string missing = dir / "no-such-dir";
-  cli_process p({"run", "-k", "--", "touch", dir / "ran.{}", ":::", "a", "b"}, dir, -1,
-                "/dev/null", {"TMPDIR=" + missing});
-  EXPECT_EQ(p.wait(), 1);
+  constexpr int count = 3;
+  constexpr std::size_t bytes = 3'000'000;
+  cli_process p(keep_order_behind_a_slow_item(dir, count, bytes, {}), dir, -1, "/dev/null",
+                {"TMPDIR=" + missing});
+  const int status = p.wait();
   const std::string err = p.err();
-  EXPECT_NE(err.find("'" + missing + "'"), std::string::npos) << err;
-  EXPECT_NE(err.find("No such file or directory"), std::string::npos) << err;
-  EXPECT_FALSE(std::filesystem::exists(dir / "ran.a"));
-  EXPECT_FALSE(std::filesystem::exists(dir / "ran.b"));
+  ASSERT_EQ(status, 0) << err;
+  const auto [out_expected, err_expected] = keep_order_output(count, bytes);
+  const std::string out = p.out();
+  EXPECT_EQ(out.size(), out_expected.size());
+  EXPECT_TRUE(out == out_expected) << "the output differs from what the items printed";
+  const std::string warning =
+      "polymap: warning: cannot create a temporary file for the output "
+      "that -k/--keep-order holds back in '" +
+      missing +
+      "' ($TMPDIR, else /tmp): No such file or directory; holding it in "
+      "memory\n";
+  EXPECT_EQ(err.find(warning), 0U) << err;
+  EXPECT_EQ(err.substr(std::min(err.size(), warning.size())), err_expected);
 }
 
 // When the temporary file cannot take held-back output (here a file size limit of 1 MiB,
@@ -993,19 +1017,21 @@ TEST(Run, PlaceholderInsideOtherBracesIsReplaced) {
   EXPECT_EQ(r.out, "BEGIN{print \"got v\"}|a{v}b|${HOME}|{print $1}|{xv|");
 }
 
+/// Runs 30 items under `-j 100` and `option` (-k or --json: each job's output captured in two
+/// descriptors) with an open-file limit of 40, which 100 jobs cannot fit in, and the shell's
+/// `redirect`ions. @return std::system's status
+int run_jobs_above_the_open_file_limit(const std::string& option, const std::string& redirect) {
+  std::vector<std::string> args{
+      "run", option, "-j", "100", "--", "sh", "-c", "sleep 0.05; echo \"$1\"", "sh", ":::"};
+  for (int i = 1; i <= 30; ++i) args.push_back(std::to_string(i));
+  const std::string command = "ulimit -n 40; exec " + polymap_command(args) + redirect;
+  return std::system(command.c_str());
+}
+
 TEST(Run, JobsAboveTheOpenFileLimitAreLoweredWithAWarning) {
   temp_dir dir;
-  // -k captures each job's output in two descriptors: 100 jobs cannot fit in 40.
-  std::vector<std::string> args{"run", "-k", "-j", "100", "--", "sh", "-c",
-                                "sleep 0.05; echo \"$1\"", "sh", ":::"};
-  for (int i = 1; i <= 30; ++i) args.push_back(std::to_string(i));
-  std::string command = "ulimit -n 40; exec ";
-  command += polymap_command(args);
-  command += " >";
-  command += shell_quote(dir / "out");
-  command += " 2>";
-  command += shell_quote(dir / "err");
-  const int status = std::system(command.c_str());
+  const int status = run_jobs_above_the_open_file_limit(
+      "-k", " >" + shell_quote(dir / "out") + " 2>" + shell_quote(dir / "err"));
   const std::string err = read_file(dir / "err");
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << err;
@@ -1015,6 +1041,21 @@ TEST(Run, JobsAboveTheOpenFileLimitAreLoweredWithAWarning) {
   EXPECT_NE(err.find("warning: -j 100"), std::string::npos) << err;
   EXPECT_NE(err.find("ulimit -n 40"), std::string::npos) << err;
   EXPECT_EQ(err.find("Too many open files"), std::string::npos) << err;
+}
+
+// With --json 2>&1 the warning is an event among the JSON lines, not a line of text.
+TEST(Run, JobsLoweredToTheOpenFileLimitKeepJsonLinesWithAWarningEvent) {
+  temp_dir dir;
+  const int status =
+      run_jobs_above_the_open_file_limit("--json", " >" + shell_quote(dir / "both") + " 2>&1");
+  const std::vector<std::string> lines = lines_of(read_file(dir / "both"));
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  ASSERT_FALSE(lines.empty());
+  for (const std::string& line : lines) EXPECT_TRUE(nlohmann::json::accept(line)) << line;
+  const nlohmann::json first = nlohmann::json::parse(lines.front(), nullptr, false);
+  EXPECT_EQ(first.value("event", ""), "warning") << lines.front();
+  EXPECT_NE(first.value("message", "").find("ulimit -n 40"), std::string::npos) << lines.front();
 }
 
 /// A job that cleans up on SIGTERM and then exits 0, as a script with `trap '...; exit' TERM`

@@ -2,12 +2,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/run/output_spool.hpp"
 
+#include "cli/run/fd_io.hpp"
+
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <array>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -15,47 +14,6 @@
 #include <utility>
 
 namespace polymap::cli::run {
-
-namespace {
-
-constexpr std::size_t chunk = 256 * 1024;  // bytes per read and write when copying
-
-int write_all(int fd, const char* data, std::size_t size) noexcept {
-  std::size_t done = 0;
-  while (done < size) {
-    const ssize_t n = ::write(fd, data + done, size - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return n < 0 ? errno : ENOSPC;
-    done += static_cast<std::size_t>(n);
-  }
-  return 0;
-}
-
-}  // namespace
-
-int copy_bytes(int from, std::int64_t at, std::size_t size, int to) noexcept {
-  if (size == 0) return 0;
-  // A static buffer: copying never allocates, and a large piece costs no more memory than
-  // a small one.
-  static std::array<char, chunk> buffer;
-  while (size > 0) {
-    const ssize_t n = pread(from, buffer.data(), std::min(size, buffer.size()), at);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return n < 0 ? errno : EIO;
-    if (const int error = write_all(to, buffer.data(), static_cast<std::size_t>(n)); error != 0) {
-      return error;
-    }
-    at += n;
-    size -= static_cast<std::size_t>(n);
-  }
-  return 0;
-}
-
-std::size_t file_size(int fd) noexcept {
-  struct stat st {};
-  if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < 0) return 0;
-  return static_cast<std::size_t>(st.st_size);
-}
 
 std::string temp_dir_path() {
   const char* dir = std::getenv("TMPDIR");
@@ -87,15 +45,14 @@ output_spool::~output_spool() {
 int output_spool::append(int fd, std::size_t size, const std::string& data,
                          extent& piece) noexcept {
   const auto fail = [&](int error) {
-    // Nothing half-written stays: the piece is not there, and the file ends where it did.
-    if (ftruncate(fd_, end_) != 0) {
-      // The tail stays allocated until the file is truncated to 0 (release) or closed.
-    }
+    // The piece is not there: the next one goes at end_, over what this one left. Cutting
+    // that tail only gives its space back (see cut()).
+    cut(end_);
     return error;
   };
   if (lseek(fd_, end_, SEEK_SET) < 0) return errno;
   if (const int error = copy_bytes(fd, 0, size, fd_); error != 0) return fail(error);
-  if (const int error = write_all(fd_, data.data(), data.size()); error != 0) return fail(error);
+  if (const int error = write_all(fd_, data); error != 0) return fail(error);
   piece.offset = end_;
   piece.size = size + data.size();
   end_ += static_cast<std::int64_t>(piece.size);
@@ -112,7 +69,7 @@ void output_spool::release(const extent& piece) noexcept {
   if (pieces_ > 0) --pieces_;
   if (pieces_ == 0) {
     // None left: the file starts again from nothing.
-    if (ftruncate(fd_, 0) == 0) end_ = 0;
+    if (cut(0)) end_ = 0;
     return;
   }
   // Best effort: a file system without hole punching keeps the space until the file is
@@ -122,5 +79,7 @@ void output_spool::release(const extent& piece) noexcept {
                     static_cast<off_t>(piece.size));
   }
 }
+
+bool output_spool::cut(std::int64_t size) noexcept { return ftruncate(fd_, size) == 0; }
 
 }  // namespace polymap::cli::run

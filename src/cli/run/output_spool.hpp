@@ -10,16 +10,6 @@
 
 namespace polymap::cli::run {
 
-/// Copies `size` bytes of `from`, starting at its offset `at` (read with pread, so that the
-/// descriptor's own offset does not matter), to the end of what was written to `to`.
-/// Thread safety: none (one static buffer serves every copy).
-/// @return 0, or the errno that stopped it (EIO when `from` is shorter than said; ENOSPC for
-///   a write of nothing)
-int copy_bytes(int from, std::int64_t at, std::size_t size, int to) noexcept;
-
-/// The size of the file `fd` refers to; 0 when it cannot be known.
-std::size_t file_size(int fd) noexcept;
-
 /// An unlinked temporary file that holds the output of items that ended ahead of their
 /// turn under --keep-order, so that what is held back is on disk rather than in memory.
 /// Each piece of output is appended, written out once and released; the space of released
@@ -59,6 +49,11 @@ class output_spool {
   [[nodiscard]] const std::string& dir() const noexcept { return dir_; }
 
  private:
+  /// Shortens the file to `size` bytes, giving the space past it back to the file system.
+  /// @return whether it could: where it cannot, those bytes stay allocated, and are never
+  ///   read (each piece is read from its own extent), until a later cut or the close
+  bool cut(std::int64_t size) noexcept;
+
   std::string dir_;
   int fd_ = -1;
   std::int64_t end_ = 0;    // where the next piece goes

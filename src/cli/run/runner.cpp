@@ -4,6 +4,7 @@
 
 #include <polymap/topology.hpp>
 
+#include "cli/run/fd_io.hpp"
 #include "cli/run/joblog.hpp"
 #include "cli/run/output_spool.hpp"
 #include "cli/run/spawn.hpp"
@@ -78,48 +79,14 @@ int make_capture() {
   return fd;
 }
 
-std::string read_all(int fd) {
-  std::string data;
-  if (fd < 0) return data;
-  struct stat st {};
-  if (fstat(fd, &st) == 0) data.resize(static_cast<std::size_t>(st.st_size));
-  std::size_t got = 0;
-  while (got < data.size()) {
-    const ssize_t n = pread(fd, data.data() + got, data.size() - got, static_cast<off_t>(got));
-    if (n <= 0) break;
-    got += static_cast<std::size_t>(n);
-  }
-  data.resize(got);
-  return data;
-}
+/// The whole of the file `fd` (nothing for -1).
+std::string read_all(int fd) { return pread_all(fd, 0, file_size(fd)); }
 
 /// The last `size` bytes of the file `fd`.
 std::string read_tail(int fd, std::size_t size) {
   const std::size_t total = file_size(fd);
-  std::string data(std::min(size, total), '\0');
-  std::size_t got = 0;
-  const std::size_t from = total - data.size();
-  while (got < data.size()) {
-    const ssize_t n = pread(fd, data.data() + got, data.size() - got,
-                            static_cast<off_t>(from + got));
-    if (n <= 0) break;
-    got += static_cast<std::size_t>(n);
-  }
-  data.resize(got);
-  return data;
-}
-
-/// Writes all of `data` to `fd`: 0, or the error that stopped it (ENOSPC for a write of
-/// nothing). Its output's callers ignore it: a closed stdout loses the output, not the run.
-int write_all(int fd, const std::string& data) {
-  std::size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return n < 0 ? errno : ENOSPC;
-    done += static_cast<std::size_t>(n);
-  }
-  return 0;
+  const std::size_t tail = std::min(size, total);
+  return pread_all(fd, static_cast<std::int64_t>(total - tail), tail);
 }
 
 /// The files of an item's --results folder.
@@ -274,6 +241,8 @@ struct job {
 /// of its own, closed once written out), bytes in memory, or, while --keep-order holds it
 /// back, a piece of the spool file.
 struct output_record {
+  std::size_t item = 0;
+  item_state state = item_state::done;  // what end_item() counted it as
   int out_fd = -1;
   int err_fd = -1;
   std::string out;
@@ -290,6 +259,28 @@ struct output_record {
   std::optional<item_end> end;
 };
 
+/// How an attempt of an item ended, as end_item() records it.
+struct item_outcome {
+  item_state state = item_state::done;
+  int exit_code = 0;
+  int signal = 0;
+  bool timed_out = false;  // ran past --timeout
+  std::string reason;      // empty when it exited
+  double start_wall = 0;   // Unix time
+  double runtime = 0;
+  int out_fd = -1;  // the captures of its stdout and stderr, handed over; -1: none
+  int err_fd = -1;
+};
+
+/// What a line that polymap itself writes on stderr is. That decides what becomes of it when
+/// --json's events share stderr's stream (2>&1), where a line of text would break the JSON
+/// lines: see batch_runner::say().
+enum class line_kind {
+  warning,  // "polymap: warning: ..."; a `warning` event among the JSON lines
+  error,    // "polymap: ..."; an `error` event among the JSON lines
+  summed,   // "polymap: ..."; left out among the JSON lines, whose events say it
+};
+
 class batch_runner {
  public:
   batch_runner(const run_options& options, const command_template& command,
@@ -302,15 +293,26 @@ class batch_runner {
   void open_journal();
   bool fill_slots(double now);
   void start(std::size_t item, std::size_t slot, double now);
+  void take_slot(std::size_t slot, std::size_t item, pid_t pid, double wall, double now);
   void reap();
   void job_exited(std::size_t slot, int wait_status);
   void end_job(std::size_t slot, int wait_status, double runtime);
   void end_held_jobs(double now);
-  void end_item(std::size_t item, std::size_t slot, item_state state, int exit_code, int signal,
-                std::string reason, double start_wall, double runtime, int out_fd, int err_fd);
+  void end_item(std::size_t item, std::size_t slot, item_outcome end);
+  output_record take_output(const item_outcome& end) const;
+  void keep_results(std::size_t item, output_record& record, item_outcome& end);
+  void count_end(std::size_t item, std::size_t slot, const item_outcome& end);
+  std::string joblog_line(std::size_t item, std::size_t slot, const item_outcome& end,
+                          const output_record& record) const;
+  std::string end_event(std::size_t item, std::size_t slot, const item_outcome& end,
+                        const output_record& record) const;
+  void check_halt();
   void emit(std::size_t order, output_record record);
   void hold(std::size_t order, output_record record);
+  bool spill(output_record& record);
   void write_record(output_record& record);
+  void output_lost(output_record& record, int error);
+  void stop_for_lost_output(int error, std::size_t item);
   void write_held();
   void stop(int sig, double now);
   void stop_jobs(int sig, double now);
@@ -319,9 +321,9 @@ class batch_runner {
   void commit_journal();
   void release_unstarted();
   void draw_progress(bool last);
-  void say(const std::string& line);
-  void report_failure(std::size_t item, std::size_t slot, int exit_code, int signal,
-                      const std::string& reason);
+  void say(line_kind kind, const std::string& message);
+  void report_failure(std::size_t item, std::size_t slot, const item_outcome& end);
+  [[nodiscard]] std::string rerun_note() const;
   void fit_jobs_to_fd_limit();
   [[nodiscard]] double next_wakeup(double now) const;
   [[nodiscard]] std::size_t busy_count() const;
@@ -337,7 +339,7 @@ class batch_runner {
   std::unique_ptr<detail::orphan_guard> guard_;
   std::unique_ptr<journal> journal_;
   std::unique_ptr<joblog> joblog_;
-  std::unique_ptr<output_spool> spool_;  // --keep-order
+  std::unique_ptr<output_spool> spool_;  // --keep-order: made at the first spill
   std::size_t held_memory_ = 0;          // bytes of held_ in memory
   bool spool_failed_ = false;            // said once
   std::unordered_map<std::string, std::size_t> item_of_key_;
@@ -363,14 +365,14 @@ class batch_runner {
   bool halted_ = false;
   std::string journal_failure_;
   std::string results_failure_;
+  std::string output_failure_;  // a write of an item's output to stdout or stderr failed
   double last_lease_ = 0;
   double last_progress_ = 0;
   double started_ = 0;
   bool tty_progress_ = false;
-  // A line on stderr for each failed item and a count at the end, unless what the user
-  // reads there says it already (see run()).
+  // A line on stderr for each failed item, unless the joblog is written there (see run()).
   bool report_failures_ = true;
-  bool json_on_stderr_ = false;
+  bool json_on_stderr_ = false;  // --json's events share stderr's stream: see say()
 };
 
 void batch_runner::open_journal() {
@@ -482,29 +484,37 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
   }
   ++st.attempts;
   st.slot = slot;
-  if (options_.json) {
-    std::fputs(json_text({{"event", "start"},
-                          {"seq", item + 1},
-                          {"slot", slot + 1},
-                          {"attempt", st.attempts},
-                          {"command", argv}})
-                   .c_str(),
-               stdout);
-    std::fflush(stdout);
-  }
+  const int event_error = options_.json ? write_all(1, json_text({{"event", "start"},
+                                                                  {"seq", item + 1},
+                                                                  {"slot", slot + 1},
+                                                                  {"attempt", st.attempts},
+                                                                  {"command", argv}}))
+                                        : 0;
+  st.phase = item_phase::running;
   if (spawned.pid < 0) {
     // Reported once per item, as a failure of that item (end_item says it): the run goes on.
-    const std::string reason =
-        "cannot run '" + argv.front() + "': " + std::strerror(spawned.error);
-    st.phase = item_phase::running;
-    end_item(item, slot, item_state::failed, 127, 0, reason, wall, 0, j.out_fd, j.err_fd);
+    item_outcome end;
+    end.state = item_state::failed;
+    end.exit_code = 127;
+    end.reason = "cannot run '" + argv.front() + "': " + std::strerror(spawned.error);
+    end.start_wall = wall;
+    end.out_fd = j.out_fd;
+    end.err_fd = j.err_fd;
     j.out_fd = j.err_fd = -1;
-    return;
+    end_item(item, slot, std::move(end));
+  } else {
+    take_slot(slot, item, spawned.pid, wall, now);
   }
-  guard_->add(spawned.pid);
-  st.phase = item_phase::running;
+  // After the job is in its slot, so that the stop stops it too.
+  if (event_error != 0) stop_for_lost_output(event_error, item);
+}
+
+void batch_runner::take_slot(std::size_t slot, std::size_t item, pid_t pid, double wall,
+                             double now) {
+  guard_->add(pid);
+  job& j = jobs_[slot];
   j.busy = true;
-  j.pid = spawned.pid;
+  j.pid = pid;
   j.item = item;
   j.start_wall = wall;
   j.start_mono = now;
@@ -512,7 +522,7 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
   j.kill_at = 0;
   j.timed_out = false;
   j.stopped = false;
-  slot_of_[spawned.pid] = slot;
+  slot_of_[pid] = slot;
 }
 
 void batch_runner::reap() {
@@ -539,7 +549,7 @@ void batch_runner::job_exited(std::size_t slot, int wait_status) {
       // It wrote to polymap's stdout, a pipe whose reader is gone (`polymap run ... | head`):
       // so would every later job. Stop as on a signal, as GNU parallel does; this job and the
       // others that die of it are interrupted, not failed, and a rerun resumes them.
-      stop(SIGPIPE, now);
+      stop_for_lost_output(EPIPE, j.item);
     } else if (signal == SIGTERM || signal == SIGINT || signal == SIGHUP) {
       // A signal the runner did not send: Slurm, systemd or a cgroup-wide kill signals the
       // jobs and the runner at once, and the runner's own signal may come a moment later.
@@ -569,114 +579,59 @@ void batch_runner::end_job(std::size_t slot, int wait_status, double runtime) {
   const int exit_code = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1;
   const int signal = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
   item_status& st = status_[j.item];
-  const int out_fd = j.out_fd;
-  const int err_fd = j.err_fd;
+  item_outcome end;
+  end.exit_code = exit_code;
+  end.signal = signal;
+  end.timed_out = j.timed_out;
+  end.start_wall = j.start_wall;
+  end.runtime = runtime;
+  end.out_fd = j.out_fd;
+  end.err_fd = j.err_fd;
   j.out_fd = j.err_fd = -1;
   // Whatever its exit status: a job that the runner stopped may exit 0 from its SIGTERM
   // handler (`trap '...; exit' TERM`) without having done its work, and one that ran past
   // --timeout has failed, as in GNU parallel.
   if (j.stopped) {
-    end_item(j.item, slot, item_state::interrupted, exit_code, signal, "interrupted", j.start_wall,
-             runtime, out_fd, err_fd);
-    return;
-  }
-  if (exit_code == 0 && !j.timed_out) {
-    end_item(j.item, slot, item_state::done, 0, 0, {}, j.start_wall, runtime, out_fd, err_fd);
-    return;
-  }
-  if (st.attempts <= static_cast<int>(options_.retries) && !draining_) {
-    if (out_fd >= 0) close(out_fd);
-    if (err_fd >= 0) close(err_fd);
+    end.state = item_state::interrupted;
+    end.reason = "interrupted";
+  } else if (exit_code == 0 && !j.timed_out) {
+    end.state = item_state::done;
+  } else if (st.attempts <= static_cast<int>(options_.retries) && !draining_) {
+    if (end.out_fd >= 0) close(end.out_fd);
+    if (end.err_fd >= 0) close(end.err_fd);
     st.phase = item_phase::waiting_retry;
     st.last_exit = exit_code;
     st.last_signal = signal;
     retries_.emplace(mono_now() + backoff(st.attempts), j.item);
     return;
+  } else {
+    end.state = item_state::failed;
+    if (j.timed_out) end.reason = "timeout after " + seconds_text(options_.timeout) + " s";
   }
-  const std::string reason =
-      j.timed_out ? "timeout after " + seconds_text(options_.timeout) + " s" : std::string();
-  end_item(j.item, slot, item_state::failed, exit_code, signal, reason, j.start_wall, runtime,
-           out_fd, err_fd);
+  end_item(j.item, slot, std::move(end));
 }
 
-void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state, int exit_code,
-                            int signal, std::string reason, double start_wall, double runtime,
-                            int out_fd, int err_fd) {
+void batch_runner::end_item(std::size_t item, std::size_t slot, item_outcome end) {
   item_status& st = status_[item];
   st.phase = item_phase::ended;
-  const bool ran = out_fd >= 0 || err_fd >= 0;  // not a retry cancelled before it started
-  // The joblog's Receive: the bytes of stdout where polymap captured them, else 0 (GNU
-  // parallel counts stdout only, and writes 0 under -u, where it does not see the output).
-  const std::size_t received = file_size(out_fd);
-  output_record record;
-  if ((!options_.results.empty() && ran) || options_.json) {
-    // The --results files and the --json event take the bytes; otherwise the captures are
-    // copied out as they are, however large, without passing through memory.
-    record.out = read_all(out_fd);
-    record.err = read_all(err_fd);
-    if (out_fd >= 0) close(out_fd);
-    if (err_fd >= 0) close(err_fd);
-  } else {
-    record.out_fd = out_fd;
-    record.err_fd = err_fd;
-  }
+  output_record record = take_output(end);
+  record.item = item;
   // Taken before the --results files take the output.
   std::string stderr_tail;
-  if (journal_ && state == item_state::failed) {
-    if (record.err_fd >= 0) {
-      stderr_tail = read_tail(record.err_fd, tail_bytes);
-    } else {
-      stderr_tail = record.err.size() > tail_bytes
-                        ? record.err.substr(record.err.size() - tail_bytes)
-                        : record.err;
-    }
+  if (journal_ && end.state == item_state::failed) {
+    stderr_tail =
+        record.err_fd >= 0
+            ? read_tail(record.err_fd, tail_bytes)
+            : record.err.substr(record.err.size() - std::min(record.err.size(), tail_bytes));
   }
-  if (!options_.results.empty() && ran) {
-    // Before the item is recorded: an item whose output could not be kept is not done.
-    if (results_failure_.empty()) {
-      // With a journal, the item's id there: unique, and the same in every run of the journal
-      // however the input is reordered or extended, so a rerun never writes over the output
-      // of another item. Without one, its position in the input.
-      const std::int64_t number =
-          journal_ ? st.journal_id : static_cast<std::int64_t>(item + 1);
-      try {
-        write_results(options_.results + "/" + std::to_string(number), {&record.out, &record.err});
-      } catch (const std::runtime_error& e) {
-        // Most likely a full disk: every later item would lose its output too. Stop once.
-        std::fprintf(stderr, "polymap: item %zu: %s; stopping\n", item + 1, e.what());
-        results_failure_ = e.what();
-        stop_jobs(SIGTERM, mono_now());
-      }
-    }
-    // Once one write failed, no output is kept: the item is interrupted, and a rerun (with
-    // --journal) runs it again.
-    if (!results_failure_.empty()) {
-      state = item_state::interrupted;
-      reason = results_failure_;
-    }
-    record.out.clear();
-    record.err.clear();
-  }
-  if (state == item_state::done) ++done_;
-  if (state == item_state::failed) {
-    ++failed_;
-    report_failure(item, slot, exit_code, signal, reason);
-  }
-  if (state == item_state::interrupted) ++interrupted_;
-  // The command line again, only for the records that show it.
-  const bool logged = joblog_ && state != item_state::interrupted;
-  const std::vector<std::string> argv = logged || options_.json
-                                            ? command_.expand(items_[item], item + 1, slot + 1)
-                                            : std::vector<std::string>{};
-  if (logged) {
-    // Exitval: 0 for a job killed by a signal, which Signal names, as GNU parallel writes
-    // it; -1 for a job that ran past --timeout, whatever its exit status (GNU parallel writes
-    // a non-zero status there instead; one that exited 0 from its SIGTERM handler must not
-    // read as a success to `parallel --resume-failed`).
-    const bool timed_out = reason.rfind("timeout", 0) == 0;
-    std::string line =
-        joblog::line(item + 1, start_wall, runtime, received,
-                     timed_out ? -1 : std::max(exit_code, 0), signal, display_command(argv));
+  // Not a retry cancelled before it started: that one has no output.
+  const bool ran = end.out_fd >= 0 || end.err_fd >= 0;
+  if (!options_.results.empty() && ran) keep_results(item, record, end);
+  record.state = end.state;
+  count_end(item, slot, end);
+  // Interrupted: it runs again, and its line comes then.
+  if (joblog_ && end.state != item_state::interrupted) {
+    std::string line = joblog_line(item, slot, end, record);
     // On stdout the line follows the item's output (held back by -k or not), as in GNU
     // parallel; in a file it is written now, before the journal records the end.
     if (joblog_->on_stdout()) {
@@ -685,76 +640,167 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_state state
       joblog_->write(line);
     }
   }
+  if (options_.json) record.event = end_event(item, slot, end, record);
+  // The --results files and the --json event have the output: it is not written out again.
+  if (!options_.results.empty() || options_.json) {
+    record.out.clear();
+    record.err.clear();
+  }
   if (journal_) {
     item_end e;
     e.id = st.journal_id;
-    e.state = state;
+    e.state = end.state;
     e.attempts = st.attempts;
     e.worker = static_cast<int>(slot + 1);
     e.start = st.first_start;
-    e.end = start_wall + runtime;
-    e.exit_code = exit_code;
-    e.signal = signal;
-    e.reason = reason;
-    if (state == item_state::failed) e.stderr_tail = std::move(stderr_tail);
+    e.end = end.start_wall + end.runtime;
+    e.exit_code = end.exit_code;
+    e.signal = end.signal;
+    e.reason = end.reason;
+    if (end.state == item_state::failed) e.stderr_tail = std::move(stderr_tail);
     record.end = std::move(e);
   }
-  if (options_.json) {
-    nlohmann::json event = {{"event", "end"},       {"seq", item + 1},
-                            {"slot", slot + 1},     {"state", state_name(state)},
-                            {"exit", exit_code},    {"signal", signal},
-                            {"attempts", st.attempts}, {"duration", runtime},
-                            {"command", argv}};
-    if (!reason.empty()) event["reason"] = reason;
-    if (options_.results.empty()) {
-      event["stdout"] = record.out;
-      event["stderr"] = record.err;
-    }
-    record.out.clear();
-    record.err.clear();
-    record.event = json_text(event);
-  }
   emit(st.order, std::move(record));
-  if (options_.halt.reached(failed_, done_ + failed_) && !halted_) {
-    halted_ = true;
-    draining_ = true;
-    if (!json_on_stderr_) {  // the summary event says it ("halted")
-      std::fprintf(stderr, "polymap: --halt: %zu item(s) failed; %s\n", failed_,
-                   options_.halt.now ? "stopping the running jobs"
-                                     : "waiting for the running jobs");
+  check_halt();
+}
+
+output_record batch_runner::take_output(const item_outcome& end) const {
+  output_record record;
+  const bool ran = end.out_fd >= 0 || end.err_fd >= 0;
+  if ((!options_.results.empty() && ran) || options_.json) {
+    // The --results files and the --json event take the bytes; otherwise the captures are
+    // copied out as they are, however large, without passing through memory.
+    record.out = read_all(end.out_fd);
+    record.err = read_all(end.err_fd);
+    if (end.out_fd >= 0) close(end.out_fd);
+    if (end.err_fd >= 0) close(end.err_fd);
+  } else {
+    record.out_fd = end.out_fd;
+    record.err_fd = end.err_fd;
+  }
+  return record;
+}
+
+void batch_runner::keep_results(std::size_t item, output_record& record, item_outcome& end) {
+  // Before the item is recorded: an item whose output could not be kept is not done.
+  if (results_failure_.empty()) {
+    // With a journal, the item's id there: unique, and the same in every run of the journal
+    // however the input is reordered or extended, so a rerun never writes over the output
+    // of another item. Without one, its position in the input.
+    const std::int64_t number =
+        journal_ ? status_[item].journal_id : static_cast<std::int64_t>(item + 1);
+    try {
+      write_results(options_.results + "/" + std::to_string(number), {&record.out, &record.err});
+    } catch (const std::runtime_error& e) {
+      // Most likely a full disk: every later item would lose its output too. Stop once.
+      say(line_kind::error, "item " + std::to_string(item + 1) + ": " + e.what() + "; stopping");
+      results_failure_ = e.what();
+      stop_jobs(SIGTERM, mono_now());
     }
-    if (options_.halt.now) stop_jobs(SIGTERM, mono_now());
+  }
+  // Once one write failed, no output is kept: the item is interrupted, and a rerun (with
+  // --journal) runs it again.
+  if (!results_failure_.empty()) {
+    end.state = item_state::interrupted;
+    end.reason = results_failure_;
   }
 }
 
-void batch_runner::say(const std::string& line) {
+void batch_runner::count_end(std::size_t item, std::size_t slot, const item_outcome& end) {
+  if (end.state == item_state::done) ++done_;
+  if (end.state == item_state::failed) {
+    ++failed_;
+    report_failure(item, slot, end);
+  }
+  if (end.state == item_state::interrupted) ++interrupted_;
+}
+
+std::string batch_runner::joblog_line(std::size_t item, std::size_t slot, const item_outcome& end,
+                                      const output_record& record) const {
+  // Receive: the bytes of stdout where polymap captured them, else 0 (GNU parallel counts
+  // stdout only, and writes 0 under -u, where it does not see the output).
+  const std::size_t received = record.out_fd >= 0 ? file_size(record.out_fd) : record.out.size();
+  // Exitval: 0 for a job killed by a signal, which Signal names, as GNU parallel writes
+  // it; -1 for a job that ran past --timeout, whatever its exit status (GNU parallel writes
+  // a non-zero status there instead; one that exited 0 from its SIGTERM handler must not
+  // read as a success to `parallel --resume-failed`).
+  const int exit_value = end.timed_out ? -1 : std::max(end.exit_code, 0);
+  return joblog::line(item + 1, end.start_wall, end.runtime, received, exit_value, end.signal,
+                      display_command(command_.expand(items_[item], item + 1, slot + 1)));
+}
+
+std::string batch_runner::end_event(std::size_t item, std::size_t slot, const item_outcome& end,
+                                    const output_record& record) const {
+  nlohmann::json event = {{"event", "end"},
+                          {"seq", item + 1},
+                          {"slot", slot + 1},
+                          {"state", state_name(end.state)},
+                          {"exit", end.exit_code},
+                          {"signal", end.signal},
+                          {"attempts", status_[item].attempts},
+                          {"duration", end.runtime},
+                          {"command", command_.expand(items_[item], item + 1, slot + 1)}};
+  if (!end.reason.empty()) event["reason"] = end.reason;
+  if (options_.results.empty()) {
+    event["stdout"] = record.out;
+    event["stderr"] = record.err;
+  }
+  return json_text(event);
+}
+
+void batch_runner::check_halt() {
+  if (halted_ || !options_.halt.reached(failed_, done_ + failed_)) return;
+  halted_ = true;
+  draining_ = true;
+  say(line_kind::summed,  // the summary event has "halted"
+      "--halt: " + std::to_string(failed_) + " item(s) failed; " +
+          (options_.halt.now ? "stopping the running jobs" : "waiting for the running jobs"));
+  if (options_.halt.now) stop_jobs(SIGTERM, mono_now());
+}
+
+void batch_runner::say(line_kind kind, const std::string& message) {
+  // Every line polymap itself writes on stderr comes here, so that none can break the JSON
+  // lines of --json ... 2>&1: there it is an event on stdout, or left out.
+  if (json_on_stderr_) {
+    if (kind == line_kind::summed) return;
+    const char* name = kind == line_kind::warning ? "warning" : "error";
+    (void)write_all(1, json_text({{"event", name}, {"message", message}}));
+    return;
+  }
   // Over the progress bar, which the next draw puts back below the line.
   if (tty_progress_) std::fputs("\r\x1b[K", stderr);
+  const std::string line =
+      (kind == line_kind::warning ? "polymap: warning: " : "polymap: ") + message + "\n";
   std::fputs(line.c_str(), stderr);
   std::fflush(stderr);
 }
 
-void batch_runner::report_failure(std::size_t item, std::size_t slot, int exit_code, int signal,
-                                  const std::string& reason) {
-  const bool cannot_run = reason.rfind("cannot run", 0) == 0;
+void batch_runner::report_failure(std::size_t item, std::size_t slot, const item_outcome& end) {
+  const bool cannot_run = end.reason.rfind("cannot run", 0) == 0;
   // An item that could not even start is said when the joblog is stderr (which does not say
-  // why), but not among --json's lines, where its end event carries the reason.
-  if (cannot_run ? json_on_stderr_ : !report_failures_) return;
+  // why); among --json's lines, its end event carries the reason (say() leaves it out).
+  if (!cannot_run && !report_failures_) return;
   std::string why;
   if (cannot_run) {
-    why = reason;
-  } else if (reason.rfind("timeout", 0) == 0) {
+    why = end.reason;
+  } else if (end.timed_out) {
     why = "timed out after " + seconds_text(options_.timeout) + " s";
-  } else if (signal != 0) {
-    why = "killed by signal " + signal_text(signal);
+  } else if (end.signal != 0) {
+    why = "killed by signal " + signal_text(end.signal);
   } else {
-    why = "exit status " + std::to_string(exit_code);
+    why = "exit status " + std::to_string(end.exit_code);
   }
   const int attempts = status_[item].attempts;
   if (attempts > 1) why += ", after " + std::to_string(attempts) + " attempts";
   const std::string command = display_command(command_.expand(items_[item], item + 1, slot + 1));
-  say("polymap: item " + std::to_string(item + 1) + " failed (" + why + "): " +
-      one_line(command) + "\n");
+  say(line_kind::summed,
+      "item " + std::to_string(item + 1) + " failed (" + why + "): " + one_line(command));
+}
+
+std::string batch_runner::rerun_note() const {
+  return options_.journal.empty() ? ""
+                                  : "; the items it stopped are recorded interrupted and run "
+                                    "again when the same command is rerun";
 }
 
 void batch_runner::emit(std::size_t order, output_record record) {
@@ -781,35 +827,7 @@ void batch_runner::hold(std::size_t order, output_record record) {
   const std::size_t err_size = file_size(record.err_fd) + record.err.size();
   const std::size_t size = out_size + err_size;
   const bool fits = size <= held_item_memory && held_memory_ + size <= held_total_memory;
-  if (!fits && spool_) {
-    int error = spool_->append(record.out_fd, file_size(record.out_fd),
-                               record.out + record.event + record.log, record.spooled_out);
-    if (error == 0) {
-      error = spool_->append(record.err_fd, file_size(record.err_fd), record.err,
-                             record.spooled_err);
-      if (error != 0) spool_->release(record.spooled_out);
-    }
-    if (error == 0) {
-      record.spooled = true;
-      record.out.clear();
-      record.err.clear();
-      record.event.clear();
-      record.log.clear();
-    } else if (!spool_failed_) {
-      // The output stays whole, in memory: losing a finished job's output, or stopping a
-      // batch for want of temporary space, would be worse.
-      spool_failed_ = true;
-      const std::string warning =
-          "cannot write the output that -k/--keep-order holds back to a temporary file in '" +
-          spool_->dir() + "': " + std::strerror(error) + "; holding it in memory";
-      if (json_on_stderr_) {  // one stream of JSON lines (--json ... 2>&1)
-        std::fputs(json_text({{"event", "warning"}, {"message", warning}}).c_str(), stdout);
-      } else {
-        say("polymap: warning: " + warning + "\n");
-      }
-    }
-  }
-  if (!record.spooled) {
+  if (fits || !spill(record)) {
     if (record.out_fd >= 0) record.out.insert(0, read_all(record.out_fd));
     if (record.err_fd >= 0) record.err.insert(0, read_all(record.err_fd));
     record.in_memory = size;
@@ -821,38 +839,116 @@ void batch_runner::hold(std::size_t order, output_record record) {
   held_.emplace(order, std::move(record));
 }
 
+bool batch_runner::spill(output_record& record) {
+  // The file is made here, at the first spill, so that a $TMPDIR that cannot be used
+  // costs only the runs that need it, and them only memory.
+  std::string failure;
+  if (!spool_) {
+    try {
+      spool_ = std::make_unique<output_spool>(temp_dir_path());
+    } catch (const std::runtime_error& e) {
+      failure = e.what();
+    }
+  }
+  int error = 0;
+  if (spool_) {
+    error = spool_->append(record.out_fd, file_size(record.out_fd),
+                           record.out + record.event + record.log, record.spooled_out);
+    if (error == 0) {
+      error =
+          spool_->append(record.err_fd, file_size(record.err_fd), record.err, record.spooled_err);
+      if (error != 0) spool_->release(record.spooled_out);
+    }
+    if (error != 0) {
+      failure = "cannot write the output that -k/--keep-order holds back to a temporary file in '";
+      failure += spool_->dir() + "': " + std::strerror(error);
+    }
+  }
+  if (!failure.empty()) {
+    // The output stays whole, in memory: losing a finished job's output, or stopping a
+    // batch for want of temporary space, would be worse. Said once.
+    if (!spool_failed_) say(line_kind::warning, failure + "; holding it in memory");
+    spool_failed_ = true;
+    return false;
+  }
+  record.spooled = true;
+  record.out.clear();
+  record.err.clear();
+  record.event.clear();
+  record.log.clear();
+  return true;
+}
+
 void batch_runner::write_record(output_record& r) {
-  // An ended item's output: its stdout after whatever stdio still holds, then its stderr;
-  // then its end goes to the journal, with the next commit. Errors are ignored: a closed
-  // stdout loses the output, not the run.
-  std::fflush(stdout);
+  // An ended item's output: its stdout, then its stderr (every write of the runner's to
+  // them is unbuffered: nothing waits in stdio); then its end goes to the journal, with the
+  // next commit. An item whose output could not all be written is not done: output_lost().
+  int error = 0;
+  const auto note = [&error](int e) {
+    if (error == 0) error = e;
+  };
   if (r.spooled) {
-    (void)spool_->write_out(r.spooled_out, 0, r.spooled_out.size, 1);
-    (void)spool_->write_out(r.spooled_err, 0, r.spooled_err.size, 2);
+    note(spool_->write_out(r.spooled_out, 0, r.spooled_out.size, 1));
+    note(spool_->write_out(r.spooled_err, 0, r.spooled_err.size, 2));
     spool_->release(r.spooled_out);
     spool_->release(r.spooled_err);
     r.spooled = false;
   }
   if (r.out_fd >= 0) {
-    (void)copy_bytes(r.out_fd, 0, file_size(r.out_fd), 1);
+    note(copy_bytes(r.out_fd, 0, file_size(r.out_fd), 1));
     close(r.out_fd);
     r.out_fd = -1;
   }
-  (void)write_all(1, r.out);
-  (void)write_all(1, r.event);
-  (void)write_all(1, r.log);
+  for (const std::string* text : {&r.out, &r.event, &r.log}) note(write_all(1, *text));
   if (r.err_fd >= 0) {
-    (void)copy_bytes(r.err_fd, 0, file_size(r.err_fd), 2);
+    note(copy_bytes(r.err_fd, 0, file_size(r.err_fd), 2));
     close(r.err_fd);
     r.err_fd = -1;
   }
-  (void)write_all(2, r.err);
+  note(write_all(2, r.err));
   held_memory_ -= std::min(held_memory_, r.in_memory);
   r.in_memory = 0;
+  if (error != 0) output_lost(r, error);
   if (r.end) {
     ends_.push_back(std::move(*r.end));
     r.end.reset();
   }
+}
+
+void batch_runner::output_lost(output_record& r, int error) {
+  // Not done, nor failed: what it wrote is gone. Interrupted, it runs again on a rerun (with
+  // --journal), which writes its output.
+  if (r.state == item_state::done) --done_;
+  if (r.state == item_state::failed) --failed_;
+  if (r.state != item_state::interrupted) ++interrupted_;
+  r.state = item_state::interrupted;
+  if (r.end) {
+    r.end->state = item_state::interrupted;
+    r.end->reason = std::string("its output could not be written: ") + std::strerror(error);
+    r.end->stderr_tail.clear();
+  }
+  stop_for_lost_output(error, r.item);
+}
+
+void batch_runner::stop_for_lost_output(int error, std::size_t item) {
+  // Every later item would lose its output too: stop.
+  if (error == EPIPE) {
+    // stdout (or stderr) is a pipe whose reader is gone: `polymap run ... | head -n 1`.
+    // Stopped as by SIGPIPE, which polymap ignores while it runs the batch (run_batch).
+    if (stop_signal_ != 0) return;  // stopping already; a second stop would kill at once
+    // Said unless stderr is that pipe too (2>&1), where nobody would read it.
+    if (!same_file(1, 2)) {
+      say(line_kind::error, "stdout is a pipe whose reader has gone: stopping" + rerun_note());
+    }
+    stop(SIGPIPE, mono_now());
+    return;
+  }
+  if (!output_failure_.empty()) return;
+  // Most likely a full disk under a stdout redirected to a file.
+  output_failure_ =
+      "cannot write the output of item " + std::to_string(item + 1) + ": " + std::strerror(error);
+  say(line_kind::error, output_failure_ + "; stopping");
+  stop_jobs(SIGTERM, mono_now());
 }
 
 void batch_runner::write_held() {
@@ -936,8 +1032,13 @@ void batch_runner::release_unstarted() {
   for (; !retries_.empty(); retries_.pop()) cancelled.push_back(retries_.top().second);
   for (std::size_t i : cancelled) {
     const item_status& st = status_[i];
-    end_item(i, st.slot, item_state::interrupted, st.last_exit, st.last_signal,
-             "interrupted before its retry", wall_now(), 0, -1, -1);
+    item_outcome end;
+    end.state = item_state::interrupted;
+    end.exit_code = st.last_exit;
+    end.signal = st.last_signal;
+    end.reason = "interrupted before its retry";
+    end.start_wall = wall_now();
+    end_item(i, st.slot, std::move(end));
   }
 }
 
@@ -992,17 +1093,16 @@ void batch_runner::fit_jobs_to_fd_limit() {
     throw std::runtime_error("the open-file limit (ulimit -n " + std::to_string(cur) +
                              ") leaves no file descriptor for a job's output: raise it");
   }
-  std::fprintf(stderr,
-               "polymap: warning: -j %zu needs %zu more file descriptors than the open-file limit "
-               "(ulimit -n %zu) allows: running %zu jobs at a time\n",
-               jobs_.size(), (jobs_.size() - fit) * per_job, cur, fit);
+  say(line_kind::warning, "-j " + std::to_string(jobs_.size()) + " needs " +
+                              std::to_string((jobs_.size() - fit) * per_job) +
+                              " more file descriptors than the open-file limit (ulimit -n " +
+                              std::to_string(cur) + ") allows: running " + std::to_string(fit) +
+                              " jobs at a time");
   jobs_.resize(fit);
 }
 
 int batch_runner::run() {
-  // The --results folder was checked by the caller (prepare_results_dir) before this, and
-  // the temporary file of --keep-order is made here, before anything runs.
-  if (options_.keep_order) spool_ = std::make_unique<output_spool>(temp_dir_path());
+  // The --results folder was checked by the caller (prepare_results_dir) before this.
   jobs_.resize(options_.jobs);
   // The guard is forked first, before SQLite opens anything.
   guard_ = std::make_unique<detail::orphan_guard>();
@@ -1019,13 +1119,10 @@ int batch_runner::run() {
   if (!options_.joblog.empty()) {
     joblog_ = std::make_unique<joblog>(options_.joblog, journal_ != nullptr);
   }
-  // Each failed item gets a line on stderr and the run a count at its end, unless stderr
-  // already says it: the joblog written there (a line per job), or --json's events when
-  // stderr is stdout's pipe or file (2>&1), where a line of text would break the JSON lines.
-  const bool log_on_stderr = joblog_ && same_file(joblog_->fd(), 2);
-  const bool json_on_stderr = options_.json && same_file(1, 2) && isatty(2) == 0;
-  report_failures_ = !log_on_stderr && !json_on_stderr;
-  json_on_stderr_ = json_on_stderr;
+  // Each failed item gets a line on stderr, unless the joblog is written there (a line per
+  // job). --json's events may share stderr's stream (2>&1): then say() keeps to JSON lines.
+  report_failures_ = !(joblog_ && same_file(joblog_->fd(), 2));
+  json_on_stderr_ = options_.json && same_file(1, 2) && isatty(2) == 0;
   fit_jobs_to_fd_limit();
   // Each slot's CPUs, for the number of jobs that will run at once.
   const topology& topo = topology::current();
@@ -1098,44 +1195,60 @@ int batch_runner::run() {
   journal_.reset();
   guard_.reset();
   if (options_.json) {
-    std::fputs(json_text({{"event", "summary"},
-                          {"done", done_},
-                          {"failed", failed_},
-                          {"interrupted", interrupted_},
-                          {"halted", halted_},
-                          {"signal", stop_signal_},
-                          {"failed_earlier", failed_before_}})
-                   .c_str(),
-               stdout);
-    std::fflush(stdout);
+    // The run is over: a summary that cannot be written loses no item.
+    (void)write_all(1, json_text({{"event", "summary"},
+                                  {"done", done_},
+                                  {"failed", failed_},
+                                  {"interrupted", interrupted_},
+                                  {"halted", halted_},
+                                  {"signal", stop_signal_},
+                                  {"failed_earlier", failed_before_}}));
   }
-  if (failed_ > 0 && !json_on_stderr_) {
-    say("polymap: " + std::to_string(failed_) + " of " + std::to_string(total_) +
-        (total_ == 1 ? " item" : " items") + " failed\n");
+  if (failed_ > 0) {
+    say(line_kind::summed, std::to_string(failed_) + " of " + std::to_string(total_) +
+                               (total_ == 1 ? " item" : " items") + " failed");
   }
   if (!journal_failure_.empty()) {
-    std::fprintf(stderr, "polymap: %s\n", journal_failure_.c_str());
+    say(line_kind::error, journal_failure_);
     return 1;
   }
-  if (!results_failure_.empty()) {
-    std::fprintf(stderr, "polymap: stopped: %s%s\n", results_failure_.c_str(),
-                 options_.journal.empty() ? ""
-                                          : "; the items it stopped are recorded interrupted "
-                                            "and run again when the same command is rerun");
+  if (!results_failure_.empty() || !output_failure_.empty()) {
+    const std::string& why = results_failure_.empty() ? output_failure_ : results_failure_;
+    say(line_kind::error, "stopped: " + why + rerun_note());
     return 1;
   }
   if (stop_signal_ != 0) return 128 + stop_signal_;
-  if (failed_before_ > 0 && !json_on_stderr_) {
+  if (failed_before_ > 0) {
     // The batch is not all done: say why nothing ran for those items, and how to run them
     // (the summary event's "failed_earlier" says it among --json's lines).
-    std::fprintf(stderr,
-                 "polymap: %lld item(s) failed in earlier runs of this journal and were not "
-                 "run again: add --retry-failed to run them again (polymap status --journal "
-                 "%s shows them)\n",
-                 static_cast<long long>(failed_before_), options_.journal.c_str());
+    say(line_kind::summed, std::to_string(failed_before_) +
+                               " item(s) failed in earlier runs of this journal and were not "
+                               "run again: add --retry-failed to run them again (polymap "
+                               "status --journal " +
+                               options_.journal + " shows them)");
   }
   return failed_ > 0 || halted_ || failed_before_ > 0 ? 1 : 0;
 }
+
+/// Ignores SIGPIPE while it lives: a write to a pipe whose reader is gone then fails with
+/// EPIPE, which the runner handles (it stops, and records what it stopped), rather than
+/// killing polymap with its jobs unrecorded. The jobs still start with SIGPIPE's default:
+/// an ignored signal stays ignored across exec, so spawn_job resets it in the child.
+class sigpipe_ignored {
+ public:
+  sigpipe_ignored() {
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(SIGPIPE, &ignore, &old_);
+  }
+  sigpipe_ignored(const sigpipe_ignored&) = delete;
+  sigpipe_ignored& operator=(const sigpipe_ignored&) = delete;
+  ~sigpipe_ignored() { sigaction(SIGPIPE, &old_, nullptr); }
+
+ private:
+  struct sigaction old_ {};
+};
 
 }  // namespace
 
@@ -1149,6 +1262,7 @@ void prepare_results_dir(const std::string& dir) {
 
 int run_batch(const run_options& options, const command_template& command,
               const std::vector<std::vector<std::string>>& items) {
+  const sigpipe_ignored ignored;
   batch_runner runner(options, command, items);
   return runner.run();
 }

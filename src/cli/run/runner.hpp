@@ -45,21 +45,24 @@ void prepare_results_dir(const std::string& dir);
 /// stays running in the journal until its turn comes and its output is written. Each item's
 /// --results files go to DIR/N, N its id in the journal or, without one, its position.
 /// Each item's --results files are written before its end is recorded; a write that fails
-/// stops the run and records the item interrupted. Each failed item gets a line on stderr
-/// (its number, why, its command line) as it fails, and the run a count of them at its end,
-/// unless the joblog is stderr, or --json writes to stderr's pipe or file.
+/// stops the run and records the item interrupted. So does a write of an item's output to
+/// stdout or stderr (SIGPIPE is ignored while it runs: a pipe whose reader is gone stops the
+/// run as SIGPIPE would, with a notice on stderr; any other error, a full disk, with a
+/// message and exit status 1). Each failed item gets a line on stderr (its number, why, its
+/// command line) as it fails, and the run a count of them at its end, unless the joblog is
+/// stderr; when --json writes to stderr's pipe or file, polymap's lines there are JSON
+/// events (`warning`, `error`) or left out where the events say it already.
 /// @return the exit status of polymap: 0 all done, 1 an item failed (in this run, or in an
 ///   earlier one of the journal without --retry-failed), a halt, a journal error or a
-///   --results file that could not be written, 128+signal when stopped by a signal (141:
-///   by a closed stdout)
+///   --results file or an item's output that could not be written, 128+signal when stopped
+///   by a signal (141: by a closed stdout or stderr)
 /// The caller checks the --results directory first (prepare_results_dir), before anything
 /// runs or is claimed.
 /// Under --keep-order, output held back past a bound in memory waits in an unnamed file in
-/// $TMPDIR (else /tmp), made before anything runs; a write to it that fails keeps the output
-/// in memory, with a warning.
+/// $TMPDIR (else /tmp), made when the first output has to wait there; where it cannot be
+/// made, or a write to it fails, that output is kept in memory, with a warning (once).
 /// @throws journal_error when the journal cannot be opened; std::runtime_error when the
-///   joblog cannot be used, a --results item folder cannot be made, or the temporary file of
-///   --keep-order cannot be made
+///   joblog cannot be used or a --results item folder cannot be made
 int run_batch(const run_options& options, const command_template& command,
               const std::vector<std::vector<std::string>>& items);
 

@@ -1,0 +1,81 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "cli/run/fd_io.hpp"
+
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+
+namespace polymap::cli::run {
+
+namespace {
+
+constexpr std::size_t chunk = 256 * 1024;  // bytes per read and write when copying
+
+/// Waits until `fd` can be written: a stdout that its owner made non-blocking fills up as a
+/// blocking one does, and the output must still go out whole.
+void wait_writable(int fd) noexcept {
+  pollfd p{fd, POLLOUT, 0};
+  while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace
+
+int write_all(int fd, std::string_view data) noexcept {
+  std::size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      wait_writable(fd);
+      continue;
+    }
+    if (n <= 0) return n < 0 ? errno : ENOSPC;
+    done += static_cast<std::size_t>(n);
+  }
+  return 0;
+}
+
+std::string pread_all(int fd, std::int64_t offset, std::size_t size) {
+  std::string data(size, '\0');
+  std::size_t got = 0;
+  while (got < size) {
+    const ssize_t n = pread(fd, data.data() + got, size - got,
+                            static_cast<off_t>(offset + static_cast<std::int64_t>(got)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  data.resize(got);
+  return data;
+}
+
+int copy_bytes(int from, std::int64_t at, std::size_t size, int to) noexcept {
+  if (size == 0) return 0;
+  // A static buffer: copying never allocates, and a large piece costs no more memory than
+  // a small one.
+  static std::array<char, chunk> buffer;
+  while (size > 0) {
+    const ssize_t n = pread(from, buffer.data(), std::min(size, buffer.size()), at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? errno : EIO;
+    const std::string_view piece(buffer.data(), static_cast<std::size_t>(n));
+    if (const int error = write_all(to, piece); error != 0) return error;
+    at += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return 0;
+}
+
+std::size_t file_size(int fd) noexcept {
+  struct stat st {};
+  if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < 0) return 0;
+  return static_cast<std::size_t>(st.st_size);
+}
+
+}  // namespace polymap::cli::run
