@@ -15,10 +15,12 @@ namespace polymap::detail {
 /// seconds: long enough that claiming it (a lock, a clock read) is noise next to the work,
 /// short enough that a cancel is prompt and a thief finds something left to steal. A
 /// backend whose chunks cost more to claim and close asks for a longer target.
-/// With a known per-item cost the size is set from it at the start, and shrinks when a chunk
-/// takes over four times the target (the cost was misjudged, or changed along the items);
-/// otherwise it starts at one item and grows at most fourfold per chunk towards the target,
-/// from measured times. A size the caller chose (options::chunk) stays as it is.
+/// With a known per-item cost the size is set from it at the start; otherwise it starts at
+/// one item. Without a cost, and with one once a chunk took over four times the target (the
+/// cost was misjudged, changed along the items, or the worker lost its core for a while), the
+/// size follows measured times: set so that the last chunk would have taken the target,
+/// growing at most fourfold per chunk. So a chunk slowed by a preemption shrinks the next
+/// ones only until chunks are fast again. A size the caller chose (options::chunk) stays.
 class chunk_sizer {
  public:
   using clock = std::chrono::steady_clock;
@@ -51,6 +53,7 @@ class chunk_sizer {
     w.busy_items += e - b;
     if (adaptive_ || (!chosen_ && took > 4 * std::chrono::duration<double>(target_))) {
       measured(e - b, took);
+      adaptive_ = true;
     }
   }
 

@@ -58,9 +58,27 @@ TEST(ChunkSizer, AChunkFarSlowerThanItsKnownCostShrinksTheNext) {
   ASSERT_EQ(sizer.size(), 100'000U);
   sizer.run(f.job, 0, 10, f.worker);
   EXPECT_EQ(sizer.size(), 1U);  // 10 items x 100 us / (2 ms or more), at least one
-  EXPECT_FALSE(sizer.adaptive());
+  EXPECT_TRUE(sizer.adaptive());  // from now on the size follows measured times
   EXPECT_EQ(f.worker.busy_items, 10U);
   EXPECT_GE(f.worker.busy_seconds, 2e-3);
+}
+
+TEST(ChunkSizer, ChunksShrunkByOneSlowChunkGrowBackOnceItemsAreFastAgain) {
+  // The history says 100 ns an item (chunks of 1000 for a 100 us target). One chunk is slowed
+  // down (as by a preemption: 10 items of 500 us); the items after it cost nothing again.
+  sizer_fixture f(500us, 100e-9);
+  chunk_sizer sizer(f.job, 100e-6);
+  ASSERT_EQ(sizer.size(), 1000U);
+  sizer.run(f.job, 0, 10, f.worker);
+  ASSERT_EQ(sizer.size(), 1U);  // 10 items x 100 us / (5 ms or more), at least one
+  f.per_item = 0us;
+  std::size_t next = 10;
+  for (int chunk = 0; chunk < 64 && sizer.size() < 1000; ++chunk) {
+    const std::size_t end = next + sizer.size();
+    sizer.run(f.job, next, end, f.worker);
+    next = end;
+  }
+  EXPECT_GE(sizer.size(), 1000U);  // back to the known cost's size at least
 }
 
 TEST(ChunkSizer, AChunkTheCallerChoseNeverChanges) {
