@@ -181,8 +181,8 @@ def per_item_overhead(row, serial, workers, n):
 
 
 def workload_order(w):
-    order = ["Daxpy", "ForkJoin", "EmptyForkJoin", "Mandelbrot", "Overhead", "StopLook", "Cancel",
-             "ProcessOverhead", "Fork", "CrashRun", "TimeoutKill"]
+    order = ["Daxpy", "ForkJoin", "EmptyForkJoin", "Mandelbrot", "Overhead", "OverheadLoaded",
+             "StopLook", "Cancel", "ProcessOverhead", "Fork", "CrashRun", "TimeoutKill"]
     return (order.index(w) if w in order else len(order), w)
 
 
