@@ -75,12 +75,13 @@ inline std::string polymap_command(const std::vector<std::string>& args) {
 }
 
 /// Runs `polymap args...` under a soft file size limit of `blocks` (1 KiB each), which stands
-/// for a full disk: SIGXFSZ ignored, so a write past it fails with EFBIG. Its stdout goes to
-/// /dev/null and its stderr to the file `err`. A job may lift the soft limit for itself.
+/// for a full disk: polymap ignores SIGXFSZ while it runs a batch, so a write past it fails
+/// with EFBIG. Its stdout goes to /dev/null and its stderr to the file `err`. A job may lift
+/// the soft limit for itself.
 /// @return std::system's status
 inline int run_polymap_on_a_full_disk(const std::vector<std::string>& args, int blocks,
                                       const std::string& err) {
-  std::string command = "trap '' XFSZ; ulimit -S -f " + std::to_string(blocks) + "; exec ";
+  std::string command = "ulimit -S -f " + std::to_string(blocks) + "; exec ";
   command += polymap_command(args);
   command += " >/dev/null 2>";
   command += shell_quote(err);
@@ -107,13 +108,17 @@ inline void write_file(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
 }
 
+/// For cli_process's `stderr_fd` or `stdout_fd`: the stream closed, as by `2>&-` or `>&-`.
+inline constexpr int closed_stream = -2;
+
 /// A running polymap.
 class cli_process {
  public:
   /// Starts `polymap args...` with stdout and stderr in `dir`/out.N and err.N; with
   /// `stderr_fd` >= 0, stderr is that descriptor instead (a terminal, say), and so is stdout
-  /// with `stdout_fd` >= 0 (a pipe). Its stdin is the file `stdin_path`. Its environment is
-  /// the test's, with each `NAME=value` of `env` added or in place of the test's own.
+  /// with `stdout_fd` >= 0 (a pipe); either is closed when it is closed_stream. Its stdin is
+  /// the file `stdin_path`. Its environment is the test's, with each `NAME=value` of `env`
+  /// added or in place of the test's own.
   cli_process(const std::vector<std::string>& args, const temp_dir& dir, int stderr_fd = -1,
               const std::string& stdin_path = "/dev/null", const std::vector<std::string>& env = {},
               int stdout_fd = -1) {
@@ -131,12 +136,16 @@ class cli_process {
     posix_spawn_file_actions_addopen(&actions, 0, stdin_path.c_str(), O_RDONLY, 0);
     if (stdout_fd >= 0) {
       posix_spawn_file_actions_adddup2(&actions, stdout_fd, 1);
+    } else if (stdout_fd == closed_stream) {
+      posix_spawn_file_actions_addclose(&actions, 1);
     } else {
       posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                        0644);
     }
     if (stderr_fd >= 0) {
       posix_spawn_file_actions_adddup2(&actions, stderr_fd, 2);
+    } else if (stderr_fd == closed_stream) {
+      posix_spawn_file_actions_addclose(&actions, 2);
     } else {
       posix_spawn_file_actions_addopen(&actions, 2, err_path_.c_str(),
                                        O_WRONLY | O_CREAT | O_TRUNC, 0644);

@@ -14,6 +14,8 @@
 #include <linux/fs.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -21,6 +23,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -745,19 +748,21 @@ TEST(JournalRun, ClosedStderrPipeUnderCapturedStderrStopsTheBatchAndResumeFinish
 
 // A stdout that cannot take an item's output (a file size limit standing for a full disk)
 // stops the run, and the item is not recorded done: its output is lost, so a rerun runs it.
+// SIGXFSZ keeps its default disposition, as from a shell: polymap itself ignores it.
 TEST(JournalRun, StdoutFileThatCannotTakeAnItemsOutputStopsAndResumeFinishes) {
   temp_dir dir;
   const std::string script = record_script +
                              "; ulimit -S -f unlimited; [ \"$1\" != 2 ] || "
                              "head -c 2000000 /dev/zero; echo \"out-$1\"";
   const std::vector<std::string> args = journal_run(dir, script, numbers(3), 1, {"-k"});
-  std::string command = "trap '' XFSZ; ulimit -S -f 1024; exec " + polymap_command(args);
+  std::string command = "ulimit -S -f 1024; exec " + polymap_command(args);
   command += " >" + shell_quote(dir / "out") + " 2>" + shell_quote(dir / "err");
   const int status = std::system(command.c_str());
   const std::string err = read_file(dir / "err");
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 1) << err;
-  EXPECT_NE(err.find("cannot write the output of item 2: File too large"), std::string::npos)
+  EXPECT_NE(err.find("cannot write the output of item 2 to stdout: File too large"),
+            std::string::npos)
       << err;
   EXPECT_EQ(items_in_state(dir, 2), "1");
   EXPECT_EQ(items_in_state(dir, 4), "2");
@@ -765,6 +770,116 @@ TEST(JournalRun, StdoutFileThatCannotTakeAnItemsOutputStopsAndResumeFinishes) {
   EXPECT_EQ(rerun.status, 0) << rerun.err;
   EXPECT_EQ(items_in_state(dir, 2), "1,2,3");
   EXPECT_EQ(rerun.out, std::string(2000000, '\0') + "out-2\nout-3\n");
+}
+
+/// The lines of `text`, sorted.
+std::vector<std::string> sorted_lines(const std::string& text) {
+  std::vector<std::string> lines = lines_of(text);
+  std::sort(lines.begin(), lines.end());
+  return lines;
+}
+
+// A closed stderr (2>&-) or stdout (>&-) is /dev/null to polymap and its jobs, as to a
+// shell's commands: no descriptor that polymap opens takes its number, so what polymap and
+// the jobs write to the other stream is all there, with no write error, and every item is
+// done.
+TEST(JournalRun, ClosedStderrOrStdoutIsAsDevNullAndEveryItemIsDone) {
+  for (const bool stderr_closed : {true, false}) {
+    SCOPED_TRACE(stderr_closed ? "2>&-" : ">&-");
+    temp_dir dir;
+    const std::string script = record_script + "; echo \"out-$1\"; echo \"err-$1\" >&2";
+    const std::vector<std::string> args = journal_run(dir, script, numbers(4), 2);
+    cli_process p(args, dir, stderr_closed ? closed_stream : -1, "/dev/null", {},
+                  stderr_closed ? -1 : closed_stream);
+    EXPECT_EQ(p.wait(), 0) << p.err();
+    EXPECT_EQ(items_in_state(dir, 2), "1,2,3,4");
+    const std::string open_stream = stderr_closed ? p.out() : p.err();
+    const std::string kind = stderr_closed ? "out-" : "err-";
+    EXPECT_EQ(sorted_lines(open_stream),
+              (std::vector<std::string>{kind + "1", kind + "2", kind + "3", kind + "4"}))
+        << open_stream;
+  }
+}
+
+// stderr a pipe whose reader has gone, stdout a file: the item whose stderr (captured under
+// --journal) polymap could not write is interrupted, with stderr named as the stream that
+// failed, the running one is stopped, and polymap exits 141 with no notice (it would go to
+// that pipe) on stdout either. A rerun does the rest.
+TEST(JournalRun, ClosedStderrPipeWithStdoutAFileStopsTheBatchAndResumeFinishes) {
+  temp_dir dir;
+  // Item 1 writes "out-1" to stderr and ends at once; the others wait for side.go.
+  const std::vector<std::string> args = closed_pipe_items(dir, job_writes::to_stderr, {});
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  close(fds[0]);  // no reader from the start
+  cli_process p(args, dir, fds[1]);
+  close(fds[1]);
+  EXPECT_EQ(p.wait(), 141);
+  EXPECT_EQ(p.out(), "");
+  EXPECT_EQ(items_in_state(dir, 1), "");  // none left running
+  EXPECT_EQ(items_in_state(dir, 3), "");  // none failed
+  EXPECT_EQ(items_in_state(dir, 4), "1,2");
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT reason FROM items WHERE seq = 1"),
+            "its stderr could not be written: Broken pipe");
+  write_file(dir / "side.go", "");
+  const cli_output rerun = run_polymap(args, dir);
+  EXPECT_EQ(rerun.status, 0) << rerun.err;
+  EXPECT_EQ(items_in_state(dir, 2), "1,2,3,4,5,6");
+  EXPECT_EQ(sorted_lines(rerun.err),
+            (std::vector<std::string>{"out-1", "out-2", "out-3", "out-4", "out-5", "out-6"}));
+}
+
+// An item whose output is lost has no line in a --joblog file, where `parallel --resume`
+// would take it as done: the journal records it interrupted, and it gets its line when it
+// runs again.
+TEST(JournalRun, ItemWhoseOutputIsLostHasNoJoblogLineUntilItRunsAgain) {
+  temp_dir dir;
+  const std::vector<std::string> args =
+      closed_pipe_items(dir, job_writes::to_stdout, {"-k", "--joblog", dir / "log"});
+  const closed_pipe_run r =
+      run_into_a_pipe_closed_after_one_line(args, dir, dir / "side.go", false);
+  EXPECT_EQ(r.status, 141) << r.err;
+  EXPECT_EQ(r.first_line, "out-1");
+  EXPECT_EQ(items_in_state(dir, 2), "1");  // the one whose output was read
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT state FROM items WHERE seq = 2"), "4");  // lost
+  const auto seqs = [&dir] {
+    std::vector<std::string> seq;
+    for (const std::string& line : lines_of(read_file(dir / "log"))) {
+      seq.push_back(line.substr(0, line.find('\t')));
+    }
+    std::sort(seq.begin(), seq.end());
+    return seq;
+  };
+  EXPECT_EQ(seqs(), (std::vector<std::string>{"1", "Seq"}));
+  const cli_output rerun = run_polymap(args, dir);
+  EXPECT_EQ(rerun.status, 0) << rerun.err;
+  EXPECT_EQ(seqs(), (std::vector<std::string>{"1", "2", "3", "4", "5", "6", "Seq"}));
+}
+
+// A stop by a signal keeps its exit status when an item's output then cannot be written:
+// SIGTERM stops the only job, whose output -k captured, and stdout is full (/dev/full).
+// The failure is said, and the item is interrupted.
+TEST(JournalRun, OutputThatCannotBeWrittenAfterASigtermKeepsTheSignalsExitStatus) {
+  temp_dir dir;
+  const std::string script = record_script +
+                             "; echo \"out-$1\"; : > \"$2.echoed\"; i=0; "
+                             "while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done";
+  const std::vector<std::string> args = journal_run(dir, script, numbers(1), 1, {"-k"});
+  const int full = open("/dev/full", O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(full, 0);
+  cli_process p(args, dir, -1, "/dev/null", {}, full);
+  close(full);
+  for (int i = 0; i < 3000 && !std::filesystem::exists(dir / "side.echoed"); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(std::filesystem::exists(dir / "side.echoed"));
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait(), 143) << p.err();
+  const std::string err = p.err();
+  EXPECT_NE(err.find("cannot write the output of item 1 to stdout: No space left on device"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(items_in_state(dir, 4), "1");
 }
 
 TEST(JournalRun, JsonOnStderrLeavesOutTheEarlierFailuresNoteAndItsSummaryCountsThem) {

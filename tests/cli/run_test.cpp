@@ -748,10 +748,9 @@ TEST(Run, KeepOrderKeepsHeldOutputInMemoryWhenTheTempFileIsFull) {
   for (std::string& arg : args) {
     if (arg.rfind("if [", 0) == 0) arg = "ulimit -S -f unlimited; " + arg;
   }
-  const std::string command = "(trap '' XFSZ; ulimit -S -f 1024; TMPDIR=" +
-                              shell_quote(spool_dir.path()) + " exec " + polymap_command(args) +
-                              " 2>" + shell_quote(dir / "err") + ") | cat >" +
-                              shell_quote(dir / "out");
+  const std::string command = "(ulimit -S -f 1024; TMPDIR=" + shell_quote(spool_dir.path()) +
+                              " exec " + polymap_command(args) + " 2>" + shell_quote(dir / "err") +
+                              ") | cat >" + shell_quote(dir / "out");
   ASSERT_EQ(std::system(command.c_str()), 0) << read_file(dir / "err");
   const auto [out_expected, err_expected] = keep_order_output(count, bytes);
   const std::string out = read_file(dir / "out");
@@ -965,7 +964,7 @@ TEST(Run, ResultsDirectoryThatCannotBeWrittenFailsBeforeAnyItemRuns) {
 TEST(Run, ResultsFileThatCannotBeWrittenIsAnErrorNamingIt) {
   temp_dir dir;
   // A file size limit stands for a full disk: polymap may write 1000 blocks, the job (which
-  // lifts its own limit) prints 4 MB. SIGXFSZ ignored: the write fails with EFBIG instead.
+  // lifts its own limit) prints 4 MB. polymap ignores SIGXFSZ: the write fails with EFBIG.
   const int status = run_polymap_on_a_full_disk(
       {"run", "-j", "1", "--results", dir / "res", "--", "sh", "-c",
        "ulimit -f unlimited; head -c \"$1\" /dev/zero", "sh", ":::", "10", "4000000", "20"},

@@ -18,9 +18,12 @@ constexpr std::size_t chunk = 256 * 1024;  // bytes per read and write when copy
 
 /// Waits until `fd` can be written: a stdout that its owner made non-blocking fills up as a
 /// blocking one does, and the output must still go out whole.
-void wait_writable(int fd) noexcept {
+/// @return 0, or the errno of a poll() that failed otherwise than by EINTR
+int wait_writable(int fd) noexcept {
   pollfd p{fd, POLLOUT, 0};
-  while (poll(&p, 1, -1) < 0 && errno == EINTR) {
+  for (;;) {
+    if (poll(&p, 1, -1) >= 0) return 0;  // an error or hang-up there: the write says which
+    if (errno != EINTR) return errno;
   }
 }
 
@@ -32,7 +35,7 @@ int write_all(int fd, std::string_view data) noexcept {
     const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      wait_writable(fd);
+      if (const int error = wait_writable(fd); error != 0) return error;
       continue;
     }
     if (n <= 0) return n < 0 ? errno : ENOSPC;

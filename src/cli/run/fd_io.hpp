@@ -10,8 +10,10 @@
 namespace polymap::cli::run {
 
 /// Writes all of `data` to `fd`, again after EINTR and after a short write; on a descriptor
-/// left non-blocking (EAGAIN) it waits until it can be written.
-/// @return 0, or the errno that stopped it (ENOSPC for a write of nothing)
+/// left non-blocking (EAGAIN) it waits until it can be written. So it may block indefinitely:
+/// on a full pipe whose reader neither reads nor goes, as a write to a blocking one does.
+/// @return 0, or the errno that stopped it (ENOSPC for a write of nothing; poll()'s errno
+///   when the wait itself fails)
 int write_all(int fd, std::string_view data) noexcept;
 
 /// Reads `size` bytes of `fd` from `offset` with pread, so that the descriptor's own offset

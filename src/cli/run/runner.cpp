@@ -39,6 +39,8 @@
 #include <optional>
 #include <queue>
 #include <stdexcept>
+#include <string>
+#include <string_view>
 #include <system_error>
 #include <unordered_map>
 #include <utility>
@@ -249,6 +251,9 @@ struct output_record {
   std::string err;
   std::string event;  // --json: after the stdout
   std::string log;    // the joblog line when the joblog is stdout: after the event
+  // The joblog line when the joblog is a file: written once the output is, and not at all
+  // when the output is lost (the item runs again, and has its line then).
+  std::string log_file;
   bool spooled = false;
   output_spool::extent spooled_out;  // the stdout, the event and the log line included
   output_spool::extent spooled_err;
@@ -265,6 +270,7 @@ struct item_outcome {
   int exit_code = 0;
   int signal = 0;
   bool timed_out = false;  // ran past --timeout
+  bool started = true;     // false: its command could not be run (the reason says why)
   std::string reason;      // empty when it exited
   double start_wall = 0;   // Unix time
   double runtime = 0;
@@ -311,8 +317,10 @@ class batch_runner {
   void hold(std::size_t order, output_record record);
   bool spill(output_record& record);
   void write_record(output_record& record);
-  void output_lost(output_record& record, int error);
-  void stop_for_lost_output(int error, std::size_t item);
+  int put(int fd, std::string_view data);
+  int to_stream(int fd, std::size_t size, const std::function<int()>& write);
+  void output_lost(output_record& record, int error, int fd);
+  void stop_for_lost_output(int error, std::size_t item, int fd);
   void write_held();
   void stop(int sig, double now);
   void stop_jobs(int sig, double now);
@@ -366,6 +374,9 @@ class batch_runner {
   std::string journal_failure_;
   std::string results_failure_;
   std::string output_failure_;  // a write of an item's output to stdout or stderr failed
+  // By descriptor (1: stdout, 2: stderr): the errno of the first write there that failed, 0
+  // while none has. Such a stream is written no more in this run (see to_stream()).
+  std::array<int, 3> stream_error_{};
   double last_lease_ = 0;
   double last_progress_ = 0;
   double started_ = 0;
@@ -484,17 +495,21 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
   }
   ++st.attempts;
   st.slot = slot;
-  const int event_error = options_.json ? write_all(1, json_text({{"event", "start"},
-                                                                  {"seq", item + 1},
-                                                                  {"slot", slot + 1},
-                                                                  {"attempt", st.attempts},
-                                                                  {"command", argv}}))
+  // The job is in its slot and the orphan guard before the start event is written, which
+  // may block on a full pipe: a signal meanwhile, or polymap's death, still stops it.
+  if (spawned.pid >= 0) take_slot(slot, item, spawned.pid, wall, now);
+  const int event_error = options_.json ? put(1, json_text({{"event", "start"},
+                                                            {"seq", item + 1},
+                                                            {"slot", slot + 1},
+                                                            {"attempt", st.attempts},
+                                                            {"command", argv}}))
                                         : 0;
   st.phase = item_phase::running;
   if (spawned.pid < 0) {
     // Reported once per item, as a failure of that item (end_item says it): the run goes on.
     item_outcome end;
     end.state = item_state::failed;
+    end.started = false;
     end.exit_code = 127;
     end.reason = "cannot run '" + argv.front() + "': " + std::strerror(spawned.error);
     end.start_wall = wall;
@@ -502,11 +517,9 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
     end.err_fd = j.err_fd;
     j.out_fd = j.err_fd = -1;
     end_item(item, slot, std::move(end));
-  } else {
-    take_slot(slot, item, spawned.pid, wall, now);
   }
   // After the job is in its slot, so that the stop stops it too.
-  if (event_error != 0) stop_for_lost_output(event_error, item);
+  if (event_error != 0) stop_for_lost_output(event_error, item, 1);
 }
 
 void batch_runner::take_slot(std::size_t slot, std::size_t item, pid_t pid, double wall,
@@ -549,7 +562,7 @@ void batch_runner::job_exited(std::size_t slot, int wait_status) {
       // It wrote to polymap's stdout, a pipe whose reader is gone (`polymap run ... | head`):
       // so would every later job. Stop as on a signal, as GNU parallel does; this job and the
       // others that die of it are interrupted, not failed, and a rerun resumes them.
-      stop_for_lost_output(EPIPE, j.item);
+      stop_for_lost_output(EPIPE, j.item, 1);
     } else if (signal == SIGTERM || signal == SIGINT || signal == SIGHUP) {
       // A signal the runner did not send: Slurm, systemd or a cgroup-wide kill signals the
       // jobs and the runner at once, and the runner's own signal may come a moment later.
@@ -628,17 +641,18 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_outcome end
   const bool ran = end.out_fd >= 0 || end.err_fd >= 0;
   if (!options_.results.empty() && ran) keep_results(item, record, end);
   record.state = end.state;
+  // Counted, --halt looked at and a failure said now, at the end of the job, not once -k
+  // lets its output out: a halt must not wait for the order. An item whose output is then
+  // lost (write_record) is recorded interrupted instead and runs again, although its
+  // failure was said.
   count_end(item, slot, end);
   // Interrupted: it runs again, and its line comes then.
   if (joblog_ && end.state != item_state::interrupted) {
     std::string line = joblog_line(item, slot, end, record);
-    // On stdout the line follows the item's output (held back by -k or not), as in GNU
-    // parallel; in a file it is written now, before the journal records the end.
-    if (joblog_->on_stdout()) {
-      record.log = std::move(line);
-    } else {
-      joblog_->write(line);
-    }
+    // After the item's output (held back by -k or not): on stdout, as in GNU parallel; in a
+    // file, so that an item whose output is lost has no line (write_record). Either way
+    // before the journal records the end.
+    (joblog_->on_stdout() ? record.log : record.log_file) = std::move(line);
   }
   if (options_.json) record.event = end_event(item, slot, end, record);
   // The --results files and the --json event have the output: it is not written out again.
@@ -759,24 +773,26 @@ void batch_runner::check_halt() {
 }
 
 void batch_runner::say(line_kind kind, const std::string& message) {
-  // Every line polymap itself writes on stderr comes here, so that none can break the JSON
-  // lines of --json ... 2>&1: there it is an event on stdout, or left out.
+  // Every line the runner writes on stderr while the batch runs comes here (but the progress
+  // bar), so that none can break the JSON lines of --json ... 2>&1: there it is an event on
+  // stdout, or left out. Lines written outside the batch (a usage error, or the exception
+  // that main prints when run_batch throws) do not. Nothing is written on a stream whose
+  // write failed (to_stream()).
   if (json_on_stderr_) {
     if (kind == line_kind::summed) return;
     const char* name = kind == line_kind::warning ? "warning" : "error";
-    (void)write_all(1, json_text({{"event", name}, {"message", message}}));
+    (void)put(1, json_text({{"event", name}, {"message", message}}));
     return;
   }
   // Over the progress bar, which the next draw puts back below the line.
-  if (tty_progress_) std::fputs("\r\x1b[K", stderr);
   const std::string line =
-      (kind == line_kind::warning ? "polymap: warning: " : "polymap: ") + message + "\n";
-  std::fputs(line.c_str(), stderr);
-  std::fflush(stderr);
+      (tty_progress_ ? "\r\x1b[K" : "") +
+      std::string(kind == line_kind::warning ? "polymap: warning: " : "polymap: ") + message + "\n";
+  (void)put(2, line);
 }
 
 void batch_runner::report_failure(std::size_t item, std::size_t slot, const item_outcome& end) {
-  const bool cannot_run = end.reason.rfind("cannot run", 0) == 0;
+  const bool cannot_run = !end.started;
   // An item that could not even start is said when the joblog is stderr (which does not say
   // why); among --json's lines, its end event carries the reason (say() leaves it out).
   if (!cannot_run && !report_failures_) return;
@@ -841,7 +857,9 @@ void batch_runner::hold(std::size_t order, output_record record) {
 
 bool batch_runner::spill(output_record& record) {
   // The file is made here, at the first spill, so that a $TMPDIR that cannot be used
-  // costs only the runs that need it, and them only memory.
+  // costs only the runs that need it, and them only memory. Tried once: no file and a
+  // failure said means that it could not be made.
+  if (!spool_ && spool_failed_) return false;
   std::string failure;
   if (!spool_) {
     try {
@@ -881,41 +899,69 @@ bool batch_runner::spill(output_record& record) {
 
 void batch_runner::write_record(output_record& r) {
   // An ended item's output: its stdout, then its stderr (every write of the runner's to
-  // them is unbuffered: nothing waits in stdio); then its end goes to the journal, with the
-  // next commit. An item whose output could not all be written is not done: output_lost().
+  // them is unbuffered: nothing waits in stdio); then its joblog line in a file; then its end
+  // goes to the journal, with the next commit. An item whose output could not all be written
+  // is not done: output_lost(). After a write to a stream failed, nothing more is written to
+  // it (to_stream()): no event or joblog line after half of the output, nor one that says
+  // done of an item the journal records interrupted.
   int error = 0;
-  const auto note = [&error](int e) {
-    if (error == 0) error = e;
+  int failed_fd = 0;
+  const auto note = [&](int fd, int e) {
+    if (error == 0 && e != 0) {
+      error = e;
+      failed_fd = fd;
+    }
   };
   if (r.spooled) {
-    note(spool_->write_out(r.spooled_out, 0, r.spooled_out.size, 1));
-    note(spool_->write_out(r.spooled_err, 0, r.spooled_err.size, 2));
+    note(1, to_stream(1, r.spooled_out.size,
+                      [&] { return spool_->write_out(r.spooled_out, 0, r.spooled_out.size, 1); }));
+    note(2, to_stream(2, r.spooled_err.size,
+                      [&] { return spool_->write_out(r.spooled_err, 0, r.spooled_err.size, 2); }));
     spool_->release(r.spooled_out);
     spool_->release(r.spooled_err);
     r.spooled = false;
   }
   if (r.out_fd >= 0) {
-    note(copy_bytes(r.out_fd, 0, file_size(r.out_fd), 1));
+    const std::size_t size = file_size(r.out_fd);
+    note(1, to_stream(1, size, [&] { return copy_bytes(r.out_fd, 0, size, 1); }));
     close(r.out_fd);
     r.out_fd = -1;
   }
-  for (const std::string* text : {&r.out, &r.event, &r.log}) note(write_all(1, *text));
+  for (const std::string* text : {&r.out, &r.event, &r.log}) note(1, put(1, *text));
   if (r.err_fd >= 0) {
-    note(copy_bytes(r.err_fd, 0, file_size(r.err_fd), 2));
+    const std::size_t size = file_size(r.err_fd);
+    note(2, to_stream(2, size, [&] { return copy_bytes(r.err_fd, 0, size, 2); }));
     close(r.err_fd);
     r.err_fd = -1;
   }
-  note(write_all(2, r.err));
+  note(2, put(2, r.err));
   held_memory_ -= std::min(held_memory_, r.in_memory);
   r.in_memory = 0;
-  if (error != 0) output_lost(r, error);
+  if (error != 0) {
+    output_lost(r, error, failed_fd);
+  } else if (!r.log_file.empty()) {
+    joblog_->write(r.log_file);
+  }
   if (r.end) {
     ends_.push_back(std::move(*r.end));
     r.end.reset();
   }
 }
 
-void batch_runner::output_lost(output_record& r, int error) {
+int batch_runner::put(int fd, std::string_view data) {
+  return to_stream(fd, data.size(), [&] { return write_all(fd, data); });
+}
+
+int batch_runner::to_stream(int fd, std::size_t size, const std::function<int()>& write) {
+  // Nothing to write cannot fail. Once a write to the stream failed, the next ones are not
+  // tried: they would follow a partial line (a full disk), or go to a pipe nobody reads; the
+  // run is stopping, and what they carried is lost as the first one's was.
+  if (size == 0) return 0;
+  if (stream_error_[fd] == 0) stream_error_[fd] = write();
+  return stream_error_[fd];
+}
+
+void batch_runner::output_lost(output_record& r, int error, int fd) {
   // Not done, nor failed: what it wrote is gone. Interrupted, it runs again on a rerun (with
   // --journal), which writes its output.
   if (r.state == item_state::done) --done_;
@@ -924,30 +970,34 @@ void batch_runner::output_lost(output_record& r, int error) {
   r.state = item_state::interrupted;
   if (r.end) {
     r.end->state = item_state::interrupted;
-    r.end->reason = std::string("its output could not be written: ") + std::strerror(error);
+    r.end->reason = std::string("its ") + (fd == 1 ? "stdout" : "stderr") +
+                    " could not be written: " + std::strerror(error);
     r.end->stderr_tail.clear();
   }
-  stop_for_lost_output(error, r.item);
+  stop_for_lost_output(error, r.item, fd);
 }
 
-void batch_runner::stop_for_lost_output(int error, std::size_t item) {
-  // Every later item would lose its output too: stop.
+void batch_runner::stop_for_lost_output(int error, std::size_t item, int fd) {
+  // Every later item would lose its output too: stop. A stop by a signal that came first
+  // keeps its exit status (see the end of run()).
+  const std::string stream = fd == 1 ? "stdout" : "stderr";
   if (error == EPIPE) {
-    // stdout (or stderr) is a pipe whose reader is gone: `polymap run ... | head -n 1`.
-    // Stopped as by SIGPIPE, which polymap ignores while it runs the batch (run_batch).
+    // A pipe whose reader is gone: `polymap run ... | head -n 1`. Stopped as by SIGPIPE,
+    // which polymap ignores while it runs the batch (run_batch).
     if (stop_signal_ != 0) return;  // stopping already; a second stop would kill at once
-    // Said unless stderr is that pipe too (2>&1), where nobody would read it.
-    if (!same_file(1, 2)) {
-      say(line_kind::error, "stdout is a pipe whose reader has gone: stopping" + rerun_note());
+    // Said on stderr unless that is the pipe (the stream that failed, or stdout's pipe under
+    // 2>&1), where nobody would read it.
+    if (fd != 2 && !same_file(fd, 2)) {
+      say(line_kind::error, stream + " is a pipe whose reader has gone: stopping" + rerun_note());
     }
     stop(SIGPIPE, mono_now());
     return;
   }
   if (!output_failure_.empty()) return;
-  // Most likely a full disk under a stdout redirected to a file.
-  output_failure_ =
-      "cannot write the output of item " + std::to_string(item + 1) + ": " + std::strerror(error);
-  say(line_kind::error, output_failure_ + "; stopping");
+  // Most likely a full disk under a stdout or stderr redirected to a file.
+  output_failure_ = "cannot write the output of item " + std::to_string(item + 1) + " to " +
+                    stream + ": " + std::strerror(error);
+  say(line_kind::error, output_failure_ + "; stopping");  // not on a stderr that failed: say()
   stop_jobs(SIGTERM, mono_now());
 }
 
@@ -1043,7 +1093,7 @@ void batch_runner::release_unstarted() {
 }
 
 void batch_runner::draw_progress(bool last) {
-  if (!tty_progress_) return;
+  if (!tty_progress_ || stream_error_[2] != 0) return;
   const double now = mono_now();
   if (!last && now - last_progress_ < progress_interval) return;
   last_progress_ = now;
@@ -1196,28 +1246,35 @@ int batch_runner::run() {
   guard_.reset();
   if (options_.json) {
     // The run is over: a summary that cannot be written loses no item.
-    (void)write_all(1, json_text({{"event", "summary"},
-                                  {"done", done_},
-                                  {"failed", failed_},
-                                  {"interrupted", interrupted_},
-                                  {"halted", halted_},
-                                  {"signal", stop_signal_},
-                                  {"failed_earlier", failed_before_}}));
+    (void)put(1, json_text({{"event", "summary"},
+                            {"done", done_},
+                            {"failed", failed_},
+                            {"interrupted", interrupted_},
+                            {"halted", halted_},
+                            {"signal", stop_signal_},
+                            {"failed_earlier", failed_before_}}));
   }
   if (failed_ > 0) {
     say(line_kind::summed, std::to_string(failed_) + " of " + std::to_string(total_) +
                                (total_ == 1 ? " item" : " items") + " failed");
   }
+  // The exit status: the first of these that applies. A journal error, 1: ends may be missing
+  // from it, the most serious. A stop by a signal that the user or the batch system sent,
+  // 128+signal. A stdout or stderr whose reader has gone, 141 (stop_signal_ is SIGPIPE then:
+  // stop() lets a signal that comes later replace it, and stop_for_lost_output() never
+  // replaces a signal's). A --results file or output that could not be written, 1. A halt or
+  // failed items, 1.
   if (!journal_failure_.empty()) {
     say(line_kind::error, journal_failure_);
     return 1;
   }
-  if (!results_failure_.empty() || !output_failure_.empty()) {
+  const bool write_failed = !results_failure_.empty() || !output_failure_.empty();
+  if (write_failed) {
     const std::string& why = results_failure_.empty() ? output_failure_ : results_failure_;
     say(line_kind::error, "stopped: " + why + rerun_note());
-    return 1;
   }
   if (stop_signal_ != 0) return 128 + stop_signal_;
+  if (write_failed) return 1;
   if (failed_before_ > 0) {
     // The batch is not all done: say why nothing ran for those items, and how to run them
     // (the summary event's "failed_earlier" says it among --json's lines).
@@ -1230,25 +1287,44 @@ int batch_runner::run() {
   return failed_ > 0 || halted_ || failed_before_ > 0 ? 1 : 0;
 }
 
-/// Ignores SIGPIPE while it lives: a write to a pipe whose reader is gone then fails with
-/// EPIPE, which the runner handles (it stops, and records what it stopped), rather than
-/// killing polymap with its jobs unrecorded. The jobs still start with SIGPIPE's default:
-/// an ignored signal stays ignored across exec, so spawn_job resets it in the child.
-class sigpipe_ignored {
+/// Ignores SIGPIPE and SIGXFSZ while it lives: a write to a pipe whose reader is gone then
+/// fails with EPIPE, and one past the file size limit (ulimit -f) with EFBIG, which the
+/// runner handles (it stops, and records what it stopped), rather than killing polymap with
+/// its jobs unrecorded. The jobs still start with the default dispositions: an ignored signal
+/// stays ignored across exec, so spawn_job resets them in the child.
+class signals_ignored {
  public:
-  sigpipe_ignored() {
+  signals_ignored() {
     struct sigaction ignore {};
     ignore.sa_handler = SIG_IGN;
     sigemptyset(&ignore.sa_mask);
-    sigaction(SIGPIPE, &ignore, &old_);
+    for (std::size_t i = 0; i < signals.size(); ++i) sigaction(signals[i], &ignore, &old_[i]);
   }
-  sigpipe_ignored(const sigpipe_ignored&) = delete;
-  sigpipe_ignored& operator=(const sigpipe_ignored&) = delete;
-  ~sigpipe_ignored() { sigaction(SIGPIPE, &old_, nullptr); }
+  signals_ignored(const signals_ignored&) = delete;
+  signals_ignored& operator=(const signals_ignored&) = delete;
+  ~signals_ignored() {
+    for (std::size_t i = 0; i < signals.size(); ++i) sigaction(signals[i], &old_[i], nullptr);
+  }
 
  private:
-  struct sigaction old_ {};
+  static constexpr std::array<int, 2> signals = {SIGPIPE, SIGXFSZ};
+  std::array<struct sigaction, 2> old_{};
 };
+
+/// Opens /dev/null onto each of descriptors 0, 1 and 2 that is closed (`2>&-`), as the
+/// shell user expects: output to a closed stream goes nowhere. Else the next descriptor
+/// polymap opens (/dev/null for the jobs' stdin, the signalfd, a capture) would take its
+/// number, and the output written there would fail or land in the wrong file.
+void open_closed_standard_fds() noexcept {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    const int opened = open("/dev/null", O_RDWR);  // the lowest free number: fd itself
+    if (opened >= 0 && opened != fd) {
+      dup2(opened, fd);
+      close(opened);
+    }
+  }
+}
 
 }  // namespace
 
@@ -1262,7 +1338,8 @@ void prepare_results_dir(const std::string& dir) {
 
 int run_batch(const run_options& options, const command_template& command,
               const std::vector<std::vector<std::string>>& items) {
-  const sigpipe_ignored ignored;
+  open_closed_standard_fds();  // before anything opens a descriptor
+  const signals_ignored ignored;
   batch_runner runner(options, command, items);
   return runner.run();
 }

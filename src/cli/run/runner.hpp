@@ -39,23 +39,28 @@ void prepare_results_dir(const std::string& dir);
 /// Runs `items` through `command`: the loop of `polymap run`. Starts jobs in free slots,
 /// reaps them, enforces timeouts, retries with backoff, --halt, signals (SIGINT, SIGTERM and
 /// SIGHUP: terminate the running jobs' process groups, record them interrupted, return
-/// 128+signal; a stdout whose reader is gone stops it the same way, with SIGPIPE), and
-/// records every end in the journal once the item's output is written out, before the slot
-/// it freed is used again, but for an item whose output --keep-order holds back: that one
-/// stays running in the journal until its turn comes and its output is written. Each item's
-/// --results files go to DIR/N, N its id in the journal or, without one, its position.
+/// 128+signal; a stdout or stderr whose reader is gone stops it the same way, with SIGPIPE),
+/// and records every end in the journal once the item's output is written out, before the
+/// slot it freed is used again, but for an item whose output --keep-order holds back: that
+/// one stays running in the journal until its turn comes and its output is written. Each
+/// item's --results files go to DIR/N, N its id in the journal or, without one, its position.
 /// Each item's --results files are written before its end is recorded; a write that fails
 /// stops the run and records the item interrupted. So does a write of an item's output to
-/// stdout or stderr (SIGPIPE is ignored while it runs: a pipe whose reader is gone stops the
-/// run as SIGPIPE would, with a notice on stderr; any other error, a full disk, with a
-/// message and exit status 1). Each failed item gets a line on stderr (its number, why, its
-/// command line) as it fails, and the run a count of them at its end, unless the joblog is
-/// stderr; when --json writes to stderr's pipe or file, polymap's lines there are JSON
-/// events (`warning`, `error`) or left out where the events say it already.
-/// @return the exit status of polymap: 0 all done, 1 an item failed (in this run, or in an
-///   earlier one of the journal without --retry-failed), a halt, a journal error or a
-///   --results file or an item's output that could not be written, 128+signal when stopped
-///   by a signal (141: by a closed stdout or stderr)
+/// stdout or stderr (SIGPIPE and SIGXFSZ are ignored while it runs: a pipe whose reader is
+/// gone stops the run as SIGPIPE would, with a notice on stderr unless that is the pipe; any
+/// other error, a full disk or the file size limit, with a message and exit status 1); after
+/// a write to one of them failed, nothing more is written there. A --joblog file gets an
+/// item's line once its output is written, none when it is lost. Each failed item gets a
+/// line on stderr (its number, why, its command line) as it fails, and the run a count of
+/// them at its end, unless the joblog is stderr; when --json writes to stderr's pipe or
+/// file, polymap's lines there are JSON events (`warning`, `error`) or left out where the
+/// events say it already. Descriptors 0, 1 and 2 that are closed are opened on /dev/null
+/// first, for polymap and its jobs.
+/// @return the exit status of polymap, the first of these that applies: 1 for a journal
+///   error; 128+signal when stopped by SIGINT, SIGTERM or SIGHUP; 141 when stopped by a
+///   closed stdout or stderr; 1 for a --results file or an item's output that could not be
+///   written; 1 for a halt or a failed item (in this run, or in an earlier one of the
+///   journal without --retry-failed); else 0
 /// The caller checks the --results directory first (prepare_results_dir), before anything
 /// runs or is claimed.
 /// Under --keep-order, output held back past a bound in memory waits in an unnamed file in

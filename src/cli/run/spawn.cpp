@@ -34,8 +34,11 @@ struct child_plan {
   // The runner may have died before prctl: then nobody would kill this job.
   if (getppid() != plan->parent) _exit(137);
   // signalfd needs the runner's signals blocked; a job must start with none blocked and
-  // the default dispositions (SIGPIPE included), as from a shell.
-  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) signal(sig, SIG_DFL);
+  // the default dispositions (SIGPIPE and SIGXFSZ, which the runner ignores, included), as
+  // from a shell.
+  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGXFSZ, SIGQUIT}) {
+    signal(sig, SIG_DFL);
+  }
   sigprocmask(SIG_SETMASK, plan->mask, nullptr);
   const spawn_request& request = *plan->request;
   if (request.stdin_fd >= 0) dup2(request.stdin_fd, 0);
