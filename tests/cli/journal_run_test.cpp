@@ -801,6 +801,23 @@ TEST(JournalRun, ClosedStderrOrStdoutIsAsDevNullAndEveryItemIsDone) {
   }
 }
 
+/// Runs polymap with `args` in `dir` to its end, its stderr a pipe that nobody reads from the
+/// start; `err` stays empty.
+cli_output run_with_unread_stderr(const std::vector<std::string>& args, const temp_dir& dir) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    ADD_FAILURE() << "pipe2";
+    return {};
+  }
+  close(fds[0]);
+  cli_process p(args, dir, fds[1]);
+  close(fds[1]);
+  cli_output r;
+  r.status = p.wait();
+  r.out = p.out();
+  return r;
+}
+
 // stderr a pipe whose reader has gone, stdout a file: the item whose stderr (captured under
 // --journal) polymap could not write is interrupted, with stderr named as the stream that
 // failed, the running one is stopped, and polymap exits 141 with no notice (it would go to
@@ -809,13 +826,9 @@ TEST(JournalRun, ClosedStderrPipeWithStdoutAFileStopsTheBatchAndResumeFinishes) 
   temp_dir dir;
   // Item 1 writes "out-1" to stderr and ends at once; the others wait for side.go.
   const std::vector<std::string> args = closed_pipe_items(dir, job_writes::to_stderr, {});
-  int fds[2];
-  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
-  close(fds[0]);  // no reader from the start
-  cli_process p(args, dir, fds[1]);
-  close(fds[1]);
-  EXPECT_EQ(p.wait(), 141);
-  EXPECT_EQ(p.out(), "");
+  const cli_output r = run_with_unread_stderr(args, dir);
+  EXPECT_EQ(r.status, 141);
+  EXPECT_EQ(r.out, "");
   EXPECT_EQ(items_in_state(dir, 1), "");  // none left running
   EXPECT_EQ(items_in_state(dir, 3), "");  // none failed
   EXPECT_EQ(items_in_state(dir, 4), "1,2");
@@ -827,6 +840,20 @@ TEST(JournalRun, ClosedStderrPipeWithStdoutAFileStopsTheBatchAndResumeFinishes) 
   EXPECT_EQ(items_in_state(dir, 2), "1,2,3,4,5,6");
   EXPECT_EQ(sorted_lines(rerun.err),
             (std::vector<std::string>{"out-1", "out-2", "out-3", "out-4", "out-5", "out-6"}));
+}
+
+// The same with the joblog on stdout: an item's line comes after all of its output, its
+// stderr included, so an item whose stderr is lost has none.
+TEST(JournalRun, ItemWhoseStderrIsLostHasNoJoblogLineOnStdout) {
+  temp_dir dir;
+  const std::vector<std::string> args =
+      closed_pipe_items(dir, job_writes::to_stderr, {"--joblog", "-"});
+  const cli_output r = run_with_unread_stderr(args, dir);
+  EXPECT_EQ(r.status, 141);
+  const std::vector<std::string> lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 1U) << r.out;  // the header alone
+  EXPECT_EQ(lines[0].rfind("Seq\t", 0), 0U) << lines[0];
+  EXPECT_EQ(items_in_state(dir, 4), "1,2");
 }
 
 // An item whose output is lost has no line in a --joblog file, where `parallel --resume`

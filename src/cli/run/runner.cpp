@@ -250,12 +250,13 @@ struct output_record {
   std::string out;
   std::string err;
   std::string event;  // --json: after the stdout
-  std::string log;    // the joblog line when the joblog is stdout: after the event
+  std::string log;    // the joblog line when the joblog is stdout: last, after the stderr,
+                      // and not at all when the output is lost (as log_file)
   // The joblog line when the joblog is a file: written once the output is, and not at all
   // when the output is lost (the item runs again, and has its line then).
   std::string log_file;
   bool spooled = false;
-  output_spool::extent spooled_out;  // the stdout, the event and the log line included
+  output_spool::extent spooled_out;  // the stdout, the event included
   output_spool::extent spooled_err;
   std::size_t in_memory = 0;  // bytes counted in batch_runner::held_memory_
   // The item's end, recorded in the journal once this output is written out: an item whose
@@ -377,6 +378,7 @@ class batch_runner {
   // By descriptor (1: stdout, 2: stderr): the errno of the first write there that failed, 0
   // while none has. Such a stream is written no more in this run (see to_stream()).
   std::array<int, 3> stream_error_{};
+  bool streams_shared_ = false;  // stdout and stderr are one file or pipe (2>&1)
   double last_lease_ = 0;
   double last_progress_ = 0;
   double started_ = 0;
@@ -871,7 +873,7 @@ bool batch_runner::spill(output_record& record) {
   int error = 0;
   if (spool_) {
     error = spool_->append(record.out_fd, file_size(record.out_fd),
-                           record.out + record.event + record.log, record.spooled_out);
+                           record.out + record.event, record.spooled_out);
     if (error == 0) {
       error =
           spool_->append(record.err_fd, file_size(record.err_fd), record.err, record.spooled_err);
@@ -892,8 +894,7 @@ bool batch_runner::spill(output_record& record) {
   record.spooled = true;
   record.out.clear();
   record.err.clear();
-  record.event.clear();
-  record.log.clear();
+  record.event.clear();  // the joblog line (one line) stays in memory: it goes out last
   return true;
 }
 
@@ -927,7 +928,7 @@ void batch_runner::write_record(output_record& r) {
     close(r.out_fd);
     r.out_fd = -1;
   }
-  for (const std::string* text : {&r.out, &r.event, &r.log}) note(1, put(1, *text));
+  for (const std::string* text : {&r.out, &r.event}) note(1, put(1, *text));
   if (r.err_fd >= 0) {
     const std::size_t size = file_size(r.err_fd);
     note(2, to_stream(2, size, [&] { return copy_bytes(r.err_fd, 0, size, 2); }));
@@ -935,6 +936,9 @@ void batch_runner::write_record(output_record& r) {
     r.err_fd = -1;
   }
   note(2, put(2, r.err));
+  // The joblog line on stdout comes last, once all of the output is out: none for an item
+  // whose output was lost, which runs again and has its line then.
+  if (error == 0) note(1, put(1, r.log));
   held_memory_ -= std::min(held_memory_, r.in_memory);
   r.in_memory = 0;
   if (error != 0) {
@@ -957,18 +961,24 @@ int batch_runner::to_stream(int fd, std::size_t size, const std::function<int()>
   // tried: they would follow a partial line (a full disk), or go to a pipe nobody reads; the
   // run is stopping, and what they carried is lost as the first one's was.
   if (size == 0) return 0;
-  if (stream_error_[fd] == 0) stream_error_[fd] = write();
+  if (stream_error_[fd] == 0) {
+    stream_error_[fd] = write();
+    // stdout and stderr that are one file (2>&1) fail together.
+    if (streams_shared_) stream_error_[3 - fd] = stream_error_[fd];
+  }
   return stream_error_[fd];
 }
 
 void batch_runner::output_lost(output_record& r, int error, int fd) {
   // Not done, nor failed: what it wrote is gone. Interrupted, it runs again on a rerun (with
   // --journal), which writes its output.
+  // One that was interrupted already keeps its reason.
+  const bool was_interrupted = r.state == item_state::interrupted;
   if (r.state == item_state::done) --done_;
   if (r.state == item_state::failed) --failed_;
-  if (r.state != item_state::interrupted) ++interrupted_;
+  if (!was_interrupted) ++interrupted_;
   r.state = item_state::interrupted;
-  if (r.end) {
+  if (r.end && !was_interrupted) {
     r.end->state = item_state::interrupted;
     r.end->reason = std::string("its ") + (fd == 1 ? "stdout" : "stderr") +
                     " could not be written: " + std::strerror(error);
@@ -1172,7 +1182,8 @@ int batch_runner::run() {
   // Each failed item gets a line on stderr, unless the joblog is written there (a line per
   // job). --json's events may share stderr's stream (2>&1): then say() keeps to JSON lines.
   report_failures_ = !(joblog_ && same_file(joblog_->fd(), 2));
-  json_on_stderr_ = options_.json && same_file(1, 2) && isatty(2) == 0;
+  streams_shared_ = same_file(1, 2);
+  json_on_stderr_ = options_.json && streams_shared_ && isatty(2) == 0;
   fit_jobs_to_fd_limit();
   // Each slot's CPUs, for the number of jobs that will run at once.
   const topology& topo = topology::current();
