@@ -619,6 +619,21 @@ TEST(Run, ItemsComeFromStdinWithADashOrWithoutAnySource) {
 }
 
 // The first item cannot end before the second has: -k still prints it first.
+// `polymap run -k ... | head -n 1` without a journal: polymap's own write to the pipe fails
+// once head is gone, and it ends as quietly as `yes | head` does, with 141.
+TEST(Run, OutputToAPipeWhoseReaderHasGoneEndsQuietlyWithoutAJournal) {
+  temp_dir dir;
+  std::vector<std::string> args = {"run", "-k", "-j", "2", "echo", ":::"};
+  for (int i = 1; i <= 2000; ++i) args.push_back(std::to_string(i));
+  std::string command = "{ " + polymap_command(args);
+  command += " 2>" + shell_quote(dir / "err") + "; echo $? >" + shell_quote(dir / "status");
+  command += "; } | head -n 1 >" + shell_quote(dir / "first");
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  EXPECT_EQ(read_file(dir / "first"), "1\n");
+  EXPECT_EQ(read_file(dir / "status"), "141\n") << read_file(dir / "err");
+  EXPECT_EQ(read_file(dir / "err"), "");
+}
+
 TEST(Run, KeepOrderHoldsBackAnItemThatEndsFirst) {
   temp_dir dir;
   const std::string script = first_waits_for_second(dir);

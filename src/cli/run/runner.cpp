@@ -995,9 +995,10 @@ void batch_runner::stop_for_lost_output(int error, std::size_t item, int fd) {
     // A pipe whose reader is gone: `polymap run ... | head -n 1`. Stopped as by SIGPIPE,
     // which polymap ignores while it runs the batch (run_batch).
     if (stop_signal_ != 0) return;  // stopping already; a second stop would kill at once
-    // Said on stderr unless that is the pipe (the stream that failed, or stdout's pipe under
-    // 2>&1), where nobody would read it.
-    if (fd != 2 && !same_file(fd, 2)) {
+    // Said on stderr with a journal, whose items a rerun resumes (without one, as quietly as
+    // `yes | head` ends), unless stderr is the pipe (the stream that failed, or stdout's pipe
+    // under 2>&1), where nobody would read it.
+    if (!options_.journal.empty() && fd != 2 && !same_file(fd, 2)) {
       say(line_kind::error, stream + " is a pipe whose reader has gone: stopping" + rerun_note());
     }
     stop(SIGPIPE, mono_now());
