@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -190,6 +191,20 @@ class cli_process {
     pid_ = -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
+  /// Waits up to `seconds` for the exit: its status as wait() gives it, or nothing while
+  /// polymap still runs then.
+  std::optional<int> wait_for(double seconds) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    for (;;) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      if (std::chrono::steady_clock::now() >= until) return std::nullopt;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
   [[nodiscard]] std::string out() const { return read_file(out_path_); }
   [[nodiscard]] std::string err() const { return read_file(err_path_); }
 
@@ -250,6 +265,33 @@ inline std::vector<pid_t> survivors_after(const std::string& marker, double seco
     left = processes_with(marker);
   }
   return left;
+}
+
+/// Waits up to `seconds` for process `pid` to end (a zombie has ended): whether it did.
+inline bool ended_within(pid_t pid, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  for (;;) {
+    const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+    const std::size_t paren = stat.rfind(')');
+    if (stat.empty() || (paren != std::string::npos && paren + 2 < stat.size() &&
+                         stat[paren + 2] == 'Z')) {
+      return true;
+    }
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+/// Waits up to `seconds` for the pipe whose read end is `fd` to hold `bytes` unread: whether
+/// it does.
+inline bool pipe_holds(int fd, int bytes, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  for (;;) {
+    int unread = 0;
+    if (ioctl(fd, FIONREAD, &unread) == 0 && unread >= bytes) return true;
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 /// Waits up to `seconds` for `count` processes to carry `marker`.

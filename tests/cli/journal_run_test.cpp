@@ -1001,6 +1001,95 @@ TEST(JournalRun, SigtermWhileKeepOrderHoldsOutputBackWritesItAndRecordsItDone) {
   EXPECT_EQ(resumed.out, "out-1\nout-6\n");
 }
 
+/// A pipe for polymap's stdout that the test holds open without reading, as a pager left
+/// open does; closed with the object.
+struct unread_pipe {
+  int fds[2] = {-1, -1};
+  unread_pipe() {
+    if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
+  }
+  unread_pipe(const unread_pipe&) = delete;
+  unread_pipe& operator=(const unread_pipe&) = delete;
+  ~unread_pipe() {
+    for (int fd : fds) {
+      if (fd >= 0) close(fd);
+    }
+  }
+  void close_write_end() {
+    close(fds[1]);
+    fds[1] = -1;
+  }
+  /// Reads `size` bytes, or what comes before the end.
+  std::string read(std::size_t size) const {
+    std::string data;
+    char buffer[65536];
+    while (data.size() < size) {
+      const ssize_t n = ::read(fds[0], buffer, std::min(sizeof buffer, size - data.size()));
+      if (n <= 0) break;
+      data.append(buffer, static_cast<std::size_t>(n));
+    }
+    return data;
+  }
+};
+
+constexpr int full_pipe = 65536;        // bytes: a pipe's default capacity
+constexpr std::size_t stuck_output = 300000;  // more than that
+
+// polymap writes an item's output to a pipe that nobody reads: SIGTERM still stops the run
+// (it used to wait in the write until the reader read). The item whose output could not be
+// written is recorded interrupted, and the rerun writes it.
+TEST(JournalRun, SigtermStopsARunWhoseStdoutIsNotReadAndTheRerunWritesTheOutput) {
+  temp_dir dir;
+  const std::vector<std::string> args =
+      journal_run(dir, "head -c " + std::to_string(stuck_output) + " /dev/zero; echo \"out-$1\"",
+                  numbers(1), 1, {"-k"});
+  unread_pipe out;
+  cli_process p(args, dir, -1, "/dev/null", {}, out.fds[1]);
+  out.close_write_end();
+  ASSERT_TRUE(pipe_holds(out.fds[0], full_pipe, 30)) << p.err();
+  p.signal(SIGTERM);
+  const std::optional<int> status = p.wait_for(30);
+  ASSERT_TRUE(status.has_value()) << "polymap did not stop while its stdout was full";
+  EXPECT_EQ(*status, 143) << p.err();
+  EXPECT_NE(p.err().find("stdout is not being read"), std::string::npos) << p.err();
+  EXPECT_EQ(items_in_state(dir, 4), "1");
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT reason FROM items WHERE seq = 1"),
+            "its stdout was not being read when the run stopped");
+  const cli_output rerun = run_polymap(args, dir);
+  EXPECT_EQ(rerun.status, 0) << rerun.err;
+  EXPECT_EQ(rerun.out, std::string(stuck_output, '\0') + "out-1\n");
+  EXPECT_EQ(items_in_state(dir, 2), "1");
+}
+
+// While polymap waits for its stdout's reader, --timeout still stops a job that runs past
+// it (the wait used to hold the whole runner); once the reader reads, all of the output
+// comes out.
+TEST(JournalRun, TimeoutStopsAJobWhileStdoutWaitsForItsReader) {
+  temp_dir dir;
+  const std::vector<std::string> args = journal_run(
+      dir,
+      "if [ \"$1\" = 1 ]; then head -c " + std::to_string(stuck_output) +
+          " /dev/zero; else echo $$ > \"$2\"; exec sleep 60; fi",
+      numbers(2), 2, {"-k", "--timeout", "1"});
+  unread_pipe out;
+  cli_process p(args, dir, -1, "/dev/null", {}, out.fds[1]);
+  out.close_write_end();
+  ASSERT_TRUE(pipe_holds(out.fds[0], full_pipe, 30)) << p.err();
+  pid_t sleeper = 0;
+  for (int tries = 0; tries < 1500 && sleeper <= 0; ++tries) {
+    sleeper = std::atoi(read_file(dir / "side").c_str());
+    if (sleeper <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GT(sleeper, 0);
+  EXPECT_TRUE(ended_within(sleeper, 30)) << "the job past --timeout was not stopped";
+  EXPECT_EQ(out.read(stuck_output), std::string(stuck_output, '\0'));
+  const std::optional<int> status = p.wait_for(30);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(*status, 1) << p.err();  // item 2 failed: its timeout
+  EXPECT_EQ(items_in_state(dir, 2), "1");
+  EXPECT_EQ(items_in_state(dir, 3), "2");
+}
+
 TEST(JournalRun, ResultsKeepTheStderrTailOfAFailedItemInTheJournal) {
   temp_dir dir;
   // The command line does not say what its stderr says.

@@ -58,21 +58,23 @@ std::string pread_all(int fd, std::int64_t offset, std::size_t size) {
   return data;
 }
 
-int copy_bytes(int from, std::int64_t at, std::size_t size, int to) noexcept {
-  if (size == 0) return 0;
+std::string_view read_piece(int from, std::int64_t at, std::size_t size, int& error) noexcept {
   // A static buffer: copying never allocates, and a large piece costs no more memory than
   // a small one.
   static std::array<char, chunk> buffer;
-  while (size > 0) {
+  for (;;) {
     const ssize_t n = pread(from, buffer.data(), std::min(size, buffer.size()), at);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return n < 0 ? errno : EIO;
-    const std::string_view piece(buffer.data(), static_cast<std::size_t>(n));
-    if (const int error = write_all(to, piece); error != 0) return error;
-    at += n;
-    size -= static_cast<std::size_t>(n);
+    if (n <= 0) {
+      error = n < 0 ? errno : EIO;
+      return {};
+    }
+    return {buffer.data(), static_cast<std::size_t>(n)};
   }
-  return 0;
+}
+
+int copy_bytes(int from, std::int64_t at, std::size_t size, int to) noexcept {
+  return copy_bytes(from, at, size, [to](std::string_view piece) { return write_all(to, piece); });
 }
 
 std::size_t file_size(int fd) noexcept {

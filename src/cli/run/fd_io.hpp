@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace polymap::cli::run {
 
@@ -22,8 +23,31 @@ int write_all(int fd, std::string_view data) noexcept;
 /// @throws std::bad_alloc
 std::string pread_all(int fd, std::int64_t offset, std::size_t size);
 
-/// Copies `size` bytes of `from`, starting at its offset `at` (read with pread), to `to`.
-/// Thread safety: none (one static buffer serves every copy).
+/// Reads up to `size` bytes of `from` at its offset `at` (with pread, again after EINTR), at
+/// most 256 KiB, into a buffer that the next call reuses.
+/// Thread safety: none (one static buffer serves every call).
+/// @return the bytes read, or empty with `error` set: the errno, or EIO where `from` ends
+std::string_view read_piece(int from, std::int64_t at, std::size_t size, int& error) noexcept;
+
+/// Hands `size` bytes of `from`, starting at its offset `at`, to `sink` in pieces of up to
+/// 256 KiB: `sink(std::string_view)` returns 0, or an errno that stops the copy.
+/// Thread safety: none (read_piece()).
+/// @return 0, or the errno that stopped it (EIO when `from` is shorter than said)
+template <class Sink>
+int copy_bytes(int from, std::int64_t at, std::size_t size, Sink&& sink) {
+  while (size > 0) {
+    int error = 0;
+    const std::string_view piece = read_piece(from, at, size, error);
+    if (error != 0) return error;
+    if (const int failed = sink(piece); failed != 0) return failed;
+    at += static_cast<std::int64_t>(piece.size());
+    size -= piece.size();
+  }
+  return 0;
+}
+
+/// Copies `size` bytes of `from`, starting at its offset `at`, to `to` with write_all().
+/// Thread safety: none (read_piece()).
 /// @return 0, or the errno that stopped it (EIO when `from` is shorter than said; ENOSPC for
 ///   a write of nothing)
 int copy_bytes(int from, std::int64_t at, std::size_t size, int to) noexcept;

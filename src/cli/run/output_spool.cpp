@@ -60,11 +60,6 @@ int output_spool::append(int fd, std::size_t size, const std::string& data,
   return 0;
 }
 
-int output_spool::write_out(const extent& piece, std::size_t skip, std::size_t size,
-                            int to) const noexcept {
-  return copy_bytes(fd_, piece.offset + static_cast<std::int64_t>(skip), size, to);
-}
-
 void output_spool::release(const extent& piece) noexcept {
   if (pieces_ > 0) --pieces_;
   if (pieces_ == 0) {

@@ -2,11 +2,14 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include "cli/run/fd_io.hpp"
+
 #include <sys/types.h>
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace polymap::cli::run {
 
@@ -38,9 +41,12 @@ class output_spool {
   /// @return 0 and the piece in `piece`, or the errno that stopped it
   int append(int fd, std::size_t size, const std::string& data, extent& piece) noexcept;
 
-  /// Writes `size` bytes of `piece`, from `skip` bytes into it, to `to`.
+  /// Hands the bytes of `piece` to `sink` as copy_bytes() does.
   /// @return 0, or the errno that stopped it
-  int write_out(const extent& piece, std::size_t skip, std::size_t size, int to) const noexcept;
+  template <class Sink>
+  int write_out(const extent& piece, Sink&& sink) const {
+    return copy_bytes(fd_, piece.offset, piece.size, std::forward<Sink>(sink));
+  }
 
   /// Gives the space of a piece that was written out back to the file system.
   void release(const extent& piece) noexcept;

@@ -8,6 +8,7 @@
 #include "cli/run/joblog.hpp"
 #include "cli/run/output_spool.hpp"
 #include "cli/run/spawn.hpp"
+#include "cli/run/unblocked_stream.hpp"
 #include "journal/journal.hpp"
 #include "orphan_guard.hpp"
 #include "topology/binding.hpp"
@@ -34,7 +35,6 @@
 #include <cstring>
 #include <deque>
 #include <map>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <queue>
@@ -56,6 +56,9 @@ constexpr double progress_interval = 0.2;
 // Seconds a job that died of SIGTERM, SIGINT or SIGHUP from elsewhere keeps its end and its
 // slot waiting for the runner's own stopping signal (see batch_runner::job_exited).
 constexpr double foreign_stop_grace = 0.3;
+// What a write to stdout or stderr returns when the run stopped and that pipe or terminal
+// took nothing for kill_grace (see batch_runner::write_stream()).
+constexpr int stream_stalled = ECANCELED;
 constexpr std::size_t tail_bytes = 2048;  // of a failed item's stderr, kept in the journal
 // What --keep-order holds back in memory: an item's output up to this size, while all that is
 // held in memory stays under the total. The rest waits in the spool file (output_spool).
@@ -319,7 +322,12 @@ class batch_runner {
   bool spill(output_record& record);
   void write_record(output_record& record);
   int put(int fd, std::string_view data);
-  int to_stream(int fd, std::size_t size, const std::function<int()>& write);
+  int put_file(int fd, int from);
+  int put_spooled(int fd, const output_spool::extent& piece);
+  template <class Write>
+  int to_stream(int fd, std::size_t size, Write&& write);
+  int write_stream(int fd, std::string_view data);
+  void tend_while_blocked(bool stop_signal, double now);
   void output_lost(output_record& record, int error, int fd);
   void stop_for_lost_output(int error, std::size_t item, int fd);
   void write_held();
@@ -327,6 +335,8 @@ class batch_runner {
   void stop_jobs(int sig, double now);
   void check_deadlines(double now);
   void handle_signals(double now);
+  bool read_signals(int fd, double now);
+  void renew_lease_if_due(double now);
   void commit_journal();
   void release_unstarted();
   void draw_progress(bool last);
@@ -335,6 +345,7 @@ class batch_runner {
   [[nodiscard]] std::string rerun_note() const;
   void fit_jobs_to_fd_limit();
   [[nodiscard]] double next_wakeup(double now) const;
+  [[nodiscard]] double next_job_wakeup(double wake) const;
   [[nodiscard]] std::size_t busy_count() const;
   [[nodiscard]] bool more_work() const;
 
@@ -367,9 +378,12 @@ class batch_runner {
   std::size_t next_order_ = 0;
   std::size_t next_emit_ = 0;
   std::map<std::size_t, output_record> held_;
-  int signal_fd_ = -1;
+  int signal_fd_ = -1;  // SIGCHLD and the stopping signals
+  int stop_fd_ = -1;    // the stopping signals alone: read while a write waits (write_stream)
   int null_fd_ = -1;
   int stop_signal_ = 0;    // SIGINT, SIGTERM or SIGHUP received
+  int stops_ = 0;          // how many stops came (stop()): a second means "now"
+  double stopped_at_ = 0;  // monotonic time of the first
   bool draining_ = false;  // start nothing new: --halt, a signal, or a --results failure
   bool halted_ = false;
   std::string journal_failure_;
@@ -379,6 +393,10 @@ class batch_runner {
   // while none has. Such a stream is written no more in this run (see to_stream()).
   std::array<int, 3> stream_error_{};
   bool streams_shared_ = false;  // stdout and stderr are one file or pipe (2>&1)
+  bool stall_said_ = false;      // a stream_stalled write was said (stop_for_lost_output())
+  // By descriptor: for a pipe, socket or terminal, whose reader may stop reading, how to
+  // write to it without waiting in write() (write_stream()); null for a file.
+  std::array<std::unique_ptr<unblocked_stream>, 3> unblocked_;
   double last_lease_ = 0;
   double last_progress_ = 0;
   double started_ = 0;
@@ -914,24 +932,20 @@ void batch_runner::write_record(output_record& r) {
     }
   };
   if (r.spooled) {
-    note(1, to_stream(1, r.spooled_out.size,
-                      [&] { return spool_->write_out(r.spooled_out, 0, r.spooled_out.size, 1); }));
-    note(2, to_stream(2, r.spooled_err.size,
-                      [&] { return spool_->write_out(r.spooled_err, 0, r.spooled_err.size, 2); }));
+    note(1, put_spooled(1, r.spooled_out));
+    note(2, put_spooled(2, r.spooled_err));
     spool_->release(r.spooled_out);
     spool_->release(r.spooled_err);
     r.spooled = false;
   }
   if (r.out_fd >= 0) {
-    const std::size_t size = file_size(r.out_fd);
-    note(1, to_stream(1, size, [&] { return copy_bytes(r.out_fd, 0, size, 1); }));
+    note(1, put_file(1, r.out_fd));
     close(r.out_fd);
     r.out_fd = -1;
   }
   for (const std::string* text : {&r.out, &r.event}) note(1, put(1, *text));
   if (r.err_fd >= 0) {
-    const std::size_t size = file_size(r.err_fd);
-    note(2, to_stream(2, size, [&] { return copy_bytes(r.err_fd, 0, size, 2); }));
+    note(2, put_file(2, r.err_fd));
     close(r.err_fd);
     r.err_fd = -1;
   }
@@ -953,10 +967,24 @@ void batch_runner::write_record(output_record& r) {
 }
 
 int batch_runner::put(int fd, std::string_view data) {
-  return to_stream(fd, data.size(), [&] { return write_all(fd, data); });
+  return to_stream(fd, data.size(), [&] { return write_stream(fd, data); });
 }
 
-int batch_runner::to_stream(int fd, std::size_t size, const std::function<int()>& write) {
+int batch_runner::put_file(int fd, int from) {
+  const std::size_t size = file_size(from);
+  return to_stream(fd, size, [&] {
+    return copy_bytes(from, 0, size, [&](std::string_view piece) { return write_stream(fd, piece); });
+  });
+}
+
+int batch_runner::put_spooled(int fd, const output_spool::extent& piece) {
+  return to_stream(fd, piece.size, [&] {
+    return spool_->write_out(piece, [&](std::string_view bytes) { return write_stream(fd, bytes); });
+  });
+}
+
+template <class Write>
+int batch_runner::to_stream(int fd, std::size_t size, Write&& write) {
   // Nothing to write cannot fail. Once a write to the stream failed, the next ones are not
   // tried: they would follow a partial line (a full disk), or go to a pipe nobody reads; the
   // run is stopping, and what they carried is lost as the first one's was.
@@ -967,6 +995,56 @@ int batch_runner::to_stream(int fd, std::size_t size, const std::function<int()>
     if (streams_shared_) stream_error_[3 - fd] = stream_error_[fd];
   }
   return stream_error_[fd];
+}
+
+int batch_runner::write_stream(int fd, std::string_view data) {
+  // A file takes the write at once (or fails). A pipe, socket or terminal takes it when its
+  // reader reads, which may be never (a pager left open, Ctrl-S): the write waits for room
+  // and for the stopping signals at once, so that the run meanwhile still stops on a
+  // signal, kills the jobs past --timeout and keeps its journal lease.
+  unblocked_stream* stream = unblocked_[fd].get();
+  if (stream == nullptr) return write_all(fd, data);
+  double progress_at = mono_now();
+  while (!data.empty()) {
+    const ssize_t n = stream->write_some(data);
+    if (n < 0) return errno;
+    if (n > 0) {
+      data.remove_prefix(static_cast<std::size_t>(n));
+      progress_at = mono_now();
+      continue;
+    }
+    const double now = mono_now();
+    const double give_up_at = std::max(progress_at, stopped_at_) + kill_grace;
+    if (stop_signal_ != 0 && (stops_ > 1 || now >= give_up_at)) {
+      // The run is stopping and nobody reads: the output is given up, and the item is
+      // recorded interrupted (output_lost()), so that a rerun writes it.
+      return stream_stalled;
+    }
+    double wake = next_job_wakeup(journal_ ? last_lease_ + lease_interval : now + 3600.0);
+    if (stop_signal_ != 0) wake = std::min(wake, give_up_at);
+    std::array<pollfd, 2> fds{{{stream->fd(), POLLOUT, 0}, {stop_fd_, POLLIN, 0}}};
+    const double wait_ms = std::clamp(std::ceil((wake - now) * 1000), 0.0, 3600000.0);
+    if (poll(fds.data(), fds.size(), static_cast<int>(wait_ms)) < 0 && errno != EINTR) return errno;
+    tend_while_blocked(fds[1].revents != 0, mono_now());
+  }
+  return 0;
+}
+
+void batch_runner::tend_while_blocked(bool stop_signal, double now) {
+  // What the loop in run() must not leave waiting on a write: a stop, the timeouts (and the
+  // SIGKILL after each SIGTERM) and the lease. The jobs that end meanwhile are reaped after
+  // the write: their SIGCHLD waits in signal_fd_.
+  if (stop_signal) (void)read_signals(stop_fd_, now);
+  check_deadlines(now);
+  if (journal_failure_.empty()) {
+    try {
+      renew_lease_if_due(now);
+    } catch (const journal_error& e) {
+      // Nothing more can be recorded: stop as the loop in run() does on a journal error.
+      journal_failure_ = e.what();
+      stop_jobs(SIGTERM, now);
+    }
+  }
 }
 
 void batch_runner::output_lost(output_record& r, int error, int fd) {
@@ -981,7 +1059,8 @@ void batch_runner::output_lost(output_record& r, int error, int fd) {
   if (r.end && !was_interrupted) {
     r.end->state = item_state::interrupted;
     r.end->reason = std::string("its ") + (fd == 1 ? "stdout" : "stderr") +
-                    " could not be written: " + std::strerror(error);
+                    (error == stream_stalled ? " was not being read when the run stopped"
+                                             : " could not be written: " + std::string(std::strerror(error)));
     r.end->stderr_tail.clear();
   }
   stop_for_lost_output(error, r.item, fd);
@@ -1004,6 +1083,16 @@ void batch_runner::stop_for_lost_output(int error, std::size_t item, int fd) {
     stop(SIGPIPE, mono_now());
     return;
   }
+  if (error == stream_stalled) {
+    // Stopping already (a signal): said once, on the other stream.
+    if (!stall_said_) {
+      say(line_kind::error, stream + " is not being read: the output of item " +
+                                std::to_string(item + 1) + " and of the items after it is not written" +
+                                rerun_note());
+    }
+    stall_said_ = true;
+    return;
+  }
   if (!output_failure_.empty()) return;
   // Most likely a full disk under a stdout or stderr redirected to a file.
   output_failure_ = "cannot write the output of item " + std::to_string(item + 1) + " to " +
@@ -1022,6 +1111,7 @@ void batch_runner::stop(int sig, double now) {
   // resumes them. A second stop means "now": no grace for the jobs.
   stop_jobs(stop_signal_ != 0 ? SIGKILL : SIGTERM, now);
   stop_signal_ = sig;
+  if (stops_++ == 0) stopped_at_ = now;
 }
 
 void batch_runner::stop_jobs(int sig, double now) {
@@ -1051,9 +1141,14 @@ void batch_runner::check_deadlines(double now) {
 }
 
 void batch_runner::handle_signals(double now) {
+  if (read_signals(signal_fd_, now)) reap();
+  end_held_jobs(now);
+}
+
+bool batch_runner::read_signals(int fd, double now) {
   signalfd_siginfo info{};
   bool child = false;
-  while (read(signal_fd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+  while (read(fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
     const int sig = static_cast<int>(info.ssi_signo);
     if (sig == SIGCHLD) {
       child = true;
@@ -1061,20 +1156,32 @@ void batch_runner::handle_signals(double now) {
       stop(sig, now);  // SIGINT, SIGTERM or SIGHUP (the terminal went away)
     }
   }
-  if (child) reap();
-  end_held_jobs(now);
+  return child;
+}
+
+void batch_runner::renew_lease_if_due(double now) {
+  if (!journal_ || now - last_lease_ < lease_interval) return;
+  last_lease_ = now;
+  journal_->renew_lease();
 }
 
 double batch_runner::next_wakeup(double now) const {
-  double wake = now + (journal_ ? lease_interval : 3600.0);
+  double wake = next_job_wakeup(now + (journal_ ? lease_interval : 3600.0));
   for (const job& j : jobs_) {
-    if (!j.busy) continue;
-    if (j.held) wake = std::min(wake, j.release_at);
-    if (j.deadline > 0 && !j.timed_out) wake = std::min(wake, j.deadline);
-    if (j.kill_at > 0) wake = std::min(wake, j.kill_at);
+    if (j.busy && j.held) wake = std::min(wake, j.release_at);
   }
   if (!draining_ && !retries_.empty()) wake = std::min(wake, retries_.top().first);
   if (tty_progress_) wake = std::min(wake, now + progress_interval);
+  return wake;
+}
+
+double batch_runner::next_job_wakeup(double wake) const {
+  // What check_deadlines() does next: a SIGTERM at a --timeout, a SIGKILL after one.
+  for (const job& j : jobs_) {
+    if (!j.busy || j.held) continue;
+    if (j.deadline > 0 && !j.timed_out && !j.stopped) wake = std::min(wake, j.deadline);
+    if (j.kill_at > 0) wake = std::min(wake, j.kill_at);
+  }
   return wake;
 }
 
@@ -1173,7 +1280,11 @@ int batch_runner::run() {
   for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, sig);
   sigprocmask(SIG_BLOCK, &handled, nullptr);
   signal_fd_ = signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
-  if (signal_fd_ < 0) throw std::system_error(errno, std::generic_category(), "signalfd");
+  sigdelset(&handled, SIGCHLD);
+  stop_fd_ = signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (signal_fd_ < 0 || stop_fd_ < 0) {
+    throw std::system_error(errno, std::generic_category(), "signalfd");
+  }
 
   if (!options_.journal.empty()) open_journal();
   total_ = journal_ ? total_ : items_.size();
@@ -1184,6 +1295,9 @@ int batch_runner::run() {
   // job). --json's events may share stderr's stream (2>&1): then say() keeps to JSON lines.
   report_failures_ = !(joblog_ && same_file(joblog_->fd(), 2));
   streams_shared_ = same_file(1, 2);
+  for (int fd : {1, 2}) {
+    if (unblocked_stream::may_block(fd)) unblocked_[fd] = std::make_unique<unblocked_stream>(fd);
+  }
   json_on_stderr_ = options_.json && streams_shared_ && isatty(2) == 0;
   fit_jobs_to_fd_limit();
   // Each slot's CPUs, for the number of jobs that will run at once.
@@ -1228,8 +1342,7 @@ int batch_runner::run() {
       handle_signals(now);
       check_deadlines(now);
       if (journal_ && now - last_lease_ >= lease_interval) {
-        last_lease_ = now;
-        journal_->renew_lease();
+        renew_lease_if_due(now);
         if (journal_exhausted_ && journal_->reclaim_dead() > 0) journal_exhausted_ = false;
       }
     }
