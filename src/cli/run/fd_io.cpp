@@ -77,6 +77,13 @@ int copy_bytes(int from, std::int64_t at, std::size_t size, int to) noexcept {
   return copy_bytes(from, at, size, [to](std::string_view piece) { return write_all(to, piece); });
 }
 
+bool same_file(int a, int b) noexcept {
+  struct stat sa {};
+  struct stat sb {};
+  return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
 std::size_t file_size(int fd) noexcept {
   struct stat st {};
   if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < 0) return 0;

@@ -52,6 +52,9 @@ int copy_bytes(int from, std::int64_t at, std::size_t size, Sink&& sink) {
 ///   a write of nothing)
 int copy_bytes(int from, std::int64_t at, std::size_t size, int to) noexcept;
 
+/// Whether descriptors `a` and `b` are the same open file, pipe or socket.
+bool same_file(int a, int b) noexcept;
+
 /// The size of the file `fd` refers to; 0 when it cannot be known (`fd` < 0 included).
 std::size_t file_size(int fd) noexcept;
 

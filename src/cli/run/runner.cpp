@@ -6,9 +6,8 @@
 
 #include "cli/run/fd_io.hpp"
 #include "cli/run/joblog.hpp"
-#include "cli/run/output_spool.hpp"
+#include "cli/run/output_writer.hpp"
 #include "cli/run/spawn.hpp"
-#include "cli/run/unblocked_stream.hpp"
 #include "journal/journal.hpp"
 #include "orphan_guard.hpp"
 #include "topology/binding.hpp"
@@ -34,13 +33,11 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <map>
 #include <memory>
 #include <optional>
 #include <queue>
 #include <stdexcept>
 #include <string>
-#include <string_view>
 #include <system_error>
 #include <unordered_map>
 #include <utility>
@@ -56,15 +53,7 @@ constexpr double progress_interval = 0.2;
 // Seconds a job that died of SIGTERM, SIGINT or SIGHUP from elsewhere keeps its end and its
 // slot waiting for the runner's own stopping signal (see batch_runner::job_exited).
 constexpr double foreign_stop_grace = 0.3;
-// What a write to stdout or stderr returns when the run stopped and that pipe or terminal
-// took nothing for kill_grace (see batch_runner::write_stream()).
-constexpr int stream_stalled = ECANCELED;
 constexpr std::size_t tail_bytes = 2048;  // of a failed item's stderr, kept in the journal
-// What --keep-order holds back in memory: an item's output up to this size, while all that is
-// held in memory stays under the total. The rest waits in the spool file (output_spool).
-constexpr std::size_t held_item_memory = 1 << 20;
-constexpr std::size_t held_total_memory = 16 << 20;
-
 double wall_now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -196,14 +185,6 @@ std::string one_line(const std::string& command, std::size_t width = 100) {
   return line + "...";
 }
 
-/// Whether descriptors `a` and `b` are the same open file, pipe or socket.
-bool same_file(int a, int b) {
-  struct stat sa {};
-  struct stat sb {};
-  return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
-         sa.st_ino == sb.st_ino;
-}
-
 std::string json_text(const nlohmann::json& j) {
   // Job output is bytes, not always UTF-8: replace what JSON cannot carry.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
@@ -242,32 +223,6 @@ struct job {
   double release_at = 0;
 };
 
-/// An ended item's output. Each of its stdout and stderr is a capture not read yet (a file
-/// of its own, closed once written out), bytes in memory, or, while --keep-order holds it
-/// back, a piece of the spool file.
-struct output_record {
-  std::size_t item = 0;
-  item_state state = item_state::done;  // what end_item() counted it as
-  int out_fd = -1;
-  int err_fd = -1;
-  std::string out;
-  std::string err;
-  std::string event;  // --json: after the stdout
-  std::string log;    // the joblog line when the joblog is stdout: last, after the stderr,
-                      // and not at all when the output is lost (as log_file)
-  // The joblog line when the joblog is a file: written once the output is, and not at all
-  // when the output is lost (the item runs again, and has its line then).
-  std::string log_file;
-  bool spooled = false;
-  output_spool::extent spooled_out;  // the stdout, the event included
-  output_spool::extent spooled_err;
-  std::size_t in_memory = 0;  // bytes counted in batch_runner::held_memory_
-  // The item's end, recorded in the journal once this output is written out: an item whose
-  // output -k holds back stays running there, so that a runner killed meanwhile (which
-  // loses what it held) leaves it to run again rather than done with its output gone.
-  std::optional<item_end> end;
-};
-
 /// How an attempt of an item ended, as end_item() records it.
 struct item_outcome {
   item_state state = item_state::done;
@@ -291,13 +246,20 @@ enum class line_kind {
   summed,   // "polymap: ..."; left out among the JSON lines, whose events say it
 };
 
-class batch_runner {
+class batch_runner final : public output_host {
  public:
   batch_runner(const run_options& options, const command_template& command,
                const std::vector<std::vector<std::string>>& items)
       : options_(options), command_(command), items_(items), status_(items.size()) {}
 
   int run();
+
+  // output_host
+  [[nodiscard]] int wake_fd() const override { return stop_fd_; }
+  [[nodiscard]] std::optional<double> wait_until(double progress_at, double now) const override;
+  void tend(bool woken, double now) override;
+  void warn(const std::string& message) override { say(line_kind::warning, message); }
+  void written(output_record& record, int error, int fd) override;
 
  private:
   void open_journal();
@@ -317,20 +279,8 @@ class batch_runner {
   std::string end_event(std::size_t item, std::size_t slot, const item_outcome& end,
                         const output_record& record) const;
   void check_halt();
-  void emit(std::size_t order, output_record record);
-  void hold(std::size_t order, output_record record);
-  bool spill(output_record& record);
-  void write_record(output_record& record);
-  int put(int fd, std::string_view data);
-  int put_file(int fd, int from);
-  int put_spooled(int fd, const output_spool::extent& piece);
-  template <class Write>
-  int to_stream(int fd, std::size_t size, Write&& write);
-  int write_stream(int fd, std::string_view data);
-  void tend_while_blocked(bool stop_signal, double now);
   void output_lost(output_record& record, int error, int fd);
   void stop_for_lost_output(int error, std::size_t item, int fd);
-  void write_held();
   void stop(int sig, double now);
   void stop_jobs(int sig, double now);
   void check_deadlines(double now);
@@ -359,9 +309,7 @@ class batch_runner {
   std::unique_ptr<detail::orphan_guard> guard_;
   std::unique_ptr<journal> journal_;
   std::unique_ptr<joblog> joblog_;
-  std::unique_ptr<output_spool> spool_;  // --keep-order: made at the first spill
-  std::size_t held_memory_ = 0;          // bytes of held_ in memory
-  bool spool_failed_ = false;            // said once
+  output_writer out_{*this, options_.keep_order};
   std::unordered_map<std::string, std::size_t> item_of_key_;
   std::deque<std::size_t> queue_;    // claimed from the journal, not started
   std::vector<item_end> ends_;       // to commit before the next claim
@@ -376,8 +324,6 @@ class batch_runner {
   std::size_t interrupted_ = 0;
   std::int64_t failed_before_ = 0;  // failed in earlier runs, left alone without --retry-failed
   std::size_t next_order_ = 0;
-  std::size_t next_emit_ = 0;
-  std::map<std::size_t, output_record> held_;
   int signal_fd_ = -1;  // SIGCHLD and the stopping signals
   int stop_fd_ = -1;    // the stopping signals alone: read while a write waits (write_stream)
   int null_fd_ = -1;
@@ -389,14 +335,7 @@ class batch_runner {
   std::string journal_failure_;
   std::string results_failure_;
   std::string output_failure_;  // a write of an item's output to stdout or stderr failed
-  // By descriptor (1: stdout, 2: stderr): the errno of the first write there that failed, 0
-  // while none has. Such a stream is written no more in this run (see to_stream()).
-  std::array<int, 3> stream_error_{};
-  bool streams_shared_ = false;  // stdout and stderr are one file or pipe (2>&1)
-  bool stall_said_ = false;      // a stream_stalled write was said (stop_for_lost_output())
-  // By descriptor: for a pipe, socket or terminal, whose reader may stop reading, how to
-  // write to it without waiting in write() (write_stream()); null for a file.
-  std::array<std::unique_ptr<unblocked_stream>, 3> unblocked_;
+  bool stall_said_ = false;  // a stream_stalled write was said (stop_for_lost_output())
   double last_lease_ = 0;
   double last_progress_ = 0;
   double started_ = 0;
@@ -518,7 +457,7 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
   // The job is in its slot and the orphan guard before the start event is written, which
   // may block on a full pipe: a signal meanwhile, or polymap's death, still stops it.
   if (spawned.pid >= 0) take_slot(slot, item, spawned.pid, wall, now);
-  const int event_error = options_.json ? put(1, json_text({{"event", "start"},
+  const int event_error = options_.json ? out_.put(1, json_text({{"event", "start"},
                                                             {"seq", item + 1},
                                                             {"slot", slot + 1},
                                                             {"attempt", st.attempts},
@@ -694,7 +633,7 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_outcome end
     if (end.state == item_state::failed) e.stderr_tail = std::move(stderr_tail);
     record.end = std::move(e);
   }
-  emit(st.order, std::move(record));
+  out_.emit(st.order, std::move(record));
   check_halt();
 }
 
@@ -801,14 +740,14 @@ void batch_runner::say(line_kind kind, const std::string& message) {
   if (json_on_stderr_) {
     if (kind == line_kind::summed) return;
     const char* name = kind == line_kind::warning ? "warning" : "error";
-    (void)put(1, json_text({{"event", name}, {"message", message}}));
+    (void)out_.put(1, json_text({{"event", name}, {"message", message}}));
     return;
   }
   // Over the progress bar, which the next draw puts back below the line.
   const std::string line =
       (tty_progress_ ? "\r\x1b[K" : "") +
       std::string(kind == line_kind::warning ? "polymap: warning: " : "polymap: ") + message + "\n";
-  (void)put(2, line);
+  (void)out_.put(2, line);
 }
 
 void batch_runner::report_failure(std::size_t item, std::size_t slot, const item_outcome& end) {
@@ -839,124 +778,12 @@ std::string batch_runner::rerun_note() const {
                                     "again when the same command is rerun";
 }
 
-void batch_runner::emit(std::size_t order, output_record record) {
-  if (!options_.keep_order) {
-    write_record(record);
-    return;
-  }
-  if (order != next_emit_) {
-    hold(order, std::move(record));
-    return;
-  }
-  write_record(record);
-  ++next_emit_;
-  while (!held_.empty() && held_.begin()->first == next_emit_) {
-    write_record(held_.begin()->second);
-    held_.erase(held_.begin());
-    ++next_emit_;
-  }
-}
-
-void batch_runner::hold(std::size_t order, output_record record) {
-  const std::size_t out_size = file_size(record.out_fd) + record.out.size() +
-                               record.event.size() + record.log.size();
-  const std::size_t err_size = file_size(record.err_fd) + record.err.size();
-  const std::size_t size = out_size + err_size;
-  const bool fits = size <= held_item_memory && held_memory_ + size <= held_total_memory;
-  if (fits || !spill(record)) {
-    if (record.out_fd >= 0) record.out.insert(0, read_all(record.out_fd));
-    if (record.err_fd >= 0) record.err.insert(0, read_all(record.err_fd));
-    record.in_memory = size;
-    held_memory_ += size;
-  }
-  if (record.out_fd >= 0) close(record.out_fd);
-  if (record.err_fd >= 0) close(record.err_fd);
-  record.out_fd = record.err_fd = -1;
-  held_.emplace(order, std::move(record));
-}
-
-bool batch_runner::spill(output_record& record) {
-  // The file is made here, at the first spill, so that a $TMPDIR that cannot be used
-  // costs only the runs that need it, and them only memory. Tried once: no file and a
-  // failure said means that it could not be made.
-  if (!spool_ && spool_failed_) return false;
-  std::string failure;
-  if (!spool_) {
-    try {
-      spool_ = std::make_unique<output_spool>(temp_dir_path());
-    } catch (const std::runtime_error& e) {
-      failure = e.what();
-    }
-  }
-  int error = 0;
-  if (spool_) {
-    error = spool_->append(record.out_fd, file_size(record.out_fd),
-                           record.out + record.event, record.spooled_out);
-    if (error == 0) {
-      error =
-          spool_->append(record.err_fd, file_size(record.err_fd), record.err, record.spooled_err);
-      if (error != 0) spool_->release(record.spooled_out);
-    }
-    if (error != 0) {
-      failure = "cannot write the output that -k/--keep-order holds back to a temporary file in '";
-      failure += spool_->dir() + "': " + std::strerror(error);
-    }
-  }
-  if (!failure.empty()) {
-    // The output stays whole, in memory: losing a finished job's output, or stopping a
-    // batch for want of temporary space, would be worse. Said once.
-    if (!spool_failed_) say(line_kind::warning, failure + "; holding it in memory");
-    spool_failed_ = true;
-    return false;
-  }
-  record.spooled = true;
-  record.out.clear();
-  record.err.clear();
-  record.event.clear();  // the joblog line (one line) stays in memory: it goes out last
-  return true;
-}
-
-void batch_runner::write_record(output_record& r) {
-  // An ended item's output: its stdout, then its stderr (every write of the runner's to
-  // them is unbuffered: nothing waits in stdio); then its joblog line in a file; then its end
-  // goes to the journal, with the next commit. An item whose output could not all be written
-  // is not done: output_lost(). After a write to a stream failed, nothing more is written to
-  // it (to_stream()): no event or joblog line after half of the output, nor one that says
-  // done of an item the journal records interrupted.
-  int error = 0;
-  int failed_fd = 0;
-  const auto note = [&](int fd, int e) {
-    if (error == 0 && e != 0) {
-      error = e;
-      failed_fd = fd;
-    }
-  };
-  if (r.spooled) {
-    note(1, put_spooled(1, r.spooled_out));
-    note(2, put_spooled(2, r.spooled_err));
-    spool_->release(r.spooled_out);
-    spool_->release(r.spooled_err);
-    r.spooled = false;
-  }
-  if (r.out_fd >= 0) {
-    note(1, put_file(1, r.out_fd));
-    close(r.out_fd);
-    r.out_fd = -1;
-  }
-  for (const std::string* text : {&r.out, &r.event}) note(1, put(1, *text));
-  if (r.err_fd >= 0) {
-    note(2, put_file(2, r.err_fd));
-    close(r.err_fd);
-    r.err_fd = -1;
-  }
-  note(2, put(2, r.err));
-  // The joblog line on stdout comes last, once all of the output is out: none for an item
-  // whose output was lost, which runs again and has its line then.
-  if (error == 0) note(1, put(1, r.log));
-  held_memory_ -= std::min(held_memory_, r.in_memory);
-  r.in_memory = 0;
+void batch_runner::written(output_record& r, int error, int fd) {
+  // Its joblog line in a file once all of its output is out; then its end goes to the
+  // journal, with the next commit. An item whose output could not all be written is not
+  // done: output_lost().
   if (error != 0) {
-    output_lost(r, error, failed_fd);
+    output_lost(r, error, fd);
   } else if (!r.log_file.empty()) {
     joblog_->write(r.log_file);
   }
@@ -966,75 +793,22 @@ void batch_runner::write_record(output_record& r) {
   }
 }
 
-int batch_runner::put(int fd, std::string_view data) {
-  return to_stream(fd, data.size(), [&] { return write_stream(fd, data); });
+std::optional<double> batch_runner::wait_until(double progress_at, double now) const {
+  // A write that waits for its reader (output_writer): after a stop, given up once nothing
+  // was taken for kill_grace, at once after a second stop; the output is lost, and the item
+  // recorded interrupted (output_lost()), so that a rerun writes it.
+  const double give_up_at = std::max(progress_at, stopped_at_) + kill_grace;
+  if (stop_signal_ != 0 && (stops_ > 1 || now >= give_up_at)) return std::nullopt;
+  double wake = next_job_wakeup(journal_ ? last_lease_ + lease_interval : now + 3600.0);
+  if (stop_signal_ != 0) wake = std::min(wake, give_up_at);
+  return wake;
 }
 
-int batch_runner::put_file(int fd, int from) {
-  const std::size_t size = file_size(from);
-  return to_stream(fd, size, [&] {
-    return copy_bytes(from, 0, size, [&](std::string_view piece) { return write_stream(fd, piece); });
-  });
-}
-
-int batch_runner::put_spooled(int fd, const output_spool::extent& piece) {
-  return to_stream(fd, piece.size, [&] {
-    return spool_->write_out(piece, [&](std::string_view bytes) { return write_stream(fd, bytes); });
-  });
-}
-
-template <class Write>
-int batch_runner::to_stream(int fd, std::size_t size, Write&& write) {
-  // Nothing to write cannot fail. Once a write to the stream failed, the next ones are not
-  // tried: they would follow a partial line (a full disk), or go to a pipe nobody reads; the
-  // run is stopping, and what they carried is lost as the first one's was.
-  if (size == 0) return 0;
-  if (stream_error_[fd] == 0) {
-    stream_error_[fd] = write();
-    // stdout and stderr that are one file (2>&1) fail together.
-    if (streams_shared_) stream_error_[3 - fd] = stream_error_[fd];
-  }
-  return stream_error_[fd];
-}
-
-int batch_runner::write_stream(int fd, std::string_view data) {
-  // A file takes the write at once (or fails). A pipe, socket or terminal takes it when its
-  // reader reads, which may be never (a pager left open, Ctrl-S): the write waits for room
-  // and for the stopping signals at once, so that the run meanwhile still stops on a
-  // signal, kills the jobs past --timeout and keeps its journal lease.
-  unblocked_stream* stream = unblocked_[fd].get();
-  if (stream == nullptr) return write_all(fd, data);
-  double progress_at = mono_now();
-  while (!data.empty()) {
-    const ssize_t n = stream->write_some(data);
-    if (n < 0) return errno;
-    if (n > 0) {
-      data.remove_prefix(static_cast<std::size_t>(n));
-      progress_at = mono_now();
-      continue;
-    }
-    const double now = mono_now();
-    const double give_up_at = std::max(progress_at, stopped_at_) + kill_grace;
-    if (stop_signal_ != 0 && (stops_ > 1 || now >= give_up_at)) {
-      // The run is stopping and nobody reads: the output is given up, and the item is
-      // recorded interrupted (output_lost()), so that a rerun writes it.
-      return stream_stalled;
-    }
-    double wake = next_job_wakeup(journal_ ? last_lease_ + lease_interval : now + 3600.0);
-    if (stop_signal_ != 0) wake = std::min(wake, give_up_at);
-    std::array<pollfd, 2> fds{{{stream->fd(), POLLOUT, 0}, {stop_fd_, POLLIN, 0}}};
-    const double wait_ms = std::clamp(std::ceil((wake - now) * 1000), 0.0, 3600000.0);
-    if (poll(fds.data(), fds.size(), static_cast<int>(wait_ms)) < 0 && errno != EINTR) return errno;
-    tend_while_blocked(fds[1].revents != 0, mono_now());
-  }
-  return 0;
-}
-
-void batch_runner::tend_while_blocked(bool stop_signal, double now) {
+void batch_runner::tend(bool woken, double now) {
   // What the loop in run() must not leave waiting on a write: a stop, the timeouts (and the
   // SIGKILL after each SIGTERM) and the lease. The jobs that end meanwhile are reaped after
   // the write: their SIGCHLD waits in signal_fd_.
-  if (stop_signal) (void)read_signals(stop_fd_, now);
+  if (woken) (void)read_signals(stop_fd_, now);
   check_deadlines(now);
   if (journal_failure_.empty()) {
     try {
@@ -1099,11 +873,6 @@ void batch_runner::stop_for_lost_output(int error, std::size_t item, int fd) {
                     stream + ": " + std::strerror(error);
   say(line_kind::error, output_failure_ + "; stopping");  // not on a stderr that failed: say()
   stop_jobs(SIGTERM, mono_now());
-}
-
-void batch_runner::write_held() {
-  for (auto& [order, record] : held_) write_record(record);
-  held_.clear();
 }
 
 void batch_runner::stop(int sig, double now) {
@@ -1211,7 +980,7 @@ void batch_runner::release_unstarted() {
 }
 
 void batch_runner::draw_progress(bool last) {
-  if (!tty_progress_ || stream_error_[2] != 0) return;
+  if (!tty_progress_ || out_.error(2) != 0) return;
   const double now = mono_now();
   if (!last && now - last_progress_ < progress_interval) return;
   last_progress_ = now;
@@ -1294,11 +1063,7 @@ int batch_runner::run() {
   // Each failed item gets a line on stderr, unless the joblog is written there (a line per
   // job). --json's events may share stderr's stream (2>&1): then say() keeps to JSON lines.
   report_failures_ = !(joblog_ && same_file(joblog_->fd(), 2));
-  streams_shared_ = same_file(1, 2);
-  for (int fd : {1, 2}) {
-    if (unblocked_stream::may_block(fd)) unblocked_[fd] = std::make_unique<unblocked_stream>(fd);
-  }
-  json_on_stderr_ = options_.json && streams_shared_ && isatty(2) == 0;
+  json_on_stderr_ = options_.json && out_.shared() && isatty(2) == 0;
   fit_jobs_to_fd_limit();
   // Each slot's CPUs, for the number of jobs that will run at once.
   const topology& topo = topology::current();
@@ -1347,7 +1112,7 @@ int batch_runner::run() {
       }
     }
     release_unstarted();
-    write_held();  // and their ends are committed below
+    out_.write_held();  // and their ends are committed below
     if (journal_) {
       draining_ = true;
       commit_journal();
@@ -1364,14 +1129,14 @@ int batch_runner::run() {
       check_deadlines(mono_now());
     }
   }
-  write_held();  // what a journal error left held: the ends it adds are not recorded
+  out_.write_held();  // what a journal error left held: the ends it adds are not recorded
   draw_progress(true);
   if (journal_) journal_->finish_runner();
   journal_.reset();
   guard_.reset();
   if (options_.json) {
     // The run is over: a summary that cannot be written loses no item.
-    (void)put(1, json_text({{"event", "summary"},
+    (void)out_.put(1, json_text({{"event", "summary"},
                             {"done", done_},
                             {"failed", failed_},
                             {"interrupted", interrupted_},

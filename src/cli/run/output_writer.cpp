@@ -1,0 +1,224 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "cli/run/output_writer.hpp"
+
+#include "cli/run/fd_io.hpp"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <utility>
+
+namespace polymap::cli::run {
+
+namespace {
+
+// What --keep-order holds back in memory: an item's output up to this size, while all that is
+// held in memory stays under the total. The rest waits in the spool file (output_spool).
+constexpr std::size_t held_item_memory = 1 << 20;
+constexpr std::size_t held_total_memory = 16 << 20;
+
+double mono_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+/// `size` bytes of the file `fd` from its start (nothing for -1).
+std::string read_all(int fd, std::size_t size) { return fd < 0 ? "" : pread_all(fd, 0, size); }
+
+}  // namespace
+
+output_writer::output_writer(output_host& host, bool keep_order)
+    : host_(host), keep_order_(keep_order), shared_(same_file(1, 2)) {
+  for (int fd : {1, 2}) {
+    if (unblocked_stream::may_block(fd)) unblocked_[fd] = std::make_unique<unblocked_stream>(fd);
+  }
+}
+
+output_writer::~output_writer() = default;
+
+void output_writer::emit(std::size_t order, output_record record) {
+  if (!keep_order_) {
+    write_record(record);
+    return;
+  }
+  if (order != next_emit_) {
+    hold(order, std::move(record));
+    return;
+  }
+  write_record(record);
+  ++next_emit_;
+  while (!held_.empty() && held_.begin()->first == next_emit_) {
+    write_record(held_.begin()->second);
+    held_.erase(held_.begin());
+    ++next_emit_;
+  }
+}
+
+void output_writer::write_held() {
+  for (auto& [order, record] : held_) write_record(record);
+  held_.clear();
+}
+
+void output_writer::hold(std::size_t order, output_record record) {
+  const std::size_t out_file = file_size(record.out_fd);
+  const std::size_t err_file = file_size(record.err_fd);
+  const std::size_t size = out_file + record.out.size() + record.event.size() + record.log.size() +
+                           err_file + record.err.size();
+  const bool fits = size <= held_item_memory && held_memory_ + size <= held_total_memory;
+  if (fits || !spill(record, out_file, err_file)) {
+    record.out.insert(0, read_all(record.out_fd, out_file));
+    record.err.insert(0, read_all(record.err_fd, err_file));
+    record.in_memory = size;
+    held_memory_ += size;
+  }
+  if (record.out_fd >= 0) close(record.out_fd);
+  if (record.err_fd >= 0) close(record.err_fd);
+  record.out_fd = record.err_fd = -1;
+  held_.emplace(order, std::move(record));
+}
+
+bool output_writer::spill(output_record& record, std::size_t out_size, std::size_t err_size) {
+  // The file is made here, at the first spill, so that a $TMPDIR that cannot be used
+  // costs only the runs that need it, and them only memory. Tried once: no file and a
+  // failure said means that it could not be made.
+  if (!spool_ && spool_failed_) return false;
+  std::string failure;
+  if (!spool_) {
+    try {
+      spool_ = std::make_unique<output_spool>(temp_dir_path());
+    } catch (const std::runtime_error& e) {
+      failure = e.what();
+    }
+  }
+  int error = 0;
+  if (spool_) {
+    error = spool_->append(record.out_fd, out_size, record.out + record.event, record.spooled_out);
+    if (error == 0) {
+      error = spool_->append(record.err_fd, err_size, record.err, record.spooled_err);
+      if (error != 0) spool_->release(record.spooled_out);
+    }
+    if (error != 0) {
+      failure = "cannot write the output that -k/--keep-order holds back to a temporary file in '";
+      failure += spool_->dir() + "': " + std::strerror(error);
+    }
+  }
+  if (!failure.empty()) {
+    // The output stays whole, in memory: losing a finished job's output, or stopping a
+    // batch for want of temporary space, would be worse. Said once.
+    if (!spool_failed_) host_.warn(failure + "; holding it in memory");
+    spool_failed_ = true;
+    return false;
+  }
+  record.spooled = true;
+  record.out.clear();
+  record.err.clear();
+  record.event.clear();  // the joblog line (one line) stays in memory: it goes out last
+  return true;
+}
+
+void output_writer::write_record(output_record& r) {
+  // An ended item's output: its stdout, then its stderr (every write of the runner's to
+  // them is unbuffered: nothing waits in stdio); then the host records it (written()).
+  // After a write to a stream failed, nothing more is written to it (to_stream()): no
+  // event or joblog line after half of the output.
+  int error = 0;
+  int failed_fd = 0;
+  const auto note = [&](int fd, int e) {
+    if (error == 0 && e != 0) {
+      error = e;
+      failed_fd = fd;
+    }
+  };
+  if (r.spooled) {
+    note(1, put_spooled(1, r.spooled_out));
+    note(2, put_spooled(2, r.spooled_err));
+    spool_->release(r.spooled_out);
+    spool_->release(r.spooled_err);
+    r.spooled = false;
+  }
+  if (r.out_fd >= 0) {
+    note(1, put_file(1, r.out_fd));
+    close(r.out_fd);
+    r.out_fd = -1;
+  }
+  for (const std::string* text : {&r.out, &r.event}) note(1, put(1, *text));
+  if (r.err_fd >= 0) {
+    note(2, put_file(2, r.err_fd));
+    close(r.err_fd);
+    r.err_fd = -1;
+  }
+  note(2, put(2, r.err));
+  // The joblog line on stdout comes last, once all of the output is out: none for an item
+  // whose output was lost, which runs again and has its line then.
+  if (error == 0) note(1, put(1, r.log));
+  held_memory_ -= std::min(held_memory_, r.in_memory);
+  r.in_memory = 0;
+  host_.written(r, error, failed_fd);
+}
+
+int output_writer::put(int fd, std::string_view data) {
+  return to_stream(fd, data.size(), [&] { return write_stream(fd, data); });
+}
+
+int output_writer::put_file(int fd, int from) {
+  const std::size_t size = file_size(from);
+  return to_stream(fd, size, [&] {
+    return copy_bytes(from, 0, size, [&](std::string_view piece) { return write_stream(fd, piece); });
+  });
+}
+
+int output_writer::put_spooled(int fd, const output_spool::extent& piece) {
+  return to_stream(fd, piece.size, [&] {
+    return spool_->write_out(piece, [&](std::string_view bytes) { return write_stream(fd, bytes); });
+  });
+}
+
+template <class Write>
+int output_writer::to_stream(int fd, std::size_t size, Write&& write) {
+  // Nothing to write cannot fail. Once a write to the stream failed, the next ones are not
+  // tried: they would follow a partial line (a full disk), or go to a pipe nobody reads; the
+  // run is stopping, and what they carried is lost as the first one's was.
+  if (size == 0) return 0;
+  const auto i = static_cast<std::size_t>(fd);
+  if (error_[i] == 0) {
+    error_[i] = write();
+    // stdout and stderr that are one file (2>&1) fail together.
+    if (shared_) error_[3 - i] = error_[i];
+  }
+  return error_[i];
+}
+
+int output_writer::write_stream(int fd, std::string_view data) {
+  // A file takes the write at once (or fails). A pipe, socket or terminal takes it when its
+  // reader reads, which may be never (a pager left open, Ctrl-S): the write waits for room
+  // and for the host's wake_fd() at once, so that the run meanwhile still stops on a signal,
+  // kills the jobs past --timeout and keeps its journal lease (output_host::tend()).
+  unblocked_stream* stream = unblocked_[static_cast<std::size_t>(fd)].get();
+  if (stream == nullptr) return write_all(fd, data);
+  double progress_at = mono_now();
+  while (!data.empty()) {
+    const ssize_t n = stream->write_some(data);
+    if (n < 0) return errno;
+    if (n > 0) {
+      data.remove_prefix(static_cast<std::size_t>(n));
+      progress_at = mono_now();
+      continue;
+    }
+    const double now = mono_now();
+    const std::optional<double> wake = host_.wait_until(progress_at, now);
+    if (!wake) return stream_stalled;
+    std::array<pollfd, 2> fds{{{stream->fd(), POLLOUT, 0}, {host_.wake_fd(), POLLIN, 0}}};
+    const double wait_ms = std::clamp(std::ceil((*wake - now) * 1000), 0.0, 3600000.0);
+    if (poll(fds.data(), fds.size(), static_cast<int>(wait_ms)) < 0 && errno != EINTR) return errno;
+    host_.tend(fds[1].revents != 0, mono_now());
+  }
+  return 0;
+}
+
+}  // namespace polymap::cli::run
