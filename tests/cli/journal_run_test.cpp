@@ -748,12 +748,12 @@ TEST(JournalRun, ClosedStderrPipeUnderCapturedStderrStopsTheBatchAndResumeFinish
 
 // A stdout that cannot take an item's output (a file size limit standing for a full disk)
 // stops the run, and the item is not recorded done: its output is lost, so a rerun runs it.
-// SIGXFSZ keeps its default disposition, as from a shell: polymap itself ignores it.
+// The rest of that item's output (its stderr) is not written either: the rerun writes it.
 TEST(JournalRun, StdoutFileThatCannotTakeAnItemsOutputStopsAndResumeFinishes) {
   temp_dir dir;
   const std::string script = record_script +
                              "; ulimit -S -f unlimited; [ \"$1\" != 2 ] || "
-                             "head -c 2000000 /dev/zero; echo \"out-$1\"";
+                             "head -c 2000000 /dev/zero; echo \"out-$1\"; echo \"err-$1\" >&2";
   const std::vector<std::string> args = journal_run(dir, script, numbers(3), 1, {"-k"});
   std::string command = "ulimit -S -f 1024; exec " + polymap_command(args);
   command += " >" + shell_quote(dir / "out") + " 2>" + shell_quote(dir / "err");
@@ -764,12 +764,15 @@ TEST(JournalRun, StdoutFileThatCannotTakeAnItemsOutputStopsAndResumeFinishes) {
   EXPECT_NE(err.find("cannot write the output of item 2 to stdout: File too large"),
             std::string::npos)
       << err;
+  EXPECT_NE(err.find("err-1\n"), std::string::npos) << err;
+  EXPECT_EQ(err.find("err-2"), std::string::npos) << err;
   EXPECT_EQ(items_in_state(dir, 2), "1");
   EXPECT_EQ(items_in_state(dir, 4), "2");
   const cli_output rerun = run_polymap(args, dir);
   EXPECT_EQ(rerun.status, 0) << rerun.err;
   EXPECT_EQ(items_in_state(dir, 2), "1,2,3");
   EXPECT_EQ(rerun.out, std::string(2000000, '\0') + "out-2\nout-3\n");
+  EXPECT_EQ(rerun.err, "err-2\nerr-3\n");
 }
 
 /// The lines of `text`, sorted.

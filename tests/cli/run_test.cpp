@@ -1031,6 +1031,22 @@ TEST(Run, PlaceholderInsideOtherBracesIsReplaced) {
   EXPECT_EQ(r.out, "BEGIN{print \"got v\"}|a{v}b|${HOME}|{print $1}|{xv|");
 }
 
+// polymap ignores SIGXFSZ while it runs a batch (a write of its own past `ulimit -f` fails
+// and is handled), but its jobs start with the default, as from a shell: a job that writes
+// past the limit dies of SIGXFSZ, and the item fails saying so.
+TEST(Run, JobPastTheFileSizeLimitDiesOfSigxfszAsFromAShell) {
+  temp_dir dir;
+  const std::vector<std::string> args{
+      "run", "--", "sh", "-c", "exec head -c 300000 /dev/zero > \"$1\"", "sh", ":::", dir / "big"};
+  std::string command = "ulimit -S -f 100; exec " + polymap_command(args);
+  command += " >" + shell_quote(dir / "out") + " 2>" + shell_quote(dir / "err");
+  const int status = std::system(command.c_str());
+  const std::string err = read_file(dir / "err");
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1) << err;
+  EXPECT_NE(err.find("item 1 failed (killed by signal SIGXFSZ)"), std::string::npos) << err;
+}
+
 /// Runs 30 items under `-j 100` and `option` (-k or --json: each job's output captured in two
 /// descriptors) with an open-file limit of 40, which 100 jobs cannot fit in, and the shell's
 /// `redirect`ions. @return std::system's status
@@ -1055,6 +1071,26 @@ TEST(Run, JobsAboveTheOpenFileLimitAreLoweredWithAWarning) {
   EXPECT_NE(err.find("warning: -j 100"), std::string::npos) << err;
   EXPECT_NE(err.find("ulimit -n 40"), std::string::npos) << err;
   EXPECT_EQ(err.find("Too many open files"), std::string::npos) << err;
+}
+
+// With --json and a stderr that cannot take the warning (a pipe whose reader has gone), the
+// warning is an event on stdout: said somewhere, and the run goes on.
+TEST(Run, WarningThatStderrCannotTakeIsAJsonEventOnStdout) {
+  temp_dir dir;
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);  // inherited by the shell: its stderr
+  close(fds[0]);
+  const int status = run_jobs_above_the_open_file_limit(
+      "--json", " >" + shell_quote(dir / "out") + " 2>&" + std::to_string(fds[1]));
+  close(fds[1]);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  const std::vector<std::string> lines = lines_of(read_file(dir / "out"));
+  ASSERT_FALSE(lines.empty());
+  const nlohmann::json first = nlohmann::json::parse(lines.front(), nullptr, false);
+  EXPECT_EQ(first.value("event", ""), "warning") << lines.front();
+  EXPECT_NE(first.value("message", "").find("ulimit -n 40"), std::string::npos) << lines.front();
+  EXPECT_EQ(nlohmann::json::parse(lines.back(), nullptr, false).value("done", 0), 30);
 }
 
 // With --json 2>&1 the warning is an event among the JSON lines, not a line of text.

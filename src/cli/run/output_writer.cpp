@@ -124,39 +124,40 @@ bool output_writer::spill(output_record& record, std::size_t out_size, std::size
 
 void output_writer::write_record(output_record& r) {
   // An ended item's output: its stdout, then its stderr (every write of the runner's to
-  // them is unbuffered: nothing waits in stdio); then the host records it (written()).
-  // After a write to a stream failed, nothing more is written to it (to_stream()): no
-  // event or joblog line after half of the output.
+  // them is unbuffered: nothing waits in stdio), then its joblog line on stdout; then the
+  // host records it (written()). Once a write failed, the rest of the record is not
+  // written: the item runs again and writes all of it then. Nor is anything more written to
+  // the stream that failed (to_stream()): no event or joblog line after half of the output.
   int error = 0;
   int failed_fd = 0;
-  const auto note = [&](int fd, int e) {
-    if (error == 0 && e != 0) {
-      error = e;
-      failed_fd = fd;
-    }
+  const auto write = [&](int fd, const auto& put_part) {
+    if (error != 0) return;
+    error = put_part();
+    if (error != 0) failed_fd = fd;
   };
   if (r.spooled) {
-    note(1, put_spooled(1, r.spooled_out));
-    note(2, put_spooled(2, r.spooled_err));
+    write(1, [&] { return put_spooled(1, r.spooled_out); });
+    write(2, [&] { return put_spooled(2, r.spooled_err); });
     spool_->release(r.spooled_out);
     spool_->release(r.spooled_err);
     r.spooled = false;
   }
   if (r.out_fd >= 0) {
-    note(1, put_file(1, r.out_fd));
+    write(1, [&] { return put_file(1, r.out_fd); });
     close(r.out_fd);
     r.out_fd = -1;
   }
-  for (const std::string* text : {&r.out, &r.event}) note(1, put(1, *text));
+  write(1, [&] { return put(1, r.out); });
+  write(1, [&] { return put(1, r.event); });
   if (r.err_fd >= 0) {
-    note(2, put_file(2, r.err_fd));
+    write(2, [&] { return put_file(2, r.err_fd); });
     close(r.err_fd);
     r.err_fd = -1;
   }
-  note(2, put(2, r.err));
+  write(2, [&] { return put(2, r.err); });
   // The joblog line on stdout comes last, once all of the output is out: none for an item
   // whose output was lost, which runs again and has its line then.
-  if (error == 0) note(1, put(1, r.log));
+  write(1, [&] { return put(1, r.log); });
   held_memory_ -= std::min(held_memory_, r.in_memory);
   r.in_memory = 0;
   host_.written(r, error, failed_fd);

@@ -736,18 +736,19 @@ void batch_runner::say(line_kind kind, const std::string& message) {
   // bar), so that none can break the JSON lines of --json ... 2>&1: there it is an event on
   // stdout, or left out. Lines written outside the batch (a usage error, or the exception
   // that main prints when run_batch throws) do not. Nothing is written on a stream whose
-  // write failed (to_stream()).
-  if (json_on_stderr_) {
-    if (kind == line_kind::summed) return;
-    const char* name = kind == line_kind::warning ? "warning" : "error";
-    (void)out_.put(1, json_text({{"event", name}, {"message", message}}));
-    return;
+  // write failed (output_writer): under --json, a line that stderr cannot take is an event
+  // on stdout instead, so that a warning, or why the run stopped, is said somewhere.
+  if (!json_on_stderr_) {
+    // Over the progress bar, which the next draw puts back below the line.
+    const std::string line = (tty_progress_ ? "\r\x1b[K" : "") +
+                             std::string(kind == line_kind::warning ? "polymap: warning: "
+                                                                    : "polymap: ") +
+                             message + "\n";
+    if (out_.put(2, line) == 0 || !options_.json) return;
   }
-  // Over the progress bar, which the next draw puts back below the line.
-  const std::string line =
-      (tty_progress_ ? "\r\x1b[K" : "") +
-      std::string(kind == line_kind::warning ? "polymap: warning: " : "polymap: ") + message + "\n";
-  (void)out_.put(2, line);
+  if (kind == line_kind::summed) return;
+  const char* name = kind == line_kind::warning ? "warning" : "error";
+  (void)out_.put(1, json_text({{"event", name}, {"message", message}}));
 }
 
 void batch_runner::report_failure(std::size_t item, std::size_t slot, const item_outcome& end) {
