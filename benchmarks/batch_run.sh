@@ -11,7 +11,12 @@
 #
 #   benchmarks/batch_run.sh [BUILD_DIR]     (default build-bench; needs src/cli/polymap,
 #                                            benchmarks/bench_spawn_floor, bench_journal)
-# Environment: N=2000 J=2 ROUNDS=5; NO_PARALLEL=1 leaves GNU parallel out (about 45 s a round).
+# Then the output's way out: OUT_N jobs that each write OUT_KIB KiB (`cat` of one file), J
+# at a time, through a pipe to `wc -c` (which checks that every byte came), by polymap
+# (the jobs write to the pipe themselves), polymap -k (polymap captures each job's output
+# and writes it in order), GNU parallel -k and its default --group, and xargs -P.
+# Environment: N=2000 J=2 ROUNDS=5 OUT_N=200 OUT_KIB=1024; NO_PARALLEL=1 leaves GNU parallel
+# out (about 45 s a round); OUT_N=0 leaves the output part out.
 set -euo pipefail
 
 build=${1:-build-bench}
@@ -97,3 +102,54 @@ echo
 echo "| ends per transaction | ends/s |"
 echo "|---|---|"
 "$journal_bench" "$work" 50000 | while read -r batch rate; do echo "| $batch | $rate |"; done
+
+out_n=${OUT_N:-200}
+out_kib=${OUT_KIB:-1024}
+if ((out_n > 0)); then
+  head -c $((out_kib * 1024)) /dev/urandom > "$work/blob"
+  for ((i = 0; i < out_n; ++i)); do echo "$work/blob"; done > "$work/blobs"
+  want=$((out_n * out_kib * 1024))
+  out_peers=(polymap polymap_k xargs)
+  if [[ ${NO_PARALLEL:-0} != 1 ]] && command -v parallel > /dev/null; then
+    out_peers+=(parallel parallel_k)
+  fi
+  run_out_peer() {
+    case $1 in
+      polymap) "$polymap" run -j "$j" -a "$work/blobs" -- cat ;;
+      polymap_k) "$polymap" run -k -j "$j" -a "$work/blobs" -- cat ;;
+      xargs) xargs -P "$j" -n 1 cat < "$work/blobs" ;;
+      parallel) parallel --will-cite -j "$j" cat :::: "$work/blobs" ;;
+      parallel_k) parallel --will-cite -k -j "$j" cat :::: "$work/blobs" ;;
+    esac
+  }
+  for ((r = 1; r <= rounds; ++r)); do
+    for peer in $(printf '%s\n' "${out_peers[@]}" | shuf); do
+      start=$(date +%s.%N)
+      got=$(run_out_peer "$peer" | wc -c)
+      end=$(date +%s.%N)
+      if ((got != want)); then
+        echo "batch_run.sh: $peer wrote $got bytes, not $want" >&2
+        exit 1
+      fi
+      echo "$peer $(echo "$end - $start" | bc -l)" >> "$work/out_times"
+    done
+  done
+  echo
+  python3 - "$work/out_times" "$out_n" "$out_kib" "$j" "$rounds" <<'PY'
+import statistics, sys
+times = {}
+for line in open(sys.argv[1]):
+    peer, t = line.split()
+    times.setdefault(peer, []).append(float(t))
+n, kib, j, rounds = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+mib = n * kib / 1024
+med = {p: statistics.median(v) for p, v in times.items()}
+print(f"### {n} jobs that each write {kib} KiB, {j} at a time, into a pipe: medians of {rounds} interleaved rounds\n")
+print("| peer | median s | MiB/s | min s | max s | polymap -k's speed over it |")
+print("|---|---|---|---|---|---|")
+for p in ["polymap", "polymap_k", "xargs", "parallel", "parallel_k"]:
+    if p in med:
+        print(f"| {p} | {med[p]:.3f} | {mib / med[p]:.0f} | {min(times[p]):.3f} | "
+              f"{max(times[p]):.3f} | {med[p] / med['polymap_k']:.2f}x |")
+PY
+fi

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -96,6 +97,80 @@ TEST(UnblockedStream, TerminalNobodyReadsFillsWithoutWaiting) {
   }
   close(terminal);
   close(master);
+}
+
+/// A file of `size` bytes 0, 1, 2, ... 255, 0, 1, ... without a name.
+int pattern_file(std::size_t size) {
+  const int fd = memfd_create("pattern", MFD_CLOEXEC);
+  std::string data(size, '\0');
+  for (std::size_t i = 0; i < size; ++i) data[i] = static_cast<char>(i % 256);
+  EXPECT_EQ(write(fd, data.data(), data.size()), static_cast<ssize_t>(size));
+  return fd;
+}
+
+/// Sends all of a pattern_file() of `size` bytes through `stream`, reading `reader` whenever
+/// the stream takes nothing: what the reader got.
+std::string send_through(unblocked_stream& stream, int reader, std::size_t size) {
+  const int file = pattern_file(size);
+  std::string got;
+  std::int64_t at = 0;
+  while (static_cast<std::size_t>(at) < size) {
+    const ssize_t n = stream.send_some(file, at, size - static_cast<std::size_t>(at));
+    EXPECT_GE(n, 0) << std::strerror(errno);
+    if (n < 0) break;
+    if (n == 0) {
+      char buffer[65536];
+      const ssize_t r = read(reader, buffer, sizeof buffer);
+      if (r > 0) got.append(buffer, static_cast<std::size_t>(r));
+    }
+  }
+  close(file);
+  for (;;) {  // what is still in the pipe or socket
+    char buffer[65536];
+    const ssize_t r = recv(reader, buffer, sizeof buffer, MSG_DONTWAIT);
+    const ssize_t p = r < 0 && errno == ENOTSOCK ? read(reader, buffer, sizeof buffer) : r;
+    if (p <= 0) break;
+    got.append(buffer, static_cast<std::size_t>(p));
+  }
+  return got;
+}
+
+TEST(UnblockedStream, FileSentThroughAPipeOrSocketArrivesWholeAndInOrder) {
+  constexpr std::size_t size = (1 << 20) + 123;
+  std::string expected(size, '\0');
+  for (std::size_t i = 0; i < size; ++i) expected[i] = static_cast<char>(i % 256);
+  {
+    SCOPED_TRACE("pipe");
+    int fds[2];
+    ASSERT_EQ(pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);  // the reader does not wait either
+    unblocked_stream stream(fds[1]);
+    EXPECT_EQ(send_through(stream, fds[0], size), expected);
+    close(fds[0]);
+    close(fds[1]);
+  }
+  {
+    SCOPED_TRACE("socket");
+    int fds[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    unblocked_stream stream(fds[0]);
+    EXPECT_EQ(send_through(stream, fds[1], size), expected);
+    close(fds[0]);
+    close(fds[1]);
+  }
+}
+
+TEST(UnblockedStream, FileShorterThanSaidIsAnError) {
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  const int file = pattern_file(10);
+  unblocked_stream stream(fds[1]);
+  std::int64_t at = 10;
+  errno = 0;
+  EXPECT_EQ(stream.send_some(file, at, 5), -1);
+  EXPECT_EQ(errno, EIO);
+  close(file);
+  close(fds[0]);
+  close(fds[1]);
 }
 
 TEST(UnblockedStream, FileAndDevNullNeverWait) {

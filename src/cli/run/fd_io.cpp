@@ -3,6 +3,7 @@
 #include "cli/run/fd_io.hpp"
 
 #include <poll.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -75,6 +76,24 @@ std::string_view read_piece(int from, std::int64_t at, std::size_t size, int& er
 
 int copy_bytes(int from, std::int64_t at, std::size_t size, int to) noexcept {
   return copy_bytes(from, at, size, [to](std::string_view piece) { return write_all(to, piece); });
+}
+
+int send_all(int from, std::int64_t at, std::size_t size, int to) noexcept {
+  while (size > 0) {
+    auto offset = static_cast<off_t>(at);
+    const ssize_t n = sendfile(to, from, &offset, size);
+    if (n > 0) {
+      at = offset;
+      size -= static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) return EIO;  // `from` ends sooner
+    // EINVAL, ENOSYS: these two cannot; EAGAIN: `to` was left non-blocking (write_all waits).
+    if (errno == EINVAL || errno == ENOSYS || errno == EAGAIN) return copy_bytes(from, at, size, to);
+    return errno;
+  }
+  return 0;
 }
 
 bool same_file(int a, int b) noexcept {

@@ -52,6 +52,12 @@ int copy_bytes(int from, std::int64_t at, std::size_t size, Sink&& sink) {
 ///   a write of nothing)
 int copy_bytes(int from, std::int64_t at, std::size_t size, int to) noexcept;
 
+/// Copies `size` bytes of the file `from`, starting at its offset `at`, to `to` with
+/// sendfile (no copy through polymap's memory), or as copy_bytes() does where sendfile
+/// cannot send from `from` to `to`.
+/// @return as copy_bytes()
+int send_all(int from, std::int64_t at, std::size_t size, int to) noexcept;
+
 /// Whether descriptors `a` and `b` are the same open file, pipe or socket.
 bool same_file(int a, int b) noexcept;
 

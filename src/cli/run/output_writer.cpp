@@ -169,9 +169,7 @@ int output_writer::put(int fd, std::string_view data) {
 
 int output_writer::put_file(int fd, int from) {
   const std::size_t size = file_size(from);
-  return to_stream(fd, size, [&] {
-    return copy_bytes(from, 0, size, [&](std::string_view piece) { return write_stream(fd, piece); });
-  });
+  return to_stream(fd, size, [&] { return send_file(fd, from, size); });
 }
 
 int output_writer::put_spooled(int fd, const output_spool::extent& piece) {
@@ -196,25 +194,42 @@ int output_writer::to_stream(int fd, std::size_t size, Write&& write) {
 }
 
 int output_writer::write_stream(int fd, std::string_view data) {
-  // A file takes the write at once (or fails). A pipe, socket or terminal takes it when its
-  // reader reads, which may be never (a pager left open, Ctrl-S): the write waits for room
-  // and for the host's wake_fd() at once, so that the run meanwhile still stops on a signal,
-  // kills the jobs past --timeout and keeps its journal lease (output_host::tend()).
   unblocked_stream* stream = unblocked_[static_cast<std::size_t>(fd)].get();
   if (stream == nullptr) return write_all(fd, data);
-  double progress_at = mono_now();
-  while (!data.empty()) {
+  return drain(*stream, data.size(), [&](std::size_t) {
     const ssize_t n = stream->write_some(data);
+    if (n > 0) data.remove_prefix(static_cast<std::size_t>(n));
+    return n;
+  });
+}
+
+int output_writer::send_file(int fd, int from, std::size_t size) {
+  unblocked_stream* stream = unblocked_[static_cast<std::size_t>(fd)].get();
+  if (stream == nullptr) return send_all(from, 0, size, fd);
+  std::int64_t at = 0;
+  return drain(*stream, size, [&](std::size_t left) { return stream->send_some(from, at, left); });
+}
+
+template <class TakeSome>
+int output_writer::drain(unblocked_stream& stream, std::size_t size, TakeSome&& take_some) {
+  // A file takes a write at once (or fails). A pipe, socket or terminal takes it when its
+  // reader reads, which may be never (a pager left open, Ctrl-S): `take_some(left)` gives
+  // the stream what it takes now, and the rest waits for room and for the host's wake_fd()
+  // at once, so that the run meanwhile still stops on a signal, kills the jobs past
+  // --timeout and keeps its journal lease (output_host::tend()).
+  double progress_at = mono_now();
+  while (size > 0) {
+    const ssize_t n = take_some(size);
     if (n < 0) return errno;
     if (n > 0) {
-      data.remove_prefix(static_cast<std::size_t>(n));
+      size -= static_cast<std::size_t>(n);
       progress_at = mono_now();
       continue;
     }
     const double now = mono_now();
     const std::optional<double> wake = host_.wait_until(progress_at, now);
     if (!wake) return stream_stalled;
-    std::array<pollfd, 2> fds{{{stream->fd(), POLLOUT, 0}, {host_.wake_fd(), POLLIN, 0}}};
+    std::array<pollfd, 2> fds{{{stream.fd(), POLLOUT, 0}, {host_.wake_fd(), POLLIN, 0}}};
     const double wait_ms = std::clamp(std::ceil((*wake - now) * 1000), 0.0, 3600000.0);
     if (poll(fds.data(), fds.size(), static_cast<int>(wait_ms)) < 0 && errno != EINTR) return errno;
     host_.tend(fds[1].revents != 0, mono_now());

@@ -109,6 +109,9 @@ class output_writer {
   template <class Write>
   int to_stream(int fd, std::size_t size, Write&& write);
   int write_stream(int fd, std::string_view data);
+  int send_file(int fd, int from, std::size_t size);
+  template <class TakeSome>
+  int drain(unblocked_stream& stream, std::size_t size, TakeSome&& take_some);
 
   output_host& host_;
   bool keep_order_;

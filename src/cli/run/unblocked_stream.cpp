@@ -2,8 +2,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/run/unblocked_stream.hpp"
 
+#include "cli/run/fd_io.hpp"
+
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -65,6 +68,35 @@ ssize_t unblocked_stream::write_some(std::string_view data) noexcept {
     errno = ENOSPC;  // as write_all() says of a write of nothing
     return -1;
   }
+  return n;
+}
+
+ssize_t unblocked_stream::send_some(int from, std::int64_t& at, std::size_t size) noexcept {
+  if (way_ == way::reopened) {
+    auto offset = static_cast<off_t>(at);
+    const ssize_t n = sendfile(fd_, from, &offset, size);
+    if (n > 0) {
+      at = offset;
+      return n;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return 0;
+    if (n == 0 && size > 0) {
+      errno = EIO;  // `from` ends sooner
+      return -1;
+    }
+    // A file that cannot be sent from (EINVAL): read and written instead, below.
+    if (n < 0 && errno != EINVAL && errno != ENOSYS) return -1;
+  }
+  int error = 0;
+  // In pieces, no more than a piece is read: the rest would be read again.
+  const std::string_view piece =
+      read_piece(from, at, way_ == way::pieces ? std::min<std::size_t>(size, PIPE_BUF) : size, error);
+  if (error != 0) {
+    errno = error;
+    return -1;
+  }
+  const ssize_t n = write_some(piece);
+  if (n > 0) at += n;
   return n;
 }
 

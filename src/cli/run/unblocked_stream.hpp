@@ -4,6 +4,8 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 namespace polymap::cli::run {
@@ -34,6 +36,12 @@ class unblocked_stream {
   /// @return the bytes written; 0 when it takes none now (poll fd() for POLLOUT, then call
   ///   again); -1 with errno set on an error (EPIPE: its reader has gone)
   ssize_t write_some(std::string_view data) noexcept;
+
+  /// Writes what the stream takes now of `size` bytes of the file `from`, from its offset
+  /// `at`, which it moves past them: with sendfile (no copy through polymap's memory) where
+  /// the stream was opened again, else read and written.
+  /// @return as write_some(); EIO where `from` is shorter than `size`
+  ssize_t send_some(int from, std::int64_t& at, std::size_t size) noexcept;
 
   /// The descriptor to poll for POLLOUT.
   [[nodiscard]] int fd() const noexcept { return fd_; }
