@@ -145,7 +145,7 @@ n, kib, j, rounds = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 mib = n * kib / 1024
 med = {p: statistics.median(v) for p, v in times.items()}
 print(f"### {n} jobs that each write {kib} KiB, {j} at a time, into a pipe: medians of {rounds} interleaved rounds\n")
-print("| peer | median s | MiB/s | min s | max s | polymap -k's speed over it |")
+print("| peer | median s | MiB/s | min s | max s | its time over polymap -k's |")
 print("|---|---|---|---|---|---|")
 for p in ["polymap", "polymap_k", "xargs", "parallel", "parallel_k"]:
     if p in med:
