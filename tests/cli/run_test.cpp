@@ -494,6 +494,27 @@ TEST(Run, JoblogFieldsAreGnuParallels) {
 
 // Exitval as GNU parallel writes it: the exit status, 0 for a job killed by a signal (Signal
 // says which), -1 for one that ran past --timeout.
+// A --joblog file that cannot take its lines (a file size limit standing for a full disk)
+// does not stop the run: the items are done, and the failure is said once.
+TEST(Run, JoblogThatCannotBeWrittenIsAWarningOnce) {
+  temp_dir dir;
+  std::vector<std::string> args{"run", "--joblog", dir / "log", "--", "true", ":::"};
+  for (int i = 1; i <= 60; ++i) args.push_back(std::to_string(i));
+  const int status = run_polymap_on_a_full_disk(args, 1, dir / "err");
+  const std::string err = read_file(dir / "err");
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << err;
+  const std::string warning = "polymap: warning: cannot write to --joblog '" + (dir / "log") +
+                              "': File too large;";
+  EXPECT_EQ(err.rfind(warning, 0), 0U) << err;
+  EXPECT_EQ(err.find(warning, 1), std::string::npos) << err;
+  // The header and the lines that fitted under the limit.
+  const std::vector<std::string> lines = lines_of(read_file(dir / "log"));
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines.front().rfind("Seq\t", 0), 0U);
+  EXPECT_LT(lines.size(), 61U);
+}
+
 TEST(Run, JoblogExitvalOfAJobKilledByASignalIsZero) {
   temp_dir dir;
   const std::string script = "kill -9 $$";

@@ -14,9 +14,11 @@ joblog::joblog(const std::string& path, bool append) {
   bool header = true;
   if (path == "-") {
     file_ = stdout;
+    name_ = path;
   } else {
     const bool plus = !path.empty() && path.front() == '+';
     const std::string name = plus ? path.substr(1) : path;
+    name_ = name;
     file_ = std::fopen(name.c_str(), plus || append ? "ae" : "we");
     if (file_ == nullptr) {
       throw std::runtime_error("cannot open --joblog '" + name + "': " + std::strerror(errno));
@@ -60,10 +62,14 @@ std::string joblog::line(std::size_t seq, double start, double runtime, std::siz
   return fields + flat + "\n";
 }
 
-void joblog::write(const std::string& line) noexcept {
+int joblog::write(const std::string& line) noexcept {
   // fwrite, not fputs: a command's newline is a NUL in the line.
-  (void)std::fwrite(line.data(), 1, line.size(), file_);
-  std::fflush(file_);
+  errno = 0;
+  const bool written = std::fwrite(line.data(), 1, line.size(), file_) == line.size();
+  if (std::fflush(file_) == 0 && written) return 0;
+  const int error = errno != 0 ? errno : EIO;
+  std::clearerr(file_);
+  return error;
 }
 
 }  // namespace polymap::cli::run

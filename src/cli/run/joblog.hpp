@@ -39,10 +39,15 @@ class joblog {
                                         const std::string& command);
 
   /// Writes a line and flushes it.
-  void write(const std::string& line) noexcept;
+  /// @return 0, or the errno of the write that failed (a full disk, EPIPE)
+  [[nodiscard]] int write(const std::string& line) noexcept;
+
+  /// The file's name as given ("-" for stdout, no "+").
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
  private:
   std::FILE* file_ = nullptr;
+  std::string name_;
 };
 
 }  // namespace polymap::cli::run

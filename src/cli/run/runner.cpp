@@ -336,6 +336,7 @@ class batch_runner final : public output_host {
   std::string results_failure_;
   std::string output_failure_;  // a write of an item's output to stdout or stderr failed
   bool stall_said_ = false;  // a stream_stalled write was said (stop_for_lost_output())
+  bool joblog_failed_ = false;  // a write to the --joblog file failed (said once)
   double last_lease_ = 0;
   double last_progress_ = 0;
   double started_ = 0;
@@ -786,7 +787,14 @@ void batch_runner::written(output_record& r, int error, int fd) {
   if (error != 0) {
     output_lost(r, error, fd);
   } else if (!r.log_file.empty()) {
-    joblog_->write(r.log_file);
+    if (const int e = joblog_->write(r.log_file); e != 0 && !joblog_failed_) {
+      // Not a reason to stop: the items are done (and recorded so in the journal, if any).
+      // Said once, as the next lines will most likely fail too.
+      joblog_failed_ = true;
+      say(line_kind::warning, "cannot write to --joblog '" + joblog_->name() + "': " +
+                                  std::strerror(e) + "; the items whose line is missing there "
+                                  "run again on `parallel --resume`");
+    }
   }
   if (r.end) {
     ends_.push_back(std::move(*r.end));
