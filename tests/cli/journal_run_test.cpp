@@ -1035,8 +1035,12 @@ struct unread_pipe {
   }
 };
 
-constexpr int full_pipe = 65536;        // bytes: a pipe's default capacity
-constexpr std::size_t stuck_output = 300000;  // more than that
+constexpr std::size_t stuck_output = 300000;  // more than a pipe holds (64 KiB by default)
+
+/// Waits up to 30 s for the pipe of `out` to be full.
+bool pipe_full(const unread_pipe& out) {
+  return pipe_holds(out.fds[0], fcntl(out.fds[0], F_GETPIPE_SZ), 30);
+}
 
 // polymap writes an item's output to a pipe that nobody reads: SIGTERM still stops the run
 // (it used to wait in the write until the reader read). The item whose output could not be
@@ -1049,7 +1053,7 @@ TEST(JournalRun, SigtermStopsARunWhoseStdoutIsNotReadAndTheRerunWritesTheOutput)
   unread_pipe out;
   cli_process p(args, dir, -1, "/dev/null", {}, out.fds[1]);
   out.close_write_end();
-  ASSERT_TRUE(pipe_holds(out.fds[0], full_pipe, 30)) << p.err();
+  ASSERT_TRUE(pipe_full(out)) << p.err();
   p.signal(SIGTERM);
   const std::optional<int> status = p.wait_for(30);
   ASSERT_TRUE(status.has_value()) << "polymap did not stop while its stdout was full";
@@ -1077,7 +1081,7 @@ TEST(JournalRun, TimeoutStopsAJobWhileStdoutWaitsForItsReader) {
   unread_pipe out;
   cli_process p(args, dir, -1, "/dev/null", {}, out.fds[1]);
   out.close_write_end();
-  ASSERT_TRUE(pipe_holds(out.fds[0], full_pipe, 30)) << p.err();
+  ASSERT_TRUE(pipe_full(out)) << p.err();
   pid_t sleeper = 0;
   for (int tries = 0; tries < 1500 && sleeper <= 0; ++tries) {
     sleeper = std::atoi(read_file(dir / "side").c_str());
@@ -1091,6 +1095,32 @@ TEST(JournalRun, TimeoutStopsAJobWhileStdoutWaitsForItsReader) {
   EXPECT_EQ(*status, 1) << p.err();  // item 2 failed: its timeout
   EXPECT_EQ(items_in_state(dir, 2), "1");
   EXPECT_EQ(items_in_state(dir, 3), "2");
+}
+
+// A job that ends by itself while polymap waits for its stdout's reader ends as it ended:
+// not timed out when its --timeout passes during the wait, since it ended before.
+TEST(JournalRun, JobThatEndsWhileStdoutWaitsIsNotTimedOutAfterwards) {
+  temp_dir dir;
+  const std::vector<std::string> args = journal_run(
+      dir,
+      "if [ \"$1\" = 1 ]; then head -c " + std::to_string(stuck_output) +
+          " /dev/zero; else sleep 0.3; echo ended > \"$2\"; fi",
+      numbers(2), 2, {"-k", "--timeout", "1"});
+  unread_pipe out;
+  cli_process p(args, dir, -1, "/dev/null", {}, out.fds[1]);
+  out.close_write_end();
+  ASSERT_TRUE(pipe_full(out)) << p.err();
+  for (int tries = 0; tries < 1500 && read_file(dir / "side").empty(); ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(read_file(dir / "side"), "ended\n");
+  // Past item 2's deadline, with its end not taken yet: the write still waits.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_EQ(out.read(stuck_output), std::string(stuck_output, '\0'));
+  const std::optional<int> status = p.wait_for(30);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(*status, 0) << p.err();
+  EXPECT_EQ(items_in_state(dir, 2), "1,2");
 }
 
 TEST(JournalRun, ResultsKeepTheStderrTailOfAFailedItemInTheJournal) {

@@ -173,6 +173,27 @@ TEST(UnblockedStream, FileShorterThanSaidIsAnError) {
   close(fds[1]);
 }
 
+// A pseudo-terminal's master is written as it is: opening /dev/ptmx again would make a new
+// terminal, whose output nobody reads.
+TEST(UnblockedStream, PseudoTerminalMasterIsWrittenItself) {
+  const int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0) {
+    if (master >= 0) close(master);
+    GTEST_SKIP() << "no pseudo-terminal here: " << std::strerror(errno);
+  }
+  const int terminal = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+  ASSERT_GE(terminal, 0) << std::strerror(errno);
+  {
+    unblocked_stream stream(master);
+    EXPECT_EQ(stream.write_some("hello\n"), 6);
+  }
+  char got[16] = {};
+  EXPECT_EQ(read(terminal, got, sizeof got), 6);
+  EXPECT_STREQ(got, "hello\n");
+  close(terminal);
+  close(master);
+}
+
 TEST(UnblockedStream, FileAndDevNullNeverWait) {
   const int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
   ASSERT_GE(null, 0);

@@ -11,7 +11,6 @@
 namespace polymap::cli::run {
 
 joblog::joblog(const std::string& path, bool append) {
-  bool header = true;
   if (path == "-") {
     file_ = stdout;
     name_ = path;
@@ -25,15 +24,10 @@ joblog::joblog(const std::string& path, bool append) {
     }
     struct stat st {};
     if (fstat(fd(), &st) == 0 && S_ISREG(st.st_mode)) {
-      header = st.st_size == 0;
+      wants_header_ = st.st_size == 0;
     } else {
-      header = !plus;
+      wants_header_ = !plus;
     }
-  }
-  if (header) {
-    std::fputs("Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n",
-               file_);
-    std::fflush(file_);
   }
 }
 

@@ -16,9 +16,10 @@ class joblog {
  public:
   /// Opens `path` as GNU parallel does: "-" is polymap's stdout, "+FILE" appends to FILE;
   /// any other FILE is appended to when `append` (a resumed journal run), else truncated.
-  /// The header comes first, unless what is appended to may have one already: a regular file
-  /// that is not empty, or a pipe or terminal given as "+FILE". GNU parallel writes no
-  /// header with "+FILE" at all, which its --resume then takes the first line for.
+  /// The header comes first (wants_header()), unless what is appended to may have one
+  /// already: a regular file that is not empty, or a pipe or terminal given as "+FILE". GNU
+  /// parallel writes no header with "+FILE" at all, which its --resume then takes the first
+  /// line for.
   /// @throws std::runtime_error naming the file when it cannot be opened
   joblog(const std::string& path, bool append);
   joblog(const joblog&) = delete;
@@ -27,6 +28,12 @@ class joblog {
 
   /// Whether it is polymap's stdout ("-"), where each line goes after its item's output.
   [[nodiscard]] bool on_stdout() const noexcept { return file_ == stdout; }
+
+  /// Whether the file wants the header line first: the caller writes it (`header`), with
+  /// write() or, on stdout, with the item's output.
+  [[nodiscard]] bool wants_header() const noexcept { return wants_header_; }
+  static constexpr const char* header =
+      "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n";
 
   /// Its file descriptor.
   [[nodiscard]] int fd() const noexcept;
@@ -48,6 +55,7 @@ class joblog {
  private:
   std::FILE* file_ = nullptr;
   std::string name_;
+  bool wants_header_ = true;
 };
 
 }  // namespace polymap::cli::run

@@ -217,17 +217,16 @@ int output_writer::drain(unblocked_stream& stream, std::size_t size, TakeSome&& 
   // the stream what it takes now, and the rest waits for room and for the host's wake_fd()
   // at once, so that the run meanwhile still stops on a signal, kills the jobs past
   // --timeout and keeps its journal lease (output_host::tend()).
-  double progress_at = mono_now();
   while (size > 0) {
     const ssize_t n = take_some(size);
     if (n < 0) return errno;
     if (n > 0) {
       size -= static_cast<std::size_t>(n);
-      progress_at = mono_now();
+      last_progress_ = mono_now();
       continue;
     }
     const double now = mono_now();
-    const std::optional<double> wake = host_.wait_until(progress_at, now);
+    const std::optional<double> wake = host_.wait_until(last_progress_, now);
     if (!wake) return stream_stalled;
     std::array<pollfd, 2> fds{{{stream.fd(), POLLOUT, 0}, {host_.wake_fd(), POLLIN, 0}}};
     const double wait_ms = std::clamp(std::ceil((*wake - now) * 1000), 0.0, 3600000.0);

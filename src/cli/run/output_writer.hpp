@@ -51,8 +51,8 @@ class output_host {
   /// told so.
   [[nodiscard]] virtual int wake_fd() const = 0;
   /// Until when (monotonic seconds) a write that waits for its reader may wait before
-  /// tend(); nothing: give the write up (it returns stream_stalled). `progress_at`: when the
-  /// stream last took something.
+  /// tend(); nothing: give the write up (it returns stream_stalled). `progress_at`: when a
+  /// stream that waited last took something (0: never).
   [[nodiscard]] virtual std::optional<double> wait_until(double progress_at, double now) const = 0;
   /// What must not wait for the write: `woken`, wake_fd() is readable.
   virtual void tend(bool woken, double now) = 0;
@@ -120,6 +120,7 @@ class output_writer {
   // For a pipe, socket or terminal, how to write to it without waiting in write(); null
   // for a file.
   std::array<std::unique_ptr<unblocked_stream>, 3> unblocked_;
+  double last_progress_ = 0;  // monotonic: when a pipe, socket or terminal last took bytes
   std::size_t next_emit_ = 0;
   std::map<std::size_t, output_record> held_;
   std::size_t held_memory_ = 0;          // bytes of held_ in memory

@@ -38,6 +38,7 @@
 #include <queue>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <unordered_map>
 #include <utility>
@@ -221,6 +222,11 @@ struct job {
   int held_status = 0;
   double held_runtime = 0;
   double release_at = 0;
+  // Reaped while a write waited (collect_exits()): it ended then, on its own, and the next
+  // reap() takes its end. Still busy, but neither signalled nor timed out any more.
+  bool exited = false;
+  int exit_status = 0;
+  double exited_at = 0;  // monotonic
 };
 
 /// How an attempt of an item ended, as end_item() records it.
@@ -267,7 +273,8 @@ class batch_runner final : public output_host {
   void start(std::size_t item, std::size_t slot, double now);
   void take_slot(std::size_t slot, std::size_t item, pid_t pid, double wall, double now);
   void reap();
-  void job_exited(std::size_t slot, int wait_status);
+  void collect_exits(double now);
+  void job_exited(std::size_t slot, int wait_status, double now);
   void end_job(std::size_t slot, int wait_status, double runtime);
   void end_held_jobs(double now);
   void end_item(std::size_t item, std::size_t slot, item_outcome end);
@@ -285,7 +292,7 @@ class batch_runner final : public output_host {
   void stop_jobs(int sig, double now);
   void check_deadlines(double now);
   void handle_signals(double now);
-  bool read_signals(int fd, double now);
+  void read_signals(int fd, double now);
   void renew_lease_if_due(double now);
   void commit_journal();
   void release_unstarted();
@@ -328,8 +335,10 @@ class batch_runner final : public output_host {
   int stop_fd_ = -1;    // the stopping signals alone: read while a write waits (write_stream)
   int null_fd_ = -1;
   int stop_signal_ = 0;    // SIGINT, SIGTERM or SIGHUP received
-  int stops_ = 0;          // how many stops came (stop()): a second means "now"
-  double stopped_at_ = 0;  // monotonic time of the first
+  int stops_ = 0;  // how many stopping signals came (stop()): a second means "now"
+  // Monotonic time the run began to stop its jobs (stop_jobs(): a signal, --halt now, a
+  // write or journal failure); 0 while it does not.
+  double stopping_since_ = 0;
   bool draining_ = false;  // start nothing new: --halt, a signal, or a --results failure
   bool halted_ = false;
   std::string journal_failure_;
@@ -499,22 +508,38 @@ void batch_runner::take_slot(std::size_t slot, std::size_t item, pid_t pid, doub
 }
 
 void batch_runner::reap() {
+  collect_exits(mono_now());
+  // An end may write output, whose wait collects more exits: until none is left.
+  for (bool found = true; found;) {
+    found = false;
+    for (std::size_t slot = 0; slot < jobs_.size(); ++slot) {
+      job& j = jobs_[slot];
+      if (!j.exited) continue;
+      j.exited = false;
+      found = true;
+      job_exited(slot, j.exit_status, j.exited_at);
+    }
+  }
+}
+
+void batch_runner::collect_exits(double now) {
   for (;;) {
     int wait_status = 0;
     const pid_t pid = waitpid(-1, &wait_status, WNOHANG);
     if (pid <= 0) return;
     const auto found = slot_of_.find(pid);
     if (found == slot_of_.end()) continue;  // no job of ours
-    const std::size_t slot = found->second;
+    job& j = jobs_[found->second];
     slot_of_.erase(found);
     guard_->remove(pid);
-    job_exited(slot, wait_status);
+    j.exited = true;
+    j.exit_status = wait_status;
+    j.exited_at = now;
   }
 }
 
-void batch_runner::job_exited(std::size_t slot, int wait_status) {
+void batch_runner::job_exited(std::size_t slot, int wait_status, double now) {
   job& j = jobs_[slot];
-  const double now = mono_now();
   const double runtime = now - j.start_mono;
   const int signal = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
   if (!j.stopped && !j.timed_out) {
@@ -523,15 +548,22 @@ void batch_runner::job_exited(std::size_t slot, int wait_status) {
       // so would every later job. Stop as on a signal, as GNU parallel does; this job and the
       // others that die of it are interrupted, not failed, and a rerun resumes them.
       stop_for_lost_output(EPIPE, j.item, 1);
+      j.stopped = true;  // however the stop came first: interrupted, as the others it stops
     } else if (signal == SIGTERM || signal == SIGINT || signal == SIGHUP) {
       // A signal the runner did not send: Slurm, systemd or a cgroup-wide kill signals the
       // jobs and the runner at once, and the runner's own signal may come a moment later.
       // Its end (interrupted then) and its slot wait for it a little; see end_held_jobs().
-      j.held = true;
-      j.held_status = wait_status;
-      j.held_runtime = runtime;
-      j.release_at = now + foreign_stop_grace;
-      return;
+      // Where that signal came already (the job's death was collected before it was read),
+      // the job is one that the stop stopped.
+      if (stop_signal_ != 0) {
+        j.stopped = true;
+      } else {
+        j.held = true;
+        j.held_status = wait_status;
+        j.held_runtime = runtime;
+        j.release_at = now + foreign_stop_grace;
+        return;
+      }
     }
   }
   end_job(slot, wait_status, runtime);
@@ -803,13 +835,17 @@ void batch_runner::written(output_record& r, int error, int fd) {
 }
 
 std::optional<double> batch_runner::wait_until(double progress_at, double now) const {
-  // A write that waits for its reader (output_writer): after a stop, given up once nothing
-  // was taken for kill_grace, at once after a second stop; the output is lost, and the item
-  // recorded interrupted (output_lost()), so that a rerun writes it.
-  const double give_up_at = std::max(progress_at, stopped_at_) + kill_grace;
-  if (stop_signal_ != 0 && (stops_ > 1 || now >= give_up_at)) return std::nullopt;
-  double wake = next_job_wakeup(journal_ ? last_lease_ + lease_interval : now + 3600.0);
-  if (stop_signal_ != 0) wake = std::min(wake, give_up_at);
+  // A write that waits for its reader (output_writer): once the run stops its jobs, given up
+  // when nothing went out for kill_grace since then, at once after a second stopping
+  // signal; the output is lost, and its item recorded interrupted (output_lost()), so that a
+  // rerun writes it. Until then, the wait ends for what tend() does: a --timeout, a SIGKILL
+  // after a SIGTERM, the lease (unless the journal failed, and the run stops).
+  const bool stopping = stopping_since_ > 0;
+  const double give_up_at = std::max(progress_at, stopping_since_) + kill_grace;
+  if (stopping && (stops_ > 1 || now >= give_up_at)) return std::nullopt;
+  const bool lease = journal_ && journal_failure_.empty();
+  double wake = next_job_wakeup(lease ? last_lease_ + lease_interval : now + 3600.0);
+  if (stopping) wake = std::min(wake, give_up_at);
   return wake;
 }
 
@@ -817,7 +853,10 @@ void batch_runner::tend(bool woken, double now) {
   // What the loop in run() must not leave waiting on a write: a stop, the timeouts (and the
   // SIGKILL after each SIGTERM) and the lease. The jobs that end meanwhile are reaped after
   // the write: their SIGCHLD waits in signal_fd_.
-  if (woken) (void)read_signals(stop_fd_, now);
+  // Before the deadlines and any stop: a job that ended by itself meanwhile is not killed,
+  // nor recorded timed out or interrupted.
+  collect_exits(now);
+  if (woken) read_signals(stop_fd_, now);
   check_deadlines(now);
   if (journal_failure_.empty()) {
     try {
@@ -889,13 +928,14 @@ void batch_runner::stop(int sig, double now) {
   // resumes them. A second stop means "now": no grace for the jobs.
   stop_jobs(stop_signal_ != 0 ? SIGKILL : SIGTERM, now);
   stop_signal_ = sig;
-  if (stops_++ == 0) stopped_at_ = now;
+  ++stops_;
 }
 
 void batch_runner::stop_jobs(int sig, double now) {
   draining_ = true;
+  if (stopping_since_ == 0) stopping_since_ = now;
   for (job& j : jobs_) {
-    if (!j.busy) continue;
+    if (!j.busy || j.exited) continue;  // one that exited on its own ends as it ended
     j.stopped = true;
     if (j.held) continue;  // reaped already: it ends interrupted at the next end_held_jobs()
     kill(-j.pid, sig);
@@ -905,7 +945,7 @@ void batch_runner::stop_jobs(int sig, double now) {
 
 void batch_runner::check_deadlines(double now) {
   for (job& j : jobs_) {
-    if (!j.busy || j.held) continue;
+    if (!j.busy || j.held || j.exited) continue;
     if (j.deadline > 0 && now >= j.deadline && !j.timed_out && !j.stopped) {
       j.timed_out = true;
       kill(-j.pid, SIGTERM);
@@ -919,22 +959,22 @@ void batch_runner::check_deadlines(double now) {
 }
 
 void batch_runner::handle_signals(double now) {
-  if (read_signals(signal_fd_, now)) reap();
+  // The jobs that ended are collected before a stop marks them (an end that came first is
+  // kept as it came), and reaped whether SIGCHLD came or not: a write that waited may have
+  // collected exits whose SIGCHLD an earlier read took (collect_exits()).
+  collect_exits(now);
+  read_signals(signal_fd_, now);
+  reap();
   end_held_jobs(now);
 }
 
-bool batch_runner::read_signals(int fd, double now) {
+void batch_runner::read_signals(int fd, double now) {
+  // SIGCHLD says nothing that reap() does not look for anyway.
   signalfd_siginfo info{};
-  bool child = false;
   while (read(fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
     const int sig = static_cast<int>(info.ssi_signo);
-    if (sig == SIGCHLD) {
-      child = true;
-    } else {
-      stop(sig, now);  // SIGINT, SIGTERM or SIGHUP (the terminal went away)
-    }
+    if (sig != SIGCHLD) stop(sig, now);  // SIGINT, SIGTERM or SIGHUP (the terminal went away)
   }
-  return child;
 }
 
 void batch_runner::renew_lease_if_due(double now) {
@@ -947,6 +987,7 @@ double batch_runner::next_wakeup(double now) const {
   double wake = next_job_wakeup(now + (journal_ ? lease_interval : 3600.0));
   for (const job& j : jobs_) {
     if (j.busy && j.held) wake = std::min(wake, j.release_at);
+    if (j.busy && j.exited) wake = now;  // collected during a write: reap() takes it
   }
   if (!draining_ && !retries_.empty()) wake = std::min(wake, retries_.top().first);
   if (tty_progress_) wake = std::min(wake, now + progress_interval);
@@ -956,7 +997,7 @@ double batch_runner::next_wakeup(double now) const {
 double batch_runner::next_job_wakeup(double wake) const {
   // What check_deadlines() does next: a SIGTERM at a --timeout, a SIGKILL after one.
   for (const job& j : jobs_) {
-    if (!j.busy || j.held) continue;
+    if (!j.busy || j.held || j.exited) continue;
     if (j.deadline > 0 && !j.timed_out && !j.stopped) wake = std::min(wake, j.deadline);
     if (j.kill_at > 0) wake = std::min(wake, j.kill_at);
   }
@@ -1005,9 +1046,15 @@ void batch_runner::draw_progress(bool last) {
           : static_cast<int>(width * static_cast<double>(ended) / static_cast<double>(total_));
   std::string bar(static_cast<std::size_t>(std::clamp(filled, 0, width)), '#');
   bar.resize(width, '.');
-  std::fprintf(stderr, "\r[%s] %zu/%zu done %zu failed %zu running %zu %.1f/s ETA %.0fs \x1b[K%s",
-               bar.c_str(), ended, total_, done_, failed_, busy_count(), rate, eta,
-               last ? "\n" : "");
+  char line[256];
+  const int length =
+      std::snprintf(line, sizeof line, "\r[%s] %zu/%zu done %zu failed %zu running %zu %.1f/s ETA %.0fs \x1b[K%s",
+                    bar.c_str(), ended, total_, done_, failed_, busy_count(), rate, eta,
+                    last ? "\n" : "");
+  // Through the output's writes: a terminal paused with Ctrl-S holds it, not the run.
+  if (length > 0) {
+    (void)out_.put(2, std::string_view(line, std::min(sizeof line - 1, static_cast<std::size_t>(length))));
+  }
 }
 
 void batch_runner::fit_jobs_to_fd_limit() {
@@ -1068,6 +1115,14 @@ int batch_runner::run() {
   total_ = journal_ ? total_ : items_.size();
   if (!options_.joblog.empty()) {
     joblog_ = std::make_unique<joblog>(options_.joblog, journal_ != nullptr);
+    if (joblog_->wants_header()) {
+      // On stdout through the output's writes, which a stdout nobody reads does not hold.
+      if (joblog_->on_stdout()) {
+        (void)out_.put(1, joblog::header);
+      } else {
+        (void)joblog_->write(joblog::header);
+      }
+    }
   }
   // Each failed item gets a line on stderr, unless the joblog is written there (a line per
   // job). --json's events may share stderr's stream (2>&1): then say() keeps to JSON lines.

@@ -51,9 +51,9 @@ void prepare_results_dir(const std::string& dir);
 /// other error, a full disk or the file size limit, with a message and exit status 1); after
 /// a write to one of them failed, nothing more is written there. A stdout or stderr that is
 /// not being read holds that output, and the start of new jobs, but not the rest: the wait
-/// for it still takes the stopping signals, sends the --timeout kills and renews the lease;
-/// after a stop it gives up once nothing was taken for 1 s (at once after a second stop),
-/// and the item is recorded interrupted. A --joblog file gets an
+/// for it still takes the stopping signals, collects the jobs that exit, sends the --timeout
+/// kills and renews the lease; once the run stops its jobs it gives up when nothing went out
+/// for 1 s (at once after a second stopping signal), and the item is recorded interrupted. A --joblog file gets an
 /// item's line once its output is written, none when it is lost. Each failed item gets a
 /// line on stderr (its number, why, its command line) as it fails, and the run a count of
 /// them at its end, unless the joblog is stderr; when --json writes to stderr's pipe or

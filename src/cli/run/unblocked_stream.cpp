@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,15 +21,25 @@ namespace polymap::cli::run {
 
 unblocked_stream::unblocked_stream(int fd) noexcept : fd_(fd) {
   struct stat st {};
-  if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+  if (fstat(fd, &st) != 0) return;
+  if (S_ISSOCK(st.st_mode)) {
     way_ = way::socket;
     return;
   }
+  // Opening a pseudo-terminal's master (/dev/ptmx) again makes a new terminal, not the same.
+  int pty_number = 0;
+  if (isatty(fd) != 0 && ioctl(fd, TIOCGPTN, &pty_number) == 0) return;
   // A new open file on the same pipe or terminal, with flags of its own. Fails where the
   // pipe has no reader left (ENXIO: the writes below say EPIPE then), without /proc, or
   // on a terminal that polymap's user may not open.
   const std::string path = "/proc/self/fd/" + std::to_string(fd);
   own_ = open(path.c_str(), O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  struct stat opened {};
+  if (own_ >= 0 && (fstat(own_, &opened) != 0 || opened.st_dev != st.st_dev ||
+                    opened.st_ino != st.st_ino || opened.st_rdev != st.st_rdev)) {
+    close(own_);  // not the same file after all
+    own_ = -1;
+  }
   if (own_ >= 0) {
     way_ = way::reopened;
     fd_ = own_;
