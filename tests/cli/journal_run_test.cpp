@@ -1068,31 +1068,46 @@ TEST(JournalRun, SigtermStopsARunWhoseStdoutIsNotReadAndTheRerunWritesTheOutput)
   EXPECT_EQ(items_in_state(dir, 2), "1");
 }
 
+/// Two items under -k, --timeout 1 and -j 2, started, with stdout a pipe that nobody reads:
+/// item 1 writes more than the pipe holds, and polymap waits for the pipe with it; item 2
+/// runs `second` (its $2 is the file `side`).
+struct stuck_stdout_run {
+  unread_pipe out;
+  cli_process polymap;
+  stuck_stdout_run(const temp_dir& dir, const std::string& second)
+      : polymap(journal_run(dir,
+                            "if [ \"$1\" = 1 ]; then head -c " + std::to_string(stuck_output) +
+                                " /dev/zero; else " + second + "; fi",
+                            numbers(2), 2, {"-k", "--timeout", "1"}),
+                dir, -1, "/dev/null", {}, out.fds[1]) {
+    out.close_write_end();
+  }
+};
+
+/// Waits up to 30 s for the file `path` to have something: what it has.
+std::string wait_for_content(const std::string& path) {
+  std::string content = read_file(path);
+  for (int tries = 0; tries < 1500 && content.empty(); ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    content = read_file(path);
+  }
+  return content;
+}
+
 // While polymap waits for its stdout's reader, --timeout still stops a job that runs past
 // it (the wait used to hold the whole runner); once the reader reads, all of the output
 // comes out.
 TEST(JournalRun, TimeoutStopsAJobWhileStdoutWaitsForItsReader) {
   temp_dir dir;
-  const std::vector<std::string> args = journal_run(
-      dir,
-      "if [ \"$1\" = 1 ]; then head -c " + std::to_string(stuck_output) +
-          " /dev/zero; else echo $$ > \"$2\"; exec sleep 60; fi",
-      numbers(2), 2, {"-k", "--timeout", "1"});
-  unread_pipe out;
-  cli_process p(args, dir, -1, "/dev/null", {}, out.fds[1]);
-  out.close_write_end();
-  ASSERT_TRUE(pipe_full(out)) << p.err();
-  pid_t sleeper = 0;
-  for (int tries = 0; tries < 1500 && sleeper <= 0; ++tries) {
-    sleeper = std::atoi(read_file(dir / "side").c_str());
-    if (sleeper <= 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  stuck_stdout_run run(dir, "echo $$ > \"$2\"; exec sleep 60");
+  ASSERT_TRUE(pipe_full(run.out)) << run.polymap.err();
+  const pid_t sleeper = std::atoi(wait_for_content(dir / "side").c_str());
   ASSERT_GT(sleeper, 0);
   EXPECT_TRUE(ended_within(sleeper, 30)) << "the job past --timeout was not stopped";
-  EXPECT_EQ(out.read(stuck_output), std::string(stuck_output, '\0'));
-  const std::optional<int> status = p.wait_for(30);
+  EXPECT_EQ(run.out.read(stuck_output), std::string(stuck_output, '\0'));
+  const std::optional<int> status = run.polymap.wait_for(30);
   ASSERT_TRUE(status.has_value());
-  EXPECT_EQ(*status, 1) << p.err();  // item 2 failed: its timeout
+  EXPECT_EQ(*status, 1) << run.polymap.err();  // item 2 failed: its timeout
   EXPECT_EQ(items_in_state(dir, 2), "1");
   EXPECT_EQ(items_in_state(dir, 3), "2");
 }
@@ -1101,25 +1116,15 @@ TEST(JournalRun, TimeoutStopsAJobWhileStdoutWaitsForItsReader) {
 // not timed out when its --timeout passes during the wait, since it ended before.
 TEST(JournalRun, JobThatEndsWhileStdoutWaitsIsNotTimedOutAfterwards) {
   temp_dir dir;
-  const std::vector<std::string> args = journal_run(
-      dir,
-      "if [ \"$1\" = 1 ]; then head -c " + std::to_string(stuck_output) +
-          " /dev/zero; else sleep 0.3; echo ended > \"$2\"; fi",
-      numbers(2), 2, {"-k", "--timeout", "1"});
-  unread_pipe out;
-  cli_process p(args, dir, -1, "/dev/null", {}, out.fds[1]);
-  out.close_write_end();
-  ASSERT_TRUE(pipe_full(out)) << p.err();
-  for (int tries = 0; tries < 1500 && read_file(dir / "side").empty(); ++tries) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_EQ(read_file(dir / "side"), "ended\n");
+  stuck_stdout_run run(dir, "sleep 0.3; echo ended > \"$2\"");
+  ASSERT_TRUE(pipe_full(run.out)) << run.polymap.err();
+  ASSERT_EQ(wait_for_content(dir / "side"), "ended\n");
   // Past item 2's deadline, with its end not taken yet: the write still waits.
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  EXPECT_EQ(out.read(stuck_output), std::string(stuck_output, '\0'));
-  const std::optional<int> status = p.wait_for(30);
+  EXPECT_EQ(run.out.read(stuck_output), std::string(stuck_output, '\0'));
+  const std::optional<int> status = run.polymap.wait_for(30);
   ASSERT_TRUE(status.has_value());
-  EXPECT_EQ(*status, 0) << p.err();
+  EXPECT_EQ(*status, 0) << run.polymap.err();
   EXPECT_EQ(items_in_state(dir, 2), "1,2");
 }
 
