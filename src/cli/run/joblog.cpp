@@ -2,6 +2,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/run/joblog.hpp"
 
+#include "cli/run/fd_io.hpp"
+
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -57,13 +59,9 @@ std::string joblog::line(std::size_t seq, double start, double runtime, std::siz
 }
 
 int joblog::write(const std::string& line) noexcept {
-  // fwrite, not fputs: a command's newline is a NUL in the line.
-  errno = 0;
-  const bool written = std::fwrite(line.data(), 1, line.size(), file_) == line.size();
-  if (std::fflush(file_) == 0 && written) return 0;
-  const int error = errno != 0 ? errno : EIO;
-  std::clearerr(file_);
-  return error;
+  // Straight to the descriptor, past stdio's buffer: nothing of a line whose write failed
+  // waits there to come out later, before another line.
+  return write_all(fd(), line);
 }
 
 }  // namespace polymap::cli::run

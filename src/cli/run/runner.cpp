@@ -515,9 +515,11 @@ void batch_runner::reap() {
     for (std::size_t slot = 0; slot < jobs_.size(); ++slot) {
       job& j = jobs_[slot];
       if (!j.exited) continue;
-      j.exited = false;
       found = true;
+      // Still marked exited while its end is taken: a stop or a deadline that comes
+      // meanwhile (a write of its output waits) signals no process group of its.
       job_exited(slot, j.exit_status, j.exited_at);
+      j.exited = false;
     }
   }
 }
