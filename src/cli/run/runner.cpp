@@ -332,7 +332,7 @@ class batch_runner final : public output_host {
   std::int64_t failed_before_ = 0;  // failed in earlier runs, left alone without --retry-failed
   std::size_t next_order_ = 0;
   int signal_fd_ = -1;  // SIGCHLD and the stopping signals
-  int stop_fd_ = -1;    // the stopping signals alone: read while a write waits (write_stream)
+  int stop_fd_ = -1;    // the stopping signals alone: read while a write waits (output_writer)
   int null_fd_ = -1;
   int stop_signal_ = 0;    // SIGINT, SIGTERM or SIGHUP received
   int stops_ = 0;  // how many stopping signals came (stop()): a second means "now"
@@ -637,14 +637,14 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_outcome end
   record.state = end.state;
   // Counted, --halt looked at and a failure said now, at the end of the job, not once -k
   // lets its output out: a halt must not wait for the order. An item whose output is then
-  // lost (write_record) is recorded interrupted instead and runs again, although its
+  // lost (written()) is recorded interrupted instead and runs again, although its
   // failure was said.
   count_end(item, slot, end);
   // Interrupted: it runs again, and its line comes then.
   if (joblog_ && end.state != item_state::interrupted) {
     std::string line = joblog_line(item, slot, end, record);
     // After the item's output (held back by -k or not): on stdout, as in GNU parallel; in a
-    // file, so that an item whose output is lost has no line (write_record). Either way
+    // file, so that an item whose output is lost has no line (written()). Either way
     // before the journal records the end.
     (joblog_->on_stdout() ? record.log : record.log_file) = std::move(line);
   }
@@ -1149,7 +1149,7 @@ int batch_runner::run() {
       double now = mono_now();
       // Ends are committed before their slots are reused: when the runner dies, the items
       // it ran but did not record are at most the ones that were running and, under -k,
-      // the ones whose output it held back (an end waits for its output: write_record()).
+      // the ones whose output it held back (an end waits for its output: written()).
       commit_journal();
       fill_slots(now);
       commit_journal();  // ends of items that could not even start
