@@ -733,6 +733,32 @@ TEST(Run, KeepOrderHoldsLargeOutputsOutOfMemory) {
   EXPECT_TRUE(std::filesystem::is_empty(spool_dir.path()));
 }
 
+// The same into a pipe, which polymap writes without waiting (a descriptor of its own,
+// sendfile for the captures): what was held on disk comes out whole and in order.
+TEST(Run, KeepOrderHoldsLargeOutputsOutOfMemoryAndWritesThemWholeIntoAPipe) {
+  temp_dir dir;
+  temp_dir spool_dir;
+  constexpr int count = 6;
+  constexpr std::size_t bytes = 5'000'000;
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  cli_process p(keep_order_behind_a_slow_item(dir, count, bytes, {}), dir, -1, "/dev/null",
+                {"TMPDIR=" + spool_dir.path()}, fds[1]);
+  close(fds[1]);
+  const auto [out_expected, err_expected] = keep_order_output(count, bytes);
+  std::string out;
+  char buffer[65536];
+  while (out.size() < out_expected.size()) {
+    const ssize_t n = read(fds[0], buffer, sizeof buffer);
+    if (n <= 0) break;
+    out.append(buffer, static_cast<std::size_t>(n));
+  }
+  close(fds[0]);
+  ASSERT_EQ(p.wait(), 0) << p.err();
+  EXPECT_EQ(out.size(), out_expected.size());
+  EXPECT_TRUE(out == out_expected) << "the output differs from what the items printed";
+}
+
 // The temporary file of -k is made only when output has to wait on disk: with a $TMPDIR
 // that cannot be used, a run whose held-back output fits in memory does not notice.
 TEST(Run, KeepOrderWithATempDirThatCannotBeUsedRunsWhenTheOutputFitsInMemory) {

@@ -28,8 +28,6 @@ double mono_now() {
       .count();
 }
 
-/// `size` bytes of the file `fd` from its start (nothing for -1).
-std::string read_all(int fd, std::size_t size) { return fd < 0 ? "" : pread_all(fd, 0, size); }
 
 }  // namespace
 
@@ -72,8 +70,8 @@ void output_writer::hold(std::size_t order, output_record record) {
                            err_file + record.err.size();
   const bool fits = size <= held_item_memory && held_memory_ + size <= held_total_memory;
   if (fits || !spill(record, out_file, err_file)) {
-    record.out.insert(0, read_all(record.out_fd, out_file));
-    record.err.insert(0, read_all(record.err_fd, err_file));
+    record.out.insert(0, pread_all(record.out_fd, 0, out_file));  // nothing for -1
+    record.err.insert(0, pread_all(record.err_fd, 0, err_file));
     record.in_memory = size;
     held_memory_ += size;
   }
@@ -173,6 +171,8 @@ int output_writer::put_file(int fd, int from) {
 }
 
 int output_writer::put_spooled(int fd, const output_spool::extent& piece) {
+  // Copied, not sent with sendfile: a pipe would hold references to the spool's pages, which
+  // the spool gives back and writes again as soon as the piece is released.
   return to_stream(fd, piece.size, [&] {
     return spool_->write_out(piece, [&](std::string_view bytes) { return write_stream(fd, bytes); });
   });
@@ -204,6 +204,8 @@ int output_writer::write_stream(int fd, std::string_view data) {
 }
 
 int output_writer::send_file(int fd, int from, std::size_t size) {
+  // sendfile into a pipe passes references to `from`'s pages, not copies: `from` must not
+  // change once sent. A capture does not: it is closed, and never written again.
   unblocked_stream* stream = unblocked_[static_cast<std::size_t>(fd)].get();
   if (stream == nullptr) return send_all(from, 0, size, fd);
   std::int64_t at = 0;
