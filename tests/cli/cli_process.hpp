@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -292,6 +293,52 @@ inline bool pipe_holds(int fd, int bytes, double seconds) {
     if (std::chrono::steady_clock::now() >= until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+}
+
+/// A pipe for polymap's stdout that the test holds open without reading, as a pager left
+/// open does; closed with the object.
+struct unread_pipe {
+  int fds[2] = {-1, -1};
+  unread_pipe() {
+    if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
+  }
+  unread_pipe(const unread_pipe&) = delete;
+  unread_pipe& operator=(const unread_pipe&) = delete;
+  ~unread_pipe() {
+    for (int fd : fds) {
+      if (fd >= 0) close(fd);
+    }
+  }
+  /// Fills the pipe, as output that was never read does: the next write to it waits.
+  void fill() const {
+    const std::string bytes(static_cast<std::size_t>(fcntl(fds[1], F_GETPIPE_SZ)), 'x');
+    if (::write(fds[1], bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) {
+      throw std::runtime_error("cannot fill a pipe");
+    }
+  }
+  void close_write_end() {
+    close(fds[1]);
+    fds[1] = -1;
+  }
+  /// Reads `size` bytes, or what comes before the end.
+  std::string read(std::size_t size) const {
+    std::string data;
+    char buffer[65536];
+    while (data.size() < size) {
+      const ssize_t n = ::read(fds[0], buffer, std::min(sizeof buffer, size - data.size()));
+      if (n <= 0) break;
+      data.append(buffer, static_cast<std::size_t>(n));
+    }
+    return data;
+  }
+};
+
+/// More than a pipe holds (64 KiB by default).
+inline constexpr std::size_t stuck_output = 300000;
+
+/// Waits up to 30 s for the pipe of `out` to be full.
+inline bool pipe_full(const unread_pipe& out) {
+  return pipe_holds(out.fds[0], fcntl(out.fds[0], F_GETPIPE_SZ), 30);
 }
 
 /// Waits up to `seconds` for `count` processes to carry `marker`.

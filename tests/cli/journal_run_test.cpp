@@ -67,6 +67,7 @@ class journal_lock {
  public:
   explicit journal_lock(const std::string& path) {
     EXPECT_EQ(sqlite3_open(path.c_str(), &db_), SQLITE_OK) << path;
+    sqlite3_busy_timeout(db_, 10000);  // a runner may be in a short transaction of its own
     EXPECT_EQ(sqlite3_exec(db_, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK) << path;
   }
   journal_lock(const journal_lock&) = delete;
@@ -1004,44 +1005,6 @@ TEST(JournalRun, SigtermWhileKeepOrderHoldsOutputBackWritesItAndRecordsItDone) {
   EXPECT_EQ(resumed.out, "out-1\nout-6\n");
 }
 
-/// A pipe for polymap's stdout that the test holds open without reading, as a pager left
-/// open does; closed with the object.
-struct unread_pipe {
-  int fds[2] = {-1, -1};
-  unread_pipe() {
-    if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
-  }
-  unread_pipe(const unread_pipe&) = delete;
-  unread_pipe& operator=(const unread_pipe&) = delete;
-  ~unread_pipe() {
-    for (int fd : fds) {
-      if (fd >= 0) close(fd);
-    }
-  }
-  void close_write_end() {
-    close(fds[1]);
-    fds[1] = -1;
-  }
-  /// Reads `size` bytes, or what comes before the end.
-  std::string read(std::size_t size) const {
-    std::string data;
-    char buffer[65536];
-    while (data.size() < size) {
-      const ssize_t n = ::read(fds[0], buffer, std::min(sizeof buffer, size - data.size()));
-      if (n <= 0) break;
-      data.append(buffer, static_cast<std::size_t>(n));
-    }
-    return data;
-  }
-};
-
-constexpr std::size_t stuck_output = 300000;  // more than a pipe holds (64 KiB by default)
-
-/// Waits up to 30 s for the pipe of `out` to be full.
-bool pipe_full(const unread_pipe& out) {
-  return pipe_holds(out.fds[0], fcntl(out.fds[0], F_GETPIPE_SZ), 30);
-}
-
 // polymap writes an item's output to a pipe that nobody reads: SIGTERM still stops the run
 // (it used to wait in the write until the reader read). The item whose output could not be
 // written is recorded interrupted, and the rerun writes it.
@@ -1126,6 +1089,36 @@ TEST(JournalRun, JobThatEndsWhileStdoutWaitsIsNotTimedOutAfterwards) {
   ASSERT_TRUE(status.has_value());
   EXPECT_EQ(*status, 0) << run.polymap.err();
   EXPECT_EQ(items_in_state(dir, 2), "1,2");
+}
+
+// While polymap waits for its stdout's reader it keeps the journal's lease (other runners
+// would take its items as a dead runner's once the lease lapsed), and a journal that fails
+// then (locked past --lock-timeout) ends the run rather than leaving it waiting.
+TEST(JournalRun, LeaseIsRenewedWhileStdoutWaitsAndAJournalFailureThenEndsTheRun) {
+  temp_dir dir;
+  unread_pipe out;
+  cli_process p(journal_run(dir, "head -c " + std::to_string(stuck_output) + " /dev/zero",
+                            numbers(1), 1, {"-k", "--lock-timeout", "0.5"}),
+                dir, -1, "/dev/null", {}, out.fds[1]);
+  out.close_write_end();
+  ASSERT_TRUE(pipe_full(out)) << p.err();
+  const std::string heartbeat = "SELECT heartbeat FROM runners WHERE state = 0";
+  const std::string first = scalar(dir / "j.db", heartbeat);
+  ASSERT_FALSE(first.empty());
+  std::string now = first;
+  // Renewed every 10 s.
+  for (int tries = 0; tries < 1500 && now == first; ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    now = scalar(dir / "j.db", heartbeat);
+  }
+  EXPECT_NE(now, first) << "the lease was not renewed while stdout waited";
+  EXPECT_TRUE(pipe_holds(out.fds[0], fcntl(out.fds[0], F_GETPIPE_SZ), 0)) << "the write ended";
+  journal_lock holder(dir / "j.db");
+  const std::optional<int> status = p.wait_for(30);
+  holder.release();
+  ASSERT_TRUE(status.has_value()) << "a journal failure while stdout waited did not end the run";
+  EXPECT_EQ(*status, 1);
+  EXPECT_NE(p.err().find("locked by another process"), std::string::npos) << p.err();
 }
 
 TEST(JournalRun, ResultsKeepTheStderrTailOfAFailedItemInTheJournal) {

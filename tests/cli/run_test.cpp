@@ -9,18 +9,22 @@
 #include <poll.h>
 #include <pty.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -1256,6 +1260,194 @@ TEST(Run, LinkedInputSourcesAreAUsageError) {
     EXPECT_NE(r.err.find("not supported"), std::string::npos) << r.err;
     EXPECT_TRUE(r.out.empty()) << r.out;
   }
+}
+
+// --- Streams that do not take output at once -------------------------------------------
+// polymap writes to a pipe, socket or terminal without waiting in write(): while one does
+// not take what it writes, a signal, --timeout and the journal's lease still act.
+
+/// A command whose job (a shell, and its `sleep 60` child) carries `marker` in its argv.
+std::vector<std::string> sleeping_jobs(const std::string& marker, std::vector<std::string> run) {
+  run.insert(run.end(), {"-j", "2", "--", "sh", "-c", "sleep 60; :", marker, ":::", "1", "2"});
+  return run;
+}
+
+// A terminal paused with Ctrl-S takes nothing: SIGTERM still stops a run whose --progress
+// bar waits for it (the draw used to wait in write() until the terminal went on).
+TEST(Run, SigtermStopsARunWhoseProgressWaitsForAPausedTerminal) {
+  temp_dir dir;
+  int terminal = -1;
+  int job_side = -1;
+  ASSERT_EQ(openpty(&terminal, &job_side, nullptr, nullptr, nullptr), 0);
+  fcntl(terminal, F_SETFD, FD_CLOEXEC);
+  fcntl(job_side, F_SETFD, FD_CLOEXEC);
+  ASSERT_EQ(tcflow(job_side, TCOOFF), 0);
+  const std::string marker = dir / "paused";
+  cli_process p(sleeping_jobs(marker, {"run", "--progress"}), dir, job_side);
+  EXPECT_TRUE(wait_for_processes(marker, 2, 30));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // a few draws
+  p.signal(SIGTERM);
+  const std::optional<int> status = p.wait_for(30);
+  close(job_side);
+  close(terminal);
+  ASSERT_TRUE(status.has_value()) << "polymap did not stop while its terminal was paused";
+  EXPECT_EQ(*status, 143);
+  EXPECT_TRUE(survivors_after(marker, 1.0).empty());
+}
+
+// The `--joblog -` header goes to stdout before any job starts: SIGTERM still stops a run
+// whose stdout is a full pipe that is not read.
+TEST(Run, SigtermStopsARunWhoseJoblogHeaderWaitsForAFullPipe) {
+  temp_dir dir;
+  unread_pipe out;
+  out.fill();
+  const std::string marker = dir / "header";
+  cli_process p(sleeping_jobs(marker, {"run", "--joblog", "-"}), dir, -1, "/dev/null", {},
+                out.fds[1]);
+  out.close_write_end();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  p.signal(SIGTERM);
+  const std::optional<int> status = p.wait_for(30);
+  ASSERT_TRUE(status.has_value()) << "polymap did not stop while its stdout was full";
+  EXPECT_EQ(*status, 143) << p.err();
+  EXPECT_TRUE(survivors_after(marker, 1.0).empty());
+}
+
+/// Reads `fd` in the background, `piece` bytes every `pause`, until the end or stop().
+class slow_reader {
+ public:
+  slow_reader(int fd, std::size_t piece, std::chrono::milliseconds pause)
+      : thread_([this, fd, piece, pause] {
+          std::vector<char> buffer(piece);
+          while (!stop_) {
+            const ssize_t n = read(fd, buffer.data(), buffer.size());
+            if (n <= 0) break;
+            received_ += static_cast<std::size_t>(n);
+            std::this_thread::sleep_for(pause);
+          }
+        }) {}
+  slow_reader(const slow_reader&) = delete;
+  slow_reader& operator=(const slow_reader&) = delete;
+  ~slow_reader() { stop(); }
+  /// Waits for the thread; its read returns once every writer of the stream is gone.
+  void stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  [[nodiscard]] std::size_t received() const { return received_; }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<std::size_t> received_{0};
+  std::thread thread_;
+};
+
+// Once the run stops, the write of an item's output goes on as long as the reader takes
+// some of it (it gives up only after a second with nothing taken), and a second signal gives
+// it up at once.
+TEST(Run, SecondSigtermGivesUpOutputThatAReaderStillTakesSlowly) {
+  temp_dir dir;
+  unread_pipe out;
+  cli_process p({"run", "-k", "--", "sh", "-c", "head -c 50000000 /dev/zero", ":::", "1"}, dir,
+                -1, "/dev/null", {}, out.fds[1]);
+  out.close_write_end();
+  ASSERT_TRUE(pipe_full(out)) << p.err();
+  slow_reader reader(out.fds[0], 4096, std::chrono::milliseconds(50));  // 80 KB/s: 10 min
+  p.signal(SIGTERM);
+  EXPECT_FALSE(p.wait_for(3).has_value()) << "output still being read was given up";
+  const std::size_t before = reader.received();
+  p.signal(SIGTERM);
+  std::optional<int> status = p.wait_for(30);
+  if (!status) p.signal(SIGKILL);
+  reader.stop();
+  ASSERT_TRUE(status.has_value()) << "a second SIGTERM did not give the output up";
+  EXPECT_EQ(*status, 143);
+  EXPECT_GT(before, 3 * 4096U) << "the reader took nothing while the write went on";
+  EXPECT_LT(reader.received(), 50000000U);
+  EXPECT_NE(p.err().find("stdout is not being read"), std::string::npos) << p.err();
+}
+
+/// `count` items of `bytes` bytes each ("item N" lines), and what they print, in order.
+std::pair<std::vector<std::string>, std::string> numbered_outputs(int count, std::size_t bytes) {
+  std::vector<std::string> args = {
+      "run", "-k", "-j", "3", "--", "sh", "-c",
+      "yes \"item $0\" | head -c " + std::to_string(bytes), ":::"};
+  std::string expected;
+  for (int i = 1; i <= count; ++i) {
+    args.push_back(std::to_string(i));
+    const std::string line = "item " + std::to_string(i) + "\n";
+    std::string item;
+    while (item.size() < bytes) item += line;
+    item.resize(bytes);
+    expected += item;
+  }
+  return {args, expected};
+}
+
+/// Reads `fd` until `size` bytes came, the end, or 30 s without a byte.
+std::string read_stream(int fd, std::size_t size) {
+  std::string data;
+  char buffer[65536];
+  for (pollfd readable{fd, POLLIN, 0}; data.size() < size && poll(&readable, 1, 30000) > 0;) {
+    const ssize_t n = read(fd, buffer, std::min(sizeof buffer, size - data.size()));
+    if (n <= 0) break;
+    data.append(buffer, static_cast<std::size_t>(n));
+  }
+  return data;
+}
+
+// A socket (a stdout that ssh or a network service hands over) takes the output whole, and
+// one that is not read does not hold a run that SIGTERM stops.
+TEST(Run, OutputIntoASocketComesWholeAndAnUnreadSocketStillLetsTheRunStop) {
+  temp_dir dir;
+  const auto [args, expected] = numbered_outputs(4, 400000);
+  {
+    int fds[2];
+    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    cli_process p(args, dir, -1, "/dev/null", {}, fds[1]);
+    close(fds[1]);
+    const std::string out = read_stream(fds[0], expected.size() + 1);
+    close(fds[0]);
+    ASSERT_EQ(p.wait(), 0) << p.err();
+    EXPECT_EQ(out.size(), expected.size());
+    EXPECT_TRUE(out == expected) << "the output differs from what the items printed";
+  }
+  int fds[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+  cli_process p(args, dir, -1, "/dev/null", {}, fds[1]);
+  close(fds[1]);
+  EXPECT_TRUE(pipe_holds(fds[0], 100000, 30)) << "polymap wrote nothing into the socket";
+  p.signal(SIGTERM);
+  const std::optional<int> status = p.wait_for(30);
+  close(fds[0]);
+  ASSERT_TRUE(status.has_value()) << "polymap did not stop while its socket was not read";
+  EXPECT_EQ(*status, 143) << p.err();
+}
+
+// A pseudo-terminal's master as stdout (polymap run by a terminal emulator, expect or
+// script(1) that hands its own side over): the output reaches the terminal's side whole.
+TEST(Run, OutputIntoAPseudoTerminalsMasterReachesTheTerminal) {
+  temp_dir dir;
+  const int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  ASSERT_GE(master, 0);
+  ASSERT_EQ(grantpt(master), 0);
+  ASSERT_EQ(unlockpt(master), 0);
+  const int terminal = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  ASSERT_GE(terminal, 0);
+  termios raw{};
+  ASSERT_EQ(tcgetattr(terminal, &raw), 0);
+  cfmakeraw(&raw);  // the bytes as they are: no echo, no line editing, no flow control
+  ASSERT_EQ(tcsetattr(terminal, TCSANOW, &raw), 0);
+  const auto [args, expected] = numbered_outputs(3, 100000);
+  cli_process p(args, dir, -1, "/dev/null", {}, master);
+  const std::string out = read_stream(terminal, expected.size());
+  const std::optional<int> status = p.wait_for(30);
+  close(terminal);
+  close(master);
+  ASSERT_TRUE(status.has_value()) << "polymap did not end";
+  EXPECT_EQ(*status, 0) << p.err();
+  EXPECT_EQ(out.size(), expected.size());
+  EXPECT_TRUE(out == expected) << "the output differs from what the items printed";
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -187,6 +188,9 @@ TEST(UnblockedStream, PseudoTerminalMasterIsWrittenItself) {
     unblocked_stream stream(master);
     EXPECT_EQ(stream.write_some("hello\n"), 6);
   }
+  // The terminal's side gets the bytes a moment later (the kernel moves them in a worker).
+  pollfd readable{terminal, POLLIN, 0};
+  EXPECT_EQ(poll(&readable, 1, 30000), 1);
   char got[16] = {};
   EXPECT_EQ(read(terminal, got, sizeof got), 6);
   EXPECT_STREQ(got, "hello\n");
