@@ -157,6 +157,16 @@ bool stdout_closed() {
   return poll(&fd, 1, 0) == 1 && (fd.revents & (POLLERR | POLLHUP)) != 0;
 }
 
+/// Whether a job that died with `wait_status` died of what stops a run: a stopping signal
+/// (sent to the runner and its jobs at once, by a terminal, Slurm, systemd or a cgroup-wide
+/// kill) or a SIGPIPE from polymap's stdout, a pipe whose reader is gone.
+bool died_of_a_stop(int wait_status) {
+  if (!WIFSIGNALED(wait_status)) return false;
+  const int signal = WTERMSIG(wait_status);
+  return signal == SIGTERM || signal == SIGINT || signal == SIGHUP ||
+         (signal == SIGPIPE && stdout_closed());
+}
+
 /// Seconds as a person writes them: "0.2", "600" (std::to_string would say 0.200000).
 std::string seconds_text(double seconds) {
   char text[32];
@@ -543,29 +553,23 @@ void batch_runner::collect_exits(double now) {
 void batch_runner::job_exited(std::size_t slot, int wait_status, double now) {
   job& j = jobs_[slot];
   const double runtime = now - j.start_mono;
-  const int signal = WIFSIGNALED(wait_status) ? WTERMSIG(wait_status) : 0;
-  if (!j.stopped && !j.timed_out) {
-    if (signal == SIGPIPE && stdout_closed()) {
+  // One that the run stopped already (stop_jobs(): those that died of the stop too) ends
+  // interrupted; one that died of a stop that the run has not seen yet waits for it.
+  if (!j.stopped && !j.timed_out && died_of_a_stop(wait_status)) {
+    if (WTERMSIG(wait_status) == SIGPIPE) {
       // It wrote to polymap's stdout, a pipe whose reader is gone (`polymap run ... | head`):
       // so would every later job. Stop as on a signal, as GNU parallel does; this job and the
       // others that die of it are interrupted, not failed, and a rerun resumes them.
       stop_for_lost_output(EPIPE, j.item, 1);
-      j.stopped = true;  // however the stop came first: interrupted, as the others it stops
-    } else if (signal == SIGTERM || signal == SIGINT || signal == SIGHUP) {
-      // A signal the runner did not send: Slurm, systemd or a cgroup-wide kill signals the
-      // jobs and the runner at once, and the runner's own signal may come a moment later.
-      // Its end (interrupted then) and its slot wait for it a little; see end_held_jobs().
-      // Where that signal came already (the job's death was collected before it was read),
-      // the job is one that the stop stopped.
-      if (stop_signal_ != 0) {
-        j.stopped = true;
-      } else {
-        j.held = true;
-        j.held_status = wait_status;
-        j.held_runtime = runtime;
-        j.release_at = now + foreign_stop_grace;
-        return;
-      }
+    } else {
+      // A signal the runner did not send (yet): the runner's own may come a moment after
+      // the job's. Its end (interrupted then) and its slot wait for it a little; see
+      // end_held_jobs().
+      j.held = true;
+      j.held_status = wait_status;
+      j.held_runtime = runtime;
+      j.release_at = now + foreign_stop_grace;
+      return;
     }
   }
   end_job(slot, wait_status, runtime);
@@ -937,7 +941,14 @@ void batch_runner::stop_jobs(int sig, double now) {
   draining_ = true;
   if (stopping_since_ == 0) stopping_since_ = now;
   for (job& j : jobs_) {
-    if (!j.busy || j.exited) continue;  // one that exited on its own ends as it ended
+    if (!j.busy) continue;
+    if (j.exited) {
+      // Its death was collected, its end not taken yet: one that ended on its own (or past
+      // --timeout) ends as it ended; one that died of the stop (a signal sent to the runner
+      // and its jobs at once, a closed stdout) is stopped by it, however its death came first.
+      if (!j.timed_out && died_of_a_stop(j.exit_status)) j.stopped = true;
+      continue;
+    }
     j.stopped = true;
     if (j.held) continue;  // reaped already: it ends interrupted at the next end_held_jobs()
     kill(-j.pid, sig);
