@@ -9,7 +9,9 @@
 #include <poll.h>
 #include <pty.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -1311,6 +1313,59 @@ TEST(Run, SigtermStopsARunWhoseJoblogHeaderWaitsForAFullPipe) {
   ASSERT_TRUE(status.has_value()) << "polymap did not stop while its stdout was full";
   EXPECT_EQ(*status, 143) << p.err();
   EXPECT_TRUE(survivors_after(marker, 1.0).empty());
+}
+
+/// Waits up to 30 s for the pipe whose read end is `fd` to hold `bytes` unread, and then
+/// as many for a second on end (its writer waits for room): whether it did.
+bool pipe_settles(int fd, int bytes) {
+  int held = -1;
+  auto since = std::chrono::steady_clock::now();
+  const auto until = since + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < until) {
+    int unread = 0;
+    if (ioctl(fd, FIONREAD, &unread) != 0) return false;
+    if (unread != held) {
+      held = unread;
+      since = std::chrono::steady_clock::now();
+    } else if (held >= bytes && std::chrono::steady_clock::now() - since >= std::chrono::seconds(1)) {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+// A --joblog FIFO holds the run neither while polymap waits for its reader to open it nor
+// while the reader does not read: SIGTERM stops it either way.
+TEST(Run, JoblogFifoThatIsNotReadDoesNotHoldTheRun) {
+  temp_dir dir;
+  const std::string fifo = dir / "joblog";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  {
+    cli_process p({"run", "--joblog", fifo, "--", "true", ":::", "a"}, dir);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    p.signal(SIGTERM);
+    const std::optional<int> status = p.wait_for(30);
+    ASSERT_TRUE(status.has_value()) << "polymap did not stop while its --joblog FIFO had no reader";
+    EXPECT_EQ(*status, 143) << p.err();
+  }
+  // Opened and never read: lines of 5 KB fill it (about 50 KB of 64 KiB go in whole pages),
+  // and a line waits for room.
+  const int reader = open(fifo.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(reader, 0);
+  std::vector<std::string> args = {"run", "--joblog", fifo, "-j", "2", "--", "true", ":::"};
+  for (int i = 0; i < 100; ++i) args.push_back(std::to_string(i) + std::string(5000, 'x'));
+  cli_process p(args, dir);
+  EXPECT_TRUE(pipe_settles(reader, 40000)) << p.err();
+  p.signal(SIGTERM);
+  const std::optional<int> status = p.wait_for(30);
+  close(reader);
+  ASSERT_TRUE(status.has_value()) << "polymap did not stop while its --joblog FIFO was not read";
+  EXPECT_EQ(*status, 143) << p.err();
+  EXPECT_NE(p.err().find("cannot write to --joblog '" + fifo +
+                         "': it was not being read when the run stopped"),
+            std::string::npos)
+      << p.err();
 }
 
 /// Reads `fd` in the background, `piece` bytes every `pause`, until the end or stop().

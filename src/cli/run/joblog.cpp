@@ -30,6 +30,7 @@ joblog::joblog(const std::string& path, bool append) {
     } else {
       wants_header_ = !plus;
     }
+    if (unblocked_stream::may_block(fd())) stream_ = std::make_unique<unblocked_stream>(fd());
   }
 }
 

@@ -2,8 +2,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include "cli/run/unblocked_stream.hpp"
+
 #include <cstddef>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 namespace polymap::cli::run {
@@ -45,9 +48,13 @@ class joblog {
                                         std::size_t received, int exit_code, int signal,
                                         const std::string& command);
 
-  /// Writes a line and flushes it.
+  /// Writes a line at once (past stdio's buffer), however long the file takes it: a pipe,
+  /// FIFO, socket or terminal is better written through stream().
   /// @return 0, or the errno of the write that failed (a full disk, EPIPE)
   [[nodiscard]] int write(const std::string& line) noexcept;
+  /// How to write the file without waiting in write() where it is a pipe, FIFO, socket or
+  /// terminal (not stdout: see on_stdout()); null for a file, which takes a write at once.
+  [[nodiscard]] unblocked_stream* stream() const noexcept { return stream_.get(); }
 
   /// The file's name as given ("-" for stdout, no "+").
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
@@ -56,6 +63,7 @@ class joblog {
   std::FILE* file_ = nullptr;
   std::string name_;
   bool wants_header_ = true;
+  std::unique_ptr<unblocked_stream> stream_;
 };
 
 }  // namespace polymap::cli::run

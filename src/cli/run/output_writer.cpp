@@ -195,9 +195,12 @@ int output_writer::to_stream(int fd, std::size_t size, Write&& write) {
 
 int output_writer::write_stream(int fd, std::string_view data) {
   unblocked_stream* stream = unblocked_[static_cast<std::size_t>(fd)].get();
-  if (stream == nullptr) return write_all(fd, data);
-  return drain(*stream, data.size(), [&](std::size_t) {
-    const ssize_t n = stream->write_some(data);
+  return stream == nullptr ? write_all(fd, data) : write_to(*stream, data);
+}
+
+int output_writer::write_to(unblocked_stream& stream, std::string_view data) {
+  return drain(stream, data.size(), [&](std::size_t) {
+    const ssize_t n = stream.write_some(data);
     if (n > 0) data.remove_prefix(static_cast<std::size_t>(n));
     return n;
   });

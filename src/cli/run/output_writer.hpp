@@ -95,6 +95,11 @@ class output_writer {
   /// Writes `data` to `fd` (1 or 2). @return 0, or the errno of the failed write
   int put(int fd, std::string_view data);
 
+  /// Writes `data` to a stream of the host's own besides stdout and stderr (a --joblog FIFO
+  /// or terminal), waiting for it as for them. @return 0, or the errno of the failed write
+  /// (stream_stalled: given up)
+  int write_to(unblocked_stream& stream, std::string_view data);
+
   /// The errno of the first write to `fd` that failed; 0 while none has.
   [[nodiscard]] int error(int fd) const noexcept { return error_[static_cast<std::size_t>(fd)]; }
   /// Whether stdout and stderr are one file or pipe (2>&1).

@@ -307,6 +307,8 @@ class batch_runner final : public output_host {
   void commit_journal();
   void release_unstarted();
   void draw_progress(bool last);
+  /// Writes a line (or the header) to the --joblog file; a failure is said once.
+  void write_joblog(const std::string& line);
   void say(line_kind kind, const std::string& message);
   void report_failure(std::size_t item, std::size_t slot, const item_outcome& end);
   [[nodiscard]] std::string rerun_note() const;
@@ -825,19 +827,28 @@ void batch_runner::written(output_record& r, int error, int fd) {
   if (error != 0) {
     output_lost(r, error, fd);
   } else if (!r.log_file.empty()) {
-    if (const int e = joblog_->write(r.log_file); e != 0 && !joblog_failed_) {
-      // Not a reason to stop: the items are done (and recorded so in the journal, if any).
-      // Said once, as the next lines will most likely fail too.
-      joblog_failed_ = true;
-      say(line_kind::warning, "cannot write to --joblog '" + joblog_->name() + "': " +
-                                  std::strerror(e) + "; the items whose line is missing there "
-                                  "run again on `parallel --resume`");
-    }
+    write_joblog(r.log_file);
   }
   if (r.end) {
     ends_.push_back(std::move(*r.end));
     r.end.reset();
   }
+}
+
+void batch_runner::write_joblog(const std::string& line) {
+  // A FIFO or terminal of its own is written as the output is: one that is not read holds
+  // neither a signal nor --timeout.
+  unblocked_stream* stream = joblog_->stream();
+  const int error = stream != nullptr ? out_.write_to(*stream, line) : joblog_->write(line);
+  if (error == 0 || joblog_failed_) return;
+  // Not a reason to stop: the items are done (and recorded so in the journal, if any).
+  // Said once, as the next lines will most likely fail too.
+  joblog_failed_ = true;
+  say(line_kind::warning,
+      "cannot write to --joblog '" + joblog_->name() + "': " +
+          (error == stream_stalled ? std::string("it was not being read when the run stopped")
+                                   : std::string(std::strerror(error))) +
+          "; the items whose line is missing there run again on `parallel --resume`");
 }
 
 std::optional<double> batch_runner::wait_until(double progress_at, double now) const {
@@ -1109,6 +1120,11 @@ void batch_runner::fit_jobs_to_fd_limit() {
 
 int batch_runner::run() {
   // The --results folder was checked by the caller (prepare_results_dir) before this.
+  // The --joblog file first, while a signal still ends polymap: opening a FIFO waits for its
+  // reader, which may never come. A journal run appends to it (its earlier runs' lines).
+  if (!options_.joblog.empty()) {
+    joblog_ = std::make_unique<joblog>(options_.joblog, !options_.journal.empty());
+  }
   jobs_.resize(options_.jobs);
   // The guard is forked first, before SQLite opens anything.
   guard_ = std::make_unique<detail::orphan_guard>();
@@ -1126,15 +1142,12 @@ int batch_runner::run() {
 
   if (!options_.journal.empty()) open_journal();
   total_ = journal_ ? total_ : items_.size();
-  if (!options_.joblog.empty()) {
-    joblog_ = std::make_unique<joblog>(options_.joblog, journal_ != nullptr);
-    if (joblog_->wants_header()) {
-      // On stdout through the output's writes, which a stdout nobody reads does not hold.
-      if (joblog_->on_stdout()) {
-        (void)out_.put(1, joblog::header);
-      } else {
-        (void)joblog_->write(joblog::header);
-      }
+  if (joblog_ && joblog_->wants_header()) {
+    // Through the output's writes, which a stdout or FIFO nobody reads does not hold.
+    if (joblog_->on_stdout()) {
+      (void)out_.put(1, joblog::header);
+    } else {
+      write_joblog(joblog::header);
     }
   }
   // Each failed item gets a line on stderr, unless the joblog is written there (a line per
