@@ -1121,6 +1121,26 @@ TEST(JournalRun, LeaseIsRenewedWhileStdoutWaitsAndAJournalFailureThenEndsTheRun)
   EXPECT_NE(p.err().find("locked by another process"), std::string::npos) << p.err();
 }
 
+// An attempt that fails once the run has begun to stop (--halt soon), with retries left,
+// is not a failed item: its retry is cancelled, it is interrupted, and a rerun runs it.
+TEST(JournalRun, AttemptThatFailsWithRetriesLeftAfterAHaltIsInterrupted) {
+  temp_dir dir;
+  // Item 1 fails twice (the halt); item 2 fails once, whether before or after the halt.
+  const std::string script =
+      "if [ \"$1\" = 1 ]; then exit 1; elif [ -e \"$2.ok\" ]; then exit 0; else sleep 1; "
+      "exit 3; fi";
+  const std::vector<std::string> args =
+      journal_run(dir, script, numbers(2), 2, {"--retries", "1", "--halt", "soon,fail=1"});
+  const cli_output r = run_polymap(args, dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(items_in_state(dir, 3), "1");
+  EXPECT_EQ(items_in_state(dir, 4), "2") << r.err;
+  write_file(dir / "side.ok", "");
+  const cli_output rerun = run_polymap(args, dir);
+  EXPECT_EQ(items_in_state(dir, 2), "2") << rerun.err;
+  EXPECT_EQ(items_in_state(dir, 3), "1");
+}
+
 TEST(JournalRun, ResultsKeepTheStderrTailOfAFailedItemInTheJournal) {
   temp_dir dir;
   // The command line does not say what its stderr says.

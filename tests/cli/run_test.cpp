@@ -1368,6 +1368,36 @@ TEST(Run, JoblogFifoThatIsNotReadDoesNotHoldTheRun) {
       << p.err();
 }
 
+// A job that ends while polymap waits for its stdout's reader is collected as it ends (its
+// runtime is its own, and no zombie waits for the reader), not once the write is done.
+TEST(Run, JobThatEndsWhileStdoutWaitsIsCollectedAtOnce) {
+  temp_dir dir;
+  unread_pipe out;
+  cli_process p({"run", "-k", "-j", "2", "--", "sh", "-c",
+                 "if [ \"$0\" = 1 ]; then head -c " + std::to_string(stuck_output) +
+                     " /dev/zero; else sleep 0.5; echo $$ > \"$1\"; fi",
+                 "{}", dir / "side", ":::", "1", "2"},
+                dir, -1, "/dev/null", {}, out.fds[1]);
+  out.close_write_end();
+  ASSERT_TRUE(pipe_full(out)) << p.err();
+  std::string side;
+  for (int tries = 0; tries < 1500 && side.empty(); ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    side = read_file(dir / "side");
+  }
+  const pid_t job = std::atoi(side.c_str());
+  ASSERT_GT(job, 0);
+  bool reaped = false;
+  for (int tries = 0; tries < 1500 && !reaped; ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    reaped = access(("/proc/" + std::to_string(job)).c_str(), F_OK) != 0;
+  }
+  EXPECT_TRUE(reaped) << "the job that ended stayed a zombie while stdout waited";
+  EXPECT_TRUE(pipe_holds(out.fds[0], fcntl(out.fds[0], F_GETPIPE_SZ), 0)) << "the write ended";
+  EXPECT_EQ(out.read(stuck_output), std::string(stuck_output, '\0'));
+  EXPECT_EQ(p.wait(), 0) << p.err();
+}
+
 /// Reads `fd` in the background, `piece` bytes every `pause`, until the end or stop().
 class slow_reader {
  public:

@@ -47,8 +47,8 @@ struct output_record {
 /// record is written out.
 class output_host {
  public:
-  /// A descriptor polled while a write waits (the stopping signals): readable, tend() is
-  /// told so.
+  /// A descriptor polled while a write waits (the runner's signals: a job that ended, a
+  /// stop): readable, tend() is told so.
   [[nodiscard]] virtual int wake_fd() const = 0;
   /// Until when (monotonic seconds) a write that waits for its reader may wait before
   /// tend(); nothing: give the write up (it returns stream_stalled). `progress_at`: when a

@@ -271,7 +271,7 @@ class batch_runner final : public output_host {
   int run();
 
   // output_host
-  [[nodiscard]] int wake_fd() const override { return stop_fd_; }
+  [[nodiscard]] int wake_fd() const override { return signal_fd_; }
   [[nodiscard]] std::optional<double> wait_until(double progress_at, double now) const override;
   void tend(bool woken, double now) override;
   void warn(const std::string& message) override { say(line_kind::warning, message); }
@@ -344,7 +344,6 @@ class batch_runner final : public output_host {
   std::int64_t failed_before_ = 0;  // failed in earlier runs, left alone without --retry-failed
   std::size_t next_order_ = 0;
   int signal_fd_ = -1;  // SIGCHLD and the stopping signals
-  int stop_fd_ = -1;    // the stopping signals alone: read while a write waits (output_writer)
   int null_fd_ = -1;
   int stop_signal_ = 0;    // SIGINT, SIGTERM or SIGHUP received
   int stops_ = 0;  // how many stopping signals came (stop()): a second means "now"
@@ -609,14 +608,23 @@ void batch_runner::end_job(std::size_t slot, int wait_status, double runtime) {
     end.reason = "interrupted";
   } else if (exit_code == 0 && !j.timed_out) {
     end.state = item_state::done;
-  } else if (st.attempts <= static_cast<int>(options_.retries) && !draining_) {
+  } else if (st.attempts <= static_cast<int>(options_.retries)) {
+    // Its output is that of a failed attempt: the retry's replaces it.
     if (end.out_fd >= 0) close(end.out_fd);
     if (end.err_fd >= 0) close(end.err_fd);
-    st.phase = item_phase::waiting_retry;
-    st.last_exit = exit_code;
-    st.last_signal = signal;
-    retries_.emplace(mono_now() + backoff(st.attempts), j.item);
-    return;
+    end.out_fd = end.err_fd = -1;
+    if (draining_) {
+      // Ended after the run began to stop: the retry is cancelled, as a waiting one is
+      // (release_unstarted()), and the item runs again on the next run.
+      end.state = item_state::interrupted;
+      end.reason = "interrupted before its retry";
+    } else {
+      st.phase = item_phase::waiting_retry;
+      st.last_exit = exit_code;
+      st.last_signal = signal;
+      retries_.emplace(mono_now() + backoff(st.attempts), j.item);
+      return;
+    }
   } else {
     end.state = item_state::failed;
     if (j.timed_out) end.reason = "timeout after " + seconds_text(options_.timeout) + " s";
@@ -868,12 +876,12 @@ std::optional<double> batch_runner::wait_until(double progress_at, double now) c
 
 void batch_runner::tend(bool woken, double now) {
   // What the loop in run() must not leave waiting on a write: a stop, the timeouts (and the
-  // SIGKILL after each SIGTERM) and the lease. The jobs that end meanwhile are reaped after
-  // the write: their SIGCHLD waits in signal_fd_.
+  // SIGKILL after each SIGTERM) and the lease. The jobs that end meanwhile are collected as
+  // they end (SIGCHLD wakes the wait), and their ends taken after the write (reap()).
   // Before the deadlines and any stop: a job that ended by itself meanwhile is not killed,
   // nor recorded timed out or interrupted.
   collect_exits(now);
-  if (woken) read_signals(stop_fd_, now);
+  if (woken) read_signals(signal_fd_, now);
   check_deadlines(now);
   if (journal_failure_.empty()) {
     try {
@@ -1134,9 +1142,7 @@ int batch_runner::run() {
   for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, sig);
   sigprocmask(SIG_BLOCK, &handled, nullptr);
   signal_fd_ = signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
-  sigdelset(&handled, SIGCHLD);
-  stop_fd_ = signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
-  if (signal_fd_ < 0 || stop_fd_ < 0) {
+  if (signal_fd_ < 0) {
     throw std::system_error(errno, std::generic_category(), "signalfd");
   }
 
