@@ -283,6 +283,18 @@ inline bool ended_within(pid_t pid, double seconds) {
   }
 }
 
+/// Waits up to `seconds` for process `pid` to be gone: ended and waited for by its parent
+/// (no zombie left): whether it was.
+inline bool reaped_within(pid_t pid, double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  const std::string path = "/proc/" + std::to_string(pid);
+  for (;;) {
+    if (access(path.c_str(), F_OK) != 0) return true;
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 /// Waits up to `seconds` for the pipe whose read end is `fd` to hold `bytes` unread: whether
 /// it does.
 inline bool pipe_holds(int fd, int bytes, double seconds) {

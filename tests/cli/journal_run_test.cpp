@@ -566,6 +566,33 @@ TEST(JournalRun, JobsKilledTogetherWithTheirRunnerAreInterruptedNotFailed) {
   }
 }
 
+// The same where the runner sees the jobs' ends first and its own signal after them (here:
+// it is stopped while they end): interrupted too, jobs killed by SIGTERM and jobs that exit
+// 143 from a handler of it (a shell's trap, a JVM) alike.
+TEST(JournalRun, JobsEndedByASigtermThatTheirRunnerGetsAfterwardsAreInterrupted) {
+  for (const bool trapped : {false, true}) {
+    SCOPED_TRACE(trapped ? "trap 'exit 143' TERM" : "killed by SIGTERM");
+    temp_dir dir;
+    const std::string job = trapped ? "; trap 'exit 143' TERM; sleep 30 & wait" : "; exec sleep 30";
+    cli_process p(journal_run(dir, record_script + job, numbers(8), 4), dir);
+    std::vector<pid_t> jobs;
+    for (int i = 0; i < 3000 && jobs.size() < 4; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      jobs = children_named(p.pid(), trapped ? "sh" : "sleep");
+    }
+    ASSERT_EQ(jobs.size(), 4U) << p.err();
+    p.signal(SIGSTOP);
+    for (const pid_t job_pid : jobs) kill(job_pid, SIGTERM);
+    for (const pid_t job_pid : jobs) EXPECT_TRUE(ended_within(job_pid, 30));
+    p.signal(SIGTERM);
+    p.signal(SIGCONT);
+    EXPECT_EQ(p.wait(), 143) << p.err();
+    EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 3"), "0") << p.err();
+    EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 4"), "4");
+    EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 0"), "4");
+  }
+}
+
 TEST(JournalRun, SignalWhileTheJournalLoadsStartsNothing) {
   temp_dir dir;
   ASSERT_EQ(run_polymap(journal_run(dir, record_script, numbers(1), 1), dir).status, 0);
@@ -609,23 +636,34 @@ TEST(JournalRun, ResultsFolderStaysWithItsItemWhenTheInputIsReorderedOrExtended)
 }
 
 TEST(JournalRun, ClosedStdoutStopsTheBatchAndRecordsNoFailure) {
-  temp_dir dir;
   // `polymap run ... | head -n 1`: once head is gone, the jobs writing to the pipe die of
-  // SIGPIPE. The batch stops as on a signal, and a rerun resumes it.
-  std::vector<std::string> args = {"run", "-j", "2", "--journal", dir / "j.db", "echo", ":::"};
-  const std::vector<std::string> items = numbers(300);
-  args.insert(args.end(), items.begin(), items.end());
-  std::string command = "{ " + polymap_command(args);
-  command += " 2>" + shell_quote(dir / "err") + "; echo $? >" + shell_quote(dir / "status");
-  command += "; } | head -n 1 >" + shell_quote(dir / "first");
-  ASSERT_EQ(std::system(command.c_str()), 0);
-  EXPECT_EQ(read_file(dir / "status"), "141\n") << read_file(dir / "err");
-  EXPECT_EQ(read_file(dir / "err").find("failed"), std::string::npos) << read_file(dir / "err");
-  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 3"), "0");
-  EXPECT_NE(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "300");
-  const cli_output rerun = run_polymap(args, dir);
-  EXPECT_EQ(rerun.status, 0) << rerun.err;
-  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "300");
+  // SIGPIPE, or fail of it: a shell whose pipeline's last command died of it exits 141, a
+  // program that ignores SIGPIPE (Python) fails with EPIPE. The batch stops as on a signal,
+  // and a rerun resumes it.
+  const std::vector<std::vector<std::string>> commands = {
+      {"echo"},
+      {"sh", "-c", "echo \"$0\" | cat"},
+      {"sh", "-c", "trap '' PIPE; echo \"$0\" || exit 1"}};
+  for (const std::vector<std::string>& job : commands) {
+    SCOPED_TRACE(job.back());
+    temp_dir dir;
+    std::vector<std::string> args = {"run", "-j", "2", "--journal", dir / "j.db"};
+    args.insert(args.end(), job.begin(), job.end());
+    args.emplace_back(":::");
+    const std::vector<std::string> items = numbers(300);
+    args.insert(args.end(), items.begin(), items.end());
+    std::string command = "{ " + polymap_command(args);
+    command += " 2>" + shell_quote(dir / "err") + "; echo $? >" + shell_quote(dir / "status");
+    command += "; } | head -n 1 >" + shell_quote(dir / "first");
+    ASSERT_EQ(std::system(command.c_str()), 0);
+    EXPECT_EQ(read_file(dir / "status"), "141\n") << read_file(dir / "err");
+    EXPECT_EQ(read_file(dir / "err").find("failed"), std::string::npos) << read_file(dir / "err");
+    EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 3"), "0");
+    EXPECT_NE(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "300");
+    const cli_output rerun = run_polymap(args, dir);
+    EXPECT_EQ(rerun.status, 0) << rerun.err;
+    EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "300");
+  }
 }
 
 /// What a run whose stdout was a pipe closed after its first line left.
@@ -1139,6 +1177,39 @@ TEST(JournalRun, AttemptThatFailsWithRetriesLeftAfterAHaltIsInterrupted) {
   const cli_output rerun = run_polymap(args, dir);
   EXPECT_EQ(items_in_state(dir, 2), "2") << rerun.err;
   EXPECT_EQ(items_in_state(dir, 3), "1");
+}
+
+// A job that a SIGTERM of its own ended (not the runner's, nor one sent with it) has
+// failed: its end waits 0.3 s for the runner's own signal, and a stop that is not a signal
+// (--halt now) does not make it interrupted.
+TEST(JournalRun, JobThatSigtermedItselfBeforeAHaltFailed) {
+  temp_dir dir;
+  const std::string script =
+      record_script +
+      "; case \"$1\" in 1) kill -TERM $$;; 2) sleep 0.1; exit 3;; *) exec sleep 30;; esac";
+  const cli_output r =
+      run_polymap(journal_run(dir, script, numbers(4), 3, {"--halt", "now,fail=1"}), dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(items_in_state(dir, 3), "1,2") << r.err;
+  EXPECT_EQ(items_in_state(dir, 4), "3");
+}
+
+// The same, with its end collected while polymap waited for its stdout's reader, and the
+// runner's SIGTERM a while later: failed, not one that the stop stopped.
+TEST(JournalRun, JobThatSigtermedItselfWhileStdoutWaitedFailed) {
+  temp_dir dir;
+  stuck_stdout_run run(dir, "echo $$ > \"$2\"; kill -TERM $$");
+  ASSERT_TRUE(pipe_full(run.out)) << run.polymap.err();
+  const pid_t job = std::atoi(wait_for_content(dir / "side").c_str());
+  ASSERT_GT(job, 0);
+  ASSERT_TRUE(reaped_within(job, 30));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // past the 0.3 s wait
+  run.polymap.signal(SIGTERM);
+  const std::optional<int> status = run.polymap.wait_for(30);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(*status, 143) << run.polymap.err();
+  EXPECT_EQ(items_in_state(dir, 3), "2") << run.polymap.err();
+  EXPECT_EQ(items_in_state(dir, 4), "1");
 }
 
 TEST(JournalRun, ResultsKeepTheStderrTailOfAFailedItemInTheJournal) {

@@ -1387,12 +1387,7 @@ TEST(Run, JobThatEndsWhileStdoutWaitsIsCollectedAtOnce) {
   }
   const pid_t job = std::atoi(side.c_str());
   ASSERT_GT(job, 0);
-  bool reaped = false;
-  for (int tries = 0; tries < 1500 && !reaped; ++tries) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    reaped = access(("/proc/" + std::to_string(job)).c_str(), F_OK) != 0;
-  }
-  EXPECT_TRUE(reaped) << "the job that ended stayed a zombie while stdout waited";
+  EXPECT_TRUE(reaped_within(job, 30)) << "the job that ended stayed a zombie while stdout waited";
   EXPECT_TRUE(pipe_holds(out.fds[0], fcntl(out.fds[0], F_GETPIPE_SZ), 0)) << "the write ended";
   EXPECT_EQ(out.read(stuck_output), std::string(stuck_output, '\0'));
   EXPECT_EQ(p.wait(), 0) << p.err();

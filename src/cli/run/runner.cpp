@@ -157,14 +157,15 @@ bool stdout_closed() {
   return poll(&fd, 1, 0) == 1 && (fd.revents & (POLLERR | POLLHUP)) != 0;
 }
 
-/// Whether a job that died with `wait_status` died of what stops a run: a stopping signal
-/// (sent to the runner and its jobs at once, by a terminal, Slurm, systemd or a cgroup-wide
-/// kill) or a SIGPIPE from polymap's stdout, a pipe whose reader is gone.
-bool died_of_a_stop(int wait_status) {
-  if (!WIFSIGNALED(wait_status)) return false;
-  const int signal = WTERMSIG(wait_status);
-  return signal == SIGTERM || signal == SIGINT || signal == SIGHUP ||
-         (signal == SIGPIPE && stdout_closed());
+/// Whether a job that ended with `wait_status` ended as a stopping signal (SIGTERM, SIGINT,
+/// SIGHUP) ends a job: killed by it, or exiting 128 + its number from a handler of it (a
+/// shell's `trap 'exit 143' TERM`, a JVM). Sent by another than the runner, it may be one
+/// that the runner gets too (a terminal, Slurm, systemd or a cgroup-wide kill).
+bool ended_by_a_stopping_signal(int wait_status) {
+  int signal = 0;
+  if (WIFSIGNALED(wait_status)) signal = WTERMSIG(wait_status);
+  if (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) > 128) signal = WEXITSTATUS(wait_status) - 128;
+  return signal == SIGTERM || signal == SIGINT || signal == SIGHUP;
 }
 
 /// Seconds as a person writes them: "0.2", "600" (std::to_string would say 0.200000).
@@ -346,6 +347,7 @@ class batch_runner final : public output_host {
   int signal_fd_ = -1;  // SIGCHLD and the stopping signals
   int null_fd_ = -1;
   int stop_signal_ = 0;    // SIGINT, SIGTERM or SIGHUP received
+  double stop_signal_at_ = 0;  // monotonic: when the first came; 0: none
   int stops_ = 0;  // how many stopping signals came (stop()): a second means "now"
   // Monotonic time the run began to stop its jobs (stop_jobs(): a signal, --halt now, a
   // write or journal failure); 0 while it does not.
@@ -554,23 +556,30 @@ void batch_runner::collect_exits(double now) {
 void batch_runner::job_exited(std::size_t slot, int wait_status, double now) {
   job& j = jobs_[slot];
   const double runtime = now - j.start_mono;
-  // One that the run stopped already (stop_jobs(): those that died of the stop too) ends
-  // interrupted; one that died of a stop that the run has not seen yet waits for it.
-  if (!j.stopped && !j.timed_out && died_of_a_stop(wait_status)) {
-    if (WTERMSIG(wait_status) == SIGPIPE) {
-      // It wrote to polymap's stdout, a pipe whose reader is gone (`polymap run ... | head`):
-      // so would every later job. Stop as on a signal, as GNU parallel does; this job and the
-      // others that die of it are interrupted, not failed, and a rerun resumes them.
+  if (!j.stopped && !j.timed_out) {
+    const bool failed = !WIFEXITED(wait_status) || WEXITSTATUS(wait_status) != 0;
+    const bool sigpipe = WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGPIPE;
+    // Its stdout is polymap's (not captured) or it died of SIGPIPE, and polymap's stdout is a
+    // pipe whose reader is gone (`polymap run ... | head`): so would every later job fail.
+    // Stop as on a signal, as GNU parallel does; this job and the others that fail of it
+    // (a shell exits 141 then, Python 1) are interrupted, not failed, and a rerun resumes them.
+    if ((sigpipe || (failed && j.out_fd < 0)) && stdout_closed()) {
       stop_for_lost_output(EPIPE, j.item, 1);
-    } else {
-      // A signal the runner did not send (yet): the runner's own may come a moment after
-      // the job's. Its end (interrupted then) and its slot wait for it a little; see
-      // end_held_jobs().
-      j.held = true;
-      j.held_status = wait_status;
-      j.held_runtime = runtime;
-      j.release_at = now + foreign_stop_grace;
-      return;
+      j.stopped = true;
+    } else if (ended_by_a_stopping_signal(wait_status)) {
+      // A signal the runner did not send: the runner's own may come a moment after the
+      // job's, or have come since the job's end was collected (a write waited meanwhile).
+      // Within foreign_stop_grace it is one that the stop stopped; until then its end
+      // (interrupted, or failed) and its slot wait (end_held_jobs()).
+      if (stop_signal_at_ > 0 && stop_signal_at_ <= now + foreign_stop_grace) {
+        j.stopped = true;
+      } else {
+        j.held = true;
+        j.held_status = wait_status;
+        j.held_runtime = runtime;
+        j.release_at = now + foreign_stop_grace;
+        return;
+      }
     }
   }
   end_job(slot, wait_status, runtime);
@@ -960,16 +969,10 @@ void batch_runner::stop_jobs(int sig, double now) {
   draining_ = true;
   if (stopping_since_ == 0) stopping_since_ = now;
   for (job& j : jobs_) {
-    if (!j.busy) continue;
-    if (j.exited) {
-      // Its death was collected, its end not taken yet: one that ended on its own (or past
-      // --timeout) ends as it ended; one that died of the stop (a signal sent to the runner
-      // and its jobs at once, a closed stdout) is stopped by it, however its death came first.
-      if (!j.timed_out && died_of_a_stop(j.exit_status)) j.stopped = true;
-      continue;
-    }
+    // One that ended already ends as it ended (job_exited() tells one that a stopping
+    // signal ended, which may be this stop's).
+    if (!j.busy || j.exited || j.held) continue;
     j.stopped = true;
-    if (j.held) continue;  // reaped already: it ends interrupted at the next end_held_jobs()
     kill(-j.pid, sig);
     if (sig != SIGKILL && j.kill_at == 0) j.kill_at = now + kill_grace;
   }
@@ -1005,7 +1008,14 @@ void batch_runner::read_signals(int fd, double now) {
   signalfd_siginfo info{};
   while (read(fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
     const int sig = static_cast<int>(info.ssi_signo);
-    if (sig != SIGCHLD) stop(sig, now);  // SIGINT, SIGTERM or SIGHUP (the terminal went away)
+    if (sig == SIGCHLD) continue;
+    // SIGINT, SIGTERM or SIGHUP (the terminal went away).
+    stop(sig, now);
+    if (stop_signal_at_ == 0) stop_signal_at_ = now;
+    // A job that such a signal ended a moment ago got it with the runner: stopped by it.
+    for (job& j : jobs_) {
+      if (j.busy && j.held && now <= j.release_at) j.stopped = true;
+    }
   }
 }
 
