@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <pty.h>
 #include <sched.h>
+#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1333,6 +1334,77 @@ bool pipe_settles(int fd, int bytes) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return false;
+}
+
+// Under `stty tostop` a process of the background that writes to the terminal is stopped
+// (SIGTTOU), and each job is a process group of its own, in the background of polymap's
+// terminal: the jobs still write there and set its modes, and the run ends (it used to wait
+// for stopped jobs for good).
+TEST(Run, JobsWriteToATerminalWithTostopAndTheRunEnds) {
+  temp_dir dir;
+  const int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  ASSERT_GE(master, 0);
+  ASSERT_EQ(grantpt(master), 0);
+  ASSERT_EQ(unlockpt(master), 0);
+  const std::string terminal = ptsname(master);
+  {
+    const int fd = open(terminal.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    termios modes{};
+    ASSERT_EQ(tcgetattr(fd, &modes), 0);
+    modes.c_lflag |= TOSTOP;
+    ASSERT_EQ(tcsetattr(fd, TCSANOW, &modes), 0);
+    close(fd);
+  }
+  // polymap leads a session of its own whose terminal this is: it is the foreground.
+  // Each job sets the terminal's modes too (`stty`), which stops a background process even
+  // without tostop.
+  std::vector<std::string> words = {POLYMAP_CLI_PATH, "run", "-j", "2", "--", "sh", "-c",
+                                    "stty echo </dev/tty && echo \"$0\"", ":::", "a", "b"};
+  std::vector<char*> argv;
+  for (std::string& w : words) argv.push_back(w.data());
+  argv.push_back(nullptr);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, terminal.c_str(), O_RDWR, 0);  // the session's
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  pid_t pid = -1;
+  ASSERT_EQ(posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  std::string out;
+  char buffer[256];
+  int status = 0;
+  bool ended = false;
+  for (int tries = 0; tries < 1500 && !ended; ++tries) {
+    for (pollfd readable{master, POLLIN, 0}; poll(&readable, 1, 0) > 0;) {
+      const ssize_t n = read(master, buffer, sizeof buffer);
+      if (n <= 0) break;
+      out.append(buffer, static_cast<std::size_t>(n));
+    }
+    ended = waitpid(pid, &status, WNOHANG) == pid;
+    if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!ended) {
+    kill(pid, SIGKILL);  // its jobs die with it (PR_SET_PDEATHSIG)
+    waitpid(pid, nullptr, 0);
+  }
+  // What came last (the terminal hands it over a moment later).
+  for (pollfd readable{master, POLLIN, 0}; poll(&readable, 1, 200) > 0;) {
+    const ssize_t n = read(master, buffer, sizeof buffer);
+    if (n <= 0) break;
+    out.append(buffer, static_cast<std::size_t>(n));
+  }
+  close(master);
+  ASSERT_TRUE(ended) << "polymap did not end: " << out;
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  EXPECT_NE(out.find("a\r\n"), std::string::npos) << out;  // the terminal's newline
+  EXPECT_NE(out.find("b\r\n"), std::string::npos) << out;
 }
 
 // A --joblog FIFO holds the run neither while polymap waits for its reader to open it nor

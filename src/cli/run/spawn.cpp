@@ -39,6 +39,13 @@ struct child_plan {
   for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGXFSZ, SIGQUIT}) {
     signal(sig, SIG_DFL);
   }
+  // But for the terminal's stops. A process group of its own, the job is in the background
+  // of polymap's terminal, where a write under `stty tostop`, a change of the terminal's
+  // modes or a read of it would stop the job for good (nobody continues it, and the run
+  // waits for it). Ignored, the write and the change go through and the read fails (EIO),
+  // as a job run from a shell script in the foreground would have them.
+  signal(SIGTTOU, SIG_IGN);
+  signal(SIGTTIN, SIG_IGN);
   sigprocmask(SIG_SETMASK, plan->mask, nullptr);
   const spawn_request& request = *plan->request;
   if (request.stdin_fd >= 0) dup2(request.stdin_fd, 0);
