@@ -105,6 +105,16 @@ std::vector<std::string> journal_run(const temp_dir& dir, const std::string& scr
   return args;
 }
 
+/// Waits up to 30 s for the file `path` to have something: what it has.
+std::string wait_for_content(const std::string& path) {
+  std::string content = read_file(path);
+  for (int tries = 0; tries < 1500 && content.empty(); ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    content = read_file(path);
+  }
+  return content;
+}
+
 const std::string record_script = "echo \"$1\" >> \"$2\"";
 
 /// Makes a file read-only until released or destroyed: mode 0400 and, for root (who writes
@@ -930,25 +940,26 @@ TEST(JournalRun, ItemWhoseOutputIsLostHasNoJoblogLineUntilItRunsAgain) {
 // The failure is said, and the item is interrupted.
 TEST(JournalRun, OutputThatCannotBeWrittenAfterASigtermKeepsTheSignalsExitStatus) {
   temp_dir dir;
+  // Item 2 ends at once, and -k holds its output back behind item 1, which runs until the
+  // SIGTERM: then item 2's output is written, to a stdout that cannot take it.
   const std::string script = record_script +
-                             "; echo \"out-$1\"; : > \"$2.echoed\"; i=0; "
-                             "while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done";
-  const std::vector<std::string> args = journal_run(dir, script, numbers(1), 1, {"-k"});
+                             "; if [ \"$1\" = 2 ]; then echo \"out-$1\"; echo $$ > \"$2.2\"; "
+                             "exit 0; fi; i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done";
+  const std::vector<std::string> args = journal_run(dir, script, numbers(2), 2, {"-k"});
   const int full = open("/dev/full", O_WRONLY | O_CLOEXEC);
   ASSERT_GE(full, 0);
   cli_process p(args, dir, -1, "/dev/null", {}, full);
   close(full);
-  for (int i = 0; i < 3000 && !std::filesystem::exists(dir / "side.echoed"); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_TRUE(std::filesystem::exists(dir / "side.echoed"));
+  const pid_t second = std::atoi(wait_for_content(dir / "side.2").c_str());
+  ASSERT_GT(second, 0);
+  ASSERT_TRUE(reaped_within(second, 30));  // its end is taken, its output held
   p.signal(SIGTERM);
   EXPECT_EQ(p.wait(), 143) << p.err();
   const std::string err = p.err();
-  EXPECT_NE(err.find("cannot write the output of item 1 to stdout: No space left on device"),
+  EXPECT_NE(err.find("cannot write the output of item 2 to stdout: No space left on device"),
             std::string::npos)
       << err;
-  EXPECT_EQ(items_in_state(dir, 4), "1");
+  EXPECT_EQ(items_in_state(dir, 4), "1,2");
 }
 
 TEST(JournalRun, JsonOnStderrLeavesOutTheEarlierFailuresNoteAndItsSummaryCountsThem) {
@@ -968,16 +979,17 @@ TEST(JournalRun, JsonOnStderrLeavesOutTheEarlierFailuresNoteAndItsSummaryCountsT
   EXPECT_EQ(summary["failed_earlier"], 1) << lines.back();
 }
 
-/// Under -k -j 2 over items 1 to 6: items 1 and 6 wait for the go file (60 s at most); 2 to
-/// 5 end at once, ahead of item 1, so -k holds their output ("out-N") back: item 2's 2 MiB
-/// (`held_big` bytes of x before it) in its temporary file, the rest in memory. They all run
-/// in the second slot, one after the other: once item 6 has started (its line is in the side
-/// file), the runner has dealt with the ends of 2 to 5.
+/// Under -k -j 2 over items 1 to 6: items 1 and 6 write "begin-N", then wait for the go
+/// file (60 s at most); 2 to 5 end at once, ahead of item 1, so -k holds their output
+/// ("out-N") back: item 2's 2 MiB (`held_big` bytes of x before it) in its temporary file, the
+/// rest in memory. They all run in the second slot, one after the other: once item 6 has
+/// started (its line is in the side file), the runner has dealt with the ends of 2 to 5.
 constexpr std::size_t held_items = 6;
 constexpr std::size_t held_big = 2 << 20;
 
 std::vector<std::string> held_output_run(const temp_dir& dir) {
-  const std::string script = record_script +
+  const std::string script = "if [ \"$1\" = 1 ] || [ \"$1\" = 6 ]; then echo \"begin-$1\"; fi; " +
+                             record_script +
                              "; if [ \"$1\" = 1 ] || [ \"$1\" = 6 ]; then i=0; "
                              "while [ ! -e \"$2.go\" ] && [ $i -lt 1200 ]; do "
                              "sh -c 'sleep 0.05; :' \"$0\"; i=$((i+1)); done; fi; "
@@ -1029,6 +1041,7 @@ TEST(JournalRun, SigtermWhileKeepOrderHoldsOutputBackWritesItAndRecordsItDone) {
   p.signal(SIGTERM);
   EXPECT_EQ(p.wait(), 143) << p.err();
   // Items 1 and 6 are interrupted; what was held back is written out, in order, and done.
+  // What 1 and 6 wrote before the stop is not: the rerun writes their output whole, once.
   EXPECT_EQ(p.out(), std::string(held_big, 'x') + "out-2\nout-3\nout-4\nout-5\n");
   const auto in_state = [&](int state) {
     return scalar(dir / "j.db",
@@ -1040,7 +1053,7 @@ TEST(JournalRun, SigtermWhileKeepOrderHoldsOutputBackWritesItAndRecordsItDone) {
   write_file(dir / "side.go", "");
   const cli_output resumed = run_polymap(args, dir);
   ASSERT_EQ(resumed.status, 0) << resumed.err;
-  EXPECT_EQ(resumed.out, "out-1\nout-6\n");
+  EXPECT_EQ(resumed.out, "begin-1\nout-1\nbegin-6\nout-6\n");
 }
 
 // polymap writes an item's output to a pipe that nobody reads: SIGTERM still stops the run
@@ -1085,15 +1098,6 @@ struct stuck_stdout_run {
   }
 };
 
-/// Waits up to 30 s for the file `path` to have something: what it has.
-std::string wait_for_content(const std::string& path) {
-  std::string content = read_file(path);
-  for (int tries = 0; tries < 1500 && content.empty(); ++tries) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    content = read_file(path);
-  }
-  return content;
-}
 
 // While polymap waits for its stdout's reader, --timeout still stops a job that runs past
 // it (the wait used to hold the whole runner); once the reader reads, all of the output

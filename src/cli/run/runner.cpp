@@ -644,6 +644,13 @@ void batch_runner::end_job(std::size_t slot, int wait_status, double runtime) {
 void batch_runner::end_item(std::size_t item, std::size_t slot, item_outcome end) {
   item_status& st = status_[item];
   st.phase = item_phase::ended;
+  if (journal_ && end.state == item_state::interrupted) {
+    // Stopped part-way, it runs again on the next run, which writes its output whole: what
+    // it captured before the stop is not written now, or a resumed batch would have it twice.
+    if (end.out_fd >= 0) close(end.out_fd);
+    if (end.err_fd >= 0) close(end.err_fd);
+    end.out_fd = end.err_fd = -1;
+  }
   output_record record = take_output(end);
   record.item = item;
   // Taken before the --results files take the output.
