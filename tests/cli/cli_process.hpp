@@ -307,6 +307,25 @@ inline bool pipe_holds(int fd, int bytes, double seconds) {
   }
 }
 
+/// A new pseudo-terminal: its master side, open (closed with the object), and the path of
+/// its terminal side.
+struct pseudo_terminal {
+  int master = -1;
+  std::string terminal;
+  pseudo_terminal() {
+    master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0) {
+      throw std::runtime_error("no pseudo-terminal");
+    }
+    terminal = ptsname(master);
+  }
+  pseudo_terminal(const pseudo_terminal&) = delete;
+  pseudo_terminal& operator=(const pseudo_terminal&) = delete;
+  ~pseudo_terminal() {
+    if (master >= 0) close(master);
+  }
+};
+
 /// A pipe for polymap's stdout that the test holds open without reading, as a pager left
 /// open does; closed with the object.
 struct unread_pipe {

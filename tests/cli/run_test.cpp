@@ -1342,11 +1342,9 @@ bool pipe_settles(int fd, int bytes) {
 // for stopped jobs for good).
 TEST(Run, JobsWriteToATerminalWithTostopAndTheRunEnds) {
   temp_dir dir;
-  const int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-  ASSERT_GE(master, 0);
-  ASSERT_EQ(grantpt(master), 0);
-  ASSERT_EQ(unlockpt(master), 0);
-  const std::string terminal = ptsname(master);
+  const pseudo_terminal pty;
+  const int master = pty.master;
+  const std::string& terminal = pty.terminal;
   {
     const int fd = open(terminal.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
     ASSERT_GE(fd, 0);
@@ -1399,7 +1397,6 @@ TEST(Run, JobsWriteToATerminalWithTostopAndTheRunEnds) {
     if (n <= 0) break;
     out.append(buffer, static_cast<std::size_t>(n));
   }
-  close(master);
   ASSERT_TRUE(ended) << "polymap did not end: " << out;
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << out;
@@ -1580,11 +1577,9 @@ TEST(Run, OutputIntoASocketComesWholeAndAnUnreadSocketStillLetsTheRunStop) {
 // script(1) that hands its own side over): the output reaches the terminal's side whole.
 TEST(Run, OutputIntoAPseudoTerminalsMasterReachesTheTerminal) {
   temp_dir dir;
-  const int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-  ASSERT_GE(master, 0);
-  ASSERT_EQ(grantpt(master), 0);
-  ASSERT_EQ(unlockpt(master), 0);
-  const int terminal = open(ptsname(master), O_RDWR | O_NOCTTY | O_CLOEXEC);
+  const pseudo_terminal pty;
+  const int master = pty.master;
+  const int terminal = open(pty.terminal.c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC);
   ASSERT_GE(terminal, 0);
   termios raw{};
   ASSERT_EQ(tcgetattr(terminal, &raw), 0);
@@ -1595,7 +1590,6 @@ TEST(Run, OutputIntoAPseudoTerminalsMasterReachesTheTerminal) {
   const std::string out = read_stream(terminal, expected.size());
   const std::optional<int> status = p.wait_for(30);
   close(terminal);
-  close(master);
   ASSERT_TRUE(status.has_value()) << "polymap did not end";
   EXPECT_EQ(*status, 0) << p.err();
   EXPECT_EQ(out.size(), expected.size());
