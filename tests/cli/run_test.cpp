@@ -648,6 +648,39 @@ TEST(Run, ItemsComeFromStdinWithADashOrWithoutAnySource) {
   EXPECT_EQ(none.out, "[1] first item\n[2] second\n");
 }
 
+// A job that fails without writing, while polymap's stdout is a pipe whose reader is gone
+// (`| grep -q`, `| true`), failed: the run goes on and says so, as GNU parallel does.
+TEST(Run, JobThatFailsWhileStdoutIsAClosedPipeFailed) {
+  temp_dir dir;
+  const std::vector<std::string> args = {"run", "-j", "1", "--", "sh", "-c", "sleep 0.2; exit $0",
+                                         ":::", "0", "3", "0"};
+  std::string command = "{ " + polymap_command(args);
+  command += " 2>" + shell_quote(dir / "err") + "; echo $? >" + shell_quote(dir / "status");
+  command += "; } | true";
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  EXPECT_EQ(read_file(dir / "status"), "1\n") << read_file(dir / "err");
+  EXPECT_NE(read_file(dir / "err").find("item 2 failed (exit status 3)"), std::string::npos)
+      << read_file(dir / "err");
+}
+
+// --halt soon lets the running jobs end as they end: one that fails then, with retries
+// left, failed (no retry starts), and its output is written.
+TEST(Run, JobThatFailsDuringAHaltSoonFailedWithItsOutput) {
+  temp_dir dir;
+  const std::string side = dir / "side";
+  const std::string script =
+      "if [ \"$0\" = a ]; then echo a >> \"$1\"; exit 3; fi; "
+      "while [ \"$(wc -l < \"$1\" 2>/dev/null || echo 0)\" -lt 3 ]; do sleep 0.05; done; "
+      "sleep 0.2; echo b-out; echo b-err >&2; exit 4";
+  const cli_output r = run_polymap({"run", "-k", "--halt", "soon,fail=1", "--retries", "2", "-j",
+                                    "2", "--", "sh", "-c", script, "{}", side, ":::", "b", "a"},
+                                   dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_EQ(r.out, "b-out\n");
+  EXPECT_NE(r.err.find("b-err\n"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("item 1 failed (exit status 4)"), std::string::npos) << r.err;
+}
+
 // The first item cannot end before the second has: -k still prints it first.
 // `polymap run -k ... | head -n 1` without a journal: polymap's own write to the pipe fails
 // once head is gone, and it ends as quietly as `yes | head` does, with 141.
@@ -1336,10 +1369,11 @@ bool pipe_settles(int fd, int bytes) {
   return false;
 }
 
-// Under `stty tostop` a process of the background that writes to the terminal is stopped
-// (SIGTTOU), and each job is a process group of its own, in the background of polymap's
-// terminal: the jobs still write there and set its modes, and the run ends (it used to wait
-// for stopped jobs for good).
+// Under `stty tostop` a process of the background that writes to its terminal is stopped
+// (SIGTTOU), and each job is a process group of its own: it has a session of its own too, with
+// no controlling terminal, so that it still writes to the terminal it was given and sets its
+// modes, and the run ends (it used to wait for stopped jobs for good). /dev/tty, which would
+// let a job take the terminal's foreground from polymap, cannot be opened.
 TEST(Run, JobsWriteToATerminalWithTostopAndTheRunEnds) {
   temp_dir dir;
   const pseudo_terminal pty;
@@ -1357,8 +1391,10 @@ TEST(Run, JobsWriteToATerminalWithTostopAndTheRunEnds) {
   // polymap leads a session of its own whose terminal this is: it is the foreground.
   // Each job sets the terminal's modes too (`stty`), which stops a background process even
   // without tostop.
-  std::vector<std::string> words = {POLYMAP_CLI_PATH, "run", "-j", "2", "--", "sh", "-c",
-                                    "stty echo </dev/tty && echo \"$0\"", ":::", "a", "b"};
+  std::vector<std::string> words = {
+      POLYMAP_CLI_PATH, "run", "-j", "2", "--", "sh", "-c",
+      "stty echo <&1 && echo \"$0\" && { true </dev/tty || echo \"no-tty-$0\"; } 2>/dev/null",
+      ":::", "a", "b"};
   std::vector<char*> argv;
   for (std::string& w : words) argv.push_back(w.data());
   argv.push_back(nullptr);
@@ -1402,6 +1438,7 @@ TEST(Run, JobsWriteToATerminalWithTostopAndTheRunEnds) {
   EXPECT_EQ(WEXITSTATUS(status), 0) << out;
   EXPECT_NE(out.find("a\r\n"), std::string::npos) << out;  // the terminal's newline
   EXPECT_NE(out.find("b\r\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("no-tty-a\r\n"), std::string::npos) << out;
 }
 
 // A --joblog FIFO holds the run neither while polymap waits for its reader to open it nor

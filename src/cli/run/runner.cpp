@@ -557,13 +557,15 @@ void batch_runner::job_exited(std::size_t slot, int wait_status, double now) {
   job& j = jobs_[slot];
   const double runtime = now - j.start_mono;
   if (!j.stopped && !j.timed_out) {
-    const bool failed = !WIFEXITED(wait_status) || WEXITSTATUS(wait_status) != 0;
+    // It died of SIGPIPE, or its stdout is polymap's (not captured) and it exited 128 +
+    // SIGPIPE (a shell whose pipeline's last command died of it), and polymap's stdout is a
+    // pipe whose reader is gone (`polymap run ... | head`): so would every later job. Stop as
+    // on a signal, as GNU parallel does; this job and the others that die of it are
+    // interrupted, not failed, and a rerun resumes them. Other failures stay failures: a
+    // job that never wrote to stdout fails as it failed.
     const bool sigpipe = WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGPIPE;
-    // Its stdout is polymap's (not captured) or it died of SIGPIPE, and polymap's stdout is a
-    // pipe whose reader is gone (`polymap run ... | head`): so would every later job fail.
-    // Stop as on a signal, as GNU parallel does; this job and the others that fail of it
-    // (a shell exits 141 then, Python 1) are interrupted, not failed, and a rerun resumes them.
-    if ((sigpipe || (failed && j.out_fd < 0)) && stdout_closed()) {
+    const bool shell_sigpipe = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 128 + SIGPIPE;
+    if ((sigpipe || (shell_sigpipe && j.out_fd < 0)) && stdout_closed()) {
       stop_for_lost_output(EPIPE, j.item, 1);
       j.stopped = true;
     } else if (ended_by_a_stopping_signal(wait_status)) {
@@ -617,23 +619,20 @@ void batch_runner::end_job(std::size_t slot, int wait_status, double runtime) {
     end.reason = "interrupted";
   } else if (exit_code == 0 && !j.timed_out) {
     end.state = item_state::done;
-  } else if (st.attempts <= static_cast<int>(options_.retries)) {
+  } else if (st.attempts <= static_cast<int>(options_.retries) && stopping_since_ > 0) {
+    // Failed after the run began to stop its jobs: the retry is cancelled, as a waiting one
+    // is (release_unstarted()), and the item runs again on the next run.
+    end.state = item_state::interrupted;
+    end.reason = "interrupted before its retry";
+  } else if (st.attempts <= static_cast<int>(options_.retries) && !draining_) {
     // Its output is that of a failed attempt: the retry's replaces it.
     if (end.out_fd >= 0) close(end.out_fd);
     if (end.err_fd >= 0) close(end.err_fd);
-    end.out_fd = end.err_fd = -1;
-    if (draining_) {
-      // Ended after the run began to stop: the retry is cancelled, as a waiting one is
-      // (release_unstarted()), and the item runs again on the next run.
-      end.state = item_state::interrupted;
-      end.reason = "interrupted before its retry";
-    } else {
-      st.phase = item_phase::waiting_retry;
-      st.last_exit = exit_code;
-      st.last_signal = signal;
-      retries_.emplace(mono_now() + backoff(st.attempts), j.item);
-      return;
-    }
+    st.phase = item_phase::waiting_retry;
+    st.last_exit = exit_code;
+    st.last_signal = signal;
+    retries_.emplace(mono_now() + backoff(st.attempts), j.item);
+    return;
   } else {
     end.state = item_state::failed;
     if (j.timed_out) end.reason = "timeout after " + seconds_text(options_.timeout) + " s";
@@ -644,12 +643,12 @@ void batch_runner::end_job(std::size_t slot, int wait_status, double runtime) {
 void batch_runner::end_item(std::size_t item, std::size_t slot, item_outcome end) {
   item_status& st = status_[item];
   st.phase = item_phase::ended;
-  if (journal_ && end.state == item_state::interrupted) {
-    // Stopped part-way, it runs again on the next run, which writes its output whole: what
-    // it captured before the stop is not written now, or a resumed batch would have it twice.
-    if (end.out_fd >= 0) close(end.out_fd);
-    if (end.err_fd >= 0) close(end.err_fd);
-    end.out_fd = end.err_fd = -1;
+  if (journal_ && end.state == item_state::interrupted && end.out_fd >= 0) {
+    // Stopped part-way, it runs again on the next run, which writes its output whole: the
+    // stdout it captured before the stop is not written now, or a resumed batch would have
+    // it twice. Its stderr is: what a stopped job said is how far it got.
+    close(end.out_fd);
+    end.out_fd = -1;
   }
   output_record record = take_output(end);
   record.item = item;

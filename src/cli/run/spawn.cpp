@@ -29,7 +29,13 @@ struct child_plan {
 // A function of its own, never inlined, so that no local of spawn_job lives across vfork
 // in a register the child could clobber (-Wclobbered).
 [[noreturn]] __attribute__((noinline)) void exec_child(const child_plan* plan) {
-  setpgid(0, 0);
+  // A session of its own, so a process group of its own (a stop signals the whole job), and
+  // no controlling terminal: in the background of polymap's terminal, a write under `stty
+  // tostop`, a change of the terminal's modes or a read of /dev/tty would stop the job for
+  // good (nobody continues it, and the run waits for it), and a job could take the terminal's
+  // foreground from polymap (Ctrl-C would miss the run). Without one, /dev/tty cannot be
+  // opened (ENXIO), and the terminal that stdout or stderr is still takes the job's writes.
+  setsid();
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   // The runner may have died before prctl: then nobody would kill this job.
   if (getppid() != plan->parent) _exit(137);
@@ -39,13 +45,7 @@ struct child_plan {
   for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGXFSZ, SIGQUIT}) {
     signal(sig, SIG_DFL);
   }
-  // But for the terminal's stops. A process group of its own, the job is in the background
-  // of polymap's terminal, where a write under `stty tostop`, a change of the terminal's
-  // modes or a read of it would stop the job for good (nobody continues it, and the run
-  // waits for it). Ignored, the write and the change go through and the read fails (EIO),
-  // as a job run from a shell script in the foreground would have them.
-  signal(SIGTTOU, SIG_IGN);
-  signal(SIGTTIN, SIG_IGN);
+
   sigprocmask(SIG_SETMASK, plan->mask, nullptr);
   const spawn_request& request = *plan->request;
   if (request.stdin_fd >= 0) dup2(request.stdin_fd, 0);
