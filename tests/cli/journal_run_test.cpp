@@ -939,9 +939,10 @@ TEST(JournalRun, OutputThatCannotBeWrittenAfterASigtermKeepsTheSignalsExitStatus
   temp_dir dir;
   // Item 2 ends at once, and -k holds its output back behind item 1, which runs until the
   // SIGTERM: then item 2's output is written, to a stdout that cannot take it.
-  const std::string script = record_script +
-                             "; if [ \"$1\" = 2 ]; then echo \"out-$1\"; echo $$ > \"$2.2\"; "
-                             "exit 0; fi; i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done";
+  const std::string script =
+      record_script +
+      "; if [ \"$1\" = 2 ]; then echo \"out-$1\"; echo $$ > \"$2.2\"; exit 0; fi; i=0; "
+      "while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done";
   const std::vector<std::string> args = journal_run(dir, script, numbers(2), 2, {"-k"});
   const int full = open("/dev/full", O_WRONLY | O_CLOEXEC);
   ASSERT_GE(full, 0);

@@ -805,8 +805,8 @@ TEST(Run, KeepOrderHoldsLargeOutputsOutOfMemoryAndWritesThemWholeIntoAPipe) {
   EXPECT_EQ(out.size(), out_expected.size());
   const auto differs = std::mismatch(out.begin(), out.end(), out_expected.begin(),
                                      out_expected.end());
-  EXPECT_TRUE(differs.first == out.end()) << "the output differs from what the items printed at byte "
-                                          << (differs.first - out.begin());
+  EXPECT_TRUE(differs.first == out.end())
+      << "the output differs from what the items printed at byte " << (differs.first - out.begin());
 }
 
 // The temporary file of -k is made only when output has to wait on disk: with a $TMPDIR
@@ -1361,7 +1361,8 @@ bool pipe_settles(int fd, int bytes) {
     if (unread != held) {
       held = unread;
       since = std::chrono::steady_clock::now();
-    } else if (held >= bytes && std::chrono::steady_clock::now() - since >= std::chrono::seconds(1)) {
+    } else if (held >= bytes &&
+               std::chrono::steady_clock::now() - since >= std::chrono::seconds(1)) {
       return true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -174,7 +174,8 @@ int output_writer::put_spooled(int fd, const output_spool::extent& piece) {
   // Copied, not sent with sendfile: a pipe would hold references to the spool's pages, which
   // the spool gives back and writes again as soon as the piece is released.
   return to_stream(fd, piece.size, [&] {
-    return spool_->write_out(piece, [&](std::string_view bytes) { return write_stream(fd, bytes); });
+    return spool_->write_out(piece,
+                             [&](std::string_view bytes) { return write_stream(fd, bytes); });
   });
 }
 

@@ -164,7 +164,9 @@ bool stdout_closed() {
 bool ended_by_a_stopping_signal(int wait_status) {
   int signal = 0;
   if (WIFSIGNALED(wait_status)) signal = WTERMSIG(wait_status);
-  if (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) > 128) signal = WEXITSTATUS(wait_status) - 128;
+  if (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) > 128) {
+    signal = WEXITSTATUS(wait_status) - 128;
+  }
   return signal == SIGTERM || signal == SIGINT || signal == SIGHUP;
 }
 
@@ -564,7 +566,8 @@ void batch_runner::job_exited(std::size_t slot, int wait_status, double now) {
     // interrupted, not failed, and a rerun resumes them. Other failures stay failures: a
     // job that never wrote to stdout fails as it failed.
     const bool sigpipe = WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGPIPE;
-    const bool shell_sigpipe = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 128 + SIGPIPE;
+    const bool shell_sigpipe =
+        WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 128 + SIGPIPE;
     if ((sigpipe || (shell_sigpipe && j.out_fd < 0)) && stdout_closed()) {
       stop_for_lost_output(EPIPE, j.item, 1);
       j.stopped = true;
@@ -921,8 +924,9 @@ void batch_runner::output_lost(output_record& r, int error, int fd) {
   if (r.end && !was_interrupted) {
     r.end->state = item_state::interrupted;
     r.end->reason = std::string("its ") + (fd == 1 ? "stdout" : "stderr") +
-                    (error == stream_stalled ? " was not being read when the run stopped"
-                                             : " could not be written: " + std::string(std::strerror(error)));
+                    (error == stream_stalled
+                         ? " was not being read when the run stopped"
+                         : " could not be written: " + std::string(std::strerror(error)));
     r.end->stderr_tail.clear();
   }
   stop_for_lost_output(error, r.item, fd);
@@ -949,8 +953,8 @@ void batch_runner::stop_for_lost_output(int error, std::size_t item, int fd) {
     // Stopping already (a signal): said once, on the other stream.
     if (!stall_said_) {
       say(line_kind::error, stream + " is not being read: the output of item " +
-                                std::to_string(item + 1) + " and of the items after it is not written" +
-                                rerun_note());
+                                std::to_string(item + 1) +
+                                " and of the items after it is not written" + rerun_note());
     }
     stall_said_ = true;
     return;
@@ -1095,13 +1099,13 @@ void batch_runner::draw_progress(bool last) {
   std::string bar(static_cast<std::size_t>(std::clamp(filled, 0, width)), '#');
   bar.resize(width, '.');
   char line[256];
-  const int length =
-      std::snprintf(line, sizeof line, "\r[%s] %zu/%zu done %zu failed %zu running %zu %.1f/s ETA %.0fs \x1b[K%s",
-                    bar.c_str(), ended, total_, done_, failed_, busy_count(), rate, eta,
-                    last ? "\n" : "");
+  const int length = std::snprintf(
+      line, sizeof line, "\r[%s] %zu/%zu done %zu failed %zu running %zu %.1f/s ETA %.0fs \x1b[K%s",
+      bar.c_str(), ended, total_, done_, failed_, busy_count(), rate, eta, last ? "\n" : "");
   // Through the output's writes: a terminal paused with Ctrl-S holds it, not the run.
   if (length > 0) {
-    (void)out_.put(2, std::string_view(line, std::min(sizeof line - 1, static_cast<std::size_t>(length))));
+    const std::size_t size = std::min(sizeof line - 1, static_cast<std::size_t>(length));
+    (void)out_.put(2, std::string_view(line, size));
   }
 }
 
