@@ -648,6 +648,21 @@ TEST(Run, ItemsComeFromStdinWithADashOrWithoutAnySource) {
   EXPECT_EQ(none.out, "[1] first item\n[2] second\n");
 }
 
+// `polymap run ... 2>&1 >/dev/null | head -n 1` without a journal: the jobs write their
+// stderr straight to the pipe and die of SIGPIPE once head is gone; the run stops as it does
+// for stdout, with 141, and no item failed.
+TEST(Run, StderrToAPipeWhoseReaderHasGoneStopsTheRun) {
+  temp_dir dir;
+  std::vector<std::string> args = {"run", "-j", "2", "--", "sh", "-c", "echo \"$0\" >&2", ":::"};
+  for (int i = 1; i <= 2000; ++i) args.push_back(std::to_string(i));
+  std::string command = "{ " + polymap_command(args);
+  command += " 2>&1 >/dev/null; echo $? >" + shell_quote(dir / "status");
+  command += "; } | head -n 1 >" + shell_quote(dir / "first");
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  EXPECT_FALSE(read_file(dir / "first").empty());
+  EXPECT_EQ(read_file(dir / "status"), "141\n");
+}
+
 // A job that fails without writing, while polymap's stdout is a pipe whose reader is gone
 // (`| grep -q`, `| true`), failed: the run goes on and says so, as GNU parallel does.
 TEST(Run, JobThatFailsWhileStdoutIsAClosedPipeFailed) {

@@ -150,10 +150,11 @@ void write_results(const std::string& dir, const std::array<const std::string*, 
   }
 }
 
-/// Whether polymap's stdout is a pipe or socket that nobody reads any more (`polymap run ...
-/// | head -n 1` once head has exited): poll says POLLERR (a pipe) or POLLHUP (a socket).
-bool stdout_closed() {
-  pollfd fd{1, POLLOUT, 0};
+/// Whether polymap's stdout (1) or stderr (2) is a pipe or socket that nobody reads any more
+/// (`polymap run ... | head -n 1` once head has exited): poll says POLLERR (a pipe) or
+/// POLLHUP (a socket).
+bool stream_closed(int stream) {
+  pollfd fd{stream, POLLOUT, 0};
   return poll(&fd, 1, 0) == 1 && (fd.revents & (POLLERR | POLLHUP)) != 0;
 }
 
@@ -559,17 +560,19 @@ void batch_runner::job_exited(std::size_t slot, int wait_status, double now) {
   job& j = jobs_[slot];
   const double runtime = now - j.start_mono;
   if (!j.stopped && !j.timed_out) {
-    // It died of SIGPIPE, or its stdout is polymap's (not captured) and it exited 128 +
-    // SIGPIPE (a shell whose pipeline's last command died of it), and polymap's stdout is a
-    // pipe whose reader is gone (`polymap run ... | head`): so would every later job. Stop as
-    // on a signal, as GNU parallel does; this job and the others that die of it are
-    // interrupted, not failed, and a rerun resumes them. Other failures stay failures: a
-    // job that never wrote to stdout fails as it failed.
+    // Polymap's stdout (or stderr) is a pipe whose reader is gone (`polymap run ... | head`,
+    // `2>&1 >file | head`), and the job died of SIGPIPE, or exited 128 + SIGPIPE (a shell
+    // whose pipeline's last command died of it) with that stream its own, not captured: so
+    // would every later job. Stop as on a signal, as GNU parallel does; this job and the
+    // others that die of it are interrupted, not failed, and a rerun resumes them. Other
+    // failures stay failures: a job that never wrote there fails as it failed.
+    const int closed = stream_closed(1) ? 1 : (stream_closed(2) ? 2 : 0);
     const bool sigpipe = WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGPIPE;
-    const bool shell_sigpipe =
-        WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 128 + SIGPIPE;
-    if ((sigpipe || (shell_sigpipe && j.out_fd < 0)) && stdout_closed()) {
-      stop_for_lost_output(EPIPE, j.item, 1);
+    const bool shell_sigpipe = WIFEXITED(wait_status) &&
+                               WEXITSTATUS(wait_status) == 128 + SIGPIPE &&
+                               (closed == 1 ? j.out_fd : j.err_fd) < 0;
+    if (closed != 0 && (sigpipe || shell_sigpipe)) {
+      stop_for_lost_output(EPIPE, j.item, closed);
       j.stopped = true;
     } else if (ended_by_a_stopping_signal(wait_status)) {
       // A signal the runner did not send: the runner's own may come a moment after the
