@@ -1161,6 +1161,28 @@ TEST(JournalRun, LeaseIsRenewedWhileStdoutWaitsAndAJournalFailureThenEndsTheRun)
   EXPECT_NE(p.err().find("locked by another process"), std::string::npos) << p.err();
 }
 
+// Under --json, an interrupted item's end event has no "stdout" (dropped: the rerun writes
+// it), which an empty one would not tell; its "stderr" is there.
+TEST(JournalRun, JsonEventOfAnInterruptedItemHasNoStdout) {
+  temp_dir dir;
+  const std::string script =
+      record_script + "; echo begin; echo said >&2; echo $$ > \"$2.pid\"; exec sleep 30";
+  cli_process p(journal_run(dir, script, numbers(1), 1, {"--json"}), dir);
+  const pid_t job = std::atoi(wait_for_content(dir / "side.pid").c_str());
+  ASSERT_GT(job, 0);
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait(), 143) << p.err();
+  nlohmann::json end;
+  for (const std::string& line : lines_of(p.out())) {
+    const nlohmann::json event = nlohmann::json::parse(line);
+    if (event["event"] == "end") end = event;
+  }
+  ASSERT_FALSE(end.is_null()) << p.out();
+  EXPECT_EQ(end["state"], "interrupted");
+  EXPECT_FALSE(end.contains("stdout")) << p.out();
+  EXPECT_EQ(end["stderr"], "said\n") << p.out();
+}
+
 // An attempt that fails once the run has begun to stop its jobs, with retries left, is not a
 // failed item: its retry is cancelled, it is interrupted, and a rerun runs it. (The runner is
 // stopped while the job fails, so that it takes that end after its own SIGTERM.)

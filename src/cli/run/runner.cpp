@@ -255,6 +255,7 @@ struct item_outcome {
   double runtime = 0;
   int out_fd = -1;  // the captures of its stdout and stderr, handed over; -1: none
   int err_fd = -1;
+  bool stdout_dropped = false;  // its captured stdout is not written (see end_item())
 };
 
 /// What a line that polymap itself writes on stderr is. That decides what becomes of it when
@@ -655,6 +656,7 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_outcome end
     // it twice. Its stderr is: what a stopped job said is how far it got.
     close(end.out_fd);
     end.out_fd = -1;
+    end.stdout_dropped = true;
   }
   output_record record = take_output(end);
   record.item = item;
@@ -784,8 +786,9 @@ std::string batch_runner::end_event(std::size_t item, std::size_t slot, const it
                           {"duration", end.runtime},
                           {"command", command_.expand(items_[item], item + 1, slot + 1)}};
   if (!end.reason.empty()) event["reason"] = end.reason;
+  // Absent where it is elsewhere (--results) or not written at all (dropped): not empty.
   if (options_.results.empty()) {
-    event["stdout"] = record.out;
+    if (!end.stdout_dropped) event["stdout"] = record.out;
     event["stderr"] = record.err;
   }
   return json_text(event);
