@@ -1183,6 +1183,29 @@ TEST(JournalRun, JsonEventOfAnInterruptedItemHasNoStdout) {
   EXPECT_EQ(end["stderr"], "said\n") << p.out();
 }
 
+// A retry that a stop cancels while it waits: its item is interrupted, and its --json end
+// event has no "stdout" (dropped with the failed attempt's output) and that attempt's runtime.
+TEST(JournalRun, JsonEventOfARetryCancelledWhileItWaitsHasNoStdout) {
+  temp_dir dir;
+  const std::string script = record_script + "; echo out; exit 3";
+  cli_process p(journal_run(dir, script, numbers(1), 1, {"--json", "--retries", "10"}), dir);
+  // Two attempts failed: the third waits (0.2 s), or has just started.
+  for (int tries = 0; tries < 1500 && lines_of(read_file(dir / "side")).size() < 2; ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait(), 143) << p.err();
+  nlohmann::json end;
+  for (const std::string& line : lines_of(p.out())) {
+    const nlohmann::json event = nlohmann::json::parse(line);
+    if (event["event"] == "end") end = event;
+  }
+  ASSERT_FALSE(end.is_null()) << p.out();
+  EXPECT_EQ(end["state"], "interrupted");
+  EXPECT_FALSE(end.contains("stdout")) << p.out();
+  EXPECT_EQ(items_in_state(dir, 4), "1");
+}
+
 // An attempt that fails once the run has begun to stop its jobs, with retries left, is not a
 // failed item: its retry is cancelled, it is interrupted, and a rerun runs it. (The runner is
 // stopped while the job fails, so that it takes that end after its own SIGTERM.)

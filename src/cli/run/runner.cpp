@@ -216,6 +216,7 @@ struct item_status {
   std::size_t slot = 0;         // of the last attempt
   int last_exit = 0;            // of the last failed attempt, while it waits for a retry
   int last_signal = 0;
+  double last_runtime = 0;
 };
 
 struct job {
@@ -626,18 +627,20 @@ void batch_runner::end_job(std::size_t slot, int wait_status, double runtime) {
     end.reason = "interrupted";
   } else if (exit_code == 0 && !j.timed_out) {
     end.state = item_state::done;
-  } else if (st.attempts <= static_cast<int>(options_.retries) && stopping_since_ > 0) {
-    // Failed after the run began to stop its jobs: the retry is cancelled, as a waiting one
-    // is (release_unstarted()), and the item runs again on the next run.
+  } else if (st.attempts <= static_cast<int>(options_.retries) && draining_) {
+    // Failed with retries left once the run stops or halts, which starts no retry: the
+    // item is interrupted before it, as a waiting retry is then (release_unstarted()), and
+    // runs again on the next run. Its output is written as an interrupted item's is.
     end.state = item_state::interrupted;
     end.reason = "interrupted before its retry";
-  } else if (st.attempts <= static_cast<int>(options_.retries) && !draining_) {
+  } else if (st.attempts <= static_cast<int>(options_.retries)) {
     // Its output is that of a failed attempt: the retry's replaces it.
     if (end.out_fd >= 0) close(end.out_fd);
     if (end.err_fd >= 0) close(end.err_fd);
     st.phase = item_phase::waiting_retry;
     st.last_exit = exit_code;
     st.last_signal = signal;
+    st.last_runtime = runtime;
     retries_.emplace(mono_now() + backoff(st.attempts), j.item);
     return;
   } else {
@@ -1083,6 +1086,8 @@ void batch_runner::release_unstarted() {
     end.signal = st.last_signal;
     end.reason = "interrupted before its retry";
     end.start_wall = wall_now();
+    end.runtime = st.last_runtime;
+    end.stdout_dropped = true;  // with the last attempt's stderr, when its retry was queued
     end_item(i, st.slot, std::move(end));
   }
 }
