@@ -1002,6 +1002,27 @@ bool wait_for_output(const cli_process& p, const std::string& text) {
   return false;
 }
 
+// A job's child that ignores SIGTERM gets the SIGKILL that follows it, even once the job's
+// first process has died of the SIGTERM and been reaped (--timeout here; a stop alike).
+TEST(Run, ChildThatIgnoresSigtermOfATimedOutJobIsKilled) {
+  temp_dir dir;
+  const std::string script =
+      "sh -c 'trap \"\" TERM; exec sleep 300' & echo $! > \"$0\"; sleep 200; true";
+  cli_process p({"run", "--timeout", "1", "--", "sh", "-c", script, dir / "child", ":::", "x"},
+                dir);
+  std::string child_text;
+  for (int tries = 0; tries < 1500 && child_text.empty(); ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    child_text = read_file(dir / "child");
+  }
+  const pid_t child = std::atoi(child_text.c_str());
+  ASSERT_GT(child, 0);
+  EXPECT_EQ(p.wait(), 1) << p.err();
+  const bool killed = ended_within(child, 10);
+  if (!killed) kill(child, SIGKILL);
+  EXPECT_TRUE(killed) << "the child that ignores SIGTERM outlived polymap";
+}
+
 TEST(Run, SignalWhileARetryWaitsEndsTheItemInterrupted) {
   temp_dir dir;
   // Each attempt fails at once and the next waits 0.1 s, 0.2 s, 0.4 s...: a signal after the

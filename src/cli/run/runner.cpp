@@ -349,6 +349,9 @@ class batch_runner final : public output_host {
   std::size_t interrupted_ = 0;
   std::int64_t failed_before_ = 0;  // failed in earlier runs, left alone without --retry-failed
   std::size_t next_order_ = 0;
+  // The process groups of jobs that were reaped before the SIGKILL that followed their
+  // SIGTERM, and when that SIGKILL is due (check_deadlines()).
+  std::vector<std::pair<pid_t, double>> lingering_;
   int signal_fd_ = -1;  // SIGCHLD and the stopping signals
   int null_fd_ = -1;
   int stop_signal_ = 0;    // SIGINT, SIGTERM or SIGHUP received
@@ -551,7 +554,13 @@ void batch_runner::collect_exits(double now) {
     if (found == slot_of_.end()) continue;  // no job of ours
     job& j = jobs_[found->second];
     slot_of_.erase(found);
-    guard_->remove(pid);
+    if (j.kill_at > 0) {
+      // Signalled, with its SIGKILL to come: what is left of its group (a child that ignores
+      // SIGTERM) gets that SIGKILL all the same, and the guard keeps the group until then.
+      lingering_.emplace_back(pid, j.kill_at);
+    } else {
+      guard_->remove(pid);
+    }
     j.exited = true;
     j.exit_status = wait_status;
     j.exited_at = now;
@@ -998,6 +1007,12 @@ void batch_runner::stop_jobs(int sig, double now) {
 }
 
 void batch_runner::check_deadlines(double now) {
+  std::erase_if(lingering_, [&](const std::pair<pid_t, double>& group) {
+    if (now < group.second) return false;
+    kill(-group.first, SIGKILL);
+    guard_->remove(group.first);
+    return true;
+  });
   for (job& j : jobs_) {
     if (!j.busy || j.held || j.exited) continue;
     if (j.deadline > 0 && now >= j.deadline && !j.timed_out && !j.stopped) {
@@ -1057,6 +1072,7 @@ double batch_runner::next_wakeup(double now) const {
 
 double batch_runner::next_job_wakeup(double wake) const {
   // What check_deadlines() does next: a SIGTERM at a --timeout, a SIGKILL after one.
+  for (const auto& group : lingering_) wake = std::min(wake, group.second);
   for (const job& j : jobs_) {
     if (!j.busy || j.held || j.exited) continue;
     if (j.deadline > 0 && !j.timed_out && !j.stopped) wake = std::min(wake, j.deadline);
