@@ -1161,6 +1161,16 @@ TEST(JournalRun, LeaseIsRenewedWhileStdoutWaitsAndAJournalFailureThenEndsTheRun)
   EXPECT_NE(p.err().find("locked by another process"), std::string::npos) << p.err();
 }
 
+/// The last `end` event of --json lines; null when there is none.
+nlohmann::json last_end_event(const std::string& out) {
+  nlohmann::json end;
+  for (const std::string& line : lines_of(out)) {
+    const nlohmann::json event = nlohmann::json::parse(line);
+    if (event["event"] == "end") end = event;
+  }
+  return end;
+}
+
 // Under --json, an interrupted item's end event has no "stdout" (dropped: the rerun writes
 // it), which an empty one would not tell; its "stderr" is there.
 TEST(JournalRun, JsonEventOfAnInterruptedItemHasNoStdout) {
@@ -1172,11 +1182,7 @@ TEST(JournalRun, JsonEventOfAnInterruptedItemHasNoStdout) {
   ASSERT_GT(job, 0);
   p.signal(SIGTERM);
   EXPECT_EQ(p.wait(), 143) << p.err();
-  nlohmann::json end;
-  for (const std::string& line : lines_of(p.out())) {
-    const nlohmann::json event = nlohmann::json::parse(line);
-    if (event["event"] == "end") end = event;
-  }
+  const nlohmann::json end = last_end_event(p.out());
   ASSERT_FALSE(end.is_null()) << p.out();
   EXPECT_EQ(end["state"], "interrupted");
   EXPECT_FALSE(end.contains("stdout")) << p.out();
@@ -1195,14 +1201,11 @@ TEST(JournalRun, JsonEventOfARetryCancelledWhileItWaitsHasNoStdout) {
   }
   p.signal(SIGTERM);
   EXPECT_EQ(p.wait(), 143) << p.err();
-  nlohmann::json end;
-  for (const std::string& line : lines_of(p.out())) {
-    const nlohmann::json event = nlohmann::json::parse(line);
-    if (event["event"] == "end") end = event;
-  }
+  const nlohmann::json end = last_end_event(p.out());
   ASSERT_FALSE(end.is_null()) << p.out();
   EXPECT_EQ(end["state"], "interrupted");
   EXPECT_FALSE(end.contains("stdout")) << p.out();
+  EXPECT_GT(end["duration"].get<double>(), 0.0) << p.out();  // the attempt's, not none
   EXPECT_EQ(items_in_state(dir, 4), "1");
 }
 
