@@ -577,11 +577,12 @@ void batch_runner::job_exited(std::size_t slot, int wait_status, double now) {
     // would every later job. Stop as on a signal, as GNU parallel does; this job and the
     // others that die of it are interrupted, not failed, and a rerun resumes them. Other
     // failures stay failures: a job that never wrote there fails as it failed.
-    const int closed = stream_closed(1) ? 1 : (stream_closed(2) ? 2 : 0);
+    // The streams are looked at (poll) only for such an end, not for every job's.
     const bool sigpipe = WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGPIPE;
-    const bool shell_sigpipe = WIFEXITED(wait_status) &&
-                               WEXITSTATUS(wait_status) == 128 + SIGPIPE &&
-                               (closed == 1 ? j.out_fd : j.err_fd) < 0;
+    const bool exit_141 = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 128 + SIGPIPE;
+    const int closed =
+        !sigpipe && !exit_141 ? 0 : (stream_closed(1) ? 1 : (stream_closed(2) ? 2 : 0));
+    const bool shell_sigpipe = exit_141 && closed != 0 && (closed == 1 ? j.out_fd : j.err_fd) < 0;
     if (closed != 0 && (sigpipe || shell_sigpipe)) {
       stop_for_lost_output(EPIPE, j.item, closed);
       j.stopped = true;
