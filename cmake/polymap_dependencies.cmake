@@ -61,7 +61,17 @@ if(NOT POLYMAP_WITH_KOKKOS STREQUAL "OFF")
   endif()
 endif()
 
+# MPI: Debian's Open MPI (libopenmpi-dev), or any MPI that CMake's FindMPI finds. polymap
+# calls its C API from C++: the deprecated C++ bindings are left out.
 set(POLYMAP_HAS_MPI 0)
-if(POLYMAP_WITH_MPI STREQUAL "ON")
-  message(FATAL_ERROR "POLYMAP_WITH_MPI=ON: the mpi backend is not implemented in polymap ${PROJECT_VERSION} yet")
+if(NOT POLYMAP_WITH_MPI STREQUAL "OFF")
+  set(MPI_CXX_SKIP_MPICXX ON)
+  find_package(MPI COMPONENTS CXX)
+  if(MPI_CXX_FOUND)
+    set(POLYMAP_HAS_MPI 1)
+    list(APPEND POLYMAP_BACKENDS mpi)
+  elseif(POLYMAP_WITH_MPI STREQUAL "ON")
+    message(FATAL_ERROR "POLYMAP_WITH_MPI=ON but MPI was not found "
+                        "(apt-get install libopenmpi-dev openmpi-bin, or set MPI_HOME)")
+  endif()
 endif()

@@ -15,6 +15,8 @@ packages=(
   libcli11-dev libfmt-dev nlohmann-json3-dev libsqlite3-dev
   # the kokkos backend (Kokkos 3.4, Serial); CUDA comes from NVIDIA's toolkit, not Debian
   libtrilinos-kokkos-dev
+  # the mpi backend (Open MPI 4.1) and mpirun for its tests
+  libopenmpi-dev openmpi-bin
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # peers measured by the benchmarks

@@ -16,6 +16,7 @@ bool is_built(backend_kind kind) noexcept {
     case backend_kind::processes: return true;
     case backend_kind::cuda: return POLYMAP_HAS_CUDA != 0;
     case backend_kind::kokkos: return POLYMAP_HAS_KOKKOS != 0;
+    case backend_kind::mpi: return POLYMAP_HAS_MPI != 0;
     default: return false;
   }
 }
@@ -23,12 +24,15 @@ bool is_built(backend_kind kind) noexcept {
 std::string not_built_reason(backend_kind kind) {
   const std::string name(to_string(kind));
   switch (kind) {
-    case backend_kind::mpi:
-      return "polymap " POLYMAP_VERSION_STRING " does not have the " + name + " backend yet";
     case backend_kind::cuda:
     case backend_kind::kokkos:
+    case backend_kind::mpi: {
+      const char* option = kind == backend_kind::cuda     ? "CUDA"
+                           : kind == backend_kind::kokkos ? "KOKKOS"
+                                                          : "MPI";
       return "this build of polymap has no " + name + " backend (configure with POLYMAP_WITH_" +
-             (kind == backend_kind::cuda ? "CUDA" : "KOKKOS") + "=ON)";
+             option + "=ON)";
+    }
     default: return name + " is not a concrete backend";
   }
 }
@@ -43,6 +47,9 @@ executor& executor_for(backend_kind kind) {
 #endif
 #if POLYMAP_HAS_KOKKOS
     case backend_kind::kokkos: return kokkos_executor();
+#endif
+#if POLYMAP_HAS_MPI
+    case backend_kind::mpi: return mpi_executor();
 #endif
     default: throw backend_unavailable("polymap: " + not_built_reason(kind));
   }

@@ -131,6 +131,14 @@ backend_estimate estimate(backend_kind kind, const options& o, std::size_t left,
     if (verbose) e.why_not = ex.status();
     return e;
   }
+  if (kind == backend_kind::mpi) {
+    if (verbose) {
+      e.why_not = "a call on the mpi backend is collective (every rank must make it), so "
+                  "automatic never chooses it: ask for it with options::backend or "
+                  "POLYMAP_BACKEND";
+    }
+    return e;
+  }
   if (kind == backend_kind::cuda) {
     // This path holds host code only: the GPU runs a call through polymap::cuda::map.
     if (verbose) {
@@ -165,14 +173,18 @@ backend_estimate estimate(backend_kind kind, const options& o, std::size_t left,
 
 /// Decides where a call runs. Only a `verbose` decision (explain, POLYMAP_EXPLAIN, a
 /// report) carries its reasons and every backend's estimate: building that text would cost
-/// more than the fork-join of a small call.
-plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose) {
+/// more than the fork-join of a small call. `here`: a share of a call that another backend
+/// (mpi) spreads over machines, which runs on this machine's own backends whatever the
+/// call asked for.
+plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose,
+            bool here = false) {
   const options& o = *job.opts;
   plan p;
   p.items = job.end - job.begin;
   // check_options has refused what the requested backend cannot hold.
   bool from_env = false;
-  const backend_kind requested = requested_backend(o, from_env);
+  const backend_kind requested =
+      here ? backend_kind::automatic : requested_backend(o, from_env);
 
   if (in_worker_process() && !stops_or_caps(o)) {
     // Worker processes have no thread pool (its threads live in the caller) and must
@@ -293,6 +305,13 @@ executor& usable_executor(backend_kind kind) {
 
 }  // namespace
 
+backend_kind run_share(map_job& job, function_stats& stats) {
+  const plan p = decide(job, stats, true, false, true);
+  executor& ex = usable_executor(p.chosen);
+  if (job.begin < job.end) ex.run(job, nullptr);
+  return p.chosen;
+}
+
 backend_kind check_backend_available(const options& o) {
   bool from_env = false;
   const backend_kind requested = requested_backend(o, from_env);
@@ -369,7 +388,10 @@ backend_kind execute(map_job& job, function_stats& stats) {
   stop_link on_stop;
   link_stop(on_stop, o, state);
   progress_reporter progress(o, state);
-  if (job.begin == job.end || state.stopping()) {
+  // A call on the mpi backend is collective: every rank takes part, even with nothing to
+  // run or a stop before the start (its cancel then reaches every rank).
+  const bool collective = requested == backend_kind::mpi && !in_worker() && !in_worker_process();
+  if (!collective && (job.begin == job.end || state.stopping())) {
     if (o.report != nullptr) o.report->backend = backend_kind::serial;
     return backend_kind::serial;
   }
@@ -393,7 +415,7 @@ backend_kind execute(map_job& job, function_stats& stats) {
     state.set_first_block(
         static_cast<std::size_t>(std::clamp(half / job.seconds_per_item, 1.0, 1e9)));
   }
-  if (items != 0) ex.run(job, o.report);
+  if (items != 0 || collective) ex.run(job, o.report);
 
   // Feed the history with the time workers spent inside chunks: no dispatch, no waiting,
   // no fork-join, so that the estimate does not drift with the backend it ran on.

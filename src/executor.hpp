@@ -3,6 +3,7 @@
 #pragma once
 
 #include <polymap/backend.hpp>
+#include <polymap/detail/execute.hpp>
 #include <polymap/detail/map_job.hpp>
 #include <polymap/plan.hpp>
 
@@ -46,6 +47,7 @@ class executor {
 [[nodiscard]] executor& processes_executor();
 [[nodiscard]] executor& cuda_executor();    // built when POLYMAP_HAS_CUDA
 [[nodiscard]] executor& kokkos_executor();  // built when POLYMAP_HAS_KOKKOS
+[[nodiscard]] executor& mpi_executor();     // built when POLYMAP_HAS_MPI
 
 /// The executor of a concrete backend kind.
 /// @throws backend_unavailable when `kind` is not built into this library
@@ -60,5 +62,12 @@ class executor {
 /// The executor of `kind` when it is built and available here; else null, with `why_not`
 /// saying why (not built, or the executor's status).
 [[nodiscard]] executor* usable_executor(backend_kind kind, std::string& why_not);
+
+/// Runs items [job.begin, job.end) on the backend that automatic picks among this
+/// machine's own (serial, threads, processes: never the one the call asked for), with no
+/// progress report, stop link or run report of its own: the share of a call that the mpi
+/// backend gave this rank. Samples the cost into `stats` when it is unknown.
+/// @return the backend the share ran on
+backend_kind run_share(map_job& job, function_stats& stats);
 
 }  // namespace polymap::detail

@@ -88,8 +88,9 @@ void check_options(const options& o) {
   // with no items.
   bool from_env = false;
   const backend_kind requested = requested_backend(o, from_env);
+  // mpi runs each rank's share on that machine's own backends: processes, for these.
   if (requested != backend_kind::automatic && requested != backend_kind::processes &&
-      stops_or_caps(o)) {
+      requested != backend_kind::mpi && stops_or_caps(o)) {
     refuse_stop_or_cap(
         o, std::string(to_string(requested)) + (from_env ? " (from POLYMAP_BACKEND)" : ""));
   }

@@ -123,6 +123,23 @@ class run_state {
   }
   [[nodiscard]] bool has_failures() const noexcept { return failed() != 0; }
 
+  /// Copies of the failures and finished ranges so far, which stay (the mpi backend's rank
+  /// 0 sends them to every rank).
+  [[nodiscard]] std::pair<std::vector<item_failure>, std::vector<index_range>> outcome() {
+    std::lock_guard lock(mutex_);
+    return {failures_, ranges_};
+  }
+  /// Makes the call's outcome the one given, in place of this state's own: another
+  /// process's account of the whole call (the mpi backend's rank 0), after every item ran.
+  void set_outcome(std::vector<item_failure> failures, std::vector<index_range> ranges,
+                   std::size_t done) {
+    std::lock_guard lock(mutex_);
+    failed_.store(failures.size(), std::memory_order_relaxed);
+    done_.store(done, std::memory_order_relaxed);
+    failures_ = std::move(failures);
+    ranges_ = std::move(ranges);
+  }
+
   /// The items a worker runs between its first two looks for a stop (see run_items): one,
   /// unless the function's cost is known from earlier calls.
   [[nodiscard]] std::size_t first_block() const noexcept { return first_block_; }

@@ -1,0 +1,214 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "backends/mpi/communicator.hpp"
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <mutex>
+#include <polymap/error.hpp>
+#include <string>
+
+namespace polymap::detail::mpi {
+
+namespace {
+
+/// Throws polymap::error for an MPI call that returned `code`.
+void check(int code, const char* call) {
+  if (code == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int length = 0;
+  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) length = 0;
+  throw error(std::string("polymap: backend mpi: ") + call + " failed: " +
+              (length > 0 ? std::string(text, static_cast<std::size_t>(length))
+                          : "error " + std::to_string(code)));
+}
+
+MPI_Comm handle(int comm) { return MPI_Comm_f2c(comm); }
+
+/// `size` as an MPI count.
+int count_of(std::size_t size) {
+  if (size > static_cast<std::size_t>(INT_MAX)) {
+    throw error("polymap: backend mpi: a message of " + std::to_string(size) +
+                " bytes is larger than MPI can send at once");
+  }
+  return static_cast<int>(size);
+}
+
+const char* level_name(int level) {
+  switch (level) {
+    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
+    default: return "MPI_THREAD_MULTIPLE";
+  }
+}
+
+/// Finalises MPI at exit when polymap initialised it (and nobody finalised it since).
+void finalize_at_exit() {
+  int finalized = 0;
+  if (MPI_Finalized(&finalized) == MPI_SUCCESS && finalized == 0) MPI_Finalize();
+}
+
+/// What an MPI launcher puts in the environment of the processes it starts: Open MPI,
+/// PMIx (Open MPI 4+, Slurm), PMI (MPICH, Intel MPI, Slurm) and MVAPICH.
+constexpr const char* launcher_size_variables[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE",
+                                                   "MV2_COMM_WORLD_SIZE"};
+constexpr const char* launcher_variables[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK",
+                                              "PMI_SIZE", "MV2_COMM_WORLD_RANK"};
+
+bool initialized() noexcept {
+  int init = 0;
+  int finalized = 0;
+  return MPI_Initialized(&init) == MPI_SUCCESS && init != 0 &&
+         MPI_Finalized(&finalized) == MPI_SUCCESS && finalized == 0;
+}
+
+}  // namespace
+
+communicator::communicator() {
+  int init = 0;
+  check(MPI_Initialized(&init), "MPI_Initialized");
+  if (init == 0) {
+    // polymap calls MPI from the thread that makes a call (one call at a time), never from
+    // its workers: a call from another thread than main needs SERIALIZED.
+    int provided = 0;
+    check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
+    std::atexit(finalize_at_exit);
+  }
+  MPI_Comm comm = MPI_COMM_NULL;
+  check(MPI_Comm_dup(MPI_COMM_WORLD, &comm), "MPI_Comm_dup");
+  check(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  comm_ = MPI_Comm_c2f(comm);
+  check(MPI_Comm_rank(comm, &rank_), "MPI_Comm_rank");
+  check(MPI_Comm_size(comm, &size_), "MPI_Comm_size");
+}
+
+communicator& communicator::get() {
+  int finalized = 0;
+  check(MPI_Finalized(&finalized), "MPI_Finalized");
+  if (finalized != 0) {
+    throw backend_unavailable("polymap: backend mpi is not available: MPI was finalised");
+  }
+  int init = 0;
+  check(MPI_Initialized(&init), "MPI_Initialized");
+  if (init != 0) {
+    int level = MPI_THREAD_SINGLE;
+    int is_main = 0;
+    check(MPI_Query_thread(&level), "MPI_Query_thread");
+    check(MPI_Is_thread_main(&is_main), "MPI_Is_thread_main");
+    if (level < MPI_THREAD_SERIALIZED && is_main == 0) {
+      throw backend_unavailable(
+          std::string("polymap: backend mpi is not available on this thread: MPI was "
+                      "initialised with ") +
+          level_name(level) +
+          ", which allows MPI calls from the main thread alone (initialise it with "
+          "MPI_THREAD_SERIALIZED, or make the call from the main thread)");
+    }
+  }
+  // Made once, by the first call; a failure to make it is thrown again by the next.
+  static std::mutex making;
+  static communicator* made = nullptr;
+  const std::lock_guard lock(making);
+  if (made == nullptr) made = new communicator();  // lives until exit, as MPI does
+  return *made;
+}
+
+void communicator::send(const void* data, std::size_t size, int to, int tag) const {
+  check(MPI_Send(data, count_of(size), MPI_BYTE, to, tag, handle(comm_)), "MPI_Send");
+}
+
+void communicator::send_later(const void* data, std::size_t size, int to, int tag) {
+  wait_sent();
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Isend(data, count_of(size), MPI_BYTE, to, tag, handle(comm_), &request), "MPI_Isend");
+  sending_ = MPI_Request_c2f(request);
+}
+
+void communicator::wait_sent() {
+  if (sending_ == -1) return;
+  MPI_Request request = MPI_Request_f2c(sending_);
+  sending_ = -1;
+  check(MPI_Wait(&request, MPI_STATUS_IGNORE), "MPI_Wait");
+}
+
+int communicator::receive(std::string& into, int from, int tag) const {
+  MPI_Status status;
+  check(MPI_Probe(from < 0 ? MPI_ANY_SOURCE : from, tag, handle(comm_), &status), "MPI_Probe");
+  int count = 0;
+  check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
+  into.resize(static_cast<std::size_t>(count));
+  check(MPI_Recv(into.data(), count, MPI_BYTE, status.MPI_SOURCE, tag, handle(comm_),
+                 MPI_STATUS_IGNORE),
+        "MPI_Recv");
+  return status.MPI_SOURCE;
+}
+
+void communicator::receive(void* data, std::size_t size, int from, int tag) const {
+  MPI_Status status;
+  check(MPI_Probe(from, tag, handle(comm_), &status), "MPI_Probe");
+  int count = 0;
+  check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
+  if (static_cast<std::size_t>(count) != size) {
+    throw error("polymap: backend mpi: rank " + std::to_string(from) + " sent " +
+                std::to_string(count) + " bytes where " + std::to_string(size) +
+                " were due (another program's message on polymap's communicator?)");
+  }
+  check(MPI_Recv(data, count, MPI_BYTE, from, tag, handle(comm_), MPI_STATUS_IGNORE), "MPI_Recv");
+}
+
+bool communicator::waiting(int tag) const {
+  int flag = 0;
+  check(MPI_Iprobe(MPI_ANY_SOURCE, tag, handle(comm_), &flag, MPI_STATUS_IGNORE), "MPI_Iprobe");
+  return flag != 0;
+}
+
+void communicator::broadcast(void* data, std::size_t size) const {
+  constexpr std::size_t piece = std::size_t{1} << 30;
+  auto* bytes = static_cast<char*>(data);
+  for (std::size_t at = 0; at < size; at += piece) {
+    const std::size_t n = std::min(piece, size - at);
+    check(MPI_Bcast(bytes + at, static_cast<int>(n), MPI_BYTE, 0, handle(comm_)), "MPI_Bcast");
+  }
+}
+
+void communicator::broadcast(std::string& bytes) const {
+  std::uint64_t size = bytes.size();
+  broadcast(&size, sizeof size);
+  bytes.resize(size);
+  broadcast(bytes.data(), bytes.size());
+}
+
+bool reachable(std::string& why_not) noexcept {
+  int finalized = 0;
+  if (MPI_Finalized(&finalized) == MPI_SUCCESS && finalized != 0) {
+    why_not = "MPI was finalised";
+    return false;
+  }
+  if (initialized()) return true;
+  for (const char* name : launcher_variables) {
+    if (std::getenv(name) != nullptr) return true;
+  }
+  why_not =
+      "not started by an MPI launcher (mpirun, mpiexec, srun), and MPI is not "
+      "initialised by the program";
+  return false;
+}
+
+int known_ranks() noexcept {
+  if (initialized()) {
+    int size = 0;
+    if (MPI_Comm_size(MPI_COMM_WORLD, &size) == MPI_SUCCESS) return size;
+  }
+  for (const char* name : launcher_size_variables) {
+    if (const char* v = std::getenv(name); v != nullptr) {
+      const int n = std::atoi(v);
+      if (n > 0) return n;
+    }
+  }
+  return 0;
+}
+
+}  // namespace polymap::detail::mpi

@@ -1,0 +1,63 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace polymap::detail::mpi {
+
+/// The ranks of this MPI job as polymap talks to them: its own duplicate of
+/// MPI_COMM_WORLD (no message of polymap's can meet one of the program's), with errors
+/// returned rather than fatal. Every call is checked: a failed one throws polymap::error
+/// naming the MPI function and MPI's own text. One per process, made by the first call on
+/// the mpi backend (collectively: every rank makes it), which initialises MPI if the
+/// program has not; polymap then finalises MPI at exit.
+class communicator {
+ public:
+  /// The communicator, made at the first call.
+  /// @throws backend_unavailable when MPI was finalised, or is initialised with a thread
+  ///   level that does not allow a call from this thread
+  static communicator& get();
+
+  [[nodiscard]] int rank() const noexcept { return rank_; }
+  [[nodiscard]] int size() const noexcept { return size_; }
+
+  /// Sends `size` bytes to `to` (blocking until MPI has taken them).
+  void send(const void* data, std::size_t size, int to, int tag) const;
+  /// Starts sending `size` bytes to `to`, which must stay as they are until the next
+  /// send_later() or wait_sent(): after waiting for the one before (one at a time).
+  void send_later(const void* data, std::size_t size, int to, int tag);
+  /// Waits until what send_later() started is sent.
+  void wait_sent();
+  /// Receives a message of any size from `from` (any source when negative) into `into`.
+  /// @return the rank it came from
+  int receive(std::string& into, int from, int tag) const;
+  /// Receives a message of exactly `size` bytes from `from` into `data`.
+  void receive(void* data, std::size_t size, int from, int tag) const;
+  /// Whether a message with `tag` waits, from any source.
+  [[nodiscard]] bool waiting(int tag) const;
+  /// Broadcasts `size` bytes from rank 0 (in pieces: MPI counts are int).
+  void broadcast(void* data, std::size_t size) const;
+  /// Broadcasts a byte string from rank 0: its length, then its bytes.
+  void broadcast(std::string& bytes) const;
+
+ private:
+  communicator();
+  int comm_ = 0;      // an MPI_Comm handle, stored as MPI_Comm_c2f's integer
+  int sending_ = -1;  // send_later's MPI_Request (MPI_Request_c2f), or -1
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+/// Whether this process can take part in an MPI job: MPI is initialised (and not
+/// finalised), or an MPI launcher (mpirun, mpiexec, srun) started it; `why_not` says why
+/// not. Initialises nothing.
+[[nodiscard]] bool reachable(std::string& why_not) noexcept;
+
+/// The ranks of the job: MPI_COMM_WORLD's size when MPI is initialised, else what the
+/// launcher's environment says; 0 when neither tells.
+[[nodiscard]] int known_ranks() noexcept;
+
+}  // namespace polymap::detail::mpi

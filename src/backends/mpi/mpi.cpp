@@ -1,0 +1,108 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include <mutex>
+#include <polymap/detail/execute.hpp>
+#include <polymap/detail/remote.hpp>
+#include <polymap/error.hpp>
+#include <polymap/options.hpp>
+#include <polymap/topology.hpp>
+#include <string>
+
+#include "backends/mpi/communicator.hpp"
+#include "backends/mpi/task_farm.hpp"
+#include "executor.hpp"
+#include "once_per_process.hpp"
+
+namespace polymap::detail {
+
+namespace {
+
+/// Why a call's results cannot cross between ranks, or null when they can: those of a
+/// fixed size kept one after another in the call's own memory (map, map_into of a
+/// contiguous range), or none (for_each, a void function).
+const char* results_refused(const map_job& job) noexcept {
+  const result_transfer* t = job.transfer;
+  if (t != nullptr && t->deliver == nullptr && t->unsupported == nullptr) return nullptr;  // void
+  if (t != nullptr && t->fixed_size != 0 && t->fixed_target != nullptr) return nullptr;
+  return "a call whose results are trivially copyable and kept one after another (map, "
+         "map_into of a contiguous range, for_each): results of other types, and imap's "
+         "streams, do not cross between ranks in this version";
+}
+
+/// Whether this thread makes a call on the mpi backend (and runs its rank's share of it).
+thread_local bool making_call = false;
+
+/// The mpi backend: the ranks of an MPI job share a call's items (see mpi::task_farm).
+class mpi_executor_impl final : public executor {
+ public:
+  [[nodiscard]] backend_kind kind() const noexcept override { return backend_kind::mpi; }
+  [[nodiscard]] bool available() const noexcept override {
+    std::string why_not;
+    return mpi::reachable(why_not);
+  }
+  [[nodiscard]] std::string status() const override {
+    std::string why_not;
+    if (!mpi::reachable(why_not)) return why_not;
+    const int ranks = mpi::known_ranks();
+    return (ranks > 0 ? std::to_string(ranks) : std::string("the")) +
+           " ranks of this MPI job, each running its share on its own machine's backends";
+  }
+  [[nodiscard]] std::size_t parallelism(const options& o) const noexcept override {
+    const int ranks = mpi::known_ranks();
+    const std::size_t here = o.workers != 0 ? o.workers : topology::current().usable_count();
+    return static_cast<std::size_t>(ranks > 0 ? ranks : 1) * here;
+  }
+  [[nodiscard]] double overhead_seconds(const call_shape& /*call*/) const noexcept override {
+    return 0;  // never weighed: automatic does not choose a collective backend
+  }
+
+  void run(const map_job& job, run_report* report) override {
+    // Nested in an item (on a worker, a worker process, or the thread that runs this
+    // rank's share), a call runs there: the other ranks are not making it.
+    if (in_worker() || in_worker_process() || making_call) {
+      serial_executor().run(job, report);
+      if (report != nullptr) report->note = "nested in an item: ran inline there, not over MPI";
+      return;
+    }
+    if (const char* why = results_refused(job); why != nullptr) {
+      throw option_error("backend", "mpi", why);
+    }
+    // Ranks meet in the order of their calls: two calls of one process at once would mix
+    // their messages.
+    const std::unique_lock lock(running_, std::try_to_lock);
+    if (!lock.owns_lock()) {
+      throw error(
+          "polymap: backend mpi: another call on the mpi backend is running in this "
+          "process: calls on it are collective, made one at a time and in the same "
+          "order on every rank");
+    }
+    making_call = true;
+    const struct call_end {
+      ~call_end() { making_call = false; }
+    } end;
+    mpi::communicator& comm = mpi::communicator::get();
+    const result_transfer* t = job.transfer;
+    const std::size_t result_size = t->deliver != nullptr ? t->fixed_size : 0;
+    std::byte* results = result_size != 0 ? t->fixed_target(job.ctx) : nullptr;
+    mpi::task_farm farm(comm, job, results, result_size);
+    farm.run();
+    if (report != nullptr) {
+      report->backend = backend_kind::mpi;
+      report->workers = static_cast<std::size_t>(comm.size());
+      report->note = "rank " + std::to_string(comm.rank()) + " of " + std::to_string(comm.size()) +
+                     " ran " + std::to_string(farm.items_here()) + " items, on " +
+                     std::string(to_string(farm.ran_on()));
+    }
+  }
+
+ private:
+  std::mutex running_;
+};
+
+constinit never_destroyed<mpi_executor_impl> the_executor;
+
+}  // namespace
+
+executor& mpi_executor() { return the_executor.value; }
+
+}  // namespace polymap::detail

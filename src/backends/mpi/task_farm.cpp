@@ -1,0 +1,277 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "backends/mpi/task_farm.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <polymap/error.hpp>
+#include <string>
+#include <utility>
+
+#include "executor.hpp"
+
+namespace polymap::detail::mpi {
+
+namespace {
+
+// Message tags on polymap's own communicator.
+constexpr int report_tag = 1;   // worker -> 0: a share_report, the request for a chunk
+constexpr int chunk_tag = 2;    // 0 -> worker: the next chunk (empty: no more), and a stop
+constexpr int results_tag = 3;  // worker -> 0: the raw results of the chunk just reported
+
+/// Requests a worker rank keeps ahead of the chunk it runs: one in hand while rank 0
+/// answers the next.
+constexpr int requests_ahead = 2;
+
+/// Most bytes of results in one chunk: MPI counts are int.
+constexpr std::size_t max_chunk_bytes = std::size_t{1} << 30;
+
+/// Rank 0 runs its own chunks between the requests it answers: a fraction of what it hands
+/// out, so that no worker waits long for an answer.
+constexpr std::size_t own_share_divisor = 4;
+
+std::string describe(const share_report& r) {
+  return "items [" + std::to_string(r.begin) + ", " + std::to_string(r.end) + ") with " +
+         (r.result_size == 0 ? std::string("no results")
+                             : "results of " + std::to_string(r.result_size) + " bytes");
+}
+
+/// `ranges` sorted, with those that overlap or touch made one.
+std::vector<index_range> merged(std::vector<index_range> ranges) {
+  std::sort(ranges.begin(), ranges.end(),
+            [](const index_range& a, const index_range& b) { return a.begin < b.begin; });
+  std::vector<index_range> out;
+  for (const index_range& r : ranges) {
+    if (r.begin == r.end) continue;
+    if (!out.empty() && r.begin <= out.back().end) {
+      out.back().end = std::max(out.back().end, r.end);
+    } else {
+      out.push_back(r);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+task_farm::task_farm(communicator& comm, const map_job& job, std::byte* results,
+                     std::size_t result_size)
+    : comm_(comm),
+      job_(job),
+      here_(*job.opts),
+      results_(results),
+      result_size_(result_size),
+      next_(job.begin),
+      due_(static_cast<std::size_t>(comm.size()), requests_ahead),
+      heard_(static_cast<std::size_t>(comm.size()), 0) {
+  here_.backend = backend_kind::automatic;
+  here_.report = nullptr;
+  job_.opts = &here_;
+  job_.decided = nullptr;
+  stats_.seconds_per_item.store(job.seconds_per_item, std::memory_order_relaxed);
+}
+
+share_report task_farm::identity() const {
+  share_report r;
+  r.begin = job_.begin;
+  r.end = job_.end;
+  r.result_size = result_size_;
+  return r;
+}
+
+void task_farm::run() {
+  if (comm_.rank() == 0) {
+    due_[0] = 0;  // rank 0 sends itself nothing
+    run_root();
+  } else {
+    run_worker();
+  }
+  finish();
+}
+
+void task_farm::run_here(index_range chunk) {
+  map_job share = job_;
+  share.begin = chunk.begin;
+  share.end = chunk.end;
+  try {
+    ran_on_ = run_share(share, stats_);
+  } catch (const std::exception& e) {
+    // This machine's backend failed (not an item: those are failures in the state). The
+    // ranks must still end the call together: it fails on every one, with this text.
+    if (error_.empty()) error_ = e.what();
+    job_.state->request_stop();
+    return;
+  }
+  items_here_ += chunk.end - chunk.begin;
+  // A backend records the ranges it finished only for a call that has failed by its end;
+  // here a later chunk, or another rank, may fail the call. A chunk that was not stopped
+  // finished in full (a stopped one failed or was cancelled: its backend recorded them).
+  if (!job_.state->stopping()) job_.state->add_worker(chunk, {}, 0, 0);
+  // Later chunks are sized from what this one cost (no sampling on the calling thread).
+  const double per_item = job_.state->busy_seconds_per_item();
+  if (per_item > 0) stats_.seconds_per_item.store(per_item, std::memory_order_relaxed);
+}
+
+index_range task_farm::take(bool own) {
+  if (stopped() || next_ >= job_.end) return {};
+  const std::size_t left = job_.end - next_;
+  const auto ranks = static_cast<std::size_t>(comm_.size());
+  std::size_t n = job_.opts->chunk != 0 ? job_.opts->chunk : (left + 4 * ranks - 1) / (4 * ranks);
+  if (own && job_.opts->chunk == 0) n = (n + own_share_divisor - 1) / own_share_divisor;
+  if (job_.max_chunk != 0) n = std::min(n, job_.max_chunk);
+  if (result_size_ != 0) n = std::min(n, max_chunk_bytes / result_size_);
+  n = std::clamp<std::size_t>(n, 1, left);
+  const index_range chunk{next_, next_ + n};
+  next_ += n;
+  return chunk;
+}
+
+void task_farm::run_root() {
+  const auto answered = [this] {
+    return std::all_of(due_.begin(), due_.end(), [](int n) { return n == 0; });
+  };
+  if (comm_.size() == 1) {  // nobody to share with: one run on this machine
+    if (!stopped() && next_ < job_.end) run_here({next_, job_.end});
+    next_ = job_.end;
+    return;
+  }
+  // Every rank's first request is answered before rank 0 runs anything: a rank that asks
+  // while rank 0 runs a chunk of its own waits for the end of it, and at the start nobody
+  // else has work.
+  while (std::find(heard_.begin() + 1, heard_.end(), 0) != heard_.end()) serve_one();
+  while (true) {
+    while (comm_.waiting(report_tag)) serve_one();
+    if (const index_range own = take(true); own.begin != own.end) {
+      run_here(own);
+      continue;
+    }
+    if (answered()) break;
+    serve_one();  // waits for the next report
+  }
+}
+
+void task_farm::serve_one() {
+  const int from = comm_.receive(message_, -1, report_tag);
+  share_report r = decode(message_);
+  const share_report mine = identity();
+  const bool same = r.begin == mine.begin && r.end == mine.end && r.result_size == mine.result_size;
+  if (!same && error_.empty()) {
+    error_ = "polymap: backend mpi: rank " + std::to_string(from) + " called with " + describe(r) +
+             ", rank 0 with " + describe(mine) +
+             ": every rank must make the same call on the mpi backend";
+  }
+  const std::size_t chunk_items = r.chunk.end - r.chunk.begin;
+  if (chunk_items != 0 && r.result_size != 0) {
+    // Only a rank that made the same call is ever given a chunk, within the call's items.
+    comm_.receive(results_ + r.chunk.begin * result_size_, chunk_items * result_size_, from,
+                  results_tag);
+  }
+  run_state& state = *job_.state;
+  for (item_failure& f : r.failures) state.add_failure(std::move(f));
+  if (!r.ranges.empty()) {
+    const std::vector<index_range> more(r.ranges.begin() + 1, r.ranges.end());
+    state.add_worker(r.ranges.front(), more, 0, 0);
+  }
+  state.add_done(r.done);
+  if (!r.error.empty() && error_.empty())
+    error_ = "polymap: backend mpi: rank " + std::to_string(from) + ": " + r.error;
+  if (r.cancelled) {
+    state.cancel();
+  } else if (r.stopping) {
+    state.request_stop();
+  }
+  --due_[static_cast<std::size_t>(from)];
+  heard_[static_cast<std::size_t>(from)] = 1;
+
+  const index_range next = same ? take(false) : index_range{};
+  if (next.begin != next.end) ++due_[static_cast<std::size_t>(from)];
+  // The third word says that the call stopped: the rank drops the chunk it holds.
+  const std::uint64_t answer[3] = {next.begin, next.end, stopped() ? 1U : 0U};
+  comm_.send(answer, sizeof answer, from, chunk_tag);
+}
+
+void task_farm::run_worker() {
+  run_state& state = *job_.state;
+  std::string out;
+  const auto send_report = [&](index_range chunk, std::size_t done) {
+    share_report r = identity();
+    r.chunk = chunk;
+    r.done = done;
+    r.stopping = state.stopping();
+    r.cancelled = state.cancelled();
+    r.error = std::exchange(error_, {});
+    auto [failures, ranges] = state.outcome();
+    r.failures = std::move(failures);
+    r.ranges = std::move(ranges);
+    // Sent: this rank's state keeps no copy (rank 0's account replaces it at the end).
+    state.set_outcome({}, {}, state.done());
+    out.clear();
+    encode(r, out);
+    comm_.send(out.data(), out.size(), 0, report_tag);
+    if (chunk.begin != chunk.end && result_size_ != 0) {
+      // Sent while the next chunk runs: rank 0 takes them when it next answers, which may
+      // be after a chunk of its own. The next chunk writes other items' results.
+      comm_.send_later(results_ + chunk.begin * result_size_,
+                       (chunk.end - chunk.begin) * result_size_, 0, results_tag);
+    }
+  };
+
+  int asked = 0;
+  for (; asked < requests_ahead; ++asked) send_report({}, 0);
+  std::deque<index_range> held;
+  while (asked > 0 || !held.empty()) {
+    if (held.empty()) {
+      std::uint64_t answer[3] = {0, 0, 0};
+      comm_.receive(answer, sizeof answer, 0, chunk_tag);
+      --asked;
+      if (answer[2] != 0) state.request_stop();
+      if (answer[0] < answer[1]) {
+        if (answer[0] < job_.begin || answer[1] > job_.end) {
+          throw error("polymap: backend mpi: rank 0 handed out items [" +
+                      std::to_string(answer[0]) + ", " + std::to_string(answer[1]) +
+                      ") beyond this rank's call");
+        }
+        held.push_back({answer[0], answer[1]});
+      }
+      continue;
+    }
+    const index_range chunk = held.front();
+    held.pop_front();
+    const std::size_t done_before = state.done();
+    // A chunk handed out before the stop (here, or one rank 0 told of) is not started.
+    if (!state.stopping()) run_here(chunk);
+    send_report(chunk, state.done() - done_before);
+    ++asked;
+  }
+  comm_.wait_sent();
+}
+
+void task_farm::finish() {
+  run_state& state = *job_.state;
+  std::string bytes;
+  if (comm_.rank() == 0) {
+    share_report all = identity();
+    all.done = state.done();
+    all.stopping = state.stopping();
+    all.cancelled = state.cancelled();
+    all.error = error_;
+    std::tie(all.failures, all.ranges) = state.outcome();
+    all.ranges = merged(std::move(all.ranges));
+    encode(all, bytes);
+  }
+  comm_.broadcast(bytes);
+  if (comm_.rank() != 0) {
+    share_report all = decode(bytes);
+    state.set_outcome(std::move(all.failures), std::move(all.ranges), all.done);
+    if (all.cancelled) state.cancel();
+    error_ = std::move(all.error);
+  }
+  if (!error_.empty()) throw error(error_);
+  if (result_size_ != 0 && comm_.size() > 1) {
+    comm_.broadcast(results_ + job_.begin * result_size_, (job_.end - job_.begin) * result_size_);
+  }
+}
+
+}  // namespace polymap::detail::mpi

@@ -1,0 +1,73 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstddef>
+#include <polymap/detail/execute.hpp>
+#include <polymap/detail/map_job.hpp>
+#include <polymap/options.hpp>
+#include <string>
+#include <vector>
+
+#include "backends/mpi/communicator.hpp"
+#include "backends/mpi/share_report.hpp"
+
+namespace polymap::detail::mpi {
+
+/// One call spread over the ranks of an MPI job: a chunked task farm. Rank 0 hands out
+/// chunks of the index space, guided (each about a quarter of what is left over the
+/// ranks, so that the last ones are small and the ranks end together), and runs chunks of
+/// its own between the requests it answers. Every other rank asks for its next chunk as
+/// soon as it is given one, so that it has one in hand while rank 0 answers. Each rank runs
+/// a chunk on its own machine's backends (automatic: serial, threads or processes), and
+/// sends its results, failures and finished ranges to rank 0. At the end rank 0 tells every
+/// rank the call's outcome and broadcasts the results: every rank returns the whole call.
+///
+/// Every rank of the communicator must make the same call (the same items, in the same
+/// order of calls); rank 0 checks the number of items and the size of a result.
+class task_farm {
+ public:
+  /// @param results where item i's `result_size` bytes are kept (item i at
+  ///   results + i * result_size); null with result_size 0 for a call without results
+  task_farm(communicator& comm, const map_job& job, std::byte* results, std::size_t result_size);
+
+  /// Runs the call on every rank; leaves the outcome in job.state, as any backend does.
+  /// @throws polymap::error on every rank when the ranks' calls differ, or MPI fails
+  void run();
+
+  /// The items this rank ran, and where (for run_report).
+  [[nodiscard]] std::size_t items_here() const noexcept { return items_here_; }
+  [[nodiscard]] backend_kind ran_on() const noexcept { return ran_on_; }
+
+ private:
+  void run_root();
+  void run_worker();
+  /// Runs `chunk` on this machine; failures and finished ranges go to the call's state.
+  void run_here(index_range chunk);
+  /// The next chunk to hand out (to this rank itself when `own`); empty when none is left
+  /// or the call stops.
+  index_range take(bool own);
+  /// Rank 0: reads one report (with its results) and answers it with the next chunk.
+  void serve_one();
+  /// Every rank: rank 0's account of the whole call, and the results.
+  void finish();
+  [[nodiscard]] share_report identity() const;
+  [[nodiscard]] bool stopped() const noexcept { return job_.state->stopping() || !error_.empty(); }
+
+  communicator& comm_;
+  map_job job_;
+  options here_;  ///< the call's options, for this machine's backends (automatic)
+  std::byte* results_;
+  std::size_t result_size_;
+  function_stats stats_;
+  std::size_t next_;         ///< rank 0: the first item not handed out
+  std::vector<int> due_;     ///< rank 0: reports each rank still owes
+  std::vector<char> heard_;  ///< rank 0: 1 for each rank that has asked for work
+  std::string error_;        ///< why the call fails on every rank (rank 0's), or this rank's
+                             ///< backend failed (a worker's, sent with its next report)
+  std::string message_;      ///< the last message received
+  std::size_t items_here_ = 0;
+  backend_kind ran_on_ = backend_kind::serial;
+};
+
+}  // namespace polymap::detail::mpi

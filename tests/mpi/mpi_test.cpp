@@ -1,0 +1,322 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+//
+// The mpi backend, run by mpirun on several ranks (tests/CMakeLists.txt): every test is a
+// collective, made by every rank in the same order, and checks with EXPECT only after its
+// calls, so that a failure on one rank cannot leave the others waiting for it. The suite
+// MpiOutsideAJob runs without mpirun.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <numeric>
+#include <polymap/polymap.hpp>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using polymap::backend_kind;
+
+const polymap::options on_mpi{.backend = backend_kind::mpi};
+
+bool under_mpirun() { return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr; }
+
+/// This rank and the job's size (MPI is initialised by polymap's first call, or here).
+int rank() {
+  int init = 0;
+  MPI_Initialized(&init);
+  if (init == 0) {
+    int provided = 0;
+    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+  }
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+int ranks() {
+  (void)rank();
+  int n = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  return n;
+}
+
+std::uint64_t sum_over_ranks(std::uint64_t mine) {
+  std::uint64_t all = 0;
+  MPI_Allreduce(&mine, &all, 1, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD);
+  return all;
+}
+
+class Mpi : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (!under_mpirun()) GTEST_SKIP() << "runs under mpirun (ctest runs it so)";
+  }
+};
+
+TEST_F(Mpi, EveryRankGetsTheWholeResultAndEveryItemRanOnce) {
+  constexpr std::size_t n = 10007;  // a prime: no chunk size divides it
+  std::vector<std::int64_t> xs(n);
+  std::iota(xs.begin(), xs.end(), -5000);
+  std::atomic<std::uint64_t> ran_here{0};
+  const auto ys = polymap::map(
+      xs,
+      [&](std::int64_t x) {
+        ran_here.fetch_add(1, std::memory_order_relaxed);
+        return x * x - 3;
+      },
+      on_mpi);
+  ASSERT_EQ(ys.size(), n);
+  for (std::size_t i = 0; i < n; ++i) EXPECT_EQ(ys[i], xs[i] * xs[i] - 3) << "item " << i;
+  EXPECT_EQ(sum_over_ranks(ran_here.load()), n);
+}
+
+TEST_F(Mpi, EveryRankRunsAShare) {
+  // Results say which rank made them: every rank gets a chunk at its first request.
+  const int me = rank();
+  std::vector<int> xs(1000, 0);
+  const auto made_by = polymap::map(
+      xs, [me](int) { return me; }, on_mpi);
+  const std::set<int> makers(made_by.begin(), made_by.end());
+  EXPECT_EQ(makers.size(), static_cast<std::size_t>(ranks()));
+}
+
+TEST_F(Mpi, ForEachRunsEveryIndexOnceOverAllRanks) {
+  constexpr std::size_t n = 5000;
+  std::vector<int> runs(n, 0);  // this rank's count of each index
+  polymap::for_each(
+      n, [&](std::size_t i) { ++runs[i]; }, on_mpi);
+  std::vector<int> all(n, 0);
+  MPI_Allreduce(runs.data(), all.data(), static_cast<int>(n), MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+  for (std::size_t i = 0; i < n; ++i) EXPECT_EQ(all[i], 1) << "index " << i;
+}
+
+TEST_F(Mpi, NoItemsAndOneItem) {
+  const std::vector<double> none;
+  EXPECT_TRUE(polymap::map(
+                  none, [](double x) { return x + 1; }, on_mpi)
+                  .empty());
+  const std::vector<double> one{2.5};
+  const auto r = polymap::map(
+      one, [](double x) { return x * 2; }, on_mpi);
+  ASSERT_EQ(r.size(), 1U);
+  EXPECT_EQ(r[0], 5.0);
+}
+
+TEST_F(Mpi, LargeResultsCrossInFull) {
+  constexpr std::size_t n = 3'000'001;  // 24 MB of results: several chunks of megabytes
+  std::vector<std::uint32_t> xs(n);
+  std::iota(xs.begin(), xs.end(), 0U);
+  std::vector<double> out(n, -1.0);
+  polymap::map_into(
+      xs, out, [](std::uint32_t x) { return 0.5 * x; }, on_mpi);
+  std::size_t wrong = 0;
+  for (std::size_t i = 0; i < n; ++i) wrong += out[i] != 0.5 * static_cast<double>(i) ? 1 : 0;
+  EXPECT_EQ(wrong, 0U);
+}
+
+TEST_F(Mpi, AFailureFailsTheCallOnEveryRank) {
+  std::vector<int> xs(2000);
+  std::iota(xs.begin(), xs.end(), 0);
+  bool thrown = false;
+  try {
+    (void)polymap::map(
+        xs,
+        [](int x) {
+          if (x == 1234) throw std::runtime_error("item 1234 is bad");
+          return x;
+        },
+        on_mpi);
+  } catch (const polymap::map_error& e) {
+    thrown = true;
+    ASSERT_EQ(e.failures().size(), 1U);
+    EXPECT_EQ(e.failures()[0].index, 1234U);
+    EXPECT_NE(e.failures()[0].what.find("item 1234 is bad"), std::string::npos);
+    EXPECT_EQ(e.failures()[0].kind, polymap::failure_kind::exception);
+  }
+  EXPECT_TRUE(thrown);
+}
+
+TEST_F(Mpi, AFailFastFailureStopsTheOtherRanks) {
+  // Item 0 fails at once; every other item takes 1 ms. The ranks hear of the failure between
+  // their chunks (guided: the first are a twelfth of the items on three ranks), so they run
+  // a few chunks, never the seconds of work the rest would take.
+  constexpr std::size_t n = 6000;
+  std::vector<int> xs(n);
+  std::iota(xs.begin(), xs.end(), 0);
+  std::atomic<std::uint64_t> ran_here{0};
+  bool thrown = false;
+  try {
+    (void)polymap::map(
+        xs,
+        [&](int x) {
+          ran_here.fetch_add(1, std::memory_order_relaxed);
+          if (x == 0) throw std::runtime_error("first item");
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          return x;
+        },
+        on_mpi);
+  } catch (const polymap::map_error& e) {
+    thrown = true;
+    EXPECT_EQ(e.failures().at(0).index, 0U);
+  }
+  EXPECT_TRUE(thrown);
+  EXPECT_LT(sum_over_ranks(ran_here.load()), n / 2);
+}
+
+TEST_F(Mpi, CollectListsEveryFailureAndKeepsTheOtherResults) {
+  std::vector<int> xs(3000);
+  std::iota(xs.begin(), xs.end(), 0);
+  polymap::options o = on_mpi;
+  o.on_error = polymap::on_error::collect;
+  bool thrown = false;
+  try {
+    (void)polymap::map(
+        xs,
+        [](int x) {
+          if (x % 500 == 7) throw std::runtime_error("bad " + std::to_string(x));
+          return 3 * x;
+        },
+        o);
+  } catch (const polymap::map_error& e) {
+    thrown = true;
+    std::vector<std::size_t> failed;
+    for (const auto& f : e.failures()) failed.push_back(f.index);
+    EXPECT_EQ(failed, (std::vector<std::size_t>{7, 507, 1007, 1507, 2007, 2507}));
+    const auto& results = e.results<int>();
+    ASSERT_EQ(results.size(), xs.size());
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      if (i % 500 == 7) {
+        EXPECT_FALSE(results[i].has_value()) << i;
+      } else {
+        EXPECT_EQ(results[i].value_or(-1), 3 * static_cast<int>(i)) << i;
+      }
+    }
+  }
+  EXPECT_TRUE(thrown);
+}
+
+TEST_F(Mpi, ACancelOnOneRankCancelsEveryRank) {
+  std::stop_source stop;
+  if (rank() == ranks() - 1) stop.request_stop();
+  polymap::options o = on_mpi;
+  o.stop = stop.get_token();
+  std::vector<int> xs(500, 1);
+  bool cancelled = false;
+  try {
+    (void)polymap::map(
+        xs, [](int x) { return x; }, o);
+  } catch (const polymap::cancelled_error&) {
+    cancelled = true;
+  }
+  EXPECT_TRUE(cancelled);
+}
+
+TEST_F(Mpi, ResultsThatCannotCrossAreRefusedOnEveryRank) {
+  std::vector<int> xs(10, 1);
+  EXPECT_THROW((void)polymap::map(
+                   xs, [](int x) { return std::to_string(x); }, on_mpi),
+               polymap::option_error);
+}
+
+TEST_F(Mpi, RanksThatMakeDifferentCallsAllFail) {
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
+  std::vector<int> xs(100 + static_cast<std::size_t>(rank() == 0 ? 0 : 1), 1);
+  std::string what;
+  try {
+    (void)polymap::map(
+        xs, [](int x) { return x; }, on_mpi);
+  } catch (const polymap::error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("every rank must make the same call"), std::string::npos) << what;
+  // The ranks still agree afterwards.
+  const auto ys = polymap::map(
+      std::vector<int>(64, 2), [](int x) { return x + 1; }, on_mpi);
+  EXPECT_EQ(ys, std::vector<int>(64, 3));
+}
+
+TEST_F(Mpi, ATimeoutRunsEachRanksShareOnWorkerProcesses) {
+  polymap::run_report report;
+  polymap::options o = on_mpi;
+  o.timeout = std::chrono::milliseconds(300);
+  o.on_error = polymap::on_error::collect;
+  o.report = &report;
+  std::vector<int> xs(40);
+  std::iota(xs.begin(), xs.end(), 0);
+  bool thrown = false;
+  try {
+    (void)polymap::map(
+        xs,
+        [](int x) {
+          if (x == 17) std::this_thread::sleep_for(std::chrono::seconds(30));
+          return x;
+        },
+        o);
+  } catch (const polymap::map_error& e) {
+    thrown = true;
+    ASSERT_EQ(e.failures().size(), 1U);
+    EXPECT_EQ(e.failures()[0].index, 17U);
+    EXPECT_EQ(e.failures()[0].kind, polymap::failure_kind::timeout);
+    EXPECT_EQ(e.failures()[0].backend, backend_kind::processes);
+  }
+  EXPECT_TRUE(thrown);
+  EXPECT_EQ(report.backend, backend_kind::mpi);
+  EXPECT_EQ(report.workers, static_cast<std::size_t>(ranks()));
+}
+
+TEST_F(Mpi, AMapInsideAnItemRunsInlineOnItsRank) {
+  std::vector<int> xs(200, 2);
+  const auto ys = polymap::map(
+      xs,
+      [](int x) {
+        const std::vector<int> inner(3, x);
+        const auto zs = polymap::map(
+            inner, [](int y) { return y * 10; }, on_mpi);
+        return std::accumulate(zs.begin(), zs.end(), 0);
+      },
+      on_mpi);
+  EXPECT_EQ(ys, std::vector<int>(200, 60));
+}
+
+TEST_F(Mpi, AutomaticNeverChoosesMpiAndExplainSaysWhy) {
+  std::vector<int> xs(1000, 1);
+  const polymap::plan p = polymap::explain(xs, [](int x) { return x; });
+  EXPECT_NE(p.chosen, backend_kind::mpi);
+  bool listed = false;
+  for (const auto& e : p.estimates) {
+    if (e.backend != backend_kind::mpi) continue;
+    listed = true;
+    EXPECT_FALSE(e.usable);
+    EXPECT_NE(e.why_not.find("collective"), std::string::npos) << e.why_not;
+  }
+  EXPECT_TRUE(listed);
+  EXPECT_EQ(polymap::explain(
+                xs, [](int x) { return x; }, on_mpi)
+                .chosen,
+            backend_kind::mpi);
+}
+
+TEST(MpiOutsideAJob, TheBackendSaysItNeedsALauncher) {
+  if (under_mpirun()) GTEST_SKIP() << "runs without mpirun";
+  std::vector<int> xs(10, 1);
+  try {
+    (void)polymap::map(
+        xs, [](int x) { return x; }, on_mpi);
+    ADD_FAILURE() << "no backend_unavailable";
+  } catch (const polymap::backend_unavailable& e) {
+    EXPECT_NE(std::string(e.what()).find("MPI launcher"), std::string::npos) << e.what();
+  }
+  int init = 1;
+  MPI_Initialized(&init);
+  EXPECT_EQ(init, 0) << "polymap initialised MPI for a call it refused";
+}
+
+}  // namespace
