@@ -467,6 +467,13 @@ backend_plan plan_backends() {
   backend_plan p;
   for (backend_kind kind : all_backends) {
     std::string why_not;
+    if (kind == backend_kind::mpi) {
+      // The kernels write their output through for_each, which over MPI each rank keeps
+      // for the items it ran; and a bench is one machine's.
+      p.skipped.emplace_back(kind, "the kernels' output would stay on the rank that made it; "
+                                   "bench measures this machine (bench_mpi_farm measures mpi)");
+      continue;
+    }
     if (detail::usable_executor(kind, why_not) == nullptr) {
       p.skipped.emplace_back(kind, std::move(why_not));
     } else {
