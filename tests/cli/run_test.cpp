@@ -81,6 +81,27 @@ TEST(Run, HostileArgumentsArriveByteIdenticalThroughShell) {
   expect_hostile_values_arrive_intact(true);
 }
 
+TEST(Run, OneOfSeveralMpiRanksWithoutAJournalSaysEveryRankRunsEveryItem) {
+  temp_dir dir;
+  const std::vector<std::string> args = {"run", "--", "true", ":::", "a", "b"};
+  // What mpirun -n 4 puts in each rank's environment (the count is what matters).
+  cli_process ranked(args, dir, -1, "/dev/null",
+                     {"OMPI_COMM_WORLD_SIZE=4", "OMPI_COMM_WORLD_RANK=2"});
+  EXPECT_EQ(ranked.wait(), 0) << ranked.err();
+  EXPECT_NE(ranked.err().find("one of 4 ranks of an MPI job, without --journal: every rank runs "
+                              "every item"),
+            std::string::npos)
+      << ranked.err();
+  // One rank, or a journal that the ranks share: nothing to say.
+  cli_process alone(args, dir, -1, "/dev/null", {"OMPI_COMM_WORLD_SIZE=1"});
+  EXPECT_EQ(alone.wait(), 0);
+  EXPECT_EQ(alone.err(), "");
+  std::vector<std::string> shared = {"run", "--journal", dir / "j.db", "--", "true", ":::", "a"};
+  cli_process journaled(shared, dir, -1, "/dev/null", {"OMPI_COMM_WORLD_SIZE=4"});
+  EXPECT_EQ(journaled.wait(), 0) << journaled.err();
+  EXPECT_EQ(journaled.err().find("MPI job"), std::string::npos) << journaled.err();
+}
+
 TEST(Run, PlaceholdersExpandAsGnuParallel) {
   temp_dir dir;
   const cli_output r = run_polymap({"run", "--dry-run", "-j", "1", "--", "echo", "{}", "{.}", "{/}",

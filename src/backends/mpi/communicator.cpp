@@ -11,6 +11,8 @@
 #include <polymap/error.hpp>
 #include <string>
 
+#include "mpi_launcher.hpp"
+
 namespace polymap::detail::mpi {
 
 namespace {
@@ -51,13 +53,6 @@ void finalize_at_exit() {
   int finalized = 0;
   if (MPI_Finalized(&finalized) == MPI_SUCCESS && finalized == 0) MPI_Finalize();
 }
-
-/// What an MPI launcher puts in the environment of the processes it starts: Open MPI,
-/// PMIx (Open MPI 4+, Slurm), PMI (MPICH, Intel MPI, Slurm) and MVAPICH.
-constexpr const char* launcher_size_variables[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE",
-                                                   "MV2_COMM_WORLD_SIZE"};
-constexpr const char* launcher_variables[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK",
-                                              "PMI_SIZE", "MV2_COMM_WORLD_RANK"};
 
 bool initialized() noexcept {
   int init = 0;
@@ -187,10 +182,7 @@ bool reachable(std::string& why_not) noexcept {
     why_not = "MPI was finalised";
     return false;
   }
-  if (initialized()) return true;
-  for (const char* name : launcher_variables) {
-    if (std::getenv(name) != nullptr) return true;
-  }
+  if (initialized() || started_by_mpi_launcher()) return true;
   why_not =
       "not started by an MPI launcher (mpirun, mpiexec, srun), and MPI is not "
       "initialised by the program";
@@ -202,13 +194,7 @@ int known_ranks() noexcept {
     int size = 0;
     if (MPI_Comm_size(MPI_COMM_WORLD, &size) == MPI_SUCCESS) return size;
   }
-  for (const char* name : launcher_size_variables) {
-    if (const char* v = std::getenv(name); v != nullptr) {
-      const int n = std::atoi(v);
-      if (n > 0) return n;
-    }
-  }
-  return 0;
+  return mpi_launcher_ranks();
 }
 
 }  // namespace polymap::detail::mpi

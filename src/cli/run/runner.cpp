@@ -9,6 +9,7 @@
 #include "cli/run/output_writer.hpp"
 #include "cli/run/spawn.hpp"
 #include "journal/journal.hpp"
+#include "mpi_launcher.hpp"
 #include "orphan_guard.hpp"
 #include "topology/binding.hpp"
 
@@ -1209,6 +1210,13 @@ int batch_runner::run() {
   report_failures_ = !(joblog_ && same_file(joblog_->fd(), 2));
   json_on_stderr_ = options_.json && out_.shared() && isatty(2) == 0;
   fit_jobs_to_fd_limit();
+  if (const int ranks = detail::mpi_launcher_ranks(); ranks > 1 && !journal_) {
+    say(line_kind::warning,
+        "one of " + std::to_string(ranks) +
+            " ranks of an MPI job, without --journal: every rank runs every item (polymap "
+            "run does not spread a batch over ranks in this version; the ranks of one machine "
+            "share a batch through one --journal on a local disk)");
+  }
   // Each slot's CPUs, for the number of jobs that will run at once.
   const topology& topo = topology::current();
   for (std::size_t slot = 0; slot < jobs_.size(); ++slot) {
