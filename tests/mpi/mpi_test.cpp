@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <numeric>
 #include <polymap/polymap.hpp>
+
+#include "backends/mpi/share_report.hpp"
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -302,6 +304,54 @@ TEST_F(Mpi, AutomaticNeverChoosesMpiAndExplainSaysWhy) {
                 xs, [](int x) { return x; }, on_mpi)
                 .chosen,
             backend_kind::mpi);
+}
+
+TEST(ShareReport, RoundTripsAndRefusesWhatIsNotOne) {
+  polymap::detail::mpi::share_report r;
+  r.begin = 3;
+  r.end = 77;
+  r.result_size = 8;
+  r.chunk = {10, 20};
+  r.done = 9;
+  r.stopping = true;
+  r.error = "why";
+  r.ranges = {{10, 12}, {13, 20}};
+  r.failures.push_back({.index = 12,
+                        .backend = backend_kind::processes,
+                        .kind = polymap::failure_kind::signal,
+                        .what = std::string("killed\0by", 9),
+                        .signal = 11,
+                        .exit_code = 0,
+                        .attempts = 2});
+  std::string bytes;
+  encode(r, bytes);
+  const auto back = polymap::detail::mpi::decode(bytes);
+  EXPECT_EQ(back.begin, 3U);
+  EXPECT_EQ(back.end, 77U);
+  EXPECT_EQ(back.result_size, 8U);
+  EXPECT_EQ(back.chunk.begin, 10U);
+  EXPECT_EQ(back.chunk.end, 20U);
+  EXPECT_EQ(back.done, 9U);
+  EXPECT_TRUE(back.stopping);
+  EXPECT_FALSE(back.cancelled);
+  EXPECT_EQ(back.error, "why");
+  ASSERT_EQ(back.ranges.size(), 2U);
+  EXPECT_EQ(back.ranges[1].begin, 13U);
+  EXPECT_EQ(back.ranges[1].end, 20U);
+  ASSERT_EQ(back.failures.size(), 1U);
+  EXPECT_EQ(back.failures[0].index, 12U);
+  EXPECT_EQ(back.failures[0].backend, backend_kind::processes);
+  EXPECT_EQ(back.failures[0].kind, polymap::failure_kind::signal);
+  EXPECT_EQ(back.failures[0].what, std::string("killed\0by", 9));
+  EXPECT_EQ(back.failures[0].signal, 11);
+  EXPECT_EQ(back.failures[0].attempts, 2U);
+  // Every shorter prefix, and one byte more, is refused rather than read past its end.
+  for (std::size_t n = 0; n < bytes.size(); ++n) {
+    EXPECT_THROW((void)polymap::detail::mpi::decode(std::string_view(bytes).substr(0, n)),
+                 polymap::error)
+        << n;
+  }
+  EXPECT_THROW((void)polymap::detail::mpi::decode(bytes + "x"), polymap::error);
 }
 
 TEST(MpiOutsideAJob, TheBackendSaysItNeedsALauncher) {
