@@ -17,6 +17,7 @@
 #include <functional>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <ranges>
 #include <type_traits>
 #include <utility>
@@ -55,6 +56,20 @@ struct map_ctx {
 
   static void store(const map_ctx& c, std::size_t i, result_type&& r) {
     put_result(c.out[static_cast<std::iter_difference_t<Out>>(i)], std::move(r));
+  }
+
+  /// Result i as the call keeps it, when it keeps what the function returns (a finished
+  /// item's: an optional slot is then filled).
+  static const result_type& load(const map_ctx& c, std::size_t i)
+    requires(std::is_same_v<std::iter_value_t<Out>, result_type> ||
+             std::is_same_v<std::iter_value_t<Out>, std::optional<result_type>>)
+  {
+    const auto& slot = c.out[static_cast<std::iter_difference_t<Out>>(i)];
+    if constexpr (is_optional_v<std::iter_value_t<Out>>) {
+      return *slot;
+    } else {
+      return slot;
+    }
   }
 
   /// The first result's bytes, when results are stored as they are, one after another.

@@ -221,10 +221,71 @@ TEST_F(Mpi, ACancelOnOneRankCancelsEveryRank) {
   EXPECT_TRUE(cancelled);
 }
 
+TEST_F(Mpi, ResultsWithACodecCrossEncoded) {
+  const int me = rank();
+  std::vector<int> xs(3001);
+  std::iota(xs.begin(), xs.end(), 0);
+  // Strings of every length from 0 to 36 after the rank that made each.
+  const auto texts = polymap::map(
+      xs,
+      [me](int x) {
+        return std::to_string(me) + ":" +
+               std::string(static_cast<std::size_t>(x % 37), static_cast<char>('a' + x % 26));
+      },
+      on_mpi);
+  ASSERT_EQ(texts.size(), xs.size());
+  std::set<char> makers;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const std::string& t = texts[i];
+    ASSERT_GE(t.size(), 2U) << i;
+    makers.insert(t[0]);
+    EXPECT_EQ(t.substr(2), std::string(i % 37, static_cast<char>('a' + i % 26))) << i;
+  }
+  EXPECT_EQ(makers.size(), static_cast<std::size_t>(ranks()));
+  // A vector per item, and a failure among them under collect: the others still arrive.
+  polymap::options o = on_mpi;
+  o.on_error = polymap::on_error::collect;
+  bool thrown = false;
+  try {
+    (void)polymap::map(
+        xs,
+        [](int x) {
+          if (x == 1500) throw std::runtime_error("no vector for 1500");
+          return std::vector<double>(static_cast<std::size_t>(x % 5), 0.5 * x);
+        },
+        o);
+  } catch (const polymap::map_error& e) {
+    thrown = true;
+    ASSERT_EQ(e.failures().size(), 1U);
+    EXPECT_EQ(e.failures()[0].index, 1500U);
+    const auto& partial = e.results<std::vector<double>>();
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      if (i == 1500) {
+        EXPECT_FALSE(partial[i].has_value());
+        continue;
+      }
+      ASSERT_TRUE(partial[i].has_value()) << i;
+      EXPECT_EQ(*partial[i], std::vector<double>(i % 5, 0.5 * static_cast<double>(i))) << i;
+    }
+  }
+  EXPECT_TRUE(thrown);
+}
+
+struct no_codec {
+  std::string name;
+};
+
 TEST_F(Mpi, ResultsThatCannotCrossAreRefusedOnEveryRank) {
   std::vector<int> xs(10, 1);
-  EXPECT_THROW((void)polymap::map(
-                   xs, [](int x) { return std::to_string(x); }, on_mpi),
+  try {
+    (void)polymap::map(xs, [](int x) { return no_codec{std::to_string(x)}; }, on_mpi);
+    ADD_FAILURE() << "no option_error";
+  } catch (const polymap::option_error& e) {
+    EXPECT_NE(std::string(e.what()).find("cross between ranks"), std::string::npos) << e.what();
+  }
+  // map_into that converts each result (int into double) keeps none to send.
+  std::vector<double> out(xs.size());
+  EXPECT_THROW(polymap::map_into(xs, out, [](int x) { return x; }, on_mpi),
                polymap::option_error);
 }
 

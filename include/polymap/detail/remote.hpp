@@ -234,9 +234,22 @@ struct result_transfer {
   /// Tells the call that item i failed for good (streams, whose consumer waits
   /// for it).
   void (*deliver_failed)(const void* ctx, std::size_t i) = nullptr;
+  /// Appends the bytes of item i's result, as the call keeps it, to `out` (what `deliver`
+  /// takes back); null when the call cannot read its results back (a stream hands each on).
+  void (*encode)(const void* ctx, std::size_t i, std::string& out) = nullptr;
   /// Why results cannot cross (no codec), or null when they can.
   const char* unsupported = nullptr;
 };
+
+/// Appends the bytes of result `r` to `out`: its object representation, or its codec's.
+template <class R>
+void encode_result(const R& r, std::string& out) {
+  if constexpr (std::is_trivially_copyable_v<R>) {
+    out.append(reinterpret_cast<const char*>(&r), sizeof(R));
+  } else {
+    codec<R>::encode(r, out);
+  }
+}
 
 /// Decodes one result of type `R`, encoded by remote_channel::put.
 template <class R>
@@ -290,6 +303,13 @@ template <class Ctx, class R, bool Fixed = true>
     t.deliver = [](const void* p, std::size_t i, std::string_view bytes) {
       Ctx::store(*static_cast<const Ctx*>(p), i, decode_result<R>(bytes));
     };
+    if constexpr (requires(const Ctx& c) {
+                    { Ctx::load(c, std::size_t{}) } -> std::same_as<const R&>;
+                  }) {
+      t.encode = [](const void* p, std::size_t i, std::string& out) {
+        encode_result<R>(Ctx::load(*static_cast<const Ctx*>(p), i), out);
+      };
+    }
     return t;
   }
 }

@@ -17,16 +17,22 @@ namespace polymap::detail {
 
 namespace {
 
-/// Why a call's results cannot cross between ranks, or null when they can: those of a
-/// fixed size kept one after another in the call's own memory (map, map_into of a
-/// contiguous range), or none (for_each, a void function).
+/// Why a call's results cannot cross between ranks, or null when they can: none (for_each,
+/// a void function), fixed-size ones kept one after another in the call's memory (sent as
+/// they are), or any the call can read back and encode (trivially copyable, or a codec).
 const char* results_refused(const map_job& job) noexcept {
   const result_transfer* t = job.transfer;
-  if (t != nullptr && t->deliver == nullptr && t->unsupported == nullptr) return nullptr;  // void
+  if (t != nullptr && t->unsupported != nullptr) {
+    return "a result type that can cross between ranks: trivially copyable, or with a "
+           "polymap::codec<T> (built in for std::string, std::vector of a trivially copyable "
+           "type, and std::pair and std::tuple of such members)";
+  }
+  if (t != nullptr && t->deliver == nullptr) return nullptr;  // no results
   if (t != nullptr && t->fixed_size != 0 && t->fixed_target != nullptr) return nullptr;
-  return "a call whose results are trivially copyable and kept one after another (map, "
-         "map_into of a contiguous range, for_each): results of other types, and imap's "
-         "streams, do not cross between ranks in this version";
+  if (t != nullptr && t->encode != nullptr) return nullptr;
+  return "a call whose results the ranks can send (map; map_into of a range of the "
+         "function's own result type; for_each): imap's streams, and map_into that converts "
+         "each result, do not cross between ranks in this version";
 }
 
 /// Whether this thread makes a call on the mpi backend (and runs its rank's share of it).
@@ -81,10 +87,7 @@ class mpi_executor_impl final : public executor {
       ~call_end() { making_call = false; }
     } end;
     mpi::communicator& comm = mpi::communicator::get();
-    const result_transfer* t = job.transfer;
-    const std::size_t result_size = t->deliver != nullptr ? t->fixed_size : 0;
-    std::byte* results = result_size != 0 ? t->fixed_target(job.ctx) : nullptr;
-    mpi::task_farm farm(comm, job, results, result_size);
+    mpi::task_farm farm(comm, job);
     farm.run();
     if (report != nullptr) {
       report->backend = backend_kind::mpi;

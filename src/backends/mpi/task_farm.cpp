@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <polymap/detail/remote.hpp>
 #include <deque>
 #include <exception>
 #include <polymap/error.hpp>
@@ -32,10 +34,15 @@ constexpr std::size_t max_chunk_bytes = std::size_t{1} << 30;
 /// out, so that no worker waits long for an answer.
 constexpr std::size_t own_share_divisor = 4;
 
+/// share_report::result_size of a call whose results are encoded one by one.
+constexpr std::uint64_t encoded_results = ~std::uint64_t{0};
+
 std::string describe(const share_report& r) {
   return "items [" + std::to_string(r.begin) + ", " + std::to_string(r.end) + ") with " +
-         (r.result_size == 0 ? std::string("no results")
-                             : "results of " + std::to_string(r.result_size) + " bytes");
+         (r.result_size == 0                 ? std::string("no results")
+          : r.result_size == encoded_results ? std::string("results encoded one by one")
+                                             : "results of " + std::to_string(r.result_size) +
+                                                   " bytes");
 }
 
 /// `ranges` sorted, with those that overlap or touch made one.
@@ -56,13 +63,10 @@ std::vector<index_range> merged(std::vector<index_range> ranges) {
 
 }  // namespace
 
-task_farm::task_farm(communicator& comm, const map_job& job, std::byte* results,
-                     std::size_t result_size)
+task_farm::task_farm(communicator& comm, const map_job& job)
     : comm_(comm),
       job_(job),
       here_(*job.opts),
-      results_(results),
-      result_size_(result_size),
       next_(job.begin),
       due_(static_cast<std::size_t>(comm.size()), requests_ahead),
       heard_(static_cast<std::size_t>(comm.size()), 0) {
@@ -71,13 +75,55 @@ task_farm::task_farm(communicator& comm, const map_job& job, std::byte* results,
   job_.opts = &here_;
   job_.decided = nullptr;
   stats_.seconds_per_item.store(job.seconds_per_item, std::memory_order_relaxed);
+  if (const result_transfer* t = job.transfer; t != nullptr && t->deliver != nullptr) {
+    if (t->fixed_size != 0 && t->fixed_target != nullptr) {
+      result_size_ = t->fixed_size;
+      results_ = t->fixed_target(job.ctx);
+    } else {
+      encoded_ = t->encode != nullptr;  // mpi.cpp refused the call otherwise
+    }
+  }
+}
+
+void task_farm::encode_results(const std::vector<index_range>& ranges,
+                               const std::vector<item_failure>& failures,
+                               std::string& out) const {
+  std::vector<std::size_t> failed;
+  for (const item_failure& f : failures) failed.push_back(f.index);
+  std::sort(failed.begin(), failed.end());
+  for (const index_range& range : ranges) {
+    for (std::size_t i = range.begin; i < range.end; ++i) {
+      if (std::binary_search(failed.begin(), failed.end(), i)) continue;
+      const std::size_t head = out.size();
+      out.append(2 * sizeof(std::uint64_t), '\0');
+      job_.transfer->encode(job_.ctx, i, out);
+      const std::uint64_t entry[2] = {i, out.size() - head - 2 * sizeof(std::uint64_t)};
+      std::memcpy(out.data() + head, entry, sizeof entry);
+    }
+  }
+}
+
+void task_farm::decode_results(std::string_view bytes, index_range within) const {
+  while (!bytes.empty()) {
+    std::uint64_t entry[2] = {0, 0};
+    if (bytes.size() < sizeof entry) break;
+    std::memcpy(entry, bytes.data(), sizeof entry);
+    bytes.remove_prefix(sizeof entry);
+    if (entry[0] < within.begin || entry[0] >= within.end || entry[1] > bytes.size()) break;
+    job_.transfer->deliver(job_.ctx, entry[0], bytes.substr(0, entry[1]));
+    bytes.remove_prefix(entry[1]);
+  }
+  if (!bytes.empty()) {
+    throw error("polymap: backend mpi: results from another rank are not polymap's "
+                "(another program's message on polymap's communicator?)");
+  }
 }
 
 share_report task_farm::identity() const {
   share_report r;
   r.begin = job_.begin;
   r.end = job_.end;
-  r.result_size = result_size_;
+  r.result_size = encoded_ ? encoded_results : result_size_;
   return r;
 }
 
@@ -162,11 +208,14 @@ void task_farm::serve_one() {
              ", rank 0 with " + describe(mine) +
              ": every rank must make the same call on the mpi backend";
   }
+  // Only a rank that made the same call is ever given a chunk, within the call's items.
   const std::size_t chunk_items = r.chunk.end - r.chunk.begin;
-  if (chunk_items != 0 && r.result_size != 0) {
-    // Only a rank that made the same call is ever given a chunk, within the call's items.
+  if (chunk_items != 0 && result_size_ != 0) {
     comm_.receive(results_ + r.chunk.begin * result_size_, chunk_items * result_size_, from,
                   results_tag);
+  } else if (chunk_items != 0 && encoded_) {
+    comm_.receive(message_, from, results_tag);
+    decode_results(message_, r.chunk);
   }
   run_state& state = *job_.state;
   for (item_failure& f : r.failures) state.add_failure(std::move(f));
@@ -210,11 +259,17 @@ void task_farm::run_worker() {
     out.clear();
     encode(r, out);
     comm_.send(out.data(), out.size(), 0, report_tag);
-    if (chunk.begin != chunk.end && result_size_ != 0) {
-      // Sent while the next chunk runs: rank 0 takes them when it next answers, which may
-      // be after a chunk of its own. The next chunk writes other items' results.
+    if (chunk.begin == chunk.end) return;
+    // The results go while the next chunk runs: rank 0 takes them when it next answers,
+    // which may be after a chunk of its own. The next chunk writes other items' results.
+    if (result_size_ != 0) {
       comm_.send_later(results_ + chunk.begin * result_size_,
                        (chunk.end - chunk.begin) * result_size_, 0, results_tag);
+    } else if (encoded_) {
+      comm_.wait_sent();  // the buffer of the last ones is free
+      encoded_out_.clear();
+      encode_results(r.ranges, r.failures, encoded_out_);
+      comm_.send_later(encoded_out_.data(), encoded_out_.size(), 0, results_tag);
     }
   };
 
@@ -258,7 +313,10 @@ void task_farm::finish() {
     all.cancelled = state.cancelled();
     all.error = error_;
     std::tie(all.failures, all.ranges) = state.outcome();
+    // Ranges merged: a chunk's may come twice (its backend's and the farm's), and a result
+    // moved twice into map_error's partial results would arrive empty.
     all.ranges = merged(std::move(all.ranges));
+    state.set_outcome(all.failures, all.ranges, all.done);
     encode(all, bytes);
   }
   comm_.broadcast(bytes);
@@ -269,8 +327,17 @@ void task_farm::finish() {
     error_ = std::move(all.error);
   }
   if (!error_.empty()) throw error(error_);
-  if (result_size_ != 0 && comm_.size() > 1) {
+  if (comm_.size() == 1) return;
+  if (result_size_ != 0) {
     comm_.broadcast(results_ + job_.begin * result_size_, (job_.end - job_.begin) * result_size_);
+  } else if (encoded_) {
+    bytes.clear();
+    if (comm_.rank() == 0) {
+      const auto [failures, ranges] = state.outcome();
+      encode_results(merged(ranges), failures, bytes);
+    }
+    comm_.broadcast(bytes);
+    if (comm_.rank() != 0) decode_results(bytes, {job_.begin, job_.end});
   }
 }
 

@@ -7,6 +7,7 @@
 #include <polymap/detail/map_job.hpp>
 #include <polymap/options.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "backends/mpi/communicator.hpp"
@@ -27,9 +28,10 @@ namespace polymap::detail::mpi {
 /// order of calls); rank 0 checks the number of items and the size of a result.
 class task_farm {
  public:
-  /// @param results where item i's `result_size` bytes are kept (item i at
-  ///   results + i * result_size); null with result_size 0 for a call without results
-  task_farm(communicator& comm, const map_job& job, std::byte* results, std::size_t result_size);
+  /// Results cross as job.transfer says: fixed-size ones as raw bytes, straight from the
+  /// call's memory, others encoded one by one (the executor refused calls that have
+  /// neither way).
+  task_farm(communicator& comm, const map_job& job);
 
   /// Runs the call on every rank; leaves the outcome in job.state, as any backend does.
   /// @throws polymap::error on every rank when the ranks' calls differ, or MPI fails
@@ -51,14 +53,23 @@ class task_farm {
   void serve_one();
   /// Every rank: rank 0's account of the whole call, and the results.
   void finish();
+  /// Appends the results of the items in `ranges` but those that failed, each as its index,
+  /// its size and its bytes.
+  void encode_results(const std::vector<index_range>& ranges,
+                      const std::vector<item_failure>& failures, std::string& out) const;
+  /// Stores the results that encode_results wrote, each of an item `within`.
+  /// @throws polymap::error when `bytes` are not such results
+  void decode_results(std::string_view bytes, index_range within) const;
   [[nodiscard]] share_report identity() const;
   [[nodiscard]] bool stopped() const noexcept { return job_.state->stopping() || !error_.empty(); }
 
   communicator& comm_;
   map_job job_;
   options here_;  ///< the call's options, for this machine's backends (automatic)
-  std::byte* results_;
-  std::size_t result_size_;
+  std::byte* results_ = nullptr;  ///< fixed-size results: item i's at results_ + i * size
+  std::size_t result_size_ = 0;
+  bool encoded_ = false;        ///< results that cross encoded one by one
+  std::string encoded_out_;     ///< a worker's encoded results on their way
   function_stats stats_;
   std::size_t next_;         ///< rank 0: the first item not handed out
   std::vector<int> due_;     ///< rank 0: reports each rank still owes
