@@ -1,5 +1,6 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
+#include <polymap/config.hpp>
 #include <polymap/detail/execute.hpp>
 #include <polymap/detail/remote.hpp>
 #include <polymap/error.hpp>
@@ -132,11 +133,19 @@ backend_estimate estimate(backend_kind kind, const options& o, std::size_t left,
     return e;
   }
   if (kind == backend_kind::mpi) {
-    if (verbose) {
-      e.why_not = "a call on the mpi backend is collective (every rank must make it), so "
-                  "automatic never chooses it: ask for it with options::backend or "
-                  "POLYMAP_BACKEND";
+    bool from_env = false;
+    if (requested_backend(o, from_env) != backend_kind::mpi) {
+      if (verbose) {
+        e.why_not = "a call on the mpi backend is collective (every rank must make it), so "
+                    "automatic never chooses it: ask for it with options::backend or "
+                    "POLYMAP_BACKEND";
+      }
+      return e;
     }
+    // Asked for: every rank's machine runs a share (a timeout or cap on worker processes).
+    e.usable = true;
+    e.workers = std::min(ex.parallelism(o), std::max<std::size_t>(left, 1));
+    e.seconds = work / static_cast<double>(std::max<std::size_t>(e.workers, 1));
     return e;
   }
   if (kind == backend_kind::cuda) {
@@ -377,20 +386,43 @@ void run_watched(run_state& state, const options& o, const std::function<void()>
   if (!state.stopping()) body();
 }
 
+#if POLYMAP_HAS_MPI
+namespace {
+
+/// Whether a call asks for the mpi backend (by its options or POLYMAP_BACKEND), without
+/// throwing for a POLYMAP_BACKEND that names none.
+bool asks_for_mpi(const options& o) noexcept {
+  return o.backend == backend_kind::mpi ||
+         (o.backend == backend_kind::automatic && env().backend == backend_kind::mpi);
+}
+
+}  // namespace
+#endif
+
 backend_kind execute(map_job& job, function_stats& stats) {
   const options& o = *job.opts;
-  check_options(o);
-  // A backend asked for by name must be usable, even for a call with nothing to run, and
-  // before decide() samples items on the calling thread (a backend named by POLYMAP_BACKEND).
-  const backend_kind requested =
-      job.decided != nullptr ? job.decided->chosen : check_backend_available(o);
+  backend_kind requested = backend_kind::automatic;
+  try {
+    check_options(o);
+    // A backend asked for by name must be usable, even for a call with nothing to run, and
+    // before decide() samples items on the calling thread (one named by POLYMAP_BACKEND).
+    requested = job.decided != nullptr ? job.decided->chosen : check_backend_available(o);
+  } catch (const std::exception& e) {
+    // Refused here alone (an option that another rank's machine allows): the other ranks
+    // of a collective call must hear of it, or they would wait for this one for ever.
+#if POLYMAP_HAS_MPI
+    if (asks_for_mpi(o)) refuse_collective_call(job, e.what());
+#endif
+    throw;
+  }
   run_state& state = *job.state;
   stop_link on_stop;
   link_stop(on_stop, o, state);
   progress_reporter progress(o, state);
   // A call on the mpi backend is collective: every rank takes part, even with nothing to
   // run or a stop before the start (its cancel then reaches every rank).
-  const bool collective = requested == backend_kind::mpi && !in_worker() && !in_worker_process();
+  const bool collective =
+      requested == backend_kind::mpi && !in_item() && !in_worker() && !in_worker_process();
   if (!collective && (job.begin == job.end || state.stopping())) {
     if (o.report != nullptr) o.report->backend = backend_kind::serial;
     return backend_kind::serial;

@@ -63,6 +63,12 @@ class executor {
 /// saying why (not built, or the executor's status).
 [[nodiscard]] executor* usable_executor(backend_kind kind, std::string& why_not);
 
+/// Tells the other ranks of an MPI job that this rank refuses a call on the mpi backend
+/// before it runs (a bad option here alone), so that they end it too, each with an error
+/// naming this rank and `why`, rather than wait for it for ever. Does nothing where the call
+/// would not be collective (nested, or MPI is not reachable).
+void refuse_collective_call(const map_job& job, const std::string& why) noexcept;
+
 /// Runs items [job.begin, job.end) on the backend that automatic picks among this
 /// machine's own (serial, threads, processes: never the one the call asked for), with no
 /// progress report, stop link or run report of its own: the share of a call that the mpi

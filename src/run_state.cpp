@@ -22,6 +22,7 @@ namespace polymap::detail {
 namespace {
 thread_local chunk_guard* tl_guard = nullptr;
 thread_local bool tl_worker = false;
+thread_local unsigned tl_inline_calls = 0;  // inline calls whose items this thread runs
 }  // namespace
 
 std::string describe(const std::exception_ptr& error) {
@@ -92,6 +93,11 @@ worker_scope::worker_scope() noexcept : was_(tl_worker) { tl_worker = true; }
 worker_scope::~worker_scope() { tl_worker = was_; }
 
 bool in_worker() noexcept { return tl_worker; }
+
+bool in_item() noexcept { return tl_guard != nullptr || tl_inline_calls != 0; }
+
+inline_items_scope::inline_items_scope() noexcept { ++tl_inline_calls; }
+inline_items_scope::~inline_items_scope() { --tl_inline_calls; }
 
 namespace {
 bool worker_process = false;

@@ -20,6 +20,7 @@
 #include <optional>
 #include <ranges>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -139,6 +140,7 @@ void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats
     check_options(opts);
     run_state state(n);
     worker_context w = make_worker(state, opts, backend_kind::serial);
+    const inline_items_scope in_items;
     // Neither cancellable nor observed: no chunk guard, which would cost more than the items.
     if (how == inline_run::timed) {
       const auto start = std::chrono::steady_clock::now();
@@ -158,6 +160,9 @@ void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats
   run_state& state = external != nullptr ? *external : local;
   map_job job = make_job(n, &Ctx::template chunk<true>, &ctx, state, opts);
   job.transfer = &transfer_of<Ctx>;
+#if defined(__GXX_RTTI) || defined(__cpp_rtti)
+  job.call_type = typeid(Ctx).name();
+#endif
   job.decided = decided;
   (void)execute(job, stats);
   throw_if_failed<R>(state, slots);

@@ -13,15 +13,17 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <mutex>
 #include <numeric>
 #include <polymap/polymap.hpp>
-
-#include "backends/mpi/share_report.hpp"
 #include <set>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "backends/mpi/share_report.hpp"
 
 namespace {
 
@@ -80,14 +82,15 @@ TEST_F(Mpi, EveryRankGetsTheWholeResultAndEveryItemRanOnce) {
   EXPECT_EQ(sum_over_ranks(ran_here.load()), n);
 }
 
-TEST_F(Mpi, EveryRankRunsAShare) {
-  // Results say which rank made them: every rank gets a chunk at its first request.
+TEST_F(Mpi, EveryOtherRankRunsAShare) {
+  // Results say which rank made them: every other rank gets a chunk at its first request.
   const int me = rank();
   std::vector<int> xs(1000, 0);
   const auto made_by = polymap::map(
       xs, [me](int) { return me; }, on_mpi);
   const std::set<int> makers(made_by.begin(), made_by.end());
-  EXPECT_EQ(makers.size(), static_cast<std::size_t>(ranks()));
+  // Rank 0 runs chunks of its own only between answers, and may hand out every item first.
+  for (int r = 1; r < ranks(); ++r) EXPECT_EQ(makers.count(r), 1U) << "rank " << r;
 }
 
 TEST_F(Mpi, ForEachRunsEveryIndexOnceOverAllRanks) {
@@ -241,7 +244,9 @@ TEST_F(Mpi, ResultsWithACodecCrossEncoded) {
     makers.insert(t[0]);
     EXPECT_EQ(t.substr(2), std::string(i % 37, static_cast<char>('a' + i % 26))) << i;
   }
-  EXPECT_EQ(makers.size(), static_cast<std::size_t>(ranks()));
+  for (int r = 1; r < ranks(); ++r) {
+    EXPECT_EQ(makers.count(static_cast<char>('0' + r)), 1U) << "rank " << r;
+  }
   // A vector per item, and a failure among them under collect: the others still arrive.
   polymap::options o = on_mpi;
   o.on_error = polymap::on_error::collect;
@@ -278,14 +283,16 @@ struct no_codec {
 TEST_F(Mpi, ResultsThatCannotCrossAreRefusedOnEveryRank) {
   std::vector<int> xs(10, 1);
   try {
-    (void)polymap::map(xs, [](int x) { return no_codec{std::to_string(x)}; }, on_mpi);
+    (void)polymap::map(
+        xs, [](int x) { return no_codec{std::to_string(x)}; }, on_mpi);
     ADD_FAILURE() << "no option_error";
   } catch (const polymap::option_error& e) {
     EXPECT_NE(std::string(e.what()).find("cross between ranks"), std::string::npos) << e.what();
   }
   // map_into that converts each result (int into double) keeps none to send.
   std::vector<double> out(xs.size());
-  EXPECT_THROW(polymap::map_into(xs, out, [](int x) { return x; }, on_mpi),
+  EXPECT_THROW(polymap::map_into(
+                   xs, out, [](int x) { return x; }, on_mpi),
                polymap::option_error);
 }
 
@@ -335,18 +342,140 @@ TEST_F(Mpi, ATimeoutRunsEachRanksShareOnWorkerProcesses) {
   EXPECT_EQ(report.workers, static_cast<std::size_t>(ranks()));
 }
 
-TEST_F(Mpi, AMapInsideAnItemRunsInlineOnItsRank) {
+/// The run_report notes of the mpi calls that the items of `outer_opts`'s map make, one
+/// per item: where each ran.
+std::set<std::string> notes_of_nested_calls(const polymap::options& outer_opts) {
   std::vector<int> xs(200, 2);
+  std::mutex m;
+  std::set<std::string> notes;
   const auto ys = polymap::map(
       xs,
-      [](int x) {
+      [&](int x) {
+        polymap::run_report report;
+        polymap::options inner_opts = on_mpi;
+        inner_opts.report = &report;
         const std::vector<int> inner(3, x);
         const auto zs = polymap::map(
-            inner, [](int y) { return y * 10; }, on_mpi);
+            inner, [](int y) { return y * 10; }, inner_opts);
+        const std::lock_guard lock(m);
+        notes.insert(report.note);
         return std::accumulate(zs.begin(), zs.end(), 0);
       },
-      on_mpi);
+      outer_opts);
   EXPECT_EQ(ys, std::vector<int>(200, 60));
+  return notes;
+}
+
+TEST_F(Mpi, AMapInsideAnItemRunsInlineOnItsRank) {
+  // Items of an mpi call, of a serial one (on the calling thread), of a threads one, and of
+  // one automatic chooses (which samples items on the calling thread first): every inner
+  // call runs inline, on every rank, whatever thread runs the item.
+  const polymap::options outers[] = {
+      on_mpi, {.backend = backend_kind::serial}, {.backend = backend_kind::threads}, {}};
+  for (const polymap::options& outer : outers) {
+    const std::set<std::string> notes = notes_of_nested_calls(outer);
+    // Rank 0 may run none of an mpi call's items (see EveryOtherRankRunsAShare).
+    if (outer.backend == backend_kind::mpi && rank() == 0 && notes.empty()) continue;
+    ASSERT_EQ(notes.size(), 1U) << to_string(outer.backend);
+    EXPECT_NE(notes.begin()->find("nested in an item"), std::string::npos) << *notes.begin();
+  }
+}
+
+TEST_F(Mpi, AnOptionRefusedOnOneRankFailsTheCallOnEveryRank) {
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
+  polymap::options o = on_mpi;
+  if (rank() == 1) o.workers = 100000;  // more than polymap allows: refused there alone
+  std::vector<int> xs(1000, 1);
+  std::string what;
+  bool option_error = false;
+  try {
+    (void)polymap::map(
+        xs, [](int x) { return x; }, o);
+  } catch (const polymap::option_error& e) {
+    option_error = true;
+    what = e.what();
+  } catch (const polymap::error& e) {
+    what = e.what();
+  }
+  EXPECT_EQ(option_error, rank() == 1) << what;
+  EXPECT_NE(what.find("workers"), std::string::npos) << what;
+  if (rank() != 1) {
+    EXPECT_NE(what.find("rank 1"), std::string::npos) << what;
+  }
+  // The ranks still agree afterwards.
+  EXPECT_EQ(polymap::map(
+                std::vector<int>(64, 2), [](int x) { return x + 1; }, on_mpi),
+            std::vector<int>(64, 3));
+}
+
+TEST_F(Mpi, DifferentFunctionsOfTheSameShapeFailOnEveryRank) {
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
+  std::vector<int> xs(500, 1);
+  std::string what;
+  try {
+    if (rank() == 0) {
+      (void)polymap::map(
+          xs, [](int x) { return x + 1; }, on_mpi);
+    } else {
+      (void)polymap::map(
+          xs, [](int x) { return x + 2; }, on_mpi);
+    }
+  } catch (const polymap::error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("another function or item type"), std::string::npos) << what;
+}
+
+TEST_F(Mpi, AnItemThatExitsUnderATimeoutFailsAlone) {
+  // In a worker process forked from a rank: its exit() must not finalise the rank's MPI.
+  polymap::options o = on_mpi;
+  o.timeout = std::chrono::seconds(60);
+  o.on_error = polymap::on_error::collect;
+  std::vector<int> xs(30);
+  std::iota(xs.begin(), xs.end(), 0);
+  bool thrown = false;
+  try {
+    (void)polymap::map(
+        xs,
+        [](int x) {
+          if (x == 7) std::exit(3);
+          return x;
+        },
+        o);
+  } catch (const polymap::map_error& e) {
+    thrown = true;
+    ASSERT_EQ(e.failures().size(), 1U);
+    EXPECT_EQ(e.failures()[0].index, 7U);
+    EXPECT_EQ(e.failures()[0].kind, polymap::failure_kind::exit);
+    EXPECT_EQ(e.failures()[0].exit_code, 3);
+  }
+  EXPECT_TRUE(thrown);
+}
+
+TEST_F(Mpi, ACancelDuringTheCallOnAWorkerRankCancelsEveryRank) {
+  // The last rank cancels its job once one of its items ran; the rest would take seconds.
+  std::vector<int> xs(6000, 1);
+  std::atomic<int> ran{0};
+  auto job = polymap::map_async(
+      std::span<const int>(xs),
+      [&ran](int x) {
+        ran.fetch_add(1, std::memory_order_relaxed);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return x;
+      },
+      on_mpi);
+  if (rank() == ranks() - 1) {
+    while (ran.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    job.cancel();
+  }
+  bool cancelled = false;
+  try {
+    (void)job.get();
+  } catch (const polymap::cancelled_error&) {
+    cancelled = true;
+  }
+  EXPECT_TRUE(cancelled);
+  EXPECT_LT(sum_over_ranks(static_cast<std::uint64_t>(ran.load())), xs.size());
 }
 
 TEST_F(Mpi, AutomaticNeverChoosesMpiAndExplainSaysWhy) {
@@ -372,6 +501,7 @@ TEST(ShareReport, RoundTripsAndRefusesWhatIsNotOne) {
   r.begin = 3;
   r.end = 77;
   r.result_size = 8;
+  r.call_type = 0x1234567890abcdefULL;
   r.chunk = {10, 20};
   r.done = 9;
   r.stopping = true;
@@ -390,6 +520,7 @@ TEST(ShareReport, RoundTripsAndRefusesWhatIsNotOne) {
   EXPECT_EQ(back.begin, 3U);
   EXPECT_EQ(back.end, 77U);
   EXPECT_EQ(back.result_size, 8U);
+  EXPECT_EQ(back.call_type, 0x1234567890abcdefULL);
   EXPECT_EQ(back.chunk.begin, 10U);
   EXPECT_EQ(back.chunk.end, 20U);
   EXPECT_EQ(back.done, 9U);

@@ -169,6 +169,21 @@ void explain_if_asked(const plan& p);
 /// Whether the calling thread is a worker of a running map (nested calls run inline).
 [[nodiscard]] bool in_worker() noexcept;
 
+/// Whether the calling thread is running items of a map now: in a chunk on any backend (the
+/// caller's own share and its sampling included), or in a call that runs inline. A call on
+/// the mpi backend made there runs inline, in that item: the other ranks are not making it.
+[[nodiscard]] bool in_item() noexcept;
+
+/// Marks the calling thread as running the items of an inline call (which has no chunk
+/// guard) until destroyed.
+class inline_items_scope {
+ public:
+  inline_items_scope() noexcept;
+  ~inline_items_scope();
+  inline_items_scope(const inline_items_scope&) = delete;
+  inline_items_scope& operator=(const inline_items_scope&) = delete;
+};
+
 /// Whether this process is a worker process of a map (processes backend): every map in it
 /// runs on its one thread, and never on a GPU.
 [[nodiscard]] bool in_worker_process() noexcept;

@@ -36,6 +36,9 @@ struct map_job {
   /// chose a CPU backend): execute() runs it there and reports this plan, with no sampling
   /// or deciding of its own. Null: execute() decides.
   const plan* decided = nullptr;
+  /// The call's type (its function, item and result types), as the compiler names it: the
+  /// mpi backend checks that every rank makes the same call. Null when unknown (no RTTI).
+  const char* call_type = nullptr;
 };
 
 }  // namespace polymap::detail

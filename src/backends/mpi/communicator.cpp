@@ -3,9 +3,11 @@
 #include "backends/mpi/communicator.hpp"
 
 #include <mpi.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <polymap/error.hpp>
@@ -30,6 +32,9 @@ void check(int code, const char* call) {
 
 MPI_Comm handle(int comm) { return MPI_Comm_f2c(comm); }
 
+/// The most bytes in one MPI message of polymap's (MPI counts are int).
+constexpr std::size_t piece_bytes = std::size_t{1} << 30;
+
 /// `size` as an MPI count.
 int count_of(std::size_t size) {
   if (size > static_cast<std::size_t>(INT_MAX)) {
@@ -48,8 +53,13 @@ const char* level_name(int level) {
   }
 }
 
+/// The process that initialised MPI: a child forked from it (a worker process) that calls
+/// exit() runs the same handlers, and must not finalise its parent's MPI.
+pid_t initialised_by = 0;
+
 /// Finalises MPI at exit when polymap initialised it (and nobody finalised it since).
 void finalize_at_exit() {
+  if (getpid() != initialised_by) return;
   int finalized = 0;
   if (MPI_Finalized(&finalized) == MPI_SUCCESS && finalized == 0) MPI_Finalize();
 }
@@ -71,6 +81,7 @@ communicator::communicator() {
     // its workers: a call from another thread than main needs SERIALIZED.
     int provided = 0;
     check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
+    initialised_by = getpid();
     std::atexit(finalize_at_exit);
   }
   MPI_Comm comm = MPI_COMM_NULL;
@@ -112,11 +123,21 @@ communicator& communicator::get() {
 }
 
 void communicator::send(const void* data, std::size_t size, int to, int tag) const {
-  check(MPI_Send(data, count_of(size), MPI_BYTE, to, tag, handle(comm_)), "MPI_Send");
+  // Whole pieces, then the rest, which may be empty: a message shorter than a piece ends it.
+  const auto* bytes = static_cast<const char*>(data);
+  for (std::size_t at = 0;; at += piece_bytes) {
+    const std::size_t n = std::min(piece_bytes, size - at);
+    check(MPI_Send(bytes + at, static_cast<int>(n), MPI_BYTE, to, tag, handle(comm_)), "MPI_Send");
+    if (n < piece_bytes) break;
+  }
 }
 
 void communicator::send_later(const void* data, std::size_t size, int to, int tag) {
   wait_sent();
+  if (size >= piece_bytes) {
+    send(data, size, to, tag);
+    return;
+  }
   MPI_Request request = MPI_REQUEST_NULL;
   check(MPI_Isend(data, count_of(size), MPI_BYTE, to, tag, handle(comm_), &request), "MPI_Isend");
   sending_ = MPI_Request_c2f(request);
@@ -130,15 +151,21 @@ void communicator::wait_sent() {
 }
 
 int communicator::receive(std::string& into, int from, int tag) const {
-  MPI_Status status;
-  check(MPI_Probe(from < 0 ? MPI_ANY_SOURCE : from, tag, handle(comm_), &status), "MPI_Probe");
-  int count = 0;
-  check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
-  into.resize(static_cast<std::size_t>(count));
-  check(MPI_Recv(into.data(), count, MPI_BYTE, status.MPI_SOURCE, tag, handle(comm_),
-                 MPI_STATUS_IGNORE),
+  into.clear();
+  int source = from < 0 ? MPI_ANY_SOURCE : from;
+  for (;;) {  // the pieces of one send(), from the source of the first
+    MPI_Status status;
+    check(MPI_Probe(source, tag, handle(comm_), &status), "MPI_Probe");
+    int count = 0;
+    check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
+    source = status.MPI_SOURCE;
+    const std::size_t at = into.size();
+    into.resize(at + static_cast<std::size_t>(count));
+    check(
+        MPI_Recv(into.data() + at, count, MPI_BYTE, source, tag, handle(comm_), MPI_STATUS_IGNORE),
         "MPI_Recv");
-  return status.MPI_SOURCE;
+    if (static_cast<std::size_t>(count) < piece_bytes) return source;
+  }
 }
 
 void communicator::receive(void* data, std::size_t size, int from, int tag) const {
@@ -154,6 +181,16 @@ void communicator::receive(void* data, std::size_t size, int from, int tag) cons
   check(MPI_Recv(data, count, MPI_BYTE, from, tag, handle(comm_), MPI_STATUS_IGNORE), "MPI_Recv");
 }
 
+void communicator::abort(const std::string& why) const noexcept {
+  std::fprintf(stderr,
+               "polymap: backend mpi: rank %d: %s: the ranks cannot end the call together; "
+               "ending the MPI job\n",
+               rank_, why.c_str());
+  std::fflush(stderr);
+  MPI_Abort(handle(comm_), 1);
+  std::abort();  // MPI_Abort does not return; should it, nothing else can be done
+}
+
 bool communicator::waiting(int tag) const {
   int flag = 0;
   check(MPI_Iprobe(MPI_ANY_SOURCE, tag, handle(comm_), &flag, MPI_STATUS_IGNORE), "MPI_Iprobe");
@@ -161,10 +198,9 @@ bool communicator::waiting(int tag) const {
 }
 
 void communicator::broadcast(void* data, std::size_t size) const {
-  constexpr std::size_t piece = std::size_t{1} << 30;
   auto* bytes = static_cast<char*>(data);
-  for (std::size_t at = 0; at < size; at += piece) {
-    const std::size_t n = std::min(piece, size - at);
+  for (std::size_t at = 0; at < size; at += piece_bytes) {
+    const std::size_t n = std::min(piece_bytes, size - at);
     check(MPI_Bcast(bytes + at, static_cast<int>(n), MPI_BYTE, 0, handle(comm_)), "MPI_Bcast");
   }
 }

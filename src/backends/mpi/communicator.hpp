@@ -24,20 +24,25 @@ class communicator {
   [[nodiscard]] int rank() const noexcept { return rank_; }
   [[nodiscard]] int size() const noexcept { return size_; }
 
-  /// Sends `size` bytes to `to` (blocking until MPI has taken them).
+  /// Sends `size` bytes to `to` (blocking until MPI has taken them), in pieces when they
+  /// are more than one MPI message holds: receive() into a string joins them.
   void send(const void* data, std::size_t size, int to, int tag) const;
   /// Starts sending `size` bytes to `to`, which must stay as they are until the next
-  /// send_later() or wait_sent(): after waiting for the one before (one at a time).
+  /// send_later() or wait_sent(): after waiting for the one before (one at a time). Bytes
+  /// that need pieces go at once, as send() sends them.
   void send_later(const void* data, std::size_t size, int to, int tag);
   /// Waits until what send_later() started is sent.
   void wait_sent();
-  /// Receives a message of any size from `from` (any source when negative) into `into`.
-  /// @return the rank it came from
+  /// Receives what send() sent, of any size, from `from` (any source when negative) into
+  /// `into`. @return the rank it came from
   int receive(std::string& into, int from, int tag) const;
   /// Receives a message of exactly `size` bytes from `from` into `data`.
   void receive(void* data, std::size_t size, int from, int tag) const;
   /// Whether a message with `tag` waits, from any source.
   [[nodiscard]] bool waiting(int tag) const;
+  /// Ends every rank of the job (MPI_Abort), after saying why on stderr: for a call that
+  /// the ranks can no longer end together (a rank failed in the middle of its messages).
+  [[noreturn]] void abort(const std::string& why) const noexcept;
   /// Broadcasts `size` bytes from rank 0 (in pieces: MPI counts are int).
   void broadcast(void* data, std::size_t size) const;
   /// Broadcasts a byte string from rank 0: its length, then its bytes.

@@ -35,9 +35,6 @@ const char* results_refused(const map_job& job) noexcept {
          "each result, do not cross between ranks in this version";
 }
 
-/// Whether this thread makes a call on the mpi backend (and runs its rank's share of it).
-thread_local bool making_call = false;
-
 /// The mpi backend: the ranks of an MPI job share a call's items (see mpi::task_farm).
 class mpi_executor_impl final : public executor {
  public:
@@ -63,15 +60,19 @@ class mpi_executor_impl final : public executor {
   }
 
   void run(const map_job& job, run_report* report) override {
-    // Nested in an item (on a worker, a worker process, or the thread that runs this
-    // rank's share), a call runs there: the other ranks are not making it.
-    if (in_worker() || in_worker_process() || making_call) {
+    // Nested in an item (of any map, on any thread), a call runs there: the other ranks
+    // are not making it.
+    if (in_item() || in_worker() || in_worker_process()) {
       serial_executor().run(job, report);
       if (report != nullptr) report->note = "nested in an item: ran inline there, not over MPI";
       return;
     }
     if (const char* why = results_refused(job); why != nullptr) {
-      throw option_error("backend", "mpi", why);
+      bool from_env = false;
+      (void)requested_backend(*job.opts, from_env);
+      const option_error refusal(from_env ? "POLYMAP_BACKEND" : "backend", "mpi", why);
+      join_refused(job, refusal.what());
+      throw refusal;
     }
     // Ranks meet in the order of their calls: two calls of one process at once would mix
     // their messages.
@@ -82,10 +83,6 @@ class mpi_executor_impl final : public executor {
           "process: calls on it are collective, made one at a time and in the same "
           "order on every rank");
     }
-    making_call = true;
-    const struct call_end {
-      ~call_end() { making_call = false; }
-    } end;
     mpi::communicator& comm = mpi::communicator::get();
     mpi::task_farm farm(comm, job);
     farm.run();
@@ -93,8 +90,21 @@ class mpi_executor_impl final : public executor {
       report->backend = backend_kind::mpi;
       report->workers = static_cast<std::size_t>(comm.size());
       report->note = "rank " + std::to_string(comm.rank()) + " of " + std::to_string(comm.size()) +
-                     " ran " + std::to_string(farm.items_here()) + " items, on " +
-                     std::string(to_string(farm.ran_on()));
+                     " ran " + std::to_string(farm.items_here()) + " items, on " + farm.ran_on();
+    }
+  }
+
+  /// Takes part in a call that this rank refuses before it runs (`why`), so that every
+  /// rank ends it (the others throw polymap::error naming this rank and why), when the
+  /// call can reach them; returns, for the caller to throw its own error.
+  void join_refused(const map_job& job, const std::string& why) noexcept {
+    try {
+      const std::unique_lock lock(running_, std::try_to_lock);
+      if (!lock.owns_lock()) return;
+      mpi::task_farm farm(mpi::communicator::get(), job);
+      farm.run(why);
+    } catch (const std::exception&) {
+      // The call's own error is the one to throw here.
     }
   }
 
@@ -107,5 +117,12 @@ constinit never_destroyed<mpi_executor_impl> the_executor;
 }  // namespace
 
 executor& mpi_executor() { return the_executor.value; }
+
+void refuse_collective_call(const map_job& job, const std::string& why) noexcept {
+  if (in_item() || in_worker() || in_worker_process()) return;  // not collective there
+  std::string why_not;
+  if (!mpi::reachable(why_not)) return;
+  the_executor.value.join_refused(job, why);
+}
 
 }  // namespace polymap::detail

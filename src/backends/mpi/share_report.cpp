@@ -73,6 +73,7 @@ void encode(const share_report& r, std::string& out) {
   w.put(r.begin);
   w.put(r.end);
   w.put(r.result_size);
+  w.put(r.call_type);
   w.put(static_cast<std::uint64_t>(r.chunk.begin));
   w.put(static_cast<std::uint64_t>(r.chunk.end));
   w.put(r.done);
@@ -102,6 +103,7 @@ share_report decode(std::string_view bytes) {
   r.begin = in.get<std::uint64_t>();
   r.end = in.get<std::uint64_t>();
   r.result_size = in.get<std::uint64_t>();
+  r.call_type = in.get<std::uint64_t>();
   r.chunk.begin = in.get<std::uint64_t>();
   r.chunk.end = in.get<std::uint64_t>();
   r.done = in.get<std::uint64_t>();

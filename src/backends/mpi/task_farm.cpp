@@ -5,11 +5,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <polymap/detail/remote.hpp>
 #include <deque>
 #include <exception>
+#include <polymap/detail/remote.hpp>
 #include <polymap/error.hpp>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "executor.hpp"
@@ -21,14 +22,14 @@ namespace {
 // Message tags on polymap's own communicator.
 constexpr int report_tag = 1;   // worker -> 0: a share_report, the request for a chunk
 constexpr int chunk_tag = 2;    // 0 -> worker: the next chunk (empty: no more), and a stop
-constexpr int results_tag = 3;  // worker -> 0: the raw results of the chunk just reported
+constexpr int results_tag = 3;  // worker -> 0: the results of the chunk just reported
 
 /// Requests a worker rank keeps ahead of the chunk it runs: one in hand while rank 0
 /// answers the next.
 constexpr int requests_ahead = 2;
 
-/// Most bytes of results in one chunk: MPI counts are int.
-constexpr std::size_t max_chunk_bytes = std::size_t{1} << 30;
+/// Most bytes of fixed-size results in one chunk: they go in one MPI message.
+constexpr std::size_t max_chunk_bytes = std::size_t{1} << 29;
 
 /// Rank 0 runs its own chunks between the requests it answers: a fraction of what it hands
 /// out, so that no worker waits long for an answer.
@@ -39,10 +40,20 @@ constexpr std::uint64_t encoded_results = ~std::uint64_t{0};
 
 std::string describe(const share_report& r) {
   return "items [" + std::to_string(r.begin) + ", " + std::to_string(r.end) + ") with " +
-         (r.result_size == 0                 ? std::string("no results")
-          : r.result_size == encoded_results ? std::string("results encoded one by one")
-                                             : "results of " + std::to_string(r.result_size) +
-                                                   " bytes");
+         (r.result_size == 0 ? std::string("no results")
+          : r.result_size == encoded_results
+              ? std::string("results encoded one by one")
+              : "results of " + std::to_string(r.result_size) + " bytes");
+}
+
+/// FNV-1a of `text`; 0 for none.
+std::uint64_t hash_of(const char* text) noexcept {
+  if (text == nullptr) return 0;
+  std::uint64_t h = 14695981039346656037ULL;
+  for (const char* p = text; *p != '\0'; ++p) {
+    h = (h ^ static_cast<unsigned char>(*p)) * 1099511628211ULL;
+  }
+  return h;
 }
 
 /// `ranges` sorted, with those that overlap or touch made one.
@@ -85,79 +96,68 @@ task_farm::task_farm(communicator& comm, const map_job& job)
   }
 }
 
-void task_farm::encode_results(const std::vector<index_range>& ranges,
-                               const std::vector<item_failure>& failures,
-                               std::string& out) const {
-  std::vector<std::size_t> failed;
-  for (const item_failure& f : failures) failed.push_back(f.index);
-  std::sort(failed.begin(), failed.end());
-  for (const index_range& range : ranges) {
-    for (std::size_t i = range.begin; i < range.end; ++i) {
-      if (std::binary_search(failed.begin(), failed.end(), i)) continue;
-      const std::size_t head = out.size();
-      out.append(2 * sizeof(std::uint64_t), '\0');
-      job_.transfer->encode(job_.ctx, i, out);
-      const std::uint64_t entry[2] = {i, out.size() - head - 2 * sizeof(std::uint64_t)};
-      std::memcpy(out.data() + head, entry, sizeof entry);
-    }
-  }
-}
-
-void task_farm::decode_results(std::string_view bytes, index_range within) const {
-  while (!bytes.empty()) {
-    std::uint64_t entry[2] = {0, 0};
-    if (bytes.size() < sizeof entry) break;
-    std::memcpy(entry, bytes.data(), sizeof entry);
-    bytes.remove_prefix(sizeof entry);
-    if (entry[0] < within.begin || entry[0] >= within.end || entry[1] > bytes.size()) break;
-    job_.transfer->deliver(job_.ctx, entry[0], bytes.substr(0, entry[1]));
-    bytes.remove_prefix(entry[1]);
-  }
-  if (!bytes.empty()) {
-    throw error("polymap: backend mpi: results from another rank are not polymap's "
-                "(another program's message on polymap's communicator?)");
-  }
-}
-
 share_report task_farm::identity() const {
   share_report r;
   r.begin = job_.begin;
   r.end = job_.end;
   r.result_size = encoded_ ? encoded_results : result_size_;
+  r.call_type = hash_of(job_.call_type);
   return r;
 }
 
-void task_farm::run() {
-  if (comm_.rank() == 0) {
-    due_[0] = 0;  // rank 0 sends itself nothing
-    run_root();
-  } else {
-    run_worker();
+void task_farm::run(const std::string& refused) {
+  error_ = refused;
+  if (!error_.empty()) job_.state->request_stop();
+  try {
+    if (comm_.rank() == 0) {
+      due_[0] = 0;  // rank 0 sends itself nothing
+      if (!error_.empty()) error_ = "polymap: backend mpi: rank 0: " + error_;
+      run_root();
+    } else {
+      run_worker();
+    }
+    finish();
+  } catch (const std::exception& e) {
+    // A rank that fails in the middle of its messages (MPI, memory) leaves the others
+    // waiting for what it would have sent: the job cannot go on.
+    comm_.abort(e.what());
   }
-  finish();
+  if (!error_.empty()) throw error(error_);
 }
 
 void task_farm::run_here(index_range chunk) {
   map_job share = job_;
   share.begin = chunk.begin;
   share.end = chunk.end;
+  run_state& state = *job_.state;
+  const std::size_t before = state.done() + state.failed();
   try {
-    ran_on_ = run_share(share, stats_);
+    ran_on_ |= 1U << static_cast<unsigned>(run_share(share, stats_));
   } catch (const std::exception& e) {
     // This machine's backend failed (not an item: those are failures in the state). The
-    // ranks must still end the call together: it fails on every one, with this text.
+    // ranks still end the call together: it fails on every one, with this text.
     if (error_.empty()) error_ = e.what();
-    job_.state->request_stop();
+    state.request_stop();
     return;
   }
-  items_here_ += chunk.end - chunk.begin;
+  items_here_ += state.done() + state.failed() - before;
   // A backend records the ranges it finished only for a call that has failed by its end;
   // here a later chunk, or another rank, may fail the call. A chunk that was not stopped
   // finished in full (a stopped one failed or was cancelled: its backend recorded them).
-  if (!job_.state->stopping()) job_.state->add_worker(chunk, {}, 0, 0);
+  if (!state.stopping()) state.add_worker(chunk, {}, 0, 0);
   // Later chunks are sized from what this one cost (no sampling on the calling thread).
-  const double per_item = job_.state->busy_seconds_per_item();
+  const double per_item = state.busy_seconds_per_item();
   if (per_item > 0) stats_.seconds_per_item.store(per_item, std::memory_order_relaxed);
+}
+
+std::string task_farm::ran_on() const {
+  std::string names;
+  for (backend_kind kind : all_backends) {
+    if ((ran_on_ & (1U << static_cast<unsigned>(kind))) == 0) continue;
+    if (!names.empty()) names += " and ";
+    names += to_string(kind);
+  }
+  return names.empty() ? std::string("none") : names;
 }
 
 index_range task_farm::take(bool own) {
@@ -175,9 +175,6 @@ index_range task_farm::take(bool own) {
 }
 
 void task_farm::run_root() {
-  const auto answered = [this] {
-    return std::all_of(due_.begin(), due_.end(), [](int n) { return n == 0; });
-  };
   if (comm_.size() == 1) {  // nobody to share with: one run on this machine
     if (!stopped() && next_ < job_.end) run_here({next_, job_.end});
     next_ = job_.end;
@@ -187,6 +184,9 @@ void task_farm::run_root() {
   // while rank 0 runs a chunk of its own waits for the end of it, and at the start nobody
   // else has work.
   while (std::find(heard_.begin() + 1, heard_.end(), 0) != heard_.end()) serve_one();
+  const auto answered = [this] {
+    return std::all_of(due_.begin(), due_.end(), [](int n) { return n == 0; });
+  };
   while (true) {
     while (comm_.waiting(report_tag)) serve_one();
     if (const index_range own = take(true); own.begin != own.end) {
@@ -201,14 +201,23 @@ void task_farm::run_root() {
 void task_farm::serve_one() {
   const int from = comm_.receive(message_, -1, report_tag);
   share_report r = decode(message_);
+  // A rank that refused the call, or whose backend failed, says why first.
+  if (!r.error.empty() && error_.empty()) {
+    error_ = "polymap: backend mpi: rank " + std::to_string(from) + ": " + r.error;
+  }
   const share_report mine = identity();
-  const bool same = r.begin == mine.begin && r.end == mine.end && r.result_size == mine.result_size;
+  const bool same = r.begin == mine.begin && r.end == mine.end &&
+                    r.result_size == mine.result_size && r.call_type == mine.call_type;
   if (!same && error_.empty()) {
-    error_ = "polymap: backend mpi: rank " + std::to_string(from) + " called with " + describe(r) +
-             ", rank 0 with " + describe(mine) +
+    const bool shapes =
+        r.begin == mine.begin && r.end == mine.end && r.result_size == mine.result_size;
+    error_ = "polymap: backend mpi: rank " + std::to_string(from) + " called with " +
+             (shapes ? std::string("another function or item type")
+                     : describe(r) + ", rank 0 with " + describe(mine)) +
              ": every rank must make the same call on the mpi backend";
   }
-  // Only a rank that made the same call is ever given a chunk, within the call's items.
+  // Only a rank that made the same call is ever given a chunk, within the call's items; a
+  // chunk it skipped (after a stop) comes back empty, without results.
   const std::size_t chunk_items = r.chunk.end - r.chunk.begin;
   if (chunk_items != 0 && result_size_ != 0) {
     comm_.receive(results_ + r.chunk.begin * result_size_, chunk_items * result_size_, from,
@@ -224,8 +233,6 @@ void task_farm::serve_one() {
     state.add_worker(r.ranges.front(), more, 0, 0);
   }
   state.add_done(r.done);
-  if (!r.error.empty() && error_.empty())
-    error_ = "polymap: backend mpi: rank " + std::to_string(from) + ": " + r.error;
   if (r.cancelled) {
     state.cancel();
   } else if (r.stopping) {
@@ -295,12 +302,48 @@ void task_farm::run_worker() {
     const index_range chunk = held.front();
     held.pop_front();
     const std::size_t done_before = state.done();
-    // A chunk handed out before the stop (here, or one rank 0 told of) is not started.
-    if (!state.stopping()) run_here(chunk);
-    send_report(chunk, state.done() - done_before);
+    // A chunk handed out before the stop (here, or one rank 0 told of) is not started, and
+    // goes back as no chunk: no results to send.
+    const bool run = !state.stopping();
+    if (run) run_here(chunk);
+    send_report(run ? chunk : index_range{}, state.done() - done_before);
     ++asked;
   }
   comm_.wait_sent();
+}
+
+void task_farm::encode_results(const std::vector<index_range>& ranges,
+                               const std::vector<item_failure>& failures, std::string& out) const {
+  std::vector<std::size_t> failed;
+  for (const item_failure& f : failures) failed.push_back(f.index);
+  std::sort(failed.begin(), failed.end());
+  for (const index_range& range : ranges) {
+    for (std::size_t i = range.begin; i < range.end; ++i) {
+      if (std::binary_search(failed.begin(), failed.end(), i)) continue;
+      const std::size_t head = out.size();
+      out.append(2 * sizeof(std::uint64_t), '\0');
+      job_.transfer->encode(job_.ctx, i, out);
+      const std::uint64_t entry[2] = {i, out.size() - head - 2 * sizeof(std::uint64_t)};
+      std::memcpy(out.data() + head, entry, sizeof entry);
+    }
+  }
+}
+
+void task_farm::decode_results(std::string_view bytes, index_range within) const {
+  while (!bytes.empty()) {
+    std::uint64_t entry[2] = {0, 0};
+    if (bytes.size() < sizeof entry) break;
+    std::memcpy(entry, bytes.data(), sizeof entry);
+    bytes.remove_prefix(sizeof entry);
+    if (entry[0] < within.begin || entry[0] >= within.end || entry[1] > bytes.size()) break;
+    job_.transfer->deliver(job_.ctx, entry[0], bytes.substr(0, entry[1]));
+    bytes.remove_prefix(entry[1]);
+  }
+  if (!bytes.empty()) {
+    throw error(
+        "polymap: backend mpi: results from another rank are not polymap's "
+        "(another program's message on polymap's communicator?)");
+  }
 }
 
 void task_farm::finish() {
@@ -326,15 +369,14 @@ void task_farm::finish() {
     if (all.cancelled) state.cancel();
     error_ = std::move(all.error);
   }
-  if (!error_.empty()) throw error(error_);
-  if (comm_.size() == 1) return;
+  if (!error_.empty() || comm_.size() == 1) return;  // the call fails on every rank
   if (result_size_ != 0) {
     comm_.broadcast(results_ + job_.begin * result_size_, (job_.end - job_.begin) * result_size_);
   } else if (encoded_) {
     bytes.clear();
     if (comm_.rank() == 0) {
       const auto [failures, ranges] = state.outcome();
-      encode_results(merged(ranges), failures, bytes);
+      encode_results(ranges, failures, bytes);
     }
     comm_.broadcast(bytes);
     if (comm_.rank() != 0) decode_results(bytes, {job_.begin, job_.end});

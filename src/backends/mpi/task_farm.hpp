@@ -34,12 +34,16 @@ class task_farm {
   task_farm(communicator& comm, const map_job& job);
 
   /// Runs the call on every rank; leaves the outcome in job.state, as any backend does.
-  /// @throws polymap::error on every rank when the ranks' calls differ, or MPI fails
-  void run();
+  /// `refused`: why this rank refuses the call (an option, a result type): it runs nothing
+  /// but still takes part, so that every rank ends the call with that reason.
+  /// @throws polymap::error on every rank when a rank refused the call, the ranks' calls
+  ///   differ, or a rank's backend failed. A rank that fails in the middle of its messages
+  ///   (an MPI error) ends the MPI job (MPI_Abort): the others would wait for it for ever.
+  void run(const std::string& refused = {});
 
-  /// The items this rank ran, and where (for run_report).
+  /// The items this rank ran, and the backends they ran on (for run_report).
   [[nodiscard]] std::size_t items_here() const noexcept { return items_here_; }
-  [[nodiscard]] backend_kind ran_on() const noexcept { return ran_on_; }
+  [[nodiscard]] std::string ran_on() const;
 
  private:
   void run_root();
@@ -65,11 +69,11 @@ class task_farm {
 
   communicator& comm_;
   map_job job_;
-  options here_;  ///< the call's options, for this machine's backends (automatic)
+  options here_;                  ///< the call's options, for this machine's backends (automatic)
   std::byte* results_ = nullptr;  ///< fixed-size results: item i's at results_ + i * size
   std::size_t result_size_ = 0;
-  bool encoded_ = false;        ///< results that cross encoded one by one
-  std::string encoded_out_;     ///< a worker's encoded results on their way
+  bool encoded_ = false;     ///< results that cross encoded one by one
+  std::string encoded_out_;  ///< a worker's encoded results on their way
   function_stats stats_;
   std::size_t next_;         ///< rank 0: the first item not handed out
   std::vector<int> due_;     ///< rank 0: reports each rank still owes
@@ -78,7 +82,7 @@ class task_farm {
                              ///< backend failed (a worker's, sent with its next report)
   std::string message_;      ///< the last message received
   std::size_t items_here_ = 0;
-  backend_kind ran_on_ = backend_kind::serial;
+  unsigned ran_on_ = 0;  ///< a bit for each backend_kind a chunk ran on
 };
 
 }  // namespace polymap::detail::mpi
