@@ -399,6 +399,24 @@ bool asks_for_mpi(const options& o) noexcept {
 }  // namespace
 #endif
 
+backend_kind check_call_start(const options& o, std::size_t items) {
+  try {
+    check_options(o);
+    return check_backend_available(o);
+  } catch (const std::exception& e) {
+#if POLYMAP_HAS_MPI
+    if (asks_for_mpi(o)) {
+      run_state state(items);
+      const map_job job = make_job(items, nullptr, nullptr, state, o);
+      refuse_collective_call(job, e.what());
+    }
+#else
+    (void)items;
+#endif
+    throw;
+  }
+}
+
 backend_kind execute(map_job& job, function_stats& stats) {
   const options& o = *job.opts;
   backend_kind requested = backend_kind::automatic;

@@ -242,8 +242,7 @@ class stream {
 template <std::ranges::random_access_range Range, class Fn>
   requires std::ranges::sized_range<Range>
 [[nodiscard]] auto imap(Range& xs, Fn fn, const options& opts = {}) {
-  detail::check_options(opts);
-  detail::check_backend_available(opts);
+  (void)detail::check_call_start(opts, static_cast<std::size_t>(std::ranges::size(xs)));
   using It = std::ranges::iterator_t<Range>;
   using R = detail::item_result_t<Fn, It>;
   const auto n = static_cast<std::size_t>(std::ranges::size(xs));

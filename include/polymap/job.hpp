@@ -99,8 +99,7 @@ class job {
 template <std::ranges::input_range Range, class Fn>
   requires std::ranges::sized_range<Range>
 auto map_async(Range&& xs, Fn fn, options opts = {}) {
-  detail::check_options(opts);
-  detail::check_backend_available(opts);
+  (void)detail::check_call_start(opts, static_cast<std::size_t>(std::ranges::size(xs)));
   using Items = std::remove_cvref_t<Range>;
   using Result = decltype(polymap::map(std::declval<Items&>(), std::declval<Fn>(), opts));
   const auto n = static_cast<std::size_t>(std::ranges::size(xs));

@@ -408,6 +408,23 @@ TEST_F(Mpi, AnOptionRefusedOnOneRankFailsTheCallOnEveryRank) {
             std::vector<int>(64, 3));
 }
 
+TEST_F(Mpi, AnAsyncCallRefusedOnOneRankFailsOnEveryRank) {
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
+  polymap::options o = on_mpi;
+  if (rank() == 1) o.workers = 100000;  // refused at map_async's call, on rank 1 alone
+  const std::vector<int> xs(300, 1);
+  std::string what;
+  try {
+    auto job = polymap::map_async(std::span<const int>(xs), [](int x) { return x; }, o);
+    (void)job.get();
+  } catch (const polymap::error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("workers"), std::string::npos) << what;
+  EXPECT_EQ(polymap::map(std::vector<int>(64, 2), [](int x) { return x + 1; }, on_mpi),
+            std::vector<int>(64, 3));
+}
+
 TEST_F(Mpi, DifferentFunctionsOfTheSameShapeFailOnEveryRank) {
   if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
   std::vector<int> xs(500, 1);

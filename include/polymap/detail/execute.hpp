@@ -125,6 +125,13 @@ void check_options(const options& o);
 /// @throws option_error for a bad POLYMAP_BACKEND, backend_unavailable naming the backend
 backend_kind check_backend_available(const options& o);
 
+/// check_options() and check_backend_available() at the start of a call that runs later
+/// (map_async, imap). A call on the mpi backend that this rank refuses here still reaches
+/// the other ranks, which end it with this rank's reason rather than wait for it.
+/// @return the backend asked for (automatic when none is)
+/// @throws what those two throw
+backend_kind check_call_start(const options& o, std::size_t items);
+
 /// The backend a call asks for: options::backend, else POLYMAP_BACKEND when it is set.
 /// @param from_env set to whether the answer came from POLYMAP_BACKEND
 /// @throws option_error when POLYMAP_BACKEND names no backend
