@@ -70,6 +70,12 @@ if(NOT POLYMAP_WITH_MPI STREQUAL "OFF")
   if(MPI_CXX_FOUND)
     set(POLYMAP_HAS_MPI 1)
     list(APPEND POLYMAP_BACKENDS mpi)
+    # What the tests and examples run by mpirun need from Open MPI: to run as root (CI), more
+    # ranks than CPUs, and copies between ranks through the shared-memory segment rather
+    # than process_vm_readv, which a container without ptrace rights refuses.
+    set(POLYMAP_MPIRUN_ENVIRONMENT
+        OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+        OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_btl_vader_single_copy_mechanism=none)
   elseif(POLYMAP_WITH_MPI STREQUAL "ON")
     message(FATAL_ERROR "POLYMAP_WITH_MPI=ON but MPI was not found "
                         "(apt-get install libopenmpi-dev openmpi-bin, or set MPI_HOME)")
