@@ -46,6 +46,14 @@ std::string describe(const share_report& r) {
               : "results of " + std::to_string(r.result_size) + " bytes");
 }
 
+/// Why the call fails on every rank: `rank` said `why` (a polymap error's text, whose own
+/// "polymap: " goes).
+std::string blamed(int rank, std::string_view why) {
+  constexpr std::string_view prefix = "polymap: ";
+  if (why.starts_with(prefix)) why.remove_prefix(prefix.size());
+  return "polymap: backend mpi: rank " + std::to_string(rank) + ": " + std::string(why);
+}
+
 /// FNV-1a of `text`; 0 for none.
 std::uint64_t hash_of(const char* text) noexcept {
   if (text == nullptr) return 0;
@@ -111,7 +119,7 @@ void task_farm::run(const std::string& refused) {
   try {
     if (comm_.rank() == 0) {
       due_[0] = 0;  // rank 0 sends itself nothing
-      if (!error_.empty()) error_ = "polymap: backend mpi: rank 0: " + error_;
+      if (!error_.empty()) error_ = blamed(0, error_);
       run_root();
     } else {
       run_worker();
@@ -203,7 +211,7 @@ void task_farm::serve_one() {
   share_report r = decode(message_);
   // A rank that refused the call, or whose backend failed, says why first.
   if (!r.error.empty() && error_.empty()) {
-    error_ = "polymap: backend mpi: rank " + std::to_string(from) + ": " + r.error;
+    error_ = blamed(from, r.error);
   }
   const share_report mine = identity();
   const bool same = r.begin == mine.begin && r.end == mine.end &&
