@@ -399,20 +399,25 @@ bool asks_for_mpi(const options& o) noexcept {
 }  // namespace
 #endif
 
+void refuse_across_ranks(const options& o, std::size_t items, const std::string& why) noexcept {
+#if POLYMAP_HAS_MPI
+  if (!asks_for_mpi(o)) return;
+  run_state state(items);
+  const map_job job = make_job(items, nullptr, nullptr, state, o);
+  refuse_collective_call(job, why);
+#else
+  (void)o;
+  (void)items;
+  (void)why;
+#endif
+}
+
 backend_kind check_call_start(const options& o, std::size_t items) {
   try {
     check_options(o);
     return check_backend_available(o);
   } catch (const std::exception& e) {
-#if POLYMAP_HAS_MPI
-    if (asks_for_mpi(o)) {
-      run_state state(items);
-      const map_job job = make_job(items, nullptr, nullptr, state, o);
-      refuse_collective_call(job, e.what());
-    }
-#else
-    (void)items;
-#endif
+    refuse_across_ranks(o, items, e.what());
     throw;
   }
 }

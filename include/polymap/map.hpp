@@ -248,8 +248,11 @@ void map_into(const In& xs, Out&& out, Fn& fn, const options& opts,
                 "polymap::map, which returns a std::vector<bool>");
   const auto n = static_cast<std::size_t>(std::ranges::size(xs));
   if (static_cast<std::size_t>(std::ranges::size(out)) < n) {
-    throw option_error("out", std::to_string(std::ranges::size(out)) + " elements",
-                       "at least as many elements as the input (" + std::to_string(n) + ")");
+    const option_error refusal("out", std::to_string(std::ranges::size(out)) + " elements",
+                               "at least as many elements as the input (" + std::to_string(n) +
+                                   ")");
+    refuse_across_ranks(opts, n, refusal.what());
+    throw refusal;
   }
   using Ctx = map_ctx<std::ranges::iterator_t<const In>, Fn, std::ranges::iterator_t<Out>>;
   function_stats& stats = stats_for<Fn, std::ranges::range_value_t<In>>();

@@ -125,6 +125,11 @@ void check_options(const options& o);
 /// @throws option_error for a bad POLYMAP_BACKEND, backend_unavailable naming the backend
 backend_kind check_backend_available(const options& o);
 
+/// Tells the other ranks of an MPI job that this rank refuses a call of `items` items on
+/// the mpi backend before it starts (`why`), when the call asks for that backend and would
+/// be collective here: they end it with this rank's reason rather than wait for it.
+void refuse_across_ranks(const options& o, std::size_t items, const std::string& why) noexcept;
+
 /// check_options() and check_backend_available() at the start of a call that runs later
 /// (map_async, imap). A call on the mpi backend that this rank refuses here still reaches
 /// the other ranks, which end it with this rank's reason rather than wait for it.

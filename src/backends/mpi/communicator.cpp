@@ -169,16 +169,23 @@ int communicator::receive(std::string& into, int from, int tag) const {
 }
 
 void communicator::receive(void* data, std::size_t size, int from, int tag) const {
-  MPI_Status status;
-  check(MPI_Probe(from, tag, handle(comm_), &status), "MPI_Probe");
-  int count = 0;
-  check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
-  if (static_cast<std::size_t>(count) != size) {
-    throw error("polymap: backend mpi: rank " + std::to_string(from) + " sent " +
-                std::to_string(count) + " bytes where " + std::to_string(size) +
-                " were due (another program's message on polymap's communicator?)");
+  auto* bytes = static_cast<char*>(data);
+  for (std::size_t at = 0;;) {  // the pieces of one send()
+    MPI_Status status;
+    check(MPI_Probe(from, tag, handle(comm_), &status), "MPI_Probe");
+    int count = 0;
+    check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
+    const auto n = static_cast<std::size_t>(count);
+    if (n > size - at || (n < piece_bytes && at + n != size)) {
+      throw error("polymap: backend mpi: rank " + std::to_string(from) + " sent " +
+                  std::to_string(at + n) + " bytes or more where " + std::to_string(size) +
+                  " were due (another program's message on polymap's communicator?)");
+    }
+    check(MPI_Recv(bytes + at, count, MPI_BYTE, from, tag, handle(comm_), MPI_STATUS_IGNORE),
+          "MPI_Recv");
+    at += n;
+    if (n < piece_bytes) return;
   }
-  check(MPI_Recv(data, count, MPI_BYTE, from, tag, handle(comm_), MPI_STATUS_IGNORE), "MPI_Recv");
 }
 
 void communicator::abort(const std::string& why) const noexcept {

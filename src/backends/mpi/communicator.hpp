@@ -36,7 +36,7 @@ class communicator {
   /// Receives what send() sent, of any size, from `from` (any source when negative) into
   /// `into`. @return the rank it came from
   int receive(std::string& into, int from, int tag) const;
-  /// Receives a message of exactly `size` bytes from `from` into `data`.
+  /// Receives what send() sent, exactly `size` bytes, from `from` into `data`.
   void receive(void* data, std::size_t size, int from, int tag) const;
   /// Whether a message with `tag` waits, from any source.
   [[nodiscard]] bool waiting(int tag) const;

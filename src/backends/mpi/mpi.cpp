@@ -103,7 +103,7 @@ class mpi_executor_impl final : public executor {
       if (!lock.owns_lock()) return;
       mpi::task_farm farm(mpi::communicator::get(), job);
       farm.run(why);
-    } catch (const std::exception&) {
+    } catch (...) {
       // The call's own error is the one to throw here.
     }
   }

@@ -8,7 +8,9 @@
 #include <deque>
 #include <exception>
 #include <polymap/detail/remote.hpp>
+#include <polymap/detail/run_items.hpp>
 #include <polymap/error.hpp>
+#include <polymap/options.hpp>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -125,10 +127,10 @@ void task_farm::run(const std::string& refused) {
       run_worker();
     }
     finish();
-  } catch (const std::exception& e) {
+  } catch (...) {
     // A rank that fails in the middle of its messages (MPI, memory) leaves the others
     // waiting for what it would have sent: the job cannot go on.
-    comm_.abort(e.what());
+    comm_.abort(detail::describe(std::current_exception()));
   }
   if (!error_.empty()) throw error(error_);
 }
@@ -232,9 +234,11 @@ void task_farm::serve_one() {
                   results_tag);
   } else if (chunk_items != 0 && encoded_) {
     comm_.receive(message_, from, results_tag);
-    decode_results(message_, r.chunk);
+    for (item_failure& f : decode_results(message_, r.chunk)) r.failures.push_back(std::move(f));
   }
   run_state& state = *job_.state;
+  // A worker's state stops at its own items' failures; not at those of its codec.
+  if (!r.failures.empty() && job_.opts->on_error == on_error::fail_fast) r.stopping = true;
   for (item_failure& f : r.failures) state.add_failure(std::move(f));
   if (!r.ranges.empty()) {
     const std::vector<index_range> more(r.ranges.begin() + 1, r.ranges.end());
@@ -268,9 +272,18 @@ void task_farm::run_worker() {
     r.error = std::exchange(error_, {});
     auto [failures, ranges] = state.outcome();
     r.failures = std::move(failures);
-    r.ranges = std::move(ranges);
+    r.ranges = merged(std::move(ranges));  // a chunk's may come twice: each result once
     // Sent: this rank's state keeps no copy (rank 0's account replaces it at the end).
     state.set_outcome({}, {}, state.done());
+    if (chunk.begin != chunk.end && encoded_) {
+      // Encoded before the report, which carries the items whose codec threw as failures.
+      comm_.wait_sent();  // the buffer of the last ones is free
+      encoded_out_.clear();
+      std::vector<item_failure> unsent = encode_results(r.ranges, r.failures, encoded_out_);
+      r.done -= std::min<std::uint64_t>(r.done, unsent.size());
+      r.failures.insert(r.failures.end(), std::make_move_iterator(unsent.begin()),
+                        std::make_move_iterator(unsent.end()));
+    }
     out.clear();
     encode(r, out);
     comm_.send(out.data(), out.size(), 0, report_tag);
@@ -281,9 +294,6 @@ void task_farm::run_worker() {
       comm_.send_later(results_ + chunk.begin * result_size_,
                        (chunk.end - chunk.begin) * result_size_, 0, results_tag);
     } else if (encoded_) {
-      comm_.wait_sent();  // the buffer of the last ones is free
-      encoded_out_.clear();
-      encode_results(r.ranges, r.failures, encoded_out_);
       comm_.send_later(encoded_out_.data(), encoded_out_.size(), 0, results_tag);
     }
   };
@@ -320,31 +330,58 @@ void task_farm::run_worker() {
   comm_.wait_sent();
 }
 
-void task_farm::encode_results(const std::vector<index_range>& ranges,
-                               const std::vector<item_failure>& failures, std::string& out) const {
+/// The failure of item i whose result its codec could not `verb` ("encode", "decode").
+item_failure codec_failure(std::size_t i, const char* verb) {
+  return item_failure{.index = i,
+                      .backend = backend_kind::mpi,
+                      .kind = failure_kind::exception,
+                      .what = std::string("its result's codec could not ") + verb +
+                              " it: " + detail::describe(std::current_exception()),
+                      .signal = 0,
+                      .exit_code = 0,
+                      .attempts = 1};
+}
+
+std::vector<item_failure> task_farm::encode_results(const std::vector<index_range>& ranges,
+                                                    const std::vector<item_failure>& failures,
+                                                    std::string& out) const {
   std::vector<std::size_t> failed;
   for (const item_failure& f : failures) failed.push_back(f.index);
   std::sort(failed.begin(), failed.end());
+  std::vector<item_failure> unsent;
   for (const index_range& range : ranges) {
     for (std::size_t i = range.begin; i < range.end; ++i) {
       if (std::binary_search(failed.begin(), failed.end(), i)) continue;
       const std::size_t head = out.size();
       out.append(2 * sizeof(std::uint64_t), '\0');
-      job_.transfer->encode(job_.ctx, i, out);
+      try {
+        job_.transfer->encode(job_.ctx, i, out);
+      } catch (...) {
+        out.resize(head);
+        unsent.push_back(codec_failure(i, "encode"));
+        continue;
+      }
       const std::uint64_t entry[2] = {i, out.size() - head - 2 * sizeof(std::uint64_t)};
       std::memcpy(out.data() + head, entry, sizeof entry);
     }
   }
+  return unsent;
 }
 
-void task_farm::decode_results(std::string_view bytes, index_range within) const {
+std::vector<item_failure> task_farm::decode_results(std::string_view bytes,
+                                                    index_range within) const {
+  std::vector<item_failure> lost;
   while (!bytes.empty()) {
     std::uint64_t entry[2] = {0, 0};
     if (bytes.size() < sizeof entry) break;
     std::memcpy(entry, bytes.data(), sizeof entry);
     bytes.remove_prefix(sizeof entry);
     if (entry[0] < within.begin || entry[0] >= within.end || entry[1] > bytes.size()) break;
-    job_.transfer->deliver(job_.ctx, entry[0], bytes.substr(0, entry[1]));
+    try {
+      job_.transfer->deliver(job_.ctx, entry[0], bytes.substr(0, entry[1]));
+    } catch (...) {
+      lost.push_back(codec_failure(entry[0], "decode"));
+    }
     bytes.remove_prefix(entry[1]);
   }
   if (!bytes.empty()) {
@@ -352,12 +389,20 @@ void task_farm::decode_results(std::string_view bytes, index_range within) const
         "polymap: backend mpi: results from another rank are not polymap's "
         "(another program's message on polymap's communicator?)");
   }
+  return lost;
 }
 
 void task_farm::finish() {
   run_state& state = *job_.state;
   std::string bytes;
+  std::string results;  // rank 0: the encoded results, made before the outcome is told
   if (comm_.rank() == 0) {
+    if (encoded_ && comm_.size() > 1 && error_.empty()) {
+      auto [failures, ranges] = state.outcome();
+      for (item_failure& f : encode_results(merged(std::move(ranges)), failures, results)) {
+        state.add_failure(std::move(f));
+      }
+    }
     share_report all = identity();
     all.done = state.done();
     all.stopping = state.stopping();
@@ -377,17 +422,20 @@ void task_farm::finish() {
     if (all.cancelled) state.cancel();
     error_ = std::move(all.error);
   }
-  if (!error_.empty() || comm_.size() == 1) return;  // the call fails on every rank
+  // The call fails on every rank; or it was cancelled, and with no failure it returns no
+  // results (cancelled_error), on every rank alike.
+  if (!error_.empty() || comm_.size() == 1) return;
+  if (state.cancelled() && !state.has_failures()) return;
   if (result_size_ != 0) {
     comm_.broadcast(results_ + job_.begin * result_size_, (job_.end - job_.begin) * result_size_);
   } else if (encoded_) {
-    bytes.clear();
-    if (comm_.rank() == 0) {
-      const auto [failures, ranges] = state.outcome();
-      encode_results(ranges, failures, bytes);
+    comm_.broadcast(results);
+    if (comm_.rank() == 0) return;
+    // A result rank 0 made itself that this rank's codec cannot decode fails here alone:
+    // its map_error names it (rank 0 and the others may return it).
+    for (item_failure& f : decode_results(results, {job_.begin, job_.end})) {
+      state.add_failure(std::move(f));
     }
-    comm_.broadcast(bytes);
-    if (comm_.rank() != 0) decode_results(bytes, {job_.begin, job_.end});
   }
 }
 

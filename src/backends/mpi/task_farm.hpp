@@ -58,12 +58,15 @@ class task_farm {
   /// Every rank: rank 0's account of the whole call, and the results.
   void finish();
   /// Appends the results of the items in `ranges` but those that failed, each as its index,
-  /// its size and its bytes.
-  void encode_results(const std::vector<index_range>& ranges,
-                      const std::vector<item_failure>& failures, std::string& out) const;
+  /// its size and its bytes. @return the items whose codec threw (left out), as failures
+  [[nodiscard]] std::vector<item_failure> encode_results(const std::vector<index_range>& ranges,
+                                                         const std::vector<item_failure>& failures,
+                                                         std::string& out) const;
   /// Stores the results that encode_results wrote, each of an item `within`.
+  /// @return the items whose codec threw (not stored), as failures
   /// @throws polymap::error when `bytes` are not such results
-  void decode_results(std::string_view bytes, index_range within) const;
+  [[nodiscard]] std::vector<item_failure> decode_results(std::string_view bytes,
+                                                         index_range within) const;
   [[nodiscard]] share_report identity() const;
   [[nodiscard]] bool stopped() const noexcept { return job_.state->stopping() || !error_.empty(); }
 
