@@ -433,9 +433,7 @@ backend_kind execute(map_job& job, function_stats& stats) {
   } catch (const std::exception& e) {
     // Refused here alone (an option that another rank's machine allows): the other ranks
     // of a collective call must hear of it, or they would wait for this one for ever.
-#if POLYMAP_HAS_MPI
-    if (asks_for_mpi(o)) refuse_collective_call(job, e.what());
-#endif
+    refuse_across_ranks(o, job.end - job.begin, e.what());
     throw;
   }
   run_state& state = *job.state;

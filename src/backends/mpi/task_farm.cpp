@@ -96,6 +96,7 @@ task_farm::task_farm(communicator& comm, const map_job& job)
   job_.opts = &here_;
   job_.decided = nullptr;
   stats_.seconds_per_item.store(job.seconds_per_item, std::memory_order_relaxed);
+  call_hash_ = hash_of(job.call_type);
   if (const result_transfer* t = job.transfer; t != nullptr && t->deliver != nullptr) {
     if (t->fixed_size != 0 && t->fixed_target != nullptr) {
       result_size_ = t->fixed_size;
@@ -111,7 +112,7 @@ share_report task_farm::identity() const {
   r.begin = job_.begin;
   r.end = job_.end;
   r.result_size = encoded_ ? encoded_results : result_size_;
-  r.call_type = hash_of(job_.call_type);
+  r.call_type = call_hash_;
   return r;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <polymap/detail/execute.hpp>
 #include <polymap/detail/map_job.hpp>
 #include <polymap/options.hpp>
@@ -75,8 +76,10 @@ class task_farm {
   options here_;                  ///< the call's options, for this machine's backends (automatic)
   std::byte* results_ = nullptr;  ///< fixed-size results: item i's at results_ + i * size
   std::size_t result_size_ = 0;
-  bool encoded_ = false;     ///< results that cross encoded one by one
-  std::string encoded_out_;  ///< a worker's encoded results on their way
+  bool encoded_ = false;
+  std::uint64_t call_hash_ = 0;  ///< hash_of(job.call_type), sent with every report     ///<
+                                 ///< results that cross encoded one by one
+  std::string encoded_out_;      ///< a worker's encoded results on their way
   function_stats stats_;
   std::size_t next_;         ///< rank 0: the first item not handed out
   std::vector<int> due_;     ///< rank 0: reports each rank still owes
