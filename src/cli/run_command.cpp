@@ -7,11 +7,13 @@
 #include "cli/commands.hpp"
 #include "cli/run/arg_sources.hpp"
 #include "cli/run/placeholders.hpp"
+#include "cli/run/rank_link.hpp"
 #include "cli/run/runner.hpp"
 
 #include <fmt/core.h>
 
 #include <cstdio>
+#include <exception>
 #include <stdexcept>
 
 namespace polymap::cli {
@@ -35,10 +37,8 @@ int run_run(const run_args& args) {
     fmt::print(stderr, "polymap run: --retry-failed needs --journal\n");
     return exit_usage;
   }
-  std::vector<std::vector<std::string>> items;
   std::unique_ptr<run::command_template> command;
   try {
-    items = run::cartesian_product(line.sources);
     command = std::make_unique<run::command_template>(line.command, line.sources.size(),
                                                       args.shell);
   } catch (const std::runtime_error& e) {
@@ -46,6 +46,23 @@ int run_run(const run_args& args) {
     return exit_usage;
   }
   options.jobs = args.jobs != 0 ? args.jobs : topology::current().usable_count();
+  // Under an MPI launcher, rank 0 runs the batch and the other ranks serve its jobs: they
+  // read no input (mpirun gives stdin to rank 0 alone).
+  run::rank_role role;
+  try {
+    role = run::join_ranks();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "polymap run: {}\n", e.what());
+    return exit_failure;
+  }
+  if (role.serve) return run::serve_jobs(options);
+  std::vector<std::vector<std::string>> items;
+  try {
+    items = run::cartesian_product(line.sources);
+  } catch (const std::runtime_error& e) {
+    fmt::print(stderr, "polymap run: {}\n", e.what());
+    return exit_usage;
+  }
   if (args.dry_run) {
     for (std::size_t i = 0; i < items.size(); ++i) {
       fmt::print("{}\n", run::display_command(command->expand(items[i], i + 1,
@@ -64,7 +81,7 @@ int run_run(const run_args& args) {
   }
   // CLI11 admits only the policy names parse_bind knows.
   options.bind = polymap::parse_bind(args.bind).value_or(polymap::bind::none);
-  return run::run_batch(options, *command, items);
+  return run::run_batch(options, *command, items, role.link.get());
 }
 
 }  // namespace polymap::cli

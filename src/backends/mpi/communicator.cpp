@@ -150,6 +150,15 @@ void communicator::wait_sent() {
   check(MPI_Wait(&request, MPI_STATUS_IGNORE), "MPI_Wait");
 }
 
+bool communicator::sent() {
+  if (sending_ == -1) return true;
+  MPI_Request request = MPI_Request_f2c(sending_);
+  int done = 0;
+  check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+  if (done != 0) sending_ = -1;  // MPI_Test freed the request
+  return done != 0;
+}
+
 int communicator::receive(std::string& into, int from, int tag) const {
   into.clear();
   int source = from < 0 ? MPI_ANY_SOURCE : from;

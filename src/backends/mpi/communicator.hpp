@@ -33,6 +33,8 @@ class communicator {
   void send_later(const void* data, std::size_t size, int to, int tag);
   /// Waits until what send_later() started is sent.
   void wait_sent();
+  /// Whether what send_later() started is sent (or nothing was), without waiting.
+  [[nodiscard]] bool sent();
   /// Receives what send() sent, of any size, from `from` (any source when negative) into
   /// `into`. @return the rank it came from
   int receive(std::string& into, int from, int tag) const;

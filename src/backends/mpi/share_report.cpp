@@ -2,66 +2,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "backends/mpi/share_report.hpp"
 
-#include <cstring>
-#include <type_traits>
+#include "backends/mpi/wire.hpp"
 
 namespace polymap::detail::mpi {
 
 namespace {
-
-/// Bytes out, in this machine's byte order (every rank runs the same program).
-class writer {
- public:
-  explicit writer(std::string& out) : out_(out) {}
-  template <class T>
-  requires std::is_trivially_copyable_v<T>
-  void put(T value) { out_.append(reinterpret_cast<const char*>(&value), sizeof value); }
-  void put(std::string_view text) {
-    put(static_cast<std::uint64_t>(text.size()));
-    out_.append(text);
-  }
-
- private:
-  std::string& out_;
-};
-
-/// Bytes in; throws at the first read past the end.
-class reader {
- public:
-  explicit reader(std::string_view bytes) : bytes_(bytes) {}
-  template <class T>
-  requires std::is_trivially_copyable_v<T> T get() {
-    T value;
-    std::memcpy(&value, take(sizeof value), sizeof value);
-    return value;
-  }
-  std::string get_text() {
-    const auto size = get<std::uint64_t>();
-    return {take(size), size};
-  }
-  /// A count of items of at least `each` bytes: never more than the bytes left could hold.
-  std::size_t get_count(std::size_t each) {
-    const auto n = get<std::uint64_t>();
-    if (n > (bytes_.size() - at_) / each) truncated();
-    return n;
-  }
-  [[nodiscard]] bool at_end() const noexcept { return at_ == bytes_.size(); }
-  [[noreturn]] static void truncated() {
-    throw error(
-        "polymap: backend mpi: a message between ranks is not a polymap report "
-        "(another program's message on polymap's communicator?)");
-  }
-
- private:
-  const char* take(std::size_t n) {
-    if (n > bytes_.size() - at_) truncated();
-    const char* p = bytes_.data() + at_;
-    at_ += n;
-    return p;
-  }
-  std::string_view bytes_;
-  std::size_t at_ = 0;
-};
 
 constexpr std::uint32_t magic = 0x706d6170;  // "pmap"
 

@@ -3,6 +3,7 @@
 #include "cli/run/fd_io.hpp"
 
 #include <poll.h>
+#include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <system_error>
 
 namespace polymap::cli::run {
 
@@ -108,5 +110,13 @@ std::size_t file_size(int fd) noexcept {
   if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < 0) return 0;
   return static_cast<std::size_t>(st.st_size);
 }
+
+int make_capture() {
+  const int fd = memfd_create("polymap-job", MFD_CLOEXEC);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "memfd_create");
+  return fd;
+}
+
+std::string read_all(int fd) { return pread_all(fd, 0, file_size(fd)); }
 
 }  // namespace polymap::cli::run

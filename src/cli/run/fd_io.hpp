@@ -63,4 +63,11 @@ bool same_file(int a, int b) noexcept;
 /// The size of the file `fd` refers to; 0 when it cannot be known (`fd` < 0 included).
 std::size_t file_size(int fd) noexcept;
 
+/// A new anonymous file in memory (memfd), closed on exec: a job's stdout or stderr, kept.
+/// @throws std::system_error when it cannot be made
+[[nodiscard]] int make_capture();
+
+/// The whole of the file `fd` (nothing for -1). @throws std::bad_alloc
+[[nodiscard]] std::string read_all(int fd);
+
 }  // namespace polymap::cli::run

@@ -44,19 +44,21 @@ joblog::~joblog() {
 
 int joblog::fd() const noexcept { return fileno(file_); }
 
-std::string joblog::line(std::size_t seq, double start, double runtime, std::size_t received,
-                         int exit_code, int signal, const std::string& command) {
-  // GNU parallel's formats ("%.3f" and "%10.3f"); ":" is its name for the local host, and
-  // Send is 0 but with --pipe. A newline in a command would split the record: it is written
+std::string joblog::line(std::size_t seq, const std::string& host, double start, double runtime,
+                         std::size_t received, int exit_code, int signal,
+                         const std::string& command) {
+  // GNU parallel's formats ("%.3f" and "%10.3f"); Send is 0 but with --pipe. A newline in a command would split the record: it is written
   // as a NUL, as GNU parallel does, whose --retry-failed turns it back into a newline.
   std::string flat = command;
   for (char& c : flat) {
     if (c == '\n') c = '\0';
   }
-  char fields[160];
-  std::snprintf(fields, sizeof fields, "%zu\t:\t%.3f\t%10.3f\t0\t%zu\t%d\t%d\t", seq, start,
-                runtime, received, exit_code, signal);
-  return fields + flat + "\n";
+  char head[32];
+  char fields[128];
+  std::snprintf(head, sizeof head, "%zu\t", seq);
+  std::snprintf(fields, sizeof fields, "\t%.3f\t%10.3f\t0\t%zu\t%d\t%d\t", start, runtime,
+                received, exit_code, signal);
+  return head + host + fields + flat + "\n";
 }
 
 int joblog::write(const std::string& line) noexcept {

@@ -41,12 +41,13 @@ class joblog {
   /// Its file descriptor.
   [[nodiscard]] int fd() const noexcept;
 
-  /// The line of one ended item, its newline included: `received` is Receive, the bytes of
-  /// the item's stdout (0 where polymap did not capture it), and a newline in `command` is
-  /// written as a NUL, as GNU parallel does.
-  [[nodiscard]] static std::string line(std::size_t seq, double start, double runtime,
-                                        std::size_t received, int exit_code, int signal,
-                                        const std::string& command);
+  /// The line of one ended item, its newline included: `host` is where it ran (":" for this
+  /// machine, as GNU parallel writes it), `received` is Receive, the bytes of the item's
+  /// stdout (0 where polymap did not capture it), and a newline in `command` is written as a
+  /// NUL, as GNU parallel does.
+  [[nodiscard]] static std::string line(std::size_t seq, const std::string& host, double start,
+                                        double runtime, std::size_t received, int exit_code,
+                                        int signal, const std::string& command);
 
   /// Writes a line at once (past stdio's buffer), however long the file takes it: a pipe,
   /// FIFO, socket or terminal is better written through stream().

@@ -2,11 +2,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/run/runner.hpp"
 
+#include <polymap/config.hpp>
 #include <polymap/topology.hpp>
 
 #include "cli/run/fd_io.hpp"
 #include "cli/run/joblog.hpp"
 #include "cli/run/output_writer.hpp"
+#include "cli/run/rank_link.hpp"
 #include "cli/run/spawn.hpp"
 #include "journal/journal.hpp"
 #include "mpi_launcher.hpp"
@@ -17,7 +19,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -49,7 +50,6 @@ namespace polymap::cli::run {
 
 namespace {
 
-constexpr double kill_grace = 1.0;        // seconds from SIGTERM to SIGKILL of a job's group
 constexpr double lease_interval = 10.0;   // seconds between lease renewals (lease: 60 s)
 constexpr double progress_interval = 0.2;
 // Seconds a job that died of SIGTERM, SIGINT or SIGHUP from elsewhere keeps its end and its
@@ -68,15 +68,6 @@ double mono_now() {
 
 /// Backoff before retry `attempt` (1 = the first retry): 0.1 s, doubling, at most 10 s.
 double backoff(int attempt) { return std::min(10.0, 0.1 * std::pow(2.0, attempt - 1)); }
-
-int make_capture() {
-  const int fd = memfd_create("polymap-job", MFD_CLOEXEC);
-  if (fd < 0) throw std::system_error(errno, std::generic_category(), "memfd_create");
-  return fd;
-}
-
-/// The whole of the file `fd` (nothing for -1).
-std::string read_all(int fd) { return pread_all(fd, 0, file_size(fd)); }
 
 /// The last `size` bytes of the file `fd`.
 std::string read_tail(int fd, std::size_t size) {
@@ -222,6 +213,7 @@ struct item_status {
 
 struct job {
   bool busy = false;
+  bool remote = false;  // served by another rank of an MPI job (rank_link): no pid here
   pid_t pid = -1;
   std::size_t item = 0;
   double start_wall = 0;
@@ -243,6 +235,7 @@ struct job {
   bool exited = false;
   int exit_status = 0;
   double exited_at = 0;  // monotonic
+  int spawn_error = 0;   // a remote job that could not start: the errno (with exited)
 };
 
 /// How an attempt of an item ended, as end_item() records it.
@@ -272,8 +265,9 @@ enum class line_kind {
 class batch_runner final : public output_host {
  public:
   batch_runner(const run_options& options, const command_template& command,
-               const std::vector<std::vector<std::string>>& items)
-      : options_(options), command_(command), items_(items), status_(items.size()) {}
+               const std::vector<std::vector<std::string>>& items, rank_link* ranks)
+      : options_(options), command_(command), items_(items), ranks_(ranks),
+        status_(items.size()) {}
 
   int run();
 
@@ -289,8 +283,12 @@ class batch_runner final : public output_host {
   bool fill_slots(double now);
   void start(std::size_t item, std::size_t slot, double now);
   void take_slot(std::size_t slot, std::size_t item, pid_t pid, double wall, double now);
+  void cannot_run(std::size_t item, std::size_t slot, const std::string& program, int error,
+                  double wall);
+  void signal_job(std::size_t slot, int sig);
   void reap();
   void collect_exits(double now);
+  void collect_rank_reports(double now);
   void job_exited(std::size_t slot, int wait_status, double now);
   void end_job(std::size_t slot, int wait_status, double runtime);
   void end_held_jobs(double now);
@@ -310,6 +308,8 @@ class batch_runner final : public output_host {
   void check_deadlines(double now);
   void handle_signals(double now);
   void read_signals(int fd, double now);
+  void stopping_signal(int sig, double now);
+  void add_rank_slots();
   void renew_lease_if_due(double now);
   void commit_journal();
   void release_unstarted();
@@ -328,6 +328,8 @@ class batch_runner final : public output_host {
   const run_options& options_;
   const command_template& command_;
   const std::vector<std::vector<std::string>>& items_;
+  rank_link* ranks_;  // the other ranks of an MPI job, whose slots follow this one's; or null
+  std::size_t local_slots_ = 0;  // the slots of this machine, before the other ranks'
   std::vector<item_status> status_;
   std::vector<job> jobs_;
   std::vector<std::vector<int>> slot_cpus_;
@@ -467,19 +469,27 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
   item_status& st = status_[item];
   job& j = jobs_[slot];
   const std::vector<std::string> argv = command_.expand(items_[item], item + 1, slot + 1);
-  const bool capture_out = options_.keep_order || options_.json || !options_.results.empty();
-  const bool capture_err = capture_out || journal_ != nullptr;
-  j.out_fd = capture_out ? make_capture() : -1;
-  j.err_fd = capture_err ? make_capture() : -1;
-  spawn_request request;
-  request.argv = &argv;
-  request.stdin_fd = null_fd_;
-  request.stdout_fd = j.out_fd;
-  request.stderr_fd = j.err_fd;
-  request.cpus = &slot_cpus_[slot];
-  request.nice = options_.nice;
   const double wall = wall_now();
-  const spawn_result spawned = spawn_job(request);
+  spawn_result spawned;
+  if (j.remote) {
+    // Its output comes with its end, and its start error too (collect_rank_reports()).
+    j.out_fd = j.err_fd = -1;
+    ranks_->start(slot - local_slots_, argv);
+    spawned.pid = 0;
+  } else {
+    const bool capture_out = options_.keep_order || options_.json || !options_.results.empty();
+    const bool capture_err = capture_out || journal_ != nullptr;
+    j.out_fd = capture_out ? make_capture() : -1;
+    j.err_fd = capture_err ? make_capture() : -1;
+    spawn_request request;
+    request.argv = &argv;
+    request.stdin_fd = null_fd_;
+    request.stdout_fd = j.out_fd;
+    request.stderr_fd = j.err_fd;
+    request.cpus = &slot_cpus_[slot];
+    request.nice = options_.nice;
+    spawned = spawn_job(request);
+  }
   if (st.attempts == 0) {
     st.first_start = wall;
     st.order = next_order_++;
@@ -496,29 +506,47 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
                                                             {"command", argv}}))
                                         : 0;
   st.phase = item_phase::running;
-  if (spawned.pid < 0) {
-    // Reported once per item, as a failure of that item (end_item says it): the run goes on.
-    item_outcome end;
-    end.state = item_state::failed;
-    end.started = false;
-    end.exit_code = 127;
-    end.reason = "cannot run '" + argv.front() + "': " + std::strerror(spawned.error);
-    end.start_wall = wall;
-    end.out_fd = j.out_fd;
-    end.err_fd = j.err_fd;
-    j.out_fd = j.err_fd = -1;
-    end_item(item, slot, std::move(end));
-  }
+  if (spawned.pid < 0) cannot_run(item, slot, argv.front(), spawned.error, wall);
   // After the job is in its slot, so that the stop stops it too.
   if (event_error != 0) stop_for_lost_output(event_error, item, 1);
 }
 
+void batch_runner::cannot_run(std::size_t item, std::size_t slot, const std::string& program,
+                              int error, double wall) {
+  // Reported once per item, as a failure of that item (end_item says it): the run goes on.
+  job& j = jobs_[slot];
+  j.busy = false;
+  item_outcome end;
+  end.state = item_state::failed;
+  end.started = false;
+  end.exit_code = 127;
+  end.reason = "cannot run '" + program + "'" + (j.remote ? " on " + ranks_->host(slot - local_slots_) : "") +
+               ": " + std::strerror(error);
+  end.start_wall = wall;
+  end.out_fd = j.out_fd;
+  end.err_fd = j.err_fd;
+  j.out_fd = j.err_fd = -1;
+  end_item(item, slot, std::move(end));
+}
+
+void batch_runner::signal_job(std::size_t slot, int sig) {
+  job& j = jobs_[slot];
+  if (j.remote) {
+    ranks_->signal(slot - local_slots_, sig);  // and that rank sends the SIGKILL after a SIGTERM
+  } else {
+    kill(-j.pid, sig);
+  }
+}
+
 void batch_runner::take_slot(std::size_t slot, std::size_t item, pid_t pid, double wall,
                              double now) {
-  guard_->add(pid);
   job& j = jobs_[slot];
+  if (!j.remote) {
+    guard_->add(pid);
+    slot_of_[pid] = slot;
+  }
   j.busy = true;
-  j.pid = pid;
+  j.pid = j.remote ? -1 : pid;
   j.item = item;
   j.start_wall = wall;
   j.start_mono = now;
@@ -526,7 +554,6 @@ void batch_runner::take_slot(std::size_t slot, std::size_t item, pid_t pid, doub
   j.kill_at = 0;
   j.timed_out = false;
   j.stopped = false;
-  slot_of_[pid] = slot;
 }
 
 void batch_runner::reap() {
@@ -538,6 +565,15 @@ void batch_runner::reap() {
       job& j = jobs_[slot];
       if (!j.exited) continue;
       found = true;
+      if (j.spawn_error != 0) {
+        // A remote job that could not start: as a local one that could not (start()).
+        const int error = j.spawn_error;
+        j.spawn_error = 0;
+        j.exited = false;
+        const std::string program = command_.expand(items_[j.item], j.item + 1, slot + 1).front();
+        cannot_run(j.item, slot, program, error, j.start_wall);
+        continue;
+      }
       // Still marked exited while its end is taken: a stop or a deadline that comes
       // meanwhile (a write of its output waits) signals no process group of its.
       job_exited(slot, j.exit_status, j.exited_at);
@@ -550,7 +586,7 @@ void batch_runner::collect_exits(double now) {
   for (;;) {
     int wait_status = 0;
     const pid_t pid = waitpid(-1, &wait_status, WNOHANG);
-    if (pid <= 0) return;
+    if (pid <= 0) break;
     const auto found = slot_of_.find(pid);
     if (found == slot_of_.end()) continue;  // no job of ours
     job& j = jobs_[found->second];
@@ -564,6 +600,36 @@ void batch_runner::collect_exits(double now) {
     }
     j.exited = true;
     j.exit_status = wait_status;
+    j.exited_at = now;
+  }
+  collect_rank_reports(now);
+}
+
+void batch_runner::collect_rank_reports(double now) {
+  if (ranks_ == nullptr) return;
+  while (std::optional<rank_event> e = ranks_->next()) {
+    if (e->what == rank_event::kind::stopped) {
+      // A stopping signal that reached another rank (mpirun passes one on to every rank; a
+      // scheduler may send it to one node): the run stops as if it had come here.
+      stopping_signal(e->signal, now);
+      continue;
+    }
+    job& j = jobs_[local_slots_ + e->slot];
+    if (!j.busy || j.exited) continue;  // cannot happen: a slot's end comes once per start
+    // Its output, kept as a local job's is (captures), for the ordinary way out.
+    j.out_fd = make_capture();
+    j.err_fd = make_capture();
+    int error = write_all(j.out_fd, e->out);
+    if (error == 0) error = write_all(j.err_fd, e->err);
+    if (error != 0) {
+      throw std::system_error(error, std::generic_category(),
+                              "keeping the output of a job of rank " +
+                                  std::to_string(ranks_->rank(e->slot)));
+    }
+    if (e->stopped) j.stopped = true;  // by its rank, after a stopping signal there
+    j.spawn_error = e->spawn_error;
+    j.exited = true;
+    j.exit_status = e->wait_status;
     j.exited_at = now;
   }
 }
@@ -581,8 +647,10 @@ void batch_runner::job_exited(std::size_t slot, int wait_status, double now) {
     // The streams are looked at (poll) only for such an end, not for every job's.
     const bool sigpipe = WIFSIGNALED(wait_status) && WTERMSIG(wait_status) == SIGPIPE;
     const bool exit_141 = WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 128 + SIGPIPE;
-    const int closed =
-        !sigpipe && !exit_141 ? 0 : (stream_closed(1) ? 1 : (stream_closed(2) ? 2 : 0));
+    // Not for a job of another rank, whose output went to a capture there.
+    const int closed = j.remote || (!sigpipe && !exit_141)
+                           ? 0
+                           : (stream_closed(1) ? 1 : (stream_closed(2) ? 2 : 0));
     const bool shell_sigpipe = exit_141 && closed != 0 && (closed == 1 ? j.out_fd : j.err_fd) < 0;
     if (closed != 0 && (sigpipe || shell_sigpipe)) {
       stop_for_lost_output(EPIPE, j.item, closed);
@@ -784,8 +852,10 @@ std::string batch_runner::joblog_line(std::size_t item, std::size_t slot, const 
   // a non-zero status there instead; one that exited 0 from its SIGTERM handler must not
   // read as a success to `parallel --resume-failed`).
   const int exit_value = end.timed_out ? -1 : std::max(end.exit_code, 0);
-  return joblog::line(item + 1, end.start_wall, end.runtime, received, exit_value, end.signal,
-                      display_command(command_.expand(items_[item], item + 1, slot + 1)));
+  // Host: GNU parallel's ":" for this machine, the host name of the rank that ran it.
+  const std::string host = slot >= local_slots_ ? ranks_->host(slot - local_slots_) : ":";
+  return joblog::line(item + 1, host, end.start_wall, end.runtime, received, exit_value,
+                      end.signal, display_command(command_.expand(items_[item], item + 1, slot + 1)));
 }
 
 std::string batch_runner::end_event(std::size_t item, std::size_t slot, const item_outcome& end,
@@ -909,6 +979,7 @@ std::optional<double> batch_runner::wait_until(double progress_at, double now) c
   const bool lease = journal_ && journal_failure_.empty();
   double wake = next_job_wakeup(lease ? last_lease_ + lease_interval : now + 3600.0);
   if (stopping) wake = std::min(wake, give_up_at);
+  if (ranks_ != nullptr) wake = std::min(wake, now + ranks_->poll_interval());
   return wake;
 }
 
@@ -998,12 +1069,13 @@ void batch_runner::stop(int sig, double now) {
 void batch_runner::stop_jobs(int sig, double now) {
   draining_ = true;
   if (stopping_since_ == 0) stopping_since_ = now;
-  for (job& j : jobs_) {
+  for (std::size_t slot = 0; slot < jobs_.size(); ++slot) {
+    job& j = jobs_[slot];
     // One that ended already ends as it ended (job_exited() tells one that a stopping
     // signal ended, which may be this stop's).
     if (!j.busy || j.exited || j.held) continue;
     j.stopped = true;
-    kill(-j.pid, sig);
+    signal_job(slot, sig);
     if (sig != SIGKILL && j.kill_at == 0) j.kill_at = now + kill_grace;
   }
 }
@@ -1015,15 +1087,16 @@ void batch_runner::check_deadlines(double now) {
     guard_->remove(group.first);
     return true;
   });
-  for (job& j : jobs_) {
+  for (std::size_t slot = 0; slot < jobs_.size(); ++slot) {
+    job& j = jobs_[slot];
     if (!j.busy || j.held || j.exited) continue;
     if (j.deadline > 0 && now >= j.deadline && !j.timed_out && !j.stopped) {
       j.timed_out = true;
-      kill(-j.pid, SIGTERM);
+      signal_job(slot, SIGTERM);
       j.kill_at = now + kill_grace;
     }
     if (j.kill_at > 0 && now >= j.kill_at) {
-      kill(-j.pid, SIGKILL);
+      signal_job(slot, SIGKILL);
       j.kill_at = 0;
     }
   }
@@ -1045,13 +1118,16 @@ void batch_runner::read_signals(int fd, double now) {
   while (read(fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
     const int sig = static_cast<int>(info.ssi_signo);
     if (sig == SIGCHLD) continue;
-    // SIGINT, SIGTERM or SIGHUP (the terminal went away).
-    stop(sig, now);
-    if (stop_signal_at_ == 0) stop_signal_at_ = now;
-    // A job that such a signal ended a moment ago got it with the runner: stopped by it.
-    for (job& j : jobs_) {
-      if (j.busy && j.held && now <= j.release_at) j.stopped = true;
-    }
+    stopping_signal(sig, now);  // SIGINT, SIGTERM or SIGHUP (the terminal went away)
+  }
+}
+
+void batch_runner::stopping_signal(int sig, double now) {
+  stop(sig, now);
+  if (stop_signal_at_ == 0) stop_signal_at_ = now;
+  // A job that such a signal ended a moment ago got it with the runner: stopped by it.
+  for (job& j : jobs_) {
+    if (j.busy && j.held && now <= j.release_at) j.stopped = true;
   }
 }
 
@@ -1069,6 +1145,8 @@ double batch_runner::next_wakeup(double now) const {
   }
   if (!draining_ && !retries_.empty()) wake = std::min(wake, retries_.top().first);
   if (tty_progress_) wake = std::min(wake, now + progress_interval);
+  // No descriptor tells of a message from another rank: looked for now and then.
+  if (ranks_ != nullptr) wake = std::min(wake, now + ranks_->poll_interval());
   return wake;
 }
 
@@ -1175,6 +1253,14 @@ void batch_runner::fit_jobs_to_fd_limit() {
   jobs_.resize(fit);
 }
 
+void batch_runner::add_rank_slots() {
+  local_slots_ = jobs_.size();
+  if (ranks_ == nullptr) return;
+  jobs_.resize(local_slots_ + ranks_->slots());
+  for (std::size_t slot = local_slots_; slot < jobs_.size(); ++slot) jobs_[slot].remote = true;
+  slot_cpus_.resize(jobs_.size());  // each rank binds its own
+}
+
 int batch_runner::run() {
   // The --results folder was checked by the caller (prepare_results_dir) before this.
   // The --joblog file first, while a signal still ends polymap: opening a FIFO waits for its
@@ -1210,12 +1296,12 @@ int batch_runner::run() {
   report_failures_ = !(joblog_ && same_file(joblog_->fd(), 2));
   json_on_stderr_ = options_.json && out_.shared() && isatty(2) == 0;
   fit_jobs_to_fd_limit();
-  if (const int ranks = detail::mpi_launcher_ranks(); ranks > 1 && !journal_) {
+  if (const int ranks = detail::mpi_launcher_ranks(); ranks > 1 && !ranks_ && !journal_) {
     say(line_kind::warning,
         "one of " + std::to_string(ranks) +
-            " ranks of an MPI job, without --journal: every rank runs every item (polymap "
-            "run does not spread a batch over ranks in this version; the ranks of one machine "
-            "share a batch through one --journal on a local disk)");
+            " ranks of an MPI job, without --journal: every rank runs every item (" +
+            (POLYMAP_HAS_MPI ? "MPI sees this process alone" : "this polymap was built without MPI") +
+            "; the ranks of one machine share a batch through one --journal on a local disk)");
   }
   // Each slot's CPUs, for the number of jobs that will run at once.
   const topology& topo = topology::current();
@@ -1224,6 +1310,7 @@ int batch_runner::run() {
                              ? std::vector<int>{}
                              : detail::worker_cpus(topo, options_.bind, slot, jobs_.size(), {}));
   }
+  add_rank_slots();
   tty_progress_ = options_.progress && isatty(2) != 0;
   started_ = last_lease_ = mono_now();
 
@@ -1379,10 +1466,10 @@ void prepare_results_dir(const std::string& dir) {
 }
 
 int run_batch(const run_options& options, const command_template& command,
-              const std::vector<std::vector<std::string>>& items) {
+              const std::vector<std::vector<std::string>>& items, rank_link* ranks) {
   open_closed_standard_fds();  // before anything opens a descriptor
   const signals_ignored ignored;
-  batch_runner runner(options, command, items);
+  batch_runner runner(options, command, items, ranks);
   return runner.run();
 }
 

@@ -14,6 +14,8 @@
 
 namespace polymap::cli::run {
 
+class rank_link;
+
 /// Everything `polymap run` was told, checked.
 struct run_options {
   std::size_t jobs = 1;                ///< job slots
@@ -72,7 +74,10 @@ void prepare_results_dir(const std::string& dir);
 /// made, or a write to it fails, that output is kept in memory, with a warning (once).
 /// @throws journal_error when the journal cannot be opened; std::runtime_error when the
 ///   joblog cannot be used or a --results item folder cannot be made
+/// With `ranks` (rank 0 of an MPI job, join_ranks()), the other ranks' slots follow this
+/// machine's: their jobs start there, and their ends and output come back here, to be
+/// written, recorded and retried as this machine's are.
 int run_batch(const run_options& options, const command_template& command,
-              const std::vector<std::vector<std::string>>& items);
+              const std::vector<std::vector<std::string>>& items, rank_link* ranks = nullptr);
 
 }  // namespace polymap::cli::run

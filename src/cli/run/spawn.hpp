@@ -10,6 +10,10 @@
 
 namespace polymap::cli::run {
 
+/// Seconds from the SIGTERM that stops a job (a --timeout, a stopping signal) to the SIGKILL
+/// of what is left of its process group.
+constexpr double kill_grace = 1.0;
+
 /// How to start one job.
 struct spawn_request {
   const std::vector<std::string>* argv = nullptr;  ///< argv[0] is looked up in PATH

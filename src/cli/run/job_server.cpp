@@ -1,0 +1,318 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// `polymap run` on a rank other than 0 of an MPI job: runs the jobs that rank 0 sends.
+
+#include <polymap/config.hpp>
+#include <polymap/topology.hpp>
+
+#include "cli/run/rank_link.hpp"
+#include "cli/run/runner.hpp"
+
+#include <fmt/core.h>
+
+#include <cstdio>
+
+#if POLYMAP_HAS_MPI
+
+#include "backends/mpi/communicator.hpp"
+#include "cli/run/fd_io.hpp"
+#include "cli/run/rank_protocol.hpp"
+#include "cli/run/spawn.hpp"
+#include "orphan_guard.hpp"
+#include "topology/binding.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <exception>
+#include <system_error>
+
+#endif
+
+namespace polymap::cli::run {
+
+#if POLYMAP_HAS_MPI
+
+namespace {
+
+constexpr double shortest_wait = 0.001;  // seconds between looks for orders, after one came
+constexpr double longest_wait = 0.004;   // ... and after a while without any
+
+double clock_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string host_name() {
+  char name[256] = {};
+  if (gethostname(name, sizeof name - 1) != 0) return "?";
+  return name;
+}
+
+struct served_job {
+  pid_t pid = -1;  // -1: the slot is free
+  int out_fd = -1;
+  int err_fd = -1;
+  double kill_at = 0;    // monotonic: a SIGKILL of its group is due; 0: none
+  bool stopped = false;  // stopped by this rank's stopping signal
+};
+
+class job_server {
+ public:
+  job_server(const run_options& options, detail::mpi::communicator& comm)
+      : options_(options), comm_(comm), jobs_(options.jobs) {
+    const topology& topo = topology::current();
+    for (std::size_t slot = 0; slot < jobs_.size(); ++slot) {
+      cpus_.push_back(options_.bind == polymap::bind::none
+                          ? std::vector<int>{}
+                          : detail::worker_cpus(topo, options_.bind, slot, jobs_.size(), {}));
+    }
+    null_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    // The signals were blocked before MPI started its threads (join_ranks()'s caller).
+    sigset_t handled;
+    sigemptyset(&handled);
+    for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, sig);
+    signal_fd_ = signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (signal_fd_ < 0) throw std::system_error(errno, std::generic_category(), "signalfd");
+  }
+  job_server(const job_server&) = delete;
+  job_server& operator=(const job_server&) = delete;
+  ~job_server() {
+    if (signal_fd_ >= 0) close(signal_fd_);
+    if (null_fd_ >= 0) close(null_fd_);
+  }
+
+  void serve() {
+    // Small enough to go at once: rank 0 takes every rank's before anything else.
+    comm_.send(hello_.data(), hello_.size(), 0, protocol::hello_tag);
+    double wait = shortest_wait;
+    while (!finished_) {
+      const double now = clock_now();
+      bool busy = read_signals(now);
+      busy |= reap(now);
+      kill_lingering(now);
+      busy |= take_orders(now);
+      send_reports();
+      wait = busy || !outgoing_.empty() ? shortest_wait : std::min(wait * 2, longest_wait);
+      pollfd fd{signal_fd_, POLLIN, 0};
+      (void)poll(&fd, 1, static_cast<int>(wait * 1000));
+    }
+    // Rank 0 waits for every job's end before it says finish: what still runs here is from
+    // a rank 0 that gave up (an error); it is killed, and its end goes nowhere.
+    for (served_job& j : jobs_) {
+      if (j.pid > 0) kill(-j.pid, SIGKILL);
+    }
+    while (std::any_of(jobs_.begin(), jobs_.end(), [](const served_job& j) { return j.pid > 0; })) {
+      pollfd fd{signal_fd_, POLLIN, 0};
+      (void)poll(&fd, 1, 100);
+      reap(clock_now());
+    }
+    for (const auto& group : lingering_) kill(-group.first, SIGKILL);
+    // The last report says that no more follow: rank 0 takes them all, so no send is left
+    // unmatched when MPI is finalised.
+    outgoing_.push_back(protocol::encode_finished());
+    while (!outgoing_.empty()) {
+      send_reports();
+      comm_.wait_sent();
+    }
+  }
+
+ private:
+  // Each returns whether it did something: the next look comes soon after.
+  bool read_signals(double now) {
+    bool any = false;
+    signalfd_siginfo info{};
+    while (read(signal_fd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+      const int sig = static_cast<int>(info.ssi_signo);
+      if (sig == SIGCHLD) continue;
+      any = true;
+      // Stop the jobs here at once (the signal may have reached this rank alone), and pass
+      // it on: rank 0 stops the run, and records these jobs interrupted.
+      const bool again = stopped_;
+      stopped_ = true;
+      for (served_job& j : jobs_) {
+        if (j.pid <= 0) continue;
+        j.stopped = true;
+        kill(-j.pid, again ? SIGKILL : SIGTERM);
+        if (!again && j.kill_at == 0) j.kill_at = now + kill_grace;
+      }
+      rank_event e;
+      e.what = rank_event::kind::stopped;
+      e.signal = sig;
+      outgoing_.push_back(protocol::encode(e));
+    }
+    return any;
+  }
+
+  bool reap(double now) {
+    bool any = false;
+    for (;;) {
+      int wait_status = 0;
+      const pid_t pid = waitpid(-1, &wait_status, WNOHANG);
+      if (pid <= 0) return any;
+      const auto found =
+          std::find_if(jobs_.begin(), jobs_.end(), [&](const served_job& j) { return j.pid == pid; });
+      if (found == jobs_.end()) continue;  // no job of ours
+      any = true;
+      served_job& j = *found;
+      if (j.kill_at > 0 && now < j.kill_at) {
+        lingering_.emplace_back(pid, j.kill_at);  // what is left of its group gets the SIGKILL
+      } else {
+        guard_.remove(pid);
+      }
+      rank_event e;
+      e.slot = static_cast<std::size_t>(found - jobs_.begin());
+      e.wait_status = wait_status;
+      e.stopped = j.stopped;
+      e.out = read_all(j.out_fd);
+      e.err = read_all(j.err_fd);
+      close(j.out_fd);
+      close(j.err_fd);
+      j = served_job{};
+      outgoing_.push_back(protocol::encode(e));
+    }
+  }
+
+  void kill_lingering(double now) {
+    for (served_job& j : jobs_) {
+      if (j.pid > 0 && j.kill_at > 0 && now >= j.kill_at) {
+        kill(-j.pid, SIGKILL);
+        j.kill_at = 0;
+      }
+    }
+    std::erase_if(lingering_, [&](const std::pair<pid_t, double>& group) {
+      if (now < group.second) return false;
+      kill(-group.first, SIGKILL);
+      guard_.remove(group.first);
+      return true;
+    });
+  }
+
+  bool take_orders(double now) {
+    bool any = false;
+    while (!finished_ && comm_.waiting(protocol::order_tag)) {
+      any = true;
+      std::string bytes;
+      comm_.receive(bytes, 0, protocol::order_tag);
+      protocol::order o = protocol::decode_order(bytes);
+      if (o.kind == protocol::order_kind::finish) {
+        finished_ = true;
+      } else if (o.slot >= jobs_.size()) {
+        detail::mpi::reader::truncated();
+      } else if (o.kind == protocol::order_kind::start) {
+        start(o.slot, o.argv);
+      } else {
+        signal(o.slot, o.signal, now);
+      }
+    }
+    return any;
+  }
+
+  void start(std::uint32_t slot, const std::vector<std::string>& argv) {
+    served_job& j = jobs_[slot];
+    rank_event e;
+    e.slot = slot;
+    if (j.pid > 0 || argv.empty()) detail::mpi::reader::truncated();  // not rank 0's order
+    if (stopped_) {
+      // Sent before rank 0 heard of this rank's stop: not run, and run again by the next run.
+      e.stopped = true;
+      e.wait_status = SIGTERM;  // as if the stop had ended it at once
+      outgoing_.push_back(protocol::encode(e));
+      return;
+    }
+    spawn_request request;
+    request.argv = &argv;
+    request.stdin_fd = null_fd_;
+    request.cpus = &cpus_[slot];
+    request.nice = options_.nice;
+    try {
+      // Always kept: the output goes to rank 0, which writes it out.
+      j.out_fd = make_capture();
+      j.err_fd = make_capture();
+      request.stdout_fd = j.out_fd;
+      request.stderr_fd = j.err_fd;
+      const spawn_result spawned = spawn_job(request);
+      e.spawn_error = spawned.error;
+      j.pid = spawned.pid;
+    } catch (const std::system_error& failure) {
+      e.spawn_error = failure.code().value();  // no process or no memfd to be had: EAGAIN, EMFILE
+    }
+    if (j.pid > 0) {
+      guard_.add(j.pid);
+      return;
+    }
+    if (j.out_fd >= 0) close(j.out_fd);
+    if (j.err_fd >= 0) close(j.err_fd);
+    j = served_job{};
+    e.wait_status = 127 << 8;
+    if (e.spawn_error == 0) e.spawn_error = ENOEXEC;
+    outgoing_.push_back(protocol::encode(e));
+  }
+
+  void signal(std::uint32_t slot, int sig, double now) {
+    served_job& j = jobs_[slot];
+    if (j.pid <= 0) return;  // it ended meanwhile: its end is on its way
+    kill(-j.pid, sig);
+    if (sig == SIGKILL) {
+      j.kill_at = 0;
+    } else if (j.kill_at == 0) {
+      j.kill_at = now + kill_grace;
+    }
+  }
+
+  void send_reports() {
+    // One at a time, without waiting: orders keep coming in meanwhile, so that neither rank
+    // waits for the other.
+    if (outgoing_.empty() || !comm_.sent()) return;
+    in_flight_ = std::move(outgoing_.front());
+    outgoing_.pop_front();
+    comm_.send_later(in_flight_.data(), in_flight_.size(), 0, protocol::report_tag);
+  }
+
+  const run_options& options_;
+  detail::mpi::communicator& comm_;
+  std::vector<served_job> jobs_;
+  std::vector<std::vector<int>> cpus_;
+  detail::orphan_guard guard_;
+  std::string hello_ = protocol::encode(protocol::hello{options_.jobs, host_name()});
+  std::deque<std::string> outgoing_;
+  std::string in_flight_;
+  std::vector<std::pair<pid_t, double>> lingering_;
+  int signal_fd_ = -1;
+  int null_fd_ = -1;
+  bool stopped_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+int serve_jobs(const run_options& options) {
+  detail::mpi::communicator& comm = detail::mpi::communicator::get();
+  try {
+    job_server server(options, comm);
+    server.serve();
+    return 0;
+  } catch (const std::exception& e) {
+    // Rank 0 would wait for this rank's jobs for ever.
+    comm.abort("polymap run on rank " + std::to_string(comm.rank()) + ": " + e.what());
+  }
+}
+
+#else
+
+int serve_jobs(const run_options& /*options*/) {
+  // join_ranks() never asks for it in a build without MPI.
+  fmt::print(stderr, "polymap run: this polymap was built without MPI\n");
+  return 1;
+}
+
+#endif
+
+}  // namespace polymap::cli::run

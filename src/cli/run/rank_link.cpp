@@ -1,0 +1,164 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+#include "cli/run/rank_link.hpp"
+
+#include <polymap/config.hpp>
+
+#include "mpi_launcher.hpp"
+
+#if POLYMAP_HAS_MPI
+
+#include "backends/mpi/communicator.hpp"
+#include "cli/run/rank_protocol.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <exception>
+
+#endif
+
+namespace polymap::cli::run {
+
+#if POLYMAP_HAS_MPI
+
+namespace {
+
+constexpr double shortest_wait = 0.001;  // seconds between looks, after a report came
+constexpr double longest_wait = 0.004;   // ... and after a while without any
+
+/// Says finish to every other rank when it goes, and takes their last reports: the link is
+/// over, on every path out of rank 0's run (an error too), and no rank waits for ever.
+class finisher {
+ public:
+  explicit finisher(detail::mpi::communicator& comm) : comm_(comm) {}
+  finisher(const finisher&) = delete;
+  finisher& operator=(const finisher&) = delete;
+  ~finisher() {
+    try {
+      const std::string finish = protocol::encode(protocol::order{});
+      for (int r = 1; r < comm_.size(); ++r) {
+        comm_.send(finish.data(), finish.size(), r, protocol::order_tag);
+      }
+      // Every rank's reports up to its last (the ends of jobs that a failed run left behind).
+      for (int left = comm_.size() - 1; left > 0;) {
+        std::string bytes;
+        comm_.receive(bytes, -1, protocol::report_tag);
+        if (!protocol::decode_event(bytes)) --left;
+      }
+    } catch (const std::exception& e) {
+      comm_.abort(std::string("polymap run: cannot end the run on the other ranks: ") + e.what());
+    }
+  }
+
+ private:
+  detail::mpi::communicator& comm_;
+};
+
+class mpi_rank_link final : public rank_link {
+ public:
+  explicit mpi_rank_link(detail::mpi::communicator& comm) : comm_(comm), finisher_(comm) {
+    first_slot_.push_back(0);  // rank 0's own slots are the runner's
+    for (int r = 1; r < comm_.size(); ++r) {
+      std::string bytes;
+      comm_.receive(bytes, r, protocol::hello_tag);
+      protocol::hello h = protocol::decode_hello(bytes);
+      first_slot_.push_back(slots_.size());
+      hosts_.push_back(std::move(h.host));
+      for (std::uint64_t s = 0; s < h.slots; ++s) {
+        slots_.push_back({r, static_cast<std::uint32_t>(s)});
+      }
+    }
+    first_slot_.push_back(slots_.size());
+  }
+
+  [[nodiscard]] std::size_t slots() const override { return slots_.size(); }
+  [[nodiscard]] const std::string& host(std::size_t slot) const override {
+    return hosts_.at(static_cast<std::size_t>(slots_.at(slot).rank - 1));
+  }
+  [[nodiscard]] int rank(std::size_t slot) const override { return slots_.at(slot).rank; }
+
+  void start(std::size_t slot, const std::vector<std::string>& argv) override {
+    protocol::order o;
+    o.kind = protocol::order_kind::start;
+    o.slot = slots_.at(slot).local;
+    o.argv = argv;
+    send(slot, o);
+  }
+
+  void signal(std::size_t slot, int sig) override {
+    protocol::order o;
+    o.kind = protocol::order_kind::signal;
+    o.slot = slots_.at(slot).local;
+    o.signal = sig;
+    send(slot, o);
+  }
+
+  [[nodiscard]] std::optional<rank_event> next() override {
+    if (!comm_.waiting(protocol::report_tag)) {
+      wait_ = std::min(wait_ * 2, longest_wait);
+      return std::nullopt;
+    }
+    wait_ = shortest_wait;
+    std::string bytes;
+    const int from = comm_.receive(bytes, -1, protocol::report_tag);
+    std::optional<rank_event> e = protocol::decode_event(bytes);
+    const auto r = static_cast<std::size_t>(from);
+    // A rank's last report comes only after finish; its slots are its own.
+    if (!e || from <= 0 || e->slot >= first_slot_[r + 1] - first_slot_[r]) {
+      detail::mpi::reader::truncated();
+    }
+    e->slot += first_slot_[r];
+    return e;
+  }
+
+  [[nodiscard]] double poll_interval() const override { return wait_; }
+
+ private:
+  struct remote_slot {
+    int rank = 0;
+    std::uint32_t local = 0;  // that rank's own number for it
+  };
+
+  void send(std::size_t slot, const protocol::order& o) const {
+    const std::string bytes = protocol::encode(o);
+    comm_.send(bytes.data(), bytes.size(), slots_.at(slot).rank, protocol::order_tag);
+  }
+
+  detail::mpi::communicator& comm_;
+  finisher finisher_;  // before the rest: a failure to make them still ends the other ranks
+  std::vector<remote_slot> slots_;
+  std::vector<std::size_t> first_slot_;  // by rank: its first slot in slots_, then the end
+  std::vector<std::string> hosts_;       // by rank, from rank 1
+  double wait_ = shortest_wait;
+};
+
+}  // namespace
+
+#endif
+
+rank_role join_ranks() {
+  rank_role role;
+#if POLYMAP_HAS_MPI
+  if (detail::mpi_launcher_ranks() <= 1) return role;
+  // The runner's signals (and the job server's) are taken through a signalfd, which sees
+  // only signals that every thread blocks: blocked before MPI starts its threads, which
+  // inherit the mask. Else a SIGTERM would end polymap through one of them, unrecorded.
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, sig);
+  pthread_sigmask(SIG_BLOCK, &handled, nullptr);
+  detail::mpi::communicator& comm = detail::mpi::communicator::get();
+  if (comm.size() <= 1) return role;
+  if (comm.rank() != 0) {
+    role.serve = true;
+  } else {
+    role.link = std::make_unique<mpi_rank_link>(comm);
+  }
+#endif
+  return role;
+}
+
+}  // namespace polymap::cli::run
