@@ -120,15 +120,17 @@ class cli_process {
   /// `stderr_fd` >= 0, stderr is that descriptor instead (a terminal, say), and so is stdout
   /// with `stdout_fd` >= 0 (a pipe); either is closed when it is closed_stream. Its stdin is
   /// the file `stdin_path`. Its environment is the test's, with each `NAME=value` of `env`
-  /// added or in place of the test's own.
+  /// added or in place of the test's own. With a `launcher` (its absolute path first, then
+  /// its arguments), that runs polymap: `mpirun -n 3 polymap args...`.
   cli_process(const std::vector<std::string>& args, const temp_dir& dir, int stderr_fd = -1,
               const std::string& stdin_path = "/dev/null", const std::vector<std::string>& env = {},
-              int stdout_fd = -1) {
+              int stdout_fd = -1, const std::vector<std::string>& launcher = {}) {
     static int counter = 0;
     ++counter;
     out_path_ = dir / ("out." + std::to_string(counter));
     err_path_ = dir / ("err." + std::to_string(counter));
-    std::vector<std::string> words{POLYMAP_CLI_PATH};
+    std::vector<std::string> words = launcher;
+    words.emplace_back(POLYMAP_CLI_PATH);
     words.insert(words.end(), args.begin(), args.end());
     std::vector<char*> argv;
     for (std::string& w : words) argv.push_back(w.data());

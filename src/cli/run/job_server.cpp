@@ -61,7 +61,7 @@ struct served_job {
   int out_fd = -1;
   int err_fd = -1;
   double kill_at = 0;    // monotonic: a SIGKILL of its group is due; 0: none
-  bool stopped = false;  // stopped by this rank's stopping signal
+  bool signalled = false;  // by an order of rank 0's or this rank's stop, before it ended
 };
 
 class job_server {
@@ -95,8 +95,10 @@ class job_server {
     double wait = shortest_wait;
     while (!finished_) {
       const double now = clock_now();
-      bool busy = read_signals(now);
-      busy |= reap(now);
+      // The jobs that ended are reaped before a stop signals them: an end that came first
+      // is kept as it came.
+      bool busy = reap(now);
+      busy |= read_signals(now);
       kill_lingering(now);
       busy |= take_orders(now);
       send_reports();
@@ -139,7 +141,7 @@ class job_server {
       stopped_ = true;
       for (served_job& j : jobs_) {
         if (j.pid <= 0) continue;
-        j.stopped = true;
+        j.signalled = true;
         kill(-j.pid, again ? SIGKILL : SIGTERM);
         if (!again && j.kill_at == 0) j.kill_at = now + kill_grace;
       }
@@ -170,7 +172,7 @@ class job_server {
       rank_event e;
       e.slot = static_cast<std::size_t>(found - jobs_.begin());
       e.wait_status = wait_status;
-      e.stopped = j.stopped;
+      e.signalled = j.signalled;
       e.out = read_all(j.out_fd);
       e.err = read_all(j.err_fd);
       close(j.out_fd);
@@ -222,7 +224,7 @@ class job_server {
     if (j.pid > 0 || argv.empty()) detail::mpi::reader::truncated();  // not rank 0's order
     if (stopped_) {
       // Sent before rank 0 heard of this rank's stop: not run, and run again by the next run.
-      e.stopped = true;
+      e.signalled = true;
       e.wait_status = SIGTERM;  // as if the stop had ended it at once
       outgoing_.push_back(protocol::encode(e));
       return;
@@ -258,7 +260,8 @@ class job_server {
 
   void signal(std::uint32_t slot, int sig, double now) {
     served_job& j = jobs_[slot];
-    if (j.pid <= 0) return;  // it ended meanwhile: its end is on its way
+    if (j.pid <= 0) return;  // it ended meanwhile, by itself: its end is on its way
+    j.signalled = true;
     kill(-j.pid, sig);
     if (sig == SIGKILL) {
       j.kill_at = 0;

@@ -76,7 +76,10 @@ class mpi_rank_link final : public rank_link {
 
   [[nodiscard]] std::size_t slots() const override { return slots_.size(); }
   [[nodiscard]] const std::string& host(std::size_t slot) const override {
-    return hosts_.at(static_cast<std::size_t>(slots_.at(slot).rank - 1));
+    return rank_host(slots_.at(slot).rank);
+  }
+  [[nodiscard]] const std::string& rank_host(int rank) const override {
+    return hosts_.at(static_cast<std::size_t>(rank - 1));
   }
   [[nodiscard]] int rank(std::size_t slot) const override { return slots_.at(slot).rank; }
 
@@ -111,6 +114,7 @@ class mpi_rank_link final : public rank_link {
       detail::mpi::reader::truncated();
     }
     e->slot += first_slot_[r];
+    e->rank = from;
     return e;
   }
 

@@ -19,11 +19,13 @@ struct rank_event {
     stopped,  ///< the rank received a stopping signal (`signal`): the run stops, as on its own
   };
   kind what = kind::ended;
+  int rank = 0;          ///< the rank it came from
   std::size_t slot = 0;  ///< the runner's slot (0-based) of the job
   int wait_status = 0;   ///< as waitpid() gave it
   int spawn_error = 0;   ///< errno of an exec that failed (the job never ran); 0 when it ran
-  bool stopped = false;  ///< stopped by that rank (after a stopping signal there), or never
-                         ///< started because it had stopped
+  bool signalled = false;  ///< that rank signalled it before it ended (an order of rank 0's,
+                           ///< or a stopping signal there), or did not start it (it had
+                           ///< stopped); else it ended on its own, whatever rank 0 sent since
   int signal = 0;        ///< kind::stopped: the signal
   std::string out;       ///< the job's stdout and stderr
   std::string err;
@@ -43,6 +45,8 @@ class rank_link {
   [[nodiscard]] virtual std::size_t slots() const = 0;
   /// The name of the machine of the rank that serves `slot` (one of slots()).
   [[nodiscard]] virtual const std::string& host(std::size_t slot) const = 0;
+  /// The name of the machine of `rank` (not 0).
+  [[nodiscard]] virtual const std::string& rank_host(int rank) const = 0;
   /// The rank that serves `slot`.
   [[nodiscard]] virtual int rank(std::size_t slot) const = 0;
   /// Starts `argv` in `slot`, which holds no job: its end comes through next().

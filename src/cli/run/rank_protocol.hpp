@@ -98,7 +98,7 @@ inline std::string encode(const rank_event& e) {
   w.put(static_cast<std::uint32_t>(e.slot));
   w.put(static_cast<std::int32_t>(e.wait_status));
   w.put(static_cast<std::int32_t>(e.spawn_error));
-  w.put(static_cast<std::uint8_t>(e.stopped ? 1 : 0));
+  w.put(static_cast<std::uint8_t>(e.signalled ? 1 : 0));
   w.put(static_cast<std::int32_t>(e.signal));
   w.put(e.out);
   w.put(e.err);
@@ -115,7 +115,7 @@ inline std::optional<rank_event> decode_event(std::string_view bytes) {
   e.slot = in.get<std::uint32_t>();
   e.wait_status = in.get<std::int32_t>();
   e.spawn_error = in.get<std::int32_t>();
-  e.stopped = in.get<std::uint8_t>() != 0;
+  e.signalled = in.get<std::uint8_t>() != 0;
   e.signal = in.get<std::int32_t>();
   e.out = in.get_text();
   e.err = in.get_text();

@@ -610,7 +610,13 @@ void batch_runner::collect_rank_reports(double now) {
   while (std::optional<rank_event> e = ranks_->next()) {
     if (e->what == rank_event::kind::stopped) {
       // A stopping signal that reached another rank (mpirun passes one on to every rank; a
-      // scheduler may send it to one node): the run stops as if it had come here.
+      // scheduler may send it to one node): the run stops as if it had come here. Said when
+      // it is the first, as it may have reached that rank alone.
+      if (stop_signal_ == 0) {
+        say(line_kind::warning, "rank " + std::to_string(e->rank) + " (on " +
+                                    ranks_->rank_host(e->rank) + ") received " +
+                                    signal_text(e->signal) + ": stopping" + rerun_note());
+      }
       stopping_signal(e->signal, now);
       continue;
     }
@@ -626,7 +632,9 @@ void batch_runner::collect_rank_reports(double now) {
                               "keeping the output of a job of rank " +
                                   std::to_string(ranks_->rank(e->slot)));
     }
-    if (e->stopped) j.stopped = true;  // by its rank, after a stopping signal there
+    // Marked stopped or timed out here while its end was on its way: it ended by itself
+    // first, and ends as it ended (as a local job collected before the stop or the deadline).
+    if (!e->signalled) j.stopped = j.timed_out = false;
     j.spawn_error = e->spawn_error;
     j.exited = true;
     j.exit_status = e->wait_status;

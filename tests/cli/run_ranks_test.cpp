@@ -1,0 +1,272 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// `polymap run` over the ranks of an MPI job: `mpirun -n 3 polymap run ...`, as root too and
+// oversubscribed on a machine with fewer cores (Open MPI's variables below).
+
+#include "cli_process.hpp"
+
+#include <signal.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using polymap::test::cli_process;
+using polymap::test::read_file;
+using polymap::test::temp_dir;
+using polymap::test::write_file;
+
+const std::vector<std::string> mpirun_environment = {
+    "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
+    "OMPI_MCA_rmaps_base_oversubscribe=1", "OMPI_MCA_btl_vader_single_copy_mechanism=none"};
+
+/// `mpirun -n ranks polymap args...`, its stdin the file `stdin_path`.
+std::unique_ptr<cli_process> start_ranks(int ranks, const std::vector<std::string>& args,
+                                         const temp_dir& dir,
+                                         const std::string& stdin_path = "/dev/null") {
+  return std::make_unique<cli_process>(args, dir, -1, stdin_path, mpirun_environment, -1,
+                                       std::vector<std::string>{POLYMAP_MPIEXEC, "-n",
+                                                                std::to_string(ranks)});
+}
+
+struct ranks_output {
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+
+ranks_output run_ranks(int ranks, const std::vector<std::string>& args, const temp_dir& dir) {
+  auto p = start_ranks(ranks, args, dir);
+  ranks_output r;
+  r.status = p->wait();
+  r.out = p->out();
+  r.err = p->err();
+  return r;
+}
+
+std::vector<std::string> numbers(int n) {
+  std::vector<std::string> v;
+  for (int i = 1; i <= n; ++i) v.push_back(std::to_string(i));
+  return v;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+/// The --json end events of a run, by item number.
+std::map<int, nlohmann::json> ends(const std::string& out) {
+  std::map<int, nlohmann::json> found;
+  for (const std::string& line : lines_of(out)) {
+    const nlohmann::json event = nlohmann::json::parse(line, nullptr, false);
+    if (event.is_object() && event.value("event", "") == "end") {
+      found[event["seq"].get<int>()] = event;
+    }
+  }
+  return found;
+}
+
+nlohmann::json journal_counts(const temp_dir& dir, const std::string& journal) {
+  const polymap::test::cli_output s =
+      polymap::test::run_polymap({"status", "--journal", journal, "--json"}, dir);
+  return nlohmann::json::parse(s.out, nullptr, false)["counts"];
+}
+
+std::vector<std::string> with_items(std::vector<std::string> args, int n) {
+  args.emplace_back(":::");
+  for (const std::string& i : numbers(n)) args.push_back(i);
+  return args;
+}
+
+TEST(RunRanks, TheRanksShareTheBatchAndRankZeroWritesEveryOutputOnce) {
+  temp_dir dir;
+  // Each job says which rank ran it; every rank has two slots.
+  const ranks_output r = run_ranks(
+      3,
+      with_items({"run", "-j", "2", "--json", "--joblog", dir / "log", "--", "sh", "-c",
+                  "echo item $0 rank $OMPI_COMM_WORLD_RANK; echo to stderr $0 >&2; sleep 0.2"},
+                 24),
+      dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::map<int, nlohmann::json> ended = ends(r.out);
+  ASSERT_EQ(ended.size(), 24U) << r.out;
+  std::set<std::string> ranks;
+  std::set<int> slots;
+  for (const auto& [seq, event] : ended) {
+    EXPECT_EQ(event["state"], "done") << event;
+    const std::string out = event["stdout"].get<std::string>();
+    EXPECT_EQ(out.rfind("item " + std::to_string(seq) + " rank ", 0), 0U) << out;
+    EXPECT_EQ(event["stderr"], "to stderr " + std::to_string(seq) + "\n");
+    ranks.insert(out.substr(out.find("rank ") + 5));
+    slots.insert(event["slot"].get<int>());
+  }
+  // Rank 0's own slots are 1 and 2; the other ranks' follow: every rank ran jobs.
+  EXPECT_EQ(ranks, (std::set<std::string>{"0\n", "1\n", "2\n"}));
+  EXPECT_EQ(slots, (std::set<int>{1, 2, 3, 4, 5, 6}));
+  for (const auto& [seq, event] : ended) {
+    const int slot = event["slot"].get<int>();
+    const std::string rank = event["stdout"].get<std::string>().substr(
+        event["stdout"].get<std::string>().find("rank ") + 5);
+    EXPECT_EQ(rank, std::to_string((slot - 1) / 2) + "\n") << "slot " << slot;
+  }
+  // One joblog line per item, from rank 0, with the host of the rank that ran it.
+  const std::vector<std::string> log = lines_of(read_file(dir / "log"));
+  EXPECT_EQ(log.size(), 25U);
+}
+
+TEST(RunRanks, OutputInInputOrderWithKeepOrderAndResultsFilesForEveryRank) {
+  temp_dir dir;
+  // Later items end sooner: -k still writes them in input order.
+  const ranks_output r = run_ranks(
+      3,
+      with_items({"run", "-j", "1", "-k", "--results", dir / "res", "--", "sh", "-c",
+                  "sleep 0.$(( (13 - $0) % 4 )); echo out $0; echo err $0 >&2"},
+                 12),
+      dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  // --results keeps each item's output in files, and writes nothing to stdout.
+  for (int i = 1; i <= 12; ++i) {
+    EXPECT_EQ(read_file(dir / ("res/" + std::to_string(i) + "/stdout")),
+              "out " + std::to_string(i) + "\n");
+    EXPECT_EQ(read_file(dir / ("res/" + std::to_string(i) + "/stderr")),
+              "err " + std::to_string(i) + "\n");
+  }
+  const ranks_output ordered = run_ranks(
+      3,
+      with_items({"run", "-j", "1", "-k", "--", "sh", "-c",
+                  "sleep 0.$(( (13 - $0) % 4 )); echo out $0"},
+                 12),
+      dir);
+  ASSERT_EQ(ordered.status, 0) << ordered.err;
+  std::vector<std::string> expected;
+  for (const std::string& i : numbers(12)) expected.push_back("out " + i);
+  EXPECT_EQ(lines_of(ordered.out), expected);
+}
+
+TEST(RunRanks, FailuresTimeoutsRetriesAndMissingCommandsOnOtherRanks) {
+  temp_dir dir;
+  // -j 1 on each of 3 ranks: items 2 and 3 start on ranks 1 and 2.
+  const ranks_output r = run_ranks(
+      3,
+      {"run", "-j", "1", "--json", "--timeout", "1", "--retries", "1", "--", "sh", "-c",
+       "case $0 in 2) exit 3;; 3) exec sleep 30;; 4) exec no-such-command-here;; esac; echo $0",
+       ":::", "1", "2", "3", "4", "5"},
+      dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  const std::map<int, nlohmann::json> ended = ends(r.out);
+  ASSERT_EQ(ended.size(), 5U) << r.out;
+  EXPECT_EQ(ended.at(1)["state"], "done");
+  EXPECT_EQ(ended.at(5)["state"], "done");
+  EXPECT_EQ(ended.at(2)["state"], "failed");
+  EXPECT_EQ(ended.at(2)["exit"], 3);
+  EXPECT_EQ(ended.at(2)["attempts"], 2);
+  EXPECT_EQ(ended.at(3)["state"], "failed");
+  EXPECT_EQ(ended.at(3)["signal"], 15);
+  EXPECT_EQ(ended.at(3)["reason"], "timeout after 1 s");
+  EXPECT_EQ(ended.at(4)["state"], "failed");
+  EXPECT_EQ(ended.at(4)["exit"], 127);
+  EXPECT_NE(r.err.find("item 3 failed (timed out after 1 s, after 2 attempts)"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("3 of 5 items failed"), std::string::npos) << r.err;
+}
+
+TEST(RunRanks, ACommandThatCannotStartOnAnotherRankSaysWhere) {
+  temp_dir dir;
+  // -j 1: item 2 goes to rank 1.
+  const ranks_output r =
+      run_ranks(2, {"run", "-j", "1", "--", "no-such-command-{}", ":::", "a", "b"}, dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("cannot run 'no-such-command-a': No such file or directory"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("cannot run 'no-such-command-b' on "), std::string::npos) << r.err;
+}
+
+TEST(RunRanks, InputIsReadOnceByRankZero) {
+  temp_dir dir;
+  write_file(dir / "input", "a\nb\nc\nd\ne\nf\n");
+  auto p = start_ranks(3, {"run", "-j", "1", "-k", "echo", "got"}, dir, dir / "input");
+  ASSERT_EQ(p->wait(), 0) << p->err();
+  EXPECT_EQ(p->out(), "got a\ngot b\ngot c\ngot d\ngot e\ngot f\n");
+  // A dry run prints each command once, not once per rank.
+  const ranks_output dry = run_ranks(3, {"run", "--dry-run", "echo", ":::", "x", "y"}, dir);
+  ASSERT_EQ(dry.status, 0) << dry.err;
+  EXPECT_EQ(dry.out, "echo x\necho y\n");
+}
+
+/// Runs 18 items of 0.6 s on 3 ranks of one slot each with a journal; `stop` stops the run
+/// (a signal) once a few items are done, and a second run does the rest. Each job appends
+/// its number to a file at its very end: every item is there once, though some were stopped.
+/// What rank 0 said on stderr must hold `said`.
+void stop_then_resume(const std::function<void(cli_process&, const temp_dir&)>& stop,
+                      const std::string& said = "") {
+  temp_dir dir;
+  const std::string journal = dir / "j.db";
+  const std::vector<std::string> args = with_items(
+      {"run", "-j", "1", "--journal", journal, "--", "sh", "-c",
+       "echo $OMPI_COMM_WORLD_RANK $PPID >> " + (dir / "parents") + "; sleep 0.6; echo $0 >> " +
+           (dir / "done")},
+      18);
+  auto first = start_ranks(3, args, dir);
+  // Until some items are done, on every rank.
+  for (int i = 0; i < 300 && lines_of(read_file(dir / "done")).size() < 4; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GE(lines_of(read_file(dir / "done")).size(), 4U) << first->err();
+  // Halfway through the next jobs, not as one ends: a job stopped between its last line and
+  // its exit would have done its work and yet run again (so it would on one machine).
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop(*first, dir);
+  const std::optional<int> status = first->wait_for(60);
+  ASSERT_TRUE(status.has_value()) << "the ranks did not stop";
+  EXPECT_NE(*status, 0) << first->err();
+  EXPECT_NE(first->err().find(said), std::string::npos) << first->err();
+  const nlohmann::json counts = journal_counts(dir, journal);
+  EXPECT_GT(counts["pending"].get<int>() + counts["interrupted"].get<int>(), 0) << counts;
+  EXPECT_EQ(counts["running"], 0) << counts;
+  EXPECT_EQ(counts["failed"], 0) << counts;
+
+  auto second = start_ranks(3, args, dir);
+  ASSERT_EQ(second->wait(), 0) << second->err();
+  EXPECT_EQ(journal_counts(dir, journal)["done"], 18);
+  std::vector<std::string> done = lines_of(read_file(dir / "done"));
+  std::sort(done.begin(), done.end(), [](const std::string& a, const std::string& b) {
+    return std::stoi(a) < std::stoi(b);
+  });
+  EXPECT_EQ(done, numbers(18));
+}
+
+TEST(RunRanks, SigtermToMpirunStopsEveryRankAndAResumeDoesTheRestOnce) {
+  stop_then_resume([](cli_process& p, const temp_dir&) { p.signal(SIGTERM); });
+}
+
+TEST(RunRanks, ASignalToAnotherRankAloneStopsTheRunAndAResumeDoesTheRestOnce) {
+  stop_then_resume([](cli_process&, const temp_dir& dir) {
+    // The polymap of rank 1: the parent of the jobs that rank 1 ran.
+    for (const std::string& line : lines_of(read_file(dir / "parents"))) {
+      if (line.rfind("1 ", 0) == 0) {
+        kill(std::stoi(line.substr(2)), SIGTERM);
+        return;
+      }
+    }
+    ADD_FAILURE() << "rank 1 ran no job";
+  }, "polymap: warning: rank 1 (on ");
+}
+
+}  // namespace
