@@ -124,6 +124,7 @@ TEST(RunRanks, TheRanksShareTheBatchAndRankZeroWritesEveryOutputOnce) {
     const std::string rank = event["stdout"].get<std::string>().substr(
         event["stdout"].get<std::string>().find("rank ") + 5);
     EXPECT_EQ(rank, std::to_string((slot - 1) / 2) + "\n") << "slot " << slot;
+    EXPECT_EQ(event["rank"], (slot - 1) / 2) << event;
   }
   // One joblog line per item, from rank 0, with the host of the rank that ran it.
   const std::vector<std::string> log = lines_of(read_file(dir / "log"));

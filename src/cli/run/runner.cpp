@@ -323,6 +323,7 @@ class batch_runner final : public output_host {
   [[nodiscard]] double next_wakeup(double now) const;
   [[nodiscard]] double next_job_wakeup(double wake) const;
   [[nodiscard]] std::size_t busy_count() const;
+  [[nodiscard]] int rank_of(std::size_t slot) const;
   [[nodiscard]] bool more_work() const;
 
   const run_options& options_;
@@ -412,6 +413,10 @@ void batch_runner::open_journal() {
   total_ = static_cast<std::size_t>(journal_->unfinished());
 }
 
+int batch_runner::rank_of(std::size_t slot) const {
+  return slot < local_slots_ ? 0 : ranks_->rank(slot - local_slots_);
+}
+
 std::size_t batch_runner::busy_count() const {
   return static_cast<std::size_t>(
       std::count_if(jobs_.begin(), jobs_.end(), [](const job& j) { return j.busy; }));
@@ -499,12 +504,16 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
   // The job is in its slot and the orphan guard before the start event is written, which
   // may block on a full pipe: a signal meanwhile, or polymap's death, still stops it.
   if (spawned.pid >= 0) take_slot(slot, item, spawned.pid, wall, now);
-  const int event_error = options_.json ? out_.put(1, json_text({{"event", "start"},
-                                                            {"seq", item + 1},
-                                                            {"slot", slot + 1},
-                                                            {"attempt", st.attempts},
-                                                            {"command", argv}}))
-                                        : 0;
+  int event_error = 0;
+  if (options_.json) {
+    nlohmann::json event = {{"event", "start"},
+                            {"seq", item + 1},
+                            {"slot", slot + 1},
+                            {"attempt", st.attempts},
+                            {"command", argv}};
+    if (ranks_ != nullptr) event["rank"] = rank_of(slot);
+    event_error = out_.put(1, json_text(event));
+  }
   st.phase = item_phase::running;
   if (spawned.pid < 0) cannot_run(item, slot, argv.front(), spawned.error, wall);
   // After the job is in its slot, so that the stop stops it too.
@@ -877,6 +886,7 @@ std::string batch_runner::end_event(std::size_t item, std::size_t slot, const it
                           {"attempts", status_[item].attempts},
                           {"duration", end.runtime},
                           {"command", command_.expand(items_[item], item + 1, slot + 1)}};
+  if (ranks_ != nullptr) event["rank"] = rank_of(slot);
   if (!end.reason.empty()) event["reason"] = end.reason;
   // Absent where it is elsewhere (--results) or not written at all (dropped): not empty.
   if (options_.results.empty()) {
