@@ -60,16 +60,8 @@ for ((r = 1; r <= rounds; ++r)); do
   done
 done
 
-echo "## Machine"
-echo
-echo '```'
-echo "date:   $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "uname:  $(uname -srm)"
-echo "nproc:  $(nproc)"
-echo "load:   $(cat /proc/loadavg)"
-echo "mpirun: $(mpirun --version 2>&1 | head -1)"
-echo '```'
-echo
+source "$(dirname "$0")/machine.sh"
+print_machine "mpirun: $(mpirun --version 2>&1 | head -1)"
 python3 - "$work/times" "$n" "$skewed_n" "$rounds" <<'PY'
 import statistics, sys
 times = {}

@@ -61,16 +61,8 @@ for ((r = 1; r <= rounds; ++r)); do
   done
 done
 
-echo "## Machine"
-echo
-echo '```'
-echo "date:   $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "uname:  $(uname -srm)"
-echo "nproc:  $(nproc)"
-echo "load:   $(cat /proc/loadavg)"
-lscpu 2>/dev/null | grep -E 'Model name|^CPU\(s\)' || true
-echo '```'
-echo
+source "$(dirname "$0")/machine.sh"
+print_machine
 python3 - "$work/times" "$n" "$j" "$rounds" <<'PY'
 import statistics, sys
 times = {}
