@@ -209,7 +209,9 @@ void communicator::abort(const std::string& why) const noexcept {
 
 bool communicator::waiting(int tag) const {
   int flag = 0;
-  check(MPI_Iprobe(MPI_ANY_SOURCE, tag, handle(comm_), &flag, MPI_STATUS_IGNORE), "MPI_Iprobe");
+  for (int look = 0; look < 2 && flag == 0; ++look) {
+    check(MPI_Iprobe(MPI_ANY_SOURCE, tag, handle(comm_), &flag, MPI_STATUS_IGNORE), "MPI_Iprobe");
+  }
   return flag != 0;
 }
 

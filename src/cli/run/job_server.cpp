@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
+#include <cmath>
 #include <deque>
 #include <exception>
 #include <system_error>
@@ -41,14 +41,6 @@ namespace polymap::cli::run {
 #if POLYMAP_HAS_MPI
 
 namespace {
-
-constexpr double shortest_wait = 0.001;  // seconds between looks for orders, after one came
-constexpr double longest_wait = 0.004;   // ... and after a while without any
-
-double clock_now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string host_name() {
   char name[256] = {};
@@ -92,9 +84,10 @@ class job_server {
   void serve() {
     // Small enough to go at once: rank 0 takes every rank's before anything else.
     comm_.send(hello_.data(), hello_.size(), 0, protocol::hello_tag);
-    double wait = shortest_wait;
+    protocol::poll_pace pace;
+    pace.active(protocol::clock_now());
     while (!finished_) {
-      const double now = clock_now();
+      const double now = protocol::clock_now();
       // The jobs that ended are reaped before a stop signals them: an end that came first
       // is kept as it came.
       bool busy = reap(now);
@@ -102,9 +95,9 @@ class job_server {
       kill_lingering(now);
       busy |= take_orders(now);
       send_reports();
-      wait = busy || !outgoing_.empty() ? shortest_wait : std::min(wait * 2, longest_wait);
+      if (busy || !outgoing_.empty()) pace.active(now);
       pollfd fd{signal_fd_, POLLIN, 0};
-      (void)poll(&fd, 1, static_cast<int>(wait * 1000));
+      (void)poll(&fd, 1, static_cast<int>(std::ceil(pace.interval(now) * 1000)));
     }
     // Rank 0 waits for every job's end before it says finish: what still runs here is from
     // a rank 0 that gave up (an error); it is killed, and its end goes nowhere.
@@ -114,7 +107,7 @@ class job_server {
     while (std::any_of(jobs_.begin(), jobs_.end(), [](const served_job& j) { return j.pid > 0; })) {
       pollfd fd{signal_fd_, POLLIN, 0};
       (void)poll(&fd, 1, 100);
-      reap(clock_now());
+      reap(protocol::clock_now());
     }
     for (const auto& group : lingering_) kill(-group.first, SIGKILL);
     // The last report says that no more follow: rank 0 takes them all, so no send is left

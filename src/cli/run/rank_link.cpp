@@ -26,9 +26,6 @@ namespace polymap::cli::run {
 
 namespace {
 
-constexpr double shortest_wait = 0.001;  // seconds between looks, after a report came
-constexpr double longest_wait = 0.004;   // ... and after a while without any
-
 /// Says finish to every other rank when it goes, and takes their last reports: the link is
 /// over, on every path out of rank 0's run (an error too), and no rank waits for ever.
 class finisher {
@@ -72,6 +69,7 @@ class mpi_rank_link final : public rank_link {
       }
     }
     first_slot_.push_back(slots_.size());
+    pace_.active(protocol::clock_now());
   }
 
   [[nodiscard]] std::size_t slots() const override { return slots_.size(); }
@@ -100,11 +98,8 @@ class mpi_rank_link final : public rank_link {
   }
 
   [[nodiscard]] std::optional<rank_event> next() override {
-    if (!comm_.waiting(protocol::report_tag)) {
-      wait_ = std::min(wait_ * 2, longest_wait);
-      return std::nullopt;
-    }
-    wait_ = shortest_wait;
+    if (!comm_.waiting(protocol::report_tag)) return std::nullopt;
+    pace_.active(protocol::clock_now());
     std::string bytes;
     const int from = comm_.receive(bytes, -1, protocol::report_tag);
     std::optional<rank_event> e = protocol::decode_event(bytes);
@@ -118,7 +113,9 @@ class mpi_rank_link final : public rank_link {
     return e;
   }
 
-  [[nodiscard]] double poll_interval() const override { return wait_; }
+  [[nodiscard]] double poll_interval() const override {
+    return pace_.interval(protocol::clock_now());
+  }
 
  private:
   struct remote_slot {
@@ -126,7 +123,8 @@ class mpi_rank_link final : public rank_link {
     std::uint32_t local = 0;  // that rank's own number for it
   };
 
-  void send(std::size_t slot, const protocol::order& o) const {
+  void send(std::size_t slot, const protocol::order& o) {
+    pace_.active(protocol::clock_now());  // its answer may come soon
     const std::string bytes = protocol::encode(o);
     comm_.send(bytes.data(), bytes.size(), slots_.at(slot).rank, protocol::order_tag);
   }
@@ -136,7 +134,7 @@ class mpi_rank_link final : public rank_link {
   std::vector<remote_slot> slots_;
   std::vector<std::size_t> first_slot_;  // by rank: its first slot in slots_, then the end
   std::vector<std::string> hosts_;       // by rank, from rank 1
-  double wait_ = shortest_wait;
+  protocol::poll_pace pace_;
 };
 
 }  // namespace

@@ -56,8 +56,8 @@ class rank_link {
   virtual void signal(std::size_t slot, int sig) = 0;
   /// What came from the other ranks, one at a time; nothing when nothing waits.
   [[nodiscard]] virtual std::optional<rank_event> next() = 0;
-  /// How long (seconds) the runner may wait before it looks at next() again: short after
-  /// something came, longer (up to tens of milliseconds) while nothing does.
+  /// How long (seconds) the runner may wait before it looks at next() again: 1 ms after a
+  /// message came or went, longer (up to 50 ms) the longer none did.
   [[nodiscard]] virtual double poll_interval() const = 0;
 };
 

@@ -10,6 +10,8 @@
 #include "backends/mpi/wire.hpp"
 #include "cli/run/rank_link.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -84,6 +86,33 @@ inline order decode_order(std::string_view bytes) {
   }
   return o;
 }
+
+/// How often a rank looks for messages, which MPI offers no descriptor to wait on: every
+/// millisecond after one came, less often the longer none came (a 64th of that time, at most
+/// every 50 ms). A job's start or end then waits about 1/64 of the time since the last
+/// message at most, where every look costs some 25 us of CPU: short jobs keep the looks
+/// frequent, and a long one that keeps a rank waiting costs it 20 looks a second.
+/// Monotonic seconds.
+inline double clock_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+class poll_pace {
+ public:
+  static constexpr double shortest = 0.001;  // seconds
+  static constexpr double longest = 0.05;
+
+  /// A message came, or went, at `now` (monotonic seconds).
+  void active(double now) noexcept { last_ = now; }
+  /// Seconds until the next look, at `now`.
+  [[nodiscard]] double interval(double now) const noexcept {
+    return std::clamp((now - last_) / 64, shortest, longest);
+  }
+
+ private:
+  double last_ = 0;
+};
 
 // A report's first byte: a rank_event::kind, or this one, the last report of a rank.
 constexpr std::uint8_t finished = 2;
