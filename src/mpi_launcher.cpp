@@ -2,6 +2,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "mpi_launcher.hpp"
 
+#include <algorithm>
+#include <array>
 #include <cstdlib>
 
 namespace polymap::detail {
@@ -13,7 +15,23 @@ constexpr const char* size_variables[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "
 constexpr const char* rank_variables[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
                                           "MV2_COMM_WORLD_RANK"};
 
+// What Open MPI 4 (mpirun's ORTE and PMIx), MPICH's Hydra and Intel MPI (PMI), MVAPICH and
+// Slurm's PMI plugins give each rank about its place in the job.
+constexpr std::array<std::string_view, 10> place_prefixes = {
+    "OMPI_COMM_WORLD_", "OMPI_MCA_orte_", "OMPI_MCA_ess", "OMPI_MCA_pmix", "PMIX_", "PMI_",
+    "MV2_COMM_WORLD_", "MPI_LOCALRANKID", "MPI_LOCALNRANKS", "OMPI_FIRST_RANKS"};
+constexpr std::array<std::string_view, 7> place_names = {
+    "OMPI_UNIVERSE_SIZE", "OMPI_NUM_APP_CTX", "OMPI_APP_CTX_NUM_PROCS", "OMPI_COMMAND",
+    "OMPI_ARGV", "OMPI_FILE_LOCATION", "OMPI_MCA_initial_wdir"};
+
 }  // namespace
+
+bool names_a_place_in_an_mpi_job(std::string_view name) noexcept {
+  if (name.starts_with("PMIX_MCA_")) return false;
+  return std::any_of(place_prefixes.begin(), place_prefixes.end(),
+                     [&](std::string_view p) { return name.starts_with(p); }) ||
+         std::find(place_names.begin(), place_names.end(), name) != place_names.end();
+}
 
 bool started_by_mpi_launcher() noexcept {
   for (const char* name : rank_variables) {

@@ -100,7 +100,7 @@ TEST(RunRanks, TheRanksShareTheBatchAndRankZeroWritesEveryOutputOnce) {
   const ranks_output r = run_ranks(
       3,
       with_items({"run", "-j", "2", "--json", "--joblog", dir / "log", "--", "sh", "-c",
-                  "echo item $0 rank $OMPI_COMM_WORLD_RANK; echo to stderr $0 >&2; sleep 0.2"},
+                  "echo item $0 rank $POLYMAP_RANK; echo to stderr $0 >&2; sleep 0.2"},
                  24),
       dir);
   ASSERT_EQ(r.status, 0) << r.err;
@@ -211,6 +211,23 @@ TEST(RunRanks, InputIsReadOnceByRankZero) {
   EXPECT_EQ(dry.out, "echo x\necho y\n");
 }
 
+TEST(RunRanks, AJobIsNoRankOfTheRunsMpiJobAndMayStartOneOfItsOwn) {
+  temp_dir dir;
+  // Each job runs an MPI job of two ranks of its own: with the launcher's variables of the
+  // rank that started it, that mpirun would take itself for part of the run's job and fail.
+  const ranks_output r = run_ranks(
+      2,
+      {"run", "-j", "1", "-k", "--", "sh", "-c",
+       "mpirun -n 2 sh -c 'echo nested $OMPI_COMM_WORLD_RANK of $OMPI_COMM_WORLD_SIZE' | sort; "
+       "echo job $0 on rank $POLYMAP_RANK of $POLYMAP_RANKS",
+       ":::", "a", "b"},
+      dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "nested 0 of 2\nnested 1 of 2\njob a on rank 0 of 2\n"
+            "nested 0 of 2\nnested 1 of 2\njob b on rank 1 of 2\n");
+}
+
 /// Runs 18 items of 0.6 s on 3 ranks of one slot each with a journal; `stop` stops the run
 /// (a signal) once a few items are done, and a second run does the rest. Each job appends
 /// its number to a file at its very end: every item is there once, though some were stopped.
@@ -221,7 +238,7 @@ void stop_then_resume(const std::function<void(cli_process&, const temp_dir&)>& 
   const std::string journal = dir / "j.db";
   const std::vector<std::string> args = with_items(
       {"run", "-j", "1", "--journal", journal, "--", "sh", "-c",
-       "echo $OMPI_COMM_WORLD_RANK $PPID >> " + (dir / "parents") + "; sleep 0.6; echo $0 >> " +
+       "echo $POLYMAP_RANK $PPID >> " + (dir / "parents") + "; sleep 0.6; echo $0 >> " +
            (dir / "done")},
       18);
   auto first = start_ranks(3, args, dir);

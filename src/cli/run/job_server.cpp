@@ -227,6 +227,7 @@ class job_server {
     request.stdin_fd = null_fd_;
     request.cpus = &cpus_[slot];
     request.nice = options_.nice;
+    request.envp = envp_.data();
     try {
       // Always kept: the output goes to rank 0, which writes it out.
       j.out_fd = make_capture();
@@ -278,6 +279,8 @@ class job_server {
   std::vector<std::vector<int>> cpus_;
   detail::orphan_guard guard_;
   std::string hello_ = protocol::encode(protocol::hello{options_.jobs, host_name()});
+  std::vector<std::string> environment_ = job_environment(comm_.rank(), comm_.size());
+  std::vector<char*> envp_ = pointers_to(environment_);
   std::deque<std::string> outgoing_;
   std::string in_flight_;
   std::vector<std::pair<pid_t, double>> lingering_;

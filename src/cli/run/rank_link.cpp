@@ -6,6 +6,10 @@
 
 #include "mpi_launcher.hpp"
 
+#include <unistd.h>
+
+#include <string_view>
+
 #if POLYMAP_HAS_MPI
 
 #include "backends/mpi/communicator.hpp"
@@ -80,6 +84,7 @@ class mpi_rank_link final : public rank_link {
     return hosts_.at(static_cast<std::size_t>(rank - 1));
   }
   [[nodiscard]] int rank(std::size_t slot) const override { return slots_.at(slot).rank; }
+  [[nodiscard]] int ranks() const override { return comm_.size(); }
 
   void start(std::size_t slot, const std::vector<std::string>& argv) override {
     protocol::order o;
@@ -140,6 +145,28 @@ class mpi_rank_link final : public rank_link {
 }  // namespace
 
 #endif
+
+std::vector<std::string> job_environment(int rank, int ranks) {
+  std::vector<std::string> variables;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string_view variable = *entry;
+    if (variable.starts_with("POLYMAP_RANK")) continue;
+    if (!detail::names_a_place_in_an_mpi_job(variable.substr(0, variable.find('=')))) {
+      variables.emplace_back(variable);
+    }
+  }
+  variables.push_back("POLYMAP_RANK=" + std::to_string(rank));
+  variables.push_back("POLYMAP_RANKS=" + std::to_string(ranks));
+  return variables;
+}
+
+std::vector<char*> pointers_to(std::vector<std::string>& strings) {
+  std::vector<char*> pointers;
+  pointers.reserve(strings.size() + 1);
+  for (std::string& s : strings) pointers.push_back(s.data());
+  pointers.push_back(nullptr);
+  return pointers;
+}
 
 rank_role join_ranks() {
   rank_role role;

@@ -49,6 +49,8 @@ class rank_link {
   [[nodiscard]] virtual const std::string& rank_host(int rank) const = 0;
   /// The rank that serves `slot`.
   [[nodiscard]] virtual int rank(std::size_t slot) const = 0;
+  /// The ranks of the job, rank 0 included.
+  [[nodiscard]] virtual int ranks() const = 0;
   /// Starts `argv` in `slot`, which holds no job: its end comes through next().
   virtual void start(std::size_t slot, const std::vector<std::string>& argv) = 0;
   /// Sends `sig` to the process group of the job in `slot`, if it still runs; a SIGTERM
@@ -72,6 +74,15 @@ struct rank_role {
 /// @throws polymap::error when MPI cannot be initialised, or a rank does not answer as one
 ///   of polymap's
 [[nodiscard]] rank_role join_ranks();
+
+/// The environment of a job that `rank` of `ranks` runs: polymap's own, without the
+/// variables with which the launcher told polymap its place in the MPI job (a job that is an
+/// MPI program, or runs mpirun, starts a job of its own), and with POLYMAP_RANK and
+/// POLYMAP_RANKS, which say where it runs.
+[[nodiscard]] std::vector<std::string> job_environment(int rank, int ranks);
+
+/// `strings` as a null-terminated array of pointers into them, for exec.
+[[nodiscard]] std::vector<char*> pointers_to(std::vector<std::string>& strings);
 
 /// A rank other than 0: runs the jobs rank 0 sends, `options.jobs` at a time, until rank 0
 /// says that the run is over. A stopping signal (SIGINT, SIGTERM, SIGHUP) stops the jobs

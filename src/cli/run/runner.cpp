@@ -331,6 +331,8 @@ class batch_runner final : public output_host {
   const std::vector<std::vector<std::string>>& items_;
   rank_link* ranks_;  // the other ranks of an MPI job, whose slots follow this one's; or null
   std::size_t local_slots_ = 0;  // the slots of this machine, before the other ranks'
+  std::vector<std::string> environment_;  // of the jobs, over ranks (job_environment())
+  std::vector<char*> envp_;               // pointers into it; empty: polymap's own
   std::vector<item_status> status_;
   std::vector<job> jobs_;
   std::vector<std::vector<int>> slot_cpus_;
@@ -493,6 +495,7 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
     request.stderr_fd = j.err_fd;
     request.cpus = &slot_cpus_[slot];
     request.nice = options_.nice;
+    request.envp = envp_.empty() ? nullptr : envp_.data();
     spawned = spawn_job(request);
   }
   if (st.attempts == 0) {
@@ -1274,6 +1277,8 @@ void batch_runner::fit_jobs_to_fd_limit() {
 void batch_runner::add_rank_slots() {
   local_slots_ = jobs_.size();
   if (ranks_ == nullptr) return;
+  environment_ = job_environment(0, ranks_->ranks());
+  envp_ = pointers_to(environment_);
   jobs_.resize(local_slots_ + ranks_->slots());
   for (std::size_t slot = local_slots_; slot < jobs_.size(); ++slot) jobs_[slot].remote = true;
   slot_cpus_.resize(jobs_.size());  // each rank binds its own

@@ -53,7 +53,7 @@ struct child_plan {
   if (request.stderr_fd >= 0) dup2(request.stderr_fd, 2);
   if (plan->cpus != nullptr) sched_setaffinity(0, sizeof *plan->cpus, plan->cpus);
   if (request.nice) setpriority(PRIO_PROCESS, 0, *request.nice);
-  execvp(plan->argv[0], plan->argv);
+  execvpe(plan->argv[0], plan->argv, request.envp != nullptr ? request.envp : environ);
   *plan->exec_errno = errno;
   _exit(127);
 }

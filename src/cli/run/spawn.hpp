@@ -22,6 +22,7 @@ struct spawn_request {
   int stderr_fd = -1;                              ///< -1: inherit
   const std::vector<int>* cpus = nullptr;          ///< CPUs to bind to; null or empty: any
   std::optional<int> nice;                         ///< nice value of the job
+  char* const* envp = nullptr;                     ///< its environment; null: polymap's own
 };
 
 /// A started job, or why it could not start.
