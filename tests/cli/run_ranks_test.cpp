@@ -226,6 +226,15 @@ TEST(RunRanks, AJobIsNoRankOfTheRunsMpiJobAndMayStartOneOfItsOwn) {
   EXPECT_EQ(r.out,
             "nested 0 of 2\nnested 1 of 2\njob a on rank 0 of 2\n"
             "nested 0 of 2\nnested 1 of 2\njob b on rank 1 of 2\n");
+  // Under a launcher's one rank, polymap runs the batch alone, and its jobs are outside too.
+  const ranks_output alone = run_ranks(
+      1,
+      {"run", "-j", "1", "--", "sh", "-c",
+       "mpirun -n 1 sh -c 'echo nested $OMPI_COMM_WORLD_SIZE'; echo $POLYMAP_RANK of $POLYMAP_RANKS",
+       ":::", "a"},
+      dir);
+  ASSERT_EQ(alone.status, 0) << alone.err;
+  EXPECT_EQ(alone.out, "nested 1\n0 of 1\n");
 }
 
 /// Runs 18 items of 0.6 s on 3 ranks of one slot each with a journal; `stop` stops the run

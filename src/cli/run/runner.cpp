@@ -1276,9 +1276,12 @@ void batch_runner::fit_jobs_to_fd_limit() {
 
 void batch_runner::add_rank_slots() {
   local_slots_ = jobs_.size();
+  // A job is no rank of an MPI job that started polymap (one rank of one, too: `srun -n 1`).
+  if (ranks_ != nullptr || detail::mpi_launcher_ranks() == 1) {
+    environment_ = job_environment(0, ranks_ != nullptr ? ranks_->ranks() : 1);
+    envp_ = pointers_to(environment_);
+  }
   if (ranks_ == nullptr) return;
-  environment_ = job_environment(0, ranks_->ranks());
-  envp_ = pointers_to(environment_);
   jobs_.resize(local_slots_ + ranks_->slots());
   for (std::size_t slot = local_slots_; slot < jobs_.size(); ++slot) jobs_[slot].remote = true;
   slot_cpus_.resize(jobs_.size());  // each rank binds its own
