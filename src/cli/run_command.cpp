@@ -20,6 +20,20 @@ namespace polymap::cli {
 
 int run_run(const run_args& args) {
   run::run_options options = args.options;
+  options.jobs = args.jobs != 0 ? args.jobs : topology::current().usable_count();
+  // CLI11 admits only the policy names parse_bind knows.
+  options.bind = polymap::parse_bind(args.bind).value_or(polymap::bind::none);
+  // Under an MPI launcher, rank 0 runs the batch and the other ranks serve its jobs, before
+  // anything reads the input: only rank 0 reads it (stdin, files), and only rank 0 says
+  // what is wrong with the command line.
+  run::rank_role role;
+  try {
+    role = run::join_ranks();
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "polymap run: {}\n", e.what());
+    return exit_failure;
+  }
+  if (role.serve) return run::serve_jobs(options);
   run::command_line line;
   try {
     line = run::split_command_line(args.words, args.arg_files);
@@ -45,17 +59,6 @@ int run_run(const run_args& args) {
     fmt::print(stderr, "polymap run: {}\n", e.what());
     return exit_usage;
   }
-  options.jobs = args.jobs != 0 ? args.jobs : topology::current().usable_count();
-  // Under an MPI launcher, rank 0 runs the batch and the other ranks serve its jobs: they
-  // read no input (mpirun gives stdin to rank 0 alone).
-  run::rank_role role;
-  try {
-    role = run::join_ranks();
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "polymap run: {}\n", e.what());
-    return exit_failure;
-  }
-  if (role.serve) return run::serve_jobs(options);
   std::vector<std::vector<std::string>> items;
   try {
     items = run::cartesian_product(line.sources);
@@ -64,9 +67,11 @@ int run_run(const run_args& args) {
     return exit_usage;
   }
   if (args.dry_run) {
+    // Every slot of the run, the other ranks' after rank 0's.
+    const std::size_t slots = options.jobs + (role.link ? role.link->slots() : 0);
     for (std::size_t i = 0; i < items.size(); ++i) {
-      fmt::print("{}\n", run::display_command(command->expand(items[i], i + 1,
-                                                              i % options.jobs + 1)));
+      fmt::print("{}\n",
+                 run::display_command(command->expand(items[i], i + 1, i % slots + 1)));
     }
     return exit_ok;
   }
@@ -79,8 +84,6 @@ int run_run(const run_args& args) {
       return exit_usage;
     }
   }
-  // CLI11 admits only the policy names parse_bind knows.
-  options.bind = polymap::parse_bind(args.bind).value_or(polymap::bind::none);
   return run::run_batch(options, *command, items, role.link.get());
 }
 

@@ -6,6 +6,7 @@
 #include "cli_process.hpp"
 
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -33,13 +34,22 @@ const std::vector<std::string> mpirun_environment = {
     "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
     "OMPI_MCA_rmaps_base_oversubscribe=1", "OMPI_MCA_btl_vader_single_copy_mechanism=none"};
 
-/// `mpirun -n ranks polymap args...`, its stdin the file `stdin_path`.
+/// `mpirun -n ranks polymap args...`, its stdin the file `stdin_path`, with `env` added, and
+/// `ulimit -n` set to `fd_limit` (when not 0).
 std::unique_ptr<cli_process> start_ranks(int ranks, const std::vector<std::string>& args,
                                          const temp_dir& dir,
-                                         const std::string& stdin_path = "/dev/null") {
-  return std::make_unique<cli_process>(args, dir, -1, stdin_path, mpirun_environment, -1,
-                                       std::vector<std::string>{POLYMAP_MPIEXEC, "-n",
-                                                                std::to_string(ranks)});
+                                         const std::string& stdin_path = "/dev/null",
+                                         const std::vector<std::string>& env = {},
+                                         int fd_limit = 0) {
+  std::vector<std::string> variables = mpirun_environment;
+  variables.insert(variables.end(), env.begin(), env.end());
+  std::vector<std::string> launcher = {POLYMAP_MPIEXEC, "-n", std::to_string(ranks)};
+  if (fd_limit > 0) {
+    launcher.insert(launcher.begin(),
+                    {"/bin/sh", "-c", "ulimit -n " + std::to_string(fd_limit) + "; exec \"$@\"",
+                     "sh"});
+  }
+  return std::make_unique<cli_process>(args, dir, -1, stdin_path, variables, -1, launcher);
 }
 
 struct ranks_output {
@@ -235,6 +245,104 @@ TEST(RunRanks, AJobIsNoRankOfTheRunsMpiJobAndMayStartOneOfItsOwn) {
       dir);
   ASSERT_EQ(alone.status, 0) << alone.err;
   EXPECT_EQ(alone.out, "nested 1\n0 of 1\n");
+}
+
+TEST(RunRanks, OnlyRankZeroReadsTheInput) {
+  temp_dir dir;
+  // A FIFO is read once: a rank that opened it too would wait for a writer for ever, or
+  // take items away from rank 0.
+  const std::string fifo = dir / "items";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  std::thread writer([&] { write_file(fifo, "a\nb\nc\nd\ne\nf\n"); });
+  auto p = start_ranks(3, {"run", "-j", "1", "-k", "--", "echo", "got", "::::", fifo}, dir);
+  const std::optional<int> status = p->wait_for(60);
+  writer.join();
+  ASSERT_TRUE(status.has_value()) << "the ranks did not end";
+  EXPECT_EQ(*status, 0) << p->err();
+  EXPECT_EQ(p->out(), "got a\ngot b\ngot c\ngot d\ngot e\ngot f\n");
+}
+
+TEST(RunRanks, EveryRankBindsItsOwnJobs) {
+  temp_dir dir;
+  // Two slots on each of two ranks, bound one CPU each (`--bind-to none`: each rank may use
+  // every CPU, as one rank per node would).
+  auto p = start_ranks(2, {"run", "-j", "2", "--bind", "pu", "-k", "--", "sh", "-c",
+                           "echo $POLYMAP_RANK $(grep Cpus_allowed_list /proc/self/status)",
+                           ":::", "1", "2", "3", "4"},
+                       dir);
+  ASSERT_EQ(p->wait(), 0) << p->err();
+  const std::vector<std::string> lines = lines_of(p->out());
+  ASSERT_EQ(lines.size(), 4U) << p->out();
+  std::set<std::string> ranks;
+  for (const std::string& line : lines) {
+    ranks.insert(line.substr(0, 1));
+    const std::string cpus = line.substr(line.find(':') + 1);
+    EXPECT_EQ(cpus.find_first_of(",-"), std::string::npos) << line;
+  }
+  EXPECT_EQ(ranks, (std::set<std::string>{"0", "1"})) << p->out();
+}
+
+TEST(RunRanks, EachRankFitsItsSlotsToItsOpenFileLimit) {
+  temp_dir dir;
+  // -j 60 on each rank under ulimit -n 100: every rank runs fewer at a time, and no job
+  // fails for want of a descriptor.
+  auto p = start_ranks(2, with_items({"run", "-j", "60", "--", "sh", "-c", "sleep 0.2"}, 150), dir,
+                       "/dev/null", {}, 100);
+  EXPECT_EQ(p->wait(), 0) << p->err();
+  EXPECT_NE(p->err().find("rank 1: -j 60 needs more file descriptors"), std::string::npos)
+      << p->err();
+  EXPECT_EQ(p->err().find("failed"), std::string::npos) << p->err();
+}
+
+TEST(RunRanks, OneSigtermToMpirunIsOneStopWithItsGrace) {
+  temp_dir dir;
+  // mpirun passes the signal to every rank: each job gets one SIGTERM, and the second it has
+  // before the SIGKILL to clean up (a second signal would kill at once).
+  const std::string log = dir / "log";
+  auto p = start_ranks(
+      3,
+      {"run", "-j", "1", "--journal", dir / "j.db", "--", "sh", "-c",
+       "trap 'echo term $0 >> " + log + "; sleep 0.3; echo cleaned $0 >> " + log +
+           "; exit 1' TERM; echo started $0 >> " + log + "; sleep 30 & wait",
+       ":::", "1", "2", "3", "4", "5", "6"},
+      dir, "/dev/null", {"OMPI_MCA_odls_base_sigkill_timeout=3"});
+  for (int i = 0; i < 300 && lines_of(read_file(log)).size() < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(lines_of(read_file(log)).size(), 3U) << p->err();
+  p->signal(SIGTERM);
+  ASSERT_TRUE(p->wait_for(60).has_value()) << "the ranks did not stop";
+  std::vector<std::string> lines = lines_of(read_file(log));
+  std::sort(lines.begin(), lines.end());
+  EXPECT_EQ(lines, (std::vector<std::string>{"cleaned 1", "cleaned 2", "cleaned 3", "started 1",
+                                             "started 2", "started 3", "term 1", "term 2",
+                                             "term 3"}));
+  EXPECT_EQ(journal_counts(dir, dir / "j.db")["interrupted"], 3);
+}
+
+TEST(RunRanks, ASignalStillEndsRankZeroWhileItOpensAJoblogFifo) {
+  temp_dir dir;
+  const std::string fifo = dir / "log";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto p = start_ranks(3, {"run", "-j", "1", "--joblog", fifo, "--", "echo", ":::", "1"}, dir);
+  // Rank 0: the polymap whose environment says so, once it waits in its open().
+  pid_t rank0 = -1;
+  for (int i = 0; i < 500 && rank0 < 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    for (pid_t pid : polymap::test::processes_with(fifo)) {
+      const std::string env = read_file("/proc/" + std::to_string(pid) + "/environ");
+      if (env.find(std::string("OMPI_COMM_WORLD_RANK=0\0", 23)) != std::string::npos &&
+          read_file("/proc/" + std::to_string(pid) + "/cmdline").rfind(POLYMAP_MPIEXEC, 0) != 0) {
+        rank0 = pid;
+      }
+    }
+  }
+  ASSERT_GT(rank0, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  kill(rank0, SIGTERM);
+  const std::optional<int> status = p->wait_for(30);
+  ASSERT_TRUE(status.has_value()) << "a SIGTERM did not end rank 0";
+  EXPECT_NE(*status, 0);
 }
 
 /// Runs 18 items of 0.6 s on 3 ranks of one slot each with a journal; `stop` stops the run

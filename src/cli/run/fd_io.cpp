@@ -2,9 +2,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/run/fd_io.hpp"
 
+#include <dirent.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -109,6 +111,24 @@ std::size_t file_size(int fd) noexcept {
   struct stat st {};
   if (fd < 0 || fstat(fd, &st) != 0 || st.st_size < 0) return 0;
   return static_cast<std::size_t>(st.st_size);
+}
+
+fd_fit jobs_within_fd_limit(std::size_t wanted, std::size_t per_job) noexcept {
+  rlimit limit{};
+  if (per_job == 0 || getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
+    return {wanted, 0};
+  }
+  std::size_t open_now = 0;
+  if (DIR* fds = opendir("/proc/self/fd")) {
+    while (readdir(fds) != nullptr) ++open_now;
+    closedir(fds);
+  } else {
+    open_now = 32;
+  }
+  constexpr std::size_t spare = 16;
+  const auto cur = static_cast<std::size_t>(limit.rlim_cur);
+  const std::size_t free_fds = cur > open_now + spare ? cur - open_now - spare : 0;
+  return {std::min(wanted, free_fds / per_job), cur};
 }
 
 int make_capture() {

@@ -63,6 +63,18 @@ bool same_file(int a, int b) noexcept;
 /// The size of the file `fd` refers to; 0 when it cannot be known (`fd` < 0 included).
 std::size_t file_size(int fd) noexcept;
 
+/// How many jobs fit under the open-file limit, and that limit.
+struct fd_fit {
+  std::size_t jobs = 0;
+  std::size_t limit = 0;  ///< ulimit -n; 0: none
+};
+
+/// How many of `wanted` jobs that hold `per_job` descriptors each fit under the open-file
+/// limit (RLIMIT_NOFILE), beside the descriptors open now and 16 to spare (SQLite may open
+/// more, and each --results file is written through one more): `wanted` when it does not
+/// bound them, or when `per_job` is 0.
+[[nodiscard]] fd_fit jobs_within_fd_limit(std::size_t wanted, std::size_t per_job) noexcept;
+
 /// A new anonymous file in memory (memfd), closed on exec: a job's stdout or stderr, kept.
 /// @throws std::system_error when it cannot be made
 [[nodiscard]] int make_capture();

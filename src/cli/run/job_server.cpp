@@ -32,6 +32,7 @@
 #include <cmath>
 #include <deque>
 #include <exception>
+#include <stdexcept>
 #include <system_error>
 
 #endif
@@ -58,8 +59,8 @@ struct served_job {
 
 class job_server {
  public:
-  job_server(const run_options& options, detail::mpi::communicator& comm)
-      : options_(options), comm_(comm), jobs_(options.jobs) {
+  job_server(const run_options& options, detail::mpi::communicator& comm, std::size_t slots)
+      : options_(options), comm_(comm), jobs_(slots) {
     const topology& topo = topology::current();
     for (std::size_t slot = 0; slot < jobs_.size(); ++slot) {
       cpus_.push_back(options_.bind == polymap::bind::none
@@ -67,10 +68,9 @@ class job_server {
                           : detail::worker_cpus(topo, options_.bind, slot, jobs_.size(), {}));
     }
     null_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    // The signals were blocked before MPI started its threads (join_ranks()'s caller).
-    sigset_t handled;
-    sigemptyset(&handled);
-    for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, sig);
+    // MPI's threads have them blocked (join_ranks()).
+    const sigset_t handled = runner_signals();
+    sigprocmask(SIG_BLOCK, &handled, nullptr);
     signal_fd_ = signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
     if (signal_fd_ < 0) throw std::system_error(errno, std::generic_category(), "signalfd");
   }
@@ -255,6 +255,9 @@ class job_server {
   void signal(std::uint32_t slot, int sig, double now) {
     served_job& j = jobs_[slot];
     if (j.pid <= 0) return;  // it ended meanwhile, by itself: its end is on its way
+    // A SIGTERM that this rank's own stop sent already is not sent again (the job's handler
+    // would run twice); its SIGKILL is due at kill_at either way.
+    if (sig != SIGKILL && j.signalled) return;
     j.signalled = true;
     kill(-j.pid, sig);
     if (sig == SIGKILL) {
@@ -278,7 +281,7 @@ class job_server {
   std::vector<served_job> jobs_;
   std::vector<std::vector<int>> cpus_;
   detail::orphan_guard guard_;
-  std::string hello_ = protocol::encode(protocol::hello{options_.jobs, host_name()});
+  std::string hello_ = protocol::encode(protocol::hello{jobs_.size(), host_name()});
   std::vector<std::string> environment_ = job_environment(comm_.rank(), comm_.size());
   std::vector<char*> envp_ = pointers_to(environment_);
   std::deque<std::string> outgoing_;
@@ -295,7 +298,20 @@ class job_server {
 int serve_jobs(const run_options& options) {
   detail::mpi::communicator& comm = detail::mpi::communicator::get();
   try {
-    job_server server(options, comm);
+    // Each job holds two captures here (its output goes to rank 0 at its end): fewer slots
+    // rather than jobs that cannot start for want of a descriptor, as on one machine.
+    const fd_fit fit = jobs_within_fd_limit(options.jobs, 2);
+    if (fit.jobs == 0) {
+      throw std::runtime_error("the open-file limit (ulimit -n " + std::to_string(fit.limit) +
+                               ") leaves no file descriptor for a job's output: raise it");
+    }
+    if (fit.jobs < options.jobs) {
+      fmt::print(stderr,
+                 "polymap run: warning: rank {}: -j {} needs more file descriptors than the "
+                 "open-file limit (ulimit -n {}) allows: running {} jobs at a time\n",
+                 comm.rank(), options.jobs, fit.limit, fit.jobs);
+    }
+    job_server server(options, comm, fit.jobs);
     server.serve();
     return 0;
   } catch (const std::exception& e) {

@@ -14,6 +14,7 @@
 
 #include "backends/mpi/communicator.hpp"
 #include "cli/run/rank_protocol.hpp"
+#include "cli/run/spawn.hpp"
 
 #include <pthread.h>
 #include <signal.h>
@@ -64,8 +65,15 @@ class mpi_rank_link final : public rank_link {
     first_slot_.push_back(0);  // rank 0's own slots are the runner's
     for (int r = 1; r < comm_.size(); ++r) {
       std::string bytes;
-      comm_.receive(bytes, r, protocol::hello_tag);
-      protocol::hello h = protocol::decode_hello(bytes);
+      protocol::hello h;
+      try {
+        comm_.receive(bytes, r, protocol::hello_tag);
+        h = protocol::decode_hello(bytes);
+      } catch (const std::exception& e) {
+        // Not a job server of polymap's there: it would never take the finish.
+        comm_.abort("polymap run: rank " + std::to_string(r) + " did not answer as polymap: " +
+                    e.what());
+      }
       first_slot_.push_back(slots_.size());
       hosts_.push_back(std::move(h.host));
       for (std::uint64_t s = 0; s < h.slots; ++s) {
@@ -173,13 +181,20 @@ rank_role join_ranks() {
 #if POLYMAP_HAS_MPI
   if (detail::mpi_launcher_ranks() <= 1) return role;
   // The runner's signals (and the job server's) are taken through a signalfd, which sees
-  // only signals that every thread blocks: blocked before MPI starts its threads, which
-  // inherit the mask. Else a SIGTERM would end polymap through one of them, unrecorded.
-  sigset_t handled;
-  sigemptyset(&handled);
-  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, sig);
-  pthread_sigmask(SIG_BLOCK, &handled, nullptr);
-  detail::mpi::communicator& comm = detail::mpi::communicator::get();
+  // only signals that every thread blocks: blocked while MPI starts its threads, which
+  // inherit the mask and keep it (else a SIGTERM would end polymap through one of them,
+  // unrecorded). This thread gets its own mask back, so that a signal still ends polymap
+  // until the runner blocks them (while it waits for the other ranks, or opens a FIFO).
+  detail::mpi::communicator& comm = [] () -> detail::mpi::communicator& {
+    const sigset_t handled = runner_signals();
+    sigset_t before;
+    pthread_sigmask(SIG_BLOCK, &handled, &before);
+    struct restore_mask {
+      const sigset_t* mask;
+      ~restore_mask() { pthread_sigmask(SIG_SETMASK, mask, nullptr); }
+    } restore{&before};
+    return detail::mpi::communicator::get();
+  }();
   if (comm.size() <= 1) return role;
   if (comm.rank() != 0) {
     role.serve = true;

@@ -236,6 +236,8 @@ struct job {
   int exit_status = 0;
   double exited_at = 0;  // monotonic
   int spawn_error = 0;   // a remote job that could not start: the errno (with exited)
+  std::string remote_out;  // a remote job's output, come with its end (with exited)
+  std::string remote_err;
 };
 
 /// How an attempt of an item ended, as end_item() records it.
@@ -333,6 +335,7 @@ class batch_runner final : public output_host {
   std::size_t local_slots_ = 0;  // the slots of this machine, before the other ranks'
   std::vector<std::string> environment_;  // of the jobs, over ranks (job_environment())
   std::vector<char*> envp_;               // pointers into it; empty: polymap's own
+  std::string rank_stop_note_;  // another rank's stopping signal, to be said (handle_signals())
   std::vector<item_status> status_;
   std::vector<job> jobs_;
   std::vector<std::vector<int>> slot_cpus_;
@@ -577,6 +580,19 @@ void batch_runner::reap() {
       job& j = jobs_[slot];
       if (!j.exited) continue;
       found = true;
+      if (j.remote) {
+        // Its output, in captures as a local job's, for the ordinary way out: made now, one
+        // job at a time, so that the other ranks' ends need no descriptors of their own.
+        j.out_fd = make_capture();
+        j.err_fd = make_capture();
+        int error = write_all(j.out_fd, std::exchange(j.remote_out, {}));
+        if (error == 0) error = write_all(j.err_fd, std::exchange(j.remote_err, {}));
+        if (error != 0) {
+          throw std::system_error(error, std::generic_category(),
+                                  "keeping the output of a job of rank " +
+                                      std::to_string(rank_of(slot)));
+        }
+      }
       if (j.spawn_error != 0) {
         // A remote job that could not start: as a local one that could not (start()).
         const int error = j.spawn_error;
@@ -621,29 +637,22 @@ void batch_runner::collect_rank_reports(double now) {
   if (ranks_ == nullptr) return;
   while (std::optional<rank_event> e = ranks_->next()) {
     if (e->what == rank_event::kind::stopped) {
-      // A stopping signal that reached another rank (mpirun passes one on to every rank; a
-      // scheduler may send it to one node): the run stops as if it had come here. Said when
-      // it is the first, as it may have reached that rank alone.
+      // A stopping signal that reached another rank (a scheduler may send it to one node):
+      // the run stops as if it had come here, unless it stops already. mpirun passes one
+      // signal on to every rank: that is one stop, not a second one (which kills at once).
+      // Said later, not in the middle of a write that waits (tend()).
       if (stop_signal_ == 0) {
-        say(line_kind::warning, "rank " + std::to_string(e->rank) + " (on " +
-                                    ranks_->rank_host(e->rank) + ") received " +
-                                    signal_text(e->signal) + ": stopping" + rerun_note());
+        rank_stop_note_ = "rank " + std::to_string(e->rank) + " (on " +
+                          ranks_->rank_host(e->rank) + ") received " + signal_text(e->signal) +
+                          ": stopping" + rerun_note();
+        stopping_signal(e->signal, now);
       }
-      stopping_signal(e->signal, now);
       continue;
     }
     job& j = jobs_[local_slots_ + e->slot];
     if (!j.busy || j.exited) continue;  // cannot happen: a slot's end comes once per start
-    // Its output, kept as a local job's is (captures), for the ordinary way out.
-    j.out_fd = make_capture();
-    j.err_fd = make_capture();
-    int error = write_all(j.out_fd, e->out);
-    if (error == 0) error = write_all(j.err_fd, e->err);
-    if (error != 0) {
-      throw std::system_error(error, std::generic_category(),
-                              "keeping the output of a job of rank " +
-                                  std::to_string(ranks_->rank(e->slot)));
-    }
+    j.remote_out = std::move(e->out);
+    j.remote_err = std::move(e->err);
     // Marked stopped or timed out here while its end was on its way: it ended by itself
     // first, and ends as it ended (as a local job collected before the stop or the deadline).
     if (!e->signalled) j.stopped = j.timed_out = false;
@@ -1097,7 +1106,8 @@ void batch_runner::stop_jobs(int sig, double now) {
     if (!j.busy || j.exited || j.held) continue;
     j.stopped = true;
     signal_job(slot, sig);
-    if (sig != SIGKILL && j.kill_at == 0) j.kill_at = now + kill_grace;
+    // Another rank sends the SIGKILL after a SIGTERM itself (it sees the group's end).
+    if (sig != SIGKILL && j.kill_at == 0 && !j.remote) j.kill_at = now + kill_grace;
   }
 }
 
@@ -1114,7 +1124,7 @@ void batch_runner::check_deadlines(double now) {
     if (j.deadline > 0 && now >= j.deadline && !j.timed_out && !j.stopped) {
       j.timed_out = true;
       signal_job(slot, SIGTERM);
-      j.kill_at = now + kill_grace;
+      if (!j.remote) j.kill_at = now + kill_grace;
     }
     if (j.kill_at > 0 && now >= j.kill_at) {
       signal_job(slot, SIGKILL);
@@ -1129,6 +1139,7 @@ void batch_runner::handle_signals(double now) {
   // collected exits whose SIGCHLD an earlier read took (collect_exits()).
   collect_exits(now);
   read_signals(signal_fd_, now);
+  if (!rank_stop_note_.empty()) say(line_kind::warning, std::exchange(rank_stop_note_, {}));
   reap();
   end_held_jobs(now);
 }
@@ -1240,38 +1251,23 @@ void batch_runner::draw_progress(bool last) {
 void batch_runner::fit_jobs_to_fd_limit() {
   // A running job holds a memfd for its stdout and one for its stderr when they are
   // captured. Past the open-file limit memfd_create fails half-way through the batch, so
-  // run fewer jobs at a time instead, as GNU parallel does.
+  // run fewer jobs at a time instead, as GNU parallel does. (The other ranks fit their own
+  // slots; the end of one of their jobs takes two captures here for a moment: reap().)
   const bool capture_out = options_.keep_order || options_.json || !options_.results.empty();
   const bool capture_err = capture_out || journal_ != nullptr;
   const std::size_t per_job = (capture_out ? 1 : 0) + (capture_err ? 1 : 0);
-  rlimit limit{};
-  if (per_job == 0 || getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
-    return;
-  }
-  // What is open now (SQLite, the joblog, the signalfd...), and some to spare: SQLite may
-  // open more, and each --results file is written through one more descriptor.
-  std::size_t open_now = 0;
-  if (DIR* fds = opendir("/proc/self/fd")) {
-    while (readdir(fds) != nullptr) ++open_now;
-    closedir(fds);
-  } else {
-    open_now = 32;
-  }
-  constexpr std::size_t spare = 16;
-  const auto cur = static_cast<std::size_t>(limit.rlim_cur);
-  const std::size_t free_fds = cur > open_now + spare ? cur - open_now - spare : 0;
-  const std::size_t fit = free_fds / per_job;
-  if (fit >= jobs_.size()) return;
-  if (fit == 0) {
-    throw std::runtime_error("the open-file limit (ulimit -n " + std::to_string(cur) +
+  const fd_fit fit = jobs_within_fd_limit(jobs_.size(), per_job);
+  if (fit.jobs >= jobs_.size()) return;
+  if (fit.jobs == 0) {
+    throw std::runtime_error("the open-file limit (ulimit -n " + std::to_string(fit.limit) +
                              ") leaves no file descriptor for a job's output: raise it");
   }
   say(line_kind::warning, "-j " + std::to_string(jobs_.size()) + " needs " +
-                              std::to_string((jobs_.size() - fit) * per_job) +
+                              std::to_string((jobs_.size() - fit.jobs) * per_job) +
                               " more file descriptors than the open-file limit (ulimit -n " +
-                              std::to_string(cur) + ") allows: running " + std::to_string(fit) +
-                              " jobs at a time");
-  jobs_.resize(fit);
+                              std::to_string(fit.limit) + ") allows: running " +
+                              std::to_string(fit.jobs) + " jobs at a time");
+  jobs_.resize(fit.jobs);
 }
 
 void batch_runner::add_rank_slots() {
@@ -1284,7 +1280,6 @@ void batch_runner::add_rank_slots() {
   if (ranks_ == nullptr) return;
   jobs_.resize(local_slots_ + ranks_->slots());
   for (std::size_t slot = local_slots_; slot < jobs_.size(); ++slot) jobs_[slot].remote = true;
-  slot_cpus_.resize(jobs_.size());  // each rank binds its own
 }
 
 int batch_runner::run() {
@@ -1298,9 +1293,7 @@ int batch_runner::run() {
   // The guard is forked first, before SQLite opens anything.
   guard_ = std::make_unique<detail::orphan_guard>();
   null_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  sigset_t handled;
-  sigemptyset(&handled);
-  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, sig);
+  const sigset_t handled = runner_signals();
   sigprocmask(SIG_BLOCK, &handled, nullptr);
   signal_fd_ = signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
   if (signal_fd_ < 0) {
@@ -1322,6 +1315,7 @@ int batch_runner::run() {
   report_failures_ = !(joblog_ && same_file(joblog_->fd(), 2));
   json_on_stderr_ = options_.json && out_.shared() && isatty(2) == 0;
   fit_jobs_to_fd_limit();
+  add_rank_slots();
   if (const int ranks = detail::mpi_launcher_ranks(); ranks > 1 && !ranks_ && !journal_) {
     say(line_kind::warning,
         "one of " + std::to_string(ranks) +
@@ -1331,12 +1325,12 @@ int batch_runner::run() {
   }
   // Each slot's CPUs, for the number of jobs that will run at once.
   const topology& topo = topology::current();
-  for (std::size_t slot = 0; slot < jobs_.size(); ++slot) {
+  for (std::size_t slot = 0; slot < local_slots_; ++slot) {
     slot_cpus_.push_back(options_.bind == polymap::bind::none
                              ? std::vector<int>{}
-                             : detail::worker_cpus(topo, options_.bind, slot, jobs_.size(), {}));
+                             : detail::worker_cpus(topo, options_.bind, slot, local_slots_, {}));
   }
-  add_rank_slots();
+  slot_cpus_.resize(jobs_.size());  // each of the other ranks binds its own
   tty_progress_ = options_.progress && isatty(2) != 0;
   started_ = last_lease_ = mono_now();
 

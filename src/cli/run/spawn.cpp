@@ -60,6 +60,13 @@ struct child_plan {
 
 }  // namespace
 
+sigset_t runner_signals() noexcept {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGCHLD, SIGINT, SIGTERM, SIGHUP}) sigaddset(&set, sig);
+  return set;
+}
+
 spawn_result spawn_job(const spawn_request& request) {
   // Everything the child needs is prepared here: between vfork and exec the child may only
   // make system calls (it runs on the parent's stack, in the parent's memory).

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <optional>
@@ -9,6 +10,10 @@
 #include <vector>
 
 namespace polymap::cli::run {
+
+/// The signals that a runner (and a job server) takes through a signalfd, blocked: SIGCHLD
+/// and the stopping ones, SIGINT, SIGTERM and SIGHUP. A job starts with none blocked.
+[[nodiscard]] sigset_t runner_signals() noexcept;
 
 /// Seconds from the SIGTERM that stops a job (a --timeout, a stopping signal) to the SIGKILL
 /// of what is left of its process group.
