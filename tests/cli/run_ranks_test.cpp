@@ -34,16 +34,18 @@ const std::vector<std::string> mpirun_environment = {
     "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
     "OMPI_MCA_rmaps_base_oversubscribe=1", "OMPI_MCA_btl_vader_single_copy_mechanism=none"};
 
-/// `mpirun -n ranks polymap args...`, its stdin the file `stdin_path`, with `env` added, and
-/// `ulimit -n` set to `fd_limit` (when not 0).
+/// `mpirun -n ranks mpirun_args... polymap args...`, its stdin the file `stdin_path`, with
+/// `env` added, and `ulimit -n` set to `fd_limit` (when not 0).
 std::unique_ptr<cli_process> start_ranks(int ranks, const std::vector<std::string>& args,
                                          const temp_dir& dir,
                                          const std::string& stdin_path = "/dev/null",
                                          const std::vector<std::string>& env = {},
-                                         int fd_limit = 0) {
+                                         int fd_limit = 0,
+                                         const std::vector<std::string>& mpirun_args = {}) {
   std::vector<std::string> variables = mpirun_environment;
   variables.insert(variables.end(), env.begin(), env.end());
   std::vector<std::string> launcher = {POLYMAP_MPIEXEC, "-n", std::to_string(ranks)};
+  launcher.insert(launcher.end(), mpirun_args.begin(), mpirun_args.end());
   if (fd_limit > 0) {
     launcher.insert(launcher.begin(),
                     {"/bin/sh", "-c", "ulimit -n " + std::to_string(fd_limit) + "; exec \"$@\"",
@@ -269,7 +271,7 @@ TEST(RunRanks, EveryRankBindsItsOwnJobs) {
   auto p = start_ranks(2, {"run", "-j", "2", "--bind", "pu", "-k", "--", "sh", "-c",
                            "echo $POLYMAP_RANK $(grep Cpus_allowed_list /proc/self/status)",
                            ":::", "1", "2", "3", "4"},
-                       dir);
+                       dir, "/dev/null", {}, 0, {"--bind-to", "none"});
   ASSERT_EQ(p->wait(), 0) << p->err();
   const std::vector<std::string> lines = lines_of(p->out());
   ASSERT_EQ(lines.size(), 4U) << p->out();
