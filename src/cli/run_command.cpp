@@ -33,7 +33,7 @@ int run_run(const run_args& args) {
     fmt::print(stderr, "polymap run: {}\n", e.what());
     return exit_failure;
   }
-  if (role.serve) return run::serve_jobs(options);
+  if (role.serve) return run::serve_jobs(options, role.inherited);
   run::command_line line;
   try {
     line = run::split_command_line(args.words, args.arg_files);

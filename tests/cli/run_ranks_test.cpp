@@ -18,7 +18,6 @@
 #include <optional>
 #include <map>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +25,7 @@
 namespace {
 
 using polymap::test::cli_process;
+using polymap::test::lines_of;
 using polymap::test::read_file;
 using polymap::test::temp_dir;
 using polymap::test::write_file;
@@ -73,13 +73,6 @@ std::vector<std::string> numbers(int n) {
   std::vector<std::string> v;
   for (int i = 1; i <= n; ++i) v.push_back(std::to_string(i));
   return v;
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> lines;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) lines.push_back(line);
-  return lines;
 }
 
 /// The --json end events of a run, by item number.
@@ -320,6 +313,36 @@ TEST(RunRanks, OneSigtermToMpirunIsOneStopWithItsGrace) {
                                              "started 2", "started 3", "term 1", "term 2",
                                              "term 3"}));
   EXPECT_EQ(journal_counts(dir, dir / "j.db")["interrupted"], 3);
+}
+
+TEST(RunRanks, AnMpirunThatIsGoneStopsEveryRank) {
+  temp_dir dir;
+  // mpirun exits at a second Ctrl-C without passing a signal on (here: killed), and leaves
+  // the ranks be: each sees its launcher gone and stops its jobs, as on a SIGHUP.
+  const std::string log = dir / "log";
+  const std::vector<std::string> args = {
+      "run", "-j", "1", "--journal", dir / "j.db", "--", "sh", "-c",
+      "trap 'echo term $0 >> " + log + "; exit 1' TERM; echo start $0 >> " + log +
+          "; [ -e " + (dir / "quick") + " ] || { sleep 30 & wait; }",
+      ":::", "1", "2", "3", "4", "5", "6"};
+  auto p = start_ranks(3, args, dir);
+  for (int i = 0; i < 300 && lines_of(read_file(log)).size() < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(lines_of(read_file(log)).size(), 3U) << p->err();
+  p->signal(SIGKILL);
+  (void)p->wait();
+  EXPECT_EQ(polymap::test::survivors_after(dir.path(), 20), std::vector<pid_t>{})
+      << "a rank or a job outlived mpirun";
+  std::vector<std::string> lines = lines_of(read_file(log));
+  std::sort(lines.begin(), lines.end());
+  EXPECT_EQ(lines, (std::vector<std::string>{"start 1", "start 2", "start 3", "term 1", "term 2",
+                                             "term 3"}));
+  // The rerun takes back what the stop left, whatever rank 0 could record before MPI ended it.
+  write_file(dir / "quick", "");
+  auto again = start_ranks(3, args, dir);
+  ASSERT_EQ(again->wait(), 0) << again->err();
+  EXPECT_EQ(journal_counts(dir, dir / "j.db")["done"], 6);
 }
 
 TEST(RunRanks, ASignalStillEndsRankZeroWhileItOpensAJoblogFifo) {

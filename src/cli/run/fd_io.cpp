@@ -3,6 +3,7 @@
 #include "cli/run/fd_io.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
@@ -13,6 +14,8 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdlib>
+#include <new>
 #include <system_error>
 
 namespace polymap::cli::run {
@@ -118,17 +121,41 @@ fd_fit jobs_within_fd_limit(std::size_t wanted, std::size_t per_job) noexcept {
   if (per_job == 0 || getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) {
     return {wanted, 0};
   }
-  std::size_t open_now = 0;
-  if (DIR* fds = opendir("/proc/self/fd")) {
-    while (readdir(fds) != nullptr) ++open_now;
-    closedir(fds);
-  } else {
-    open_now = 32;
+  std::size_t open_now = 32;  // where they cannot be counted
+  try {
+    if (const std::vector<int> fds = open_descriptors(); !fds.empty()) open_now = fds.size();
+  } catch (const std::bad_alloc&) {
   }
   constexpr std::size_t spare = 16;
   const auto cur = static_cast<std::size_t>(limit.rlim_cur);
   const std::size_t free_fds = cur > open_now + spare ? cur - open_now - spare : 0;
   return {std::min(wanted, free_fds / per_job), cur};
+}
+
+std::vector<int> open_descriptors() {
+  std::vector<int> fds;
+  if (DIR* dir = opendir("/proc/self/fd")) {
+    while (const dirent* entry = readdir(dir)) {
+      const int fd = std::atoi(entry->d_name);
+      if (entry->d_name[0] != '.' && fd != dirfd(dir)) fds.push_back(fd);
+    }
+    closedir(dir);
+  }
+  return fds;
+}
+
+void close_on_exec_but(const std::vector<int>& kept) noexcept {
+  std::vector<int> open;
+  try {
+    open = open_descriptors();
+  } catch (const std::bad_alloc&) {
+    return;
+  }
+  for (int fd : open) {
+    if (fd <= 2 || std::find(kept.begin(), kept.end(), fd) != kept.end()) continue;
+    const int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0 && (flags & FD_CLOEXEC) == 0) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+  }
 }
 
 int make_capture() {

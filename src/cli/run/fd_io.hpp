@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace polymap::cli::run {
 
@@ -74,6 +75,13 @@ struct fd_fit {
 /// more, and each --results file is written through one more): `wanted` when it does not
 /// bound them, or when `per_job` is 0.
 [[nodiscard]] fd_fit jobs_within_fd_limit(std::size_t wanted, std::size_t per_job) noexcept;
+
+/// The descriptors this process has open.
+[[nodiscard]] std::vector<int> open_descriptors();
+
+/// Sets close-on-exec on every descriptor above 2 that is not in `kept` (what was open before
+/// a library opened its own without it: MPI's sockets must not reach the jobs).
+void close_on_exec_but(const std::vector<int>& kept) noexcept;
 
 /// A new anonymous file in memory (memfd), closed on exec: a job's stdout or stderr, kept.
 /// @throws std::system_error when it cannot be made

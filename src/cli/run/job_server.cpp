@@ -59,8 +59,9 @@ struct served_job {
 
 class job_server {
  public:
-  job_server(const run_options& options, detail::mpi::communicator& comm, std::size_t slots)
-      : options_(options), comm_(comm), jobs_(slots) {
+  job_server(const run_options& options, detail::mpi::communicator& comm, std::size_t slots,
+             const std::vector<int>& inherited)
+      : options_(options), comm_(comm), jobs_(slots), inherited_(inherited) {
     const topology& topo = topology::current();
     for (std::size_t slot = 0; slot < jobs_.size(); ++slot) {
       cpus_.push_back(options_.bind == polymap::bind::none
@@ -84,6 +85,7 @@ class job_server {
   void serve() {
     // Small enough to go at once: rank 0 takes every rank's before anything else.
     comm_.send(hello_.data(), hello_.size(), 0, protocol::hello_tag);
+    close_on_exec_but(inherited_);  // the connection to rank 0 it made: not for the jobs
     protocol::poll_pace pace;
     pace.active(protocol::clock_now());
     while (!finished_) {
@@ -92,6 +94,10 @@ class job_server {
       // is kept as it came.
       bool busy = reap(now);
       busy |= read_signals(now);
+      if (!stopped_ && getppid() != launcher_) {
+        stop_here(SIGHUP, now);  // the launcher is gone (mpirun at a second Ctrl-C): as a SIGHUP
+        busy = true;
+      }
       kill_lingering(now);
       busy |= take_orders(now);
       send_reports();
@@ -128,22 +134,27 @@ class job_server {
       const int sig = static_cast<int>(info.ssi_signo);
       if (sig == SIGCHLD) continue;
       any = true;
-      // Stop the jobs here at once (the signal may have reached this rank alone), and pass
-      // it on: rank 0 stops the run, and records these jobs interrupted.
-      const bool again = stopped_;
-      stopped_ = true;
-      for (served_job& j : jobs_) {
-        if (j.pid <= 0) continue;
-        j.signalled = true;
-        kill(-j.pid, again ? SIGKILL : SIGTERM);
-        if (!again && j.kill_at == 0) j.kill_at = now + kill_grace;
-      }
-      rank_event e;
-      e.what = rank_event::kind::stopped;
-      e.signal = sig;
-      outgoing_.push_back(protocol::encode(e));
+      stop_here(sig, now);
     }
     return any;
+  }
+
+  // Stops the jobs here at once (the signal may have reached this rank alone), and passes
+  // the signal on: rank 0 stops the run, and records these jobs interrupted. A job that rank
+  // 0's order signalled already gets no second SIGTERM; a second stop kills.
+  void stop_here(int sig, double now) {
+    const bool again = stopped_;
+    stopped_ = true;
+    for (served_job& j : jobs_) {
+      if (j.pid <= 0 || (j.signalled && !again)) continue;
+      j.signalled = true;
+      kill(-j.pid, again ? SIGKILL : SIGTERM);
+      if (!again && j.kill_at == 0) j.kill_at = now + kill_grace;
+    }
+    rank_event e;
+    e.what = rank_event::kind::stopped;
+    e.signal = sig;
+    outgoing_.push_back(protocol::encode(e));
   }
 
   bool reap(double now) {
@@ -287,6 +298,8 @@ class job_server {
   std::deque<std::string> outgoing_;
   std::string in_flight_;
   std::vector<std::pair<pid_t, double>> lingering_;
+  std::vector<int> inherited_;  // descriptors a job may inherit (rank_role::inherited)
+  pid_t launcher_ = getppid();  // the parent that started this rank
   int signal_fd_ = -1;
   int null_fd_ = -1;
   bool stopped_ = false;
@@ -295,7 +308,7 @@ class job_server {
 
 }  // namespace
 
-int serve_jobs(const run_options& options) {
+int serve_jobs(const run_options& options, const std::vector<int>& inherited) {
   detail::mpi::communicator& comm = detail::mpi::communicator::get();
   try {
     // Each job holds two captures here (its output goes to rank 0 at its end): fewer slots
@@ -311,7 +324,7 @@ int serve_jobs(const run_options& options) {
                  "open-file limit (ulimit -n {}) allows: running {} jobs at a time\n",
                  comm.rank(), options.jobs, fit.limit, fit.jobs);
     }
-    job_server server(options, comm, fit.jobs);
+    job_server server(options, comm, fit.jobs, inherited);
     server.serve();
     return 0;
   } catch (const std::exception& e) {
@@ -322,7 +335,7 @@ int serve_jobs(const run_options& options) {
 
 #else
 
-int serve_jobs(const run_options& /*options*/) {
+int serve_jobs(const run_options& /*options*/, const std::vector<int>& /*inherited*/) {
   // join_ranks() never asks for it in a build without MPI.
   fmt::print(stderr, "polymap run: this polymap was built without MPI\n");
   return 1;

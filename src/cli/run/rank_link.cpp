@@ -13,6 +13,7 @@
 #if POLYMAP_HAS_MPI
 
 #include "backends/mpi/communicator.hpp"
+#include "cli/run/fd_io.hpp"
 #include "cli/run/rank_protocol.hpp"
 #include "cli/run/spawn.hpp"
 
@@ -61,7 +62,8 @@ class finisher {
 
 class mpi_rank_link final : public rank_link {
  public:
-  explicit mpi_rank_link(detail::mpi::communicator& comm) : comm_(comm), finisher_(comm) {
+  explicit mpi_rank_link(detail::mpi::communicator& comm)
+      : comm_(comm), launcher_(getppid()), finisher_(comm) {
     first_slot_.push_back(0);  // rank 0's own slots are the runner's
     for (int r = 1; r < comm_.size(); ++r) {
       std::string bytes;
@@ -129,6 +131,7 @@ class mpi_rank_link final : public rank_link {
   [[nodiscard]] double poll_interval() const override {
     return pace_.interval(protocol::clock_now());
   }
+  [[nodiscard]] bool launcher_gone() const override { return getppid() != launcher_; }
 
  private:
   struct remote_slot {
@@ -143,6 +146,7 @@ class mpi_rank_link final : public rank_link {
   }
 
   detail::mpi::communicator& comm_;
+  pid_t launcher_;     // the parent that started this rank
   finisher finisher_;  // before the rest: a failure to make them still ends the other ranks
   std::vector<remote_slot> slots_;
   std::vector<std::size_t> first_slot_;  // by rank: its first slot in slots_, then the end
@@ -180,6 +184,7 @@ rank_role join_ranks() {
   rank_role role;
 #if POLYMAP_HAS_MPI
   if (detail::mpi_launcher_ranks() <= 1) return role;
+  role.inherited = open_descriptors();
   // The runner's signals (and the job server's) are taken through a signalfd, which sees
   // only signals that every thread blocks: blocked while MPI starts its threads, which
   // inherit the mask and keep it (else a SIGTERM would end polymap through one of them,
@@ -195,11 +200,13 @@ rank_role join_ranks() {
     } restore{&before};
     return detail::mpi::communicator::get();
   }();
+  close_on_exec_but(role.inherited);  // MPI's sockets: not for the jobs
   if (comm.size() <= 1) return role;
   if (comm.rank() != 0) {
     role.serve = true;
   } else {
     role.link = std::make_unique<mpi_rank_link>(comm);
+    close_on_exec_but(role.inherited);  // the connections that the other ranks' hellos made
   }
 #endif
   return role;

@@ -61,6 +61,9 @@ class rank_link {
   /// How long (seconds) the runner may wait before it looks at next() again: 1 ms after a
   /// message came or went, longer (up to 50 ms) the longer none did.
   [[nodiscard]] virtual double poll_interval() const = 0;
+  /// Whether the process that started this rank (mpirun, its daemon, srun's step) has gone:
+  /// mpirun exits at a second Ctrl-C without passing a signal on, and leaves the ranks be.
+  [[nodiscard]] virtual bool launcher_gone() const = 0;
 };
 
 /// `polymap run`'s part in an MPI job: nothing outside one (or in a job of one rank, or in a
@@ -70,6 +73,9 @@ class rank_link {
 struct rank_role {
   std::unique_ptr<rank_link> link;  ///< rank 0
   bool serve = false;               ///< another rank
+  /// The descriptors polymap was given (open before MPI was initialised): a job inherits
+  /// these, and none of MPI's.
+  std::vector<int> inherited;
 };
 /// @throws polymap::error when MPI cannot be initialised, or a rank does not answer as one
 ///   of polymap's
@@ -86,8 +92,9 @@ struct rank_role {
 
 /// A rank other than 0: runs the jobs rank 0 sends, `options.jobs` at a time, until rank 0
 /// says that the run is over. A stopping signal (SIGINT, SIGTERM, SIGHUP) stops the jobs
-/// here and is passed on to rank 0, whose run stops as if it had received it.
+/// here and is passed on to rank 0, whose run stops as if it had received it; so does the
+/// end of the launcher that started this rank (as a SIGHUP).
 /// @return the exit status of this rank's polymap: 0, or 1 after an error said on stderr
-int serve_jobs(const run_options& options);
+int serve_jobs(const run_options& options, const std::vector<int>& inherited);
 
 }  // namespace polymap::cli::run

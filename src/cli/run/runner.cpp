@@ -336,6 +336,7 @@ class batch_runner final : public output_host {
   std::vector<std::string> environment_;  // of the jobs, over ranks (job_environment())
   std::vector<char*> envp_;               // pointers into it; empty: polymap's own
   std::string rank_stop_note_;  // another rank's stopping signal, to be said (handle_signals())
+  bool launcher_gone_ = false;  // mpirun, or what started this rank, is gone (a stop)
   std::vector<item_status> status_;
   std::vector<job> jobs_;
   std::vector<std::vector<int>> slot_cpus_;
@@ -635,6 +636,15 @@ void batch_runner::collect_exits(double now) {
 
 void batch_runner::collect_rank_reports(double now) {
   if (ranks_ == nullptr) return;
+  if (!launcher_gone_ && ranks_->launcher_gone()) {
+    // mpirun exits at a second Ctrl-C without passing a signal on: the run stops as on a
+    // SIGHUP (its terminal gone), before MPI's own end of the ranks comes.
+    launcher_gone_ = true;
+    if (stop_signal_ == 0) {
+      rank_stop_note_ = "the MPI launcher that started polymap is gone: stopping" + rerun_note();
+      stopping_signal(SIGHUP, now);
+    }
+  }
   while (std::optional<rank_event> e = ranks_->next()) {
     if (e->what == rank_event::kind::stopped) {
       // A stopping signal that reached another rank (a scheduler may send it to one node):
