@@ -6,6 +6,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/run/arg_sources.hpp"
+#include "cli/run/fd_io.hpp"
 #include "cli/run/placeholders.hpp"
 #include "cli/run/rank_link.hpp"
 #include "cli/run/runner.hpp"
@@ -19,6 +20,7 @@
 namespace polymap::cli {
 
 int run_run(const run_args& args) {
+  run::open_closed_standard_fds();  // before anything opens a descriptor (MPI too)
   run::run_options options = args.options;
   options.jobs = args.jobs != 0 ? args.jobs : topology::current().usable_count();
   // CLI11 admits only the policy names parse_bind knows.

@@ -54,6 +54,24 @@ std::unique_ptr<cli_process> start_ranks(int ranks, const std::vector<std::strin
   return std::make_unique<cli_process>(args, dir, -1, stdin_path, variables, -1, launcher);
 }
 
+/// The polymap of `rank` among the processes whose command line holds `marker` (its
+/// environment says which rank it is), waiting up to 10 s for it; -1 when there is none.
+pid_t pid_of_rank(const std::string& marker, int rank) {
+  const std::string variable = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+  for (int i = 0; i < 500; ++i) {
+    for (pid_t pid : polymap::test::processes_with(marker)) {
+      const std::string proc = "/proc/" + std::to_string(pid);
+      const std::string env = read_file(proc + "/environ");
+      if (read_file(proc + "/cmdline").rfind(POLYMAP_CLI_PATH, 0) == 0 &&
+          env.find(variable + '\0') != std::string::npos) {
+        return pid;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
 struct ranks_output {
   int status = -1;
   std::string out;
@@ -289,10 +307,11 @@ TEST(RunRanks, EachRankFitsItsSlotsToItsOpenFileLimit) {
   EXPECT_EQ(p->err().find("failed"), std::string::npos) << p->err();
 }
 
-TEST(RunRanks, OneSigtermToMpirunIsOneStopWithItsGrace) {
+/// Three ranks of one slot, each job trapping SIGTERM to clean up for 0.3 s; `stop` signals
+/// (one signal, however it reaches the ranks) once the three run. Each job gets one SIGTERM,
+/// and the second it has before the SIGKILL to clean up (a second stop would kill at once).
+void one_signal_is_one_stop(const std::function<void(cli_process&, const temp_dir&)>& stop) {
   temp_dir dir;
-  // mpirun passes the signal to every rank: each job gets one SIGTERM, and the second it has
-  // before the SIGKILL to clean up (a second signal would kill at once).
   const std::string log = dir / "log";
   auto p = start_ranks(
       3,
@@ -305,7 +324,7 @@ TEST(RunRanks, OneSigtermToMpirunIsOneStopWithItsGrace) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_EQ(lines_of(read_file(log)).size(), 3U) << p->err();
-  p->signal(SIGTERM);
+  stop(*p, dir);
   ASSERT_TRUE(p->wait_for(60).has_value()) << "the ranks did not stop";
   std::vector<std::string> lines = lines_of(read_file(log));
   std::sort(lines.begin(), lines.end());
@@ -313,6 +332,25 @@ TEST(RunRanks, OneSigtermToMpirunIsOneStopWithItsGrace) {
                                              "started 2", "started 3", "term 1", "term 2",
                                              "term 3"}));
   EXPECT_EQ(journal_counts(dir, dir / "j.db")["interrupted"], 3);
+}
+
+TEST(RunRanks, OneSigtermToMpirunIsOneStopWithItsGrace) {
+  // mpirun passes it on to every rank.
+  one_signal_is_one_stop([](cli_process& p, const temp_dir&) { p.signal(SIGTERM); });
+}
+
+TEST(RunRanks, OneSignalThatReachesAnotherRankBeforeRankZeroIsOneStop) {
+  // As a scheduler signals each node's ranks, in no set order: rank 1 first, then rank 0
+  // (which has heard of rank 1's by then), then rank 2.
+  one_signal_is_one_stop([](cli_process&, const temp_dir& dir) {
+    const pid_t ranks[] = {pid_of_rank(dir.path(), 1), pid_of_rank(dir.path(), 0),
+                           pid_of_rank(dir.path(), 2)};
+    for (pid_t pid : ranks) {
+      ASSERT_GT(pid, 0);
+      kill(pid, SIGTERM);
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    }
+  });
 }
 
 TEST(RunRanks, AnMpirunThatIsGoneStopsEveryRank) {
@@ -350,18 +388,8 @@ TEST(RunRanks, ASignalStillEndsRankZeroWhileItOpensAJoblogFifo) {
   const std::string fifo = dir / "log";
   ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
   auto p = start_ranks(3, {"run", "-j", "1", "--joblog", fifo, "--", "echo", ":::", "1"}, dir);
-  // Rank 0: the polymap whose environment says so, once it waits in its open().
-  pid_t rank0 = -1;
-  for (int i = 0; i < 500 && rank0 < 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    for (pid_t pid : polymap::test::processes_with(fifo)) {
-      const std::string env = read_file("/proc/" + std::to_string(pid) + "/environ");
-      if (env.find(std::string("OMPI_COMM_WORLD_RANK=0\0", 23)) != std::string::npos &&
-          read_file("/proc/" + std::to_string(pid) + "/cmdline").rfind(POLYMAP_MPIEXEC, 0) != 0) {
-        rank0 = pid;
-      }
-    }
-  }
+  // Rank 0, once it waits in its open().
+  const pid_t rank0 = pid_of_rank(fifo, 0);
   ASSERT_GT(rank0, 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   kill(rank0, SIGTERM);

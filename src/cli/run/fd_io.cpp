@@ -132,6 +132,17 @@ fd_fit jobs_within_fd_limit(std::size_t wanted, std::size_t per_job) noexcept {
   return {std::min(wanted, free_fds / per_job), cur};
 }
 
+void open_closed_standard_fds() noexcept {
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
+    const int opened = open("/dev/null", O_RDWR);  // the lowest free number: fd itself
+    if (opened >= 0 && opened != fd) {
+      dup2(opened, fd);
+      close(opened);
+    }
+  }
+}
+
 std::vector<int> open_descriptors() {
   std::vector<int> fds;
   if (DIR* dir = opendir("/proc/self/fd")) {

@@ -76,6 +76,13 @@ struct fd_fit {
 /// bound them, or when `per_job` is 0.
 [[nodiscard]] fd_fit jobs_within_fd_limit(std::size_t wanted, std::size_t per_job) noexcept;
 
+/// Opens /dev/null onto each of descriptors 0, 1 and 2 that is closed (`2>&-`), as the
+/// shell user expects: output to a closed stream goes nowhere. Else the next descriptor
+/// polymap opens (/dev/null for the jobs' stdin, the signalfd, a capture, MPI's sockets)
+/// would take its number, and the output written there would fail or land in the wrong
+/// file. Called before anything opens a descriptor.
+void open_closed_standard_fds() noexcept;
+
 /// The descriptors this process has open.
 [[nodiscard]] std::vector<int> open_descriptors();
 

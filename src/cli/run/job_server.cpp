@@ -92,7 +92,7 @@ class job_server {
       const double now = protocol::clock_now();
       // The jobs that ended are reaped before a stop signals them: an end that came first
       // is kept as it came.
-      bool busy = reap(now);
+      bool busy = reap();
       busy |= read_signals(now);
       if (!stopped_ && getppid() != launcher_) {
         stop_here(SIGHUP, now);  // the launcher is gone (mpirun at a second Ctrl-C): as a SIGHUP
@@ -102,8 +102,9 @@ class job_server {
       busy |= take_orders(now);
       send_reports();
       if (busy || !outgoing_.empty()) pace.active(now);
+      const double wait = std::min(pace.interval(now), next_kill(now) - now);
       pollfd fd{signal_fd_, POLLIN, 0};
-      (void)poll(&fd, 1, static_cast<int>(std::ceil(pace.interval(now) * 1000)));
+      (void)poll(&fd, 1, static_cast<int>(std::ceil(std::max(0.0, wait) * 1000)));
     }
     // Rank 0 waits for every job's end before it says finish: what still runs here is from
     // a rank 0 that gave up (an error); it is killed, and its end goes nowhere.
@@ -113,7 +114,10 @@ class job_server {
     while (std::any_of(jobs_.begin(), jobs_.end(), [](const served_job& j) { return j.pid > 0; })) {
       pollfd fd{signal_fd_, POLLIN, 0};
       (void)poll(&fd, 1, 100);
-      reap(protocol::clock_now());
+      signalfd_siginfo info{};
+      while (read(signal_fd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+      }
+      reap();
     }
     for (const auto& group : lingering_) kill(-group.first, SIGKILL);
     // The last report says that no more follow: rank 0 takes them all, so no send is left
@@ -157,7 +161,7 @@ class job_server {
     outgoing_.push_back(protocol::encode(e));
   }
 
-  bool reap(double now) {
+  bool reap() {
     bool any = false;
     for (;;) {
       int wait_status = 0;
@@ -168,8 +172,10 @@ class job_server {
       if (found == jobs_.end()) continue;  // no job of ours
       any = true;
       served_job& j = *found;
-      if (j.kill_at > 0 && now < j.kill_at) {
-        lingering_.emplace_back(pid, j.kill_at);  // what is left of its group gets the SIGKILL
+      if (j.kill_at > 0) {
+        // Its SIGKILL is still due: what is left of its group (a child that ignores SIGTERM)
+        // gets it all the same, now if its time has come (kill_lingering(), next).
+        lingering_.emplace_back(pid, j.kill_at);
       } else {
         guard_.remove(pid);
       }
@@ -184,6 +190,16 @@ class job_server {
       j = served_job{};
       outgoing_.push_back(protocol::encode(e));
     }
+  }
+
+  // When the next SIGKILL of a stopped job's group is due (monotonic); far off when none is.
+  [[nodiscard]] double next_kill(double now) const {
+    double due = now + 3600;
+    for (const served_job& j : jobs_) {
+      if (j.pid > 0 && j.kill_at > 0) due = std::min(due, j.kill_at);
+    }
+    for (const auto& group : lingering_) due = std::min(due, group.second);
+    return due;
   }
 
   void kill_lingering(double now) {
@@ -279,12 +295,14 @@ class job_server {
   }
 
   void send_reports() {
-    // One at a time, without waiting: orders keep coming in meanwhile, so that neither rank
-    // waits for the other.
-    if (outgoing_.empty() || !comm_.sent()) return;
-    in_flight_ = std::move(outgoing_.front());
-    outgoing_.pop_front();
-    comm_.send_later(in_flight_.data(), in_flight_.size(), 0, protocol::report_tag);
+    // One in flight at a time, the next as soon as the one before has gone (a small one at
+    // once), never waiting: orders keep coming in meanwhile, so that neither rank waits for
+    // the other.
+    while (!outgoing_.empty() && comm_.sent()) {
+      in_flight_ = std::move(outgoing_.front());
+      outgoing_.pop_front();
+      comm_.send_later(in_flight_.data(), in_flight_.size(), 0, protocol::report_tag);
+    }
   }
 
   const run_options& options_;

@@ -310,7 +310,7 @@ class batch_runner final : public output_host {
   void check_deadlines(double now);
   void handle_signals(double now);
   void read_signals(int fd, double now);
-  void stopping_signal(int sig, double now);
+  void stopping_signal(int sig, double now, bool from_elsewhere = false);
   void add_rank_slots();
   void renew_lease_if_due(double now);
   void commit_journal();
@@ -337,6 +337,7 @@ class batch_runner final : public output_host {
   std::vector<char*> envp_;               // pointers into it; empty: polymap's own
   std::string rank_stop_note_;  // another rank's stopping signal, to be said (handle_signals())
   bool launcher_gone_ = false;  // mpirun, or what started this rank, is gone (a stop)
+  bool same_stop_due_ = false;  // the stop came from another rank: see stopping_signal()
   std::vector<item_status> status_;
   std::vector<job> jobs_;
   std::vector<std::vector<int>> slot_cpus_;
@@ -642,7 +643,7 @@ void batch_runner::collect_rank_reports(double now) {
     launcher_gone_ = true;
     if (stop_signal_ == 0) {
       rank_stop_note_ = "the MPI launcher that started polymap is gone: stopping" + rerun_note();
-      stopping_signal(SIGHUP, now);
+      stopping_signal(SIGHUP, now, true);
     }
   }
   while (std::optional<rank_event> e = ranks_->next()) {
@@ -655,7 +656,7 @@ void batch_runner::collect_rank_reports(double now) {
         rank_stop_note_ = "rank " + std::to_string(e->rank) + " (on " +
                           ranks_->rank_host(e->rank) + ") received " + signal_text(e->signal) +
                           ": stopping" + rerun_note();
-        stopping_signal(e->signal, now);
+        stopping_signal(e->signal, now, true);
       }
       continue;
     }
@@ -1164,8 +1165,16 @@ void batch_runner::read_signals(int fd, double now) {
   }
 }
 
-void batch_runner::stopping_signal(int sig, double now) {
-  stop(sig, now);
+void batch_runner::stopping_signal(int sig, double now, bool from_elsewhere) {
+  // One signal that reaches every rank (mpirun, a scheduler) is one stop, whichever rank hears
+  // it first: after a stop that came from elsewhere, this rank's own first signal is that
+  // stop reaching it too, not a second one (which kills at once).
+  if (!from_elsewhere && same_stop_due_) {
+    same_stop_due_ = false;
+  } else {
+    stop(sig, now);
+    same_stop_due_ = from_elsewhere;
+  }
   if (stop_signal_at_ == 0) stop_signal_at_ = now;
   // A job that such a signal ended a moment ago got it with the runner: stopped by it.
   for (job& j : jobs_) {
@@ -1469,21 +1478,6 @@ class signals_ignored {
   static constexpr std::array<int, 2> signals = {SIGPIPE, SIGXFSZ};
   std::array<struct sigaction, 2> old_{};
 };
-
-/// Opens /dev/null onto each of descriptors 0, 1 and 2 that is closed (`2>&-`), as the
-/// shell user expects: output to a closed stream goes nowhere. Else the next descriptor
-/// polymap opens (/dev/null for the jobs' stdin, the signalfd, a capture) would take its
-/// number, and the output written there would fail or land in the wrong file.
-void open_closed_standard_fds() noexcept {
-  for (int fd = 0; fd <= 2; ++fd) {
-    if (fcntl(fd, F_GETFD) != -1 || errno != EBADF) continue;
-    const int opened = open("/dev/null", O_RDWR);  // the lowest free number: fd itself
-    if (opened >= 0 && opened != fd) {
-      dup2(opened, fd);
-      close(opened);
-    }
-  }
-}
 
 }  // namespace
 
