@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "journal/journal.hpp"
 
+#include "host_name.hpp"
 #include "journal/sqlite.hpp"
 
 #include <fcntl.h>
@@ -128,12 +129,6 @@ constexpr std::int64_t application_id = 0x706d6170;
 double now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-std::string host_name() {
-  char name[256] = {};
-  if (gethostname(name, sizeof name - 1) != 0) return "?";
-  return name;
 }
 
 /// Seconds as a person writes them: "1", "0.2", "2.5" (std::to_string would say 1.000000).
@@ -508,7 +503,9 @@ void journal::register_runner() {
     const double t = now();
     statement insert(db_->handle(),
                      "INSERT INTO runners(host, pid, started, heartbeat) VALUES(?1, ?2, ?3, ?3)");
-    insert.bind_text(1, host_name()).bind(2, static_cast<std::int64_t>(getpid())).bind(3, t);
+    insert.bind_text(1, detail::host_name())
+        .bind(2, static_cast<std::int64_t>(getpid()))
+        .bind(3, t);
     insert.step();
     runner_ = sqlite3_last_insert_rowid(db_->handle());
   });
@@ -547,7 +544,7 @@ std::int64_t journal::retry_failed() {
 std::int64_t journal::reclaim_dead() {
   return guarded("reclaiming the items of dead runners", [&] {
     return db_->transaction("BEGIN IMMEDIATE", [&] {
-      const std::string host = host_name();
+      const std::string host = detail::host_name();
       const double t = now();
       std::vector<std::int64_t> dead;
       statement live(db_->handle(),
@@ -733,7 +730,7 @@ journal_summary journal::read_summary(std::size_t top) {
     rows("SELECT id, seq, command, state, attempts, exit, signal, duration, reason, stderr_tail "
          "FROM items WHERE state = 2 ORDER BY duration DESC LIMIT ?1",
          s.slowest);
-    const std::string host = host_name();
+    const std::string host = detail::host_name();
     const double t = now();
     std::int64_t live_running = 0;
     statement runners(db_->handle(),

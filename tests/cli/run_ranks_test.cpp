@@ -253,7 +253,8 @@ TEST(RunRanks, AJobIsNoRankOfTheRunsMpiJobAndMayStartOneOfItsOwn) {
   const ranks_output alone = run_ranks(
       1,
       {"run", "-j", "1", "--", "sh", "-c",
-       "mpirun -n 1 sh -c 'echo nested $OMPI_COMM_WORLD_SIZE'; echo $POLYMAP_RANK of $POLYMAP_RANKS",
+       "mpirun -n 1 sh -c 'echo nested $OMPI_COMM_WORLD_SIZE'; "
+       "echo $POLYMAP_RANK of $POLYMAP_RANKS",
        ":::", "a"},
       dir);
   ASSERT_EQ(alone.status, 0) << alone.err;

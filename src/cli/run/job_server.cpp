@@ -18,6 +18,7 @@
 #include "cli/run/fd_io.hpp"
 #include "cli/run/rank_protocol.hpp"
 #include "cli/run/spawn.hpp"
+#include "host_name.hpp"
 #include "orphan_guard.hpp"
 #include "topology/binding.hpp"
 
@@ -42,12 +43,6 @@ namespace polymap::cli::run {
 #if POLYMAP_HAS_MPI
 
 namespace {
-
-std::string host_name() {
-  char name[256] = {};
-  if (gethostname(name, sizeof name - 1) != 0) return "?";
-  return name;
-}
 
 struct served_job {
   pid_t pid = -1;  // -1: the slot is free
@@ -167,14 +162,14 @@ class job_server {
       int wait_status = 0;
       const pid_t pid = waitpid(-1, &wait_status, WNOHANG);
       if (pid <= 0) return any;
-      const auto found =
-          std::find_if(jobs_.begin(), jobs_.end(), [&](const served_job& j) { return j.pid == pid; });
+      const auto found = std::find_if(jobs_.begin(), jobs_.end(),
+                                      [&](const served_job& j) { return j.pid == pid; });
       if (found == jobs_.end()) continue;  // no job of ours
       any = true;
       served_job& j = *found;
       if (j.kill_at > 0) {
-        // Its SIGKILL is still due: what is left of its group (a child that ignores SIGTERM)
-        // gets it all the same, now if its time has come (kill_lingering(), next).
+        // Its SIGKILL is still due: what is left of its group (a child that ignores
+        // SIGTERM) gets it all the same, now if its time has come (kill_lingering(), next).
         lingering_.emplace_back(pid, j.kill_at);
       } else {
         guard_.remove(pid);
@@ -310,7 +305,7 @@ class job_server {
   std::vector<served_job> jobs_;
   std::vector<std::vector<int>> cpus_;
   detail::orphan_guard guard_;
-  std::string hello_ = protocol::encode(protocol::hello{jobs_.size(), host_name()});
+  std::string hello_ = protocol::encode(protocol::hello{jobs_.size(), detail::host_name()});
   std::vector<std::string> environment_ = job_environment(comm_.rank(), comm_.size());
   std::vector<char*> envp_ = pointers_to(environment_);
   std::deque<std::string> outgoing_;

@@ -47,8 +47,9 @@ int joblog::fd() const noexcept { return fileno(file_); }
 std::string joblog::line(std::size_t seq, const std::string& host, double start, double runtime,
                          std::size_t received, int exit_code, int signal,
                          const std::string& command) {
-  // GNU parallel's formats ("%.3f" and "%10.3f"); Send is 0 but with --pipe. A newline in a command would split the record: it is written
-  // as a NUL, as GNU parallel does, whose --retry-failed turns it back into a newline.
+  // GNU parallel's formats ("%.3f" and "%10.3f"); Send is 0 but with --pipe. A newline in a
+  // command would split the record: it is written as a NUL, as GNU parallel does, whose
+  // --retry-failed turns it back into a newline.
   std::string flat = command;
   for (char& c : flat) {
     if (c == '\n') c = '\0';

@@ -90,8 +90,8 @@ inline order decode_order(std::string_view bytes) {
 /// How often a rank looks for messages, which MPI offers no descriptor to wait on: every
 /// millisecond after one came, less often the longer none came (a 64th of that time, at most
 /// every 50 ms). A job's start or end then waits about 1/64 of the time since the last
-/// message at most, where every look costs some 25 us of CPU: short jobs keep the looks
-/// frequent, and a long one that keeps a rank waiting costs it 20 looks a second.
+/// message at most: short jobs keep the looks frequent, and a long one that keeps a rank
+/// waiting costs it 20 looks a second.
 /// Monotonic seconds.
 inline double clock_now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())

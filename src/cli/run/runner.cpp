@@ -487,7 +487,6 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
     // Its output comes with its end, and its start error too (collect_rank_reports()).
     j.out_fd = j.err_fd = -1;
     ranks_->start(slot - local_slots_, argv);
-    spawned.pid = 0;
   } else {
     const bool capture_out = options_.keep_order || options_.json || !options_.results.empty();
     const bool capture_err = capture_out || journal_ != nullptr;
@@ -511,7 +510,8 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
   st.slot = slot;
   // The job is in its slot and the orphan guard before the start event is written, which
   // may block on a full pipe: a signal meanwhile, or polymap's death, still stops it.
-  if (spawned.pid >= 0) take_slot(slot, item, spawned.pid, wall, now);
+  const bool started = j.remote || spawned.pid >= 0;
+  if (started) take_slot(slot, item, spawned.pid, wall, now);
   int event_error = 0;
   if (options_.json) {
     nlohmann::json event = {{"event", "start"},
@@ -523,7 +523,7 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
     event_error = out_.put(1, json_text(event));
   }
   st.phase = item_phase::running;
-  if (spawned.pid < 0) cannot_run(item, slot, argv.front(), spawned.error, wall);
+  if (!started) cannot_run(item, slot, argv.front(), spawned.error, wall);
   // After the job is in its slot, so that the stop stops it too.
   if (event_error != 0) stop_for_lost_output(event_error, item, 1);
 }
@@ -537,8 +537,8 @@ void batch_runner::cannot_run(std::size_t item, std::size_t slot, const std::str
   end.state = item_state::failed;
   end.started = false;
   end.exit_code = 127;
-  end.reason = "cannot run '" + program + "'" + (j.remote ? " on " + ranks_->host(slot - local_slots_) : "") +
-               ": " + std::strerror(error);
+  const std::string where = j.remote ? " on " + ranks_->host(slot - local_slots_) : "";
+  end.reason = "cannot run '" + program + "'" + where + ": " + std::strerror(error);
   end.start_wall = wall;
   end.out_fd = j.out_fd;
   end.err_fd = j.err_fd;
@@ -894,8 +894,9 @@ std::string batch_runner::joblog_line(std::size_t item, std::size_t slot, const 
   const int exit_value = end.timed_out ? -1 : std::max(end.exit_code, 0);
   // Host: GNU parallel's ":" for this machine, the host name of the rank that ran it.
   const std::string host = slot >= local_slots_ ? ranks_->host(slot - local_slots_) : ":";
+  const std::string command = display_command(command_.expand(items_[item], item + 1, slot + 1));
   return joblog::line(item + 1, host, end.start_wall, end.runtime, received, exit_value,
-                      end.signal, display_command(command_.expand(items_[item], item + 1, slot + 1)));
+                      end.signal, command);
 }
 
 std::string batch_runner::end_event(std::size_t item, std::size_t slot, const item_outcome& end,
@@ -1339,7 +1340,8 @@ int batch_runner::run() {
     say(line_kind::warning,
         "one of " + std::to_string(ranks) +
             " ranks of an MPI job, without --journal: every rank runs every item (" +
-            (POLYMAP_HAS_MPI ? "MPI sees this process alone" : "this polymap was built without MPI") +
+            (POLYMAP_HAS_MPI ? "MPI sees this process alone"
+                             : "this polymap was built without MPI") +
             "; the ranks of one machine share a batch through one --journal on a local disk)");
   }
   // Each slot's CPUs, for the number of jobs that will run at once.
@@ -1491,7 +1493,6 @@ void prepare_results_dir(const std::string& dir) {
 
 int run_batch(const run_options& options, const command_template& command,
               const std::vector<std::vector<std::string>>& items, rank_link* ranks) {
-  open_closed_standard_fds();  // before anything opens a descriptor
   const signals_ignored ignored;
   batch_runner runner(options, command, items, ranks);
   return runner.run();

@@ -60,8 +60,9 @@ void prepare_results_dir(const std::string& dir);
 /// line on stderr (its number, why, its command line) as it fails, and the run a count of
 /// them at its end, unless the joblog is stderr; when --json writes to stderr's pipe or
 /// file, polymap's lines there are JSON events (`warning`, `error`) or left out where the
-/// events say it already. Descriptors 0, 1 and 2 that are closed are opened on /dev/null
-/// first, for polymap and its jobs.
+/// events say it already. The caller opens descriptors 0, 1 and 2 that are closed on
+/// /dev/null first, for polymap and its jobs (open_closed_standard_fds(), before anything
+/// opens a descriptor: MPI too).
 /// @return the exit status of polymap, the first of these that applies: 1 for a journal
 ///   error; 128+signal when stopped by SIGINT, SIGTERM or SIGHUP; 141 when stopped by a
 ///   closed stdout or stderr; 1 for a --results file or an item's output that could not be
