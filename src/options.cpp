@@ -82,6 +82,10 @@ void check_options(const options& o) {
     // Whether an index this large names a GPU is checked where GPUs are counted (cuda::).
     throw option_error("device", std::to_string(o.device), "a GPU index: 0 or more");
   }
+  if (static_cast<unsigned>(o.results) > static_cast<unsigned>(polymap::mpi::results::rank0)) {
+    throw option_error("results", std::to_string(static_cast<int>(o.results)),
+                       "every_rank or rank0");
+  }
   check_binding(topology::current(), o.bind, o.cpus);
   // What the requested backend cannot hold is refused here, not when the backend is
   // chosen: that would be after the call started (map_async, imap), or never for a call
@@ -93,6 +97,19 @@ void check_options(const options& o) {
       requested != backend_kind::mpi && stops_or_caps(o)) {
     refuse_stop_or_cap(
         o, std::string(to_string(requested)) + (from_env ? " (from POLYMAP_BACKEND)" : ""));
+  }
+  // Only the mpi backend shares a call between ranks: on any other these would be ignored.
+  if (requested != backend_kind::mpi &&
+      (o.comm.fortran.has_value() || o.results != polymap::mpi::results::every_rank)) {
+    const bool comm = o.comm.fortran.has_value();
+    throw option_error(comm ? "comm" : "results",
+                       comm ? "a communicator (Fortran handle " + std::to_string(*o.comm.fortran) +
+                                  ")"
+                            : std::string("rank0"),
+                       std::string("the default with backend ") +
+                           std::string(to_string(requested)) +
+                           (from_env ? " (from POLYMAP_BACKEND)" : "") +
+                           ": only the mpi backend shares a call between ranks");
   }
   if (sanitizer_build && o.memory_limit != 0) {
     throw option_error("memory_limit", std::to_string(o.memory_limit) + " bytes",

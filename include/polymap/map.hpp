@@ -126,9 +126,10 @@ inline constexpr result_transfer transfer_of =
 /// Runs a call whose chunks are `Ctx::chunk`: inline when it is too small to measure,
 /// through `execute()` otherwise (always, with a state of the caller's or a decision of the
 /// caller's: see map_job::decided). Throws option_error before anything runs (on either
-/// path), map_error or cancelled_error after the fact.
+/// path), map_error or cancelled_error after the fact. Returns whether the results are
+/// here: not on the mpi backend's other ranks under options::results rank0.
 template <class R, class Ctx, class Slot>
-void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats& stats,
+bool run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats& stats,
               std::vector<Slot>* slots, run_state* external = nullptr,
               const plan* decided = nullptr) {
   const inline_run how = external == nullptr && decided == nullptr
@@ -154,7 +155,7 @@ void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats
       w.flush();
       throw_if_failed<R>(state, slots);
     }
-    return;
+    return true;
   }
   run_state local(n);
   run_state& state = external != nullptr ? *external : local;
@@ -166,6 +167,7 @@ void run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats
   job.decided = decided;
   (void)execute(job, stats);
   throw_if_failed<R>(state, slots);
+  return !state.results_elsewhere();
 }
 
 /// map() of the `n` items from `first`; `external` and `decided` as for run_call.
@@ -180,7 +182,9 @@ auto map_n(It first, std::size_t n, Fn& fn, const options& opts, run_state* exte
   } else {
     std::vector<slot_t<R>> slots = make_slots<R>(n);
     const map_ctx<It, Fn, slot_t<R>*, true> ctx{first, &fn, slots.data()};
-    run_call<R>(ctx, n, opts, stats, &slots, external, decided);
+    if (!run_call<R>(ctx, n, opts, stats, &slots, external, decided)) {
+      return std::vector<R>{};  // rank 0 of an mpi call keeps them
+    }
     return finish_results<R>(std::move(slots));
   }
 }
@@ -224,7 +228,8 @@ struct index_ctx {
 /// @param xs any input range; random-access sized ranges are read in place
 /// @param fn called once per item (more with `retries`), from several threads at once
 /// @param opts see `options`
-/// @return `std::vector` of the results (nothing when `fn` returns void)
+/// @return `std::vector` of the results (nothing when `fn` returns void); empty on every
+///   rank but 0 of a call on the mpi backend with `results` rank0
 /// @throws option_error for a bad option, backend_unavailable for a backend that is not
 ///   here, map_error when items failed, cancelled_error when the call was cancelled
 template <std::ranges::input_range Range, class Fn>

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <polymap/backend.hpp>
+#include <polymap/backends/mpi.hpp>
 #include <polymap/progress.hpp>
 
 #include <chrono>
@@ -75,6 +76,11 @@ struct options {
   std::stop_token stop = {};
   /// cuda: index of the GPU that runs the call (0 to the device count - 1).
   int device = 0;
+  /// mpi: the communicator whose ranks share the call (unset: MPI_COMM_WORLD);
+  /// `polymap::mpi::comm(c)` from <polymap/mpi/comm.hpp> names one of the program's.
+  mpi::comm_handle comm = {};
+  /// mpi: which ranks get the results: every rank (the default), or rank 0 of `comm` alone.
+  mpi::results results = mpi::results::every_rank;
   /// When set, receives what the call did: backend, workers, binding and priority applied.
   run_report* report = nullptr;
 };

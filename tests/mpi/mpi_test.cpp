@@ -7,6 +7,7 @@
 // MpiOutsideAJob runs without mpirun.
 #include <gtest/gtest.h>
 #include <mpi.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -16,6 +17,7 @@
 #include <mutex>
 #include <numeric>
 #include <optional>
+#include <polymap/mpi/comm.hpp>
 #include <polymap/polymap.hpp>
 #include <set>
 #include <span>
@@ -26,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "backends/mpi/communicator.hpp"
 #include "backends/mpi/share_report.hpp"
 
 namespace {
@@ -36,13 +39,28 @@ const polymap::options on_mpi{.backend = backend_kind::mpi};
 
 bool under_mpirun() { return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr; }
 
+/// Whether this run initialises MPI with MPI_THREAD_MULTIPLE (ctest's mpi.thread_multiple),
+/// for two calls at once on two communicators.
+bool thread_multiple_run() { return std::getenv("POLYMAP_TEST_MPI_THREAD_MULTIPLE") != nullptr; }
+
 /// This rank and the job's size (MPI is initialised by polymap's first call, or here).
 int rank() {
   int init = 0;
   MPI_Initialized(&init);
   if (init == 0) {
     int provided = 0;
-    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+    MPI_Init_thread(nullptr, nullptr,
+                    thread_multiple_run() ? MPI_THREAD_MULTIPLE : MPI_THREAD_SERIALIZED,
+                    &provided);
+    // Finalised at exit by this process, not by a worker process forked from it.
+    static const pid_t initialised_by = getpid();
+    std::atexit([] {
+      int finalized = 0;
+      if (getpid() == initialised_by && MPI_Finalized(&finalized) == MPI_SUCCESS &&
+          finalized == 0) {
+        MPI_Finalize();
+      }
+    });
   }
   int r = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &r);
@@ -599,6 +617,321 @@ TEST_F(Mpi, AutomaticNeverChoosesMpiAndExplainSaysWhy) {
             backend_kind::mpi);
 }
 
+/// `o` on the ranks of `comm`.
+polymap::options on_comm(MPI_Comm comm, polymap::options o = on_mpi) {
+  o.comm = polymap::mpi::comm(comm);
+  return o;
+}
+
+TEST_F(Mpi, ResultsForRankZeroAloneStayThereAndEveryItemRunsOnce) {
+  constexpr std::size_t n = 5003;
+  std::vector<std::int64_t> xs(n);
+  std::iota(xs.begin(), xs.end(), 7);
+  polymap::options o = on_mpi;
+  o.results = polymap::mpi::results::rank0;
+  std::atomic<std::uint64_t> ran_here{0};
+  const auto ys = polymap::map(
+      xs,
+      [&](std::int64_t x) {
+        ran_here.fetch_add(1, std::memory_order_relaxed);
+        return 3 * x;
+      },
+      o);
+  // Encoded results (a codec), and a map_async, the same.
+  const auto texts = polymap::map(
+      xs, [](std::int64_t x) { return std::to_string(x); }, o);
+  const auto later = polymap::map_async(
+                         xs, [](std::int64_t x) { return x - 1; }, o)
+                         .get();
+  EXPECT_EQ(sum_over_ranks(ran_here.load()), n);
+  if (rank() == 0) {
+    ASSERT_EQ(ys.size(), n);
+    ASSERT_EQ(texts.size(), n);
+    ASSERT_EQ(later.size(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(ys[i], 3 * xs[i]) << "item " << i;
+      EXPECT_EQ(texts[i], std::to_string(xs[i])) << "item " << i;
+      EXPECT_EQ(later[i], xs[i] - 1) << "item " << i;
+    }
+  } else {
+    EXPECT_TRUE(ys.empty());
+    EXPECT_TRUE(texts.empty());
+    EXPECT_TRUE(later.empty());
+  }
+}
+
+TEST_F(Mpi, ResultsForRankZeroAloneWithFailuresGiveEveryRankTheFailures) {
+  std::vector<int> xs(1500);
+  std::iota(xs.begin(), xs.end(), 0);
+  polymap::options o = on_mpi;
+  o.results = polymap::mpi::results::rank0;
+  o.on_error = polymap::on_error::collect;
+  std::vector<std::optional<int>> partial;
+  std::vector<polymap::item_failure> failures;
+  try {
+    (void)polymap::map(
+        xs,
+        [](int x) {
+          if (x % 500 == 7) throw std::runtime_error("bad " + std::to_string(x));
+          return x * 2;
+        },
+        o);
+  } catch (const polymap::map_error& e) {
+    failures = e.failures();
+    partial = e.results<int>();
+  }
+  ASSERT_EQ(failures.size(), 3U);
+  EXPECT_EQ(failures[1].index, 507U);
+  ASSERT_EQ(partial.size(), xs.size());
+  std::size_t present = 0;
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    if (!partial[i]) continue;
+    ++present;
+    EXPECT_EQ(*partial[i], 2 * xs[i]) << "item " << i;
+  }
+  EXPECT_EQ(present, rank() == 0 ? xs.size() - 3 : 0U);
+}
+
+TEST_F(Mpi, RanksThatWantTheResultsInDifferentPlacesAllFail) {
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
+  polymap::options o = on_mpi;
+  if (rank() == 1) o.results = polymap::mpi::results::rank0;
+  const auto [what, option_error] = error_of([&] {
+    (void)polymap::map(
+        std::vector<int>(100, 1), [](int x) { return x; }, o);
+  });
+  EXPECT_FALSE(option_error);
+  EXPECT_NE(what.find("every rank must make the same call"), std::string::npos) << what;
+  EXPECT_NE(what.find("for rank 0 alone"), std::string::npos) << what;
+  EXPECT_EQ(polymap::map(
+                std::vector<int>(64, 2), [](int x) { return x + 1; }, on_mpi),
+            std::vector<int>(64, 3));
+}
+
+TEST_F(Mpi, ACommunicatorOfTheProgramsSharesACallAmongItsRanksAlone) {
+  // Two groups, even and odd ranks, each making a call of its own at the same time; the
+  // odd group keeps its results on its rank 0 (world rank 1).
+  const int me = rank();
+  MPI_Comm group = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, me % 2, me, &group);
+  int group_rank = 0;
+  int group_size = 0;
+  MPI_Comm_rank(group, &group_rank);
+  MPI_Comm_size(group, &group_size);
+  const std::size_t n = me % 2 == 0 ? 2001 : 999;  // the groups' calls differ
+  std::vector<int> xs(n);
+  std::iota(xs.begin(), xs.end(), 0);
+  polymap::options o = on_comm(group);
+  if (me % 2 == 1) o.results = polymap::mpi::results::rank0;
+  polymap::run_report report;
+  o.report = &report;
+  std::atomic<std::uint64_t> ran_here{0};
+  const auto ys = polymap::map(
+      xs,
+      [&](int x) {
+        ran_here.fetch_add(1, std::memory_order_relaxed);
+        return std::vector<int>{x, me % 2};
+      },
+      o);
+  std::uint64_t ran_in_group = 0;
+  const std::uint64_t mine = ran_here.load();
+  MPI_Allreduce(&mine, &ran_in_group, 1, MPI_UINT64_T, MPI_SUM, group);
+  EXPECT_EQ(ran_in_group, n);
+  EXPECT_NE(report.note.find("rank " + std::to_string(group_rank) + " of " +
+                             std::to_string(group_size)),
+            std::string::npos)
+      << report.note;
+  if (me % 2 == 0 || group_rank == 0) {
+    ASSERT_EQ(ys.size(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      EXPECT_EQ(ys[i], (std::vector<int>{xs[i], me % 2})) << "item " << i;
+    }
+  } else {
+    EXPECT_TRUE(ys.empty());
+  }
+  MPI_Comm_free(&group);
+}
+
+TEST_F(Mpi, ARankLeftOutOfACommunicatorIsToldSo) {
+  // The last rank is in no group: MPI_Comm_split gives it MPI_COMM_NULL.
+  const int me = rank();
+  const bool left_out = me == ranks() - 1 && ranks() > 1;
+  MPI_Comm group = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, left_out ? MPI_UNDEFINED : 0, me, &group);
+  std::vector<int> xs(300, 4);
+  const auto [what, option_error] = error_of([&] {
+    const auto ys = polymap::map(
+        xs, [](int x) { return x * x; }, on_comm(group));
+    EXPECT_EQ(ys, std::vector<int>(300, 16));
+  });
+  if (left_out) {
+    EXPECT_TRUE(option_error);
+    EXPECT_NE(what.find("comm"), std::string::npos) << what;
+    EXPECT_NE(what.find("MPI_COMM_NULL"), std::string::npos) << what;
+  } else {
+    EXPECT_EQ(what, "");
+    MPI_Comm_free(&group);
+  }
+}
+
+TEST_F(Mpi, TheDuplicateOfACommunicatorGoesWithIt) {
+  // MPI_COMM_WORLD named, and one duplicate of the program's after another, each freed.
+  std::vector<int> xs(200, 1);
+  EXPECT_EQ(polymap::map(
+                xs, [](int x) { return x + 1; }, on_comm(MPI_COMM_WORLD)),
+            std::vector<int>(200, 2));
+  const std::size_t before = polymap::detail::mpi::communicator::alive();
+  for (int round = 0; round < 40; ++round) {
+    MPI_Comm mine = MPI_COMM_NULL;
+    MPI_Comm_dup(MPI_COMM_WORLD, &mine);
+    const polymap::options o = on_comm(mine);
+    EXPECT_EQ(polymap::map(
+                  xs, [round](int x) { return x + round; }, o),
+              std::vector<int>(200, 1 + round));
+    EXPECT_EQ(polymap::map(
+                  xs, [round](int x) { return x - round; }, o),
+              std::vector<int>(200, 1 - round));
+    MPI_Comm_free(&mine);
+  }
+  (void)polymap::map(
+      xs, [](int x) { return x; }, on_mpi);  // frees what the program freed
+  EXPECT_EQ(polymap::detail::mpi::communicator::alive(), before);
+}
+
+TEST_F(Mpi, TwoCallsAtOnceOnTwoCommunicatorsRunTogetherUnderThreadMultiple) {
+  int level = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&level);
+  if (level != MPI_THREAD_MULTIPLE) GTEST_SKIP() << "MPI without MPI_THREAD_MULTIPLE";
+  MPI_Comm first = MPI_COMM_NULL;
+  MPI_Comm second = MPI_COMM_NULL;
+  MPI_Comm_dup(MPI_COMM_WORLD, &first);
+  MPI_Comm_dup(MPI_COMM_WORLD, &second);
+  // The first call's items wait (up to 20 s) until the second call has returned here: it
+  // can only when the two run at once, on every rank.
+  std::atomic<bool> second_done{false};
+  std::string errors[2];
+  std::thread other([&] {
+    try {
+      const auto ys = polymap::map(
+          std::vector<int>(300, 2), [](int x) { return x + 1; }, on_comm(second));
+      if (ys != std::vector<int>(300, 3)) errors[1] = "wrong results";
+    } catch (const std::exception& e) {
+      errors[1] = e.what();
+    }
+    second_done.store(true);
+  });
+  try {
+    const auto ys = polymap::map(
+        std::vector<int>(40, 1),
+        [&](int x) {
+          const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+          while (!second_done.load() && std::chrono::steady_clock::now() < until) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          }
+          return second_done.load() ? x : -1;
+        },
+        on_comm(first, {.backend = backend_kind::mpi, .workers = 1}));
+    if (ys != std::vector<int>(40, 1)) errors[0] = "an item waited in vain";
+  } catch (const std::exception& e) {
+    errors[0] = e.what();
+  }
+  other.join();
+  EXPECT_EQ(errors[0], "");
+  EXPECT_EQ(errors[1], "");
+  MPI_Comm_free(&first);
+  MPI_Comm_free(&second);
+}
+
+TEST_F(Mpi, ASecondCallAtOnceIsRefusedWithoutThreadMultiple) {
+  int level = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&level);
+  if (level == MPI_THREAD_MULTIPLE) GTEST_SKIP() << "MPI with MPI_THREAD_MULTIPLE";
+  MPI_Comm mine = MPI_COMM_NULL;
+  MPI_Comm_dup(MPI_COMM_WORLD, &mine);
+  // The first call's items wait until the second call was refused, on every rank: it is
+  // refused here, before any message, so no rank waits for it.
+  std::atomic<bool> refused{false};
+  std::string second_error;
+  std::thread second;
+  std::once_flag once;
+  const auto ys = polymap::map(
+      std::vector<int>(20, 1),
+      [&](int x) {
+        if (!refused.load()) {
+          std::call_once(once, [&] {
+            second = std::thread([&] {
+              const auto [what, option_error] = error_of([&] {
+                (void)polymap::map(
+                    std::vector<int>(5, 1), [](int y) { return y; }, on_comm(mine));
+              });
+              second_error = what;
+              refused.store(true);
+            });
+          });
+          while (!refused.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        return x;
+      },
+      {.backend = backend_kind::mpi, .workers = 1});
+  second.join();
+  EXPECT_EQ(ys, std::vector<int>(20, 1));
+  EXPECT_NE(second_error.find("MPI_THREAD_MULTIPLE"), std::string::npos) << second_error;
+  MPI_Comm_free(&mine);
+}
+
+TEST_F(Mpi, TwoCallsAtOnceOnOneCommunicatorAreRefused) {
+  // The second waits for nothing: it is refused before any message, on every rank.
+  std::atomic<bool> refused{false};
+  std::string second_error;
+  std::thread second;
+  std::once_flag once;
+  const auto ys = polymap::map(
+      std::vector<int>(20, 1),
+      [&](int x) {
+        std::call_once(once, [&] {
+          second = std::thread([&] {
+            second_error = error_of([&] {
+                             (void)polymap::map(
+                                 std::vector<int>(5, 1), [](int y) { return y; }, on_mpi);
+                           }).first;
+            refused.store(true);
+          });
+        });
+        while (!refused.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        return x;
+      },
+      {.backend = backend_kind::mpi, .workers = 1});
+  second.join();
+  EXPECT_EQ(ys, std::vector<int>(20, 1));
+  EXPECT_NE(second_error.find("another call"), std::string::npos) << second_error;
+}
+
+TEST(MpiOptions, CommAndResultsAskForTheMpiBackend) {
+  std::vector<int> xs(10, 1);
+  const auto [comm_what, comm_option] = error_of([&] {
+    (void)polymap::map(
+        xs, [](int x) { return x; },
+        {.backend = backend_kind::threads, .comm = polymap::mpi::comm_handle{3}});
+  });
+  EXPECT_TRUE(comm_option);
+  EXPECT_NE(comm_what.find("comm"), std::string::npos) << comm_what;
+  EXPECT_NE(comm_what.find("threads"), std::string::npos) << comm_what;
+  const auto [results_what, results_option] = error_of([&] {
+    (void)polymap::map(
+        xs, [](int x) { return x; }, {.results = polymap::mpi::results::rank0});
+  });
+  EXPECT_TRUE(results_option);
+  EXPECT_NE(results_what.find("results"), std::string::npos) << results_what;
+  EXPECT_NE(results_what.find("automatic"), std::string::npos) << results_what;
+  const auto [bad_what, bad_option] = error_of([&] {
+    (void)polymap::map(
+        xs, [](int x) { return x; },
+        {.backend = backend_kind::mpi, .results = static_cast<polymap::mpi::results>(7)});
+  });
+  EXPECT_TRUE(bad_option);
+  EXPECT_NE(bad_what.find("every_rank or rank0"), std::string::npos) << bad_what;
+}
+
 TEST(ShareReport, RoundTripsAndRefusesWhatIsNotOne) {
   polymap::detail::mpi::share_report r;
   r.begin = 3;
@@ -608,6 +941,7 @@ TEST(ShareReport, RoundTripsAndRefusesWhatIsNotOne) {
   r.chunk = {10, 20};
   r.done = 9;
   r.stopping = true;
+  r.results_to_rank0 = true;
   r.error = "why";
   r.ranges = {{10, 12}, {13, 20}};
   r.failures.push_back({.index = 12,
@@ -629,6 +963,7 @@ TEST(ShareReport, RoundTripsAndRefusesWhatIsNotOne) {
   EXPECT_EQ(back.done, 9U);
   EXPECT_TRUE(back.stopping);
   EXPECT_FALSE(back.cancelled);
+  EXPECT_TRUE(back.results_to_rank0);
   EXPECT_EQ(back.error, "why");
   ASSERT_EQ(back.ranges.size(), 2U);
   EXPECT_EQ(back.ranges[1].begin, 13U);

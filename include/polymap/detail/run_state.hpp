@@ -140,6 +140,11 @@ class run_state {
     ranges_ = std::move(ranges);
   }
 
+  /// Marks a call whose results another process keeps (the mpi backend's rank 0, under
+  /// options::results rank0): it returns none here. Set and read by the calling thread.
+  void set_results_elsewhere() noexcept { results_elsewhere_ = true; }
+  [[nodiscard]] bool results_elsewhere() const noexcept { return results_elsewhere_; }
+
   /// The items a worker runs between its first two looks for a stop (see run_items): one,
   /// unless the function's cost is known from earlier calls.
   [[nodiscard]] std::size_t first_block() const noexcept { return first_block_; }
@@ -160,6 +165,7 @@ class run_state {
  private:
   std::size_t total_;
   std::size_t first_block_ = 1;
+  bool results_elsewhere_ = false;
   // The stop flags on a line of their own, written once a call: workers look at them before
   // every item of small blocks (run_items), and a line that others write would miss each time.
   alignas(64) std::atomic<bool> stop_{false};

@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <polymap/error.hpp>
 #include <string>
+#include <vector>
 
 #include "mpi_launcher.hpp"
 
@@ -71,28 +73,9 @@ bool initialized() noexcept {
          MPI_Finalized(&finalized) == MPI_SUCCESS && finalized == 0;
 }
 
-}  // namespace
-
-communicator::communicator() {
-  int init = 0;
-  check(MPI_Initialized(&init), "MPI_Initialized");
-  if (init == 0) {
-    // polymap calls MPI from the thread that makes a call (one call at a time), never from
-    // its workers: a call from another thread than main needs SERIALIZED.
-    int provided = 0;
-    check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), "MPI_Init_thread");
-    initialised_by = getpid();
-    std::atexit(finalize_at_exit);
-  }
-  MPI_Comm comm = MPI_COMM_NULL;
-  check(MPI_Comm_dup(MPI_COMM_WORLD, &comm), "MPI_Comm_dup");
-  check(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
-  comm_ = MPI_Comm_c2f(comm);
-  check(MPI_Comm_rank(comm, &rank_), "MPI_Comm_rank");
-  check(MPI_Comm_size(comm, &size_), "MPI_Comm_size");
-}
-
-communicator& communicator::get() {
+/// Throws unless this thread may call MPI now: MPI is not finalised, and when it is
+/// initialised, with a thread level that allows a call from this thread.
+void check_callable() {
   int finalized = 0;
   check(MPI_Finalized(&finalized), "MPI_Finalized");
   if (finalized != 0) {
@@ -100,26 +83,157 @@ communicator& communicator::get() {
   }
   int init = 0;
   check(MPI_Initialized(&init), "MPI_Initialized");
-  if (init != 0) {
-    int level = MPI_THREAD_SINGLE;
-    int is_main = 0;
-    check(MPI_Query_thread(&level), "MPI_Query_thread");
-    check(MPI_Is_thread_main(&is_main), "MPI_Is_thread_main");
-    if (level < MPI_THREAD_SERIALIZED && is_main == 0) {
-      throw backend_unavailable(
-          std::string("polymap: backend mpi is not available on this thread: MPI was "
-                      "initialised with ") +
-          level_name(level) +
-          ", which allows MPI calls from the main thread alone (initialise it with "
-          "MPI_THREAD_SERIALIZED, or make the call from the main thread)");
-    }
+  if (init == 0) return;
+  int level = MPI_THREAD_SINGLE;
+  int is_main = 0;
+  check(MPI_Query_thread(&level), "MPI_Query_thread");
+  check(MPI_Is_thread_main(&is_main), "MPI_Is_thread_main");
+  if (level < MPI_THREAD_SERIALIZED && is_main == 0) {
+    throw backend_unavailable(
+        std::string("polymap: backend mpi is not available on this thread: MPI was "
+                    "initialised with ") +
+        level_name(level) +
+        ", which allows MPI calls from the main thread alone (initialise it with "
+        "MPI_THREAD_SERIALIZED, or make the call from the main thread)");
   }
+}
+
+/// The duplicates whose communicators the program has freed (communicator*), and the
+/// attribute that ties a duplicate to the program's communicator.
+std::mutex retired_mutex;
+std::vector<void*> retired;
+std::mutex attribute_mutex;
+int duplicate_keyval = MPI_KEYVAL_INVALID;
+std::atomic<std::size_t> duplicates{0};
+
+/// MPI's callback when the program frees a communicator that has a duplicate of polymap's
+/// (or MPI deletes the attribute otherwise): the duplicate goes at the next call.
+int retire(MPI_Comm /*comm*/, int /*keyval*/, void* value, void* /*extra*/) {
+  try {
+    const std::lock_guard lock(retired_mutex);
+    retired.push_back(value);
+  } catch (...) {
+    return MPI_ERR_NO_MEM;  // the duplicate leaks; nothing else is lost
+  }
+  return MPI_SUCCESS;
+}
+
+}  // namespace
+
+communicator::communicator(int of) {
+  MPI_Comm comm = MPI_COMM_NULL;
+  check(MPI_Comm_dup(handle(of), &comm), "MPI_Comm_dup");
+  comm_ = MPI_Comm_c2f(comm);
+  check(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  check(MPI_Comm_rank(comm, &rank_), "MPI_Comm_rank");
+  check(MPI_Comm_size(comm, &size_), "MPI_Comm_size");
+  duplicates.fetch_add(1, std::memory_order_relaxed);
+}
+
+communicator::~communicator() {
+  MPI_Comm comm = handle(comm_);
+  MPI_Comm_free(&comm);  // errors are returned: none to report from here
+  duplicates.fetch_sub(1, std::memory_order_relaxed);
+}
+
+std::size_t communicator::alive() noexcept { return duplicates.load(std::memory_order_relaxed); }
+
+communicator& communicator::get() {
+  check_callable();
   // Made once, by the first call; a failure to make it is thrown again by the next.
   static std::mutex making;
   static communicator* made = nullptr;
   const std::lock_guard lock(making);
-  if (made == nullptr) made = new communicator();  // lives until exit, as MPI does
+  if (made == nullptr) {
+    int init = 0;
+    check(MPI_Initialized(&init), "MPI_Initialized");
+    if (init == 0) {
+      // polymap calls MPI from the thread that makes a call (one call at a time), never
+      // from its workers: a call from another thread than main needs SERIALIZED.
+      int provided = 0;
+      check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided),
+            "MPI_Init_thread");
+      initialised_by = getpid();
+      std::atexit(finalize_at_exit);
+    }
+    made = new communicator(MPI_Comm_c2f(MPI_COMM_WORLD));  // lives until exit, as MPI does
+  }
   return *made;
+}
+
+communicator& communicator::of(const polymap::mpi::comm_handle& c) {
+  check_callable();
+  free_retired();
+  if (!c.fortran.has_value()) return get();
+  const std::string named = "a communicator (Fortran handle " + std::to_string(*c.fortran) + ")";
+  if (!initialized()) {
+    throw option_error("comm", named,
+                       "a communicator of an initialised MPI (the program has not called "
+                       "MPI_Init)");
+  }
+  const MPI_Comm user = handle(*c.fortran);
+  if (user == MPI_COMM_NULL) {
+    throw option_error("comm", "MPI_COMM_NULL",
+                       "a communicator this rank is in (MPI_Comm_split gives MPI_COMM_NULL to "
+                       "the ranks it leaves out: they make no call)");
+  }
+  int inter = 0;
+  check(MPI_Comm_test_inter(user, &inter), "MPI_Comm_test_inter");
+  if (inter != 0) {
+    throw option_error("comm", "an intercommunicator",
+                       "an intracommunicator: the ranks that share a call form one group");
+  }
+  int same = MPI_UNEQUAL;
+  check(MPI_Comm_compare(user, MPI_COMM_WORLD, &same), "MPI_Comm_compare");
+  if (same == MPI_IDENT) return get();
+  {
+    const std::lock_guard lock(attribute_mutex);
+    if (duplicate_keyval == MPI_KEYVAL_INVALID) {
+      check(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, retire, &duplicate_keyval, nullptr),
+            "MPI_Comm_create_keyval");
+    }
+    void* value = nullptr;
+    int found = 0;
+    check(MPI_Comm_get_attr(user, duplicate_keyval, &value, &found), "MPI_Comm_get_attr");
+    if (found != 0) return *static_cast<communicator*>(value);
+  }
+  // Collective over the program's communicator: not under a lock that a call on another
+  // communicator, in another order on another rank, could wait for.
+  auto* made = new communicator(*c.fortran);
+  const std::lock_guard lock(attribute_mutex);
+  if (const int code = MPI_Comm_set_attr(user, duplicate_keyval, made); code != MPI_SUCCESS) {
+    delete made;
+    check(code, "MPI_Comm_set_attr");
+  }
+  return *made;
+}
+
+void communicator::free_retired() {
+  std::vector<void*> now;
+  {
+    const std::lock_guard lock(retired_mutex);
+    now.swap(retired);
+  }
+  std::vector<void*> kept;
+  for (void* value : now) {
+    auto* c = static_cast<communicator*>(value);
+    if (c->busy_.try_lock()) {  // no call of another thread's uses it
+      c->busy_.unlock();
+      delete c;
+    } else {
+      kept.push_back(value);
+    }
+  }
+  if (kept.empty()) return;
+  const std::lock_guard lock(retired_mutex);
+  retired.insert(retired.end(), kept.begin(), kept.end());
+}
+
+bool communicator::thread_multiple() {
+  if (!initialized()) return false;
+  int level = MPI_THREAD_SINGLE;
+  check(MPI_Query_thread(&level), "MPI_Query_thread");
+  return level == MPI_THREAD_MULTIPLE;
 }
 
 void communicator::send(const void* data, std::size_t size, int to, int tag) const {
@@ -243,12 +357,13 @@ bool reachable(std::string& why_not) noexcept {
   return false;
 }
 
-int known_ranks() noexcept {
+int known_ranks(const polymap::mpi::comm_handle& c) noexcept {
   if (initialized()) {
+    const MPI_Comm comm = c.fortran.has_value() ? handle(*c.fortran) : MPI_COMM_WORLD;
     int size = 0;
-    if (MPI_Comm_size(MPI_COMM_WORLD, &size) == MPI_SUCCESS) return size;
+    if (comm != MPI_COMM_NULL && MPI_Comm_size(comm, &size) == MPI_SUCCESS) return size;
   }
-  return mpi_launcher_ranks();
+  return c.fortran.has_value() ? 0 : mpi_launcher_ranks();
 }
 
 }  // namespace polymap::detail::mpi

@@ -4,22 +4,41 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
+#include <polymap/backends/mpi.hpp>
 #include <string>
 
 namespace polymap::detail::mpi {
 
-/// The ranks of this MPI job as polymap talks to them: its own duplicate of
-/// MPI_COMM_WORLD (no message of polymap's can meet one of the program's), with errors
-/// returned rather than fatal. Every call is checked: a failed one throws polymap::error
-/// naming the MPI function and MPI's own text. One per process, made by the first call on
-/// the mpi backend (collectively: every rank makes it), which initialises MPI if the
-/// program has not; polymap then finalises MPI at exit.
+/// The ranks of a communicator as polymap talks to them: its own duplicate of it (no
+/// message of polymap's can meet one of the program's), with errors returned rather than
+/// fatal. Every call is checked: a failed one throws polymap::error naming the MPI function
+/// and MPI's own text. One per communicator and process, made by the first call on the mpi
+/// backend with it (collectively: every rank of it makes the call). For MPI_COMM_WORLD that
+/// call initialises MPI if the program has not; polymap then finalises MPI at exit.
+/// Thread safety: one call at a time uses a communicator (busy()).
 class communicator {
  public:
-  /// The communicator, made at the first call.
+  communicator(const communicator&) = delete;
+  communicator& operator=(const communicator&) = delete;
+
+  /// The duplicate of MPI_COMM_WORLD, made at the first call.
   /// @throws backend_unavailable when MPI was finalised, or is initialised with a thread
   ///   level that does not allow a call from this thread
   static communicator& get();
+  /// The duplicate of the program's communicator `c` (get() for MPI_COMM_WORLD), made at
+  /// the first call with it and freed once the program has freed `c`.
+  /// @throws option_error for MPI_COMM_NULL (a communicator this rank is not in), an
+  ///   intercommunicator, or any while MPI is not initialised; as get() otherwise
+  static communicator& of(const polymap::mpi::comm_handle& c);
+
+  /// Held by the call that uses this communicator: a second call at once would mix their
+  /// messages.
+  [[nodiscard]] std::mutex& busy() noexcept { return busy_; }
+  /// Whether MPI takes calls from several threads at once (MPI_THREAD_MULTIPLE).
+  [[nodiscard]] static bool thread_multiple();
+  /// How many duplicates are made and not yet freed (MPI_COMM_WORLD's among them).
+  [[nodiscard]] static std::size_t alive() noexcept;
 
   [[nodiscard]] int rank() const noexcept { return rank_; }
   [[nodiscard]] int size() const noexcept { return size_; }
@@ -51,7 +70,16 @@ class communicator {
   void broadcast(std::string& bytes) const;
 
  private:
-  communicator();
+  /// A duplicate of the communicator whose Fortran handle is `of`.
+  explicit communicator(int of);
+  /// Frees the duplicate (the program freed the communicator it duplicates).
+  ~communicator();
+  /// Frees the duplicates of the communicators the program has freed since, but those
+  /// still in use. MPI_Comm_free is not called from MPI's attribute callback that tells of
+  /// them: MPI implementations hold locks of their own there.
+  static void free_retired();
+
+  std::mutex busy_;
   int comm_ = 0;      // an MPI_Comm handle, stored as MPI_Comm_c2f's integer
   int sending_ = -1;  // send_later's MPI_Request (MPI_Request_c2f), or -1
   int rank_ = 0;
@@ -63,8 +91,9 @@ class communicator {
 /// not. Initialises nothing.
 [[nodiscard]] bool reachable(std::string& why_not) noexcept;
 
-/// The ranks of the job: MPI_COMM_WORLD's size when MPI is initialised, else what the
-/// launcher's environment says; 0 when neither tells.
-[[nodiscard]] int known_ranks() noexcept;
+/// The ranks that share a call with communicator `c`: its size when MPI is initialised
+/// (MPI_COMM_WORLD's by default), else what the launcher's environment says; 0 when
+/// neither tells.
+[[nodiscard]] int known_ranks(const polymap::mpi::comm_handle& c = {}) noexcept;
 
 }  // namespace polymap::detail::mpi

@@ -51,7 +51,7 @@ class mpi_executor_impl final : public executor {
            " ranks of this MPI job, each running its share on its own machine's backends";
   }
   [[nodiscard]] std::size_t parallelism(const options& o) const noexcept override {
-    const int ranks = mpi::known_ranks();
+    const int ranks = mpi::known_ranks(o.comm);
     const std::size_t here = o.workers != 0 ? o.workers : topology::current().usable_count();
     return static_cast<std::size_t>(ranks > 0 ? ranks : 1) * here;
   }
@@ -74,16 +74,9 @@ class mpi_executor_impl final : public executor {
       join_refused(job, refusal.what());
       throw refusal;
     }
-    // Ranks meet in the order of their calls: two calls of one process at once would mix
-    // their messages.
-    const std::unique_lock lock(running_, std::try_to_lock);
-    if (!lock.owns_lock()) {
-      throw error(
-          "polymap: backend mpi: another call on the mpi backend is running in this "
-          "process: calls on it are collective, made one at a time and in the same "
-          "order on every rank");
-    }
-    mpi::communicator& comm = mpi::communicator::get();
+    std::unique_lock<std::mutex> serial;
+    mpi::communicator& comm = claim(job, serial);
+    const std::unique_lock lock(comm.busy(), std::adopt_lock);
     mpi::task_farm farm(comm, job);
     farm.run();
     if (report != nullptr) {
@@ -99,9 +92,10 @@ class mpi_executor_impl final : public executor {
   /// call can reach them; returns, for the caller to throw its own error.
   void join_refused(const map_job& job, const std::string& why) noexcept {
     try {
-      const std::unique_lock lock(running_, std::try_to_lock);
-      if (!lock.owns_lock()) return;
-      mpi::task_farm farm(mpi::communicator::get(), job);
+      std::unique_lock<std::mutex> serial;
+      mpi::communicator& comm = claim(job, serial);
+      const std::unique_lock lock(comm.busy(), std::adopt_lock);
+      mpi::task_farm farm(comm, job);
       farm.run(why);
     } catch (...) {
       // The call's own error is the one to throw here.
@@ -109,7 +103,34 @@ class mpi_executor_impl final : public executor {
   }
 
  private:
-  std::mutex running_;
+  /// The communicator of the call, held for it (its busy() locked, for the caller to
+  /// adopt). Ranks meet in the order of their calls on a communicator: two calls on one at
+  /// once would mix their messages. Calls on two communicators may run at once where MPI
+  /// takes calls from several threads at once; elsewhere `serial` holds every call apart.
+  /// @throws polymap::error when another call holds the communicator, or MPI's one thread
+  ///   at a time is taken; option_error for a communicator that cannot share a call
+  mpi::communicator& claim(const map_job& job, std::unique_lock<std::mutex>& serial) {
+    serial = std::unique_lock(serialised_, std::try_to_lock);
+    const bool multiple = mpi::communicator::thread_multiple();
+    if (!serial.owns_lock() && !multiple) {
+      throw error(
+          "polymap: backend mpi: another call on the mpi backend is running in this "
+          "process, and MPI takes calls from one thread at a time: two calls at once need "
+          "MPI_THREAD_MULTIPLE and a communicator each (options::comm)");
+    }
+    mpi::communicator& comm = mpi::communicator::of(job.opts->comm);
+    if (multiple && serial.owns_lock()) serial.unlock();
+    if (!comm.busy().try_lock()) {
+      throw error(
+          "polymap: backend mpi: another call on the same communicator is running in this "
+          "process: calls on one communicator are collective, made one at a time and in the "
+          "same order on every rank (give each thread a communicator of its own, under "
+          "MPI_THREAD_MULTIPLE)");
+    }
+    return comm;
+  }
+
+  std::mutex serialised_;
 };
 
 constinit never_destroyed<mpi_executor_impl> the_executor;

@@ -22,7 +22,8 @@ void encode(const share_report& r, std::string& out) {
   w.put(static_cast<std::uint64_t>(r.chunk.begin));
   w.put(static_cast<std::uint64_t>(r.chunk.end));
   w.put(r.done);
-  w.put(static_cast<std::uint8_t>((r.stopping ? 1 : 0) | (r.cancelled ? 2 : 0)));
+  w.put(static_cast<std::uint8_t>((r.stopping ? 1 : 0) | (r.cancelled ? 2 : 0) |
+                                  (r.results_to_rank0 ? 4 : 0)));
   w.put(std::string_view(r.error));
   w.put(static_cast<std::uint64_t>(r.ranges.size()));
   for (const index_range& range : r.ranges) {
@@ -55,6 +56,7 @@ share_report decode(std::string_view bytes) {
   const auto flags = in.get<std::uint8_t>();
   r.stopping = (flags & 1) != 0;
   r.cancelled = (flags & 2) != 0;
+  r.results_to_rank0 = (flags & 4) != 0;
   r.error = in.get_text();
   r.ranges.resize(in.get_count(2 * sizeof(std::uint64_t)));
   for (index_range& range : r.ranges) {

@@ -21,6 +21,7 @@ struct share_report {
   std::uint64_t end = 0;                 ///< one past its last
   std::uint64_t result_size = 0;         ///< bytes of one result; 0 for none
   std::uint64_t call_type = 0;           ///< a hash of the call's type name; 0: unknown
+  bool results_to_rank0 = false;         ///< options::results is rank0
   index_range chunk{};                   ///< the chunk it ran (whose results follow); empty: none
   std::uint64_t done = 0;                ///< items that succeeded
   bool stopping = false;                 ///< the call stopped there (a fail_fast failure, a cancel)

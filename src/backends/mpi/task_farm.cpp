@@ -45,7 +45,8 @@ std::string describe(const share_report& r) {
          (r.result_size == 0 ? std::string("no results")
           : r.result_size == encoded_results
               ? std::string("results encoded one by one")
-              : "results of " + std::to_string(r.result_size) + " bytes");
+              : "results of " + std::to_string(r.result_size) + " bytes") +
+         (r.results_to_rank0 ? " for rank 0 alone" : "");
 }
 
 /// Why the call fails on every rank: `rank` said `why` (a polymap error's text, whose own
@@ -93,6 +94,9 @@ task_farm::task_farm(communicator& comm, const map_job& job)
       heard_(static_cast<std::size_t>(comm.size()), 0) {
   here_.backend = backend_kind::automatic;
   here_.report = nullptr;
+  here_.comm = {};
+  here_.results = polymap::mpi::results::every_rank;
+  results_to_rank0_ = job.opts->results == polymap::mpi::results::rank0;
   job_.opts = &here_;
   job_.decided = nullptr;
   stats_.seconds_per_item.store(job.seconds_per_item, std::memory_order_relaxed);
@@ -113,6 +117,7 @@ share_report task_farm::identity() const {
   r.end = job_.end;
   r.result_size = encoded_ ? encoded_results : result_size_;
   r.call_type = call_hash_;
+  r.results_to_rank0 = results_to_rank0_;
   return r;
 }
 
@@ -217,11 +222,11 @@ void task_farm::serve_one() {
     error_ = blamed(from, r.error);
   }
   const share_report mine = identity();
-  const bool same = r.begin == mine.begin && r.end == mine.end &&
-                    r.result_size == mine.result_size && r.call_type == mine.call_type;
+  const bool shapes = r.begin == mine.begin && r.end == mine.end &&
+                      r.result_size == mine.result_size &&
+                      r.results_to_rank0 == mine.results_to_rank0;
+  const bool same = shapes && r.call_type == mine.call_type;
   if (!same && error_.empty()) {
-    const bool shapes =
-        r.begin == mine.begin && r.end == mine.end && r.result_size == mine.result_size;
     error_ = "polymap: backend mpi: rank " + std::to_string(from) + " called with " +
              (shapes ? std::string("another function or item type")
                      : describe(r) + ", rank 0 with " + describe(mine)) +
@@ -398,7 +403,7 @@ void task_farm::finish() {
   std::string bytes;
   std::string results;  // rank 0: the encoded results, made before the outcome is told
   if (comm_.rank() == 0) {
-    if (encoded_ && comm_.size() > 1 && error_.empty()) {
+    if (encoded_ && comm_.size() > 1 && error_.empty() && !results_to_rank0_) {
       auto [failures, ranges] = state.outcome();
       for (item_failure& f : encode_results(merged(std::move(ranges)), failures, results)) {
         state.add_failure(std::move(f));
@@ -419,13 +424,19 @@ void task_farm::finish() {
   comm_.broadcast(bytes);
   if (comm_.rank() != 0) {
     share_report all = decode(bytes);
+    if (results_to_rank0_) {
+      // Rank 0 keeps the results: no ranges here, from which map_error would take results
+      // this rank does not have.
+      all.ranges.clear();
+      state.set_results_elsewhere();
+    }
     state.set_outcome(std::move(all.failures), std::move(all.ranges), all.done);
     if (all.cancelled) state.cancel();
     error_ = std::move(all.error);
   }
   // The call fails on every rank; or it was cancelled, and with no failure it returns no
-  // results (cancelled_error), on every rank alike.
-  if (!error_.empty() || comm_.size() == 1) return;
+  // results (cancelled_error), on every rank alike; or rank 0 keeps the results.
+  if (!error_.empty() || comm_.size() == 1 || results_to_rank0_) return;
   if (state.cancelled() && !state.has_failures()) return;
   if (result_size_ != 0) {
     comm_.broadcast(results_ + job_.begin * result_size_, (job_.end - job_.begin) * result_size_);

@@ -23,7 +23,8 @@ namespace polymap::detail::mpi {
 /// soon as it is given one, so that it has one in hand while rank 0 answers. Each rank runs
 /// a chunk on its own machine's backends (automatic: serial, threads or processes), and
 /// sends its results, failures and finished ranges to rank 0. At the end rank 0 tells every
-/// rank the call's outcome and broadcasts the results: every rank returns the whole call.
+/// rank the call's outcome and broadcasts the results: every rank returns the whole call
+/// (or rank 0 alone keeps them, under options::results rank0).
 ///
 /// Every rank of the communicator must make the same call (the same items, in the same
 /// order of calls); rank 0 checks the number of items and the size of a result.
@@ -76,10 +77,10 @@ class task_farm {
   options here_;                  ///< the call's options, for this machine's backends (automatic)
   std::byte* results_ = nullptr;  ///< fixed-size results: item i's at results_ + i * size
   std::size_t result_size_ = 0;
-  bool encoded_ = false;
-  std::uint64_t call_hash_ = 0;  ///< hash_of(job.call_type), sent with every report     ///<
-                                 ///< results that cross encoded one by one
-  std::string encoded_out_;      ///< a worker's encoded results on their way
+  bool encoded_ = false;            ///< results that cross encoded one by one
+  bool results_to_rank0_ = false;  ///< options::results: rank 0 keeps them, nothing is broadcast
+  std::uint64_t call_hash_ = 0;    ///< hash_of(job.call_type), sent with every report
+  std::string encoded_out_;        ///< a worker's encoded results on their way
   function_stats stats_;
   std::size_t next_;         ///< rank 0: the first item not handed out
   std::vector<int> due_;     ///< rank 0: reports each rank still owes
