@@ -13,7 +13,8 @@
 // Workloads: uniform (20,000 items of about 25 us), skewed (20,000 items whose cost grows
 // from 0 to about 50 us with the index: a static split gives the last rank three quarters
 // of the work on two ranks) and cheap (10^7 items of a few ns with 8-byte results: what the
-// farm's messages and the broadcast of results cost).
+// farm's messages and the broadcast of results cost). Each twice: every rank gets the results
+// (MPI_Allgatherv by hand), and rank 0 alone (MPI_Gatherv; polymap's options::results rank0).
 #include <mpi.h>
 
 #include <algorithm>
@@ -36,9 +37,10 @@ using clock_type = std::chrono::steady_clock;
 int rank = 0;
 int ranks = 1;
 
-/// The static split: this rank computes its block, then every rank gets every block.
+/// The static split: this rank computes its block, then every rank gets every block (or
+/// rank 0 alone, `to_root`: the others return nothing).
 template <class Fn>
-std::vector<double> static_split(std::size_t n, Fn fn) {
+std::vector<double> static_split(std::size_t n, Fn fn, bool to_root) {
   std::vector<int> counts(static_cast<std::size_t>(ranks));
   std::vector<int> displs(static_cast<std::size_t>(ranks));
   for (int r = 0; r < ranks; ++r) {
@@ -52,8 +54,17 @@ std::vector<double> static_split(std::size_t n, Fn fn) {
   for (int i = displs[me]; i < displs[me] + counts[me]; ++i) {
     out[static_cast<std::size_t>(i)] = fn(static_cast<std::size_t>(i));
   }
-  MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, out.data(), counts.data(), displs.data(),
-                 MPI_DOUBLE, MPI_COMM_WORLD);
+  if (!to_root) {
+    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, out.data(), counts.data(), displs.data(),
+                   MPI_DOUBLE, MPI_COMM_WORLD);
+  } else if (rank == 0) {
+    MPI_Gatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, out.data(), counts.data(), displs.data(),
+                MPI_DOUBLE, 0, MPI_COMM_WORLD);
+  } else {
+    MPI_Gatherv(out.data() + displs[me], counts[me], MPI_DOUBLE, nullptr, nullptr, nullptr,
+                MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    return {};
+  }
   return out;
 }
 
@@ -102,33 +113,43 @@ int main(int argc, char** argv) {
   };
 
   const polymap::options on_mpi{.backend = polymap::backend_kind::mpi, .workers = workers};
+  polymap::options to_root = on_mpi;
+  to_root.results = polymap::mpi::results::rank0;
   if (rank == 0) {
     std::printf("ranks %d, %zu worker(s) per rank, %d rounds (median wall time)\n\n", ranks,
                 workers, rounds);
-    std::printf("| workload | static split + MPI_Allgatherv | polymap mpi | ratio |\n");
-    std::printf("|---|---|---|---|\n");
+    std::printf("| workload | static split + MPI_Allgatherv | polymap mpi | ratio "
+                "| static split + MPI_Gatherv to rank 0 | polymap mpi, results rank0 | ratio |\n");
+    std::printf("|---|---|---|---|---|---|---|\n");
   }
   for (const workload& w : loads) {
-    std::vector<double> by_hand;
-    std::vector<double> by_polymap;
-    std::vector<double> expect;
-    std::vector<double> got;
+    // [0]: every rank gets the results; [1]: rank 0 alone.
+    std::vector<double> by_hand[2];
+    std::vector<double> by_polymap[2];
     std::vector<std::size_t> index(w.n);
     std::iota(index.begin(), index.end(), std::size_t{0});
     for (int r = 0; r < rounds; ++r) {
-      by_hand.push_back(timed([&] { expect = static_split(w.n, w.item); }));
-      by_polymap.push_back(timed([&] { got = polymap::map(index, w.item, on_mpi); }));
-    }
-    if (got != expect) {
-      std::fprintf(stderr, "rank %d: %s: polymap's results differ from the static split's\n", rank,
-                   w.name.c_str());
-      MPI_Abort(MPI_COMM_WORLD, 1);
+      for (int root = 0; root < 2; ++root) {
+        std::vector<double> expect;
+        std::vector<double> got;
+        by_hand[root].push_back(timed([&] { expect = static_split(w.n, w.item, root == 1); }));
+        by_polymap[root].push_back(
+            timed([&] { got = polymap::map(index, w.item, root == 1 ? to_root : on_mpi); }));
+        if (got != expect) {
+          std::fprintf(stderr, "rank %d: %s: polymap's results differ from the static split's\n",
+                       rank, w.name.c_str());
+          MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+      }
     }
     if (rank == 0) {
-      const double hand = median(by_hand);
-      const double mine = median(by_polymap);
-      std::printf("| %s (%zu items) | %.4f s | %.4f s | %.2fx |\n", w.name.c_str(), w.n, hand, mine,
-                  hand / mine);
+      std::printf("| %s (%zu items)", w.name.c_str(), w.n);
+      for (int root = 0; root < 2; ++root) {
+        const double hand = median(by_hand[root]);
+        const double mine = median(by_polymap[root]);
+        std::printf(" | %.4f s | %.4f s | %.2fx", hand, mine, hand / mine);
+      }
+      std::printf(" |\n");
     }
   }
   MPI_Finalize();
