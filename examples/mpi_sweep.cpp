@@ -1,7 +1,8 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
 // A parameter sweep over the ranks of an MPI job: `mpirun -n 4 ./mpi_sweep`. Every rank makes
-// the same call; the ranks share the items, and every rank gets every result, in order.
+// the same call; the ranks share the items, and every rank gets every result, in order. Then
+// the same sweep with the results kept on rank 0 alone, which writes them out.
 #include <polymap/polymap.hpp>
 
 #include <cmath>
@@ -36,5 +37,13 @@ int main() {
     if (std::abs(areas[i] - exact) > 1e-3) ++wrong;
   }
   std::printf("%zu results, %d off\n", areas.size(), wrong);
+
+  // Results that only rank 0 needs are not broadcast: every other rank gets none.
+  const std::vector<double> kept = polymap::map(
+      ks, simulate, {.backend = polymap::backend::mpi, .results = polymap::mpi::results::rank0});
+  if (!kept.empty()) {
+    if (kept != areas) ++wrong;
+    std::printf("rank 0 keeps the %zu results of the second sweep\n", kept.size());
+  }
   return wrong == 0 ? 0 : 1;
 }

@@ -326,7 +326,7 @@ backend_kind check_backend_available(const options& o) {
   const backend_kind requested = requested_backend(o, from_env);
   // A worker process runs what it is given on its own thread (decide() says so).
   if (requested != backend_kind::automatic && !in_worker_process()) {
-    (void)usable_executor(requested);
+    usable_executor(requested).check_call(o);
   }
   return requested;
 }

@@ -35,6 +35,10 @@ class executor {
   /// What a call costs on top of its items' own work, in seconds, as measured here:
   /// start-up, fork-join, moving results.
   [[nodiscard]] virtual double overhead_seconds(const call_shape& call) const noexcept = 0;
+  /// Checks what only this backend can check of a call's options, on the thread that makes
+  /// the call (before map_async's job starts).
+  /// @throws option_error naming the option
+  virtual void check_call(const options& /*opts*/) const {}
   /// Runs items [job.begin, job.end) and blocks until they finished or the call stopped.
   /// Item failures go to job.state; fills `report` when not null.
   /// @throws polymap::error when the backend itself fails

@@ -123,6 +123,8 @@ class Mpi : public testing::Test {
  protected:
   void SetUp() override {
     if (!under_mpirun()) GTEST_SKIP() << "runs under mpirun (ctest runs it so)";
+    // The test initialises MPI before polymap's first call would (at SERIALIZED).
+    if (thread_multiple_run()) (void)rank();
   }
 };
 
@@ -788,9 +790,12 @@ TEST_F(Mpi, TheDuplicateOfACommunicatorGoesWithIt) {
     EXPECT_EQ(polymap::map(
                   xs, [round](int x) { return x + round; }, o),
               std::vector<int>(200, 1 + round));
+    // One duplicate of it, kept for the next call; the last round's went at this call.
+    EXPECT_EQ(polymap::detail::mpi::communicator::alive(), before + 1) << "round " << round;
     EXPECT_EQ(polymap::map(
                   xs, [round](int x) { return x - round; }, o),
               std::vector<int>(200, 1 - round));
+    EXPECT_EQ(polymap::detail::mpi::communicator::alive(), before + 1) << "round " << round;
     MPI_Comm_free(&mine);
   }
   (void)polymap::map(
@@ -801,7 +806,10 @@ TEST_F(Mpi, TheDuplicateOfACommunicatorGoesWithIt) {
 TEST_F(Mpi, TwoCallsAtOnceOnTwoCommunicatorsRunTogetherUnderThreadMultiple) {
   int level = MPI_THREAD_SINGLE;
   MPI_Query_thread(&level);
-  if (level != MPI_THREAD_MULTIPLE) GTEST_SKIP() << "MPI without MPI_THREAD_MULTIPLE";
+  if (level != MPI_THREAD_MULTIPLE) {
+    if (thread_multiple_run()) FAIL() << "MPI was not initialised with MPI_THREAD_MULTIPLE";
+    GTEST_SKIP() << "MPI without MPI_THREAD_MULTIPLE (ctest's mpi.thread_multiple has it)";
+  }
   MPI_Comm first = MPI_COMM_NULL;
   MPI_Comm second = MPI_COMM_NULL;
   MPI_Comm_dup(MPI_COMM_WORLD, &first);
@@ -846,7 +854,10 @@ TEST_F(Mpi, TwoCallsAtOnceOnTwoCommunicatorsRunTogetherUnderThreadMultiple) {
 /// MPI_COMM_WORLD runs here, threw: the first call's items wait until the second returned.
 /// The second is refused before any message, so no rank waits for it. Every rank runs items
 /// of the first call: rank 0 hands out two chunks to each rank before it runs its own.
-std::string second_call_at_once(const polymap::options& second_options) {
+std::string second_call_at_once(const polymap::options& second_options,
+                                const polymap::options& first_options = on_mpi) {
+  polymap::options one_worker = first_options;
+  one_worker.workers = 1;
   std::atomic<bool> refused{false};
   std::string second_error;
   std::thread second;
@@ -866,7 +877,7 @@ std::string second_call_at_once(const polymap::options& second_options) {
         while (!refused.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
         return x;
       },
-      {.backend = backend_kind::mpi, .workers = 1});
+      one_worker);
   EXPECT_EQ(ys, std::vector<int>(20, 1));
   if (!second.joinable()) {
     ADD_FAILURE() << "this rank ran no item of the first call";
@@ -890,6 +901,23 @@ TEST_F(Mpi, ASecondCallAtOnceIsRefusedWithoutThreadMultiple) {
 TEST_F(Mpi, TwoCallsAtOnceOnOneCommunicatorAreRefused) {
   const std::string what = second_call_at_once(on_mpi);
   EXPECT_NE(what.find("another call"), std::string::npos) << what;
+  // The same on a communicator of the program's, whose duplicate the first call made.
+  MPI_Comm mine = MPI_COMM_NULL;
+  MPI_Comm_dup(MPI_COMM_WORLD, &mine);
+  const std::string again = second_call_at_once(on_comm(mine), on_comm(mine));
+  EXPECT_NE(again.find("another call"), std::string::npos) << again;
+  MPI_Comm_free(&mine);
+}
+
+TEST(MpiOutsideAJob, ACommunicatorBeforeMpiInitIsAnOptionError) {
+  if (under_mpirun()) GTEST_SKIP() << "runs without mpirun";
+  EXPECT_EQ(polymap::mpi::comm(MPI_COMM_WORLD), polymap::mpi::comm_handle{});
+  const auto [what, option_error] = error_of([] { (void)polymap::mpi::comm(MPI_COMM_SELF); });
+  EXPECT_TRUE(option_error);
+  EXPECT_NE(what.find("MPI_Init"), std::string::npos) << what;
+  int init = 1;
+  MPI_Initialized(&init);
+  EXPECT_EQ(init, 0);
 }
 
 TEST(MpiOptions, CommAndResultsAskForTheMpiBackend) {

@@ -102,20 +102,33 @@ void check_callable() {
 /// attribute that ties a duplicate to the program's communicator.
 std::mutex retired_mutex;
 std::vector<void*> retired;
+/// Guards the attribute (its keyval, the lookups), the handles whose duplicate a call is
+/// making, and the deletion of retired duplicates: a call claims a duplicate under it, so
+/// none is deleted between its lookup and its claim.
 std::mutex attribute_mutex;
 int duplicate_keyval = MPI_KEYVAL_INVALID;
+std::vector<int> making;  // Fortran handles
 std::atomic<std::size_t> duplicates{0};
 
 /// MPI's callback when the program frees a communicator that has a duplicate of polymap's
-/// (or MPI deletes the attribute otherwise): the duplicate goes at the next call.
+/// (or MPI deletes the attribute otherwise): the duplicate goes at the next call. Never an
+/// error: that would fail the program's MPI_Comm_free.
 int retire(MPI_Comm /*comm*/, int /*keyval*/, void* value, void* /*extra*/) {
   try {
     const std::lock_guard lock(retired_mutex);
     retired.push_back(value);
   } catch (...) {
-    return MPI_ERR_NO_MEM;  // the duplicate leaks; nothing else is lost
+    // No memory to note it: the duplicate stays until MPI_Finalize.
   }
   return MPI_SUCCESS;
+}
+
+[[noreturn]] void refuse_second_call() {
+  throw error(
+      "polymap: backend mpi: another call on the same communicator is running in this "
+      "process: calls on one communicator are collective, made one at a time and in the "
+      "same order on every rank (give each thread a communicator of its own, under "
+      "MPI_THREAD_MULTIPLE)");
 }
 
 }  // namespace
@@ -123,11 +136,20 @@ int retire(MPI_Comm /*comm*/, int /*keyval*/, void* value, void* /*extra*/) {
 communicator::communicator(int of) {
   MPI_Comm comm = MPI_COMM_NULL;
   check(MPI_Comm_dup(handle(of), &comm), "MPI_Comm_dup");
-  comm_ = MPI_Comm_c2f(comm);
-  check(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
-  check(MPI_Comm_rank(comm, &rank_), "MPI_Comm_rank");
-  check(MPI_Comm_size(comm, &size_), "MPI_Comm_size");
+  try {
+    comm_ = MPI_Comm_c2f(comm);
+    check(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+    check(MPI_Comm_rank(comm, &rank_), "MPI_Comm_rank");
+    check(MPI_Comm_size(comm, &size_), "MPI_Comm_size");
+  } catch (...) {
+    MPI_Comm_free(&comm);
+    throw;
+  }
   duplicates.fetch_add(1, std::memory_order_relaxed);
+}
+
+void communicator::claim_busy() {
+  if (!busy_.try_lock()) refuse_second_call();
 }
 
 communicator::~communicator() {
@@ -161,15 +183,13 @@ communicator& communicator::get() {
   return *made;
 }
 
-communicator& communicator::of(const polymap::mpi::comm_handle& c) {
-  check_callable();
-  free_retired();
-  if (!c.fortran.has_value()) return get();
-  const std::string named = "a communicator (Fortran handle " + std::to_string(*c.fortran) + ")";
+void communicator::validate(const polymap::mpi::comm_handle& c) {
+  if (!c.fortran.has_value()) return;
   if (!initialized()) {
-    throw option_error("comm", named,
+    throw option_error("comm",
+                       "a communicator (Fortran handle " + std::to_string(*c.fortran) + ")",
                        "a communicator of an initialised MPI (the program has not called "
-                       "MPI_Init)");
+                       "MPI_Init, or has finalised it)");
   }
   const MPI_Comm user = handle(*c.fortran);
   if (user == MPI_COMM_NULL) {
@@ -183,28 +203,61 @@ communicator& communicator::of(const polymap::mpi::comm_handle& c) {
     throw option_error("comm", "an intercommunicator",
                        "an intracommunicator: the ranks that share a call form one group");
   }
-  int same = MPI_UNEQUAL;
-  check(MPI_Comm_compare(user, MPI_COMM_WORLD, &same), "MPI_Comm_compare");
-  if (same == MPI_IDENT) return get();
+}
+
+communicator& communicator::claim(const polymap::mpi::comm_handle& c) {
+  check_callable();
+  free_retired();
+  validate(c);
+  int same = MPI_IDENT;
+  if (c.fortran.has_value()) {
+    check(MPI_Comm_compare(handle(*c.fortran), MPI_COMM_WORLD, &same), "MPI_Comm_compare");
+  }
+  if (same == MPI_IDENT) {
+    communicator& world = get();
+    world.claim_busy();
+    return world;
+  }
+  const int fortran = *c.fortran;
+  const MPI_Comm user = handle(fortran);
   {
     const std::lock_guard lock(attribute_mutex);
     if (duplicate_keyval == MPI_KEYVAL_INVALID) {
       check(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, retire, &duplicate_keyval, nullptr),
-            "MPI_Comm_create_keyval");
+                 "MPI_Comm_create_keyval");
     }
     void* value = nullptr;
     int found = 0;
     check(MPI_Comm_get_attr(user, duplicate_keyval, &value, &found), "MPI_Comm_get_attr");
-    if (found != 0) return *static_cast<communicator*>(value);
+    if (found != 0) {
+      auto* known = static_cast<communicator*>(value);
+      known->claim_busy();
+      return *known;
+    }
+    // Another thread of this process is making it, for a call of its own.
+    if (std::find(making.begin(), making.end(), fortran) != making.end()) refuse_second_call();
+    making.push_back(fortran);
   }
-  // Collective over the program's communicator: not under a lock that a call on another
-  // communicator, in another order on another rank, could wait for.
-  auto* made = new communicator(*c.fortran);
+  const auto made_here = [fortran] {  // under attribute_mutex
+    making.erase(std::find(making.begin(), making.end(), fortran));
+  };
+  // Collective over the program's communicator: not under attribute_mutex, which a call on
+  // another communicator, made in another order on another rank, may need meanwhile.
+  communicator* made = nullptr;
+  try {
+    made = new communicator(fortran);
+  } catch (...) {
+    const std::lock_guard lock(attribute_mutex);
+    made_here();
+    throw;
+  }
   const std::lock_guard lock(attribute_mutex);
+  made_here();
   if (const int code = MPI_Comm_set_attr(user, duplicate_keyval, made); code != MPI_SUCCESS) {
     delete made;
     check(code, "MPI_Comm_set_attr");
   }
+  made->busy_.lock();  // new: nobody else has it
   return *made;
 }
 
@@ -214,14 +267,18 @@ void communicator::free_retired() {
     const std::lock_guard lock(retired_mutex);
     now.swap(retired);
   }
+  if (now.empty()) return;
   std::vector<void*> kept;
-  for (void* value : now) {
-    auto* c = static_cast<communicator*>(value);
-    if (c->busy_.try_lock()) {  // no call of another thread's uses it
-      c->busy_.unlock();
-      delete c;
-    } else {
-      kept.push_back(value);
+  {
+    const std::lock_guard lock(attribute_mutex);
+    for (void* value : now) {
+      auto* c = static_cast<communicator*>(value);
+      if (c->busy_.try_lock()) {  // no call of another thread's uses it
+        c->busy_.unlock();
+        delete c;
+      } else {
+        kept.push_back(value);
+      }
     }
   }
   if (kept.empty()) return;
@@ -230,9 +287,14 @@ void communicator::free_retired() {
 }
 
 bool communicator::thread_multiple() {
-  if (!initialized()) return false;
-  int level = MPI_THREAD_SINGLE;
-  check(MPI_Query_thread(&level), "MPI_Query_thread");
+  // The level cannot change once MPI is initialised.
+  static std::atomic<int> known{-1};
+  int level = known.load(std::memory_order_relaxed);
+  if (level < 0) {
+    if (!initialized()) return false;
+    check(MPI_Query_thread(&level), "MPI_Query_thread");
+    known.store(level, std::memory_order_relaxed);
+  }
   return level == MPI_THREAD_MULTIPLE;
 }
 

@@ -26,16 +26,23 @@ class communicator {
   /// @throws backend_unavailable when MPI was finalised, or is initialised with a thread
   ///   level that does not allow a call from this thread
   static communicator& get();
-  /// The duplicate of the program's communicator `c` (get() for MPI_COMM_WORLD), made at
-  /// the first call with it and freed once the program has freed `c`.
+  /// Checks that the program's communicator `c` can share a call, with local MPI calls
+  /// alone (no message).
   /// @throws option_error for MPI_COMM_NULL (a communicator this rank is not in), an
-  ///   intercommunicator, or any while MPI is not initialised; as get() otherwise
-  static communicator& of(const polymap::mpi::comm_handle& c);
+  ///   intercommunicator, or any while MPI is not initialised
+  static void validate(const polymap::mpi::comm_handle& c);
+  /// The duplicate of the program's communicator `c` (get()'s for MPI_COMM_WORLD), claimed
+  /// for one call: its busy() is locked, for the caller to adopt. Made at the first call
+  /// with `c`; freed at the next call in this process once the program has freed `c`.
+  /// @throws polymap::error when another call of this process holds it (or is making it);
+  ///   as validate() and get() otherwise
+  static communicator& claim(const polymap::mpi::comm_handle& c);
 
   /// Held by the call that uses this communicator: a second call at once would mix their
   /// messages.
   [[nodiscard]] std::mutex& busy() noexcept { return busy_; }
-  /// Whether MPI takes calls from several threads at once (MPI_THREAD_MULTIPLE).
+  /// Whether MPI takes calls from several threads at once (MPI_THREAD_MULTIPLE); false
+  /// before MPI is initialised. Read from MPI once.
   [[nodiscard]] static bool thread_multiple();
   /// How many duplicates are made and not yet freed (MPI_COMM_WORLD's among them).
   [[nodiscard]] static std::size_t alive() noexcept;
@@ -78,6 +85,8 @@ class communicator {
   /// still in use. MPI_Comm_free is not called from MPI's attribute callback that tells of
   /// them: MPI implementations hold locks of their own there.
   static void free_retired();
+  /// Locks busy(), or throws polymap::error saying that another call holds it.
+  void claim_busy();
 
   std::mutex busy_;
   int comm_ = 0;      // an MPI_Comm handle, stored as MPI_Comm_c2f's integer

@@ -58,6 +58,7 @@ class mpi_executor_impl final : public executor {
   [[nodiscard]] double overhead_seconds(const call_shape& /*call*/) const noexcept override {
     return 0;  // never weighed: automatic does not choose a collective backend
   }
+  void check_call(const options& o) const override { mpi::communicator::validate(o.comm); }
 
   void run(const map_job& job, run_report* report) override {
     // Nested in an item (of any map, on any thread), a call runs there: the other ranks
@@ -110,24 +111,16 @@ class mpi_executor_impl final : public executor {
   /// @throws polymap::error when another call holds the communicator, or MPI's one thread
   ///   at a time is taken; option_error for a communicator that cannot share a call
   mpi::communicator& claim(const map_job& job, std::unique_lock<std::mutex>& serial) {
-    serial = std::unique_lock(serialised_, std::try_to_lock);
-    const bool multiple = mpi::communicator::thread_multiple();
-    if (!serial.owns_lock() && !multiple) {
-      throw error(
-          "polymap: backend mpi: another call on the mpi backend is running in this "
-          "process, and MPI takes calls from one thread at a time: two calls at once need "
-          "MPI_THREAD_MULTIPLE and a communicator each (options::comm)");
+    if (!mpi::communicator::thread_multiple()) {
+      serial = std::unique_lock(serialised_, std::try_to_lock);
+      if (!serial.owns_lock()) {
+        throw error(
+            "polymap: backend mpi: another call on the mpi backend is running in this "
+            "process, and MPI takes calls from one thread at a time: two calls at once need "
+            "MPI_THREAD_MULTIPLE and a communicator each (options::comm)");
+      }
     }
-    mpi::communicator& comm = mpi::communicator::of(job.opts->comm);
-    if (multiple && serial.owns_lock()) serial.unlock();
-    if (!comm.busy().try_lock()) {
-      throw error(
-          "polymap: backend mpi: another call on the same communicator is running in this "
-          "process: calls on one communicator are collective, made one at a time and in the "
-          "same order on every rank (give each thread a communicator of its own, under "
-          "MPI_THREAD_MULTIPLE)");
-    }
-    return comm;
+    return mpi::communicator::claim(job.opts->comm);
   }
 
   std::mutex serialised_;

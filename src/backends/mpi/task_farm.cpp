@@ -96,7 +96,6 @@ task_farm::task_farm(communicator& comm, const map_job& job)
   here_.report = nullptr;
   here_.comm = {};
   here_.results = polymap::mpi::results::every_rank;
-  results_to_rank0_ = job.opts->results == polymap::mpi::results::rank0;
   job_.opts = &here_;
   job_.decided = nullptr;
   stats_.seconds_per_item.store(job.seconds_per_item, std::memory_order_relaxed);
@@ -109,6 +108,9 @@ task_farm::task_farm(communicator& comm, const map_job& job)
       encoded_ = t->encode != nullptr;  // mpi.cpp refused the call otherwise
     }
   }
+  // Where results go matters only to a call that has some (for_each has none).
+  results_to_rank0_ =
+      job.opts->results == polymap::mpi::results::rank0 && (result_size_ != 0 || encoded_);
 }
 
 share_report task_farm::identity() const {
