@@ -13,6 +13,7 @@
 #include <mutex>
 #include <polymap/error.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mpi_launcher.hpp"
@@ -370,6 +371,34 @@ void communicator::receive(void* data, std::size_t size, int from, int tag) cons
           "MPI_Recv");
     at += n;
     if (n < piece_bytes) return;
+  }
+}
+
+void communicator::receive_later(void* data, std::size_t size, int from, int tag) {
+  if (size >= piece_bytes) {  // sent in pieces: received as they come
+    receive(data, size, from, tag);
+    return;
+  }
+  receiving_.reserve(receiving_.size() + 1);  // no throw once the receive is posted
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Irecv(data, count_of(size), MPI_BYTE, from, tag, handle(comm_), &request),
+        "MPI_Irecv");
+  receiving_.push_back({MPI_Request_c2f(request), size, from});
+}
+
+void communicator::wait_received() {
+  const std::vector<receiving> pending = std::exchange(receiving_, {});
+  for (const receiving& r : pending) {
+    MPI_Request request = MPI_Request_f2c(r.request);
+    MPI_Status status;
+    check(MPI_Wait(&request, &status), "MPI_Wait");
+    int count = 0;
+    check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
+    if (static_cast<std::size_t>(count) != r.size) {
+      throw error("polymap: backend mpi: rank " + std::to_string(r.from) + " sent " +
+                  std::to_string(count) + " bytes where " + std::to_string(r.size) +
+                  " were due (another program's message on polymap's communicator?)");
+    }
   }
 }
 

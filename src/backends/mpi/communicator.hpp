@@ -7,6 +7,7 @@
 #include <mutex>
 #include <polymap/backends/mpi.hpp>
 #include <string>
+#include <vector>
 
 namespace polymap::detail::mpi {
 
@@ -66,6 +67,15 @@ class communicator {
   int receive(std::string& into, int from, int tag) const;
   /// Receives what send() sent, exactly `size` bytes, from `from` into `data`.
   void receive(void* data, std::size_t size, int from, int tag) const;
+  /// Starts receiving what send_later() sends, exactly `size` bytes (one message: less than
+  /// what needs pieces), from `from` into `data`, which must stay until wait_received(). The
+  /// receiver goes on meanwhile: a large message may need its sender to call MPI again
+  /// before it moves (MPI's rendezvous, without a progress thread), which a sender busy
+  /// with its next chunk does only after it.
+  void receive_later(void* data, std::size_t size, int from, int tag);
+  /// Waits until everything receive_later() started has arrived.
+  /// @throws polymap::error when a message was not of the size expected
+  void wait_received();
   /// Whether a message with `tag` waits, from any source.
   [[nodiscard]] bool waiting(int tag) const;
   /// Ends every rank of the job (MPI_Abort), after saying why on stderr: for a call that
@@ -91,6 +101,12 @@ class communicator {
   std::mutex busy_;
   int comm_ = 0;      // an MPI_Comm handle, stored as MPI_Comm_c2f's integer
   int sending_ = -1;  // send_later's MPI_Request (MPI_Request_c2f), or -1
+  struct receiving {
+    int request = 0;  // MPI_Request_c2f
+    std::size_t size = 0;
+    int from = 0;
+  };
+  std::vector<receiving> receiving_;
   int rank_ = 0;
   int size_ = 1;
 };

@@ -131,6 +131,7 @@ void task_farm::run(const std::string& refused) {
       due_[0] = 0;  // rank 0 sends itself nothing
       if (!error_.empty()) error_ = blamed(0, error_);
       run_root();
+      comm_.wait_received();  // every chunk's results, before they are told or broadcast
     } else {
       run_worker();
     }
@@ -238,8 +239,9 @@ void task_farm::serve_one() {
   // chunk it skipped (after a stop) comes back empty, without results.
   const std::size_t chunk_items = r.chunk.end - r.chunk.begin;
   if (chunk_items != 0 && result_size_ != 0) {
-    comm_.receive(results_ + r.chunk.begin * result_size_, chunk_items * result_size_, from,
-                  results_tag);
+    // Taken while rank 0 goes on: the sender may be in its next chunk (see receive_later).
+    comm_.receive_later(results_ + r.chunk.begin * result_size_, chunk_items * result_size_,
+                        from, results_tag);
   } else if (chunk_items != 0 && encoded_) {
     comm_.receive(message_, from, results_tag);
     for (item_failure& f : decode_results(message_, r.chunk)) r.failures.push_back(std::move(f));
