@@ -123,8 +123,8 @@ class Mpi : public testing::Test {
  protected:
   void SetUp() override {
     if (!under_mpirun()) GTEST_SKIP() << "runs under mpirun (ctest runs it so)";
-    // The test initialises MPI before polymap's first call would (at SERIALIZED).
-    if (thread_multiple_run()) (void)rank();
+    // The test initialises MPI, whatever runs first (MpiInit covers polymap's own).
+    (void)rank();
   }
 };
 
@@ -853,11 +853,18 @@ TEST_F(Mpi, TwoCallsAtOnceOnTwoCommunicatorsRunTogetherUnderThreadMultiple) {
 /// What a second call with `second_options`, made by another thread while a call on
 /// MPI_COMM_WORLD runs here, threw: the first call's items wait until the second returned.
 /// The second is refused before any message, so no rank waits for it. Every rank runs items
-/// of the first call: rank 0 hands out two chunks to each rank before it runs its own.
+/// of the first call: one at a time, of 5 ms each, from a start together.
 std::string second_call_at_once(const polymap::options& second_options,
                                 const polymap::options& first_options = on_mpi) {
+  // Every rank in the call and at its start together, and items long enough that no rank
+  // runs them all before another asks for one.
+  EXPECT_EQ(polymap::map(
+                std::vector<int>(64, 1), [](int x) { return x; }, on_mpi),
+            std::vector<int>(64, 1));
+  MPI_Barrier(MPI_COMM_WORLD);
   polymap::options one_worker = first_options;
   one_worker.workers = 1;
+  one_worker.chunk = 1;
   std::atomic<bool> refused{false};
   std::string second_error;
   std::thread second;
@@ -875,6 +882,7 @@ std::string second_call_at_once(const polymap::options& second_options,
           });
         });
         while (!refused.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
         return x;
       },
       one_worker);
@@ -907,6 +915,24 @@ TEST_F(Mpi, TwoCallsAtOnceOnOneCommunicatorAreRefused) {
   const std::string again = second_call_at_once(on_comm(mine), on_comm(mine));
   EXPECT_NE(again.find("another call"), std::string::npos) << again;
   MPI_Comm_free(&mine);
+}
+
+TEST(MpiInit, TheFirstCallInitialisesMpiWhenTheProgramHasNot) {
+  // Run first, on its own (ctest's mpi.polymap_initialises): every other test initialises
+  // MPI itself.
+  if (!under_mpirun()) GTEST_SKIP() << "runs under mpirun (ctest runs it so)";
+  int init = 1;
+  MPI_Initialized(&init);
+  ASSERT_EQ(init, 0) << "run this test first, alone";
+  EXPECT_EQ(polymap::map(
+                std::vector<int>(100, 3), [](int x) { return 2 * x; }, on_mpi),
+            std::vector<int>(100, 6));
+  MPI_Initialized(&init);
+  EXPECT_EQ(init, 1);
+  int level = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&level);
+  EXPECT_EQ(level, MPI_THREAD_SERIALIZED);
+  EXPECT_EQ(sum_over_ranks(1), static_cast<std::uint64_t>(ranks()));
 }
 
 TEST(MpiOutsideAJob, ACommunicatorBeforeMpiInitIsAnOptionError) {

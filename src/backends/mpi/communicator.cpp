@@ -186,6 +186,7 @@ communicator& communicator::get() {
 
 void communicator::validate(const polymap::mpi::comm_handle& c) {
   if (!c.fortran.has_value()) return;
+  check_callable();
   if (!initialized()) {
     throw option_error("comm",
                        "a communicator (Fortran handle " + std::to_string(*c.fortran) + ")",
@@ -375,31 +376,42 @@ void communicator::receive(void* data, std::size_t size, int from, int tag) cons
 }
 
 void communicator::receive_later(void* data, std::size_t size, int from, int tag) {
+  // One receive open per sender: the one before from `from` is done or nearly (its sender
+  // waits for it before it sends again), and waiting here moves it along.
+  const auto earlier = std::find_if(receiving_.begin(), receiving_.end(),
+                                    [from](const receiving& r) { return r.from == from; });
+  if (earlier != receiving_.end()) {
+    const receiving r = *earlier;
+    receiving_.erase(earlier);
+    wait(r);
+  }
   if (size >= piece_bytes) {  // sent in pieces: received as they come
     receive(data, size, from, tag);
     return;
   }
-  receiving_.reserve(receiving_.size() + 1);  // no throw once the receive is posted
   MPI_Request request = MPI_REQUEST_NULL;
   check(MPI_Irecv(data, count_of(size), MPI_BYTE, from, tag, handle(comm_), &request),
         "MPI_Irecv");
+  // Should this throw (no memory), the call ends the MPI job: no request goes unwaited.
   receiving_.push_back({MPI_Request_c2f(request), size, from});
+}
+
+void communicator::wait(const receiving& r) const {
+  MPI_Request request = MPI_Request_f2c(r.request);
+  MPI_Status status;
+  check(MPI_Wait(&request, &status), "MPI_Wait");
+  int count = 0;
+  check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
+  if (static_cast<std::size_t>(count) != r.size) {
+    throw error("polymap: backend mpi: rank " + std::to_string(r.from) + " sent " +
+                std::to_string(count) + " bytes where " + std::to_string(r.size) +
+                " were due (another program's message on polymap's communicator?)");
+  }
 }
 
 void communicator::wait_received() {
   const std::vector<receiving> pending = std::exchange(receiving_, {});
-  for (const receiving& r : pending) {
-    MPI_Request request = MPI_Request_f2c(r.request);
-    MPI_Status status;
-    check(MPI_Wait(&request, &status), "MPI_Wait");
-    int count = 0;
-    check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
-    if (static_cast<std::size_t>(count) != r.size) {
-      throw error("polymap: backend mpi: rank " + std::to_string(r.from) + " sent " +
-                  std::to_string(count) + " bytes where " + std::to_string(r.size) +
-                  " were due (another program's message on polymap's communicator?)");
-    }
-  }
+  for (const receiving& r : pending) wait(r);
 }
 
 void communicator::abort(const std::string& why) const noexcept {

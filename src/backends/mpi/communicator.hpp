@@ -67,11 +67,12 @@ class communicator {
   int receive(std::string& into, int from, int tag) const;
   /// Receives what send() sent, exactly `size` bytes, from `from` into `data`.
   void receive(void* data, std::size_t size, int from, int tag) const;
-  /// Starts receiving what send_later() sends, exactly `size` bytes (one message: less than
-  /// what needs pieces), from `from` into `data`, which must stay until wait_received(). The
-  /// receiver goes on meanwhile: a large message may need its sender to call MPI again
-  /// before it moves (MPI's rendezvous, without a progress thread), which a sender busy
-  /// with its next chunk does only after it.
+  /// Starts receiving what send_later() sends, exactly `size` bytes, from `from` into
+  /// `data`, which must stay until wait_received(). The receiver goes on meanwhile: a large
+  /// message may need its sender to call MPI again before it moves (MPI's rendezvous,
+  /// without a progress thread), which a sender busy with its next chunk does only after
+  /// it. Waits first for the one before from `from` (its sender waits for it before it
+  /// sends again). Bytes sent in pieces are received at once, as receive() does.
   void receive_later(void* data, std::size_t size, int from, int tag);
   /// Waits until everything receive_later() started has arrived.
   /// @throws polymap::error when a message was not of the size expected
@@ -106,7 +107,9 @@ class communicator {
     std::size_t size = 0;
     int from = 0;
   };
-  std::vector<receiving> receiving_;
+  std::vector<receiving> receiving_;  // one at most per sender
+  /// Waits for `r`. @throws polymap::error when its message was not of the size expected
+  void wait(const receiving& r) const;
   int rank_ = 0;
   int size_ = 1;
 };

@@ -58,7 +58,18 @@ class mpi_executor_impl final : public executor {
   [[nodiscard]] double overhead_seconds(const call_shape& /*call*/) const noexcept override {
     return 0;  // never weighed: automatic does not choose a collective backend
   }
-  void check_call(const options& o) const override { mpi::communicator::validate(o.comm); }
+  void check_call(const options& o) const override {
+    // Nested, a call runs inline, and names no communicator to MPI. Elsewhere MPI may be
+    // called by one thread at a time unless it allows more: a call running on another
+    // thread now leaves the check to the refusal that this call then meets.
+    if (!o.comm.fortran.has_value() || in_item() || in_worker() || in_worker_process()) return;
+    std::unique_lock<std::mutex> serial;
+    if (!mpi::communicator::thread_multiple()) {
+      serial = std::unique_lock(serialised_, std::try_to_lock);
+      if (!serial.owns_lock()) return;
+    }
+    mpi::communicator::validate(o.comm);
+  }
 
   void run(const map_job& job, run_report* report) override {
     // Nested in an item (of any map, on any thread), a call runs there: the other ranks
@@ -123,7 +134,7 @@ class mpi_executor_impl final : public executor {
     return mpi::communicator::claim(job.opts->comm);
   }
 
-  std::mutex serialised_;
+  mutable std::mutex serialised_;
 };
 
 constinit never_destroyed<mpi_executor_impl> the_executor;
