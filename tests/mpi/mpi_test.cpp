@@ -343,6 +343,30 @@ TEST_F(Mpi, ResultsWithACodecCrossEncoded) {
   EXPECT_TRUE(thrown);
 }
 
+TEST_F(Mpi, LargeEncodedResultsCrossWhileRankZeroGoesOn) {
+  // Chunks of encoded results far above the eager limit: rank 0 takes them as they come,
+  // one chunk per rank at a time, and every result arrives whole, on rank 0 alone too.
+  std::vector<int> xs(601);
+  std::iota(xs.begin(), xs.end(), 0);
+  const auto make = [](int x) {
+    return std::string(static_cast<std::size_t>(20000 + x), static_cast<char>('A' + x % 26));
+  };
+  for (const auto where : {polymap::mpi::results::every_rank, polymap::mpi::results::rank0}) {
+    polymap::options o = on_mpi;
+    o.results = where;
+    o.chunk = 7;
+    const auto texts = polymap::map(xs, make, o);
+    if (where == polymap::mpi::results::rank0 && rank() != 0) {
+      EXPECT_TRUE(texts.empty());
+      continue;
+    }
+    ASSERT_EQ(texts.size(), xs.size());
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+      EXPECT_EQ(texts[i], make(static_cast<int>(i))) << "item " << i;
+    }
+  }
+}
+
 /// A result whose codec counts its decodes on this rank, and cannot encode the value 4321.
 struct counted {
   std::string text;

@@ -375,16 +375,40 @@ void communicator::receive(void* data, std::size_t size, int from, int tag) cons
   }
 }
 
+void communicator::wait_received(int from) {
+  const auto earlier = std::find_if(receiving_.begin(), receiving_.end(),
+                                    [from](const receiving& r) { return r.from == from; });
+  if (earlier == receiving_.end()) return;
+  const receiving r = *earlier;
+  receiving_.erase(earlier);
+  wait(r);
+}
+
+void communicator::receive_later(std::string& into, int from, int tag) {
+  wait_received(from);
+  MPI_Message message = MPI_MESSAGE_NULL;
+  MPI_Status status;
+  check(MPI_Mprobe(from, tag, handle(comm_), &message, &status), "MPI_Mprobe");
+  int count = 0;
+  check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
+  into.resize(static_cast<std::size_t>(count));
+  if (static_cast<std::size_t>(count) >= piece_bytes) {
+    // The first piece of several: this one now, the rest as receive() takes them.
+    check(MPI_Mrecv(into.data(), count, MPI_BYTE, &message, MPI_STATUS_IGNORE), "MPI_Mrecv");
+    std::string rest;
+    receive(rest, from, tag);
+    into += rest;
+    return;
+  }
+  MPI_Request request = MPI_REQUEST_NULL;
+  check(MPI_Imrecv(into.data(), count, MPI_BYTE, &message, &request), "MPI_Imrecv");
+  receiving_.push_back({MPI_Request_c2f(request), static_cast<std::size_t>(count), from});
+}
+
 void communicator::receive_later(void* data, std::size_t size, int from, int tag) {
   // One receive open per sender: the one before from `from` is done or nearly (its sender
   // waits for it before it sends again), and waiting here moves it along.
-  const auto earlier = std::find_if(receiving_.begin(), receiving_.end(),
-                                    [from](const receiving& r) { return r.from == from; });
-  if (earlier != receiving_.end()) {
-    const receiving r = *earlier;
-    receiving_.erase(earlier);
-    wait(r);
-  }
+  wait_received(from);
   if (size >= piece_bytes) {  // sent in pieces: received as they come
     receive(data, size, from, tag);
     return;

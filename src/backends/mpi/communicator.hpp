@@ -74,9 +74,15 @@ class communicator {
   /// it. Waits first for the one before from `from` (its sender waits for it before it
   /// sends again). Bytes sent in pieces are received at once, as receive() does.
   void receive_later(void* data, std::size_t size, int from, int tag);
+  /// The same for what send_later() sends of a size the receiver does not know: into
+  /// `into`, which must stay (and keep its size) until it has arrived. Waits for the
+  /// message's envelope (MPI_Mprobe), not for its bytes.
+  void receive_later(std::string& into, int from, int tag);
   /// Waits until everything receive_later() started has arrived.
   /// @throws polymap::error when a message was not of the size expected
   void wait_received();
+  /// Waits until what receive_later() started from `from` has arrived.
+  void wait_received(int from);
   /// Whether a message with `tag` waits, from any source.
   [[nodiscard]] bool waiting(int tag) const;
   /// Ends every rank of the job (MPI_Abort), after saying why on stderr: for a call that

@@ -91,7 +91,8 @@ task_farm::task_farm(communicator& comm, const map_job& job)
       here_(*job.opts),
       next_(job.begin),
       due_(static_cast<std::size_t>(comm.size()), requests_ahead),
-      heard_(static_cast<std::size_t>(comm.size()), 0) {
+      heard_(static_cast<std::size_t>(comm.size()), 0),
+      encoded_in_(static_cast<std::size_t>(comm.size())) {
   here_.backend = backend_kind::automatic;
   here_.report = nullptr;
   here_.comm = {};
@@ -131,7 +132,7 @@ void task_farm::run(const std::string& refused) {
       due_[0] = 0;  // rank 0 sends itself nothing
       if (!error_.empty()) error_ = blamed(0, error_);
       run_root();
-      comm_.wait_received();  // every chunk's results, before they are told or broadcast
+      take_encoded(-1);  // every chunk's results, before they are told or broadcast
     } else {
       run_worker();
     }
@@ -243,11 +244,13 @@ void task_farm::serve_one() {
     comm_.receive_later(results_ + r.chunk.begin * result_size_, chunk_items * result_size_,
                         from, results_tag);
   } else if (chunk_items != 0 && encoded_) {
-    comm_.receive(message_, from, results_tag);
-    for (item_failure& f : decode_results(message_, r.chunk)) r.failures.push_back(std::move(f));
+    take_encoded(from);  // the ones before: one receive open per rank
+    encoded_in& in = encoded_in_[static_cast<std::size_t>(from)];
+    in.bytes = std::make_unique<std::string>();
+    in.chunk = r.chunk;
+    comm_.receive_later(*in.bytes, from, results_tag);
   }
   run_state& state = *job_.state;
-  // A worker's state stops at its own items' failures; not at those of its codec.
   if (!r.failures.empty() && job_.opts->on_error == on_error::fail_fast) r.stopping = true;
   for (item_failure& f : r.failures) state.add_failure(std::move(f));
   if (!r.ranges.empty()) {
@@ -268,6 +271,26 @@ void task_farm::serve_one() {
   // The third word says that the call stopped: the rank drops the chunk it holds.
   const std::uint64_t answer[3] = {next.begin, next.end, stopped() ? 1U : 0U};
   comm_.send(answer, sizeof answer, from, chunk_tag);
+}
+
+void task_farm::take_encoded(int from) {
+  const std::size_t first = from < 0 ? 0 : static_cast<std::size_t>(from);
+  const std::size_t last = from < 0 ? encoded_in_.size() : first + 1;
+  if (from < 0) {
+    comm_.wait_received();
+  } else {
+    comm_.wait_received(from);
+  }
+  run_state& state = *job_.state;
+  for (std::size_t r = first; r < last && r < encoded_in_.size(); ++r) {
+    encoded_in& in = encoded_in_[r];
+    if (!in.bytes) continue;
+    // A worker's state stops at its own items' failures; not at those of its codec here.
+    std::vector<item_failure> lost = decode_results(*in.bytes, in.chunk);
+    in.bytes.reset();
+    if (!lost.empty() && job_.opts->on_error == on_error::fail_fast) state.request_stop();
+    for (item_failure& f : lost) state.add_failure(std::move(f));
+  }
 }
 
 void task_farm::run_worker() {

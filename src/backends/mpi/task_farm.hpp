@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <polymap/detail/execute.hpp>
 #include <polymap/detail/map_job.hpp>
 #include <polymap/options.hpp>
@@ -57,6 +58,9 @@ class task_farm {
   index_range take(bool own);
   /// Rank 0: reads one report (with its results) and answers it with the next chunk.
   void serve_one();
+  /// Rank 0: waits for the encoded results on their way from rank `from` (all ranks when
+  /// negative) and stores them.
+  void take_encoded(int from);
   /// Every rank: rank 0's account of the whole call, and the results.
   void finish();
   /// Appends the results of the items in `ranges` but those that failed, each as its index,
@@ -85,6 +89,12 @@ class task_farm {
   std::size_t next_;         ///< rank 0: the first item not handed out
   std::vector<int> due_;     ///< rank 0: reports each rank still owes
   std::vector<char> heard_;  ///< rank 0: 1 for each rank that has asked for work
+  /// Rank 0: encoded results on their way from each rank, and the chunk they are of.
+  struct encoded_in {
+    std::unique_ptr<std::string> bytes;  ///< not moved while MPI writes into it
+    index_range chunk{};
+  };
+  std::vector<encoded_in> encoded_in_;
   std::string error_;        ///< why the call fails on every rank (rank 0's), or this rank's
                              ///< backend failed (a worker's, sent with its next report)
   std::string message_;      ///< the last message received
