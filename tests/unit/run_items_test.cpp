@@ -30,13 +30,19 @@ struct worker_fixture {
 
 TEST(RunItems, AFewItemsAtTheEndOfARangeNeverGrowTheBlock) {
   // Four items of 2 us end a range in a block of 64: 8 us, under half the interval, which a
-  // whole block would not be.
-  worker_fixture f;
-  f.w.block = 64;
-  const std::size_t ran =
-      run_items(0, 4, f.w, [](std::size_t) { busy_for(std::chrono::microseconds(2)); });
-  EXPECT_EQ(ran, 4U);
-  EXPECT_EQ(f.w.block, 64U);
+  // whole block would not be. The block never grows; it keeps its size unless a preemption
+  // stretched the 8 us past the interval, so some of twenty tries keep it whole.
+  std::size_t kept = 0;
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    worker_fixture f;
+    f.w.block = 64;
+    const std::size_t ran =
+        run_items(0, 4, f.w, [](std::size_t) { busy_for(std::chrono::microseconds(2)); });
+    EXPECT_EQ(ran, 4U);
+    EXPECT_LE(f.w.block, 64U);
+    if (f.w.block == 64U) ++kept;
+  }
+  EXPECT_GT(kept, 0U);
 }
 
 TEST(RunItems, AFewItemsAtTheEndOfARangeThatTakeTooLongShrinkTheBlock) {
