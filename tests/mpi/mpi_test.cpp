@@ -625,6 +625,32 @@ TEST_F(Mpi, ACancelDuringTheCallOnAWorkerRankCancelsEveryRank) {
   EXPECT_LT(sum_over_ranks(static_cast<std::uint64_t>(ran.load())), xs.size());
 }
 
+TEST_F(Mpi, AnAsyncJobDroppedOnOneRankCancelsTheCallOnEveryRank) {
+  // The last rank drops its job once one of its items ran; the rest would take seconds.
+  std::vector<int> xs(6000, 1);
+  std::atomic<int> ran{0};
+  const auto item = [&ran](int x) {
+    ran.fetch_add(1, std::memory_order_relaxed);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return x;
+  };
+  bool cancelled = false;
+  if (rank() == ranks() - 1) {
+    auto job = polymap::map_async(std::span<const int>(xs), item, on_mpi);
+    while (ran.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    // Dropped here: its destructor cancels the call and waits for it.
+  } else {
+    auto job = polymap::map_async(std::span<const int>(xs), item, on_mpi);
+    try {
+      (void)job.get();
+    } catch (const polymap::cancelled_error&) {
+      cancelled = true;
+    }
+  }
+  EXPECT_EQ(cancelled, rank() != ranks() - 1);
+  EXPECT_LT(sum_over_ranks(static_cast<std::uint64_t>(ran.load())), xs.size());
+}
+
 TEST_F(Mpi, AutomaticNeverChoosesMpiAndExplainSaysWhy) {
   std::vector<int> xs(1000, 1);
   const polymap::plan p = polymap::explain(xs, [](int x) { return x; });
@@ -800,6 +826,38 @@ TEST_F(Mpi, ARankLeftOutOfACommunicatorIsToldSo) {
   }
 }
 
+TEST_F(Mpi, AnIntercommunicatorIsAnOptionError) {
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
+  // Even ranks and odd ranks, joined by an intercommunicator between the groups' leaders
+  // (world ranks 0 and 1).
+  const int me = rank();
+  MPI_Comm group = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, me % 2, me, &group);
+  MPI_Comm inter = MPI_COMM_NULL;
+  MPI_Intercomm_create(group, 0, MPI_COMM_WORLD, me % 2 == 0 ? 1 : 0, 17, &inter);
+  (void)polymap::map(
+      std::vector<int>(50, 1), [](int x) { return x; }, on_mpi);  // frees what was freed
+  const std::size_t before = polymap::detail::mpi::communicator::alive();
+  const auto [what, option_error] = error_of([&] {
+    (void)polymap::map(
+        std::vector<int>(50, 1), [](int x) { return x; }, on_comm(inter));
+  });
+  EXPECT_TRUE(option_error) << what;
+  EXPECT_NE(what.find("comm"), std::string::npos) << what;
+  EXPECT_NE(what.find("intercommunicator"), std::string::npos) << what;
+  EXPECT_EQ(polymap::detail::mpi::communicator::alive(), before);  // nothing duplicated
+  // map_async refuses it on the calling thread, before any job starts.
+  const auto [async_what, async_option_error] = error_of([&] {
+    auto job = polymap::map_async(
+        std::vector<int>(50, 1), [](int x) { return x; }, on_comm(inter));
+    (void)job.get();
+  });
+  EXPECT_TRUE(async_option_error) << async_what;
+  EXPECT_NE(async_what.find("intercommunicator"), std::string::npos) << async_what;
+  MPI_Comm_free(&inter);
+  MPI_Comm_free(&group);
+}
+
 TEST_F(Mpi, TheDuplicateOfACommunicatorGoesWithIt) {
   // MPI_COMM_WORLD named, and one duplicate of the program's after another, each freed.
   std::vector<int> xs(200, 1);
@@ -938,6 +996,55 @@ TEST_F(Mpi, TwoCallsAtOnceOnOneCommunicatorAreRefused) {
   MPI_Comm_dup(MPI_COMM_WORLD, &mine);
   const std::string again = second_call_at_once(on_comm(mine), on_comm(mine));
   EXPECT_NE(again.find("another call"), std::string::npos) << again;
+  MPI_Comm_free(&mine);
+}
+
+TEST_F(Mpi, TwoCallsAtOnceWhileTheDuplicateIsBeingMadeAreRefusedOnce) {
+  int level = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&level);
+  if (level != MPI_THREAD_MULTIPLE) {
+    if (thread_multiple_run()) FAIL() << "MPI was not initialised with MPI_THREAD_MULTIPLE";
+    GTEST_SKIP() << "MPI without MPI_THREAD_MULTIPLE (ctest's mpi.thread_multiple has it)";
+  }
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
+  // Rank 0 makes two first calls on a new communicator from two threads. The duplicate that
+  // the first makes (collectively) cannot be done before the other ranks call, which they
+  // do only once rank 0 saw one of its two refused: the other call finds it being made.
+  MPI_Comm mine = MPI_COMM_NULL;
+  MPI_Comm_dup(MPI_COMM_WORLD, &mine);
+  const polymap::options o = on_comm(mine);
+  const std::vector<int> xs(100, 3);
+  const auto call = [&] {
+    return error_of([&] {
+      const auto ys = polymap::map(
+          xs, [](int x) { return x * 2; }, o);
+      if (ys != std::vector<int>(100, 6)) throw polymap::error("wrong results");
+    });
+  };
+  if (rank() == 0) {
+    std::pair<std::string, bool> thrown[2];
+    std::atomic<int> refused{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t) {
+      threads.emplace_back([&, t] {
+        thrown[t] = call();
+        if (!thrown[t].first.empty()) refused.fetch_add(1);
+      });
+    }
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (refused.load() == 0 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_EQ(refused.load(), 1) << "neither call refused within 30 s";
+    for (int r = 1; r < ranks(); ++r) MPI_Send(nullptr, 0, MPI_BYTE, r, 23, MPI_COMM_WORLD);
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(refused.load(), 1);
+    const std::string& what = thrown[0].first.empty() ? thrown[1].first : thrown[0].first;
+    EXPECT_NE(what.find("another call"), std::string::npos) << what;
+  } else {
+    MPI_Recv(nullptr, 0, MPI_BYTE, 0, 23, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    EXPECT_EQ(call().first, "");
+  }
   MPI_Comm_free(&mine);
 }
 
