@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -421,28 +422,43 @@ TEST_P(BackendConformance, RetriesRunAFailedItemAgain) {
   }
 }
 
+/// The least of up to five measures of `attempt()` (each a fresh call), stopping at the first
+/// one within `bound`: a preemption of the test thread or of a worker's supervisor lets more
+/// items start in one try, whereas a worker that looks for a stop too seldom does so in each.
+template <class Attempt>
+std::size_t least_of_tries(std::size_t bound, Attempt&& attempt) {
+  std::size_t least = attempt();
+  for (int tries = 1; tries < 5 && least > bound; ++tries) least = std::min(least, attempt());
+  return least;
+}
+
 TEST_P(BackendConformance, NoItemStartsAfterCancelReturns) {
   constexpr std::size_t n = 2'000;
-  test::shared_counters<std::size_t> started_counter(1);
-  std::atomic<std::size_t>& started = *started_counter;
-  std::vector<int> xs(n, 1);
-  auto job = polymap::map_async(std::span<const int>(xs), [&](int x) {
-    started.fetch_add(1);
-    std::this_thread::sleep_for(std::chrono::microseconds(500));
-    return x;
-  }, opts());
-  while (started.load() < 4) std::this_thread::sleep_for(std::chrono::microseconds(100));
-  const std::size_t before_cancel = started.load();
-  job.cancel();
-  const std::size_t at_cancel = started.load();
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_EQ(started.load(), at_cancel);
-  EXPECT_THROW((void)job.get(), cancelled_error);
-  EXPECT_EQ(started.load(), at_cancel);
-  EXPECT_LT(at_cancel, n);
+  const auto items_started_while_cancelling = [&] {
+    test::shared_counters<std::size_t> started_counter(1);
+    std::atomic<std::size_t>& started = *started_counter;
+    std::vector<int> xs(n, 1);
+    auto job = polymap::map_async(std::span<const int>(xs), [&](int x) {
+      started.fetch_add(1);
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+      return x;
+    }, opts());
+    while (started.load() < 4) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    const std::size_t before_cancel = started.load();
+    job.cancel();
+    const std::size_t at_cancel = started.load();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_EQ(started.load(), at_cancel);
+    EXPECT_THROW((void)job.get(), cancelled_error);
+    EXPECT_EQ(started.load(), at_cancel);
+    EXPECT_LT(at_cancel, n);
+    return at_cancel - before_cancel;
+  };
   // Prompt: a worker sees the cancel within about one item of this size, not after a chunk
   // sized for unknown cost (the items' cost is not known to the call).
-  EXPECT_LE(at_cancel - before_cancel, 16u) << "items that started while cancel() waited";
+  constexpr std::size_t bound = 16;
+  EXPECT_LE(least_of_tries(bound, items_started_while_cancelling), bound)
+      << "items that started while cancel() waited";
 }
 
 // Items far slower than the first ones, which set the call's chunk size: a worker sees a
@@ -454,26 +470,31 @@ constexpr std::chrono::milliseconds slow_item{20};
 TEST_P(BackendConformance, ACancelIsSeenWhenItemsCostMoreThanTheFirstOnes) {
   constexpr std::size_t n = 400;
   constexpr std::size_t cheap = 40;
-  test::shared_counters<std::size_t> started_counter(1);
-  std::atomic<std::size_t>& started = *started_counter;
-  std::vector<int> xs(n);
-  std::iota(xs.begin(), xs.end(), 0);
-  auto job = polymap::map_async(std::span<const int>(xs), [&](int x) {
-    started.fetch_add(1);
-    if (static_cast<std::size_t>(x) >= cheap) std::this_thread::sleep_for(slow_item);
-    return x;
-  }, opts());
-  while (started.load() < cheap + 4) std::this_thread::sleep_for(std::chrono::microseconds(100));
-  const std::size_t before_cancel = started.load();
-  job.cancel();
-  const std::size_t at_cancel = started.load();
-  EXPECT_THROW((void)job.get(), cancelled_error);
-  EXPECT_EQ(started.load(), at_cancel);
+  const auto items_started_while_cancelling = [&] {
+    test::shared_counters<std::size_t> started_counter(1);
+    std::atomic<std::size_t>& started = *started_counter;
+    std::vector<int> xs(n);
+    std::iota(xs.begin(), xs.end(), 0);
+    auto job = polymap::map_async(std::span<const int>(xs), [&](int x) {
+      started.fetch_add(1);
+      if (static_cast<std::size_t>(x) >= cheap) std::this_thread::sleep_for(slow_item);
+      return x;
+    }, opts());
+    while (started.load() < cheap + 4) {
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    const std::size_t before_cancel = started.load();
+    job.cancel();
+    const std::size_t at_cancel = started.load();
+    EXPECT_THROW((void)job.get(), cancelled_error);
+    EXPECT_EQ(started.load(), at_cancel);
+    return at_cancel - before_cancel;
+  };
   // Each worker looks for a stop before each slow item: one item a worker can start between
   // its look and the cancel, one more while this thread reads the count and calls cancel().
   // Before the looks between items, a block of cheap items' size ran on (about 20 here).
-  const std::size_t workers = std::max(2u, std::thread::hardware_concurrency());
-  EXPECT_LE(at_cancel - before_cancel, 2 * workers)
+  const std::size_t bound = 2 * std::max(2u, std::thread::hardware_concurrency());
+  EXPECT_LE(least_of_tries(bound, items_started_while_cancelling), bound)
       << "items that started while cancel() waited";
 }
 
@@ -481,31 +502,36 @@ TEST_P(BackendConformance, FailFastIsSeenWhenItemsCostMoreThanTheFirstOnes) {
   constexpr std::size_t n = 400;
   constexpr std::size_t cheap = 40;
   constexpr int bad = 60;
-  test::shared_counters<std::size_t> counters(2);
-  std::atomic<std::size_t>& started = counters[0];
-  std::atomic<std::size_t>& at_failure = counters[1];
-  std::vector<int> xs(n);
-  std::iota(xs.begin(), xs.end(), 0);
-  try {
-    (void)polymap::map(xs, [&](int x) {
-      const std::size_t k = started.fetch_add(1) + 1;
-      if (x == bad) {
-        at_failure.store(k);
-        throw std::runtime_error("bad item");
+  const auto items_started_after_the_failure = [&]() -> std::size_t {
+    test::shared_counters<std::size_t> counters(2);
+    std::atomic<std::size_t>& started = counters[0];
+    std::atomic<std::size_t>& at_failure = counters[1];
+    std::vector<int> xs(n);
+    std::iota(xs.begin(), xs.end(), 0);
+    try {
+      (void)polymap::map(xs, [&](int x) {
+        const std::size_t k = started.fetch_add(1) + 1;
+        if (x == bad) {
+          at_failure.store(k);
+          throw std::runtime_error("bad item");
+        }
+        if (static_cast<std::size_t>(x) >= cheap) std::this_thread::sleep_for(slow_item);
+        return x;
+      }, opts());
+      ADD_FAILURE() << "expected map_error";
+    } catch (const map_error& e) {
+      EXPECT_EQ(e.failures().size(), 1u);
+      if (!e.failures().empty()) {
+        EXPECT_EQ(e.failures()[0].index, static_cast<std::size_t>(bad));
       }
-      if (static_cast<std::size_t>(x) >= cheap) std::this_thread::sleep_for(slow_item);
-      return x;
-    }, opts());
-    FAIL() << "expected map_error";
-  } catch (const map_error& e) {
-    ASSERT_EQ(e.failures().size(), 1u);
-    EXPECT_EQ(e.failures()[0].index, static_cast<std::size_t>(bad));
-  }
-  ASSERT_NE(at_failure.load(), 0u);
+    }
+    EXPECT_NE(at_failure.load(), 0u);
+    return at_failure.load() == 0 ? n : started.load() - at_failure.load();
+  };
   // Each other worker looks before each slow item; a worker process hears of the failure
   // through the caller, within about 1 ms: at most an item or two a worker.
-  const std::size_t workers = std::max(2u, std::thread::hardware_concurrency());
-  EXPECT_LE(started.load() - at_failure.load(), 2 * workers)
+  const std::size_t bound = 2 * std::max(2u, std::thread::hardware_concurrency());
+  EXPECT_LE(least_of_tries(bound, items_started_after_the_failure), bound)
       << "items that started after the failure";
 }
 

@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <fstream>
@@ -52,12 +53,25 @@ int os_nice() {
   return getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
 }
 
-/// Runs `n` items of about 1 ms each with `o` and returns what each thread saw.
-std::map<pid_t, seen_thread> observe(const options& o, std::size_t n) {
+/// Runs `n` items of about 1 ms each with `o` and returns what each thread saw. With `meet`,
+/// each item first waits (up to 5 s from the call's start) until `meet` threads have started
+/// one: a worker that the machine started late still runs an item.
+std::map<pid_t, seen_thread> observe(const options& o, std::size_t n, std::size_t meet = 0) {
   std::mutex m;
   std::map<pid_t, seen_thread> threads;
+  std::set<pid_t> started;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   polymap::for_each(n, [&](std::size_t) {
     seen_thread s{gettid(), os_affinity(), os_nice()};
+    for (;;) {
+      {
+        std::lock_guard lock(m);
+        started.insert(s.tid);
+        if (started.size() >= meet) break;
+      }
+      if (std::chrono::steady_clock::now() > until) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
     std::lock_guard lock(m);
     threads[s.tid] = s;
@@ -130,14 +144,25 @@ TEST(ThreadsBackend, NiceReadsBackFromTheOs) {
 
 TEST(ThreadsBackend, ImbalancedItemsDoNotLeaveAWorkerIdle) {
   if (topology::current().usable_count() < 2) GTEST_SKIP() << "one usable CPU";
-  // Item 0 sleeps 200 ms; the other 100 take 1 ms each. The worker stuck on item 0 must not
-  // hold a share of the others: the rest of the pool takes them.
+  // Item 0 lasts until the other 100 (1 ms each) are done, 20 s at most. The worker stuck on
+  // item 0 must not hold a share of the others: the rest of the pool takes them.
   std::mutex m;
   std::map<std::size_t, pid_t> ran_on;
+  std::atomic<std::size_t> others_done{0};
   polymap::for_each(101, [&](std::size_t i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(i == 0 ? 200 : 1));
-    std::lock_guard lock(m);
-    ran_on[i] = gettid();
+    if (i == 0) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (others_done.load() < 100 && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    {
+      std::lock_guard lock(m);
+      ran_on[i] = gettid();
+    }
+    if (i != 0) others_done.fetch_add(1);
   }, {.backend = backend::threads, .workers = 2});
   const pid_t slow = ran_on.at(0);
   std::size_t with_slow = 0;
@@ -160,7 +185,7 @@ TEST(ThreadsBackend, AMapInsideAStreamConsumerDoesNotDeadlock) {
 TEST(ThreadsBackend, UsesEveryWorkerForExpensiveItems) {
   const std::size_t workers = topology::current().usable_count();
   if (workers < 2) GTEST_SKIP() << "one usable CPU";
-  const auto threads = observe({.backend = backend::threads}, 200);
+  const auto threads = observe({.backend = backend::threads}, 200, workers);
   EXPECT_EQ(threads.size(), workers);
 }
 
@@ -212,10 +237,18 @@ TEST(ThreadsBackend, AForkedChildRunsOnAPoolOfItsOwn) {
       run_report report;
       std::set<pid_t> ran_on;
       std::mutex m;
+      // Each item waits (up to 5 s) until two threads ran one, where there is room for two.
+      const std::size_t meet = std::min<std::size_t>(topology::current().usable_count(), 2);
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
       const auto ys = polymap::map(xs, [&](int x) {
-        {
-          const std::lock_guard lock(m);
-          ran_on.insert(gettid());
+        for (;;) {
+          {
+            const std::lock_guard lock(m);
+            ran_on.insert(gettid());
+            if (ran_on.size() >= meet) break;
+          }
+          if (std::chrono::steady_clock::now() > until) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
         std::this_thread::sleep_for(std::chrono::microseconds(50));
         return 2 * x;
@@ -251,28 +284,43 @@ long task_status(pid_t tid, const std::string& key) {
   return -1;
 }
 
+/// A thread's scheduling state: 'S' while it sleeps, 'R' while it runs or waits for a CPU.
+char task_state(pid_t tid) {
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  const std::size_t comm_end = stat.rfind(')');  // the name may hold spaces and parentheses
+  return comm_end == std::string::npos || comm_end + 2 >= stat.size() ? '?' : stat[comm_end + 2];
+}
+
 // A call that asked for more workers than CPUs grows the pool; those extra threads must
 // sleep through later calls that do not need them (waking them all made every later call
 // pay for them). Each wake of a sleeping thread is a voluntary context switch.
 TEST(ThreadsBackend, ThreadsGrownForOneCallSleepThroughLaterCalls) {
   const std::size_t usable = topology::current().usable_count();
-  const auto usual = observe({.backend = backend::threads}, 100);
-  const auto many = observe({.backend = backend::threads, .workers = usable + 6}, 600);
+  const auto usual = observe({.backend = backend::threads}, 100, usable);
+  const auto many = observe({.backend = backend::threads, .workers = usable + 6}, 600, usable + 6);
   std::vector<pid_t> extra;
   for (const auto& [tid, seen] : many) {
     if (!usual.contains(tid)) extra.push_back(tid);
   }
   ASSERT_FALSE(extra.empty()) << "no thread beyond the usual ones ran an item";
-  // Let them finish spinning and fall asleep: their counts stop moving.
+  // Let them finish spinning and fall asleep: each asleep, and their counts stop moving.
   std::map<pid_t, long> before;
   for (int settled = 0; settled < 3;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     std::map<pid_t, long> now;
-    for (const pid_t t : extra) now[t] = task_status(t, "voluntary_ctxt_switches");
-    settled = now == before ? settled + 1 : 0;
+    bool asleep = true;
+    for (const pid_t t : extra) {
+      now[t] = task_status(t, "voluntary_ctxt_switches");
+      asleep = asleep && task_state(t) == 'S';
+    }
+    settled = asleep && now == before ? settled + 1 : 0;
     before = now;
   }
-  for (int call = 0; call < 30; ++call) (void)observe({.backend = backend::threads}, 20);
+  for (int call = 0; call < 30; ++call) {
+    (void)observe({.backend = backend::threads}, 20, usable);
+  }
   for (const pid_t t : extra) {
     EXPECT_EQ(task_status(t, "voluntary_ctxt_switches"), before[t])
         << "thread " << t << ", grown for one call, was woken by later calls";

@@ -6,6 +6,7 @@
 // journal records.
 
 #include "cli_process.hpp"
+#include "journal_query.hpp"
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
@@ -29,38 +30,6 @@
 namespace {
 
 using namespace polymap::test;  // NOLINT(google-build-using-namespace): the test helpers
-
-/// Rows of a query on a journal, each column as text.
-std::vector<std::vector<std::string>> query(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  std::vector<std::vector<std::string>> rows;
-  if (sqlite3_open(path.c_str(), &db) != SQLITE_OK) {
-    sqlite3_close(db);
-    ADD_FAILURE() << "cannot open " << path;
-    return rows;
-  }
-  sqlite3_busy_timeout(db, 10000);
-  sqlite3_stmt* stmt = nullptr;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK) {
-    ADD_FAILURE() << sqlite3_errmsg(db) << " in " << sql;
-  }
-  while (stmt != nullptr && sqlite3_step(stmt) == SQLITE_ROW) {
-    std::vector<std::string> row;
-    for (int c = 0; c < sqlite3_column_count(stmt); ++c) {
-      const auto* text = sqlite3_column_text(stmt, c);
-      row.emplace_back(text == nullptr ? "" : reinterpret_cast<const char*>(text));
-    }
-    rows.push_back(std::move(row));
-  }
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
-  return rows;
-}
-
-std::string scalar(const std::string& path, const std::string& sql) {
-  const auto rows = query(path, sql);
-  return rows.empty() || rows[0].empty() ? "" : rows[0][0];
-}
 
 /// Holds a journal's write lock, as another process's runner would, until released.
 class journal_lock {
@@ -720,9 +689,7 @@ std::vector<std::string> closed_pipe_items(const temp_dir& dir, job_writes where
 
 /// The seqs of the items in `state`, in order, joined by commas.
 std::string items_in_state(const temp_dir& dir, int state) {
-  return scalar(dir / "j.db",
-                "SELECT group_concat(seq) FROM (SELECT seq FROM items WHERE state = " +
-                    std::to_string(state) + " ORDER BY seq)");
+  return polymap::test::items_in_state(dir / "j.db", state);
 }
 
 /// What expect_closed_pipe_stops_and_resume_finishes() saw of the first run.
@@ -1234,12 +1201,16 @@ TEST(JournalRun, AttemptThatFailsWithRetriesLeftAfterAStopIsInterrupted) {
 
 // A job that a SIGTERM of its own ended (not the runner's, nor one sent with it) has
 // failed: its end waits 0.3 s for the runner's own signal, and a stop that is not a signal
-// (--halt now) does not make it interrupted.
+// (--halt now) does not make it interrupted. Item 2 fails once the runner has collected
+// item 1 (its pid gone, for up to 10 s).
 TEST(JournalRun, JobThatSigtermedItselfBeforeAHaltFailed) {
   temp_dir dir;
   const std::string script =
       record_script +
-      "; case \"$1\" in 1) kill -TERM $$;; 2) sleep 0.1; exit 3;; *) exec sleep 30;; esac";
+      "; case \"$1\" in 1) echo $$ > \"$2.pid\"; kill -TERM $$;; "
+      "2) for i in $(seq 1000); do [ -s \"$2.pid\" ] && "
+      "! kill -0 \"$(cat \"$2.pid\")\" 2>/dev/null && break; sleep 0.01; done; exit 3;; "
+      "*) exec sleep 30;; esac";
   const cli_output r =
       run_polymap(journal_run(dir, script, numbers(4), 3, {"--halt", "now,fail=1"}), dir);
   EXPECT_EQ(r.status, 1) << r.err;

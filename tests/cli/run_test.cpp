@@ -701,14 +701,17 @@ TEST(Run, JobThatFailsWhileStdoutIsAClosedPipeFailed) {
 
 // --halt soon lets the running jobs end as they end, and starts no retry: one that fails
 // then, with retries left, is interrupted before its retry (as a retry that was waiting),
-// and its output is written.
+// and its output is written. Item b fails once the runner has collected a's third failure
+// (whose pid a wrote: gone once collected), which started the halt.
 TEST(Run, JobThatFailsDuringAHaltSoonIsInterruptedBeforeItsRetryWithItsOutput) {
   temp_dir dir;
   const std::string side = dir / "side";
   const std::string script =
-      "if [ \"$0\" = a ]; then echo a >> \"$1\"; exit 3; fi; "
+      "if [ \"$0\" = a ]; then echo $$ >> \"$1\"; exit 3; fi; "
       "while [ \"$(cat \"$1\" 2>/dev/null | wc -l)\" -lt 3 ]; do sleep 0.05; done; "
-      "sleep 0.2; echo b-out; echo b-err >&2; exit 4";
+      "third=$(sed -n 3p \"$1\"); "
+      "for i in $(seq 1000); do kill -0 \"$third\" 2>/dev/null || break; sleep 0.01; done; "
+      "echo b-out; echo b-err >&2; exit 4";
   const cli_output r = run_polymap({"run", "-k", "--halt", "soon,fail=1", "--retries", "2", "-j",
                                     "2", "--", "sh", "-c", script, "{}", side, ":::", "b", "a"},
                                    dir);

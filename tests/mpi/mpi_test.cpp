@@ -935,7 +935,8 @@ TEST_F(Mpi, TwoCallsAtOnceOnTwoCommunicatorsRunTogetherUnderThreadMultiple) {
 /// What a second call with `second_options`, made by another thread while a call on
 /// MPI_COMM_WORLD runs here, threw: the first call's items wait until the second returned.
 /// The second is refused before any message, so no rank waits for it. Every rank runs items
-/// of the first call: one at a time, of 5 ms each, from a start together.
+/// of the first call: one at a time, of 15 ms each, from a start together (some 0.3 s of
+/// them a rank on three ranks: a rank would have to wait for its first for most of a second).
 std::string second_call_at_once(const polymap::options& second_options,
                                 const polymap::options& first_options = on_mpi) {
   // Every rank in the call and at its start together, and items long enough that no rank
@@ -952,7 +953,7 @@ std::string second_call_at_once(const polymap::options& second_options,
   std::thread second;
   std::once_flag once;
   const auto ys = polymap::map(
-      std::vector<int>(20, 1),
+      std::vector<int>(60, 1),
       [&](int x) {
         std::call_once(once, [&] {
           second = std::thread([&] {
@@ -964,11 +965,11 @@ std::string second_call_at_once(const polymap::options& second_options,
           });
         });
         while (!refused.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        std::this_thread::sleep_for(std::chrono::milliseconds(15));
         return x;
       },
       one_worker);
-  EXPECT_EQ(ys, std::vector<int>(20, 1));
+  EXPECT_EQ(ys, std::vector<int>(60, 1));
   if (!second.joinable()) {
     ADD_FAILURE() << "this rank ran no item of the first call";
     return {};
