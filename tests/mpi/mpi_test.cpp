@@ -43,15 +43,19 @@ bool under_mpirun() { return std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr; }
 /// for two calls at once on two communicators.
 bool thread_multiple_run() { return std::getenv("POLYMAP_TEST_MPI_THREAD_MULTIPLE") != nullptr; }
 
+/// Whether this run initialises MPI with MPI_THREAD_FUNNELED (ctest's mpi.funneled).
+bool funneled_run() { return std::getenv("POLYMAP_TEST_MPI_FUNNELED") != nullptr; }
+
 /// This rank and the job's size (MPI is initialised by polymap's first call, or here).
 int rank() {
   int init = 0;
   MPI_Initialized(&init);
   if (init == 0) {
     int provided = 0;
-    MPI_Init_thread(nullptr, nullptr,
-                    thread_multiple_run() ? MPI_THREAD_MULTIPLE : MPI_THREAD_SERIALIZED,
-                    &provided);
+    const int level = thread_multiple_run() ? MPI_THREAD_MULTIPLE
+                      : funneled_run()      ? MPI_THREAD_FUNNELED
+                                            : MPI_THREAD_SERIALIZED;
+    MPI_Init_thread(nullptr, nullptr, level, &provided);
     // Finalised at exit by this process, not by a worker process forked from it.
     static const pid_t initialised_by = getpid();
     std::atexit([] {
@@ -1047,6 +1051,48 @@ TEST_F(Mpi, TwoCallsAtOnceWhileTheDuplicateIsBeingMadeAreRefusedOnce) {
     EXPECT_EQ(call().first, "");
   }
   MPI_Comm_free(&mine);
+}
+
+TEST_F(Mpi, UnderFunneledOnlyTheMainThreadMakesACall) {
+  int level = MPI_THREAD_SINGLE;
+  MPI_Query_thread(&level);
+  if (level != MPI_THREAD_FUNNELED) {
+    if (funneled_run()) FAIL() << "MPI was not initialised with MPI_THREAD_FUNNELED";
+    GTEST_SKIP() << "MPI above MPI_THREAD_FUNNELED (ctest's mpi.funneled has it)";
+  }
+  // A call from another thread is refused on each rank by itself, before any message.
+  const auto unavailable = [](auto&& call) {
+    try {
+      call();
+    } catch (const polymap::backend_unavailable& e) {
+      return std::string(e.what());
+    } catch (const std::exception& e) {
+      return "not backend_unavailable: " + std::string(e.what());
+    }
+    return std::string("nothing thrown");
+  };
+  const std::vector<int> xs(64, 2);
+  std::string what;
+  std::thread other([&] {
+    what = unavailable([&] {
+      (void)polymap::map(
+          xs, [](int x) { return x + 1; }, on_mpi);
+    });
+  });
+  other.join();
+  EXPECT_NE(what.find("main thread"), std::string::npos) << what;
+  EXPECT_NE(what.find("MPI_THREAD_FUNNELED"), std::string::npos) << what;
+  // map_async's job runs on a thread of its own: the same at its get().
+  const std::string async_what = unavailable([&] {
+    auto job = polymap::map_async(
+        std::span<const int>(xs), [](int x) { return x + 1; }, on_mpi);
+    (void)job.get();
+  });
+  EXPECT_NE(async_what.find("main thread"), std::string::npos) << async_what;
+  // The main thread's calls run, and the ranks still agree.
+  EXPECT_EQ(polymap::map(
+                xs, [](int x) { return x + 1; }, on_mpi),
+            std::vector<int>(64, 3));
 }
 
 TEST(MpiInit, TheFirstCallInitialisesMpiWhenTheProgramHasNot) {

@@ -74,6 +74,17 @@ bool initialized() noexcept {
          MPI_Finalized(&finalized) == MPI_SUCCESS && finalized == 0;
 }
 
+/// MPI's thread level, asked once MPI is initialised (it cannot change then); -1 before.
+int thread_level() {
+  static std::atomic<int> known{-1};
+  int level = known.load(std::memory_order_relaxed);
+  if (level < 0 && initialized()) {
+    check(MPI_Query_thread(&level), "MPI_Query_thread");
+    known.store(level, std::memory_order_relaxed);
+  }
+  return level;
+}
+
 /// Throws unless this thread may call MPI now: MPI is not finalised, and when it is
 /// initialised, with a thread level that allows a call from this thread.
 void check_callable() {
@@ -82,14 +93,14 @@ void check_callable() {
   if (finalized != 0) {
     throw backend_unavailable("polymap: backend mpi is not available: MPI was finalised");
   }
-  int init = 0;
-  check(MPI_Initialized(&init), "MPI_Initialized");
-  if (init == 0) return;
-  int level = MPI_THREAD_SINGLE;
-  int is_main = 0;
-  check(MPI_Query_thread(&level), "MPI_Query_thread");
-  check(MPI_Is_thread_main(&is_main), "MPI_Is_thread_main");
-  if (level < MPI_THREAD_SERIALIZED && is_main == 0) {
+  const int level = thread_level();
+  if (level < 0 || level >= MPI_THREAD_SERIALIZED) return;
+  thread_local const bool is_main = [] {
+    int main = 0;
+    check(MPI_Is_thread_main(&main), "MPI_Is_thread_main");
+    return main != 0;
+  }();
+  if (!is_main) {
     throw backend_unavailable(
         std::string("polymap: backend mpi is not available on this thread: MPI was "
                     "initialised with ") +
@@ -288,17 +299,7 @@ void communicator::free_retired() {
   retired.insert(retired.end(), kept.begin(), kept.end());
 }
 
-bool communicator::thread_multiple() {
-  // The level cannot change once MPI is initialised.
-  static std::atomic<int> known{-1};
-  int level = known.load(std::memory_order_relaxed);
-  if (level < 0) {
-    if (!initialized()) return false;
-    check(MPI_Query_thread(&level), "MPI_Query_thread");
-    known.store(level, std::memory_order_relaxed);
-  }
-  return level == MPI_THREAD_MULTIPLE;
-}
+bool communicator::thread_multiple() { return thread_level() == MPI_THREAD_MULTIPLE; }
 
 void communicator::send(const void* data, std::size_t size, int to, int tag) const {
   // Whole pieces, then the rest, which may be empty: a message shorter than a piece ends it.

@@ -86,11 +86,29 @@ class mpi_executor_impl final : public executor {
       join_refused(job, refusal.what());
       throw refusal;
     }
+    farm_call(job, nullptr, report);
+  }
+
+  /// Takes part in a call that this rank refuses before it runs (`why`), so that every
+  /// rank ends it (the others throw polymap::error naming this rank and why), when the
+  /// call can reach them; returns, for the caller to throw its own error.
+  void join_refused(const map_job& job, const std::string& why) noexcept {
+    try {
+      farm_call(job, &why, nullptr);
+    } catch (...) {
+      // The call's own error is the one to throw here.
+    }
+  }
+
+ private:
+  /// Runs `job` with the other ranks of its communicator, or, given `refused`, takes part in
+  /// it only to end it everywhere with that reason.
+  void farm_call(const map_job& job, const std::string* refused, run_report* report) {
     std::unique_lock<std::mutex> serial;
     mpi::communicator& comm = claim(job, serial);
     const std::unique_lock lock(comm.busy(), std::adopt_lock);
     mpi::task_farm farm(comm, job);
-    farm.run();
+    farm.run(refused != nullptr ? *refused : std::string());
     if (report != nullptr) {
       report->backend = backend_kind::mpi;
       report->workers = static_cast<std::size_t>(comm.size());
@@ -99,22 +117,6 @@ class mpi_executor_impl final : public executor {
     }
   }
 
-  /// Takes part in a call that this rank refuses before it runs (`why`), so that every
-  /// rank ends it (the others throw polymap::error naming this rank and why), when the
-  /// call can reach them; returns, for the caller to throw its own error.
-  void join_refused(const map_job& job, const std::string& why) noexcept {
-    try {
-      std::unique_lock<std::mutex> serial;
-      mpi::communicator& comm = claim(job, serial);
-      const std::unique_lock lock(comm.busy(), std::adopt_lock);
-      mpi::task_farm farm(comm, job);
-      farm.run(why);
-    } catch (...) {
-      // The call's own error is the one to throw here.
-    }
-  }
-
- private:
   /// The communicator of the call, held for it (its busy() locked, for the caller to
   /// adopt). Ranks meet in the order of their calls on a communicator: two calls on one at
   /// once would mix their messages. Calls on two communicators may run at once where MPI
