@@ -51,6 +51,8 @@ struct nothing {
   POLYMAP_HD void operator()(std::size_t) const {}
 };
 
+// The hand-written peers: each launch is checked (cudaGetLastError), as polymap checks its
+// own, so that a launch that failed cannot pass for a fast one.
 __global__ void saxpy_kernel(std::size_t n, float a, const float* x, float* y) {
   const std::size_t i = blockIdx.x * static_cast<std::size_t>(blockDim.x) + threadIdx.x;
   if (i < n) y[i] = a * x[i] + y[i];
@@ -81,6 +83,7 @@ void device_saxpy(benchmark::State& s, int peer) {
       POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
     } else {
       saxpy_kernel<<<blocks(n), 256>>>(n, 2.5F, xp, yp);
+      POLYMAP_CUDA_CHECK(cudaGetLastError());
       POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
     }
   }
@@ -100,6 +103,7 @@ void device_map(benchmark::State& s, int peer) {
       POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
     } else if (peer == 2) {
       affine_kernel<<<blocks(n), 256>>>(n, in.data(), out.data());
+      POLYMAP_CUDA_CHECK(cudaGetLastError());
       POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
     } else {
       // A device-to-device cudaMemcpy returns before the copy is done: wait for it, as the
@@ -125,6 +129,7 @@ void host_map(benchmark::State& s, int peer) {
     } else {
       POLYMAP_CUDA_CHECK(cudaMemcpy(dx.data(), x.data(), n * sizeof(float), cudaMemcpyHostToDevice));
       affine_kernel<<<blocks(n), 256>>>(n, dx.data(), dy.data());
+      POLYMAP_CUDA_CHECK(cudaGetLastError());
       POLYMAP_CUDA_CHECK(cudaMemcpy(y.data(), dy.data(), n * sizeof(float), cudaMemcpyDeviceToHost));
     }
     benchmark::DoNotOptimize(y.data());
@@ -149,6 +154,7 @@ void host_map_pinned(benchmark::State& s, int peer) {
     } else {
       POLYMAP_CUDA_CHECK(cudaMemcpy(dx.data(), x, n * sizeof(float), cudaMemcpyHostToDevice));
       affine_kernel<<<blocks(n), 256>>>(n, dx.data(), dy.data());
+      POLYMAP_CUDA_CHECK(cudaGetLastError());
       POLYMAP_CUDA_CHECK(cudaMemcpy(y, dy.data(), n * sizeof(float), cudaMemcpyDeviceToHost));
     }
     benchmark::DoNotOptimize(y);
@@ -192,6 +198,7 @@ void empty_launch(benchmark::State& s, int peer) {
       pc::for_each(1, nothing{});
     } else {
       empty_kernel<<<1, 1>>>();
+      POLYMAP_CUDA_CHECK(cudaGetLastError());
       POLYMAP_CUDA_CHECK(cudaDeviceSynchronize());
     }
   }

@@ -7,7 +7,7 @@
 #                                CUDA tests, the GPU benchmarks and the polymap command into
 #                                build-gpu/, and gathers them with the
 #                                shared libraries they need (found by ldd: hwloc, Google
-#                                Benchmark, fmt, Kokkos, cudart ...) in build-gpu-carry/,
+#                                Benchmark, fmt, cudart ...) in build-gpu-carry/,
 #                                which .gitignore keeps out of git (build-*/).
 #   scripts/gpu-check.sh run     on the GPU machine (nothing is built there): runs them and
 #                                writes the device, the test logs and the figures to $OUT
@@ -15,9 +15,9 @@
 # With the device tool of this workplace, after `build`: run the command
 # `bash scripts/gpu-check.sh run` with carry ["build-gpu-carry"] and timeout_s 480 (its steps'
 # limits add up to 420 s; the CPU backends' tests are left to CI), then give the machine
-# back. Build again after any change: the carry holds what was built last. Results (7
+# back. Build again after any change: the carry holds what was built last. Results (8
 # files): summary.md (nvidia-smi, polymap calibrate, then the figures against the targets of
-# docs/benchmarks.md), cuda_tests.log, memcheck.log, bench.log, bench_gpu.json,
+# docs/benchmarks.md), ldd.txt, cuda_tests.log, memcheck.log, bench.log, bench_gpu.json,
 # staging_copy.json and polymap_bench.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,10 +25,11 @@ cd "$(dirname "$0")/.."
 carry=build-gpu-carry
 
 build() {
-  # Not -march=native: the binaries run on the GPU machine's CPU, not this one's.
+  # Not -march=native: the binaries run on the GPU machine's CPU, not this one's. Neither MPI
+  # nor Kokkos (Debian's is Serial): their libraries would only add to what must load there.
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DPOLYMAP_WITH_CUDA=ON \
     -DPOLYMAP_BUILD_TESTS=ON -DPOLYMAP_BUILD_BENCHMARKS=ON -DPOLYMAP_BUILD_CLI=ON \
-    -DPOLYMAP_BENCH_NATIVE=OFF
+    -DPOLYMAP_BENCH_NATIVE=OFF -DPOLYMAP_WITH_MPI=OFF -DPOLYMAP_WITH_KOKKOS=OFF
   cmake --build build-gpu -j 2 --target polymap_cuda_tests polymap_bench_gpu \
     polymap_bench_staging_copy polymap_cli
   rm -rf "$carry" && mkdir -p "$carry/bin" "$carry/lib"
@@ -66,6 +67,13 @@ run() {
   # The limits add up to 420 s: with the machine's start and the transfers, a run that uses
   # them all takes some 10 of a session's 15 device minutes, so a second run fits only when
   # the first ended well within them. Give the machine back after it.
+  # Every carried program must load there (a library missing, or one that needs a newer
+  # glibc than the machine's): said at once, rather than by each step failing.
+  "${carried[@]}" ldd "$bin"/* >"$out/ldd.txt" 2>&1 || true
+  if grep -q 'not found' "$out/ldd.txt"; then
+    echo "gpu-check: a carried program cannot load here; see ldd.txt" | tee "$out/summary.md"
+    return 1
+  fi
   { nvidia-smi || true; uname -a; nproc
     timeout 30 "${carried[@]}" "$bin/polymap" calibrate || true; } \
     >"$out/device.txt" 2>&1

@@ -153,6 +153,7 @@ std::uint64_t pi_hits(std::uint64_t seed, std::size_t blocks, std::size_t sample
   pc::detail::require_device(device);
   if (blocks == 0) return 0;
   const pc::device_guard guard(device);
+  pc::detail::clear_stale_error();  // Thrust reports the thread's last error after its launch
   try {
     return thrust::transform_reduce(
         thrust::device, thrust::counting_iterator<std::size_t>(0),

@@ -662,6 +662,7 @@ TEST(Processes, AWorkerThatClosedItsPipeIsWaitedForAsleep) {
     }
     return thread_cpu() - cpu_before;
   };
+  (void)caller_cpu(0ms);  // the process's first call pays for what later calls find ready
   const auto at_once = caller_cpu(0ms);
   const auto after_a_second = caller_cpu(1000ms);
   EXPECT_LT(after_a_second - at_once, 200ms)

@@ -9,7 +9,8 @@
 # MODE=consume: configures SOURCE_DIR in a fresh BINARY_DIR with generator GENERATOR and the
 #   initial cache INIT_CACHE, builds it in Release and runs its program `consumer`. With
 #   EXPECT_CONFIGURE_ERROR (a regular expression), configuring must fail with output that
-#   matches it instead.
+#   matches it instead; with EXPECT_BUILD_ERROR, configuring must succeed and building fail
+#   so.
 
 cmake_minimum_required(VERSION 3.24)
 
@@ -96,6 +97,20 @@ elseif(MODE STREQUAL "consume")
 
   run_step("configure ${SOURCE_DIR}" ${configure_command})
   cmake_host_system_information(RESULT jobs QUERY NUMBER_OF_LOGICAL_CORES)
+  if(DEFINED EXPECT_BUILD_ERROR)
+    execute_process(COMMAND "${CMAKE_COMMAND}" --build "${BINARY_DIR}" --config Release
+      RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+    if(rc EQUAL 0)
+      message(FATAL_ERROR "building ${SOURCE_DIR} succeeded; it should have failed with "
+                          "'${EXPECT_BUILD_ERROR}':\n${out}")
+    endif()
+    if(NOT out MATCHES "${EXPECT_BUILD_ERROR}")
+      message(FATAL_ERROR "building ${SOURCE_DIR} failed, but not with "
+                          "'${EXPECT_BUILD_ERROR}':\n${out}")
+    endif()
+    message(STATUS "build failed as expected:\n${out}")
+    return()
+  endif()
   run_step("build" "${CMAKE_COMMAND}" --build "${BINARY_DIR}" --config Release --parallel ${jobs})
 
   find_program(consumer consumer PATHS "${BINARY_DIR}" "${BINARY_DIR}/Release" NO_DEFAULT_PATH)

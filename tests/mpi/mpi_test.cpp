@@ -603,6 +603,15 @@ TEST_F(Mpi, AnItemThatExitsUnderATimeoutFailsAlone) {
   EXPECT_EQ(failures[0].exit_code, 3);
 }
 
+/// Waits until `ran` counts an item, 30 s at most (then the test goes on, and fails).
+void wait_for_an_item(const std::atomic<int>& ran) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (ran.load() == 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_GT(ran.load(), 0) << "no item ran on this rank within 30 s";
+}
+
 TEST_F(Mpi, ACancelDuringTheCallOnAWorkerRankCancelsEveryRank) {
   // The last rank cancels its job once one of its items ran; the rest would take seconds.
   std::vector<int> xs(6000, 1);
@@ -616,7 +625,7 @@ TEST_F(Mpi, ACancelDuringTheCallOnAWorkerRankCancelsEveryRank) {
       },
       on_mpi);
   if (rank() == ranks() - 1) {
-    while (ran.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    wait_for_an_item(ran);
     job.cancel();
   }
   bool cancelled = false;
@@ -641,7 +650,7 @@ TEST_F(Mpi, AnAsyncJobDroppedOnOneRankCancelsTheCallOnEveryRank) {
   bool cancelled = false;
   if (rank() == ranks() - 1) {
     auto job = polymap::map_async(std::span<const int>(xs), item, on_mpi);
-    while (ran.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    wait_for_an_item(ran);
     // Dropped here: its destructor cancels the call and waits for it.
   } else {
     auto job = polymap::map_async(std::span<const int>(xs), item, on_mpi);
@@ -851,11 +860,14 @@ TEST_F(Mpi, AnIntercommunicatorIsAnOptionError) {
   EXPECT_NE(what.find("intercommunicator"), std::string::npos) << what;
   EXPECT_EQ(polymap::detail::mpi::communicator::alive(), before);  // nothing duplicated
   // map_async refuses it on the calling thread, before any job starts.
+  bool job_started = false;
   const auto [async_what, async_option_error] = error_of([&] {
     auto job = polymap::map_async(
         std::vector<int>(50, 1), [](int x) { return x; }, on_comm(inter));
+    job_started = true;
     (void)job.get();
   });
+  EXPECT_FALSE(job_started);
   EXPECT_TRUE(async_option_error) << async_what;
   EXPECT_NE(async_what.find("intercommunicator"), std::string::npos) << async_what;
   MPI_Comm_free(&inter);
@@ -1040,10 +1052,10 @@ TEST_F(Mpi, TwoCallsAtOnceWhileTheDuplicateIsBeingMadeAreRefusedOnce) {
     while (refused.load() == 0 && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    EXPECT_EQ(refused.load(), 1) << "neither call refused within 30 s";
+    EXPECT_EQ(refused.load(), 1) << "no call refused within 30 s";
     for (int r = 1; r < ranks(); ++r) MPI_Send(nullptr, 0, MPI_BYTE, r, 23, MPI_COMM_WORLD);
     for (auto& t : threads) t.join();
-    EXPECT_EQ(refused.load(), 1);
+    EXPECT_EQ(refused.load(), 1) << "calls of the two refused";
     const std::string& what = thrown[0].first.empty() ? thrown[1].first : thrown[0].first;
     EXPECT_NE(what.find("another call"), std::string::npos) << what;
   } else {

@@ -454,6 +454,7 @@ template <class In, class R, class Fn>
 void device_map(const In* in, R* out, std::size_t n, Fn& fn, int device) {
   if (n == 0) return;
   device_guard on(device);
+  clear_stale_error();  // DeviceTransform returns the thread's last error after its launch
   POLYMAP_CUDA_CHECK(cub::DeviceTransform::Transform(in, out, static_cast<std::int64_t>(n), fn,
                                                      cudaStream_t{}));
   POLYMAP_CUDA_CHECK(cudaStreamSynchronize(cudaStream_t{}));

@@ -121,6 +121,8 @@ std::mutex attribute_mutex;
 int duplicate_keyval = MPI_KEYVAL_INVALID;
 std::vector<int> making;  // Fortran handles
 std::atomic<std::size_t> duplicates{0};
+/// The size of MPI_COMM_WORLD, once polymap's duplicate of it is made (0 before).
+std::atomic<int> world_ranks{0};
 
 /// MPI's callback when the program frees a communicator that has a duplicate of polymap's
 /// (or MPI deletes the attribute otherwise): the duplicate goes at the next call. Never an
@@ -191,6 +193,7 @@ communicator& communicator::get() {
       std::atexit(finalize_at_exit);
     }
     made = new communicator(MPI_Comm_c2f(MPI_COMM_WORLD));  // lives until exit, as MPI does
+    world_ranks.store(made->size(), std::memory_order_relaxed);
   }
   return *made;
 }
@@ -486,12 +489,21 @@ bool reachable(std::string& why_not) noexcept {
 }
 
 int known_ranks(const polymap::mpi::comm_handle& c) noexcept {
-  if (initialized()) {
-    const MPI_Comm comm = c.fortran.has_value() ? handle(*c.fortran) : MPI_COMM_WORLD;
-    int size = 0;
-    if (comm != MPI_COMM_NULL && MPI_Comm_size(comm, &size) == MPI_SUCCESS) return size;
+  // Asked from any thread, at any time (a plan, a status): MPI itself only where it takes
+  // calls from every thread at once. Elsewhere the world's size is what polymap's duplicate
+  // of it learnt, or the launcher's.
+  try {
+    if (thread_level() == MPI_THREAD_MULTIPLE) {
+      const MPI_Comm comm = c.fortran.has_value() ? handle(*c.fortran) : MPI_COMM_WORLD;
+      int size = 0;
+      if (comm != MPI_COMM_NULL && MPI_Comm_size(comm, &size) == MPI_SUCCESS) return size;
+    }
+  } catch (...) {
+    // MPI_Query_thread failed: as if MPI could not be asked.
   }
-  return c.fortran.has_value() ? 0 : mpi_launcher_ranks();
+  if (c.fortran.has_value()) return 0;
+  const int world = world_ranks.load(std::memory_order_relaxed);
+  return world > 0 ? world : mpi_launcher_ranks();
 }
 
 }  // namespace polymap::detail::mpi

@@ -125,9 +125,10 @@ class communicator {
 /// not. Initialises nothing.
 [[nodiscard]] bool reachable(std::string& why_not) noexcept;
 
-/// The ranks that share a call with communicator `c`: its size when MPI is initialised
-/// (MPI_COMM_WORLD's by default), else what the launcher's environment says; 0 when
-/// neither tells.
+/// The ranks that share a call with communicator `c` (MPI_COMM_WORLD by default), from any
+/// thread: its size, asked of MPI under MPI_THREAD_MULTIPLE; below that (a thread may not
+/// call MPI beside another's call), the world's size once polymap's first call learnt it,
+/// else what the launcher's environment says; 0 when none of these tells.
 [[nodiscard]] int known_ranks(const polymap::mpi::comm_handle& c = {}) noexcept;
 
 }  // namespace polymap::detail::mpi
