@@ -839,6 +839,29 @@ TEST_F(Mpi, ARankLeftOutOfACommunicatorIsToldSo) {
   }
 }
 
+TEST_F(Mpi, OnMpiCommSelfEachRankRunsACallOfItsOwn) {
+  // Each rank alone: a call of 500 items on one rank, whatever the others do meanwhile (here
+  // calls of other sizes).
+  const std::size_t n = 500 + static_cast<std::size_t>(rank());
+  std::vector<int> xs(n);
+  std::iota(xs.begin(), xs.end(), 0);
+  polymap::run_report report;
+  polymap::options o = on_comm(MPI_COMM_SELF);
+  o.report = &report;
+  std::atomic<std::size_t> ran_here{0};
+  const auto ys = polymap::map(
+      xs,
+      [&ran_here](int x) {
+        ran_here.fetch_add(1, std::memory_order_relaxed);
+        return 3 * x;
+      },
+      o);
+  ASSERT_EQ(ys.size(), n);
+  for (std::size_t i = 0; i < n; ++i) EXPECT_EQ(ys[i], 3 * xs[i]) << "item " << i;
+  EXPECT_EQ(ran_here.load(), n);
+  EXPECT_NE(report.note.find("rank 0 of 1"), std::string::npos) << report.note;
+}
+
 TEST_F(Mpi, AnIntercommunicatorIsAnOptionError) {
   if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
   // Even ranks and odd ranks, joined by an intercommunicator between the groups' leaders
