@@ -23,6 +23,18 @@ function(run_step what)
   message(STATUS "${what}: ok")
 endfunction()
 
+# Runs the command in ARGN, which must fail with output that matches `regex`.
+function(expect_failure what regex)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  if(rc EQUAL 0)
+    message(FATAL_ERROR "${what} succeeded; it should have failed with '${regex}':\n${out}")
+  endif()
+  if(NOT out MATCHES "${regex}")
+    message(FATAL_ERROR "${what} failed, but not with '${regex}':\n${out}")
+  endif()
+  message(STATUS "${what} failed as expected:\n${out}")
+endfunction()
+
 if(MODE STREQUAL "install")
   foreach(var BUILD_DIR PREFIX)
     if(NOT ${var})
@@ -81,34 +93,15 @@ elseif(MODE STREQUAL "consume")
     ${generator_args} -C "${INIT_CACHE}" -DCMAKE_BUILD_TYPE=Release)
 
   if(DEFINED EXPECT_CONFIGURE_ERROR)
-    execute_process(COMMAND ${configure_command}
-      RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
-    if(rc EQUAL 0)
-      message(FATAL_ERROR "configuring ${SOURCE_DIR} succeeded; it should have failed with "
-                          "'${EXPECT_CONFIGURE_ERROR}':\n${out}")
-    endif()
-    if(NOT out MATCHES "${EXPECT_CONFIGURE_ERROR}")
-      message(FATAL_ERROR "configuring ${SOURCE_DIR} failed, but not with "
-                          "'${EXPECT_CONFIGURE_ERROR}':\n${out}")
-    endif()
-    message(STATUS "configure failed as expected:\n${out}")
+    expect_failure("configuring ${SOURCE_DIR}" "${EXPECT_CONFIGURE_ERROR}" ${configure_command})
     return()
   endif()
 
   run_step("configure ${SOURCE_DIR}" ${configure_command})
   cmake_host_system_information(RESULT jobs QUERY NUMBER_OF_LOGICAL_CORES)
   if(DEFINED EXPECT_BUILD_ERROR)
-    execute_process(COMMAND "${CMAKE_COMMAND}" --build "${BINARY_DIR}" --config Release
-      RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
-    if(rc EQUAL 0)
-      message(FATAL_ERROR "building ${SOURCE_DIR} succeeded; it should have failed with "
-                          "'${EXPECT_BUILD_ERROR}':\n${out}")
-    endif()
-    if(NOT out MATCHES "${EXPECT_BUILD_ERROR}")
-      message(FATAL_ERROR "building ${SOURCE_DIR} failed, but not with "
-                          "'${EXPECT_BUILD_ERROR}':\n${out}")
-    endif()
-    message(STATUS "build failed as expected:\n${out}")
+    expect_failure("building ${SOURCE_DIR}" "${EXPECT_BUILD_ERROR}"
+      "${CMAKE_COMMAND}" --build "${BINARY_DIR}" --config Release)
     return()
   endif()
   run_step("build" "${CMAKE_COMMAND}" --build "${BINARY_DIR}" --config Release --parallel ${jobs})
