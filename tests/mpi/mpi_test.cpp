@@ -664,6 +664,29 @@ TEST_F(Mpi, AnAsyncJobDroppedOnOneRankCancelsTheCallOnEveryRank) {
   EXPECT_LT(sum_over_ranks(static_cast<std::uint64_t>(ran.load())), xs.size());
 }
 
+TEST_F(Mpi, TwoRanksSendingMoreThanOneMessageHoldsToEachOtherBothGoOn) {
+  // A message of more than 1 GiB goes in pieces. Sent by send_later() on two ranks to each
+  // other at once, neither may wait in its send for the other's receive (as `polymap run`'s
+  // rank does with a large report while rank 0 sends it an order): both then receive.
+  if (ranks() == 1) GTEST_SKIP() << "needs two ranks";
+  polymap::detail::mpi::communicator& comm = polymap::detail::mpi::communicator::get();
+  if (comm.rank() < 2) {
+    constexpr int tag = 99;  // none of polymap's own
+    constexpr std::size_t size = (std::size_t{1} << 30) + 4096;
+    const int peer = 1 - comm.rank();
+    std::string out(size, static_cast<char>('a' + comm.rank()));
+    out.back() = 'z';
+    comm.send_later(out.data(), out.size(), peer, tag);
+    std::string in;
+    comm.receive(in, peer, tag);
+    comm.wait_sent();
+    EXPECT_EQ(in.size(), size);
+    EXPECT_EQ(in.find_first_not_of(static_cast<char>('a' + peer)), size - 1);
+    EXPECT_EQ(in.back(), 'z');
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST_F(Mpi, AutomaticNeverChoosesMpiAndExplainSaysWhy) {
   std::vector<int> xs(1000, 1);
   const polymap::plan p = polymap::explain(xs, [](int x) { return x; });

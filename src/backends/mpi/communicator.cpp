@@ -316,29 +316,39 @@ void communicator::send(const void* data, std::size_t size, int to, int tag) con
 
 void communicator::send_later(const void* data, std::size_t size, int to, int tag) {
   wait_sent();
-  if (size >= piece_bytes) {
-    send(data, size, to, tag);
-    return;
+  // The pieces of send(), each a request of its own: bytes that need pieces do not hold
+  // this rank in a send either (two ranks sending such to each other would wait for ever).
+  const auto* bytes = static_cast<const char*>(data);
+  for (std::size_t at = 0;; at += piece_bytes) {
+    const std::size_t n = std::min(piece_bytes, size - at);
+    sending_.reserve(sending_.size() + 1);  // no request may be lost to a failed push_back
+    MPI_Request request = MPI_REQUEST_NULL;
+    check(MPI_Isend(bytes + at, count_of(n), MPI_BYTE, to, tag, handle(comm_), &request),
+          "MPI_Isend");
+    sending_.push_back(MPI_Request_c2f(request));
+    if (n < piece_bytes) break;
   }
-  MPI_Request request = MPI_REQUEST_NULL;
-  check(MPI_Isend(data, count_of(size), MPI_BYTE, to, tag, handle(comm_), &request), "MPI_Isend");
-  sending_ = MPI_Request_c2f(request);
 }
 
 void communicator::wait_sent() {
-  if (sending_ == -1) return;
-  MPI_Request request = MPI_Request_f2c(sending_);
-  sending_ = -1;
-  check(MPI_Wait(&request, MPI_STATUS_IGNORE), "MPI_Wait");
+  std::vector<int> requests;
+  requests.swap(sending_);
+  for (const int r : requests) {
+    MPI_Request request = MPI_Request_f2c(r);
+    check(MPI_Wait(&request, MPI_STATUS_IGNORE), "MPI_Wait");
+  }
 }
 
 bool communicator::sent() {
-  if (sending_ == -1) return true;
-  MPI_Request request = MPI_Request_f2c(sending_);
-  int done = 0;
-  check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
-  if (done != 0) sending_ = -1;  // MPI_Test freed the request
-  return done != 0;
+  std::size_t kept = 0;
+  for (const int r : sending_) {
+    MPI_Request request = MPI_Request_f2c(r);
+    int done = 0;
+    check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done == 0) sending_[kept++] = r;  // MPI_Test freed the requests that are done
+  }
+  sending_.resize(kept);
+  return sending_.empty();
 }
 
 int communicator::receive(std::string& into, int from, int tag) const {

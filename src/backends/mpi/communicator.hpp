@@ -56,7 +56,7 @@ class communicator {
   void send(const void* data, std::size_t size, int to, int tag) const;
   /// Starts sending `size` bytes to `to`, which must stay as they are until the next
   /// send_later() or wait_sent(): after waiting for the one before (one at a time). Bytes
-  /// that need pieces go at once, as send() sends them.
+  /// that need pieces start as send() sends them, each piece without waiting.
   void send_later(const void* data, std::size_t size, int to, int tag);
   /// Waits until what send_later() started is sent.
   void wait_sent();
@@ -107,7 +107,7 @@ class communicator {
 
   std::mutex busy_;
   int comm_ = 0;      // an MPI_Comm handle, stored as MPI_Comm_c2f's integer
-  int sending_ = -1;  // send_later's MPI_Request (MPI_Request_c2f), or -1
+  std::vector<int> sending_;  // send_later's MPI_Requests (MPI_Request_c2f), one a piece
   struct receiving {
     int request = 0;  // MPI_Request_c2f
     std::size_t size = 0;
