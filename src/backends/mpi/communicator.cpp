@@ -176,6 +176,10 @@ std::size_t communicator::alive() noexcept { return duplicates.load(std::memory_
 
 communicator& communicator::get() {
   check_callable();
+  return world();
+}
+
+communicator& communicator::world() {
   // Made once, by the first call; a failure to make it is thrown again by the next.
   static std::mutex making;
   static communicator* made = nullptr;
@@ -201,6 +205,11 @@ communicator& communicator::get() {
 void communicator::validate(const polymap::mpi::comm_handle& c) {
   if (!c.fortran.has_value()) return;
   check_callable();
+  validate_callable(c);
+}
+
+void communicator::validate_callable(const polymap::mpi::comm_handle& c) {
+  if (!c.fortran.has_value()) return;
   if (!initialized()) {
     throw option_error("comm",
                        "a communicator (Fortran handle " + std::to_string(*c.fortran) + ")",
@@ -222,17 +231,17 @@ void communicator::validate(const polymap::mpi::comm_handle& c) {
 }
 
 communicator& communicator::claim(const polymap::mpi::comm_handle& c) {
-  check_callable();
+  check_callable();  // once for the call: validate_callable() and world() leave it to here
   free_retired();
-  validate(c);
+  validate_callable(c);
   int same = MPI_IDENT;
   if (c.fortran.has_value()) {
     check(MPI_Comm_compare(handle(*c.fortran), MPI_COMM_WORLD, &same), "MPI_Comm_compare");
   }
   if (same == MPI_IDENT) {
-    communicator& world = get();
-    world.claim_busy();
-    return world;
+    communicator& whole = world();
+    whole.claim_busy();
+    return whole;
   }
   const int fortran = *c.fortran;
   const MPI_Comm user = handle(fortran);

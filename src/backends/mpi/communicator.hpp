@@ -102,6 +102,9 @@ class communicator {
   /// still in use. MPI_Comm_free is not called from MPI's attribute callback that tells of
   /// them: MPI implementations hold locks of their own there.
   static void free_retired();
+  /// get() and validate() without check_callable(), for claim(), which checks it once.
+  static communicator& world();
+  static void validate_callable(const polymap::mpi::comm_handle& c);
   /// Locks busy(), or throws polymap::error saying that another call holds it.
   void claim_busy();
 
