@@ -53,25 +53,48 @@ int os_nice() {
   return getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
 }
 
+/// Where items wait (up to 5 s from its making) until `threads` threads have arrived: a
+/// worker that the machine started late still runs an item.
+class meeting {
+ public:
+  explicit meeting(std::size_t threads) : threads_(threads) {}
+
+  /// Waits until `threads` threads arrived (this one among them), or the 5 s are over.
+  void arrive() {
+    for (;;) {
+      {
+        const std::lock_guard lock(m_);
+        arrived_.insert(gettid());
+        if (arrived_.size() >= threads_) return;
+      }
+      if (std::chrono::steady_clock::now() > until_) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  /// How many threads have arrived.
+  [[nodiscard]] std::size_t arrived() const {
+    const std::lock_guard lock(m_);
+    return arrived_.size();
+  }
+
+ private:
+  mutable std::mutex m_;
+  std::set<pid_t> arrived_;
+  std::size_t threads_;
+  std::chrono::steady_clock::time_point until_ =
+      std::chrono::steady_clock::now() + std::chrono::seconds(5);
+};
+
 /// Runs `n` items of about 1 ms each with `o` and returns what each thread saw. With `meet`,
-/// each item first waits (up to 5 s from the call's start) until `meet` threads have started
-/// one: a worker that the machine started late still runs an item.
+/// each item first waits until `meet` threads have started one (a meeting).
 std::map<pid_t, seen_thread> observe(const options& o, std::size_t n, std::size_t meet = 0) {
   std::mutex m;
   std::map<pid_t, seen_thread> threads;
-  std::set<pid_t> started;
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  meeting started(meet);
   polymap::for_each(n, [&](std::size_t) {
     seen_thread s{gettid(), os_affinity(), os_nice()};
-    for (;;) {
-      {
-        std::lock_guard lock(m);
-        started.insert(s.tid);
-        if (started.size() >= meet) break;
-      }
-      if (std::chrono::steady_clock::now() > until) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    started.arrive();
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
     std::lock_guard lock(m);
     threads[s.tid] = s;
@@ -235,27 +258,16 @@ TEST(ThreadsBackend, AForkedChildRunsOnAPoolOfItsOwn) {
     bool ok = true;
     for (const bind b : {bind::none, bind::core}) {
       run_report report;
-      std::set<pid_t> ran_on;
-      std::mutex m;
-      // Each item waits (up to 5 s) until two threads ran one, where there is room for two.
-      const std::size_t meet = std::min<std::size_t>(topology::current().usable_count(), 2);
-      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      // Each item waits until two threads ran one, where there is room for two.
+      meeting ran_on(std::min<std::size_t>(topology::current().usable_count(), 2));
       const auto ys = polymap::map(xs, [&](int x) {
-        for (;;) {
-          {
-            const std::lock_guard lock(m);
-            ran_on.insert(gettid());
-            if (ran_on.size() >= meet) break;
-          }
-          if (std::chrono::steady_clock::now() > until) break;
-          std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        }
+        ran_on.arrive();
         std::this_thread::sleep_for(std::chrono::microseconds(50));
         return 2 * x;
       }, {.backend = backend::threads, .bind = b, .report = &report});
       ok = ok && ys == std::vector<int>(2000, 10) && report.backend == backend::threads;
       // The child's own threads ran the items, more than one where there is room.
-      ok = ok && (topology::current().usable_count() < 2 || ran_on.size() >= 2);
+      ok = ok && (topology::current().usable_count() < 2 || ran_on.arrived() >= 2);
     }
     _exit(ok ? 0 : 1);
   }
