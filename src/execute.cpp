@@ -412,6 +412,15 @@ void refuse_across_ranks(const options& o, std::size_t items, const std::string&
 #endif
 }
 
+bool results_kept_elsewhere(const options& o) noexcept {
+#if POLYMAP_HAS_MPI
+  return asks_for_mpi(o) && results_on_another_rank(o);
+#else
+  (void)o;
+  return false;
+#endif
+}
+
 backend_kind check_call_start(const options& o, std::size_t items) {
   try {
     check_options(o);

@@ -73,6 +73,11 @@ class executor {
 /// would not be collective (nested, or MPI is not reachable).
 void refuse_collective_call(const map_job& job, const std::string& why) noexcept;
 
+/// Whether this rank of a call on the mpi backend with options `o` will leave its results
+/// on rank 0 (options::results rank0, on a rank but 0), as far as the calling thread can tell
+/// before the call: false where MPI is not reachable or may not be asked now.
+[[nodiscard]] bool results_on_another_rank(const options& o) noexcept;
+
 /// Runs items [job.begin, job.end) on the backend that automatic picks among this
 /// machine's own (serial, threads, processes: never the one the call asked for), with no
 /// progress report, stop link or run report of its own: the share of a call that the mpi

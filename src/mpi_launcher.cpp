@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <climits>
 #include <cstdlib>
 
 namespace polymap::detail {
@@ -40,14 +41,25 @@ bool started_by_mpi_launcher() noexcept {
   return mpi_launcher_ranks() > 0;
 }
 
-int mpi_launcher_ranks() noexcept {
-  for (const char* name : size_variables) {
-    if (const char* v = std::getenv(name); v != nullptr) {
-      const int n = std::atoi(v);
-      if (n > 0) return n;
+namespace {
+
+/// The first of `names` set to a number of at least `least`, or -1.
+template <std::size_t N>
+int first_number(const char* const (&names)[N], int least) noexcept {
+  for (const char* name : names) {
+    if (const char* v = std::getenv(name); v != nullptr && *v != '\0') {
+      char* end = nullptr;
+      const long n = std::strtol(v, &end, 10);
+      if (*end == '\0' && n >= least && n <= INT_MAX) return static_cast<int>(n);
     }
   }
-  return 0;
+  return -1;
 }
+
+}  // namespace
+
+int mpi_launcher_ranks() noexcept { return std::max(first_number(size_variables, 1), 0); }
+
+int mpi_launcher_rank() noexcept { return first_number(rank_variables, 0); }
 
 }  // namespace polymap::detail

@@ -15,6 +15,10 @@ namespace polymap::detail {
 /// environment; 0 when it does not say (or none started it).
 [[nodiscard]] int mpi_launcher_ranks() noexcept;
 
+/// This process's rank in the MPI job that the launcher started it in, from its
+/// environment; -1 when it does not say (or none started it).
+[[nodiscard]] int mpi_launcher_rank() noexcept;
+
 /// Whether the environment variable `name` is one with which a launcher tells a process its
 /// place in an MPI job (its rank, the job's size, the launcher's address): a program started
 /// with it would take itself for that rank and fail to initialise MPI. Its MCA parameters

@@ -19,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <ranges>
+#include <span>
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
@@ -126,11 +127,12 @@ inline constexpr result_transfer transfer_of =
 /// Runs a call whose chunks are `Ctx::chunk`: inline when it is too small to measure,
 /// through `execute()` otherwise (always, with a state of the caller's or a decision of the
 /// caller's: see map_job::decided). Throws option_error before anything runs (on either
-/// path), map_error or cancelled_error after the fact. Returns whether the results are
-/// here: not on the mpi backend's other ranks under options::results rank0.
+/// path), map_error or cancelled_error after the fact (with the results in `slots`, empty
+/// for a call without results). Returns whether the results are here: not on the mpi
+/// backend's other ranks under options::results rank0.
 template <class R, class Ctx, class Slot>
 bool run_call(const Ctx& ctx, std::size_t n, const options& opts, function_stats& stats,
-              std::vector<Slot>* slots, run_state* external = nullptr,
+              std::span<Slot> slots, run_state* external = nullptr,
               const plan* decided = nullptr) {
   const inline_run how = external == nullptr && decided == nullptr
                              ? run_inline(opts, stats, n)
@@ -178,11 +180,19 @@ auto map_n(It first, std::size_t n, Fn& fn, const options& opts, run_state* exte
   function_stats& stats = stats_for<Fn, std::iter_value_t<It>>();
   if constexpr (std::is_void_v<R>) {
     const apply_ctx<It, Fn> ctx{first, &fn};
-    run_call<void, apply_ctx<It, Fn>, char>(ctx, n, opts, stats, nullptr, external, decided);
+    run_call<void, apply_ctx<It, Fn>, char>(ctx, n, opts, stats, {}, external, decided);
+  } else if (results_kept_elsewhere(opts)) {
+    // This rank's results go to rank 0 and nowhere else: into memory that is not written
+    // first, so that only the pages of this rank's own items are ever touched.
+    const auto scratch = std::make_unique_for_overwrite<slot_t<R>[]>(n);
+    const std::span<slot_t<R>> slots(scratch.get(), n);
+    const map_ctx<It, Fn, slot_t<R>*, true> ctx{first, &fn, slots.data()};
+    if (!run_call<R>(ctx, n, opts, stats, slots, external, decided)) return std::vector<R>{};
+    return finish_results<R>(slots);  // they stayed here after all (every one is written)
   } else {
     std::vector<slot_t<R>> slots = make_slots<R>(n);
     const map_ctx<It, Fn, slot_t<R>*, true> ctx{first, &fn, slots.data()};
-    if (!run_call<R>(ctx, n, opts, stats, &slots, external, decided)) {
+    if (!run_call<R>(ctx, n, opts, stats, std::span<slot_t<R>>(slots), external, decided)) {
       return std::vector<R>{};  // rank 0 of an mpi call keeps them
     }
     return finish_results<R>(std::move(slots));
@@ -262,7 +272,7 @@ void map_into(const In& xs, Out&& out, Fn& fn, const options& opts,
   using Ctx = map_ctx<std::ranges::iterator_t<const In>, Fn, std::ranges::iterator_t<Out>>;
   function_stats& stats = stats_for<Fn, std::ranges::range_value_t<In>>();
   const Ctx ctx{std::ranges::begin(xs), &fn, std::ranges::begin(out)};
-  run_call<typename Ctx::result_type, Ctx, char>(ctx, n, opts, stats, nullptr, nullptr, decided);
+  run_call<typename Ctx::result_type, Ctx, char>(ctx, n, opts, stats, {}, nullptr, decided);
 }
 
 }  // namespace detail
@@ -287,7 +297,7 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
   detail::function_stats& stats = detail::stats_for<Fn, std::size_t>();
   const detail::index_ctx<Fn> ctx{&fn};
   detail::run_call<void, detail::index_ctx<Fn>, char>(ctx, static_cast<std::size_t>(n), opts,
-                                                      stats, nullptr);
+                                                      stats, {});
 }
 
 /// Where `map(xs, fn, opts)` would run and why, with the predicted time of each backend.

@@ -10,15 +10,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <numeric>
 #include <optional>
 #include <polymap/mpi/comm.hpp>
 #include <polymap/polymap.hpp>
+#include <ranges>
 #include <set>
 #include <span>
 #include <stdexcept>
@@ -778,6 +781,64 @@ TEST_F(Mpi, ResultsForRankZeroAloneWithFailuresGiveEveryRankTheFailures) {
     EXPECT_EQ(*partial[i], 2 * xs[i]) << "item " << i;
   }
   EXPECT_EQ(present, rank() == 0 ? xs.size() - 3 : 0U);
+}
+
+/// This process's resident memory in bytes (VmRSS of /proc/self/status); 0 when unknown.
+std::size_t resident_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmRSS:")) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+TEST_F(Mpi, ResultsForRankZeroAloneCostEveryOtherRankMemoryForItsOwnItemsAlone) {
+  // 512 MiB of results, 4 KiB each. A rank but 0 writes its items' results where no page
+  // was touched before: its memory grows by what its own items return, not by all of it.
+  using page_of_results = std::array<std::uint64_t, 512>;
+  constexpr std::size_t n = std::size_t{1} << 17;
+  constexpr std::size_t chunk = 4096;  // 16 MiB of results: a few huge pages at its ends
+  polymap::options o = on_mpi;
+  o.results = polymap::mpi::results::rank0;
+  o.chunk = chunk;
+  std::atomic<std::size_t> ran{0};
+  std::atomic<std::size_t> most{0};  // the most memory this rank held while its items ran
+  const std::size_t before = resident_bytes();
+  const auto ys = polymap::map(
+      std::views::iota(std::size_t{0}, n),
+      [&](std::size_t i) {
+        ran.fetch_add(1, std::memory_order_relaxed);
+        if (i % 1024 == 0) {
+          const std::size_t now = resident_bytes();
+          std::size_t seen = most.load();
+          while (now > seen && !most.compare_exchange_weak(seen, now)) {
+          }
+        }
+        page_of_results r;
+        r.fill(3 * i);
+        return r;
+      },
+      o);
+  ASSERT_GT(before, 0U) << "no VmRSS in /proc/self/status";
+  EXPECT_EQ(sum_over_ranks(ran.load()), n);
+  if (rank() == 0) {
+    ASSERT_EQ(ys.size(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      ASSERT_EQ(ys[i].front(), 3 * i) << "item " << i;
+      ASSERT_EQ(ys[i].back(), 3 * i) << "item " << i;
+    }
+  } else {
+    EXPECT_TRUE(ys.empty());
+    // Its own results, a 2 MiB page at either end of each chunk, and 64 MiB for the rest
+    // (MPI's buffers, threads): all results would be 512 MiB.
+    const std::size_t own = ran.load() * sizeof(page_of_results);
+    const std::size_t bound = own + (own / (chunk * sizeof(page_of_results)) + 1) * (4 << 20) +
+                              (std::size_t{64} << 20);
+    ASSERT_GT(most.load(), 0U) << "no item of this rank took a sample";
+    EXPECT_LE(most.load() - std::min(most.load(), before), bound)
+        << "ran " << ran.load() << " of " << n << " items";
+  }
 }
 
 TEST_F(Mpi, RanksThatWantTheResultsInDifferentPlacesAllFail) {

@@ -130,6 +130,12 @@ backend_kind check_backend_available(const options& o);
 /// be collective here: they end it with this rank's reason rather than wait for it.
 void refuse_across_ranks(const options& o, std::size_t items, const std::string& why) noexcept;
 
+/// Whether a map with options `o` will keep its results on another rank (the mpi backend's
+/// rank 0, under options::results rank0, asked on a rank but 0), as far as the calling
+/// thread can tell before the call; false where it cannot. Such a rank writes the results of
+/// its own items into a buffer it never returns.
+[[nodiscard]] bool results_kept_elsewhere(const options& o) noexcept;
+
 /// check_options() and check_backend_available() at the start of a call that runs later
 /// (map_async, imap). A call on the mpi backend that this rank refuses here still reaches
 /// the other ranks, which end it with this rank's reason rather than wait for it.

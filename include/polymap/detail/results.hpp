@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <optional>
+#include <span>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -62,29 +63,42 @@ template <class R>
   return make_large_vector<slot_t<R>>(n);
 }
 
-/// The vector a successful map returns.
+/// The vector a successful map returns, of the results in `slots` (every one set).
+template <class R>
+[[nodiscard]] std::vector<R> finish_results(std::span<slot_t<R>> slots) {
+  std::vector<R> out;
+  out.reserve(slots.size());
+  for (auto& slot : slots) {
+    if constexpr (direct_results_v<R>) {
+      out.push_back(std::move(slot));
+    } else {
+      out.push_back(std::move(*slot));
+    }
+  }
+  return out;
+}
+
+/// The same, from the vector the results were written to: that vector itself where it
+/// holds the results as they are.
 template <class R>
 [[nodiscard]] std::vector<R> finish_results(std::vector<slot_t<R>>&& slots) {
   if constexpr (direct_results_v<R>) {
     return std::move(slots);
   } else {
-    std::vector<R> out;
-    out.reserve(slots.size());
-    for (auto& slot : slots) out.push_back(std::move(*slot));
-    return out;
+    return finish_results<R>(std::span<slot_t<R>>(slots));
   }
 }
 
 /// Throws the error of a finished call whose state says it failed or was cancelled;
-/// returns when every item succeeded. `slots` may be null for calls without results.
+/// returns when every item succeeded. `slots` is empty for calls without results.
 template <class R, class Slot>
-void throw_if_failed(run_state& state, std::vector<Slot>* slots) {
+void throw_if_failed(run_state& state, std::span<Slot> slots) {
   if (state.has_failures()) {
     std::vector<item_failure> failures = state.take_failures();
     map_error error(std::move(failures), state.total());
     if constexpr (!std::is_void_v<R> && std::is_same_v<Slot, slot_t<R>>) {
-      if (slots != nullptr) {
-        std::vector<std::optional<R>> partial(slots->size());
+      if (!slots.empty()) {
+        std::vector<std::optional<R>> partial(slots.size());
         const auto& sorted = error.failures();
         for (const index_range& range : state.take_ranges()) {
           for (std::size_t i = range.begin; i < range.end; ++i) {
@@ -92,7 +106,7 @@ void throw_if_failed(run_state& state, std::vector<Slot>* slots) {
                 sorted.begin(), sorted.end(), i,
                 [](const item_failure& f, std::size_t index) { return f.index < index; });
             if (it != sorted.end() && it->index == i) continue;
-            Slot& slot = (*slots)[i];
+            Slot& slot = slots[i];
             if constexpr (is_optional_v<Slot>) {
               if (slot) partial[i].emplace(std::move(*slot));
             } else {
@@ -113,7 +127,7 @@ void throw_if_failed(run_state& state, std::vector<Slot>* slots) {
 /// The same, for calls whose results are not kept (streams, for_each).
 template <class R>
 void throw_if_failed(run_state& state) {
-  throw_if_failed<R, char>(state, nullptr);
+  throw_if_failed<R, char>(state, {});
 }
 
 }  // namespace polymap::detail

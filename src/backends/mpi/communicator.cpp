@@ -230,6 +230,16 @@ void communicator::validate_callable(const polymap::mpi::comm_handle& c) {
   }
 }
 
+int communicator::rank_in(const polymap::mpi::comm_handle& c) {
+  check_callable();
+  if (!c.fortran.has_value() && !initialized()) return mpi_launcher_rank();
+  validate_callable(c);
+  int rank = -1;
+  check(MPI_Comm_rank(c.fortran.has_value() ? handle(*c.fortran) : MPI_COMM_WORLD, &rank),
+        "MPI_Comm_rank");
+  return rank;
+}
+
 communicator& communicator::claim(const polymap::mpi::comm_handle& c) {
   check_callable();  // once for the call: validate_callable() and world() leave it to here
   free_retired();

@@ -38,6 +38,11 @@ class communicator {
   /// @throws polymap::error when another call of this process holds it (or is making it);
   ///   as validate() and get() otherwise
   static communicator& claim(const polymap::mpi::comm_handle& c);
+  /// This process's rank in the program's communicator `c` (MPI_COMM_WORLD by default),
+  /// with local MPI calls alone; before MPI is initialised, what the launcher says of
+  /// MPI_COMM_WORLD (-1 when it does not say).
+  /// @throws as validate(), and backend_unavailable when this thread may not call MPI
+  [[nodiscard]] static int rank_in(const polymap::mpi::comm_handle& c);
 
   /// Held by the call that uses this communicator: a second call at once would mix their
   /// messages.

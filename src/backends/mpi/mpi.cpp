@@ -35,6 +35,11 @@ const char* results_refused(const map_job& job) noexcept {
          "each result, do not cross between ranks in this version";
 }
 
+/// Whether the calling thread runs items of a map: a call on the mpi backend made there
+/// runs inline, not collectively (whether an item runs on the calling thread differs between
+/// ranks).
+bool nested() noexcept { return in_item() || in_worker() || in_worker_process(); }
+
 /// The mpi backend: the ranks of an MPI job share a call's items (see mpi::task_farm).
 class mpi_executor_impl final : public executor {
  public:
@@ -59,22 +64,30 @@ class mpi_executor_impl final : public executor {
     return 0;  // never weighed: automatic does not choose a collective backend
   }
   void check_call(const options& o) const override {
-    // Nested, a call runs inline, and names no communicator to MPI. Elsewhere MPI may be
-    // called by one thread at a time unless it allows more: a call running on another
-    // thread now leaves the check to the refusal that this call then meets.
-    if (!o.comm.fortran.has_value() || in_item() || in_worker() || in_worker_process()) return;
+    // Nested, a call runs inline, and names no communicator to MPI. A call running on
+    // another thread now, where MPI takes one at a time, leaves the check to the refusal
+    // that this call then meets.
+    if (!o.comm.fortran.has_value() || nested()) return;
     std::unique_lock<std::mutex> serial;
-    if (!mpi::communicator::thread_multiple()) {
-      serial = std::unique_lock(serialised_, std::try_to_lock);
-      if (!serial.owns_lock()) return;
+    if (may_call_mpi(serial)) mpi::communicator::validate(o.comm);
+  }
+
+  /// Whether this rank of a call with options `o` will leave its results on rank 0, as far
+  /// as the calling thread can tell before the call (false where it cannot).
+  [[nodiscard]] bool results_on_another_rank(const options& o) const noexcept {
+    if (o.results != polymap::mpi::results::rank0 || nested()) return false;
+    try {
+      std::unique_lock<std::mutex> serial;
+      return may_call_mpi(serial) && mpi::communicator::rank_in(o.comm) > 0;
+    } catch (...) {
+      return false;  // the call itself says what is wrong
     }
-    mpi::communicator::validate(o.comm);
   }
 
   void run(const map_job& job, run_report* report) override {
     // Nested in an item (of any map, on any thread), a call runs there: the other ranks
     // are not making it.
-    if (in_item() || in_worker() || in_worker_process()) {
+    if (nested()) {
       serial_executor().run(job, report);
       if (report != nullptr) report->note = "nested in an item: ran inline there, not over MPI";
       return;
@@ -101,6 +114,15 @@ class mpi_executor_impl final : public executor {
   }
 
  private:
+  /// Whether the calling thread may ask MPI now, short of MPI's own thread rules: always
+  /// under MPI_THREAD_MULTIPLE; below it only while no call of polymap's on another thread
+  /// holds MPI's one thread at a time (`serial` then holds it off until destroyed).
+  bool may_call_mpi(std::unique_lock<std::mutex>& serial) const {
+    if (mpi::communicator::thread_multiple()) return true;
+    serial = std::unique_lock(serialised_, std::try_to_lock);
+    return serial.owns_lock();
+  }
+
   /// Runs `job` with the other ranks of its communicator, or, given `refused`, takes part in
   /// it only to end it everywhere with that reason.
   void farm_call(const map_job& job, const std::string* refused, run_report* report) {
@@ -124,14 +146,11 @@ class mpi_executor_impl final : public executor {
   /// @throws polymap::error when another call holds the communicator, or MPI's one thread
   ///   at a time is taken; option_error for a communicator that cannot share a call
   mpi::communicator& claim(const map_job& job, std::unique_lock<std::mutex>& serial) {
-    if (!mpi::communicator::thread_multiple()) {
-      serial = std::unique_lock(serialised_, std::try_to_lock);
-      if (!serial.owns_lock()) {
-        throw error(
-            "polymap: backend mpi: another call on the mpi backend is running in this "
-            "process, and MPI takes calls from one thread at a time: two calls at once need "
-            "MPI_THREAD_MULTIPLE and a communicator each (options::comm)");
-      }
+    if (!may_call_mpi(serial)) {
+      throw error(
+          "polymap: backend mpi: another call on the mpi backend is running in this "
+          "process, and MPI takes calls from one thread at a time: two calls at once need "
+          "MPI_THREAD_MULTIPLE and a communicator each (options::comm)");
     }
     return mpi::communicator::claim(job.opts->comm);
   }
@@ -145,8 +164,13 @@ constinit never_destroyed<mpi_executor_impl> the_executor;
 
 executor& mpi_executor() { return the_executor.value; }
 
+bool results_on_another_rank(const options& o) noexcept {
+  std::string why_not;
+  return mpi::reachable(why_not) && the_executor.value.results_on_another_rank(o);
+}
+
 void refuse_collective_call(const map_job& job, const std::string& why) noexcept {
-  if (in_item() || in_worker() || in_worker_process()) return;  // not collective there
+  if (nested()) return;  // not collective there
   std::string why_not;
   if (!mpi::reachable(why_not)) return;
   the_executor.value.join_refused(job, why);
