@@ -820,8 +820,8 @@ TEST_F(Mpi, ResultsForRankZeroAloneCostEveryOtherRankMemoryForItsOwnItemsAlone) 
         return r;
       },
       o);
-  ASSERT_GT(before, 0U) << "no VmRSS in /proc/self/status";
   EXPECT_EQ(sum_over_ranks(ran.load()), n);
+  ASSERT_GT(before, 0U) << "no VmRSS in /proc/self/status";
   if (rank() == 0) {
     ASSERT_EQ(ys.size(), n);
     for (std::size_t i = 0; i < n; ++i) {
