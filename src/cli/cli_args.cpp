@@ -68,7 +68,7 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
   sub->add_option("--halt", run.halt,
                   "Stop after failures: now,fail=N (kill running jobs) or soon,fail=N (let "
                   "them finish), where N is a count of failed items or a share P% of the "
-                  "ended ones; never (default); GNU parallel's 0 (never), 1 (soon,fail=1), "
+                  "run's items; never (default); GNU parallel's 0 (never), 1 (soon,fail=1), "
                   "2 (now,fail=1) and P% (soon,fail=P%)");
   sub->add_option("--joblog", run.options.joblog,
                   "Log each ended job in GNU parallel's joblog format to FILE; - is "

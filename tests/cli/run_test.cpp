@@ -160,6 +160,41 @@ TEST(Run, ArgFilesAndFourColonSourcesGiveLines) {
   EXPECT_EQ(r.out, "one-x\ntwo words-x\n");
 }
 
+TEST(Run, EachFileAfterFourColonsIsASourceOfItsOwn) {
+  temp_dir dir;
+  write_file(dir / "letters", "a\nb\n");
+  write_file(dir / "digits", "1\n2\n");
+  const cli_output r = run_polymap(
+      {"run", "-k", "echo", "{1}{2}", "::::", dir / "letters", dir / "digits"}, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "a1\na2\nb1\nb2\n");
+}
+
+TEST(Run, AnEmptySourceBesideOthersIsOneEmptyValueAndAloneGivesNoItem) {
+  temp_dir dir;
+  write_file(dir / "empty", "");
+  const cli_output r = run_polymap(
+      {"run", "-k", "echo", "[{1}][{2}]", ":::", "a", "b", "::::", dir / "empty"}, dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "[a][]\n[b][]\n");
+  const cli_output none = run_polymap({"run", "echo", "x", "::::", dir / "empty"}, dir);
+  EXPECT_EQ(none.status, 0) << none.err;
+  EXPECT_EQ(none.out, "");
+}
+
+TEST(Run, AnInputLineWithANulIsAUsageErrorNamingItsLine) {
+  temp_dir dir;
+  write_file(dir / "items", std::string("fine\nb") + '\0' + "c\n");
+  const cli_output r = run_polymap({"run", "echo", "::::", dir / "items"}, dir);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("'" + (dir / "items") + "', line 2, holds a NUL byte"), std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.out, "");  // nothing ran
+  const cli_output folder = run_polymap({"run", "echo", "::::", dir.path()}, dir);
+  EXPECT_EQ(folder.status, 2);
+  EXPECT_NE(folder.err.find("it is a directory"), std::string::npos) << folder.err;
+}
+
 TEST(Run, UnknownPlaceholderIsAUsageErrorNamingIt) {
   temp_dir dir;
   for (const std::string bad : {"{..}", "{0}", "{3}", "{+/}", "{#1}"}) {
@@ -197,6 +232,35 @@ TEST(Run, MissingCommandFailsEachItemOnce) {
     EXPECT_NE(lines[i].find("cannot run 'polymap-no-such-command'"), std::string::npos) << r.err;
   }
   EXPECT_EQ(lines[3], "polymap: 3 of 3 items failed");
+}
+
+/// The tab-separated fields of a joblog line.
+std::vector<std::string> joblog_fields(const std::string& line) {
+  std::vector<std::string> fields;
+  std::istringstream in(line);
+  std::string field;
+  while (std::getline(in, field, '\t')) fields.push_back(field);
+  return fields;
+}
+
+TEST(Run, AProgramThatIsNotThereExits127AndOneThatCannotRun126) {
+  temp_dir dir;
+  write_file(dir / "not-a-program", "echo hi\n");  // readable, not executable
+  const cli_output r = run_polymap({"run", "--joblog", dir / "log", "--", "{}", ":::",
+                                    dir / "polymap-no-such-command", dir / "not-a-program"},
+                                   dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  std::map<std::string, std::string> exitval;  // Seq -> Exitval
+  for (const std::string& line : lines_of(read_file(dir / "log"))) {
+    const std::vector<std::string> fields = joblog_fields(line);
+    ASSERT_EQ(fields.size(), 9U) << line;
+    exitval[fields[0]] = fields[6];
+  }
+  EXPECT_EQ(exitval["1"], "127") << read_file(dir / "log");
+  EXPECT_EQ(exitval["2"], "126") << read_file(dir / "log");
+  EXPECT_NE(r.err.find("cannot run '" + (dir / "not-a-program") + "': Permission denied"),
+            std::string::npos)
+      << r.err;
 }
 
 TEST(Run, EachFailedItemIsNamedOnStderrWithWhyAndTheRunCountsThem) {
@@ -305,11 +369,13 @@ TEST(Run, HaltSoonPercentLetsRunningJobsFinish) {
   temp_dir dir;
   const cli_output r = run_polymap({"run", "-j", "1", "--halt", "soon,fail=50%", "--joblog",
                                     dir / "log", "--", "sh", "-c", "exit $0", "{}", ":::", "1",
-                                    "1", "1", "0", "0", "0"},
+                                    "0", "1", "0", "1", "0", "1", "0"},
                                    dir);
   EXPECT_EQ(r.status, 1);
-  // Judged from the third ended job on, as GNU parallel does.
-  EXPECT_EQ(lines_of(read_file(dir / "log")).size(), 4U);
+  // A share of the run's 8 items, as GNU parallel takes it (not of the ended ones, of which
+  // half failed from the first on): the fourth failure, the seventh job, halts.
+  EXPECT_EQ(lines_of(read_file(dir / "log")).size(), 8U) << read_file(dir / "log");
+  EXPECT_NE(r.err.find("--halt: 4 item(s) failed of 8, 50% or more"), std::string::npos) << r.err;
 }
 
 TEST(Run, HaltTakesGnuParallelsOlderForms) {
@@ -326,13 +392,13 @@ TEST(Run, HaltTakesGnuParallelsOlderForms) {
     EXPECT_EQ(r.status, 1) << halt << ": " << r.err;
     EXPECT_EQ(lines_of(read_file(log)).size(), expected) << halt;
   }
-  // P%: soon,fail=P%, judged from the third ended job on.
+  // P%: soon,fail=P% of the run's items: one failure of 8 is 10% or more.
   const cli_output percent =
-      run_polymap({"run", "-j", "1", "--halt", "50%", "--joblog", dir / "logp", "--", "sh", "-c",
-                   "exit $0", "{}", ":::", "1", "1", "1", "0", "0", "0"},
+      run_polymap({"run", "-j", "1", "--halt", "10%", "--joblog", dir / "logp", "--", "sh", "-c",
+                   "exit $0", "{}", ":::", "0", "1", "0", "0", "0", "0", "0", "0"},
                   dir);
   EXPECT_EQ(percent.status, 1) << percent.err;
-  EXPECT_EQ(lines_of(read_file(dir / "logp")).size(), 4U);
+  EXPECT_EQ(lines_of(read_file(dir / "logp")).size(), 3U) << read_file(dir / "logp");
   // -1 and -2 halt on a success in GNU parallel, which polymap does not do.
   const cli_output success = run_polymap({"run", "--halt", "-1", "echo", ":::", "a"}, dir);
   EXPECT_EQ(success.status, 2);
@@ -463,15 +529,6 @@ TEST(Run, JoblogOnAPipeStartsWithTheHeader) {
   ASSERT_EQ(lines.size(), 2U) << read_file(dir / "out");
   EXPECT_EQ(lines[0], joblog_header);
   EXPECT_TRUE(is_joblog_line(lines[1], 1, "\ttrue a")) << lines[1];
-}
-
-/// The tab-separated fields of a joblog line.
-std::vector<std::string> joblog_fields(const std::string& line) {
-  std::vector<std::string> fields;
-  std::istringstream in(line);
-  std::string field;
-  while (std::getline(in, field, '\t')) fields.push_back(field);
-  return fields;
 }
 
 const bool have_gnu_parallel = std::system("parallel --version >/dev/null 2>&1") == 0;

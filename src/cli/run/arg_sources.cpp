@@ -2,9 +2,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/run/arg_sources.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <stdexcept>
@@ -14,21 +16,36 @@ namespace polymap::cli::run {
 
 namespace {
 
-std::vector<std::string> read_lines(std::istream& in) {
+/// The lines of `in`, which `name` names in an error.
+/// @throws std::runtime_error for a line with a NUL byte, which no argument can carry
+std::vector<std::string> read_lines(std::istream& in, const std::string& name) {
   std::vector<std::string> lines;
   std::string line;
-  while (std::getline(in, line)) lines.push_back(line);
+  while (std::getline(in, line)) {
+    if (line.find('\0') != std::string::npos) {
+      throw std::runtime_error(name + ", line " + std::to_string(lines.size() + 1) +
+                               ", holds a NUL byte, which no command argument can carry: "
+                               "polymap run takes text, one item a line");
+    }
+    lines.push_back(line);
+  }
   return lines;
 }
 
+std::vector<std::string> read_stdin() { return read_lines(std::cin, "stdin"); }
+
 std::vector<std::string> read_arg_file(const std::string& path) {
-  if (path == "-") return read_lines(std::cin);
+  if (path == "-") return read_stdin();
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    throw std::runtime_error("cannot read argument file '" + path + "': it is a directory");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw std::runtime_error("cannot read argument file '" + path + "': " +
                              std::strerror(errno));
   }
-  std::vector<std::string> lines = read_lines(in);
+  std::vector<std::string> lines = read_lines(in, "argument file '" + path + "'");
   if (in.bad()) throw std::runtime_error("error reading argument file '" + path + "'");
   return lines;
 }
@@ -67,44 +84,52 @@ command_line split_command_line(const std::vector<std::string>& words,
     std::vector<std::string> values;
     for (; i < words.size() && !starts_source(words[i]); ++i) {
       if (files) {
-        for (std::string& line : read_arg_file(words[i])) values.push_back(std::move(line));
+        // Each file is a source of its own, as in GNU parallel.
+        result.sources.push_back(read_arg_file(words[i]));
       } else {
         values.push_back(words[i]);
       }
     }
-    result.sources.push_back(std::move(values));
+    if (!files) result.sources.push_back(std::move(values));
   }
-  if (result.sources.empty()) result.sources.push_back(read_lines(std::cin));
+  if (result.sources.empty()) result.sources.push_back(read_stdin());
   return result;
 }
 
 std::vector<std::vector<std::string>> cartesian_product(
-    const std::vector<std::vector<std::string>>& sources) {
+    const std::vector<std::vector<std::string>>& given) {
   std::vector<std::vector<std::string>> items;
-  std::size_t total = sources.empty() ? 0 : 1;
+  // GNU parallel's rule: beside a source with values, an empty one is one empty value.
+  const bool any = std::any_of(given.begin(), given.end(),
+                               [](const std::vector<std::string>& s) { return !s.empty(); });
+  if (!any) return items;
+  const std::vector<std::string> one_empty{std::string()};
+  std::vector<const std::vector<std::string>*> sources;
+  for (const auto& source : given) sources.push_back(source.empty() ? &one_empty : &source);
+  std::size_t total = 1;
   // Every item holds one value per column in memory: at most max_values in all.
-  const std::size_t limit = sources.empty() ? 0 : max_values / sources.size();
-  for (const auto& source : sources) {
+  const std::size_t limit = max_values / sources.size();
+  for (const auto* source : sources) {
     // Checked before the multiplication: 64 sources of two values must not wrap to 0 items.
-    if (!source.empty() && total > limit / source.size()) {
+    if (total > limit / source->size()) {
       throw std::runtime_error((sources.size() == 1 ? std::string("the input has")
                                                     : "the " + std::to_string(sources.size()) +
                                                           " input sources combine into") +
                                " more than " + std::to_string(limit) +
                                " items (the most polymap run holds): give fewer sources or values");
     }
-    total *= source.size();
+    total *= source->size();
   }
   items.reserve(total);
   std::vector<std::size_t> at(sources.size(), 0);
   for (std::size_t n = 0; n < total; ++n) {
     std::vector<std::string> item;
     item.reserve(sources.size());
-    for (std::size_t s = 0; s < sources.size(); ++s) item.push_back(sources[s][at[s]]);
+    for (std::size_t s = 0; s < sources.size(); ++s) item.push_back((*sources[s])[at[s]]);
     items.push_back(std::move(item));
     // Odometer: the last source turns fastest.
     for (std::size_t s = sources.size(); s-- > 0;) {
-      if (++at[s] < sources[s].size()) break;
+      if (++at[s] < sources[s]->size()) break;
       at[s] = 0;
     }
   }

@@ -16,10 +16,11 @@ struct command_line {
   std::vector<std::vector<std::string>> sources;  ///< one list of values per source
 };
 
-/// Splits `words` and reads the argument files (`::::` and `arg_files`, one item a line).
-/// With no source at all, the items are the lines of stdin.
-/// @throws std::runtime_error naming the file that cannot be read, or saying that the
-///   command is missing or that a `:::+` or `::::+` (linked sources) is not supported
+/// Splits `words` and reads the argument files (`::::` and `arg_files`, one item a line;
+/// each file a source of its own). With no source at all, the items are the lines of stdin.
+/// @throws std::runtime_error naming the file that cannot be read or the line that holds a
+///   NUL byte, or saying that the command is missing or that a `:::+` or `::::+` (linked
+///   sources) is not supported
 [[nodiscard]] command_line split_command_line(const std::vector<std::string>& words,
                                               const std::vector<std::string>& arg_files);
 
@@ -27,7 +28,8 @@ struct command_line {
 inline constexpr std::size_t max_values = 100'000'000;
 
 /// Every combination of one value from each source, the last source varying fastest (GNU
-/// parallel's order): each item has one column per source.
+/// parallel's order): each item has one column per source. As in GNU parallel, an empty
+/// source beside one with values gives one empty value; when all are empty there is none.
 /// @throws std::runtime_error when the combinations hold more than max_values values
 [[nodiscard]] std::vector<std::vector<std::string>> cartesian_product(
     const std::vector<std::vector<std::string>>& sources);

@@ -6,12 +6,11 @@
 
 namespace polymap::cli::run {
 
-bool halt_policy::reached(std::size_t failed, std::size_t ended) const noexcept {
+bool halt_policy::reached(std::size_t failed, std::size_t total) const noexcept {
   if (!enabled || failed == 0) return false;
   if (percent > 0) {
-    // GNU parallel waits for 3 ended jobs before judging a percentage.
-    return ended >= 3 &&
-           static_cast<double>(failed) * 100.0 >= percent * static_cast<double>(ended);
+    // GNU parallel's share: of every item of the run, not of those ended so far.
+    return static_cast<double>(failed) * 100.0 >= percent * static_cast<double>(total);
   }
   return failed >= count;
 }

@@ -12,10 +12,10 @@ struct halt_policy {
   bool enabled = false;
   bool now = false;          ///< kill running jobs (now) or let them finish (soon)
   std::size_t count = 0;     ///< halt at this many failed items
-  double percent = 0;        ///< or at this share of the ended items (at least 3 ended)
+  double percent = 0;        ///< or at this share of the run's items (GNU parallel's)
 
-  /// Whether `failed` failures among `ended` items trigger the halt.
-  [[nodiscard]] bool reached(std::size_t failed, std::size_t ended) const noexcept;
+  /// Whether `failed` failed items of a run of `total` trigger the halt.
+  [[nodiscard]] bool reached(std::size_t failed, std::size_t total) const noexcept;
 };
 
 /// Parses "now,fail=1", "soon,fail=3", "now,fail=10%", "never", or GNU parallel's older

@@ -163,10 +163,10 @@ bool ended_by_a_stopping_signal(int wait_status) {
   return signal == SIGTERM || signal == SIGINT || signal == SIGHUP;
 }
 
-/// Seconds as a person writes them: "0.2", "600" (std::to_string would say 0.200000).
-std::string seconds_text(double seconds) {
+/// A number as a person writes it: "0.2", "600" (std::to_string would say 0.200000).
+std::string number_text(double value) {
   char text[32];
-  std::snprintf(text, sizeof text, "%g", seconds);
+  std::snprintf(text, sizeof text, "%g", value);
   return text;
 }
 
@@ -536,7 +536,9 @@ void batch_runner::cannot_run(std::size_t item, std::size_t slot, const std::str
   item_outcome end;
   end.state = item_state::failed;
   end.started = false;
-  end.exit_code = 127;
+  // The shell's codes: 127 for a program that is not there, 126 for one that is and
+  // cannot run (no permission, not an executable, no process to be had).
+  end.exit_code = error == ENOENT || error == ENOTDIR ? 127 : 126;
   const std::string where = j.remote ? " on " + ranks_->host(slot - local_slots_) : "";
   end.reason = "cannot run '" + program + "'" + where + ": " + std::strerror(error);
   end.start_wall = wall;
@@ -764,7 +766,7 @@ void batch_runner::end_job(std::size_t slot, int wait_status, double runtime) {
     return;
   } else {
     end.state = item_state::failed;
-    if (j.timed_out) end.reason = "timeout after " + seconds_text(options_.timeout) + " s";
+    if (j.timed_out) end.reason = "timeout after " + number_text(options_.timeout) + " s";
   }
   end_item(j.item, slot, std::move(end));
 }
@@ -921,11 +923,16 @@ std::string batch_runner::end_event(std::size_t item, std::size_t slot, const it
 }
 
 void batch_runner::check_halt() {
-  if (halted_ || !options_.halt.reached(failed_, done_ + failed_)) return;
+  if (halted_ || !options_.halt.reached(failed_, total_)) return;
   halted_ = true;
   draining_ = true;
   say(line_kind::summed,  // the summary event has "halted"
-      "--halt: " + std::to_string(failed_) + " item(s) failed; " +
+      "--halt: " + std::to_string(failed_) + " item(s) failed" +
+          (options_.halt.percent > 0
+               ? " of " + std::to_string(total_) + ", " + number_text(options_.halt.percent) +
+                     "% or more"
+               : std::string()) +
+          "; " +
           (options_.halt.now ? "stopping the running jobs" : "waiting for the running jobs"));
   if (options_.halt.now) stop_jobs(SIGTERM, mono_now());
 }
@@ -959,7 +966,7 @@ void batch_runner::report_failure(std::size_t item, std::size_t slot, const item
   if (cannot_run) {
     why = end.reason;
   } else if (end.timed_out) {
-    why = "timed out after " + seconds_text(options_.timeout) + " s";
+    why = "timed out after " + number_text(options_.timeout) + " s";
   } else if (end.signal != 0) {
     why = "killed by signal " + signal_text(end.signal);
   } else {
