@@ -71,7 +71,8 @@ void check_options(const options& o) {
   const double timeout = o.timeout.count();
   if (!std::isfinite(timeout) || timeout < 0) {
     throw option_error("timeout", std::to_string(timeout) + " s",
-                       "a duration of zero (none) or more");
+                       "a finite duration of zero (none) or more (a timeout that never "
+                       "fires: zero)");
   }
   constexpr unsigned max_retries = 1000;
   if (o.retries > max_retries) {

@@ -21,9 +21,9 @@ namespace polymap {
 ///
 /// The processes backend writes trivially copyable results straight into shared memory;
 /// any other result type needs a codec. Built in for `std::string`, `std::vector` of a
-/// trivially copyable type, and `std::pair` and `std::tuple` whose members are trivially
-/// copyable or have a codec (libstdc++'s pair and tuple are not trivially copyable); give
-/// your own type one by specialising this template:
+/// trivially copyable type (`bool` too), and `std::pair` and `std::tuple` whose members are
+/// trivially copyable or have a codec (libstdc++'s pair and tuple are not trivially
+/// copyable); give your own type one by specialising this template:
 /// @code
 /// template <> struct polymap::codec<particle> {
 ///   static void encode(const particle& p, std::string& out);  // append bytes to out
@@ -40,7 +40,7 @@ struct codec<std::string> {
 };
 
 template <class T>
-requires std::is_trivially_copyable_v<T>
+requires(std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>)
 struct codec<std::vector<T>> {
   static void encode(const std::vector<T>& value, std::string& out) {
     out.append(reinterpret_cast<const char*>(value.data()), value.size() * sizeof(T));
@@ -48,6 +48,19 @@ struct codec<std::vector<T>> {
   [[nodiscard]] static std::vector<T> decode(std::string_view bytes) {
     std::vector<T> value(bytes.size() / sizeof(T));
     if (!value.empty()) std::memcpy(value.data(), bytes.data(), value.size() * sizeof(T));
+    return value;
+  }
+};
+
+/// A std::vector<bool> packs its elements into bits: a byte each.
+template <>
+struct codec<std::vector<bool>> {
+  static void encode(const std::vector<bool>& value, std::string& out) {
+    for (const bool b : value) out.push_back(b ? '\1' : '\0');
+  }
+  [[nodiscard]] static std::vector<bool> decode(std::string_view bytes) {
+    std::vector<bool> value(bytes.size());
+    for (std::size_t i = 0; i < bytes.size(); ++i) value[i] = bytes[i] != '\0';
     return value;
   }
 };

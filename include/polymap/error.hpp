@@ -100,10 +100,16 @@ class map_error : public error {
 
   /// The results of the call, an empty optional for each failed or unstarted item.
   /// @tparam T the call's result type
-  /// @throws error if T is not the call's result type, or the call returns nothing
+  /// @throws error if T is not the call's result type, or the call kept no results here
+  ///   (map_into, imap, for_each, a void function), each saying which
   template <class T>
   [[nodiscard]] const std::vector<std::optional<T>>& results() const {
-    if (!results_ || *results_type_ != typeid(std::vector<std::optional<T>>)) {
+    if (!results_) {
+      throw error("map_error::results<T>: the failed call kept no results in the error "
+                  "(map_into wrote them to its output, imap handed them out, for_each and a "
+                  "void function have none)");
+    }
+    if (*results_type_ != typeid(std::vector<std::optional<T>>)) {
       throw error("map_error::results<T>: T is not the result type of the failed call");
     }
     return *static_cast<const std::vector<std::optional<T>>*>(results_.get());

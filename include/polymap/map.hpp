@@ -67,10 +67,10 @@ struct map_ctx {
              std::is_same_v<std::iter_value_t<Out>, std::optional<result_type>>)
   {
     const auto& slot = c.out[static_cast<std::iter_difference_t<Out>>(i)];
-    if constexpr (is_optional_v<std::iter_value_t<Out>>) {
-      return *slot;
+    if constexpr (std::is_same_v<std::iter_value_t<Out>, result_type>) {
+      return slot;  // a result that is an optional itself too
     } else {
-      return slot;
+      return *slot;
     }
   }
 

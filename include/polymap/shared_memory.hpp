@@ -28,8 +28,10 @@ struct shared_allocator {
   template <class U>
   shared_allocator(const shared_allocator<U>&) noexcept {}  // NOLINT: rebinding is implicit
 
-  /// @throws std::bad_alloc
+  /// @throws std::bad_array_new_length when `n` objects do not fit in memory's size,
+  ///   std::bad_alloc when the mapping fails
   [[nodiscard]] T* allocate(std::size_t n) {
+    if (n > static_cast<std::size_t>(-1) / sizeof(T)) throw std::bad_array_new_length();
     return static_cast<T*>(detail::allocate_shared_pages(n * sizeof(T)));
   }
   void deallocate(T* p, std::size_t n) noexcept { detail::free_shared_pages(p, n * sizeof(T)); }

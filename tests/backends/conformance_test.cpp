@@ -17,6 +17,7 @@
 #include <cstring>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <stop_token>
@@ -620,6 +621,71 @@ TEST_P(BackendConformance, MapIntoWritesTheGivenBuffer) {
   for (double v : out) ASSERT_EQ(v, 3.0);
   std::vector<double> small(10);
   EXPECT_THROW(polymap::map_into(xs, small, [](double x) { return x; }, opts()), option_error);
+}
+
+TEST_P(BackendConformance, MapIntoLeavesAFailedItemsElementAsItWas) {
+  // Worker processes stage results in a ring that held other items' results before: a
+  // failed item's element must not get one of those.
+  std::vector<int> xs(20'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  std::vector<int> out(xs.size(), -1);
+  const auto failing = [](int x) { return x % 1000 == 500 || x % 1000 == 501; };
+  try {
+    polymap::map_into(xs, out, [&failing](int x) {
+      if (failing(x)) throw std::runtime_error("bad");
+      return x;
+    }, {.backend = GetParam(), .on_error = on_error::collect});
+    ADD_FAILURE() << "no map_error";
+  } catch (const map_error& e) {
+    EXPECT_EQ(e.failures().size(), 40U);
+  }
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    ASSERT_EQ(out[i], failing(xs[i]) ? -1 : xs[i]) << "element " << i;
+  }
+}
+
+TEST_P(BackendConformance, OptionalResultsComeBackAsTheyAre) {
+  std::vector<int> xs(5'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  const auto half = [](int x) -> std::optional<int> {
+    if (x % 2 == 1) return std::nullopt;
+    return x / 2;
+  };
+  const std::vector<std::optional<int>> ys = polymap::map(xs, half, opts());
+  ASSERT_EQ(ys.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], half(xs[i])) << i;
+  std::vector<std::optional<int>> out(xs.size(), -7);
+  polymap::map_into(xs, out, half, opts());
+  EXPECT_EQ(out, ys);
+  // A failure: the others' results, an empty one among them, come back in the error.
+  try {
+    (void)polymap::map(xs, [&half](int x) {
+      if (x == 10) throw std::runtime_error("ten");
+      return half(x);
+    }, {.backend = GetParam(), .on_error = on_error::collect});
+    ADD_FAILURE() << "no map_error";
+  } catch (const map_error& e) {
+    const auto& results = e.results<std::optional<int>>();
+    ASSERT_EQ(results.size(), xs.size());
+    EXPECT_FALSE(results[10].has_value());
+    ASSERT_TRUE(results[11].has_value());
+    EXPECT_EQ(*results[11], std::nullopt);
+    ASSERT_TRUE(results[12].has_value());
+    EXPECT_EQ(*results[12], 6);
+  }
+}
+
+TEST_P(BackendConformance, VectorOfBoolResults) {
+  std::vector<int> xs(3'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  const auto bits = [](int x) {
+    std::vector<bool> b(static_cast<std::size_t>(x % 70));
+    for (std::size_t i = 0; i < b.size(); ++i) b[i] = (x >> (i % 12)) % 2 == 1;
+    return b;
+  };
+  const std::vector<std::vector<bool>> ys = polymap::map(xs, bits, opts());
+  ASSERT_EQ(ys.size(), xs.size());
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], bits(xs[i])) << i;
 }
 
 TEST_P(BackendConformance, AsyncJobReportsProgressAndResults) {

@@ -1512,6 +1512,11 @@ TEST(Processes, ForEachWritesSharedVectors) {
   for (std::size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], mix(i)) << "index " << i;
 }
 
+TEST(Processes, ASharedAllocationTooLargeForMemoryIsRefused) {
+  shared_allocator<std::uint64_t> a;
+  EXPECT_THROW((void)a.allocate(static_cast<std::size_t>(-1) / 8 + 2), std::bad_array_new_length);
+}
+
 // --- placement ---------------------------------------------------------------------------
 
 TEST(Processes, NiceAppliesToEveryWorkerProcess) {

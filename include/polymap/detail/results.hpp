@@ -33,11 +33,13 @@ inline constexpr bool is_optional_v = false;
 template <class T>
 inline constexpr bool is_optional_v<std::optional<T>> = true;
 
-/// Stores result `r` in `slot`: an optional is emplaced (its result may have no assignment,
-/// a struct with a const member), anything else assigned.
+/// Stores result `r` in `slot`: assigned, or emplaced in an optional that cannot be assigned
+/// it (a result with no assignment: a struct with a const member). A result that is an
+/// optional itself is assigned to an optional of its type.
 template <class Slot, class R>
 void put_result(Slot&& slot, R&& r) {
-  if constexpr (is_optional_v<std::remove_cvref_t<Slot>>) {
+  if constexpr (is_optional_v<std::remove_cvref_t<Slot>> &&
+                !std::is_assignable_v<std::remove_cvref_t<Slot>&, R&&>) {
     slot.emplace(std::forward<R>(r));
   } else {
     slot = std::forward<R>(r);
@@ -107,7 +109,7 @@ void throw_if_failed(run_state& state, std::span<Slot> slots) {
                 [](const item_failure& f, std::size_t index) { return f.index < index; });
             if (it != sorted.end() && it->index == i) continue;
             Slot& slot = slots[i];
-            if constexpr (is_optional_v<Slot>) {
+            if constexpr (!direct_results_v<R>) {  // an optional of polymap's around it
               if (slot) partial[i].emplace(std::move(*slot));
             } else {
               partial[i].emplace(std::move(slot));

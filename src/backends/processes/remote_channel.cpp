@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <polymap/detail/remote.hpp>
@@ -54,13 +55,40 @@ bool remote_channel::write_direct() noexcept {
   if (seg_begin_ >= target_.items || seg_len_ > target_.items - seg_begin_) return false;
   if (direct_writes_left == 0) return false;
   if (direct_writes_left != ~std::size_t{0}) --direct_writes_left;
-  const std::size_t bytes = seg_len_ * target_.fixed_size;
-  iovec local{.iov_base = results_, .iov_len = bytes};
-  iovec remote{.iov_base = target_.direct + seg_begin_ * target_.fixed_size, .iov_len = bytes};
-  ssize_t n;
-  while ((n = process_vm_writev(target_.caller, &local, 1, &remote, 1, 0)) < 0 && errno == EINTR) {
+  // The runs of items that succeeded, a few at a time: a failed item's place in the
+  // caller's memory (in a map_into, the user's own output) keeps what it held.
+  const std::size_t size = target_.fixed_size;
+  constexpr std::size_t most = 64;
+  std::array<iovec, most> local{};
+  std::array<iovec, most> remote{};
+  std::size_t runs = 0;
+  std::size_t bytes = 0;
+  const auto write_runs = [&]() noexcept {
+    ssize_t n;
+    while ((n = process_vm_writev(target_.caller, local.data(), runs, remote.data(), runs, 0)) <
+               0 &&
+           errno == EINTR) {
+    }
+    const bool whole = n == static_cast<ssize_t>(bytes);
+    runs = bytes = 0;
+    return whole;
+  };
+  for (std::size_t k = 0; k < seg_len_;) {
+    if (seg_failed_ != 0 && flags_[k] != done_flag) {
+      ++k;
+      continue;
+    }
+    std::size_t end = seg_failed_ == 0 ? seg_len_ : k + 1;
+    while (end < seg_len_ && flags_[end] == done_flag) ++end;
+    const std::size_t run = (end - k) * size;
+    local[runs] = {.iov_base = results_ + k * size, .iov_len = run};
+    remote[runs] = {.iov_base = target_.direct + (seg_begin_ + k) * size, .iov_len = run};
+    ++runs;
+    bytes += run;
+    if (runs == most && !write_runs()) return false;
+    k = end;
   }
-  return n == static_cast<ssize_t>(bytes);
+  return runs == 0 || write_runs();
 }
 
 void remote_channel::flush() noexcept {
