@@ -728,7 +728,8 @@ TEST_P(BackendConformance, ProgressCallbackSeesEveryItemDone) {
     std::lock_guard lock(m);
     reports.push_back(p);
   };
-  polymap::for_each(200, [](std::size_t) { std::this_thread::sleep_for(std::chrono::milliseconds(1)); }, o);
+  polymap::for_each(
+      200, [](std::size_t) { std::this_thread::sleep_for(std::chrono::milliseconds(1)); }, o);
   ASSERT_FALSE(reports.empty());
   EXPECT_TRUE(reports.back().finished);
   EXPECT_EQ(reports.back().done, 200u);

@@ -54,13 +54,15 @@ const std::vector<std::string> hostile = {
     "with space", "quote'single", "quote\"double", "semi;colon", "$(touch PWNED)",
     "`touch PWNED2`", "new\nline", "-leading-dash", "\xff\xfe not UTF-8 \x80", "*", "a\\b", ""};
 
-/// Runs printf '%s\0' over the hostile values, in argv form or through --shell (from a fresh
-/// directory, where a $(touch) or `touch` that ran would leave a file).
-void expect_hostile_values_arrive_intact(bool shell) {
+/// Runs printf '%s\0' over the hostile values, in argv form or, given `shell_arg`, through
+/// --shell with `shell_arg` as printf's argument: a placeholder in some quoting (from a
+/// fresh directory, where a $(touch) or `touch` that ran would leave a file).
+void expect_hostile_values_arrive_intact(const std::string& shell_arg = "") {
   temp_dir dir;
   std::vector<std::string> args = {"run", "-k", "-j", "2"};
-  if (shell) {
-    args.insert(args.end(), {"--shell", "--", "cd " + dir.path() + " && printf '%s\\0' {}"});
+  if (!shell_arg.empty()) {
+    args.insert(args.end(),
+                {"--shell", "--", "cd " + dir.path() + " && printf '%s\\0' " + shell_arg});
   } else {
     args.insert(args.end(), {"--", "printf", "%s\\0", "{}"});
   }
@@ -74,11 +76,34 @@ void expect_hostile_values_arrive_intact(bool shell) {
 }
 
 TEST(Run, HostileArgumentsArriveByteIdenticalWithoutShell) {
-  expect_hostile_values_arrive_intact(false);
+  expect_hostile_values_arrive_intact();
 }
 
 TEST(Run, HostileArgumentsArriveByteIdenticalThroughShell) {
-  expect_hostile_values_arrive_intact(true);
+  // A placeholder as a word of its own, and inside the quotes that shell users put around
+  // one out of habit, or inside a command substitution: each is quoted for where it is.
+  for (const std::string arg :
+       {"{}", "\"{}\"", "'{}'", "\"$(printf '%s' {})\"", "\"$(printf '%s' \"{}\")\"",
+        "\"`printf '%s' {}`\"", "\"$(printf '%s' \"`printf '%s' '{}'`\")\"",
+        "{} # a comment that holds {} too"}) {
+    SCOPED_TRACE(arg);
+    expect_hostile_values_arrive_intact(arg);
+  }
+}
+
+TEST(Run, AShellPlaceholderThatNoQuotingKeepsIsAUsageError) {
+  temp_dir dir;
+  for (const auto& [line, where] : std::map<std::string, std::string>{
+           {"echo \\{}", "right after a backslash"},
+           {"echo \"\\{}\"", "right after a backslash"},
+           {"echo ${}", "right after a $"},
+           {"cat <<EOF\n{}\nEOF", "after a here-document's <<"}}) {
+    SCOPED_TRACE(line);
+    const cli_output r = run_polymap({"run", "--shell", "--", line, ":::", "x"}, dir);
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.err.find("placeholder {} " + where), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "");
+  }
 }
 
 TEST(Run, OneOfSeveralMpiRanksWithoutAJournalSaysEveryRankRunsEveryItem) {

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string_view>
 #include <system_error>
+#include <utility>
 
 namespace polymap::cli::run {
 
@@ -50,24 +51,6 @@ std::string_view without_ext(std::string_view path) {
 
 }  // namespace
 
-std::string shell_quote(const std::string& arg) {
-  if (!arg.empty() &&
-      arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                            "_-+=./:,@%") == std::string::npos) {
-    return arg;
-  }
-  std::string quoted = "'";
-  for (char c : arg) {
-    if (c == '\'') {
-      quoted += "'\\''";
-    } else {
-      quoted += c;
-    }
-  }
-  quoted += '\'';
-  return quoted;
-}
-
 std::string display_command(const std::vector<std::string>& argv) {
   std::string line;
   for (const std::string& word : argv) {
@@ -99,7 +82,7 @@ command_template::command_template(const std::vector<std::string>& words, std::s
         open = close;  // a `{` before any `}`: the inner one may open a placeholder
       }
       if (open == std::string::npos || close == std::string::npos) {
-        if (at < text.size()) w.push_back({kind::text, transform::none, 0, text.substr(at)});
+        if (at < text.size()) w.push_back({kind::text, transform::none, 0, text.substr(at), {}});
         break;
       }
       const std::string_view inside = std::string_view(text).substr(open + 1, close - open - 1);
@@ -107,8 +90,9 @@ command_template::command_template(const std::vector<std::string>& words, std::s
         scan = close + 1;  // text: it stays in the run of text that starts at `at`
         continue;
       }
-      if (open > at) w.push_back({kind::text, transform::none, 0, text.substr(at, open - at)});
+      if (open > at) w.push_back({kind::text, transform::none, 0, text.substr(at, open - at), {}});
       piece p;
+      p.text = text.substr(open, close - open + 1);
       std::size_t digits = 0;
       while (digits < inside.size() && inside[digits] >= '0' && inside[digits] <= '9') ++digits;
       const std::string_view rest = inside.substr(digits);
@@ -159,7 +143,24 @@ command_template::command_template(const std::vector<std::string>& words, std::s
   if (!any) {
     // GNU parallel's rule: no placeholder means the arguments go at the end.
     for (std::size_t c = 1; c <= columns; ++c) {
-      words_.push_back({piece{kind::column, transform::none, c, {}}});
+      std::string name = "{";  // appended, not "{" + ...: GCC 12 warns a false -Wrestrict
+      name += std::to_string(c);
+      name += '}';
+      words_.push_back({piece{kind::column, transform::none, c, std::move(name), {}}});
+    }
+  }
+  if (shell_) {
+    // Where each placeholder stands in the line that sh -c reads: the words joined by spaces.
+    shell_scanner line;
+    for (std::size_t i = 0; i < words_.size(); ++i) {
+      if (i > 0) line.read(" ");
+      for (piece& p : words_[i]) {
+        if (p.what == kind::text) {
+          line.read(p.text);
+        } else {
+          p.where = line.here(p.text);
+        }
+      }
     }
   }
 }
@@ -209,7 +210,7 @@ std::vector<std::string> command_template::expand(const std::vector<std::string>
     for (const piece& p : w) {
       // In a shell line only the substituted values are quoted: the template is shell code
       // the user wrote, the input is data.
-      out += shell_ && p.what != kind::text ? shell_quote(value(p, item, seq, slot))
+      out += shell_ && p.what != kind::text ? quote_for(p.where, value(p, item, seq, slot))
                                             : value(p, item, seq, slot);
     }
     if (shell_) {

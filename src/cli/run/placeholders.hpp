@@ -2,6 +2,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include "cli/run/shell_context.hpp"
+
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -15,10 +17,12 @@ class command_template {
  public:
   /// @param words the command and its arguments as given
   /// @param columns the number of input sources
-  /// @param shell whether the command line goes to `sh -c` (placeholders then expand to
-  ///   shell-quoted words, so that input is never re-parsed by the shell)
+  /// @param shell whether the command line goes to `sh -c`: each placeholder then expands to
+  ///   its value quoted for where it stands (a plain word, inside '...' or "...", inside
+  ///   $(...) or `...`), so that the shell takes the input as it is and never as code
   /// @throws std::runtime_error for an unknown placeholder or a column that does not exist,
-  ///   naming it and the word it is in
+  ///   naming it and the word it is in, and for a placeholder in a shell line where no
+  ///   quoting can keep a value as it is (see shell_scanner::here)
   command_template(const std::vector<std::string>& words, std::size_t columns, bool shell);
 
   /// The argv of one job.
@@ -38,7 +42,8 @@ class command_template {
     kind what = kind::text;
     transform how = transform::none;
     std::size_t column = 0;
-    std::string text;
+    std::string text;      ///< the text; for a placeholder, as written (in errors)
+    shell_position where;  ///< --shell: where the placeholder stands in the line
   };
   using word = std::vector<piece>;
 
@@ -49,9 +54,6 @@ class command_template {
   bool shell_;
   std::string identity_;
 };
-
-/// `arg` quoted for a POSIX shell when it needs it ('...' with ' as '\''), as is otherwise.
-[[nodiscard]] std::string shell_quote(const std::string& arg);
 
 /// An argv as one line a user could paste into a shell.
 [[nodiscard]] std::string display_command(const std::vector<std::string>& argv);
