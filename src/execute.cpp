@@ -353,12 +353,31 @@ plan make_plan(map_job& job, function_stats& stats) {
   return decide(job, stats, true, true);
 }
 
+namespace {
+
+/// The value of the option that stop_or_cap_option() names.
+std::string stop_or_cap_value(const options& o) {
+  return o.timeout.count() > 0 ? std::to_string(o.timeout.count()) + " s"
+                               : std::to_string(o.memory_limit) + " bytes";
+}
+
+}  // namespace
+
 void refuse_stop_or_cap(const options& o, const std::string& backend) {
-  throw option_error(stop_or_cap_option(o),
-                     o.timeout.count() > 0 ? std::to_string(o.timeout.count()) + " s"
-                             : std::to_string(o.memory_limit) + " bytes",
+  throw option_error(stop_or_cap_option(o), stop_or_cap_value(o),
                      "none with backend " + backend +
                          ": only the processes backend can stop or cap an item");
+}
+
+void refuse_results(const options& o, const char* why) {
+  bool from_env = false;
+  const backend_kind asked = requested_backend(o, from_env);
+  if (asked == backend_kind::processes || !stops_or_caps(o)) {
+    throw option_error(from_env ? "POLYMAP_BACKEND" : "backend", "processes", why);
+  }
+  throw option_error(stop_or_cap_option(o), stop_or_cap_value(o),
+                     std::string("none, or ") + why + " (" + stop_or_cap_option(o) +
+                         " runs the items in worker processes)");
 }
 
 void explain_if_asked(const plan& p) {
@@ -421,10 +440,17 @@ bool results_kept_elsewhere(const options& o) noexcept {
 #endif
 }
 
-backend_kind check_call_start(const options& o, std::size_t items) {
+backend_kind check_call_start(const options& o, std::size_t items,
+                              const char* results_refused) {
   try {
     check_options(o);
-    return check_backend_available(o);
+    const backend_kind asked = check_backend_available(o);
+    if (results_refused != nullptr &&
+        (asked == backend_kind::processes ||
+         (asked == backend_kind::automatic && stops_or_caps(o)))) {
+      refuse_results(o, results_refused);
+    }
+    return asked;
   } catch (const std::exception& e) {
     refuse_across_ranks(o, items, e.what());
     throw;

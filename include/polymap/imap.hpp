@@ -242,9 +242,10 @@ class stream {
 template <std::ranges::random_access_range Range, class Fn>
   requires std::ranges::sized_range<Range>
 [[nodiscard]] auto imap(Range& xs, Fn fn, const options& opts = {}) {
-  (void)detail::check_call_start(opts, static_cast<std::size_t>(std::ranges::size(xs)));
   using It = std::ranges::iterator_t<Range>;
   using R = detail::item_result_t<Fn, It>;
+  (void)detail::check_call_start(opts, static_cast<std::size_t>(std::ranges::size(xs)),
+                                 detail::results_refused<R>());
   const auto n = static_cast<std::size_t>(std::ranges::size(xs));
   const std::size_t window = opts.window != 0 ? opts.window : detail::default_window(opts);
   return stream<R>(n, window, opts.ordered, opts.on_error,

@@ -99,8 +99,10 @@ class job {
 template <std::ranges::input_range Range, class Fn>
   requires std::ranges::sized_range<Range>
 auto map_async(Range&& xs, Fn fn, options opts = {}) {
-  (void)detail::check_call_start(opts, static_cast<std::size_t>(std::ranges::size(xs)));
   using Items = std::remove_cvref_t<Range>;
+  using R = detail::item_result_t<Fn, std::ranges::iterator_t<Items&>>;
+  (void)detail::check_call_start(opts, static_cast<std::size_t>(std::ranges::size(xs)),
+                                 detail::results_refused<R>());
   using Result = decltype(polymap::map(std::declval<Items&>(), std::declval<Fn>(), opts));
   const auto n = static_cast<std::size_t>(std::ranges::size(xs));
   auto state = std::make_shared<detail::run_state>(n);

@@ -1363,6 +1363,34 @@ TEST(Processes, ResultsWithoutACodecAreRefused) {
     FAIL() << "a result type without a codec was accepted";
   } catch (const option_error& e) {
     EXPECT_NE(std::string(e.what()).find("codec"), std::string::npos) << e.what();
+    EXPECT_EQ(e.option(), "backend");
+  }
+}
+
+TEST(Processes, ResultsWithoutACodecAreRefusedByTheAsyncCallAndTheStreamThemselves) {
+  const std::vector<int> xs{1, 2, 3};
+  const auto opaque_of = [](int x) { return opaque{std::to_string(x)}; };
+  // map_async and imap throw at the call, before a job or a stream exists.
+  EXPECT_THROW((void)polymap::map_async(xs, opaque_of, processes()), option_error);
+  std::vector<int> ys = xs;
+  EXPECT_THROW((void)polymap::imap(ys, opaque_of, processes()), option_error);
+  // A timeout sends the call to worker processes: the refusal names it, not a backend that
+  // the call never named.
+  for (const bool async : {false, true}) {
+    SCOPED_TRACE(async ? "map_async" : "map");
+    try {
+      options o;
+      o.timeout = std::chrono::seconds(5);
+      if (async) {
+        (void)polymap::map_async(xs, opaque_of, o);
+      } else {
+        (void)polymap::map(xs, opaque_of, o);
+      }
+      ADD_FAILURE() << "a result type without a codec was accepted";
+    } catch (const option_error& e) {
+      EXPECT_EQ(e.option(), "timeout") << e.what();
+      EXPECT_NE(std::string(e.what()).find("codec"), std::string::npos) << e.what();
+    }
   }
 }
 

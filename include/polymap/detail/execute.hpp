@@ -137,11 +137,20 @@ void refuse_across_ranks(const options& o, std::size_t items, const std::string&
 [[nodiscard]] bool results_kept_elsewhere(const options& o) noexcept;
 
 /// check_options() and check_backend_available() at the start of a call that runs later
-/// (map_async, imap). A call on the mpi backend that this rank refuses here still reaches
-/// the other ranks, which end it with this rank's reason rather than wait for it.
+/// (map_async, imap), and whether its results can come back from the worker processes that
+/// it asks for (`results_refused`: why not, or null; see results_refused()). A call on the
+/// mpi backend that this rank refuses here still reaches the other ranks, which end it with
+/// this rank's reason rather than wait for it.
 /// @return the backend asked for (automatic when none is)
-/// @throws what those two throw
-backend_kind check_call_start(const options& o, std::size_t items);
+/// @throws what those two throw, and refuse_results()'s option_error
+backend_kind check_call_start(const options& o, std::size_t items,
+                              const char* results_refused = nullptr);
+
+/// Refuses a call whose results cannot come back from the worker processes it runs on
+/// (`why`), naming what sent it there: options::backend, POLYMAP_BACKEND, or a timeout or
+/// memory cap, which only worker processes hold.
+/// @throws option_error
+[[noreturn]] void refuse_results(const options& o, const char* why);
 
 /// The backend a call asks for: options::backend, else POLYMAP_BACKEND when it is set.
 /// @param from_env set to whether the answer came from POLYMAP_BACKEND

@@ -266,6 +266,22 @@ template <class R>
   }
 }
 
+/// Why results of type `R` cannot come back from a worker process; null when they can (or
+/// there are none).
+template <class R>
+[[nodiscard]] constexpr const char* results_refused() noexcept {
+  if constexpr (std::is_void_v<R>) {
+    return nullptr;
+  } else if constexpr (transferable_v<R>) {
+    return nullptr;
+  } else {
+    return "a result type that can come back from a worker process: trivially copyable, or "
+           "with a polymap::codec<T> (built in for std::string, std::vector of a trivially "
+           "copyable type, and std::pair and std::tuple of such members; specialise "
+           "polymap::codec for your own type)";
+  }
+}
+
 /// The transfer of a context `Ctx` whose item results are `R` and which stores
 /// them with `Ctx::store(ctx, i, R&&)`. `Fixed` false sends even trivially
 /// copyable results as messages (streams, which hand each result on as it
@@ -276,11 +292,7 @@ template <class Ctx, class R, bool Fixed = true>
   if constexpr (std::is_void_v<R>) {
     return t;
   } else if constexpr (!transferable_v<R>) {
-    t.unsupported =
-        "a result type that can come back from a worker process: trivially copyable, or "
-        "with a polymap::codec<T> (built in for std::string, std::vector of a trivially "
-        "copyable type, and std::pair and std::tuple of such members; specialise "
-        "polymap::codec for your own type)";
+    t.unsupported = results_refused<R>();
     return t;
   } else {
     if constexpr (Fixed && std::is_trivially_copyable_v<R>) {

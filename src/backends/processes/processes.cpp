@@ -131,9 +131,7 @@ class processes_executor_impl final : public executor {
     if (job.transfer == nullptr) {
       throw backend_unavailable("polymap: this call cannot run on worker processes");
     }
-    if (job.transfer->unsupported != nullptr) {
-      throw option_error("backend", "processes", job.transfer->unsupported);
-    }
+    if (job.transfer->unsupported != nullptr) refuse_results(*job.opts, job.transfer->unsupported);
     const std::size_t workers =
         std::min(parallelism(*job.opts), std::max<std::size_t>(1, job.end - job.begin));
     entered guard(*job.state);
