@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <fstream>
@@ -20,10 +21,12 @@
 #include <thread>
 #include <vector>
 
+#include <linux/capability.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -163,6 +166,49 @@ TEST(ThreadsBackend, NiceReadsBackFromTheOs) {
     EXPECT_EQ(r.nice, 7);
   }
   EXPECT_EQ(os_nice(), caller_before) << "the calling thread's priority changed";
+}
+
+/// Takes CAP_SYS_NICE out of the calling thread's effective capabilities, and makes its
+/// RLIMIT_NICE 0: as for most users, no nice can come back down. False when refused.
+bool lose_the_right_to_lower_nice() {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  std::array<__user_cap_data_struct, _LINUX_CAPABILITY_U32S_3> caps{};
+  if (syscall(SYS_capget, &header, caps.data()) != 0) return false;
+  caps[CAP_SYS_NICE / 32].effective &= ~(1U << (CAP_SYS_NICE % 32));
+  if (syscall(SYS_capset, &header, caps.data()) != 0) return false;
+  const rlimit none{0, 0};
+  return setrlimit(RLIMIT_NICE, &none) == 0;
+}
+
+TEST(ThreadsBackend, ACallAtAHigherNiceThatCannotBeTakenBackLeavesLaterCallsAlone) {
+  if (test_support::tsan_build) {
+    GTEST_SKIP() << "TSan ends a child of a threaded program that starts a thread";
+  }
+  // In a child, which starts pools of its own: the right to lower a nice is lost for good.
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    const int base = os_nice();
+    if (!lose_the_right_to_lower_nice() || base > 14) _exit(3);
+    run_report report;
+    bool ok = true;
+    for (const auto& [tid, seen] :
+         observe({.backend = backend::threads, .workers = 2, .nice = base + 5, .report = &report},
+                 32)) {
+      ok = ok && seen.nice == base + 5;
+    }
+    for (const worker_report& r : report.worker_reports) ok = ok && r.nice_applied;
+    // The threads of a later call without a nice run at the program's own.
+    for (const auto& [tid, seen] : observe({.backend = backend::threads, .workers = 2}, 32)) {
+      ok = ok && seen.nice == base;
+    }
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 3) GTEST_SKIP() << "capset or setrlimit refused, or nice too high";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "a thread of the later call ran at the raised nice";
 }
 
 TEST(ThreadsBackend, ImbalancedItemsDoNotLeaveAWorkerIdle) {

@@ -12,9 +12,14 @@
 #include "once_per_process.hpp"
 #include "topology/binding.hpp"
 
+#include <linux/capability.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <csignal>
 #include <system_error>
@@ -81,12 +86,19 @@ namespace {
 /// for it for ever).
 constinit once_per_process<thread_pool*> the_pool;
 
+/// The pools of at_nice(), by nice value + 20.
+constexpr int nice_values = 40;
+constinit once_per_process<thread_pool*> niced_pools[nice_values];
+
 /// In a child forked from the program, the parent's pool is no use: its threads stayed in
 /// the parent, and a call that waited for them would wait for ever. The child's first call
 /// starts a pool of its own, elsewhere: the parent's is left as it was, since a call of it
 /// may be on the forking thread's stack. (A worker process of the processes backend never
 /// uses one.)
-void forget_pool_in_child() noexcept { the_pool.forget(); }
+void forget_pool_in_child() noexcept {
+  the_pool.forget();
+  for (auto& pool : niced_pools) pool.forget();
+}
 
 /// Registered when the library is loaded, while the program has one thread: a fork cannot
 /// fall between taking the registration on and making it, and children inherit it.
@@ -97,6 +109,26 @@ void forget_pool_in_child() noexcept { the_pool.forget(); }
 
 thread_pool& thread_pool::instance() {
   return *the_pool.get([] { return new thread_pool(); });
+}
+
+thread_pool& thread_pool::at_nice(int nice) {
+  const int at = std::clamp(nice + 20, 0, nice_values - 1);
+  return *niced_pools[at].get([] { return new thread_pool(); });
+}
+
+bool thread_pool::keeps_nice(int nice) noexcept {
+  const std::optional<int> now = this_thread_nice();
+  if (!now || nice <= *now) return false;  // no higher: nothing to come back down from
+  // Down to `now` takes an RLIMIT_NICE of 20 - now, or CAP_SYS_NICE.
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NICE, &limit) == 0 &&
+      (limit.rlim_cur == RLIM_INFINITY || 20 - static_cast<long>(limit.rlim_cur) <= *now)) {
+    return false;
+  }
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  std::array<__user_cap_data_struct, _LINUX_CAPABILITY_U32S_3> caps{};
+  if (syscall(SYS_capget, &header, caps.data()) != 0) return true;
+  return ((caps[CAP_SYS_NICE / 32].effective >> (CAP_SYS_NICE % 32)) & 1U) == 0;
 }
 
 thread_pool::thread_pool() {

@@ -38,6 +38,15 @@ class thread_pool {
   /// and never destroyed. A child forked from the program starts a pool of its own at its
   /// first call: the parent's threads are not in it.
   static thread_pool& instance();
+  /// The pool of the calls at nice value `nice` that must not run on instance() (see
+  /// keeps_nice()): its threads take that nice at their first call and keep it. Started on
+  /// first use, one per nice value, and never destroyed, as instance() is.
+  static thread_pool& at_nice(int nice);
+  /// Whether a pool thread raised to `nice` could not come back down to the nice of the
+  /// calling thread (that of the threads it starts): the process lacks CAP_SYS_NICE and its
+  /// RLIMIT_NICE does not reach that far, as for most users. Such calls go to at_nice(), so
+  /// that no later call of instance() runs at a nice it did not ask for.
+  [[nodiscard]] static bool keeps_nice(int nice) noexcept;
 
   thread_pool(const thread_pool&) = delete;
   thread_pool& operator=(const thread_pool&) = delete;

@@ -8,6 +8,7 @@
 #include "once_per_process.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 
 namespace polymap::detail {
@@ -34,7 +35,10 @@ class threads_executor_impl final : public executor {
   void run(const map_job& job, run_report* report) override {
     const std::size_t participants =
         std::min(parallelism(*job.opts), std::max<std::size_t>(1, job.end - job.begin));
-    if (thread_pool::instance().try_run(job, participants, report)) return;
+    const std::optional<int>& nice = job.opts->nice;
+    thread_pool& pool = nice && thread_pool::keeps_nice(*nice) ? thread_pool::at_nice(*nice)
+                                                               : thread_pool::instance();
+    if (pool.try_run(job, participants, report)) return;
     serial_executor().run(job, report);
     if (report != nullptr) {
       report->note = "the thread pool was busy with another call: ran on the calling thread";
