@@ -1547,6 +1547,27 @@ TEST(Processes, ASharedAllocationTooLargeForMemoryIsRefused) {
 
 // --- placement ---------------------------------------------------------------------------
 
+TEST(Processes, TheReportNamesTheWorkersThatTookPart) {
+  // Cheap items, many workers: a call may end before some worker processes are up.
+  test::shared_counters<pid_t> pid_seen(1000);
+  options o = processes();
+  o.workers = 6;
+  o.nice = 3;
+  run_report report;
+  o.report = &report;
+  polymap::for_each(
+      1000, [&](std::size_t i) { pid_seen[i].store(getpid()); }, o);
+  std::set<pid_t> ran;
+  for (std::size_t i = 0; i < 1000; ++i) ran.insert(pid_seen[i].load());
+  // Every worker that ran items, and only workers that were up: each had its nice applied.
+  EXPECT_EQ(report.workers, report.worker_reports.size());
+  EXPECT_GE(report.workers, ran.size());
+  EXPECT_LE(report.workers, 6U);
+  for (const worker_report& w : report.worker_reports) {
+    EXPECT_TRUE(w.nice_applied) << "worker " << w.worker << " was reported but never up";
+  }
+}
+
 TEST(Processes, NiceAppliesToEveryWorkerProcess) {
   test::shared_counters<int> nice_seen(64);
   test::shared_counters<pid_t> pid_seen(64);

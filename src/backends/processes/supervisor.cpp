@@ -597,9 +597,15 @@ void supervisor::run(run_report* report) {
   if (!finished_) finish();
   if (report != nullptr) {
     report->backend = backend_kind::processes;
-    report->workers = workers_;
+    // The workers that took part: those that were up (placed) or ran items, in the slot's
+    // last worker or an earlier one. A call that ends before a worker process is up does
+    // not wait for it.
     report->worker_reports.clear();
     for (std::size_t s = 0; s < workers_; ++s) {
+      const remote_slot& slot = shared_.slot(s);
+      if (slot.ready.load(std::memory_order_acquire) == 0 && slot.busy_items.load() == 0) {
+        continue;
+      }
       const placement& p = shared_.place(s);
       worker_report r{.worker = s};
       r.bound = p.bound.load() != 0;
@@ -612,6 +618,7 @@ void supervisor::run(run_report* report) {
       }
       report->worker_reports.push_back(std::move(r));
     }
+    report->workers = report->worker_reports.size();
     if (spawned_ > workers_) {
       report->note = std::to_string(spawned_ - workers_) +
                      " worker processes replaced after a crash, a timeout or an exit";
