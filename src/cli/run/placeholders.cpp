@@ -165,6 +165,10 @@ command_template::command_template(const std::vector<std::string>& words, std::s
   }
 }
 
+std::string command_template::shell_variable(std::size_t i) {
+  return "polymap_" + std::to_string(i);
+}
+
 std::string command_template::value(const piece& p, const std::vector<std::string>& item,
                                     std::size_t seq, std::size_t slot) const {
   std::string raw;
@@ -204,14 +208,19 @@ std::vector<std::string> command_template::expand(const std::vector<std::string>
                                                   std::size_t seq, std::size_t slot) const {
   std::vector<std::string> argv;
   argv.reserve(words_.size());
-  std::string line;  // --shell: one command line for sh -c
+  std::string line;                 // --shell: one command line for sh -c
+  std::vector<std::string> values;  // --shell: its placeholders' values, as arguments
   for (const word& w : words_) {
     std::string out;
     for (const piece& p : w) {
-      // In a shell line only the substituted values are quoted: the template is shell code
-      // the user wrote, the input is data.
-      out += shell_ && p.what != kind::text ? quote_for(p.where, value(p, item, seq, slot))
-                                            : value(p, item, seq, slot);
+      if (shell_ && p.what != kind::text) {
+        // The template is shell code the user wrote, the input is data: the line refers
+        // to a variable that holds the value, which the shell never reads as code.
+        values.push_back(value(p, item, seq, slot));
+        out += reference_for(p.where, shell_variable(values.size()));
+      } else {
+        out += value(p, item, seq, slot);
+      }
     }
     if (shell_) {
       if (!line.empty()) line += ' ';
@@ -220,7 +229,17 @@ std::vector<std::string> command_template::expand(const std::vector<std::string>
       argv.push_back(std::move(out));
     }
   }
-  if (shell_) return {"/bin/sh", "-c", line};
+  if (!shell_) return argv;
+  // sh -c 'polymap_1=${1}; ...; shift N; LINE' sh VALUE...: the values come in as
+  // arguments, and the line sees none (as it would without placeholders).
+  std::string script;
+  for (std::size_t i = 1; i <= values.size(); ++i) {
+    script += shell_variable(i) + "=${" + std::to_string(i) + "}; ";
+  }
+  if (!values.empty()) script += "shift " + std::to_string(values.size()) + "; ";
+  script += line;
+  argv = {"/bin/sh", "-c", std::move(script), "sh"};
+  for (std::string& v : values) argv.push_back(std::move(v));
   return argv;
 }
 

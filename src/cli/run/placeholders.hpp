@@ -17,9 +17,10 @@ class command_template {
  public:
   /// @param words the command and its arguments as given
   /// @param columns the number of input sources
-  /// @param shell whether the command line goes to `sh -c`: each placeholder then expands to
-  ///   its value quoted for where it stands (a plain word, inside '...' or "...", inside
-  ///   $(...) or `...`), so that the shell takes the input as it is and never as code
+  /// @param shell whether the command line goes to `sh -c`: each placeholder's value then
+  ///   comes in as an argument of its own, and the line refers to a shell variable that
+  ///   holds it, written for where it stands (a plain word, inside '...' or "..."), so that
+  ///   the shell takes the input as it is and never as code
   /// @throws std::runtime_error for an unknown placeholder or a column that does not exist,
   ///   naming it and the word it is in, and for a placeholder in a shell line where no
   ///   quoting can keep a value as it is (see shell_scanner::here)
@@ -43,12 +44,14 @@ class command_template {
     transform how = transform::none;
     std::size_t column = 0;
     std::string text;      ///< the text; for a placeholder, as written (in errors)
-    shell_position where;  ///< --shell: where the placeholder stands in the line
+    shell_position where = shell_position::code;  ///< --shell: where it stands in the line
   };
   using word = std::vector<piece>;
 
   [[nodiscard]] std::string value(const piece& p, const std::vector<std::string>& item,
                                   std::size_t seq, std::size_t slot) const;
+  /// --shell: the variable that holds the value of the line's `i`th placeholder (from 1).
+  [[nodiscard]] static std::string shell_variable(std::size_t i);
 
   std::vector<word> words_;
   bool shell_;

@@ -2,7 +2,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/run/shell_context.hpp"
 
-#include <algorithm>
 #include <stdexcept>
 
 namespace polymap::cli::run {
@@ -13,17 +12,6 @@ namespace {
 bool ends_a_word(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == ';' || c == '&' || c == '|' || c == '(' ||
          c == ')' || c == '<' || c == '>';
-}
-
-/// `text` with a backslash before each character of `special`.
-std::string escaped(std::string_view text, std::string_view special) {
-  std::string out;
-  out.reserve(text.size());
-  for (const char c : text) {
-    if (special.find(c) != std::string_view::npos) out += '\\';
-    out += c;
-  }
-  return out;
 }
 
 }  // namespace
@@ -53,8 +41,8 @@ void shell_scanner::read(std::string_view text) {
 }
 
 void shell_scanner::take(char c, char next) {
-  if (skip_next_) {  // the ( of a $(
-    skip_next_ = false;
+  if (skip_ > 0) {  // the ( of a $(, the (( of a $((
+    --skip_;
     return;
   }
   if (comment_) {
@@ -68,7 +56,7 @@ void shell_scanner::take(char c, char next) {
   escaped_ = false;
   dollar_ = false;
   if (was_escaped) {
-    word_start_ = false;
+    if (c != '\n') word_start_ = false;  // a line continuation leaves the word as it was
     return;
   }
   const frame kind = stack_.back().kind;
@@ -76,9 +64,9 @@ void shell_scanner::take(char c, char next) {
     if (c == '\'') stack_.pop_back();
     return;
   }
-  if (c == '$' && next == '(') {  // $( and $((: a command, or arithmetic, to the matching )
+  if (c == '$' && next == '(') {  // $( a command, or $(( arithmetic, to the matching )
     stack_.push_back({frame::parens, 1});
-    skip_next_ = true;
+    skip_ = 1;
     word_start_ = true;
     return;
   }
@@ -107,10 +95,22 @@ void shell_scanner::take(char c, char next) {
     } else {
       stack_.push_back({frame::backquotes, 0});
     }
-  } else if (c == '(' && kind == frame::parens) {
+  } else if (c == '(' && (kind == frame::parens || kind == frame::arithmetic)) {
+    // $(( is arithmetic; so is a (( that opens a command (bash's arithmetic command).
+    if (kind == frame::parens && stack_.back().parens == 1 && word_start_ && next != ')') {
+      stack_.back().kind = frame::arithmetic;
+    }
     ++stack_.back().parens;
-  } else if (c == ')' && kind == frame::parens) {
-    if (--stack_.back().parens == 0) stack_.pop_back();
+  } else if (c == '(' && next == '(' && word_start_) {
+    stack_.push_back({frame::arithmetic, 2});
+    skip_ = 1;
+  } else if (c == ')' && (kind == frame::parens || kind == frame::arithmetic)) {
+    if (--stack_.back().parens == 0) {
+      stack_.pop_back();
+      dollar_ = false;
+      word_start_ = false;  // the word goes on after $(...)
+      return;
+    }
   } else if (c == '#' && word_start_) {
     comment_ = true;
     return;
@@ -121,57 +121,40 @@ void shell_scanner::take(char c, char next) {
   word_start_ = ends_a_word(c);
 }
 
-shell_position shell_scanner::here(std::string_view placeholder) const {
+shell_position shell_scanner::here(std::string_view placeholder) {
   const auto refuse = [&](const std::string& where) {
     return std::runtime_error(
         "placeholder " + std::string(placeholder) + " " + where +
-        " in the --shell command: no quoting keeps a value as it is there; run the line "
-        "without --shell, with the values as arguments (polymap run sh -c '... \"$1\"' sh " +
+        " in the --shell command: its value would not reach the command as it is there; run "
+        "the line without --shell, with the values as arguments (polymap run sh -c "
+        "'... \"$1\"' sh " +
         std::string(placeholder) + ")");
   };
   if (here_document_) throw refuse("after a here-document's <<");
-  shell_position at;
-  at.backquotes = static_cast<unsigned>(
-      std::count_if(stack_.begin(), stack_.end(),
-                    [](const level& l) { return l.kind == frame::backquotes; }));
-  if (comment_) {
-    at.inside = shell_position::quotes::comment;
-    return at;
+  if (!comment_) {
+    if (escaped_) throw refuse("right after a backslash");
+    if (dollar_) throw refuse("right after a $");
+    for (const level& l : stack_) {
+      if (l.kind == frame::arithmetic) throw refuse("inside an arithmetic $((...))");
+    }
   }
-  if (escaped_) throw refuse("right after a backslash");
-  if (dollar_) throw refuse("right after a $");
+  word_start_ = false;  // the placeholder is part of a word
   const frame kind = stack_.back().kind;
-  at.inside = kind == frame::single    ? shell_position::quotes::single
-              : kind == frame::doubled ? shell_position::quotes::doubled
-                                       : shell_position::quotes::none;
-  return at;
+  return kind == frame::single    ? shell_position::single
+         : kind == frame::doubled ? shell_position::doubled
+                                  : shell_position::code;
 }
 
-std::string quote_for(const shell_position& where, std::string_view value) {
-  std::string quoted;
-  switch (where.inside) {
-    case shell_position::quotes::none:
-      quoted = shell_quote(std::string(value));
-      break;
-    case shell_position::quotes::single:
-      for (const char c : value) {
-        if (c == '\'') {
-          quoted += "'\\''";  // out of the quotes, an escaped ', and back in
-        } else {
-          quoted += c;
-        }
-      }
-      break;
-    case shell_position::quotes::doubled:
-      quoted = escaped(value, "\\$`\"");
-      break;
-    case shell_position::quotes::comment:
-      quoted = value;
-      std::replace(quoted.begin(), quoted.end(), '\n', ' ');
+std::string reference_for(shell_position where, const std::string& name) {
+  switch (where) {
+    case shell_position::single:
+      return "'\"${" + name + "}\"'";
+    case shell_position::doubled:
+      return "${" + name + "}";
+    case shell_position::code:
       break;
   }
-  for (unsigned i = 0; i < where.backquotes; ++i) quoted = escaped(quoted, "\\$`");
-  return quoted;
+  return "\"${" + name + "}\"";
 }
 
 }  // namespace polymap::cli::run

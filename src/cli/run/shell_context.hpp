@@ -8,42 +8,39 @@
 
 namespace polymap::cli::run {
 
-/// Where a placeholder stands in a `--shell` command line, as a POSIX shell parses it: what
-/// a value inserted there must be quoted for to reach the command as it is.
-struct shell_position {
-  enum class quotes {
-    none,     ///< a plain word: 'value', with ' as '\''
-    single,   ///< inside '...': value with ' as '\''
-    doubled,  ///< inside "...": value with \ $ ` " escaped
-    comment,  ///< after a #: value with no newline, which would end the comment
-  };
-  quotes inside = quotes::none;
-  /// The `...` command substitutions it stands in: the shell reads a backslash before
-  /// $ ` \ there once before it parses the command, so each one escapes them once more.
-  unsigned backquotes = 0;
+/// Where a placeholder stands in a `--shell` command line, as a POSIX shell parses it:
+/// what a reference to the shell variable that holds its value must look like there.
+enum class shell_position {
+  code,     ///< outside quotes: "${var}" (in $(...) and `...` too)
+  single,   ///< inside '...': '"${var}"' (out of the quotes and back)
+  doubled,  ///< inside "...": ${var}
 };
 
 /// Follows a `--shell` command line through the text around its placeholders: quotes,
-/// backslashes, comments, `$(...)` and `...` substitutions, nested in one another.
-/// Here-documents are not followed: a placeholder after a `<<` is refused.
+/// backslashes, comments, `$(...)` and `...` substitutions, nested in one another. A value
+/// never enters the line: the line refers to a shell variable that holds it, so a place
+/// that the scanner reads wrongly (a `case` pattern's `)` inside `$(...)`, bash's `$'...'`)
+/// gives a value with quotes around it, or split, and never runs it. Here-documents and
+/// arithmetic are not followed: a placeholder after a `<<` or inside `$((...))` is refused.
 class shell_scanner {
  public:
   /// Reads the template's text up to the next placeholder (the words' text, and the spaces
   /// that join them).
   void read(std::string_view text);
 
-  /// Where a placeholder after the text read so far stands (a value quoted for it leaves
-  /// the parse where it was).
-  /// @throws std::runtime_error naming `placeholder` where no quoting can keep a value as it
-  ///   is: after a backslash (it would escape the quoting's first character), right after a
-  ///   $ (it would make a parameter or a command of it), or after a here-document's `<<`
-  [[nodiscard]] shell_position here(std::string_view placeholder) const;
+  /// Where a placeholder after the text read so far stands; it counts as a word's
+  /// character (a # after it starts no comment).
+  /// @throws std::runtime_error naming `placeholder` where no reference keeps a value as it
+  ///   is: after a backslash (it would escape the reference's first character), right after
+  ///   a $, after a here-document's `<<`, or inside $((...)) (bash evaluates a variable's
+  ///   text there as an expression, commands in it included)
+  [[nodiscard]] shell_position here(std::string_view placeholder);
 
  private:
-  enum class frame { top, parens, backquotes, single, doubled };
+  enum class frame { top, parens, arithmetic, backquotes, single, doubled };
   struct level {
     frame kind = frame::top;
-    unsigned parens = 0;  ///< open parentheses of a $( ... ) frame, its own included
+    unsigned parens = 0;  ///< open parentheses of a $( ... ) or $(( ... )) frame, its own
   };
   void take(char c, char next);
 
@@ -53,13 +50,13 @@ class shell_scanner {
   bool comment_ = false;     // inside a # comment, until a newline
   bool word_start_ = true;   // a # here starts a comment
   bool here_document_ = false;
-  bool skip_next_ = false;   // the second character of $( is read with the first
+  unsigned skip_ = 0;        // characters of a $( or $(( read with its $
 };
 
 /// `arg` quoted for a POSIX shell when it needs it ('...' with ' as '\''), as is otherwise.
 [[nodiscard]] std::string shell_quote(const std::string& arg);
 
-/// `value` quoted so that the shell takes it as it is at `where`.
-[[nodiscard]] std::string quote_for(const shell_position& where, std::string_view value);
+/// A reference to shell variable `name` that gives its value as it is at `where`.
+[[nodiscard]] std::string reference_for(shell_position where, const std::string& name);
 
 }  // namespace polymap::cli::run
