@@ -4,6 +4,8 @@
 // bytes arrive as given, the pid is known (to signal it), stdout and stderr go to files.
 #pragma once
 
+#include "cli/run/shell_context.hpp"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -50,19 +52,8 @@ class temp_dir {
   std::string path_;
 };
 
-/// `arg` quoted for /bin/sh: between single quotes, each quote in it closed, escaped, reopened.
-inline std::string shell_quote(const std::string& arg) {
-  std::string quoted = "'";
-  for (char c : arg) {
-    if (c == '\'') {
-      quoted += "'\\''";
-    } else {
-      quoted += c;
-    }
-  }
-  quoted += '\'';
-  return quoted;
-}
+/// `arg` quoted for /bin/sh, as polymap run quotes it.
+using polymap::cli::run::shell_quote;
 
 /// `polymap args...` as a /bin/sh command: the binary and each argument quoted.
 inline std::string polymap_command(const std::vector<std::string>& args) {

@@ -1,0 +1,73 @@
+// SPDX-FileCopyrightText: polymap contributors
+// SPDX-License-Identifier: Apache-2.0
+// Where the --shell scanner puts a placeholder, and the references it writes there.
+#include "cli/run/shell_context.hpp"
+
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace polymap::cli::run {
+namespace {
+
+/// Where a placeholder stands after `before`.
+shell_position after(const std::string& before) {
+  shell_scanner line;
+  line.read(before);
+  return line.here("{}");
+}
+
+TEST(ShellScanner, FollowsQuotesAndSubstitutions) {
+  EXPECT_EQ(after("echo "), shell_position::code);
+  EXPECT_EQ(after("echo '"), shell_position::single);
+  EXPECT_EQ(after("echo \""), shell_position::doubled);
+  EXPECT_EQ(after("echo 'a' \"b\" "), shell_position::code);
+  EXPECT_EQ(after("echo \"it's "), shell_position::doubled);
+  EXPECT_EQ(after("echo 'say \"hi\" "), shell_position::single);
+  EXPECT_EQ(after("echo \"\\\" "), shell_position::doubled);  // an escaped quote
+  EXPECT_EQ(after("echo \\' "), shell_position::code);
+  EXPECT_EQ(after("echo \"$(printf '%s' "), shell_position::code);
+  EXPECT_EQ(after("echo \"$(printf '%s' \""), shell_position::doubled);
+  EXPECT_EQ(after("echo \"$(date)"), shell_position::doubled);
+  EXPECT_EQ(after("echo \"`date` "), shell_position::doubled);
+  EXPECT_EQ(after("echo `printf '"), shell_position::single);
+  EXPECT_EQ(after("echo # it's\necho "), shell_position::code);  // a comment's quote
+}
+
+TEST(ShellScanner, APlaceholderIsPartOfAWord) {
+  shell_scanner line;
+  line.read("echo ");
+  EXPECT_EQ(line.here("{1}"), shell_position::code);
+  line.read("#");  // inside the word: no comment
+  EXPECT_EQ(line.here("{2}"), shell_position::code);
+  line.read(" '");
+  EXPECT_EQ(line.here("{3}"), shell_position::single);
+}
+
+TEST(ShellScanner, RefusesWhereNoReferenceKeepsTheValue) {
+  for (const std::string before :
+       {"echo \\", "echo \"\\", "echo $", "echo \"$", "cat <<EOF\n", "echo $(( 1 + ",
+        "(( x = "}) {
+    SCOPED_TRACE(before);
+    EXPECT_THROW((void)after(before), std::runtime_error);
+  }
+  // After a subshell inside $( ) has closed, and after << inside quotes, all is well.
+  EXPECT_EQ(after("echo $( (date) ) "), shell_position::code);
+  EXPECT_EQ(after("echo '<<' "), shell_position::code);
+}
+
+TEST(ShellScanner, ReferencesForEachPlace) {
+  EXPECT_EQ(reference_for(shell_position::code, "v"), "\"${v}\"");
+  EXPECT_EQ(reference_for(shell_position::single, "v"), "'\"${v}\"'");
+  EXPECT_EQ(reference_for(shell_position::doubled, "v"), "${v}");
+}
+
+TEST(ShellQuote, QuotesWhatNeedsIt) {
+  EXPECT_EQ(shell_quote("plain-word_1.txt"), "plain-word_1.txt");
+  EXPECT_EQ(shell_quote(""), "''");
+  EXPECT_EQ(shell_quote("it's $x"), "'it'\\''s $x'");
+}
+
+}  // namespace
+}  // namespace polymap::cli::run
