@@ -33,6 +33,20 @@ TEST(ShellScanner, FollowsQuotesAndSubstitutions) {
   EXPECT_EQ(after("echo \"`date` "), shell_position::doubled);
   EXPECT_EQ(after("echo `printf '"), shell_position::single);
   EXPECT_EQ(after("echo # it's\necho "), shell_position::code);  // a comment's quote
+  // The word of a ${...}: a reference quoted as outside quotes (a literal pattern).
+  EXPECT_EQ(after("echo \"${x#"), shell_position::code);
+  EXPECT_EQ(after("echo ${x:-"), shell_position::code);
+  EXPECT_EQ(after("echo \"${x:-\""), shell_position::doubled);
+  EXPECT_EQ(after("echo \"${x:-a}"), shell_position::doubled);
+  // A # right after a backquote starts a comment, which a backquote ends there.
+  EXPECT_EQ(after("echo `#'\nprintf \"[%s]\" \""), shell_position::doubled);
+  EXPECT_EQ(after("echo `date # now` '"), shell_position::single);
+  // Subshells and case patterns inside $( ), << in arithmetic, bash's <<<.
+  EXPECT_EQ(after("echo \"$( (printf %s "), shell_position::code);
+  EXPECT_EQ(after("echo \"$(case a in (a) printf %s "), shell_position::code);
+  EXPECT_EQ(after("x=$((1<<2)); echo "), shell_position::code);
+  EXPECT_EQ(after("cat <<< "), shell_position::code);
+  EXPECT_EQ(after("echo \"`printf %s "), shell_position::code);  // no backslash before it
 }
 
 TEST(ShellScanner, APlaceholderIsPartOfAWord) {
@@ -48,7 +62,7 @@ TEST(ShellScanner, APlaceholderIsPartOfAWord) {
 TEST(ShellScanner, RefusesWhereNoReferenceKeepsTheValue) {
   for (const std::string before :
        {"echo \\", "echo \"\\", "echo $", "echo \"$", "cat <<EOF\n", "echo $(( 1 + ",
-        "(( x = "}) {
+        "(( x = ", "while(( ", "! (( ", "echo \"`printf %s \\\""}) {
     SCOPED_TRACE(before);
     EXPECT_THROW((void)after(before), std::runtime_error);
   }

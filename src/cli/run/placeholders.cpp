@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/run/placeholders.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <stdexcept>
 #include <string_view>
@@ -157,8 +158,18 @@ command_template::command_template(const std::vector<std::string>& words, std::s
       for (piece& p : words_[i]) {
         if (p.what == kind::text) {
           line.read(p.text);
+          continue;
+        }
+        p.where = line.here(p.text);
+        // Placeholders that give the same value share its variable (and its argument).
+        const auto same = std::find_if(variables_.begin(), variables_.end(), [&](const piece& v) {
+          return v.what == p.what && v.how == p.how && v.column == p.column;
+        });
+        if (same == variables_.end()) {
+          variables_.push_back(p);
+          p.variable = variables_.size();
         } else {
-          p.where = line.here(p.text);
+          p.variable = static_cast<std::size_t>(same - variables_.begin()) + 1;
         }
       }
     }
@@ -166,7 +177,7 @@ command_template::command_template(const std::vector<std::string>& words, std::s
 }
 
 std::string command_template::shell_variable(std::size_t i) {
-  return "polymap_" + std::to_string(i);
+  return "__polymap_" + std::to_string(i);
 }
 
 std::string command_template::value(const piece& p, const std::vector<std::string>& item,
@@ -208,16 +219,14 @@ std::vector<std::string> command_template::expand(const std::vector<std::string>
                                                   std::size_t seq, std::size_t slot) const {
   std::vector<std::string> argv;
   argv.reserve(words_.size());
-  std::string line;                 // --shell: one command line for sh -c
-  std::vector<std::string> values;  // --shell: its placeholders' values, as arguments
+  std::string line;  // --shell: one command line for sh -c
   for (const word& w : words_) {
     std::string out;
     for (const piece& p : w) {
       if (shell_ && p.what != kind::text) {
         // The template is shell code the user wrote, the input is data: the line refers
         // to a variable that holds the value, which the shell never reads as code.
-        values.push_back(value(p, item, seq, slot));
-        out += reference_for(p.where, shell_variable(values.size()));
+        out += reference_for(p.where, shell_variable(p.variable));
       } else {
         out += value(p, item, seq, slot);
       }
@@ -233,13 +242,13 @@ std::vector<std::string> command_template::expand(const std::vector<std::string>
   // sh -c 'polymap_1=${1}; ...; shift N; LINE' sh VALUE...: the values come in as
   // arguments, and the line sees none (as it would without placeholders).
   std::string script;
-  for (std::size_t i = 1; i <= values.size(); ++i) {
+  for (std::size_t i = 1; i <= variables_.size(); ++i) {
     script += shell_variable(i) + "=${" + std::to_string(i) + "}; ";
   }
-  if (!values.empty()) script += "shift " + std::to_string(values.size()) + "; ";
+  if (!variables_.empty()) script += "shift " + std::to_string(variables_.size()) + "; ";
   script += line;
   argv = {"/bin/sh", "-c", std::move(script), "sh"};
-  for (std::string& v : values) argv.push_back(std::move(v));
+  for (const piece& v : variables_) argv.push_back(value(v, item, seq, slot));
   return argv;
 }
 

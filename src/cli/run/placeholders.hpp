@@ -45,15 +45,17 @@ class command_template {
     std::size_t column = 0;
     std::string text;      ///< the text; for a placeholder, as written (in errors)
     shell_position where = shell_position::code;  ///< --shell: where it stands in the line
+    std::size_t variable = 0;  ///< --shell: its value's variable (from 1), shared by equals
   };
   using word = std::vector<piece>;
 
   [[nodiscard]] std::string value(const piece& p, const std::vector<std::string>& item,
                                   std::size_t seq, std::size_t slot) const;
-  /// --shell: the variable that holds the value of the line's `i`th placeholder (from 1).
+  /// --shell: the name of variable `i` (from 1), which holds a placeholder's value.
   [[nodiscard]] static std::string shell_variable(std::size_t i);
 
   std::vector<word> words_;
+  std::vector<piece> variables_;  ///< --shell: one placeholder for each variable, in order
   bool shell_;
   std::string identity_;
 };

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/run/shell_context.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace polymap::cli::run {
@@ -36,12 +37,25 @@ std::string shell_quote(const std::string& arg) {
 
 void shell_scanner::read(std::string_view text) {
   for (std::size_t i = 0; i < text.size(); ++i) {
-    take(text[i], i + 1 < text.size() ? text[i + 1] : '\0');
+    take(text[i], i + 1 < text.size() ? text[i + 1] : '\0',
+         i + 2 < text.size() ? text[i + 2] : '\0');
   }
 }
 
-void shell_scanner::take(char c, char next) {
-  if (skip_ > 0) {  // the ( of a $(, the (( of a $((
+bool shell_scanner::inside(frame kind) const noexcept {
+  return std::any_of(stack_.begin(), stack_.end(),
+                     [kind](const level& l) { return l.kind == kind; });
+}
+
+void shell_scanner::open(frame kind, unsigned parens, unsigned skip) {
+  stack_.push_back({kind, parens});
+  skip_ = skip;
+  dollar_ = false;
+  word_start_ = true;
+}
+
+void shell_scanner::take(char c, char next, char after) {
+  if (skip_ > 0) {  // the rest of an opening: the ( of $(, the {  of ${, ...
     --skip_;
     return;
   }
@@ -49,6 +63,10 @@ void shell_scanner::take(char c, char next) {
     if (c == '\n') {
       comment_ = false;
       word_start_ = true;
+    } else if (c == '`' && stack_.back().kind == frame::backquotes) {
+      comment_ = false;  // the backquote ends the comment, and the substitution
+      stack_.pop_back();
+      word_start_ = false;
     }
     return;
   }
@@ -64,10 +82,17 @@ void shell_scanner::take(char c, char next) {
     if (c == '\'') stack_.pop_back();
     return;
   }
-  if (c == '$' && next == '(') {  // $( a command, or $(( arithmetic, to the matching )
-    stack_.push_back({frame::parens, 1});
-    skip_ = 1;
-    word_start_ = true;
+  // Openings that hold anywhere but inside '...'.
+  if (c == '$' && next == '(') {
+    if (after == '(') {
+      open(frame::arithmetic, 2, 2);  // $((
+    } else {
+      open(frame::parens, 1, 1);  // $(
+    }
+    return;
+  }
+  if (c == '$' && next == '{') {
+    open(frame::braces, 0, 1);  // ${, to its }
     return;
   }
   if (kind == frame::doubled) {
@@ -76,15 +101,16 @@ void shell_scanner::take(char c, char next) {
     } else if (c == '"') {
       stack_.pop_back();
     } else if (c == '`') {
-      stack_.push_back({frame::backquotes, 0});
+      open(frame::backquotes, 0, 0);
     } else {
       dollar_ = c == '$';
     }
     return;
   }
-  // Code: the command line itself, or inside $( ) or ` `.
+  // Code: the command line, inside $( ), ` `, $(( )), or the word of a ${ }.
   if (c == '\\') {
     escaped_ = true;
+    if (kind == frame::backquotes) stack_.back().backslash = true;
   } else if (c == '\'') {
     stack_.push_back({frame::single, 0});
   } else if (c == '"') {
@@ -93,29 +119,33 @@ void shell_scanner::take(char c, char next) {
     if (kind == frame::backquotes) {
       stack_.pop_back();
     } else {
-      stack_.push_back({frame::backquotes, 0});
+      open(frame::backquotes, 0, 0);
+      return;
     }
+  } else if (c == '}' && kind == frame::braces) {
+    stack_.pop_back();
+  } else if (c == '(' && next == '(' && kind != frame::arithmetic) {
+    open(frame::arithmetic, 2, 1);  // bash's (( )); in sh two subshells, refused inside too
+    return;
   } else if (c == '(' && (kind == frame::parens || kind == frame::arithmetic)) {
-    // $(( is arithmetic; so is a (( that opens a command (bash's arithmetic command).
-    if (kind == frame::parens && stack_.back().parens == 1 && word_start_ && next != ')') {
-      stack_.back().kind = frame::arithmetic;
-    }
     ++stack_.back().parens;
-  } else if (c == '(' && next == '(' && word_start_) {
-    stack_.push_back({frame::arithmetic, 2});
-    skip_ = 1;
   } else if (c == ')' && (kind == frame::parens || kind == frame::arithmetic)) {
     if (--stack_.back().parens == 0) {
       stack_.pop_back();
-      dollar_ = false;
       word_start_ = false;  // the word goes on after $(...)
-      return;
+    } else {
+      word_start_ = true;  // a subshell's ), an operator
     }
-  } else if (c == '#' && word_start_) {
+    return;
+  } else if (c == '#' && word_start_ && kind != frame::braces && kind != frame::arithmetic) {
     comment_ = true;
     return;
-  } else if (c == '<' && next == '<') {
-    here_document_ = true;
+  } else if (c == '<' && next == '<' && kind != frame::braces && kind != frame::arithmetic) {
+    if (after == '<') {
+      skip_ = 2;  // bash's <<< here-string: a word, not a document
+    } else {
+      here_document_ = true;
+    }
   }
   dollar_ = c == '$';
   word_start_ = ends_a_word(c);
@@ -134,15 +164,20 @@ shell_position shell_scanner::here(std::string_view placeholder) {
   if (!comment_) {
     if (escaped_) throw refuse("right after a backslash");
     if (dollar_) throw refuse("right after a $");
-    for (const level& l : stack_) {
-      if (l.kind == frame::arithmetic) throw refuse("inside an arithmetic $((...))");
+    if (inside(frame::arithmetic)) throw refuse("inside an arithmetic $((...)) or ((...))");
+    // The shell takes the backslashes out of a `...` before it reads the command: a \"
+    // there may be a quote of the command's own, which this scanner does not follow.
+    if (std::any_of(stack_.begin(), stack_.end(), [](const level& l) {
+          return l.kind == frame::backquotes && l.backslash;
+        })) {
+      throw refuse("inside `...` after a backslash (write $(...) there)");
     }
   }
   word_start_ = false;  // the placeholder is part of a word
   const frame kind = stack_.back().kind;
   return kind == frame::single    ? shell_position::single
          : kind == frame::doubled ? shell_position::doubled
-                                  : shell_position::code;
+                                  : shell_position::code;  // a ${ }'s word too: "${v}"
 }
 
 std::string reference_for(shell_position where, const std::string& name) {

@@ -22,6 +22,8 @@ enum class shell_position {
 /// that the scanner reads wrongly (a `case` pattern's `)` inside `$(...)`, bash's `$'...'`)
 /// gives a value with quotes around it, or split, and never runs it. Here-documents and
 /// arithmetic are not followed: a placeholder after a `<<` or inside `$((...))` is refused.
+/// A line that hands its own text to another shell (`sh -c '... {}'`, `eval`, `trap`,
+/// `ssh host '...'`) hands it the value as text, which that shell parses: as in GNU parallel.
 class shell_scanner {
  public:
   /// Reads the template's text up to the next placeholder (the words' text, and the spaces
@@ -32,17 +34,25 @@ class shell_scanner {
   /// character (a # after it starts no comment).
   /// @throws std::runtime_error naming `placeholder` where no reference keeps a value as it
   ///   is: after a backslash (it would escape the reference's first character), right after
-  ///   a $, after a here-document's `<<`, or inside $((...)) (bash evaluates a variable's
-  ///   text there as an expression, commands in it included)
+  ///   a $, after a here-document's `<<`, inside $((...)) or ((...)) (bash evaluates a
+  ///   variable's text there as an expression, commands in it included), or inside a `...`
+  ///   after a backslash (the shell takes backslashes out before it reads the command: a
+  ///   \" there may be a quote of its own, which this scanner does not follow)
   [[nodiscard]] shell_position here(std::string_view placeholder);
 
  private:
-  enum class frame { top, parens, arithmetic, backquotes, single, doubled };
+  enum class frame { top, parens, arithmetic, backquotes, braces, single, doubled };
   struct level {
     frame kind = frame::top;
-    unsigned parens = 0;  ///< open parentheses of a $( ... ) or $(( ... )) frame, its own
+    unsigned parens = 0;      ///< open parentheses of a $( ... ) or $(( ... )) frame, its own
+    bool backslash = false;   ///< a `...` frame has held a backslash (which the shell takes
+                              ///< out before it reads the command)
   };
-  void take(char c, char next);
+  /// Reads `c`, which `next` and `after` follow ('\0' at the end of the text).
+  void take(char c, char next, char after);
+  /// Enters a frame whose opening goes on for `skip` characters more.
+  void open(frame kind, unsigned parens, unsigned skip);
+  [[nodiscard]] bool inside(frame kind) const noexcept;
 
   std::vector<level> stack_{level{}};
   bool escaped_ = false;     // the last character was an unquoted backslash
@@ -50,7 +60,7 @@ class shell_scanner {
   bool comment_ = false;     // inside a # comment, until a newline
   bool word_start_ = true;   // a # here starts a comment
   bool here_document_ = false;
-  unsigned skip_ = 0;        // characters of a $( or $(( read with its $
+  unsigned skip_ = 0;        // characters of an opening ($(, $((, ${, ((, <<<) read with it
 };
 
 /// `arg` quoted for a POSIX shell when it needs it ('...' with ' as '\''), as is otherwise.
