@@ -47,6 +47,8 @@ TEST(ShellScanner, FollowsQuotesAndSubstitutions) {
   EXPECT_EQ(after("x=$((1<<2)); echo "), shell_position::code);
   EXPECT_EQ(after("cat <<< "), shell_position::code);
   EXPECT_EQ(after("echo \"`printf %s "), shell_position::code);  // no backslash before it
+  // A line continuation leaves the word as it was: a # after it may start a comment.
+  EXPECT_EQ(after(": \\\n#\"\n"), shell_position::code);
 }
 
 TEST(ShellScanner, APlaceholderIsPartOfAWord) {
@@ -62,7 +64,8 @@ TEST(ShellScanner, APlaceholderIsPartOfAWord) {
 TEST(ShellScanner, RefusesWhereNoReferenceKeepsTheValue) {
   for (const std::string before :
        {"echo \\", "echo \"\\", "echo $", "echo \"$", "cat <<EOF\n", "echo $(( 1 + ",
-        "(( x = ", "while(( ", "! (( ", "echo \"`printf %s \\\""}) {
+        "(( x = ", "while(( ", "! (( ", "echo \"`printf %s \\\"",
+        "x=`: \"\\\\\" \"; "}) {
     SCOPED_TRACE(before);
     EXPECT_THROW((void)after(before), std::runtime_error);
   }

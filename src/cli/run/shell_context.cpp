@@ -95,10 +95,17 @@ void shell_scanner::take(char c, char next, char after) {
     open(frame::braces, 0, 1);  // ${, to its }
     return;
   }
+  if (c == '\\') {
+    escaped_ = true;  // the next character decides whether a word goes on
+    // Inside backquotes (in "..." there too) the shell takes backslashes out before it
+    // reads the command, which this scanner does not follow.
+    for (level& l : stack_) {
+      if (l.kind == frame::backquotes) l.backslash = true;
+    }
+    return;
+  }
   if (kind == frame::doubled) {
-    if (c == '\\') {
-      escaped_ = true;  // of the characters it escapes there, only " and ` matter here
-    } else if (c == '"') {
+    if (c == '"') {
       stack_.pop_back();
     } else if (c == '`') {
       open(frame::backquotes, 0, 0);
@@ -108,10 +115,7 @@ void shell_scanner::take(char c, char next, char after) {
     return;
   }
   // Code: the command line, inside $( ), ` `, $(( )), or the word of a ${ }.
-  if (c == '\\') {
-    escaped_ = true;
-    if (kind == frame::backquotes) stack_.back().backslash = true;
-  } else if (c == '\'') {
+  if (c == '\'') {
     stack_.push_back({frame::single, 0});
   } else if (c == '"') {
     stack_.push_back({frame::doubled, 0});

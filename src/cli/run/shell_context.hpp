@@ -20,8 +20,10 @@ enum class shell_position {
 /// backslashes, comments, `$(...)` and `...` substitutions, nested in one another. A value
 /// never enters the line: the line refers to a shell variable that holds it, so a place
 /// that the scanner reads wrongly (a `case` pattern's `)` inside `$(...)`, bash's `$'...'`)
-/// gives a value with quotes around it, or split, and never runs it. Here-documents and
-/// arithmetic are not followed: a placeholder after a `<<` or inside `$((...))` is refused.
+/// gives a value with quotes around it, or split into words (which run as a command where
+/// they stand at a command's place), and never has the shell read its text as code.
+/// Here-documents and arithmetic are not followed: a placeholder after a `<<` or inside
+/// `$((...))` is refused.
 /// A line that hands its own text to another shell (`sh -c '... {}'`, `eval`, `trap`,
 /// `ssh host '...'`) hands it the value as text, which that shell parses: as in GNU parallel.
 class shell_scanner {
