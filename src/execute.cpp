@@ -369,14 +369,16 @@ void refuse_stop_or_cap(const options& o, const std::string& backend) {
                          ": only the processes backend can stop or cap an item");
 }
 
-void refuse_results(const options& o, const char* why) {
+void refuse_results(const options& o, const char* needs) {
+  const std::string why = std::string("a result type that can come back from a worker process: ") +
+                          needs;
   bool from_env = false;
   const backend_kind asked = requested_backend(o, from_env);
   if (asked == backend_kind::processes || !stops_or_caps(o)) {
     throw option_error(from_env ? "POLYMAP_BACKEND" : "backend", "processes", why);
   }
   throw option_error(stop_or_cap_option(o), stop_or_cap_value(o),
-                     std::string("none, or ") + why + " (" + stop_or_cap_option(o) +
+                     "none, or " + why + " (" + stop_or_cap_option(o) +
                          " runs the items in worker processes)");
 }
 

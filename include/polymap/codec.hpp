@@ -153,4 +153,15 @@ template <class T>
 inline constexpr bool transferable_v =
     std::is_void_v<T> || std::is_trivially_copyable_v<T> || has_codec<T>;
 
+namespace detail {
+
+/// What a result type needs to leave the process that made it, as a refusal says it: the one
+/// list of the codecs built in above.
+inline constexpr char transferable_results[] =
+    "trivially copyable, or with a polymap::codec<T> (built in for std::string, std::vector of "
+    "a trivially copyable type or of bool, and std::pair and std::tuple of such members; "
+    "specialise polymap::codec for your own type)";
+
+}  // namespace detail
+
 }  // namespace polymap

@@ -147,10 +147,10 @@ backend_kind check_call_start(const options& o, std::size_t items,
                               const char* results_refused = nullptr);
 
 /// Refuses a call whose results cannot come back from the worker processes it runs on
-/// (`why`), naming what sent it there: options::backend, POLYMAP_BACKEND, or a timeout or
+/// (`needs`: what they would need, results_refused()), naming what sent it there: options::backend, POLYMAP_BACKEND, or a timeout or
 /// memory cap, which only worker processes hold.
 /// @throws option_error
-[[noreturn]] void refuse_results(const options& o, const char* why);
+[[noreturn]] void refuse_results(const options& o, const char* needs);
 
 /// The backend a call asks for: options::backend, else POLYMAP_BACKEND when it is set.
 /// @param from_env set to whether the answer came from POLYMAP_BACKEND

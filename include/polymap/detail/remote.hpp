@@ -266,8 +266,8 @@ template <class R>
   }
 }
 
-/// Why results of type `R` cannot come back from a worker process; null when they can (or
-/// there are none).
+/// What results of type `R` would need to come back from a worker process
+/// (`transferable_results`); null when they can (or there are none).
 template <class R>
 [[nodiscard]] constexpr const char* results_refused() noexcept {
   if constexpr (std::is_void_v<R>) {
@@ -275,10 +275,7 @@ template <class R>
   } else if constexpr (transferable_v<R>) {
     return nullptr;
   } else {
-    return "a result type that can come back from a worker process: trivially copyable, or "
-           "with a polymap::codec<T> (built in for std::string, std::vector of a trivially "
-           "copyable type, and std::pair and std::tuple of such members; specialise "
-           "polymap::codec for your own type)";
+    return transferable_results;
   }
 }
 

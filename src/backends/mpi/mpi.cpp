@@ -1,6 +1,7 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
 #include <mutex>
+#include <optional>
 #include <polymap/detail/execute.hpp>
 #include <polymap/detail/remote.hpp>
 #include <polymap/error.hpp>
@@ -17,19 +18,17 @@ namespace polymap::detail {
 
 namespace {
 
-/// Why a call's results cannot cross between ranks, or null when they can: none (for_each,
+/// Why a call's results cannot cross between ranks, or nullopt when they can: none (for_each,
 /// a void function), fixed-size ones kept one after another in the call's memory (sent as
 /// they are), or any the call can read back and encode (trivially copyable, or a codec).
-const char* results_refused(const map_job& job) noexcept {
+std::optional<std::string> results_refused(const map_job& job) {
   const result_transfer* t = job.transfer;
   if (t != nullptr && t->unsupported != nullptr) {
-    return "a result type that can cross between ranks: trivially copyable, or with a "
-           "polymap::codec<T> (built in for std::string, std::vector of a trivially copyable "
-           "type, and std::pair and std::tuple of such members)";
+    return std::string("a result type that can cross between ranks: ") + transferable_results;
   }
-  if (t != nullptr && t->deliver == nullptr) return nullptr;  // no results
-  if (t != nullptr && t->fixed_size != 0 && t->fixed_target != nullptr) return nullptr;
-  if (t != nullptr && t->encode != nullptr) return nullptr;
+  if (t != nullptr && t->deliver == nullptr) return std::nullopt;  // no results
+  if (t != nullptr && t->fixed_size != 0 && t->fixed_target != nullptr) return std::nullopt;
+  if (t != nullptr && t->encode != nullptr) return std::nullopt;
   return "a call whose results the ranks can send (map; map_into of a range of the "
          "function's own result type; for_each): imap's streams, and map_into that converts "
          "each result, do not cross between ranks in this version";
@@ -92,10 +91,10 @@ class mpi_executor_impl final : public executor {
       if (report != nullptr) report->note = "nested in an item: ran inline there, not over MPI";
       return;
     }
-    if (const char* why = results_refused(job); why != nullptr) {
+    if (const std::optional<std::string> why = results_refused(job)) {
       bool from_env = false;
       (void)requested_backend(*job.opts, from_env);
-      const option_error refusal(from_env ? "POLYMAP_BACKEND" : "backend", "mpi", why);
+      const option_error refusal(from_env ? "POLYMAP_BACKEND" : "backend", "mpi", *why);
       join_refused(job, refusal.what());
       throw refusal;
     }
