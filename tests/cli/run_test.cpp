@@ -105,10 +105,14 @@ TEST(Run, NoShellLineRunsAValueAsCode) {
       "echo \"$(case a in a) echo {};; esac)\"",
       "echo $'it\\'s' {}",
       "echo `echo \\`echo {}\\``",
+      "x=\"$(case a in a) {};; esac)\"",
+      "cat <\\\n<EOF\n\"\nEOF\n{}",
+      "x=\"${y-'}\"; {}; : \"'\"",
   };
+  // "touch PWNED" runs where a line gives it split into words at a command's place.
   const std::vector<std::string> values = {"$(touch PWNED)", ";touch PWNED;",
                                            "`touch PWNED`", "'\ntouch PWNED\n'",
-                                           "\\';touch PWNED;echo \\"};
+                                           "\\';touch PWNED;echo \\", "touch PWNED"};
   for (const std::string& line : lines) {
     SCOPED_TRACE(line);
     temp_dir dir;

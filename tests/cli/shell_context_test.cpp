@@ -7,6 +7,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace polymap::cli::run {
 namespace {
@@ -72,6 +73,59 @@ TEST(ShellScanner, RefusesWhereNoReferenceKeepsTheValue) {
   // After a subshell inside $( ) has closed, and after << inside quotes, all is well.
   EXPECT_EQ(after("echo $( (date) ) "), shell_position::code);
   EXPECT_EQ(after("echo '<<' "), shell_position::code);
+}
+
+/// Where each placeholder stands in `pieces` (text, placeholder, text, ...), after the
+/// scanner has finished the line.
+std::vector<shell_position> places(const std::vector<std::string>& pieces) {
+  shell_scanner line;
+  std::vector<shell_position> where;
+  for (std::size_t i = 0; i < pieces.size(); ++i) {
+    if (i % 2 == 0) {
+      line.read(pieces[i]);
+    } else {
+      where.push_back(line.here(pieces[i]));
+    }
+  }
+  line.finish(pieces.at(1));
+  return where;
+}
+
+TEST(ShellScanner, FollowsCaseCommandsLineContinuationsAndQuotesInQuotedBraces) {
+  using enum shell_position;
+  // A case pattern's ) inside $(...) does not end the substitution.
+  EXPECT_EQ(places({"x=\"$(case a in a) ", "{}", ";; esac) ", "{}", "\""}),
+            (std::vector{code, doubled}));
+  EXPECT_EQ(places({"x=\"$(if true; then case a in (a) ", "{}", ";; esac; fi)", "{}", "\""}),
+            (std::vector{code, doubled}));
+  EXPECT_EQ(places({"x=\"$({ ! case a in a) ", "{}", ";; esac; })", "{}", "\""}),
+            (std::vector{code, doubled}));
+  // A word case at no command's place opens no case.
+  EXPECT_EQ(places({"x=\"$(echo case in a) ", "{}", "\""}), (std::vector{doubled}));
+  // The shell joins lines at a backslash and a newline before it reads the words.
+  EXPECT_THROW((void)after("cat <\\\n<EOF\n\"\nEOF\n"), std::runtime_error);
+  EXPECT_EQ(after("echo \"$\\\n(echo "), code);
+  EXPECT_EQ(after("echo '\\\n"), single);  // not inside '...'
+  // Inside "${x-...}" a ' is a character of the word, not a quote.
+  EXPECT_EQ(places({"echo \"${x-'", "{}", "'}\""}), (std::vector{code}));
+  EXPECT_EQ(places({"echo ${x-'", "{}", "'}"}), (std::vector{single}));
+}
+
+TEST(ShellScanner, RefusesALineThatDoesNotEndWhereItBegan) {
+  for (const std::vector<std::string>& pieces :
+       {std::vector<std::string>{"echo '", "{}"}, {"echo \"$(", "{}", "\""},
+        {"x=$(case ", "{}", " in a) :;; ) "}, {"echo ${x-", "{}"}, {"echo `", "{}"}}) {
+    SCOPED_TRACE(pieces[0]);
+    try {
+      (void)places(pieces);
+      ADD_FAILURE() << "not refused";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("placeholder {} and every other, since the line ends "
+                                           "inside"),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST(ShellScanner, ReferencesForEachPlace) {

@@ -153,6 +153,7 @@ command_template::command_template(const std::vector<std::string>& words, std::s
   if (shell_) {
     // Where each placeholder stands in the line that sh -c reads: the words joined by spaces.
     shell_scanner line;
+    const piece* first = nullptr;
     for (std::size_t i = 0; i < words_.size(); ++i) {
       if (i > 0) line.read(" ");
       for (piece& p : words_[i]) {
@@ -161,6 +162,7 @@ command_template::command_template(const std::vector<std::string>& words, std::s
           continue;
         }
         p.where = line.here(p.text);
+        if (first == nullptr) first = &p;
         // Placeholders that give the same value share its variable (and its argument).
         const auto same = std::find_if(variables_.begin(), variables_.end(), [&](const piece& v) {
           return v.what == p.what && v.how == p.how && v.column == p.column;
@@ -173,6 +175,7 @@ command_template::command_template(const std::vector<std::string>& words, std::s
         }
       }
     }
+    if (first != nullptr) line.finish(first->text);
   }
 }
 
