@@ -858,6 +858,51 @@ TEST(Processes, ItemThatIgnoresTermIsKilled) {
   }
 }
 
+TEST(Processes, AChildTheProgramForksWhileACallRunsEndsAloneOnSigterm) {
+  // A process the program forks (without exec) while workers run starts without the
+  // caller's handler and worker groups: a SIGTERM to it ends it, not the caller's workers.
+  int running[2];
+  ASSERT_EQ(pipe(running), 0);
+  std::vector<int> ys;
+  std::exception_ptr error;
+  std::thread call([&] {
+    try {
+      ys = polymap::map(
+          std::vector<int>{0, 1},
+          [w = running[1]](int x) {
+            const char c = 'r';
+            (void)!write(w, &c, 1);
+            std::this_thread::sleep_for(500ms);
+            return x + 1;
+          },
+          processes(2));
+    } catch (...) {
+      error = std::current_exception();
+    }
+  });
+  char c = 0;
+  EXPECT_EQ(read(running[0], &c, 1), 1);  // an item runs
+  const pid_t child = fork();
+  if (child == 0) {
+    for (;;) pause();
+  }
+  kill(child, SIGTERM);
+  int status = 0;
+  waitpid(child, &status, 0);
+  call.join();
+  close(running[0]);
+  close(running[1]);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM) << status;
+  if (error) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "the call failed: " << e.what();
+    }
+  }
+  EXPECT_EQ(ys, (std::vector<int>{1, 2}));
+}
+
 TEST(Processes, TimeoutSparesItemsThatFinish) {
   options o = processes();
   o.timeout = 2s;

@@ -26,10 +26,14 @@ std::mutex install_mutex;
 int guards = 0;
 std::array<bool, 2> installed{};  // by index in guarded_signals
 
+/// The process whose workers the groups are: a child forked from it runs its handler until
+/// the fork handlers reset it (a signal may come before), and must not kill them.
+std::atomic<pid_t> owner{0};
+
 void on_signal(int sig) {
   for (auto& g : groups) {
     const pid_t group = g.load(std::memory_order_relaxed);
-    if (group > 0) kill(-group, SIGKILL);
+    if (group > 0 && getpid() == owner.load(std::memory_order_relaxed)) kill(-group, SIGKILL);
   }
   signal(sig, SIG_DFL);
   raise(sig);
@@ -58,9 +62,28 @@ void make_helper() noexcept {
   }
 }
 
-/// In a forked child (a worker among them): the helper belongs to the parent, whose death
-/// it must see; the child makes its own when it forks workers of its own.
-void forget_helper_in_child() noexcept {
+bool is_ours(int sig) {
+  struct sigaction current {};
+  return sigaction(sig, nullptr, &current) == 0 && current.sa_handler == &on_signal;
+}
+
+/// Before a fork: no other thread is installing or removing the handlers, whose state the
+/// child starts from.
+void hold_install_before_fork() noexcept { install_mutex.lock(); }
+void release_install_in_parent() noexcept { install_mutex.unlock(); }
+
+/// In a forked child (a worker, or a process the program forks while a call runs): the
+/// worker groups, the handler that kills them and the helper all belong to the parent. A
+/// SIGTERM to the child ends the child alone, as the default does; the child makes a guard
+/// of its own when it forks workers of its own.
+void forget_parent_in_child() noexcept {
+  for (auto& g : groups) g.store(0, std::memory_order_relaxed);
+  for (std::size_t k = 0; k < guarded_signals.size(); ++k) {
+    if (is_ours(guarded_signals[k])) signal(guarded_signals[k], SIG_DFL);
+    installed[k] = false;
+  }
+  guards = 0;
+  install_mutex.unlock();
   if (orphan_guard* h = current_helper.exchange(nullptr, std::memory_order_relaxed)) {
     close(h->socket());
   }
@@ -69,13 +92,8 @@ void forget_helper_in_child() noexcept {
 
 /// Registered when the library is loaded, while the program has one thread (see the thread
 /// pool's).
-[[maybe_unused]] const int forget_registered =
-    pthread_atfork(nullptr, nullptr, &forget_helper_in_child);
-
-bool is_ours(int sig) {
-  struct sigaction current {};
-  return sigaction(sig, nullptr, &current) == 0 && current.sa_handler == &on_signal;
-}
+[[maybe_unused]] const int forget_registered = pthread_atfork(
+    &hold_install_before_fork, &release_install_in_parent, &forget_parent_in_child);
 
 }  // namespace
 
@@ -83,6 +101,7 @@ signal_guard::signal_guard() {
   make_helper();  // before the first worker is forked
   std::lock_guard lock(install_mutex);
   if (guards++ != 0) return;
+  owner.store(getpid(), std::memory_order_relaxed);
   for (std::size_t k = 0; k < guarded_signals.size(); ++k) {
     struct sigaction current {};
     if (sigaction(guarded_signals[k], nullptr, &current) != 0) continue;
@@ -126,12 +145,6 @@ void signal_guard::remove(pid_t group) noexcept {
 pid_t signal_guard::orphan_helper_pid() noexcept {
   const orphan_guard* h = current_helper.load(std::memory_order_acquire);
   return h != nullptr ? h->pid() : 0;
-}
-
-void signal_guard::reset_in_child() noexcept {
-  for (int sig : guarded_signals) {
-    if (is_ours(sig)) signal(sig, SIG_DFL);
-  }
 }
 
 }  // namespace polymap::detail

@@ -12,8 +12,10 @@ namespace polymap::detail {
 /// worker process group, then terminates the program as the default would. A
 /// program's own handlers are left alone: they are never replaced. A death no
 /// handler sees (SIGKILL) is covered by an orphan_guard helper, made by the
-/// first guard and told of every group. Thread safety: any thread; the registry
-/// is lock-free for the handler's sake.
+/// first guard and told of every group. A forked child (a worker among them)
+/// starts without the parent's groups, handlers and helper, so that a TERM to
+/// it ends it alone. Thread safety: any thread; the registry is lock-free for
+/// the handler's sake.
 class signal_guard {
  public:
   signal_guard();
@@ -28,11 +30,6 @@ class signal_guard {
 
   /// The pid of the orphan guard's helper, 0 while there is none.
   [[nodiscard]] static pid_t orphan_helper_pid() noexcept;
-
-  /// In a new worker process: puts back the default for signals whose handler
-  /// is this guard's, so that a TERM from the caller ends the worker, not its
-  /// siblings.
-  static void reset_in_child() noexcept;
 };
 
 }  // namespace polymap::detail

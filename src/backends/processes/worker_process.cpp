@@ -17,7 +17,6 @@
 #include <polymap/topology.hpp>
 #include <string>
 
-#include "backends/processes/signal_guard.hpp"
 #include "chunk_sizer.hpp"
 #include "topology/binding.hpp"
 
@@ -98,7 +97,6 @@ void worker_main(worker_setup& s) noexcept {
   // Nothing may escape: an exception here would unwind into the caller's stack
   // frames, which in this process are only copies.
   try {
-    signal_guard::reset_in_child();
     // Die with the caller, even when it is killed with SIGKILL.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != s.parent) _exit(121);
