@@ -19,9 +19,11 @@ namespace {
 constexpr const char* exit_status_text =
     "Exit status: 0 success; 1 the command ran and failed (e.g. a bench result that differs\n"
     "from serial's, an item of run that failed, now or in an earlier run of its journal, a\n"
-    "--halt, a journal error; status and watch: the journal has failed items);\n"
-    "129/130/143 run was stopped by SIGHUP/SIGINT/SIGTERM; 2 a usage error: an unknown option\n"
-    "or command, or no command at all (which prints this help on stderr).\n"
+    "--halt, a journal error; status and watch: the journal has failed items or cannot be\n"
+    "read, or watch found no live runner to finish the batch); 129/130/143 run was stopped\n"
+    "by SIGHUP/SIGINT/SIGTERM; 141 run stopped because its stdout or stderr is a pipe nobody\n"
+    "reads; 2 a usage error: an unknown option or command, or no command at all (which\n"
+    "prints this help on stderr).\n"
     "Environment: POLYMAP_BACKEND forces a backend for automatic calls; POLYMAP_EXPLAIN=1\n"
     "prints each automatic choice on stderr.";
 
@@ -80,7 +82,8 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
                 "Print outputs in input order (what waits goes to a file in $TMPDIR)");
   sub->add_flag("--dry-run", run.dry_run, "Print the commands instead of running them");
   sub->add_flag("--shell", run.shell,
-                "Run the command line with /bin/sh -c; the items are inserted shell-quoted");
+                "Run the command line with /bin/sh -c; each value comes in as an argument of its "
+                "own, which the line refers to as a shell variable (no value enters the line)");
   sub->add_flag("--progress", run.options.progress,
                 "A progress bar on stderr when it is a terminal: done, failed, running, rate, ETA");
   sub->add_flag("--json", run.options.json,
@@ -226,9 +229,10 @@ void add_commands(CLI::App& app, cli_args& args) {
                      "The same as status, refreshed until the batch is finished (Ctrl-C stops)");
   CLI::App* calibrate = app.add_subcommand(
       "calibrate",
-      "Measure the constants that automatic weighs: the thread pool's fork-join, the processes "
-      "backend's fork and copy costs, and each GPU's host-resident map costs, which are kept "
-      "in $XDG_CACHE_HOME/polymap/measurements for every later process");
+      "Measure the constants that automatic weighs: the thread pool's fork-join and the "
+      "processes backend's fork and copy costs (each process measures these itself at its "
+      "first call), and each GPU's host-resident map costs, which are kept in "
+      "$XDG_CACHE_HOME/polymap/measurements for every later process");
   calibrate->add_flag("--json", args.calibrate.json, "Print one JSON object instead of text");
   calibrate->add_option("--device", args.calibrate.devices,
                         "A CUDA device to measure (repeatable; default: every one)");
