@@ -903,6 +903,66 @@ TEST(Processes, AChildTheProgramForksWhileACallRunsEndsAloneOnSigterm) {
   EXPECT_EQ(ys, (std::vector<int>{1, 2}));
 }
 
+/// Item 7 of 40 closes every descriptor above 2 (`dup` 0) or puts /dev/null on them
+/// (`dup` 1): the worker's pipe and store among them. The map's results, and the error
+/// it throws (none when nothing was lost).
+template <class R>
+std::pair<std::vector<std::optional<R>>, std::vector<item_failure>> take_the_descriptors(
+    int dup) {
+  options o = processes(2);
+  o.on_error = on_error::collect;
+  std::vector<int> xs(40);
+  std::iota(xs.begin(), xs.end(), 0);
+  const auto item = [dup](int x) {
+    if (x == 7) {
+      const int null = dup == 0 ? -1 : open("/dev/null", O_WRONLY);
+      for (int fd = 3; fd < 1024; ++fd) {
+        if (dup == 0) {
+          close(fd);
+        } else if (fd != null) {
+          dup2(null, fd);
+        }
+      }
+    }
+    if constexpr (std::is_same_v<R, std::string>) {
+      return std::to_string(x * 3);
+    } else {
+      return R(x * 3);
+    }
+  };
+  try {
+    std::vector<R> ys = polymap::map(xs, item, o);
+    return {std::vector<std::optional<R>>(ys.begin(), ys.end()), {}};
+  } catch (const map_error& e) {
+    return {e.results<R>(), e.failures()};
+  }
+}
+
+TEST(Processes, AnItemThatClosesOrReplacesTheWorkersDescriptorsCostsOnlyItsOwnResult) {
+  // The worker must neither write into whatever file now has its descriptors nor leave the
+  // item's chunk to workers that end the same way for ever (the call used to hang).
+  for (int dup = 0; dup < 2; ++dup) {
+    SCOPED_TRACE(dup);
+    // Encoded results wait for the end of the chunk, and the culprit's cannot be sent: it
+    // fails alone, found by running the chunk's items one by one.
+    const auto [text, text_failed] = take_the_descriptors<std::string>(dup);
+    ASSERT_EQ(text_failed.size(), 1u);
+    EXPECT_EQ(text_failed[0].index, 7u);
+    EXPECT_EQ(text_failed[0].kind, failure_kind::exit);
+    EXPECT_NE(text_failed[0].what.find("closed or replaced file descriptors"), std::string::npos)
+        << text_failed[0].what;
+    // Trivially copyable results wait in shared memory, which the caller reads: none is lost.
+    const auto [numbers, numbers_failed] = take_the_descriptors<long>(dup);
+    EXPECT_TRUE(numbers_failed.empty());
+    for (std::size_t i = 0; i < 40; ++i) {
+      if (i != 7) {
+        EXPECT_EQ(text[i].value_or("-"), std::to_string(i * 3)) << i;
+      }
+      EXPECT_EQ(numbers[i].value_or(-1), static_cast<long>(i * 3)) << i;
+    }
+  }
+}
+
 TEST(Processes, TimeoutSparesItemsThatFinish) {
   options o = processes();
   o.timeout = 2s;

@@ -43,6 +43,9 @@ struct alignas(64) remote_slot {
   /// 1 once an item ran out of memory under options::memory_limit: the worker ended there,
   /// with that item in `current`.
   std::atomic<int> out_of_memory{0};
+  /// 1 once the worker found its descriptors to the caller (its pipe, its store) closed or
+  /// replaced, by an item of its chunk: it ended there without writing through them.
+  std::atomic<int> channel_lost{0};
 };
 
 /// A done flag in a store: the item finished, and its fixed-size result is where
@@ -110,9 +113,16 @@ enum class remote_tag : std::uint8_t {
 /// others into a buffer that the worker sends after each chunk.
 class remote_channel {
  public:
+  /// @param pipe the worker's end of its pipe to the caller
   /// @param memory_capped options::memory_limit applies: see out_of_memory()
-  remote_channel(remote_slot* slot, const remote_target& target, bool timed, std::string* buffer,
-                 bool memory_capped = false);
+  remote_channel(remote_slot* slot, const remote_target& target, int pipe, bool timed,
+                 std::string* buffer, bool memory_capped = false);
+
+  /// Ends the worker process (its slot's `channel_lost` says why) unless its pipe and its
+  /// store are still the files they were when the worker started: an item may have closed
+  /// their descriptors, or put other files there, which the worker must not write to.
+  /// Before every write through them.
+  void check_descriptors() const noexcept;
 
   void start(std::size_t i) noexcept {
     slot_->current.store(i, std::memory_order_relaxed);
@@ -195,8 +205,18 @@ class remote_channel {
     buffer_->append(static_cast<const char*>(data), size);
   }
 
+  /// What a descriptor refers to: the file it must still be.
+  struct file_identity {
+    std::uint64_t device = 0;
+    std::uint64_t inode = 0;
+  };
+  [[nodiscard]] static file_identity identity_of(int fd) noexcept;
+
   remote_slot* slot_;
   remote_target target_;
+  int pipe_;
+  file_identity pipe_file_;
+  file_identity store_file_;
   std::uint8_t* flags_;  ///< the ring's flags and results (see remote_target)
   std::byte* results_;
   bool timed_;

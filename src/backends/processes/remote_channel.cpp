@@ -1,5 +1,6 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -14,15 +15,34 @@
 
 namespace polymap::detail {
 
-remote_channel::remote_channel(remote_slot* slot, const remote_target& target, bool timed,
-                               std::string* buffer, bool memory_capped)
+remote_channel::remote_channel(remote_slot* slot, const remote_target& target, int pipe,
+                               bool timed, std::string* buffer, bool memory_capped)
     : slot_(slot),
       target_(target),
+      pipe_(pipe),
+      pipe_file_(identity_of(pipe)),
+      store_file_(identity_of(target.fd)),
       flags_(target.ring_flags()),
       results_(target.ring_results()),
       timed_(timed),
       buffer_(buffer),
       memory_capped_(memory_capped) {}
+
+remote_channel::file_identity remote_channel::identity_of(int fd) noexcept {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return {};  // closed: never equal to an open file's
+  return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+}
+
+void remote_channel::check_descriptors() const noexcept {
+  const auto same = [](file_identity now, file_identity then) {
+    return then.inode == 0 ||  // none to begin with: nothing is written through it
+           (now.inode != 0 && now.device == then.device && now.inode == then.inode);
+  };
+  if (same(identity_of(pipe_), pipe_file_) && same(identity_of(target_.fd), store_file_)) return;
+  slot_->channel_lost.store(1, std::memory_order_release);
+  _exit(channel_lost_status);
+}
 
 void remote_channel::out_of_memory() noexcept {
   if (!memory_capped_) return;
@@ -93,6 +113,7 @@ bool remote_channel::write_direct() noexcept {
 
 void remote_channel::flush() noexcept {
   if (seg_len_ == 0) return;
+  check_descriptors();
   const std::size_t size = target_.fixed_size;
   bool in_place = size == 0;
   if (!in_place && target_.direct != nullptr && !stored_) {

@@ -312,7 +312,8 @@ void supervisor::undecodable(std::size_t index, const std::exception_ptr& error)
   if (job_.opts->on_error == on_error::fail_fast) state_.request_stop();
 }
 
-void supervisor::item_died(std::size_t index, failure_kind kind, int sig, int code) {
+void supervisor::item_died(std::size_t index, failure_kind kind, int sig, int code,
+                           std::string what) {
   const unsigned attempts = ++crashes_[index];
   if (attempts <= job_.opts->retries && !state_.stopping()) {
     // Backoff: 10 ms, 20 ms, 40 ms ... up to a second, in a fresh worker.
@@ -327,7 +328,9 @@ void supervisor::item_died(std::size_t index, failure_kind kind, int sig, int co
       item_failure{.index = index,
                    .backend = backend_kind::processes,
                    .kind = kind,
-                   .what = describe_death(kind, sig, code, timeout_, job_.opts->memory_limit),
+                   .what = what.empty() ? describe_death(kind, sig, code, timeout_,
+                                                         job_.opts->memory_limit)
+                                        : std::move(what),
                    .signal = kind == failure_kind::signal ? sig : 0,
                    .exit_code = kind == failure_kind::exit ? code : 0,
                    .attempts = attempts});
@@ -385,6 +388,10 @@ void supervisor::settle(worker& w, pid_t got, int status) {
   for (const std::size_t i : w.failed) {
     if (i >= b && i < e) done[i - b] = 1;
   }
+  if (s.channel_lost.load(std::memory_order_acquire) != 0 && !w.killed && !w.cancelled) {
+    channel_lost(b, done);
+    return;
+  }
   const bool culprit = current >= b && current < e && done[current - b] == 0;
   if (culprit && !w.cancelled) {
     failure_kind kind = failure_kind::exit;
@@ -418,6 +425,24 @@ void supervisor::settle(worker& w, pid_t got, int status) {
       }
     }
   }
+}
+
+void supervisor::channel_lost(std::size_t b, const std::vector<std::uint8_t>& done) {
+  std::vector<std::size_t> unfinished;
+  for (std::size_t k = 0; k < done.size(); ++k) {
+    if (done[k] == 0) unfinished.push_back(b + k);
+  }
+  if (unfinished.size() == 1) {
+    item_died(unfinished.front(), failure_kind::exit, 0, channel_lost_status,
+              "it closed or replaced file descriptors it had not opened (its worker "
+              "process's pipe or store, through which results reach the caller); the worker "
+              "ended, and was replaced");
+    return;
+  }
+  // Some item of the chunk did it, after the chunk's last message: each unfinished one runs
+  // alone in the next workers, where the one that does it again is known.
+  if (state_.stopping()) return;
+  for (const std::size_t i : unfinished) pending_.push_back({i, i + 1});
 }
 
 void supervisor::count_stillborn(const worker& w, pid_t got, int status) {

@@ -93,9 +93,14 @@ class supervisor {
   /// Counts workers that ended before they were set up; too many in a row is an error.
   /// @throws polymap::error
   void count_stillborn(const worker& w, pid_t got, int status);
+  /// A worker ended because an item of its chunk from `b` closed or replaced its
+  /// descriptors (remote_channel::check_descriptors); `done` flags the chunk's finished
+  /// items. The one unfinished item fails; several run again one by one to find it.
+  void channel_lost(std::size_t b, const std::vector<std::uint8_t>& done);
   /// Closes what the caller held of a reaped worker and frees its slot.
   void forget(worker& w) noexcept;
-  void item_died(std::size_t index, failure_kind kind, int signal, int exit_code);
+  void item_died(std::size_t index, failure_kind kind, int signal, int exit_code,
+                 std::string what = {});
   /// Item `index` ran, but its result could not be delivered: decoding it threw `error`.
   void undecodable(std::size_t index, const std::exception_ptr& error);
   void check_timeouts(clock::time_point now);

@@ -115,8 +115,8 @@ void worker_main(worker_setup& s) noexcept {
     std::string out;
     out.reserve(4096);
     const bool memory_capped = s.memory_limit != 0;
-    remote_channel channel(&slot, s.shared->target(s.slot), job.opts->timeout.count() > 0, &out,
-                           memory_capped);
+    remote_channel channel(&slot, s.shared->target(s.slot), s.pipe,
+                           job.opts->timeout.count() > 0, &out, memory_capped);
     worker_context w = make_worker(state, *job.opts, backend_kind::processes, s.slot);
     w.remote = &channel;
     w.caller_stop = &control.stop;
@@ -150,6 +150,7 @@ void worker_main(worker_setup& s) noexcept {
         out.push_back(static_cast<char>(state.cancelled() ? remote_tag::cancel : remote_tag::stop));
       }
       if (!out.empty()) {
+        channel.check_descriptors();
         write_all(s.pipe, out);
         out.clear();
       }
@@ -179,6 +180,7 @@ void worker_main(worker_setup& s) noexcept {
     slot.chunk_end.store(0, std::memory_order_release);
     // Everything is in the store: the caller may read it while this process
     // winds down.
+    channel.check_descriptors();
     write_all(s.pipe, std::string(1, static_cast<char>(remote_tag::idle)));
     std::fflush(nullptr);  // what the items printed; the caller flushed its own
                            // before the fork

@@ -32,6 +32,10 @@ struct worker_setup {
 /// which an item could also exit with.
 inline constexpr int out_of_memory_status = 123;
 
+/// The exit status of a worker process whose descriptors to the caller an item closed or
+/// replaced (see remote_channel::check_descriptors); its slot's `channel_lost` says so.
+inline constexpr int channel_lost_status = 124;
+
 /// The life of a worker process: places itself, runs `setup.first`, then claims
 /// chunks until none is left or the call stops, and ends with _exit (no atexit
 /// handlers, no static destructors: those belong to the caller).
