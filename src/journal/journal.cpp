@@ -162,22 +162,37 @@ bool pid_alive(std::int64_t pid) {
   return pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM);
 }
 
-/// Unix time at which process `pid` of this host started (to within a second); nothing
-/// when /proc does not say.
-std::optional<double> process_start(std::int64_t pid) {
+/// What /proc says of process `pid` of this host: its state (field 3) and when it started,
+/// in clock ticks since boot (field 22), which no change of the wall clock moves.
+struct process_status {
+  char state = '?';
+  std::int64_t start_ticks = 0;
+};
+
+std::optional<process_status> process_status_of(std::int64_t pid) {
   std::ifstream stat_file("/proc/" + std::to_string(pid) + "/stat");
   std::string stat;
   std::getline(stat_file, stat);
-  // Field 22, starttime in clock ticks since boot; the name (field 2) may hold spaces and
-  // parentheses, so count from the last ')'.
+  // The name (field 2) may hold spaces and parentheses: count from the last ')'.
   const std::size_t paren = stat.rfind(')');
   if (paren == std::string::npos) return std::nullopt;
   std::istringstream fields(stat.substr(paren + 1));
+  process_status status;
   std::string field;
   for (int n = 3; n <= 22; ++n) {
     if (!(fields >> field)) return std::nullopt;
+    if (n == 3) status.state = field.front();
   }
-  // The boot time does not change: read once.
+  status.start_ticks = std::strtoll(field.c_str(), nullptr, 10);
+  return status;
+}
+
+/// Unix time at which process `pid` of this host started (to within a second), as the
+/// wall clock says now; nothing when /proc does not say.
+std::optional<double> process_start(std::int64_t pid) {
+  const std::optional<process_status> status = process_status_of(pid);
+  if (!status) return std::nullopt;
+  // The boot time as the wall clock put it when this process first asked.
   static const double boot = [] {
     std::ifstream proc_stat("/proc/stat");
     std::string key;
@@ -190,28 +205,56 @@ std::optional<double> process_start(std::int64_t pid) {
   }();
   const long ticks = sysconf(_SC_CLK_TCK);
   if (boot <= 0 || ticks <= 0) return std::nullopt;
-  return boot + std::strtod(field.c_str(), nullptr) / static_cast<double>(ticks);
+  return boot + static_cast<double>(status->start_ticks) / static_cast<double>(ticks);
 }
 
 /// Whether a runner that has not finished still runs, seen from `host` at time `t`. Its
 /// lease must not have run out, wherever it runs (a live runner renews it every 10 s). On
-/// the same host its pid also says so at once, unless that pid now belongs to a process
-/// that started after the runner registered: the runner died and its pid was reused.
+/// the same host its pid also says so at once, unless that pid is a zombie (the runner died
+/// and nobody reaped it) or now belongs to another process: one that started at another
+/// tick since boot than the runner did (`start_ticks`, which a step of the wall clock does
+/// not move), or, for a runner of a journal written before polymap recorded ticks, one that
+/// started after the runner registered.
 bool runner_alive(const std::string& runner_host, std::int64_t pid, double started,
-                  double heartbeat, const std::string& host, double t) {
+                  std::optional<std::int64_t> start_ticks, double heartbeat,
+                  const std::string& host, double t) {
   if (heartbeat < t - journal::lease_seconds) return false;
   if (runner_host != host) return true;
   if (!pid_alive(pid)) return false;
+  const std::optional<process_status> status = process_status_of(pid);
+  if (!status) return true;  // no /proc: the pid's life is all there is
+  if (status->state == 'Z' || status->state == 'X') return false;
+  if (start_ticks) return status->start_ticks == *start_ticks;
   // btime has a resolution of a second: allow for it, and a little clock adjustment.
   constexpr double slack = 2;
   const std::optional<double> began = process_start(pid);
   return !began || *began <= started + slack;
 }
 
+/// Whether the journal's runners have `start_ticks` (journals of format 1 written before
+/// it was added have not, until a runner opens them).
+bool has_start_ticks(sqlite3* db) {
+  statement column(db, "SELECT count(*) FROM pragma_table_info('runners') "
+                       "WHERE name = 'start_ticks'");
+  column.step();
+  return column.integer(0) != 0;
+}
+
+/// The runners' `start_ticks` in a query, NULL in a journal without them.
+std::string start_ticks_column(sqlite3* db) {
+  return has_start_ticks(db) ? "start_ticks" : "NULL";
+}
+
+std::optional<std::int64_t> start_ticks_of(const statement& row, int column) {
+  if (row.is_null(column)) return std::nullopt;
+  return row.integer(column);
+}
+
 constexpr const char* schema = R"sql(
 CREATE TABLE runners(
   id INTEGER PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,
-  heartbeat REAL NOT NULL, state INTEGER NOT NULL DEFAULT 0);   -- 0 live, 1 finished, 2 dead
+  heartbeat REAL NOT NULL, state INTEGER NOT NULL DEFAULT 0 /* 0 live, 1 finished, 2 dead */,
+  start_ticks INTEGER /* its process's start in clock ticks since boot; added in format 1 */);
 CREATE TABLE items(
   id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, seq INTEGER NOT NULL, command TEXT NOT NULL,
   state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
@@ -454,6 +497,7 @@ journal::journal(std::string path, const journal_options& options)
           create_schema();
         } else {
           check_schema();
+          add_start_ticks();
         }
         return;
       } catch (const sqlite_error& e) {
@@ -498,14 +542,30 @@ void journal::check_schema() {
   }
 }
 
+void journal::add_start_ticks() {
+  if (has_start_ticks(db_->handle())) return;
+  db_->transaction("BEGIN IMMEDIATE", [&] {
+    // Another runner may have added it meanwhile.
+    if (!has_start_ticks(db_->handle())) {
+      db_->exec("ALTER TABLE runners ADD COLUMN start_ticks INTEGER");
+    }
+  });
+}
+
 void journal::register_runner() {
   guarded("registering this runner", [&] {
     const double t = now();
     statement insert(db_->handle(),
-                     "INSERT INTO runners(host, pid, started, heartbeat) VALUES(?1, ?2, ?3, ?3)");
+                     "INSERT INTO runners(host, pid, started, heartbeat, start_ticks) "
+                     "VALUES(?1, ?2, ?3, ?3, ?4)");
     insert.bind_text(1, detail::host_name())
         .bind(2, static_cast<std::int64_t>(getpid()))
         .bind(3, t);
+    if (const std::optional<process_status> self = process_status_of(getpid())) {
+      insert.bind(4, self->start_ticks);
+    } else {
+      insert.bind_null(4);
+    }
     insert.step();
     runner_ = sqlite3_last_insert_rowid(db_->handle());
   });
@@ -547,11 +607,12 @@ std::int64_t journal::reclaim_dead() {
       const std::string host = detail::host_name();
       const double t = now();
       std::vector<std::int64_t> dead;
-      statement live(db_->handle(),
-                     "SELECT id, host, pid, started, heartbeat FROM runners WHERE state = 0");
+      statement live(db_->handle(), "SELECT id, host, pid, started, heartbeat, " +
+                                        start_ticks_column(db_->handle()) +
+                                        " FROM runners WHERE state = 0");
       while (live.step()) {
-        const bool gone =
-            !runner_alive(live.text(1), live.integer(2), live.real(3), live.real(4), host, t);
+        const bool gone = !runner_alive(live.text(1), live.integer(2), live.real(3),
+                                        start_ticks_of(live, 5), live.real(4), host, t);
         if (gone && live.integer(0) != runner_) dead.push_back(live.integer(0));
       }
       std::int64_t reclaimed = 0;
@@ -735,8 +796,8 @@ journal_summary journal::read_summary(std::size_t top) {
     std::int64_t live_running = 0;
     statement runners(db_->handle(),
                       "SELECT r.id, r.host, r.pid, r.started, r.heartbeat, r.state, "
-                      "(SELECT count(*) FROM items i WHERE i.state = 1 AND i.runner = r.id) "
-                      "FROM runners r ORDER BY r.id");
+                      "(SELECT count(*) FROM items i WHERE i.state = 1 AND i.runner = r.id), " +
+                          start_ticks_column(db_->handle()) + " FROM runners r ORDER BY r.id");
     while (runners.step()) {
       journal_runner r;
       r.id = runners.integer(0);
@@ -745,8 +806,9 @@ journal_summary journal::read_summary(std::size_t top) {
       r.started = runners.real(3);
       r.heartbeat = runners.real(4);
       r.running = runners.integer(6);
-      r.alive =
-          runners.integer(5) == 0 && runner_alive(r.host, r.pid, r.started, r.heartbeat, host, t);
+      r.alive = runners.integer(5) == 0 && runner_alive(r.host, r.pid, r.started,
+                                                        start_ticks_of(runners, 7), r.heartbeat,
+                                                        host, t);
       if (r.alive) live_running += r.running;
       if (r.alive || r.running > 0) s.runners.push_back(std::move(r));
     }

@@ -204,6 +204,8 @@ class journal {
   std::int64_t checked_format();
   void create_schema();
   void check_schema();
+  /// Gives a journal of format 1 written before runners had `start_ticks` that column.
+  void add_start_ticks();
   /// Items of the batch whose state is in `states`, an SQL list such as "(3)".
   std::int64_t count_in_batch(const char* states);
 

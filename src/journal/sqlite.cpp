@@ -127,6 +127,10 @@ std::int64_t statement::integer(int column) const noexcept {
 
 double statement::real(int column) const noexcept { return sqlite3_column_double(stmt_, column); }
 
+bool statement::is_null(int column) const noexcept {
+  return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
+}
+
 std::string statement::text(int column) const {
   const auto* data = static_cast<const char*>(sqlite3_column_blob(stmt_, column));
   const int size = sqlite3_column_bytes(stmt_, column);

@@ -49,6 +49,7 @@ class statement {
 
   [[nodiscard]] std::int64_t integer(int column) const noexcept;
   [[nodiscard]] double real(int column) const noexcept;
+  [[nodiscard]] bool is_null(int column) const noexcept;
   [[nodiscard]] std::string text(int column) const;
 
  private:

@@ -277,11 +277,61 @@ TEST_F(JournalTest, RunnerOnThisHostWhosePidWasReusedIsDead) {
   journal dead(path_);
   journal here(path_);
   share_two_items(dead, here);
-  // The pid is a live process (this one), but it started long after the runner registered
-  // in 1970: the runner died and its pid went to another process.
-  sql("UPDATE runners SET pid = " + std::to_string(getpid()) +
-      ", started = 1000 WHERE id = " + std::to_string(dead.runner_id()));
+  // The pid is a live process (this one), but it started at another tick since boot than
+  // the runner did: the runner died and its pid went to another process.
+  sql("UPDATE runners SET start_ticks = start_ticks - 100 WHERE id = " +
+      std::to_string(dead.runner_id()));
   EXPECT_EQ(here.reclaim_dead(), 1);
+  EXPECT_EQ(here.commit({}, 5).size(), 2U);
+}
+
+TEST_F(JournalTest, RunnerOfAnOlderJournalWhosePidWasReusedIsDead) {
+  journal dead(path_);
+  journal here(path_);
+  share_two_items(dead, here);
+  // A journal without start_ticks (written by a polymap before them): the pid is a live
+  // process, but it started long after the runner registered in 1970.
+  sql("UPDATE runners SET started = 1000 WHERE id = " + std::to_string(dead.runner_id()));
+  sql("ALTER TABLE runners DROP COLUMN start_ticks");
+  EXPECT_FALSE(here.summary(1).runners.empty());
+  EXPECT_EQ(here.reclaim_dead(), 1);
+  EXPECT_EQ(here.commit({}, 5).size(), 2U);
+  // The next runner that opens it gives it the column, and registers with its ticks.
+  journal next(path_);
+  next.register_runner();
+  for (const polymap::journal_runner& r : next.summary(1).runners) {
+    EXPECT_EQ(r.alive, r.id != dead.runner_id()) << r.id;
+  }
+}
+
+TEST_F(JournalTest, RunnerOnThisHostStaysLiveWhenTheWallClockSteps) {
+  journal stepped(path_);
+  journal here(path_);
+  share_two_items(stepped, here);
+  // The clock stepped an hour forward after the runner registered (NTP, a resumed VM): its
+  // process now seems to have started long after its registration, but it is the same
+  // process, at the same tick since boot.
+  sql("UPDATE runners SET started = started - 3600 WHERE id = " +
+      std::to_string(stepped.runner_id()));
+  EXPECT_EQ(here.reclaim_dead(), 0);
+  for (const polymap::journal_runner& r : here.summary(1).runners) EXPECT_TRUE(r.alive) << r.id;
+}
+
+TEST_F(JournalTest, RunnerWhoseProcessIsAZombieIsDead) {
+  journal dead(path_);
+  journal here(path_);
+  share_two_items(dead, here);
+  // A runner killed and not reaped (no init reaps it in its container): its pid still
+  // answers kill(pid, 0).
+  const pid_t zombie = fork();
+  if (zombie == 0) _exit(0);
+  ASSERT_GT(zombie, 0);
+  siginfo_t info{};
+  ASSERT_EQ(waitid(P_PID, static_cast<id_t>(zombie), &info, WEXITED | WNOWAIT), 0);  // not reaped
+  sql("UPDATE runners SET pid = " + std::to_string(zombie) + ", start_ticks = NULL, started = " +
+      "started + 3600 WHERE id = " + std::to_string(dead.runner_id()));
+  EXPECT_EQ(here.reclaim_dead(), 1);
+  waitpid(zombie, nullptr, 0);
   EXPECT_EQ(here.commit({}, 5).size(), 2U);
 }
 
