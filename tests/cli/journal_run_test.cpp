@@ -261,6 +261,34 @@ TEST(JournalRun, StatusShowsTheLiveRunnerAndSigtermedItemsRunAgainOnResume) {
   EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "5");
 }
 
+TEST(JournalRun, ARunnerClaimsOnceMoreBeforeItEndsAndTakesItemsAnotherRunnerGaveBack) {
+  temp_dir dir;
+  // x sleeps until it is stopped (or runs at once once go exists); y waits for go.
+  const std::string script =
+      "cd " + dir.path() + "; echo \"$1\" >> ran; if [ \"$1\" = y ]; then while [ ! -e go ]; do sleep 0.05; done; "
+      "elif [ ! -e go ]; then exec sleep 30; fi";
+  const auto args = [&](const char* jobs) {
+    return std::vector<std::string>{"run",  "-j", jobs, "--journal", dir / "j.db", "--", "sh",
+                                    "-c",   script, "sh", "{}",      ":::",        "x",  "y"};
+  };
+  const auto ran = [&] { return read_file(dir / "ran"); };
+  const auto soon = [](const auto& done) {
+    for (int i = 0; i < 1200 && !done(); ++i) usleep(50'000);
+    return done();
+  };
+  cli_process first(args("1"), dir);
+  ASSERT_TRUE(soon([&] { return ran() == "x\n"; })) << first.err();
+  // The second runner claims y; its other slot finds nothing left to claim.
+  cli_process second(args("2"), dir);
+  ASSERT_TRUE(soon([&] { return ran() == "x\ny\n"; })) << second.err();
+  first.signal(SIGTERM);  // x goes back to the journal, interrupted
+  EXPECT_EQ(first.wait(), 143);
+  write_file(dir / "go", "");
+  EXPECT_EQ(second.wait(), 0) << second.err();
+  EXPECT_EQ(ran(), "x\ny\nx\n");
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "2");
+}
+
 TEST(JournalRun, StatusShowsTheItemsOfAKilledRunnerAsInterrupted) {
   temp_dir dir;
   const std::string script =

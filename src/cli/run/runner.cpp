@@ -350,6 +350,7 @@ class batch_runner final : public output_host {
   std::deque<std::size_t> queue_;    // claimed from the journal, not started
   std::vector<item_end> ends_;       // to commit before the next claim
   bool journal_exhausted_ = false;   // the last claim found nothing
+  bool looked_again_ = false;        // claimed once more at the end, and found nothing
   // Items in item_phase::waiting_retry, soonest first: (monotonic time due, item).
   using retry = std::pair<double, std::size_t>;
   std::priority_queue<retry, std::vector<retry>, std::greater<>> retries_;
@@ -445,6 +446,7 @@ void batch_runner::commit_journal() {
   const std::vector<claimed_item> claimed = journal_->commit(ends_, want);
   ends_.clear();
   if (want > 0 && claimed.size() < want) journal_exhausted_ = true;
+  if (!claimed.empty()) looked_again_ = false;
   for (const claimed_item& c : claimed) {
     const auto found = item_of_key_.find(c.key);
     if (found == item_of_key_.end()) continue;  // cannot happen: claims join the batch
@@ -1377,8 +1379,12 @@ int batch_runner::run() {
       draw_progress(false);
       const bool retries_waiting = !draining_ && !retries_.empty();
       if (busy_count() == 0 && !retries_waiting && (draining_ || !more_work())) {
-        if (journal_ && !draining_ && journal_->reclaim_dead() > 0) {
-          journal_exhausted_ = false;  // a runner died meanwhile: take its items
+        if (journal_ && !draining_ && !looked_again_) {
+          // Before it ends, a runner claims once more: another runner may have died, or
+          // stopped and given its items back (interrupted), since the last claim.
+          journal_->reclaim_dead();
+          journal_exhausted_ = false;
+          looked_again_ = true;
           continue;
         }
         break;
@@ -1395,7 +1401,12 @@ int batch_runner::run() {
       check_deadlines(now);
       if (journal_ && now - last_lease_ >= lease_interval) {
         renew_lease_if_due(now);
-        if (journal_exhausted_ && journal_->reclaim_dead() > 0) journal_exhausted_ = false;
+        if (journal_exhausted_) {
+          // Idle slots claim again: items of a runner that died, or that stopped and gave
+          // them back, are claimable now.
+          journal_->reclaim_dead();
+          journal_exhausted_ = false;
+        }
       }
     }
     release_unstarted();
