@@ -44,6 +44,16 @@ CLI::Validator seconds(double min, double max = 0) {
       "SECONDS " + allowed);
 }
 
+/// A path that names a file: an empty one (`--journal "$J"` with J unset) is refused, not
+/// taken for no file at all.
+CLI::Validator a_path() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        return value.empty() ? "an empty path names no file" : std::string();
+      },
+      "");
+}
+
 void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
   CLI::App* sub = app.add_subcommand(
       "run",
@@ -74,10 +84,12 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
                   "2 (now,fail=1) and P% (soon,fail=P%)");
   sub->add_option("--joblog", run.options.joblog,
                   "Log each ended job in GNU parallel's joblog format to FILE; - is "
-                  "stdout, +FILE appends to FILE");
+                  "stdout, +FILE appends to FILE")
+      ->check(a_path());
   sub->add_option("--results", run.options.results,
                   "Keep each item's stdout and stderr in DIR/SEQ/{stdout,stderr}, written "
-                  "atomically");
+                  "atomically")
+      ->check(a_path());
   sub->add_flag("-k,--keep-order", run.options.keep_order,
                 "Print outputs in input order (what waits goes to a file in $TMPDIR)");
   sub->add_flag("--dry-run", run.dry_run, "Print the commands instead of running them");
@@ -94,7 +106,8 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
       ->type_name("FILE");
   sub->add_option("--journal", run.options.journal,
                   "SQLite journal: resume where a previous run stopped, share the batch with "
-                  "other runners");
+                  "other runners")
+      ->check(a_path());
   sub->add_flag("--retry-failed", run.options.retry_failed,
                 "With --journal: run failed items again");
   sub->add_option("--lock-timeout", run.options.lock_timeout,
@@ -110,7 +123,9 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
 void add_status_command(CLI::App& app, status_args& status, cli_args& args,
                         const std::string& name, const std::string& description) {
   CLI::App* sub = app.add_subcommand(name, description);
-  sub->add_option("--journal", status.journal, "The journal of a polymap run")->required();
+  sub->add_option("--journal", status.journal, "The journal of a polymap run")
+      ->required()
+      ->check(a_path());
   sub->add_flag("--json", status.json, "One JSON object (watch: one per refresh)");
   sub->add_option("--top", status.top, "Failures and slowest items to show")
       ->check(CLI::Range(0U, 100000U))

@@ -375,26 +375,26 @@ std::int64_t journal::checked_format() {
 void journal::open_reader(bool copy) {
   db_.reset();
   copy_.reset();
-  opened_state_ = files_state(path_);
-  const std::string log = path_ + "-wal";
-  const std::string shm = path_ + "-shm";
+  opened_state_ = files_state(file_);
+  const std::string log = file_ + "-wal";
+  const std::string shm = file_ + "-shm";
   const bool has_log = access(log.c_str(), F_OK) == 0;
   constexpr int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_URI;
   if (!has_log && !copy) {
     read_mode_ = read_mode::immutable;
-    db_ = std::make_unique<database>(journal_detail::file_uri(path_, "immutable=1"), flags,
+    db_ = std::make_unique<database>(journal_detail::file_uri(file_, "immutable=1"), flags,
                                      journal_detail::reader_vfs());
   } else if (!copy && access(shm.c_str(), R_OK) == 0) {
     read_mode_ = read_mode::shared;
     // `readonly_shm` even where the -shm could be written: a reader must never create one
     // (a runner that is closing removes it before its log), which would then belong to the
     // reader's user and could lock the runners of another out.
-    db_ = std::make_unique<database>(journal_detail::file_uri(path_, "mode=ro&readonly_shm=1"),
+    db_ = std::make_unique<database>(journal_detail::file_uri(file_, "mode=ro&readonly_shm=1"),
                                      flags, journal_detail::reader_vfs());
     db_->busy_timeout(static_cast<int>(std::lround(lock_timeout_ * 1000)));
   } else {
     read_mode_ = read_mode::copy;
-    copy_ = std::make_unique<journal_detail::private_copy>(path_, has_log);
+    copy_ = std::make_unique<journal_detail::private_copy>(file_, has_log);
     db_ = std::make_unique<database>(copy_->path(), false, false);
   }
   const std::int64_t found = checked_format();
@@ -410,7 +410,7 @@ auto journal::read_snapshot(const char* doing, Fn&& fn) {
     constexpr int attempts = 5;
     bool copy = false;
     for (int attempt = 1;; ++attempt) {
-      const std::string before = files_state(path_);
+      const std::string before = files_state(file_);
       try {
         // In place, SQLite's locks make every transaction a current snapshot; an immutable
         // read or a copy is current only while the files are as they were.
@@ -418,7 +418,7 @@ auto journal::read_snapshot(const char* doing, Fn&& fn) {
           open_reader(copy);
         }
         auto result = fn();
-        const bool current = read_mode_ == read_mode::shared || files_state(path_) == before;
+        const bool current = read_mode_ == read_mode::shared || files_state(file_) == before;
         if (read_mode_ == read_mode::copy) {
           // Not kept between reads (watch sleeps between them): an interrupted watch would
           // leave the journal's commands and output in the temporary folder.
@@ -432,7 +432,7 @@ auto journal::read_snapshot(const char* doing, Fn&& fn) {
         }
       } catch (const sqlite_error& e) {
         if (attempt == attempts) throw;
-        if (files_state(path_) == before) {
+        if (files_state(file_) == before) {
           // Nothing moved: SQLite cannot read it in place (it would have to write): a copy.
           const bool cannot = e.code() == SQLITE_CANTOPEN || e.code() == SQLITE_READONLY;
           if (read_mode_ != read_mode::shared || copy || !cannot) throw;
@@ -440,7 +440,7 @@ auto journal::read_snapshot(const char* doing, Fn&& fn) {
         }
       } catch (const journal_error&) {
         // A file that went away while it was copied: a runner ended meanwhile.
-        if (attempt == attempts || files_state(path_) == before) throw;
+        if (attempt == attempts || files_state(file_) == before) throw;
       }
       db_.reset();
       copy_.reset();
@@ -471,6 +471,19 @@ journal::journal(std::string path, const journal_options& options)
   } else if (!options.read_only && access(path_.c_str(), W_OK) != 0) {
     throw journal_error("journal " + path_ + ": read-only (no write permission)");
   }
+  // SQLite follows a symbolic link to the file, and keeps the -wal and -shm beside it.
+  char* resolved = realpath(path_.c_str(), nullptr);
+  file_ = resolved != nullptr ? resolved : path_;
+  std::free(resolved);
+  // A FIFO would hang the open, and SQLite would put a rollback journal beside a device.
+  struct stat st {};
+  if (stat(file_.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    const char* what = S_ISDIR(st.st_mode)    ? "it is a directory"
+                       : S_ISFIFO(st.st_mode) ? "it is a FIFO"
+                       : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "it is a device"
+                                                                     : "it is not a regular file";
+    throw journal_error("journal " + path_ + ": " + what + ", not a journal file");
+  }
   if (options.read_only) {
     if (access(path_.c_str(), R_OK) != 0) {
       throw journal_error("journal " + path_ + ": cannot read it (" + std::strerror(errno) + ")");
@@ -487,7 +500,7 @@ journal::journal(std::string path, const journal_options& options)
                          std::chrono::duration<double>(lock_timeout_);
     for (int attempt = 1;; ++attempt) {
       try {
-        db_ = std::make_unique<database>(path_, false, options.read_only);
+        db_ = std::make_unique<database>(file_, false, options.read_only);
         db_->busy_timeout(static_cast<int>(std::lround(lock_timeout_ * 1000)));
         const std::int64_t found = checked_format();
         // NORMAL in WAL mode: durable across crashes of the process (kill -9), not across

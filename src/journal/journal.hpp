@@ -209,7 +209,8 @@ class journal {
   /// Items of the batch whose state is in `states`, an SQL list such as "(3)".
   std::int64_t count_in_batch(const char* states);
 
-  std::string path_;
+  std::string path_;  ///< as given: what messages name
+  std::string file_;  ///< its file, links resolved: where SQLite puts the -wal and -shm
   double lock_timeout_;
   bool read_only_ = false;
   read_mode read_mode_ = read_mode::shared;

@@ -296,6 +296,22 @@ TEST(Run, UnreadableArgFileIsAUsageErrorNamingIt) {
   EXPECT_NE(r.err.find(dir / "missing"), std::string::npos) << r.err;
 }
 
+TEST(Run, AnEmptyPathIsAUsageErrorNotNoFile) {
+  // `--journal "$J"` with J unset must not run the batch without its journal.
+  temp_dir dir;
+  for (const char* option : {"--journal", "--joblog", "--results"}) {
+    SCOPED_TRACE(option);
+    const cli_output r = run_polymap({"run", option, "", "--", "touch", dir / "ran", ":::", "a"},
+                                     dir);
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.err.find(std::string(option) + ": an empty path names no file"),
+              std::string::npos)
+        << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "ran"));
+  EXPECT_EQ(run_polymap({"status", "--journal", ""}, dir).status, 2);
+}
+
 TEST(Run, MissingCommandFailsEachItemOnce) {
   temp_dir dir;
   const cli_output r =

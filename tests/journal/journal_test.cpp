@@ -396,6 +396,39 @@ TEST_F(JournalTest, ReadOnlyJournalIsReadWithoutWriting) {
   EXPECT_EQ(read_all(path_ + "-wal"), log_before);
 }
 
+TEST_F(JournalTest, ReaderThroughASymbolicLinkSeesWhatTheRunnerWrote) {
+  // SQLite keeps the -wal beside the file the link points to: a reader that looked for it
+  // beside the link took the journal for one without a log, and read what was checkpointed.
+  journal runner(path_);
+  runner.register_runner();
+  runner.add_items(items(3));
+  const std::string link = dir_ + "/link.db";
+  ASSERT_EQ(symlink(path_.c_str(), link.c_str()), 0);
+  journal reader(link, {.read_only = true});
+  const polymap::journal_summary s = reader.summary(5);
+  EXPECT_EQ(s.count(item_state::pending), 3);
+  ASSERT_EQ(s.runners.size(), 1U);
+  EXPECT_TRUE(s.runners[0].alive);
+}
+
+TEST_F(JournalTest, APathThatIsNoRegularFileIsRefusedBeforeAnythingOpensIt) {
+  const std::string fifo = dir_ + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  for (const auto& [path, what] : std::vector<std::pair<std::string, std::string>>{
+           {fifo, "it is a FIFO"}, {dir_, "it is a directory"}, {"/dev/null", "it is a device"}}) {
+    for (const bool read_only : {false, true}) {
+      SCOPED_TRACE(path + (read_only ? " (reader)" : ""));
+      try {
+        journal j(path, {.read_only = read_only});
+        ADD_FAILURE() << "opened";
+      } catch (const journal_error& e) {
+        EXPECT_NE(std::string(e.what()).find(path + ": " + what), std::string::npos) << e.what();
+      }
+    }
+  }
+  EXPECT_NE(access("/dev/null-journal", F_OK), 0);  // nothing beside the device
+}
+
 TEST_F(JournalTest, ReaderLeavesNoFileBesideAnIdleJournal) {
   {
     journal runner(path_);
