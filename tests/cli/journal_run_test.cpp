@@ -289,6 +289,19 @@ TEST(JournalRun, ARunnerClaimsOnceMoreBeforeItEndsAndTakesItemsAnotherRunnerGave
   EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "2");
 }
 
+TEST(JournalRun, BatchesWhoseWordsAndValuesJoinToTheSameBytesHaveTheirOwnItems) {
+  // echo with values X and \x01C, and echo \x01X with value C: the same bytes in a row.
+  temp_dir dir;
+  const cli_output first = run_polymap(
+      {"run", "--journal", dir / "j.db", "--", "echo", ":::", "X", ":::", "\x01" "C"}, dir);
+  ASSERT_EQ(first.status, 0) << first.err;
+  const cli_output second =
+      run_polymap({"run", "--journal", dir / "j.db", "--", "echo", "\x01" "X", ":::", "C"}, dir);
+  ASSERT_EQ(second.status, 0) << second.err;
+  EXPECT_EQ(second.out, "\x01" "X C\n");  // not taken for the first batch's item, done
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "2");
+}
+
 TEST(JournalRun, StatusShowsTheItemsOfAKilledRunnerAsInterrupted) {
   temp_dir dir;
   const std::string script =

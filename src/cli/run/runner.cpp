@@ -396,12 +396,26 @@ void batch_runner::open_journal() {
   entries.reserve(items_.size());
   // The key is the command template and the item's bytes, plus how many identical items
   // came before it: stable when the input is reordered or extended, unlike a sequence number.
+  // Its parts are kept apart by \x01, which no word or value holds as itself: \x02 escapes
+  // a \x01 (\x02\x03) or \x02 (\x02\x04) of theirs, so that no two batches share a key.
+  const auto escaped = [](std::string& key, const std::string& text) {
+    for (const char c : text) {
+      if (c == '\x01' || c == '\x02') {
+        key += '\x02';
+        key += c == '\x01' ? '\x03' : '\x04';
+      } else {
+        key += c;
+      }
+    }
+  };
+  std::string identity;
+  escaped(identity, command_.identity());
   std::unordered_map<std::string, std::size_t> seen;
   for (std::size_t i = 0; i < items_.size(); ++i) {
-    std::string key = command_.identity();
+    std::string key = identity;
     key += '\x01';
     for (const std::string& column : items_[i]) {
-      key += column;
+      escaped(key, column);
       key += '\0';
     }
     key += '\x01';
