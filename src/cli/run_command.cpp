@@ -10,12 +10,18 @@
 #include "cli/run/placeholders.hpp"
 #include "cli/run/rank_link.hpp"
 #include "cli/run/runner.hpp"
+#include "journal/journal.hpp"
 
 #include <fmt/core.h>
+
+#include <unistd.h>
 
 #include <cstdio>
 #include <exception>
 #include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 namespace polymap::cli {
 
@@ -69,9 +75,31 @@ int run_run(const run_args& args) {
     return exit_usage;
   }
   if (args.dry_run) {
+    // With a journal, what a rerun would run: neither the items done nor, without
+    // --retry-failed, the ones that failed.
+    std::unordered_map<std::string, item_state> recorded;
+    if (!options.journal.empty() && access(options.journal.c_str(), F_OK) == 0) {
+      try {
+        recorded = journal(options.journal, {.lock_timeout = options.lock_timeout,
+                                             .read_only = true})
+                       .states();
+      } catch (const journal_error& e) {
+        fmt::print(stderr, "polymap run: {}\n", e.what());
+        return exit_failure;
+      }
+    }
+    const std::vector<std::string> keys =
+        recorded.empty() ? std::vector<std::string>{} : run::journal_keys(*command, items);
     // Every slot of the run, the other ranks' after rank 0's.
     const std::size_t slots = options.jobs + (role.link ? role.link->slots() : 0);
     for (std::size_t i = 0; i < items.size(); ++i) {
+      if (!keys.empty()) {
+        const auto found = recorded.find(keys[i]);
+        const bool skipped = found != recorded.end() &&
+                             (found->second == item_state::done ||
+                              (found->second == item_state::failed && !options.retry_failed));
+        if (skipped) continue;
+      }
       fmt::print("{}\n",
                  run::display_command(command->expand(items[i], i + 1, i % slots + 1)));
     }

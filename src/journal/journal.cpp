@@ -764,6 +764,19 @@ std::int64_t journal::unfinished() { return count_in_batch("(0, 1, 4)"); }
 
 std::int64_t journal::failed() { return count_in_batch("(3)"); }
 
+std::unordered_map<std::string, item_state> journal::states() {
+  const auto read = [&] {
+    return db_->transaction("BEGIN", [&] {
+      std::unordered_map<std::string, item_state> all;
+      statement rows(db_->handle(), "SELECT key, state FROM items");
+      while (rows.step()) all.emplace(rows.text(0), static_cast<item_state>(rows.integer(1)));
+      return all;
+    });
+  };
+  if (read_only_) return read_snapshot("reading", read);
+  return guarded("reading", read);
+}
+
 journal_summary journal::summary(std::size_t top) {
   if (read_only_) return read_snapshot("reading", [&] { return read_summary(top); });
   return guarded("reading", [&] { return read_summary(top); });

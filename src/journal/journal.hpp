@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace polymap::journal_detail {
@@ -187,6 +188,8 @@ class journal {
   /// Counts, up to `top` failures and slowest items, and the runners: one consistent
   /// snapshot, the latest one for a journal opened `read_only`. @throws journal_error
   [[nodiscard]] journal_summary summary(std::size_t top);
+  /// Each item's key and state, in one snapshot (what a --dry-run of a rerun would run).
+  [[nodiscard]] std::unordered_map<std::string, item_state> states();
 
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
 

@@ -302,6 +302,39 @@ TEST(JournalRun, BatchesWhoseWordsAndValuesJoinToTheSameBytesHaveTheirOwnItems) 
   EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "2");
 }
 
+TEST(JournalRun, DryRunListsWhatARerunWouldRunAndChangesNothing) {
+  temp_dir dir;
+  const auto args = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = {"run", "--journal", dir / "j.db"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    for (const char* w : {"--", "sh", "-c", "exit $(( $1 == 2 ))", "sh", "{}", ":::", "1", "2",
+                          "3", "4"}) {
+      a.emplace_back(w);
+    }
+    return a;
+  };
+  // Nothing recorded yet: every item, and no journal made.
+  EXPECT_EQ(lines_of(run_polymap(args({"--dry-run"}), dir).out).size(), 4U);
+  EXPECT_FALSE(std::filesystem::exists(dir / "j.db"));
+  std::vector<std::string> first = args({});
+  first.pop_back();  // items 1 to 3 run: 2 fails
+  EXPECT_EQ(run_polymap(first, dir).status, 1);
+  const std::string before = read_file(dir / "j.db");
+  const cli_output dry = run_polymap(args({"--dry-run"}), dir);
+  EXPECT_EQ(dry.status, 0) << dry.err;
+  EXPECT_EQ(dry.out, "sh -c 'exit $(( $1 == 2 ))' sh 4\n");
+  const cli_output retry = run_polymap(args({"--dry-run", "--retry-failed"}), dir);
+  EXPECT_EQ(retry.out, "sh -c 'exit $(( $1 == 2 ))' sh 2\nsh -c 'exit $(( $1 == 2 ))' sh 4\n");
+  EXPECT_EQ(read_file(dir / "j.db"), before);
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 3"), "1");
+  // A file that is no journal is an error, as for a run.
+  write_file(dir / "bad.db", "not a journal");
+  const cli_output bad = run_polymap(
+      {"run", "--dry-run", "--journal", dir / "bad.db", "--", "echo", ":::", "a"}, dir);
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_NE(bad.err.find("not a polymap journal"), std::string::npos) << bad.err;
+}
+
 TEST(JournalRun, StatusShowsTheItemsOfAKilledRunnerAsInterrupted) {
   temp_dir dir;
   const std::string script =

@@ -388,14 +388,10 @@ class batch_runner final : public output_host {
   bool json_on_stderr_ = false;  // --json's events share stderr's stream: see say()
 };
 
-void batch_runner::open_journal() {
-  journal_ = std::make_unique<journal>(options_.journal,
-                                       journal_options{.lock_timeout = options_.lock_timeout});
-  journal_->register_runner();
-  std::vector<journal_item> entries;
-  entries.reserve(items_.size());
-  // The key is the command template and the item's bytes, plus how many identical items
-  // came before it: stable when the input is reordered or extended, unlike a sequence number.
+}  // namespace
+
+std::vector<std::string> journal_keys(const command_template& command,
+                                      const std::vector<std::vector<std::string>>& items) {
   // Its parts are kept apart by \x01, which no word or value holds as itself: \x02 escapes
   // a \x01 (\x02\x03) or \x02 (\x02\x04) of theirs, so that no two batches share a key.
   const auto escaped = [](std::string& key, const std::string& text) {
@@ -409,20 +405,37 @@ void batch_runner::open_journal() {
     }
   };
   std::string identity;
-  escaped(identity, command_.identity());
+  escaped(identity, command.identity());
+  std::vector<std::string> keys;
+  keys.reserve(items.size());
   std::unordered_map<std::string, std::size_t> seen;
-  for (std::size_t i = 0; i < items_.size(); ++i) {
+  for (const std::vector<std::string>& item : items) {
     std::string key = identity;
     key += '\x01';
-    for (const std::string& column : items_[i]) {
+    for (const std::string& column : item) {
       escaped(key, column);
       key += '\0';
     }
     key += '\x01';
     key += std::to_string(seen[key]++);
-    entries.push_back({key, static_cast<std::int64_t>(i + 1),
+    keys.push_back(std::move(key));
+  }
+  return keys;
+}
+
+namespace {
+
+void batch_runner::open_journal() {
+  journal_ = std::make_unique<journal>(options_.journal,
+                                       journal_options{.lock_timeout = options_.lock_timeout});
+  journal_->register_runner();
+  std::vector<std::string> keys = journal_keys(command_, items_);
+  std::vector<journal_item> entries;
+  entries.reserve(items_.size());
+  for (std::size_t i = 0; i < items_.size(); ++i) {
+    entries.push_back({keys[i], static_cast<std::int64_t>(i + 1),
                        display_command(command_.expand(items_[i], i + 1, 1))});
-    item_of_key_.emplace(std::move(key), i);
+    item_of_key_.emplace(std::move(keys[i]), i);
   }
   journal_->add_items(entries);
   journal_->renew_lease();  // adding a large batch may take a while: the lease counts from here

@@ -81,4 +81,10 @@ void prepare_results_dir(const std::string& dir);
 int run_batch(const run_options& options, const command_template& command,
               const std::vector<std::vector<std::string>>& items, rank_link* ranks = nullptr);
 
+/// Each item's key in a journal: the command template and the item's bytes, plus how many
+/// identical items came before it (stable when the input is reordered or extended, unlike a
+/// sequence number).
+[[nodiscard]] std::vector<std::string> journal_keys(
+    const command_template& command, const std::vector<std::vector<std::string>>& items);
+
 }  // namespace polymap::cli::run
