@@ -428,6 +428,16 @@ TEST(JournalRun, CorruptJournalIsRefusedUntouched) {
   EXPECT_NE(r.err.find("corrupt or not a polymap journal"), std::string::npos) << r.err;
   EXPECT_EQ(read_file(dir / "j.db"), garbage);
   EXPECT_FALSE(std::filesystem::exists(dir / "side"));
+  // A --joblog that the run made before it found the journal unusable is not left behind;
+  // one that was there stays as it was.
+  std::vector<std::string> logged = journal_run(dir, record_script, numbers(2), 1);
+  logged.insert(logged.begin() + 1, {"--joblog", dir / "made.log"});
+  EXPECT_EQ(run_polymap(logged, dir).status, 1);
+  EXPECT_FALSE(std::filesystem::exists(dir / "made.log"));
+  write_file(dir / "kept.log", "");
+  logged[2] = dir / "kept.log";
+  EXPECT_EQ(run_polymap(logged, dir).status, 1);
+  EXPECT_TRUE(std::filesystem::exists(dir / "kept.log"));
 }
 
 TEST(JournalRun, JournalOfANewerVersionIsRefused) {

@@ -5,6 +5,7 @@
 #include "cli/run/fd_io.hpp"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -20,6 +21,7 @@ joblog::joblog(const std::string& path, bool append) {
     const bool plus = !path.empty() && path.front() == '+';
     const std::string name = plus ? path.substr(1) : path;
     name_ = name;
+    made_ = access(name.c_str(), F_OK) != 0;
     file_ = std::fopen(name.c_str(), plus || append ? "ae" : "we");
     if (file_ == nullptr) {
       throw std::runtime_error("cannot open --joblog '" + name + "': " + std::strerror(errno));
@@ -43,6 +45,13 @@ joblog::~joblog() {
 }
 
 int joblog::fd() const noexcept { return fileno(file_); }
+
+void joblog::remove_if_unwritten() noexcept {
+  struct stat st {};
+  if (made_ && fstat(fd(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0) {
+    (void)unlink(name_.c_str());
+  }
+}
 
 std::string joblog::line(std::size_t seq, const std::string& host, double start, double runtime,
                          std::size_t received, int exit_code, int signal,

@@ -60,9 +60,14 @@ class joblog {
   /// The file's name as given ("-" for stdout, no "+").
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
 
+  /// Removes the file when this joblog made it and nothing was written to it: a run that
+  /// stops before its first job (an unusable journal) leaves nothing behind.
+  void remove_if_unwritten() noexcept;
+
  private:
   std::FILE* file_ = nullptr;
   std::string name_;
+  bool made_ = false;  ///< the file did not exist before
   bool wants_header_ = true;
   std::unique_ptr<unblocked_stream> stream_;
 };

@@ -1356,7 +1356,14 @@ int batch_runner::run() {
     throw std::system_error(errno, std::generic_category(), "signalfd");
   }
 
-  if (!options_.journal.empty()) open_journal();
+  if (!options_.journal.empty()) {
+    try {
+      open_journal();
+    } catch (...) {
+      if (joblog_) joblog_->remove_if_unwritten();
+      throw;
+    }
+  }
   total_ = journal_ ? total_ : items_.size();
   if (joblog_ && joblog_->wants_header()) {
     // Through the output's writes, which a stdout or FIFO nobody reads does not hold.
