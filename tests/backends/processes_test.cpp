@@ -904,16 +904,16 @@ TEST(Processes, AChildTheProgramForksWhileACallRunsEndsAloneOnSigterm) {
 }
 
 /// Item 7 of 40 closes every descriptor above 2 (`dup` 0) or puts /dev/null on them
-/// (`dup` 1): the worker's pipe and store among them. The map's results, and the error
-/// it throws (none when nothing was lost).
-template <class R>
-std::pair<std::vector<std::optional<R>>, std::vector<item_failure>> take_the_descriptors(
-    int dup) {
+/// (`dup` 1): the worker's pipe and store among them. Results are `make(x * 3)`. The map's
+/// results, and the failures it threw (none when nothing was lost).
+template <class Make>
+auto take_the_descriptors(int dup, Make make) {
+  using R = decltype(make(0));
   options o = processes(2);
   o.on_error = on_error::collect;
   std::vector<int> xs(40);
   std::iota(xs.begin(), xs.end(), 0);
-  const auto item = [dup](int x) {
+  const auto item = [dup, make](int x) {
     if (x == 7) {
       const int null = dup == 0 ? -1 : open("/dev/null", O_WRONLY);
       for (int fd = 3; fd < 1024; ++fd) {
@@ -924,42 +924,99 @@ std::pair<std::vector<std::optional<R>>, std::vector<item_failure>> take_the_des
         }
       }
     }
-    if constexpr (std::is_same_v<R, std::string>) {
-      return std::to_string(x * 3);
-    } else {
-      return R(x * 3);
-    }
+    return make(x * 3);
   };
+  std::pair<std::vector<std::optional<R>>, std::vector<item_failure>> out;
   try {
     std::vector<R> ys = polymap::map(xs, item, o);
-    return {std::vector<std::optional<R>>(ys.begin(), ys.end()), {}};
+    out.first.assign(ys.begin(), ys.end());
   } catch (const map_error& e) {
-    return {e.results<R>(), e.failures()};
+    out = {e.results<R>(), e.failures()};
+  }
+  return out;
+}
+
+TEST(Processes, AnItemThatClosesOrReplacesTheWorkersDescriptorsCostsOnlyWhatWasNotKept) {
+  // The worker must neither write into whatever file now has its descriptors nor leave the
+  // item's chunk to workers that end the same way for ever (the call used to hang).
+  const auto text = [](int v) { return std::to_string(v); };
+  // More than the worker keeps in shared memory: sent as it is made, through the pipe.
+  const auto long_text = [](int v) { return std::to_string(v) + std::string(300'000, '.'); };
+  const auto number = [](int v) { return static_cast<long>(v); };
+  for (int dup = 0; dup < 2; ++dup) {
+    SCOPED_TRACE(dup);
+    // Results kept in shared memory (trivially copyable ones in the ring, small encoded ones
+    // in the copy of the messages not sent yet) come back: nothing is lost.
+    const auto [numbers, numbers_failed] = take_the_descriptors(dup, number);
+    const auto [texts, texts_failed] = take_the_descriptors(dup, text);
+    EXPECT_TRUE(numbers_failed.empty());
+    EXPECT_TRUE(texts_failed.empty());
+    // The culprit's own result could not be sent: it fails alone, found by running the
+    // chunk's unfinished items one by one.
+    const auto [longs, longs_failed] = take_the_descriptors(dup, long_text);
+    ASSERT_EQ(longs_failed.size(), 1u);
+    EXPECT_EQ(longs_failed[0].index, 7u);
+    EXPECT_EQ(longs_failed[0].kind, failure_kind::exit);
+    EXPECT_NE(longs_failed[0].what.find("closed or replaced file descriptors"), std::string::npos)
+        << longs_failed[0].what;
+    for (int i = 0; i < 40; ++i) {
+      const auto at = static_cast<std::size_t>(i);
+      EXPECT_EQ(numbers[at].value_or(-1), number(i * 3)) << i;
+      EXPECT_EQ(texts[at].value_or("-"), text(i * 3)) << i;
+      if (i != 7) {
+        EXPECT_EQ(longs[at].value_or("-"), long_text(i * 3)) << i;
+      }
+    }
   }
 }
 
-TEST(Processes, AnItemThatClosesOrReplacesTheWorkersDescriptorsCostsOnlyItsOwnResult) {
-  // The worker must neither write into whatever file now has its descriptors nor leave the
-  // item's chunk to workers that end the same way for ever (the call used to hang).
-  for (int dup = 0; dup < 2; ++dup) {
-    SCOPED_TRACE(dup);
-    // Encoded results wait for the end of the chunk, and the culprit's cannot be sent: it
-    // fails alone, found by running the chunk's items one by one.
-    const auto [text, text_failed] = take_the_descriptors<std::string>(dup);
-    ASSERT_EQ(text_failed.size(), 1u);
-    EXPECT_EQ(text_failed[0].index, 7u);
-    EXPECT_EQ(text_failed[0].kind, failure_kind::exit);
-    EXPECT_NE(text_failed[0].what.find("closed or replaced file descriptors"), std::string::npos)
-        << text_failed[0].what;
-    // Trivially copyable results wait in shared memory, which the caller reads: none is lost.
-    const auto [numbers, numbers_failed] = take_the_descriptors<long>(dup);
-    EXPECT_TRUE(numbers_failed.empty());
-    for (std::size_t i = 0; i < 40; ++i) {
-      if (i != 7) {
-        EXPECT_EQ(text[i].value_or("-"), std::to_string(i * 3)) << i;
-      }
-      EXPECT_EQ(numbers[i].value_or(-1), static_cast<long>(i * 3)) << i;
+/// How many times each of 1000 items ran in a call with `on_error` where item 7 crashes its
+/// worker, and the results that came back.
+template <class R>
+std::pair<std::vector<int>, std::vector<std::optional<R>>> run_counts_around_a_crash(
+    on_error mode) {
+  shared_vector<std::atomic<int>> runs(1000);
+  std::vector<int> xs(1000);
+  std::iota(xs.begin(), xs.end(), 0);
+  options o = processes(1);
+  o.on_error = mode;
+  std::vector<std::optional<R>> results;
+  try {
+    (void)polymap::map(
+        xs,
+        [&runs](int i) {
+          runs[static_cast<std::size_t>(i)].fetch_add(1);
+          if (i == 7) raise(SIGSEGV);
+          return R(std::to_string(i));
+        },
+        o);
+  } catch (const map_error& e) {
+    results = e.results<R>();
+  }
+  std::vector<int> counts;
+  for (const auto& r : runs) counts.push_back(r.load());
+  return {counts, results};
+}
+
+TEST(Processes, EncodedResultsOfItemsThatEndedBeforeACrashInTheirChunkAreKept) {
+  // They wait for the end of the chunk to be sent, and a copy in shared memory outlives the
+  // worker: the items that ended run once, and their results come back.
+  const auto [counts, results] = run_counts_around_a_crash<std::string>(on_error::collect);
+  ASSERT_EQ(results.size(), 1000U);
+  for (std::size_t i = 0; i < 1000; ++i) {
+    EXPECT_EQ(counts[i], 1) << i;
+    if (i != 7) {
+      EXPECT_EQ(results[i].value_or("-"), std::to_string(i)) << i;
     }
+  }
+  // fail_fast stops the call at the crash: the items before it in the chunk ended, and their
+  // results are there.
+  const auto [fast_counts, fast_results] =
+      run_counts_around_a_crash<std::string>(on_error::fail_fast);
+  ASSERT_EQ(fast_results.size(), 1000U);
+  for (std::size_t i = 0; i < 7; ++i) {
+    EXPECT_EQ(fast_counts[i], 1) << i;
+    EXPECT_EQ(fast_results[i].value_or("-"), std::to_string(i)) << i;
   }
 }
 

@@ -46,6 +46,11 @@ struct alignas(64) remote_slot {
   /// 1 once the worker found its descriptors to the caller (its pipe, its store) closed or
   /// replaced, by an item of its chunk: it ended there without writing through them.
   std::atomic<int> channel_lost{0};
+  /// Bytes the worker wrote to its pipe, all told: where its kept messages begin.
+  std::atomic<std::uint64_t> sent{0};
+  /// Bytes of whole messages not yet sent that it keeps a copy of in shared memory (see
+  /// remote_target::messages), so that a worker that dies loses none of them.
+  std::atomic<std::size_t> kept{0};
 };
 
 /// A done flag in a store: the item finished, and its fixed-size result is where
@@ -82,6 +87,11 @@ struct remote_target {
   /// Direct writes: item i's result goes to direct + i * fixed_size in the caller's
   /// memory; null: to the store.
   std::byte* direct = nullptr;
+  /// A copy, in shared memory, of the messages the worker has not sent yet (its encoded
+  /// results, as each item ends), which the caller reads when the worker dies before it
+  /// sent them; null for fixed-size results, which the ring keeps.
+  std::byte* messages = nullptr;
+  std::size_t messages_capacity = 0;  ///< bytes; more than that are sent at once
 
   /// Bytes of a ring of `capacity` items, a multiple of 64 (rings do not share cache lines).
   [[nodiscard]] static constexpr std::size_t ring_bytes(std::size_t capacity,
@@ -113,10 +123,17 @@ enum class remote_tag : std::uint8_t {
 /// others into a buffer that the worker sends after each chunk.
 class remote_channel {
  public:
-  /// @param pipe the worker's end of its pipe to the caller
+  /// @param pipe the worker's end of its pipe to the caller, which send() writes
+  /// @param buffer the messages not sent yet: results that put() encodes, and what the
+  ///   worker adds (failures, a stop) before it calls send()
   /// @param memory_capped options::memory_limit applies: see out_of_memory()
   remote_channel(remote_slot* slot, const remote_target& target, int pipe, bool timed,
                  std::string* buffer, bool memory_capped = false);
+
+  /// Writes the buffer's messages to the pipe, then empties it (at the end of a chunk, and
+  /// whenever it outgrows the copy kept in shared memory). A worker whose caller is gone
+  /// exits.
+  void send() noexcept;
 
   /// Ends the worker process (its slot's `channel_lost` says why) unless its pipe and its
   /// store are still the files they were when the worker started: an item may have closed
@@ -150,7 +167,8 @@ class remote_channel {
       std::terminate();
     }
     // A result sent as a message is complete only once the caller has it: the
-    // caller sets its flag on receipt.
+    // caller sets its flag on receipt (or when it reads the kept copy).
+    keep();
     finished();
   }
 
@@ -189,6 +207,9 @@ class remote_channel {
   }
   /// Writes the staged results into the caller's memory; false when refused.
   bool write_direct() noexcept;
+  /// Copies the messages added to the buffer since the last keep() to the shared copy
+  /// (target_.messages), or sends the buffer when the copy cannot hold it.
+  void keep() noexcept;
   /// Writes what is staged and starts a segment at item i. @return 0, i's place in it
   std::size_t begin_segment(std::size_t i) noexcept;
   /// Items [seg_begin_ + seg_len_, seg_begin_ + k) failed: their flags become 0.

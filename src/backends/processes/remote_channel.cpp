@@ -28,6 +28,42 @@ remote_channel::remote_channel(remote_slot* slot, const remote_target& target, i
       buffer_(buffer),
       memory_capped_(memory_capped) {}
 
+namespace {
+
+void write_all(int fd, const std::string& data) noexcept {
+  std::size_t off = 0;
+  while (off < data.size()) {
+    const ssize_t n = write(fd, data.data() + off, data.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) _exit(120);  // the caller is gone: nobody wants the results
+    off += static_cast<std::size_t>(n);
+  }
+}
+
+}  // namespace
+
+void remote_channel::send() noexcept {
+  if (buffer_->empty()) return;
+  check_descriptors();
+  write_all(pipe_, *buffer_);
+  // In this order: a worker that dies in between has its caller read no kept byte twice.
+  slot_->kept.store(0, std::memory_order_release);
+  slot_->sent.store(slot_->sent.load(std::memory_order_relaxed) + buffer_->size(),
+                    std::memory_order_release);
+  buffer_->clear();
+}
+
+void remote_channel::keep() noexcept {
+  if (target_.messages == nullptr) return;
+  const std::size_t have = slot_->kept.load(std::memory_order_relaxed);
+  if (buffer_->size() > target_.messages_capacity) {
+    send();
+    return;
+  }
+  std::memcpy(target_.messages + have, buffer_->data() + have, buffer_->size() - have);
+  slot_->kept.store(buffer_->size(), std::memory_order_release);
+}
+
 remote_channel::file_identity remote_channel::identity_of(int fd) noexcept {
   struct stat st {};
   if (fstat(fd, &st) != 0) return {};  // closed: never equal to an open file's

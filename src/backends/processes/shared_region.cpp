@@ -30,6 +30,9 @@ constexpr std::size_t round_up(std::size_t n, std::size_t to) { return (n + to -
 /// Bytes of each worker's ring: enough to write to the store rarely, few enough
 /// that touching them costs little.
 constexpr std::size_t ring_bytes = std::size_t{64} << 10;
+/// A worker's copy of the messages it has not sent yet: a chunk's encoded results (1 ms of
+/// work) fit, and more is sent at once.
+constexpr std::size_t messages_bytes = std::size_t{256} << 10;
 
 std::system_error store_error(const char* what, std::size_t bytes) {
   return std::system_error(errno, std::generic_category(),
@@ -86,7 +89,11 @@ shared_region::shared_region(std::size_t items, std::size_t workers, std::size_t
   const std::size_t slots_at = round_up(sizeof(shared_control), 64);
   const std::size_t places_at = slots_at + workers * sizeof(remote_slot);
   const std::size_t rings_at = round_up(places_at + workers * sizeof(placement), 64);
-  head_bytes_ = rings_at + workers * ring;
+  // Results sent as messages (fixed_size 0) are kept in shared memory as they are made
+  // too, until they are sent: pages that only a worker with such results touches.
+  messages_capacity_ = fixed_size == 0 ? messages_bytes : 0;
+  const std::size_t messages_at = round_up(rings_at + workers * ring, 64);
+  head_bytes_ = messages_at + workers * messages_capacity_;
   flags_at_ = 0;
   results_at_ = round_up(items, static_cast<std::size_t>(sysconf(_SC_PAGESIZE)));
   const std::size_t store_bytes = results_at_ + items * fixed_size;
@@ -125,6 +132,7 @@ shared_region::shared_region(std::size_t items, std::size_t workers, std::size_t
     new (places_ + w) placement;
   }
   rings_ = bytes + rings_at;
+  messages_ = bytes + messages_at;
 }
 
 shared_region::~shared_region() {
@@ -142,7 +150,21 @@ remote_target shared_region::target(std::size_t worker) const noexcept {
           .ring_capacity = ring_capacity_,
           .items = control_->end,
           .caller = caller_,
-          .direct = direct_};
+          .direct = direct_,
+          .messages = messages_capacity_ != 0 ? messages_ + worker * messages_capacity_ : nullptr,
+          .messages_capacity = messages_capacity_};
+}
+
+std::string_view shared_region::kept_messages(std::size_t worker,
+                                              std::uint64_t received) const noexcept {
+  const remote_slot& s = slots_[worker];
+  const std::uint64_t sent = s.sent.load(std::memory_order_acquire);
+  const std::size_t kept = std::min(s.kept.load(std::memory_order_acquire), messages_capacity_);
+  // What the pipe brought already (all of it once the worker is gone) is not read twice.
+  if (messages_capacity_ == 0 || received < sent || received - sent >= kept) return {};
+  const auto from = static_cast<std::size_t>(received - sent);
+  return {reinterpret_cast<const char*>(messages_ + worker * messages_capacity_) + from,
+          kept - from};
 }
 
 void shared_region::recover(std::size_t worker) const {

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string_view>
 #include <vector>
 #include <polymap/detail/remote.hpp>
 
@@ -71,6 +72,11 @@ class shared_region {
   }
   [[nodiscard]] bool writes_directly() const noexcept { return direct_ != nullptr; }
 
+  /// The messages that the worker of slot `worker`, now gone, kept but did not send: past
+  /// the `received` bytes that its pipe brought (empty when none).
+  [[nodiscard]] std::string_view kept_messages(std::size_t worker,
+                                               std::uint64_t received) const noexcept;
+
   /// Moves what the ring of a worker that is gone still holds into its store (its
   /// results straight to where the call keeps them, with direct writes).
   /// @throws std::system_error when the store cannot be written
@@ -110,6 +116,8 @@ class shared_region {
   remote_slot* slots_ = nullptr;
   placement* places_ = nullptr;
   std::byte* rings_ = nullptr;
+  std::byte* messages_ = nullptr;  ///< each slot's kept messages (see remote_target)
+  std::size_t messages_capacity_ = 0;
   int caller_ = 0;
   std::byte* direct_ = nullptr;
 };

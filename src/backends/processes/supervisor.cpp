@@ -219,6 +219,7 @@ void supervisor::read_messages(worker& w) {
     const ssize_t n = read(w.pipe, buffer, sizeof buffer);
     if (n > 0) {
       w.inbox.append(buffer, static_cast<std::size_t>(n));
+      w.received += static_cast<std::uint64_t>(n);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
@@ -354,6 +355,12 @@ void supervisor::reap(worker& w) {
 void supervisor::settle(worker& w, pid_t got, int status) {
   count_stillborn(w, got, status);
   read_messages(w);
+  // The results it made but did not send (it died in its chunk): they count as received.
+  if (const std::string_view kept = shared_.kept_messages(w.slot, w.received); !kept.empty()) {
+    w.inbox.append(kept);
+    w.received += kept.size();
+    handle_messages(w);
+  }
   // What it finished but had not written to the store yet.
   shared_.recover(w.slot);
   const remote_slot& s = shared_.slot(w.slot);

@@ -67,6 +67,7 @@ class supervisor {
     int pipe = -1;
     std::size_t slot = 0;
     std::string inbox;                         // bytes received, not yet a whole message
+    std::uint64_t received = 0;                // bytes its pipe brought, all told
     std::optional<failure_kind> killed;        // why we killed it: timeout, or none for a cancel
     bool cancelled = false;                    // killed because the call was cancelled
     bool idle = false;                         // done, its results all in the store

@@ -24,16 +24,6 @@ namespace polymap::detail {
 
 namespace {
 
-void write_all(int fd, const std::string& data) noexcept {
-  std::size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) _exit(120);  // the caller is gone: nobody wants the results
-    off += static_cast<std::size_t>(n);
-  }
-}
-
 /// The process's virtual size now, in bytes: a memory limit counts from here,
 /// since the worker starts with a copy of the caller's whole address space.
 std::size_t virtual_size() {
@@ -149,11 +139,7 @@ void worker_main(worker_setup& s) noexcept {
       if (stopping) {
         out.push_back(static_cast<char>(state.cancelled() ? remote_tag::cancel : remote_tag::stop));
       }
-      if (!out.empty()) {
-        channel.check_descriptors();
-        write_all(s.pipe, out);
-        out.clear();
-      }
+      channel.send();
       return !stopping;
     };
 
@@ -180,8 +166,8 @@ void worker_main(worker_setup& s) noexcept {
     slot.chunk_end.store(0, std::memory_order_release);
     // Everything is in the store: the caller may read it while this process
     // winds down.
-    channel.check_descriptors();
-    write_all(s.pipe, std::string(1, static_cast<char>(remote_tag::idle)));
+    out.push_back(static_cast<char>(remote_tag::idle));
+    channel.send();
     std::fflush(nullptr);  // what the items printed; the caller flushed its own
                            // before the fork
   } catch (const std::bad_alloc&) {
