@@ -49,7 +49,9 @@ struct stream_state {
   void admit(std::size_t end, bool ordered) {
     std::unique_lock lock(mutex);
     changed.wait(lock, [&] {
-      return run.stopping() || end <= (ordered ? next_index : yielded) + window;
+      // Without overflow: a window of SIZE_MAX has no bound.
+      const std::size_t base = ordered ? next_index : yielded;
+      return run.stopping() || end <= base || end - base <= window;
     });
   }
 };

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <limits>
 #include <numeric>
 #include <optional>
 #include <set>
@@ -85,6 +86,34 @@ TEST_P(BackendConformance, OrderedStreamYieldsInOrder) {
     ++expected;
   }
   EXPECT_EQ(expected, xs.size());
+}
+
+TEST_P(BackendConformance, TheLargestWindowAndChunkAreNoBound) {
+  // SIZE_MAX: no bound, and no sum that wraps around (the stream waited for ever; kokkos
+  // made no chunk and ran no item).
+  std::vector<int> xs(3'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  for (const bool ordered : {true, false}) {
+    options o = opts();
+    o.window = std::numeric_limits<std::size_t>::max();
+    o.ordered = ordered;
+    std::size_t count = 0;
+    for (auto&& [index, value] : polymap::imap(xs, [](int x) { return x + 1; }, o)) {
+      ASSERT_EQ(value, xs[index] + 1);
+      ++count;
+    }
+    EXPECT_EQ(count, xs.size()) << ordered;
+  }
+  options o = opts();
+  o.chunk = std::numeric_limits<std::size_t>::max();
+  const std::vector<int> ys = polymap::map(xs, [](int x) { return x + 1; }, o);
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], xs[i] + 1) << i;
+  std::vector<int> seen(xs.size(), 0);
+  o.chunk = std::numeric_limits<std::size_t>::max() - 998;
+  polymap::for_each(xs.size(), [&](std::size_t i) { seen[i] = 1; }, o);
+  if (GetParam() != backend_kind::processes) {  // a worker process writes its own copy
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 3'000);
+  }
 }
 
 TEST_P(BackendConformance, EmptyInput) {

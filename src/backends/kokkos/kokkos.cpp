@@ -71,7 +71,8 @@ class kokkos_executor_impl final : public executor {
     // A stream (imap) bounds chunks to half its window: a larger one would wait for a
     // consumer that waits for it.
     if (job.max_chunk != 0) size = std::min(size, job.max_chunk);
-    const std::size_t chunks = (job.end - job.begin + size - 1) / size;
+    size = std::min(size, left);  // a chunk of SIZE_MAX: one chunk, and no overflow below
+    const std::size_t chunks = left == 0 ? 0 : (left - 1) / size + 1;
     const map_job* j = &job;
     // One worker context per chunk: Kokkos gives no stable worker index on every space.
     Kokkos::parallel_for(
