@@ -46,10 +46,12 @@ CLI::Validator seconds(double min, double max = 0) {
 
 /// A path that names a file: an empty one (`--journal "$J"` with J unset) is refused, not
 /// taken for no file at all.
-CLI::Validator a_path() {
+CLI::Validator a_path(bool plus = false) {
   return CLI::Validator(
-      [](std::string& value) -> std::string {
-        return value.empty() ? "an empty path names no file" : std::string();
+      [plus](std::string& value) -> std::string {
+        // --joblog's +FILE appends to FILE: a + alone names no file either.
+        const bool empty = value.empty() || (plus && value == "+");
+        return empty ? "an empty path names no file" : std::string();
       },
       "");
 }
@@ -85,7 +87,7 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
   sub->add_option("--joblog", run.options.joblog,
                   "Log each ended job in GNU parallel's joblog format to FILE; - is "
                   "stdout, +FILE appends to FILE")
-      ->check(a_path());
+      ->check(a_path(true));
   sub->add_option("--results", run.options.results,
                   "Keep each item's stdout and stderr in DIR/SEQ/{stdout,stderr}, written "
                   "atomically")

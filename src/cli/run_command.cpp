@@ -14,6 +14,7 @@
 
 #include <fmt/core.h>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -24,6 +25,21 @@
 #include <vector>
 
 namespace polymap::cli {
+
+namespace {
+
+/// Whether --joblog `path` is polymap's stdout: "-", or a name of the file that stdout is
+/// (/dev/stdout, or /dev/stderr under 2>&1), where its lines would fall among --json's.
+bool joblog_is_stdout(const std::string& path) {
+  if (path == "-") return true;
+  const std::string name = !path.empty() && path.front() == '+' ? path.substr(1) : path;
+  struct stat file {};
+  struct stat out {};
+  return !name.empty() && stat(name.c_str(), &file) == 0 && fstat(1, &out) == 0 &&
+         file.st_dev == out.st_dev && file.st_ino == out.st_ino;
+}
+
+}  // namespace
 
 int run_run(const run_args& args) {
   run::open_closed_standard_fds();  // before anything opens a descriptor (MPI too)
@@ -50,9 +66,10 @@ int run_run(const run_args& args) {
     fmt::print(stderr, "polymap run: {}\n", e.what());
     return exit_usage;
   }
-  if (options.joblog == "-" && options.json) {
-    fmt::print(stderr, "polymap run: --joblog - and --json would both write to stdout: give "
-                       "--joblog a file\n");
+  if (options.json && joblog_is_stdout(options.joblog)) {
+    fmt::print(stderr, "polymap run: --joblog {} and --json would both write to stdout: give "
+                       "--joblog another file\n",
+               options.joblog);
     return exit_usage;
   }
   if (options.retry_failed && options.journal.empty()) {

@@ -574,12 +574,40 @@ TEST(Run, JoblogDashIsStdoutWithEachLineAfterItsItemsOutput) {
   EXPECT_EQ(read_file(dir / "err"), "");
 }
 
-TEST(Run, JoblogDashWithJsonIsAUsageError) {
+TEST(Run, AJoblogOnStdoutWithJsonIsAUsageError) {
+  // Its lines would fall among the JSON events: "-", and any name of the file stdout is.
   temp_dir dir;
-  const cli_output r = run_polymap({"run", "--joblog", "-", "--json", "echo", ":::", "a"}, dir);
-  EXPECT_EQ(r.status, 2);
-  EXPECT_NE(r.err.find("--joblog - and --json"), std::string::npos) << r.err;
-  EXPECT_EQ(r.out, "");
+  for (const std::string log : {"-", "/dev/stdout", "+/dev/stdout"}) {
+    SCOPED_TRACE(log);
+    const cli_output r = run_polymap({"run", "--joblog", log, "--json", "echo", ":::", "a"}, dir);
+    EXPECT_EQ(r.status, 2);
+    EXPECT_NE(r.err.find("--joblog " + log + " and --json"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out, "");
+  }
+  // A + alone names no file.
+  EXPECT_EQ(run_polymap({"run", "--joblog", "+", "echo", ":::", "a"}, dir).status, 2);
+}
+
+TEST(Run, AJoblogLineCutShortByAFullFileIsTakenBackOut) {
+  // A file size limit of 1 KiB stands for a full disk: a line that does not fit is cut.
+  temp_dir dir;
+  const std::string log = dir / "log";
+  std::vector<std::string> args = {"run", "-j", "1", "--joblog", log, "true", ":::"};
+  for (int i = 0; i < 40; ++i) args.push_back(std::to_string(i));
+  cli_process p(args, dir, -1, "/dev/null", {}, -1,
+                {"/bin/sh", "-c", "ulimit -f 2; trap '' XFSZ; exec \"$@\"", "sh"});
+  EXPECT_EQ(p.wait(), 0) << p.err();
+  EXPECT_NE(p.err().find("cannot write to --joblog"), std::string::npos) << p.err();
+  const std::string text = read_file(log);
+  ASSERT_FALSE(text.empty());
+  EXPECT_LT(text.size(), 1024U);
+  EXPECT_EQ(text.back(), '\n');  // whole lines only
+  const std::vector<std::string> lines = lines_of(text);
+  ASSERT_GT(lines.size(), 2U);
+  for (std::size_t i = 1; i < lines.size(); ++i) {
+    EXPECT_TRUE(is_joblog_line(lines[i], static_cast<int>(i), "true " + std::to_string(i - 1)))
+        << lines[i];
+  }
 }
 
 // `--joblog +FILE` appends to FILE as GNU parallel does; the header goes only into a file

@@ -74,7 +74,13 @@ std::string joblog::line(std::size_t seq, const std::string& host, double start,
 int joblog::write(const std::string& line) noexcept {
   // Straight to the descriptor, past stdio's buffer: nothing of a line whose write failed
   // waits there to come out later, before another line.
-  return write_all(fd(), line);
+  struct stat st {};
+  const bool file = fstat(fd(), &st) == 0 && S_ISREG(st.st_mode);
+  const int error = write_all(fd(), line);
+  // A line cut short (a full disk) is taken back out of a file: the next line must not be
+  // glued to it, where `parallel --resume` would read neither.
+  if (error != 0 && file) (void)ftruncate(fd(), st.st_size);
+  return error;
 }
 
 }  // namespace polymap::cli::run
