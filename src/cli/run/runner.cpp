@@ -858,8 +858,9 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_outcome end
     if (end.state == item_state::failed) e.stderr_tail = std::move(stderr_tail);
     record.end = std::move(e);
   }
-  out_.emit(st.order, std::move(record));
+  // The halt before the output: a write that waits for a slow reader must not delay it.
   check_halt();
+  out_.emit(st.order, std::move(record));
 }
 
 output_record batch_runner::take_output(const item_outcome& end) const {
