@@ -1166,6 +1166,27 @@ TEST(JournalRun, TimeoutStopsAJobWhileStdoutWaitsForItsReader) {
   EXPECT_EQ(items_in_state(dir, 3), "2");
 }
 
+// --halt now stops the other jobs when an item fails, also while that item's own output waits
+// for a reader that does not read.
+TEST(Run, HaltNowDoesNotWaitForAReaderOfTheFailedItemsOutput) {
+  temp_dir dir;
+  unread_pipe out;
+  const std::string script = "if [ \"$1\" = 1 ]; then head -c " + std::to_string(stuck_output) +
+                             " /dev/zero; exit 1; fi; echo $$ > " + dir / "side" +
+                             "; exec sleep 60";
+  cli_process p({"run", "-j", "2", "-k", "--halt", "now,fail=1", "--", "sh", "-c", script, "sh",
+                 "{}", ":::", "1", "2"},
+                dir, -1, "/dev/null", {}, out.fds[1]);
+  const pid_t sleeper = std::atoi(wait_for_content(dir / "side").c_str());
+  ASSERT_GT(sleeper, 0);
+  EXPECT_TRUE(ended_within(sleeper, 30)) << "the halt waited for the output's reader";
+  EXPECT_TRUE(pipe_full(out));  // nothing has read it yet
+  EXPECT_EQ(out.read(stuck_output), std::string(stuck_output, '\0'));
+  const std::optional<int> status = p.wait_for(30);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(*status, 1) << p.err();
+}
+
 // A job that ends by itself while polymap waits for its stdout's reader ends as it ended:
 // not timed out when its --timeout passes during the wait, since it ended before.
 TEST(JournalRun, JobThatEndsWhileStdoutWaitsIsNotTimedOutAfterwards) {
