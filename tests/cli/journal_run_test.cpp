@@ -696,6 +696,21 @@ TEST(JournalRun, ResultsFolderStaysWithItsItemWhenTheInputIsReorderedOrExtended)
   EXPECT_EQ(read_file(dir / "res/1/stdout"), "result-of-a\n");
   EXPECT_EQ(read_file(dir / "res/2/stdout"), "result-of-b\n");
   EXPECT_EQ(read_file(dir / "res/3/stdout"), "result-of-z\n");
+  // A --json end event names the folder: the item's id, not its place in this run's input.
+  std::vector<std::string> json = {"run", "--json", "--journal", dir / "j.db", "--results",
+                                   dir / "res", "--", "echo", ":::", "y"};
+  const cli_output events = run_polymap(json, dir);
+  ASSERT_EQ(events.status, 0) << events.err;
+  bool ended = false;
+  for (const std::string& line : lines_of(events.out)) {
+    const nlohmann::json event = nlohmann::json::parse(line);
+    if (event["event"] != "end") continue;
+    ended = true;
+    EXPECT_EQ(event["seq"], 1);
+    EXPECT_EQ(event["id"], 4);
+    EXPECT_EQ(read_file(dir / "res/4/stdout"), "y\n");
+  }
+  EXPECT_TRUE(ended) << events.out;
 }
 
 TEST(JournalRun, ClosedStdoutStopsTheBatchAndRecordsNoFailure) {

@@ -943,6 +943,8 @@ std::string batch_runner::end_event(std::size_t item, std::size_t slot, const it
                           {"duration", end.runtime},
                           {"command", command_.expand(items_[item], item + 1, slot + 1)}};
   if (ranks_ != nullptr) event["rank"] = rank_of(slot);
+  // Its id in the journal, which names its --results folder there.
+  if (journal_) event["id"] = status_[item].journal_id;
   if (!end.reason.empty()) event["reason"] = end.reason;
   // Absent where it is elsewhere (--results) or not written at all (dropped): not empty.
   if (options_.results.empty()) {
