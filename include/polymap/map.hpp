@@ -199,12 +199,22 @@ auto map_n(It first, std::size_t n, Fn& fn, const options& opts, run_state* exte
   }
 }
 
-/// Calls `body(first, n)` on the range itself when it can be indexed, or on a vector of
-/// its items otherwise (an input range is read once, on the calling thread).
+/// Calls `body(first, n)` on the range itself when it can be indexed; on its items where
+/// they are, through a vector of their iterators, when it can be read more than once (a
+/// std::list, a filter view: a function that takes an item by reference sees the range's
+/// own); or on a vector of its items otherwise (an input range is read once, on the calling
+/// thread).
 template <class Range, class Body>
 decltype(auto) with_indexable(Range&& xs, Body&& body) {
   if constexpr (indexable_range<Range>) {
     return body(std::ranges::begin(xs), static_cast<std::size_t>(std::ranges::size(xs)));
+  } else if constexpr (std::ranges::forward_range<Range>) {
+    using iterator = std::ranges::iterator_t<Range>;
+    std::vector<iterator> at;
+    for (iterator it = std::ranges::begin(xs); it != std::ranges::end(xs); ++it) at.push_back(it);
+    using reference = std::iter_reference_t<iterator>;
+    auto items = at | std::views::transform([](const iterator& it) -> reference { return *it; });
+    return body(items.begin(), at.size());
   } else {
     std::vector<std::ranges::range_value_t<Range>> items;
     for (auto&& x : xs) items.push_back(std::forward<decltype(x)>(x));

@@ -17,7 +17,9 @@
 #include <cstring>
 #include <memory>
 #include <limits>
+#include <list>
 #include <numeric>
+#include <ranges>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -113,6 +115,40 @@ TEST_P(BackendConformance, TheLargestWindowAndChunkAreNoBound) {
   polymap::for_each(xs.size(), [&](std::size_t i) { seen[i] = 1; }, o);
   if (GetParam() != backend_kind::processes) {  // a worker process writes its own copy
     EXPECT_EQ(std::count(seen.begin(), seen.end(), 1), 3'000);
+  }
+}
+
+TEST_P(BackendConformance, ItemsOfARangeThatCannotBeIndexedAreReadWhereTheyAre) {
+  std::list<int> xs(3'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  const std::vector<int> ys = polymap::map(xs, [](const int& x) { return 2 * x; }, opts());
+  ASSERT_EQ(ys.size(), xs.size());
+  for (std::size_t i = 0; i < ys.size(); ++i) ASSERT_EQ(ys[i], 2 * static_cast<int>(i));
+  // Items that cannot be copied are not.
+  std::list<std::unique_ptr<int>> owned;
+  for (int i = 0; i < 100; ++i) owned.push_back(std::make_unique<int>(i));
+  const std::vector<int> read =
+      polymap::map(owned, [](const std::unique_ptr<int>& p) { return *p + 1; }, opts());
+  for (std::size_t i = 0; i < read.size(); ++i) ASSERT_EQ(read[i], static_cast<int>(i) + 1);
+  // A function that takes an item by reference changes the range's own (but in a worker
+  // process, which has a copy of the caller's memory).
+  std::vector<int> values(100);
+  std::iota(values.begin(), values.end(), 0);
+  auto evens = values | std::views::filter([](int v) { return v % 2 == 0; });
+  const std::vector<int> old = polymap::map(
+      evens,
+      [](int& v) {
+        const int was = v;
+        v = -v - 1;
+        return was;
+      },
+      opts());
+  ASSERT_EQ(old.size(), 50U);
+  for (std::size_t i = 0; i < old.size(); ++i) ASSERT_EQ(old[i], 2 * static_cast<int>(i));
+  if (GetParam() != backend_kind::processes) {
+    for (int i = 0; i < 100; ++i) {
+      ASSERT_EQ(values[static_cast<std::size_t>(i)], i % 2 == 0 ? -i - 1 : i) << i;
+    }
   }
 }
 
