@@ -16,14 +16,28 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <utility>
 
 namespace polymap::detail {
 
 std::atomic<double> inline_limit{0};
+
+function_stats& stats_of_function(std::uintptr_t address, const function_stats* type) {
+  static std::mutex mutex;
+  static std::map<std::pair<std::uintptr_t, const function_stats*>,
+                  std::unique_ptr<function_stats>>
+      functions;
+  const std::lock_guard lock(mutex);
+  std::unique_ptr<function_stats>& stats = functions[{address, type}];
+  if (!stats) stats = std::make_unique<function_stats>();
+  return *stats;
+}
 
 namespace {
 

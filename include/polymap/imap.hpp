@@ -260,7 +260,7 @@ template <std::ranges::random_access_range Range, class Fn>
                      job.ascending = true;
                      job.transfer = &detail::stream_transfer<detail::stream_ctx<It, Fn, R>>;
                      job.max_chunk = std::max<std::size_t>(1, window / 2);
-                     (void)detail::execute(job, detail::stats_for<Fn, std::iter_value_t<It>>());
+                     (void)detail::execute(job, detail::stats_for<std::iter_value_t<It>>(fn));
                    });
 }
 

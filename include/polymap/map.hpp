@@ -177,7 +177,7 @@ template <class It, class Fn>
 auto map_n(It first, std::size_t n, Fn& fn, const options& opts, run_state* external = nullptr,
            const plan* decided = nullptr) {
   using R = item_result_t<Fn, It>;
-  function_stats& stats = stats_for<Fn, std::iter_value_t<It>>();
+  function_stats& stats = stats_for<std::iter_value_t<It>>(fn);
   if constexpr (std::is_void_v<R>) {
     const apply_ctx<It, Fn> ctx{first, &fn};
     run_call<void, apply_ctx<It, Fn>, char>(ctx, n, opts, stats, {}, external, decided);
@@ -280,7 +280,7 @@ void map_into(const In& xs, Out&& out, Fn& fn, const options& opts,
     throw refusal;
   }
   using Ctx = map_ctx<std::ranges::iterator_t<const In>, Fn, std::ranges::iterator_t<Out>>;
-  function_stats& stats = stats_for<Fn, std::ranges::range_value_t<In>>();
+  function_stats& stats = stats_for<std::ranges::range_value_t<In>>(fn);
   const Ctx ctx{std::ranges::begin(xs), &fn, std::ranges::begin(out)};
   run_call<typename Ctx::result_type, Ctx, char>(ctx, n, opts, stats, {}, nullptr, decided);
 }
@@ -304,7 +304,7 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
   if (std::cmp_less(n, 0)) {  // no "n < 0" warning for an unsigned Index
     throw option_error("n", std::to_string(n), "a count of zero or more");
   }
-  detail::function_stats& stats = detail::stats_for<Fn, std::size_t>();
+  detail::function_stats& stats = detail::stats_for<std::size_t>(fn);
   const detail::index_ctx<Fn> ctx{&fn};
   detail::run_call<void, detail::index_ctx<Fn>, char>(ctx, static_cast<std::size_t>(n), opts,
                                                       stats, {});
@@ -319,7 +319,7 @@ template <std::ranges::input_range Range, class Fn>
 [[nodiscard]] plan explain(Range&& xs, Fn fn, const options& opts = {}) {
   return detail::with_indexable(std::forward<Range>(xs), [&](auto first, std::size_t n) {
     using It = decltype(first);
-    detail::function_stats& stats = detail::stats_for<Fn, std::iter_value_t<It>>();
+    detail::function_stats& stats = detail::stats_for<std::iter_value_t<It>>(fn);
     const detail::apply_ctx<It, Fn> ctx{first, &fn};
     detail::run_state state(n);
     detail::map_job job =

@@ -40,6 +40,21 @@ TEST(AutomaticBackend, ThousandCheapItemsRunSerially) {
   EXPECT_EQ(report.backend, backend::serial) << report.decision.to_string();
 }
 
+double cheap_function(double x) { return x * 2; }
+double costly_function(double x) { return spin_work(x, 2000); }
+
+TEST(AutomaticBackend, EachFunctionBehindAFunctionPointerHasItsOwnHistory) {
+  // Both are double(*)(double): one type, two functions, two costs.
+  std::vector<double> xs(1000, 1.0);
+  for (int i = 0; i < 4; ++i) (void)polymap::map(xs, cheap_function);
+  const plan cheap = polymap::explain(xs, cheap_function);
+  EXPECT_NE(cheap.cost_source.find("history of"), std::string::npos) << cheap.cost_source;
+  const plan costly = polymap::explain(xs, costly_function);
+  EXPECT_NE(costly.cost_source.find("sampled"), std::string::npos)
+      << "the costly function took the cheap one's history: " << costly.cost_source;
+  EXPECT_GT(costly.seconds_per_item, cheap.seconds_per_item);
+}
+
 TEST(AutomaticBackend, LargeWorkRunsOnThreads) {
   if (topology::current().usable_count() < 2) GTEST_SKIP() << "one usable CPU";
   std::vector<double> xs(200'000, 1.0);

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <type_traits>
 
 namespace polymap::detail {
 
@@ -30,6 +31,24 @@ template <class Fn, class Item>
 [[nodiscard]] function_stats& stats_for() noexcept {
   static function_stats stats;  // one per instantiation, i.e. per (Fn, Item)
   return stats;
+}
+
+/// The stats of the function at `address`, one of the functions of a function pointer type
+/// whose own stats are `type`.
+/// Thread safety: any thread.
+[[nodiscard]] function_stats& stats_of_function(std::uintptr_t address,
+                                                const function_stats* type);
+
+/// The stats of `fn` applied to items `Item`: its type's, or for a pointer to a function,
+/// the function's own (every `double(*)(double)` is one type, of many functions whose costs
+/// have nothing to do with each other).
+template <class Item, class Fn>
+[[nodiscard]] function_stats& stats_for(const Fn& fn) {
+  if constexpr (std::is_pointer_v<Fn> && std::is_function_v<std::remove_pointer_t<Fn>>) {
+    return stats_of_function(reinterpret_cast<std::uintptr_t>(fn), &stats_for<Fn, Item>());
+  } else {
+    return stats_for<Fn, Item>();
+  }
 }
 
 /// Largest serial work (seconds) that the automatic choice keeps on the calling thread
