@@ -177,6 +177,9 @@ void supervisor::spawn(std::size_t slot, std::optional<index_range> first) {
   s.ready.store(0, std::memory_order_relaxed);
   s.first_begun.store(0, std::memory_order_relaxed);
   s.out_of_memory.store(0, std::memory_order_relaxed);
+  s.channel_lost.store(0, std::memory_order_relaxed);
+  s.sent.store(0, std::memory_order_relaxed);  // counted anew, as its pipe is new
+  s.kept.store(0, std::memory_order_relaxed);
   worker_setup setup{.job = &job_,
                      .shared = &shared_,
                      .slot = slot,
