@@ -29,6 +29,11 @@ namespace polymap::detail {
 std::atomic<double> inline_limit{0};
 
 function_stats& stats_of_function(std::uintptr_t address, const function_stats* type) {
+  // A thread that calls the same function again (a loop of maps, maps nested in items)
+  // takes no lock: entries live as long as the program.
+  thread_local std::pair<std::uintptr_t, const function_stats*> last_key{};
+  thread_local function_stats* last = nullptr;
+  if (last != nullptr && last_key.first == address && last_key.second == type) return *last;
   static std::mutex mutex;
   static std::map<std::pair<std::uintptr_t, const function_stats*>,
                   std::unique_ptr<function_stats>>
@@ -36,6 +41,8 @@ function_stats& stats_of_function(std::uintptr_t address, const function_stats* 
   const std::lock_guard lock(mutex);
   std::unique_ptr<function_stats>& stats = functions[{address, type}];
   if (!stats) stats = std::make_unique<function_stats>();
+  last_key = {address, type};
+  last = stats.get();
   return *stats;
 }
 

@@ -240,11 +240,6 @@ bool has_start_ticks(sqlite3* db) {
   return column.integer(0) != 0;
 }
 
-/// The runners' `start_ticks` in a query, NULL in a journal without them.
-std::string start_ticks_column(sqlite3* db) {
-  return has_start_ticks(db) ? "start_ticks" : "NULL";
-}
-
 std::optional<std::int64_t> start_ticks_of(const statement& row, int column) {
   if (row.is_null(column)) return std::nullopt;
   return row.integer(column);
@@ -556,13 +551,23 @@ void journal::check_schema() {
 }
 
 void journal::add_start_ticks() {
-  if (has_start_ticks(db_->handle())) return;
+  if (has_start_ticks(db_->handle())) {
+    start_ticks_ = true;
+    return;
+  }
   db_->transaction("BEGIN IMMEDIATE", [&] {
     // Another runner may have added it meanwhile.
     if (!has_start_ticks(db_->handle())) {
       db_->exec("ALTER TABLE runners ADD COLUMN start_ticks INTEGER");
     }
   });
+  start_ticks_ = true;
+}
+
+std::string journal::start_ticks_column() {
+  // A column once there stays: only its absence is looked at again.
+  if (!start_ticks_) start_ticks_ = has_start_ticks(db_->handle());
+  return start_ticks_ ? "start_ticks" : "NULL";
 }
 
 void journal::register_runner() {
@@ -621,7 +626,7 @@ std::int64_t journal::reclaim_dead() {
       const double t = now();
       std::vector<std::int64_t> dead;
       statement live(db_->handle(), "SELECT id, host, pid, started, heartbeat, " +
-                                        start_ticks_column(db_->handle()) +
+                                        start_ticks_column() +
                                         " FROM runners WHERE state = 0");
       while (live.step()) {
         const bool gone = !runner_alive(live.text(1), live.integer(2), live.real(3),
@@ -823,7 +828,7 @@ journal_summary journal::read_summary(std::size_t top) {
     statement runners(db_->handle(),
                       "SELECT r.id, r.host, r.pid, r.started, r.heartbeat, r.state, "
                       "(SELECT count(*) FROM items i WHERE i.state = 1 AND i.runner = r.id), " +
-                          start_ticks_column(db_->handle()) + " FROM runners r ORDER BY r.id");
+                          start_ticks_column() + " FROM runners r ORDER BY r.id");
     while (runners.step()) {
       journal_runner r;
       r.id = runners.integer(0);

@@ -209,6 +209,8 @@ class journal {
   void check_schema();
   /// Gives a journal of format 1 written before runners had `start_ticks` that column.
   void add_start_ticks();
+  /// The runners' `start_ticks` in a query, NULL in a journal without them.
+  std::string start_ticks_column();
   /// Items of the batch whose state is in `states`, an SQL list such as "(3)".
   std::int64_t count_in_batch(const char* states);
 
@@ -227,6 +229,7 @@ class journal {
   std::unique_ptr<journal_detail::statement> end_;
   std::unique_ptr<journal_detail::statement> take_;
   std::int64_t runner_ = 0;
+  bool start_ticks_ = false;  ///< runners have `start_ticks` (see add_start_ticks())
 };
 
 /// Whether `path`'s directory is on a network file system (NFS, SMB/CIFS, Ceph, Lustre,

@@ -289,14 +289,20 @@ TEST_F(JournalTest, RunnerOfAnOlderJournalWhosePidWasReusedIsDead) {
   journal dead(path_);
   journal here(path_);
   share_two_items(dead, here);
-  // A journal without start_ticks (written by a polymap before them): the pid is a live
+  // A runner that a polymap before start_ticks registered has none: the pid is a live
   // process, but it started long after the runner registered in 1970.
-  sql("UPDATE runners SET started = 1000 WHERE id = " + std::to_string(dead.runner_id()));
-  sql("ALTER TABLE runners DROP COLUMN start_ticks");
+  sql("UPDATE runners SET started = 1000, start_ticks = NULL WHERE id = " +
+      std::to_string(dead.runner_id()));
   EXPECT_FALSE(here.summary(1).runners.empty());
   EXPECT_EQ(here.reclaim_dead(), 1);
   EXPECT_EQ(here.commit({}, 5).size(), 2U);
-  // The next runner that opens it gives it the column, and registers with its ticks.
+  // A journal without the column: a reader reads it as it is, and the next runner that
+  // opens it gives it the column, and registers with its ticks.
+  sql("ALTER TABLE runners DROP COLUMN start_ticks");
+  journal reader(path_, {.read_only = true});
+  for (const polymap::journal_runner& r : reader.summary(1).runners) {
+    EXPECT_EQ(r.alive, r.id != dead.runner_id()) << r.id;
+  }
   journal next(path_);
   next.register_runner();
   for (const polymap::journal_runner& r : next.summary(1).runners) {

@@ -138,10 +138,12 @@ class remote_channel {
   /// Ends the worker process (its slot's `channel_lost` says why) unless its pipe and its
   /// store are still the files they were when the worker started: an item may have closed
   /// their descriptors, or put other files there, which the worker must not write to.
-  /// Before every write through them.
-  void check_descriptors() const noexcept;
+  /// Before every write through them; a check with no item run since the last one
+  /// (flush() and then send() at a chunk's end) costs nothing.
+  void check_descriptors() noexcept;
 
   void start(std::size_t i) noexcept {
+    items_since_check_ = true;
     slot_->current.store(i, std::memory_order_relaxed);
     if (timed_) {
       slot_->started_ns.store(std::chrono::steady_clock::now().time_since_epoch().count(),
@@ -251,6 +253,7 @@ class remote_channel {
   bool flags_dirty_ = true;  ///< some ring flag is not 1 (a failure, or a new ring)
   bool stored_ = false;      ///< direct writes were refused: results go to the store
   bool memory_capped_;
+  bool items_since_check_ = true;  ///< an item ran since check_descriptors() last looked
 };
 
 /// How the results of a call cross from a worker process to the caller. One per

@@ -70,12 +70,16 @@ remote_channel::file_identity remote_channel::identity_of(int fd) noexcept {
   return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
 }
 
-void remote_channel::check_descriptors() const noexcept {
+void remote_channel::check_descriptors() noexcept {
+  if (!items_since_check_) return;  // only an item's code changes descriptors
   const auto same = [](file_identity now, file_identity then) {
     return then.inode == 0 ||  // none to begin with: nothing is written through it
            (now.inode != 0 && now.device == then.device && now.inode == then.inode);
   };
-  if (same(identity_of(pipe_), pipe_file_) && same(identity_of(target_.fd), store_file_)) return;
+  if (same(identity_of(pipe_), pipe_file_) && same(identity_of(target_.fd), store_file_)) {
+    items_since_check_ = false;
+    return;
+  }
   slot_->channel_lost.store(1, std::memory_order_release);
   _exit(channel_lost_status);
 }
