@@ -8,6 +8,7 @@
 #include <polymap/options.hpp>
 #include <polymap/progress.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <memory>
@@ -27,15 +28,20 @@ class job {
  public:
   job(std::shared_ptr<detail::run_state> state, std::future<T> result,
       std::chrono::steady_clock::time_point start)
-      : state_(std::move(state)), result_(std::move(result)), start_(start) {}
-  job(job&&) noexcept = default;
+      : state_(std::move(state)), result_(result.share()), start_(start) {}
+  job(job&& other) noexcept
+      : state_(std::move(other.state_)),
+        result_(std::move(other.result_)),
+        start_(other.start_),
+        retrieved_(other.retrieved_.load(std::memory_order_relaxed)) {}
   job& operator=(job&& other) noexcept {
     if (this != &other) {
       abandon();
       state_ = std::move(other.state_);
       result_ = std::move(other.result_);
       start_ = other.start_;
-      retrieved_ = other.retrieved_;
+      retrieved_.store(other.retrieved_.load(std::memory_order_relaxed),
+                       std::memory_order_relaxed);
     }
     return *this;
   }
@@ -58,7 +64,9 @@ class job {
 
   /// Whether the job has finished (get() will not block, or has returned).
   [[nodiscard]] bool ready() const noexcept {
-    return retrieved_ ||
+    // Only const members of the shared future are used, by every thread: get() on
+    // one thread does not change what ready() on another reads.
+    return retrieved_.load(std::memory_order_acquire) ||
            (result_.valid() &&
             result_.wait_for(std::chrono::seconds(0)) == std::future_status::ready);
   }
@@ -66,28 +74,37 @@ class job {
   /// Waits for the job to finish.
   void wait() const { result_.wait(); }
 
-  /// Waits and returns the results.
-  /// @throws map_error, cancelled_error, or whatever the map itself threw
+  /// Waits and returns the results; once.
+  /// @throws map_error, cancelled_error, or whatever the map itself threw; std::future_error
+  ///   (no_state) when called again, or on a moved-from job
   T get() {
+    if (retrieved_.load(std::memory_order_relaxed) || !result_.valid()) {
+      throw std::future_error(std::future_errc::no_state);
+    }
     struct mark {
-      bool& retrieved;
-      ~mark() { retrieved = true; }  // returned or threw: the job is over either way
+      std::atomic<bool>& retrieved;
+      ~mark() { retrieved.store(true, std::memory_order_release); }  // returned or threw
     } on_return{retrieved_};
-    return result_.get();
+    if constexpr (std::is_void_v<T>) {
+      result_.get();
+    } else {
+      // The shared state's own object, which nothing else reads: taken, not copied.
+      return std::move(const_cast<T&>(result_.get()));
+    }
   }
 
  private:
   void abandon() noexcept {
-    if (state_ && result_.valid()) {
+    if (state_ && result_.valid() && !retrieved_.load(std::memory_order_relaxed)) {
       state_->cancel_and_wait();
       result_.wait();
     }
   }
 
   std::shared_ptr<detail::run_state> state_;
-  std::future<T> result_;
+  std::shared_future<T> result_;
   std::chrono::steady_clock::time_point start_;
-  bool retrieved_ = false;
+  std::atomic<bool> retrieved_ = false;
 };
 
 /// Starts `map(xs, fn, opts)` on a thread of its own and returns at once.

@@ -778,6 +778,40 @@ TEST_P(BackendConformance, AsyncJobReportsProgressAndResults) {
   EXPECT_EQ(moved.get().back(), xs.back() + 1);
 }
 
+TEST_P(BackendConformance, AsyncJobAnswersAnotherThreadWhileGetReturns) {
+  std::vector<int> xs(2'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  auto job = polymap::map_async(
+      xs,
+      [](int x) {
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+        return x + 1;
+      },
+      opts());
+  std::atomic<bool> over = false;
+  std::size_t last_done = 0;
+  bool went_back = false;
+  std::thread watcher([&] {
+    // progress() and ready() from any thread, get() on another (a race here shows
+    // in the ThreadSanitizer build).
+    while (!over.load()) {
+      const progress_info p = job.progress();
+      went_back = went_back || p.done < last_done;
+      last_done = p.done;
+      (void)job.ready();
+    }
+  });
+  const std::vector<int> ys = job.get();
+  over = true;
+  watcher.join();
+  ASSERT_EQ(ys.size(), xs.size());
+  EXPECT_EQ(ys.back(), xs.back() + 1);
+  EXPECT_FALSE(went_back);
+  EXPECT_TRUE(job.ready());
+  EXPECT_EQ(job.progress().done, xs.size());
+  EXPECT_THROW((void)job.get(), std::future_error);  // once
+}
+
 TEST_P(BackendConformance, AsyncJobTakesAMoveOnlyFunction) {
   std::vector<int> xs(100);
   std::iota(xs.begin(), xs.end(), 0);

@@ -16,7 +16,9 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -330,6 +332,104 @@ TEST(ThreadsBackend, AForkedChildRunsOnAPoolOfItsOwn) {
   }
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0) << "wrong results, report or threads in the child";
+}
+
+TEST(ThreadsBackend, AThreadThatCouldNotStartLeavesNoWorkerBehind) {
+  if (test_support::sanitizer_build) {
+    GTEST_SKIP() << "a sanitizer's shadow memory does not live under an address-space limit";
+  }
+  // In a child: the address-space limit must not reach another test's threads.
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    alarm(60);  // a call that waits for a worker that never started ends here
+    std::atomic<std::size_t> sum = 0;
+    auto add = [&](std::size_t i) { sum += i; };
+    polymap::for_each(1000, add, {.backend = backend::threads, .workers = 1});
+    // The C library keeps the stacks of the parent's threads for new threads: these take
+    // them, so that a new thread needs memory.
+    std::atomic<bool> release = false;
+    std::vector<std::thread> holders;
+    for (int i = 0; i < 16; ++i) {
+      holders.emplace_back([&] {
+        while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      });
+    }
+    // No room for a thread's stack: the call that wants three more fails.
+    std::size_t pages = 0;
+    std::ifstream("/proc/self/statm") >> pages;
+    rlimit old{};
+    getrlimit(RLIMIT_AS, &old);
+    const rlimit low{pages * static_cast<std::size_t>(sysconf(_SC_PAGESIZE)) + (1U << 20),
+                     old.rlim_max};
+    if (setrlimit(RLIMIT_AS, &low) != 0) _exit(3);
+    bool failed = false;
+    try {
+      polymap::for_each(1000, add, {.backend = backend::threads, .workers = 4});
+    } catch (const std::exception&) {
+      failed = true;
+    }
+    setrlimit(RLIMIT_AS, &old);
+    release = true;
+    for (std::thread& t : holders) t.join();
+    if (!failed) _exit(3);  // the threads started after all: nothing to test
+    // Calls that count on every worker (the calling thread is left out of a call with a
+    // nice) run on the workers that did start.
+    sum = 0;
+    polymap::for_each(1000, add, {.backend = backend::threads, .workers = 4});
+    polymap::for_each(1000, add, {.backend = backend::threads, .workers = 4, .nice = 0});
+    _exit(sum == 2 * 999 * 1000 / 2 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child was killed: a call waited for a worker";
+  if (WEXITSTATUS(status) == 3) GTEST_SKIP() << "the address-space limit stopped no thread";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "wrong sum";
+}
+
+TEST(ThreadsBackend, AnIndexSpaceNearSizeMaxIsSharedWithoutOverlap) {
+  // Each worker's share of 2^63 indices: n * s / workers wrapped around, and gave two
+  // workers the same share.
+  const std::size_t n = std::size_t{1} << 63;
+  std::mutex m;
+  std::set<std::size_t> seen;
+  bool twice = false;
+  std::atomic<int> calls = 0;
+  EXPECT_THROW(polymap::for_each(
+                   n,
+                   [&](std::size_t i) {
+                     {
+                       const std::lock_guard lock(m);
+                       twice = twice || !seen.insert(i).second;
+                     }
+                     std::this_thread::sleep_for(std::chrono::microseconds(20));
+                     if (calls.fetch_add(1) >= 2000) throw std::runtime_error("enough");
+                   },
+                   {.backend = backend::threads, .workers = 3, .chunk = 4}),
+               map_error);
+  EXPECT_FALSE(twice) << "an index ran twice";
+}
+
+TEST(ThreadsBackend, AStreamsChunkNearSizeMaxRunsEachItemOnce) {
+  // Claims in index order added the chunk to the next index, which wrapped around to 0.
+  std::vector<int> xs(100);
+  std::iota(xs.begin(), xs.end(), 0);
+  std::atomic<int> calls = 0;
+  std::vector<int> yielded(xs.size());
+  for (auto&& [i, x] : polymap::imap(
+           xs,
+           [&](int a) {
+             ++calls;
+             std::this_thread::sleep_for(std::chrono::microseconds(200));
+             return a;
+           },
+           {.backend = backend::threads, .workers = 4, .ordered = false,
+            .chunk = std::size_t{1} << 62, .window = SIZE_MAX})) {
+    ++yielded.at(i);
+    EXPECT_EQ(x, xs[i]);
+  }
+  EXPECT_EQ(calls.load(), 100);
+  EXPECT_EQ(yielded, std::vector<int>(xs.size(), 1));
 }
 
 /// A thread's line of /proc/self/task/<tid>/status that starts with `key`, as a number.

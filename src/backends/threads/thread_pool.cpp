@@ -183,6 +183,7 @@ void thread_pool::grow(std::size_t threads) {
   // system calls, as much as a quarter of an empty fork-join).
   if (workers_.size() >= threads) return;
   const program_signals_blocked blocked;
+  workers_.reserve(threads);  // so that no push_back below throws
   while (workers_.size() < threads) {
     auto w = std::make_unique<worker>();
     w->index = workers_.size();
@@ -194,8 +195,15 @@ void thread_pool::grow(std::size_t threads) {
     // Made for the call about to open (epoch_ + 1), never for the one before it.
     self.joined = epoch_.load(std::memory_order_relaxed);
     workers_.push_back(std::move(w));
-    self.thread = std::thread(
-        [this, &self, &word, &sleepers, seen] { worker_main(self, word, sleepers, seen); });
+    try {
+      self.thread = std::thread(
+          [this, &self, &word, &sleepers, seen] { worker_main(self, word, sleepers, seen); });
+    } catch (...) {
+      // No thread (no memory, no more threads allowed): no worker either, or every later
+      // call that counts on it would wait for it for ever.
+      workers_.pop_back();
+      throw;
+    }
   }
 }
 
@@ -314,9 +322,12 @@ void thread_pool::apply_settings(worker& self, std::size_t s) {
 bool thread_pool::claim_own(std::size_t s, std::size_t chunk, std::size_t& b,
                             std::size_t& e) noexcept {
   if (job_->ascending) {
-    b = next_.fetch_add(chunk, std::memory_order_relaxed);
-    if (b >= job_->end) return false;
-    e = std::min(job_->end, b + chunk);
+    // Never past the end, so that no chunk size can wrap the index around.
+    b = next_.load(std::memory_order_relaxed);
+    do {
+      if (b >= job_->end) return false;
+      e = b + std::min(chunk, job_->end - b);
+    } while (!next_.compare_exchange_weak(b, e, std::memory_order_relaxed));
     return true;
   }
   slot& mine = slots_[s];
@@ -413,10 +424,17 @@ bool thread_pool::try_run(const map_job& job, std::size_t participants, run_repo
   error_ = nullptr;
   finished_.store(0, std::memory_order_relaxed);
   next_.store(job.begin, std::memory_order_relaxed);
+  // Shares that differ by one item at most, computed without n * s (which wraps for
+  // n near SIZE_MAX).
   const std::size_t n = job.end - job.begin;
+  const std::size_t share = n / participants;
+  const std::size_t rest = n % participants;
+  const auto slot_begin = [&](std::size_t s) {
+    return job.begin + s * share + std::min(s, rest);
+  };
   for (std::size_t s = 0; s < participants; ++s) {
-    slots_[s].begin.store(job.begin + n * s / participants, std::memory_order_relaxed);
-    slots_[s].end.store(job.begin + n * (s + 1) / participants, std::memory_order_relaxed);
+    slots_[s].begin.store(slot_begin(s), std::memory_order_relaxed);
+    slots_[s].end.store(slot_begin(s + 1), std::memory_order_relaxed);
   }
   const std::uint32_t epoch = epoch_.load(std::memory_order_relaxed) + 1;
   gate_.store(std::uint64_t{epoch} << 32, std::memory_order_release);
