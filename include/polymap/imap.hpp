@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <ranges>
+#include <stop_token>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -113,7 +114,9 @@ inline constexpr result_transfer stream_transfer = [] {
 /// Results of `imap`, streamed while the map runs: an input range of (index, value) pairs.
 ///
 /// At most `options::window` results are computed ahead of the consumer, so a slow
-/// consumer does not make results pile up. Leaving the loop early cancels the rest.
+/// consumer does not make results pile up. Leaving the loop early cancels the rest; so
+/// does `options::stop`, after which iterating throws `cancelled_error` (or `map_error`
+/// for items that failed before), however many results were computed ahead.
 /// Iterating past a failed item throws `map_error`: under fail_fast, once the results that
 /// were ready when the run stopped are yielded (in order: those before the failed item);
 /// under collect, after the last good result.
@@ -144,10 +147,12 @@ class stream {
   };
 
   template <class Start>
-  stream(std::size_t n, std::size_t window, bool ordered, on_error policy, Start&& start)
+  stream(std::size_t n, std::size_t window, bool ordered, on_error policy, std::stop_token stop,
+         Start&& start)
       : state_(std::make_unique<detail::stream_state<R>>(n, window)),
         ordered_(ordered),
-        policy_(policy) {
+        policy_(policy),
+        stop_(std::move(stop)) {
     driver_ = std::thread([this, start = std::forward<Start>(start)]() mutable {
       try {
         start(*state_);
@@ -185,6 +190,15 @@ class stream {
     const bool fail_fast = policy_ == on_error::fail_fast;
     for (;;) {
       if (st.error) std::rethrow_exception(st.error);
+      if (stop_.stop_requested()) {
+        // Results the workers finished ahead of the consumer are not yielded either: the
+        // stream ends where the stop found its consumer, as a job's get() would.
+        st.run.cancel();
+        st.changed.wait(lock, [&] { return st.finished; });
+        if (st.error) std::rethrow_exception(st.error);
+        if (st.run.has_failures()) throw_failures(lock);
+        throw cancelled_error(st.yielded, st.run.total());
+      }
       auto it = ordered_ ? st.ready.find(st.next_index) : st.ready.begin();
       if (it != st.ready.end()) {
         if (!it->second && fail_fast && ordered_) {
@@ -231,6 +245,7 @@ class stream {
   std::unique_ptr<detail::stream_state<R>> state_;
   bool ordered_;
   on_error policy_;
+  std::stop_token stop_;  ///< options::stop
   std::optional<value_type> current_;
   std::thread driver_;
 };
@@ -250,7 +265,7 @@ template <std::ranges::random_access_range Range, class Fn>
                                  detail::results_refused<R>());
   const auto n = static_cast<std::size_t>(std::ranges::size(xs));
   const std::size_t window = opts.window != 0 ? opts.window : detail::default_window(opts);
-  return stream<R>(n, window, opts.ordered, opts.on_error,
+  return stream<R>(n, window, opts.ordered, opts.on_error, opts.stop,
                    [first = std::ranges::begin(xs), fn = std::move(fn), opts, n, window](
                        detail::stream_state<R>& st) mutable {
                      const detail::stream_ctx<It, Fn, R> ctx{first, &fn, &st, opts.ordered};

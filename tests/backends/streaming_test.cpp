@@ -11,6 +11,7 @@
 #include <chrono>
 #include <numeric>
 #include <stdexcept>
+#include <stop_token>
 #include <thread>
 #include <vector>
 
@@ -67,6 +68,37 @@ TEST_P(Streaming, LeavingTheLoopEarlyStopsTheRest) {
   }
   EXPECT_EQ(taken, 10u);
   EXPECT_LT(calls.load(), xs.size());
+}
+
+/// A stop requested while the consumer loops, after the workers computed every result
+/// ahead of it (a window as large as the input): no result comes after it.
+void a_stop_ends_the_stream(backend_kind backend) {
+  std::vector<int> xs(5'000);
+  std::iota(xs.begin(), xs.end(), 0);
+  std::stop_source stop;
+  std::size_t taken = 0;
+  auto results = polymap::imap(xs, [](int x) { return x; },
+                               {.backend = backend, .window = xs.size(), .stop = stop.get_token()});
+  try {
+    for (auto&& [index, value] : results) {
+      EXPECT_EQ(value, xs[index]);
+      if (++taken == 1) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (taken == 10) stop.request_stop();
+    }
+    ADD_FAILURE() << "no cancelled_error: " << taken << " results";
+  } catch (const cancelled_error& e) {
+    EXPECT_EQ(taken, 10U);
+    EXPECT_EQ(e.done(), 10U);
+    EXPECT_EQ(e.total(), xs.size());
+  }
+}
+
+TEST_P(Streaming, AStopEndsTheStreamHoweverFarTheWorkersGotAhead) {
+  a_stop_ends_the_stream(GetParam());
+}
+
+TEST(StreamingProcesses, AStopEndsTheStreamHoweverFarTheWorkersGotAhead) {
+  a_stop_ends_the_stream(backend_kind::processes);
 }
 
 TEST_P(Streaming, AFailedItemThrowsMapErrorWhileIterating) {

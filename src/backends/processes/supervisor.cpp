@@ -188,6 +188,8 @@ void supervisor::spawn(std::size_t slot, std::optional<index_range> first) {
                      .pipe = fds[1],
                      .parent = self_,
                      .memory_limit = job_.opts->memory_limit};
+  // Nothing after the fork may throw: a worker not in live_ is never killed or reaped.
+  live_.reserve(live_.size() + 1);
   // What this process printed but has not written yet would otherwise be
   // written again by every worker that flushes its copy.
   std::fflush(nullptr);
