@@ -29,7 +29,8 @@ std::string describe(const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);
   } catch (const std::exception& e) {
-    return e.what();
+    const char* what = e.what();  // a user's override may return null
+    return what != nullptr ? what : "an exception whose what() is null";
   } catch (...) {
     return "an exception not derived from std::exception";
   }

@@ -432,6 +432,31 @@ TEST_P(BackendConformance, OneFailingItemIsReportedWithItsIndex) {
   }
 }
 
+TEST_P(BackendConformance, ExceptionsOfEveryKindAreTheirItemsFailures) {
+  struct null_what : std::exception {
+    const char* what() const noexcept override { return nullptr; }
+  };
+  std::vector<int> xs(300);
+  std::iota(xs.begin(), xs.end(), 0);
+  try {
+    (void)polymap::map(xs, [](int x) {
+      if (x == 11) throw null_what();
+      if (x == 22) throw 22;
+      if (x == 33) throw std::string("a string");
+      return x;
+    }, {.backend = GetParam(), .on_error = on_error::collect});
+    ADD_FAILURE() << "no map_error";
+  } catch (const map_error& e) {
+    ASSERT_EQ(e.failures().size(), 3U);
+    EXPECT_EQ(e.failures()[0].index, 11U);
+    EXPECT_EQ(e.failures()[0].what, "an exception whose what() is null");
+    EXPECT_EQ(e.failures()[0].kind, failure_kind::exception);
+    EXPECT_EQ(e.failures()[1].what, "an exception not derived from std::exception");
+    EXPECT_EQ(e.failures()[2].index, 33U);
+    EXPECT_EQ(*e.results<int>()[299], 299);
+  }
+}
+
 TEST_P(BackendConformance, HundredFailingItemsAreReportedWithTheirIndices) {
   std::set<std::size_t> bad;
   for (std::size_t i = 0; i < 100; ++i) bad.insert(7 + i * 97);
