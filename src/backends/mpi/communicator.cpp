@@ -60,9 +60,13 @@ const char* level_name(int level) {
 /// exit() runs the same handlers, and must not finalise its parent's MPI.
 pid_t initialised_by = 0;
 
+/// Calls on the mpi backend running in this process (see communicator::call_running).
+std::atomic<int> calls_running{0};
+
 /// Finalises MPI at exit when polymap initialised it (and nobody finalised it since).
 void finalize_at_exit() {
   if (getpid() != initialised_by) return;
+  if (calls_running.load(std::memory_order_acquire) != 0) return;
   int finalized = 0;
   if (MPI_Finalized(&finalized) == MPI_SUCCESS && finalized == 0) MPI_Finalize();
 }
@@ -106,7 +110,8 @@ void check_callable() {
                     "initialised with ") +
         level_name(level) +
         ", which allows MPI calls from the main thread alone (initialise it with "
-        "MPI_THREAD_SERIALIZED, or make the call from the main thread)");
+        "MPI_THREAD_SERIALIZED, or make the call from the main thread; a map_async job runs "
+        "on a thread of its own)");
   }
 }
 
@@ -177,6 +182,14 @@ std::size_t communicator::alive() noexcept { return duplicates.load(std::memory_
 communicator& communicator::get() {
   check_callable();
   return world();
+}
+
+communicator::call_running::call_running() noexcept {
+  calls_running.fetch_add(1, std::memory_order_acq_rel);
+}
+
+communicator::call_running::~call_running() {
+  calls_running.fetch_sub(1, std::memory_order_acq_rel);
 }
 
 communicator& communicator::world() {

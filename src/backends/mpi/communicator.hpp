@@ -47,6 +47,17 @@ class communicator {
   /// Held by the call that uses this communicator: a second call at once would mix their
   /// messages.
   [[nodiscard]] std::mutex& busy() noexcept { return busy_; }
+  /// Lives as long as a call on the mpi backend runs in this process. An exit() meanwhile
+  /// (an item's) does not finalise MPI, which polymap does at exit when it initialised it:
+  /// MPI_Finalize would wait for the other ranks, which wait for this one's messages, and
+  /// would call MPI from a thread that may not. Without it the job ends, as for a crash.
+  class call_running {
+   public:
+    call_running() noexcept;
+    ~call_running();
+    call_running(const call_running&) = delete;
+    call_running& operator=(const call_running&) = delete;
+  };
   /// Whether MPI takes calls from several threads at once (MPI_THREAD_MULTIPLE); false
   /// before MPI is initialised. Read from MPI once.
   [[nodiscard]] static bool thread_multiple();

@@ -128,6 +128,7 @@ class mpi_executor_impl final : public executor {
     std::unique_lock<std::mutex> serial;
     mpi::communicator& comm = claim(job, serial);
     const std::unique_lock lock(comm.busy(), std::adopt_lock);
+    const mpi::communicator::call_running running;
     mpi::task_farm farm(comm, job);
     farm.run(refused != nullptr ? *refused : std::string());
     if (report != nullptr) {
