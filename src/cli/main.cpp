@@ -11,13 +11,30 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <iostream>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
+
+namespace {
+
+/// Writes what stdout still buffers: a command's output that cannot be written (a full
+/// disk, a closed pipe) fails it, rather than leaving an empty file and status 0.
+/// @return `code`, or exit_failure when stdout failed
+int flushed(int code) {
+  errno = 0;
+  if (std::fflush(stdout) == 0 && std::ferror(stdout) == 0) return code;
+  const int e = errno != 0 ? errno : EIO;
+  fmt::print(stderr, "polymap: cannot write to standard output: {}\n", std::strerror(e));
+  return code == polymap::cli::exit_ok ? polymap::cli::exit_failure : code;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace polymap::cli;
@@ -55,25 +72,30 @@ int main(int argc, char** argv) {
   try {
     switch (args.what) {
       case command::info:
-        return run_info(args.info);
+        return flushed(run_info(args.info));
       case command::bench:
-        return run_bench(args.bench);
+        return flushed(run_bench(args.bench));
       case command::run:
         args.run.words.insert(args.run.words.end(), command_words.begin(), command_words.end());
-        return run_run(args.run);
+        return run_run(args.run);  // writes its output itself, and says when it cannot
       case command::status:
-        return run_status(args.status, false);
+        return flushed(run_status(args.status, false));
       case command::watch:
-        return run_status(args.status, true);
+        return flushed(run_status(args.status, true));
       case command::calibrate:
-        return run_calibrate(args.calibrate);
+        return flushed(run_calibrate(args.calibrate));
       case command::none:
         break;
     }
     std::cerr << app.help();
     return exit_usage;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "polymap: {}\n", e.what());
+    if (std::ferror(stdout) != 0) {
+      // fmt's own text ("cannot write to file") does not say which.
+      fmt::print(stderr, "polymap: cannot write to standard output: {}\n", e.what());
+    } else {
+      fmt::print(stderr, "polymap: {}\n", e.what());
+    }
     return exit_failure;
   }
 }

@@ -127,7 +127,8 @@ int run_status(const status_args& args, bool watch) {
       if (watch && isatty(1) != 0) fmt::print("\x1b[H\x1b[2J");
       print_summary(args.journal, s);
     }
-    std::fflush(stdout);
+    // A watch whose output cannot be written ends (the caller says why).
+    if (std::fflush(stdout) != 0 || std::ferror(stdout) != 0) return exit_failure;
     const int status = s.count(item_state::failed) > 0 ? exit_failure : exit_ok;
     if (!watch) return status;
     const bool live = std::any_of(s.runners.begin(), s.runners.end(),

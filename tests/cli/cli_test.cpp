@@ -38,9 +38,10 @@ using polymap::test::shell_quote;
 
 /// Runs `polymap args...` and returns its exit status and output: stdout alone (stderr is
 /// dropped, so that JSON parses) or stdout and stderr merged.
-cli_result run_cli(const std::vector<std::string>& args, bool with_stderr = true) {
-  std::string command = polymap::test::polymap_command(args);
-  command += with_stderr ? " 2>&1" : " 2>/dev/null";
+cli_result run_cli(const std::vector<std::string>& args, bool with_stderr = true);
+
+/// Runs the shell command `command` and returns its exit status and stdout.
+cli_result run_shell(const std::string& command) {
   cli_result result;
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return result;
@@ -52,6 +53,12 @@ cli_result run_cli(const std::vector<std::string>& args, bool with_stderr = true
   const int wait_status = pclose(pipe);
   if (wait_status != -1 && WIFEXITED(wait_status)) result.status = WEXITSTATUS(wait_status);
   return result;
+}
+
+cli_result run_cli(const std::vector<std::string>& args, bool with_stderr) {
+  std::string command = polymap::test::polymap_command(args);
+  command += with_stderr ? " 2>&1" : " 2>/dev/null";
+  return run_shell(command);
 }
 
 const std::vector<std::string> kernels = {"saxpy", "stencil", "mandelbrot", "black_scholes", "pi",
@@ -327,6 +334,20 @@ TEST(Cli, CalibrateRefusesADeviceThatIsNotHere) {
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find("--device 99"), std::string::npos) << r.out;
   EXPECT_FALSE(std::filesystem::exists(cache.dir() / "polymap"));
+}
+
+TEST(Cli, OutputThatCannotBeWrittenFailsTheCommand) {
+  // Output smaller than stdio's buffer is written at exit, where a failure went unseen.
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"info"}, {"info", "--json"}, {"calibrate", "--json"},
+        {"bench", "--size", "small", "--kernel", "saxpy", "--repeat", "1"}}) {
+    std::string command = polymap::test::polymap_command(args);
+    command += " 2>&1 >/dev/full";
+    const cli_result result = run_shell(command);
+    EXPECT_EQ(result.status, 1) << args[0] << ": " << result.out;
+    EXPECT_NE(result.out.find("cannot write to standard output"), std::string::npos)
+        << result.out;
+  }
 }
 
 TEST(Cli, VersionPrintsVersion) {
