@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <spawn.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -22,6 +23,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -1168,6 +1170,32 @@ TEST(Run, NiceSetsTheJobsNiceValue) {
       {"run", "--nice", "7", "--", "sh", "-c", "cut -d' ' -f19 /proc/$$/stat", ":::", "a"}, dir);
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out, "7\n");
+}
+
+TEST(Run, ANiceTheSystemRefusesIsSaidOnce) {
+  // Without CAP_SYS_NICE (setpriv takes it away from root too), a nice below polymap's own
+  // is refused: the jobs run, at polymap's nice, and the run says so.
+  if (std::system("setpriv --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "no setpriv";
+  temp_dir dir;
+  errno = 0;
+  const int own = getpriority(PRIO_PROCESS, 0);
+  if (own <= -20) GTEST_SKIP() << "polymap runs at the lowest nice already";
+  std::string command = "setpriv --inh-caps=-sys_nice --bounding-set=-sys_nice -- ";
+  command += polymap::test::polymap_command(
+      {"run", "-k", "--nice", std::to_string(own - 1), "--", "sh", "-c",
+       "cut -d' ' -f19 /proc/$$/stat", ":::", "a", "b", "c"});
+  command += " >" + shell_quote(dir / "out") + " 2>" + shell_quote(dir / "err");
+  const int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  const std::string err = polymap::test::read_file(dir / "err");
+  if (err.find("setpriv:") != std::string::npos) GTEST_SKIP() << err;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << err;
+  const std::string nice = std::to_string(own);
+  EXPECT_EQ(polymap::test::read_file(dir / "out"), nice + "\n" + nice + "\n" + nice + "\n");
+  const std::string warning = "polymap: warning: --nice " + std::to_string(own - 1) +
+                              " was refused (Permission denied): jobs run at nice " + nice;
+  EXPECT_NE(err.find(warning), std::string::npos) << err;
+  EXPECT_EQ(err.find(warning), err.rfind(warning)) << "said more than once: " << err;
 }
 
 /// Sends `sig` to a runner while three jobs, each with a child of its own, run: polymap

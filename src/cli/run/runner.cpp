@@ -366,6 +366,7 @@ class batch_runner final : public output_host {
   std::vector<std::pair<pid_t, double>> lingering_;
   int signal_fd_ = -1;  // SIGCHLD and the stopping signals
   int null_fd_ = -1;
+  bool placement_refused_ = false;  // the OS refused a job's --bind or --nice: said once
   int stop_signal_ = 0;    // SIGINT, SIGTERM or SIGHUP received
   double stop_signal_at_ = 0;  // monotonic: when the first came; 0: none
   int stops_ = 0;  // how many stopping signals came (stop()): a second means "now"
@@ -530,6 +531,11 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
     request.nice = options_.nice;
     request.envp = envp_.empty() ? nullptr : envp_.data();
     spawned = spawn_job(request);
+    if (!placement_refused_ && spawned.pid >= 0) {
+      const std::string refused = refused_placement(request, spawned);
+      placement_refused_ = !refused.empty();
+      if (placement_refused_) say(line_kind::warning, refused);
+    }
   }
   if (st.attempts == 0) {
     st.first_start = wall;

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
+#include <string>
 #include <system_error>
 
 namespace polymap::cli::run {
@@ -24,6 +26,8 @@ struct child_plan {
   const sigset_t* mask;
   pid_t parent;
   volatile int* exec_errno;
+  volatile int* bind_errno;
+  volatile int* nice_errno;
 };
 
 // A function of its own, never inlined, so that no local of spawn_job lives across vfork
@@ -51,8 +55,12 @@ struct child_plan {
   if (request.stdin_fd >= 0) dup2(request.stdin_fd, 0);
   if (request.stdout_fd >= 0) dup2(request.stdout_fd, 1);
   if (request.stderr_fd >= 0) dup2(request.stderr_fd, 2);
-  if (plan->cpus != nullptr) sched_setaffinity(0, sizeof *plan->cpus, plan->cpus);
-  if (request.nice) setpriority(PRIO_PROCESS, 0, *request.nice);
+  if (plan->cpus != nullptr && sched_setaffinity(0, sizeof *plan->cpus, plan->cpus) != 0) {
+    *plan->bind_errno = errno;
+  }
+  if (request.nice && setpriority(PRIO_PROCESS, 0, *request.nice) != 0) {
+    *plan->nice_errno = errno;
+  }
   execvpe(plan->argv[0], plan->argv, request.envp != nullptr ? request.envp : environ);
   *plan->exec_errno = errno;
   _exit(127);
@@ -84,8 +92,10 @@ spawn_result spawn_job(const spawn_request& request) {
   sigemptyset(&none);
   // Written by the child, read by the parent after vfork returns: they share memory.
   volatile int exec_errno = 0;
+  volatile int bind_errno = 0;
+  volatile int nice_errno = 0;
   const child_plan plan{argv.data(), &request, bind ? &cpus : nullptr, &none, getpid(),
-                        &exec_errno};
+                        &exec_errno, &bind_errno, &nice_errno};
 
   const pid_t pid = vfork();
   if (pid < 0) throw std::system_error(errno, std::generic_category(), "vfork");
@@ -98,7 +108,27 @@ spawn_result spawn_job(const spawn_request& request) {
     return result;
   }
   result.pid = pid;
+  result.bind_error = bind_errno;
+  result.nice_error = nice_errno;
   return result;
+}
+
+std::string refused_placement(const spawn_request& request, const spawn_result& result) {
+  std::string refused;
+  if (result.nice_error != 0 && request.nice) {
+    errno = 0;
+    const int own = getpriority(PRIO_PROCESS, 0);
+    refused = "--nice " + std::to_string(*request.nice) + " was refused (" +
+              std::strerror(result.nice_error) + "): jobs run at nice " +
+              (errno == 0 ? std::to_string(own) : std::string("unchanged"));
+    if (*request.nice < own) refused += " (a lower nice needs CAP_SYS_NICE, or RLIMIT_NICE)";
+  }
+  if (result.bind_error != 0) {
+    if (!refused.empty()) refused += "; ";
+    refused += "--bind was refused (" + std::string(std::strerror(result.bind_error)) +
+               "): jobs run on any CPU polymap may use";
+  }
+  return refused;
 }
 
 }  // namespace polymap::cli::run

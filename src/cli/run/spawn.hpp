@@ -34,12 +34,20 @@ struct spawn_request {
 struct spawn_result {
   pid_t pid = -1;  ///< the job, leader of its own process group; -1 when it did not start
   int error = 0;   ///< errno of the failed exec (ENOENT for a missing command), else 0
+  int bind_error = 0;  ///< errno of the refused binding to `cpus` (the job runs unbound)
+  int nice_error = 0;  ///< errno of the refused nice (the job runs at the runner's)
 };
+
+/// What the OS refused of a started job's request (its binding, its nice), as a warning's
+/// text; empty when it refused nothing.
+[[nodiscard]] std::string refused_placement(const spawn_request& request,
+                                            const spawn_result& result);
 
 /// Starts a job as posix_spawn does (a vfork-style clone: no copy of the runner's memory),
 /// in its own process group, with SIGKILL as its parent-death signal so that it cannot
 /// outlive a runner killed with SIGKILL, with the signal mask and dispositions reset.
-/// Affinity and nice are set in the child before exec and are best effort.
+/// Affinity and nice are set in the child before exec and are best effort: the result says
+/// what the OS refused.
 /// When the exec fails the child has already exited (status 127) and `error` says why.
 /// @throws std::system_error when the process cannot be created
 [[nodiscard]] spawn_result spawn_job(const spawn_request& request);
