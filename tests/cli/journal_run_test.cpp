@@ -1186,13 +1186,16 @@ TEST(JournalRun, TimeoutStopsAJobWhileStdoutWaitsForItsReader) {
 TEST(Run, HaltNowDoesNotWaitForAReaderOfTheFailedItemsOutput) {
   temp_dir dir;
   unread_pipe out;
-  const std::string script = "if [ \"$1\" = 1 ]; then head -c " + std::to_string(stuck_output) +
-                             " /dev/zero; exit 1; fi; echo $$ > " + dir / "side" +
-                             "; exec sleep 60";
+  // Item 1 fails once item 2 runs (a halt before would stop item 2 before it said so).
+  const std::string side = dir / "side";
+  const std::string script = "if [ \"$1\" = 1 ]; then while [ ! -s " + side +
+                             " ]; do sleep 0.01; done; head -c " + std::to_string(stuck_output) +
+                             " /dev/zero; exit 1; fi; echo $$ > " + side + ".new; mv " + side +
+                             ".new " + side + "; exec sleep 60";
   cli_process p({"run", "-j", "2", "-k", "--halt", "now,fail=1", "--", "sh", "-c", script, "sh",
                  "{}", ":::", "1", "2"},
                 dir, -1, "/dev/null", {}, out.fds[1]);
-  const pid_t sleeper = std::atoi(wait_for_content(dir / "side").c_str());
+  const pid_t sleeper = std::atoi(wait_for_content(side).c_str());
   ASSERT_GT(sleeper, 0);
   EXPECT_TRUE(ended_within(sleeper, 30)) << "the halt waited for the output's reader";
   EXPECT_TRUE(pipe_full(out));  // nothing has read it yet
