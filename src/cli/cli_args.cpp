@@ -6,6 +6,7 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <stdexcept>
@@ -44,6 +45,17 @@ CLI::Validator seconds(double min, double max = 0) {
       "SECONDS " + allowed);
 }
 
+/// A -j value: job_slots() says which.
+CLI::Validator job_count() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        if (job_slots(value, 1)) return {};
+        return "'" + value + "' is no job count: N (1 to " + std::to_string(most_job_slots) +
+               "), +N or -N (the usable CPUs plus or minus N), or N% (a share of them)";
+      },
+      "N|+N|-N|N%");
+}
+
 /// A path that names a file: an empty one (`--journal "$J"` with J unset) is refused, not
 /// taken for no file at all.
 CLI::Validator a_path(bool plus = false) {
@@ -65,8 +77,13 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
       "through a shell, unless --shell.");
   // The command and its inputs never reach CLI11: main() splits them off with
   // split_run_words, so that their own options (`ls -l {}`) and `--` arrive untouched.
-  sub->add_option("-j,--jobs", run.jobs, "Jobs at a time (default: usable CPUs)")
-      ->check(CLI::Range(1U, 100000U));
+  // An option given twice takes its last value, as with GNU parallel (`alias p='polymap
+  // run -j 4'`, then `p -j 2 ...`).
+  sub->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  sub->add_option("-j,--jobs", run.jobs,
+                  "Jobs at a time: N, +N or -N (the usable CPUs plus or minus N), N% (a share "
+                  "of them); default: the usable CPUs")
+      ->check(job_count());
   sub->add_option("--bind", run.bind, "Pin each job slot: none, core, pu, numa or package")
       ->check(CLI::IsMember({"none", "core", "pu", "numa", "package"}))
       ->capture_default_str();
@@ -104,6 +121,7 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
                 "JSON lines on stdout: a start and an end event per job (with its output unless "
                 "--results) and a summary");
   sub->add_option("-a,--arg-file", run.arg_files, "Items from FILE, one per line (repeatable)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->allow_extra_args(false)
       ->type_name("FILE");
   sub->add_option("--journal", run.options.journal,
@@ -155,6 +173,24 @@ bool takes_value(const CLI::Option& opt) { return opt.get_expected_max() > 0; }
 }
 
 }  // namespace
+
+std::optional<std::size_t> job_slots(const std::string& spec, std::size_t usable) {
+  if (spec.empty()) return std::nullopt;
+  const char sign = spec.front() == '+' || spec.front() == '-' ? spec.front() : 0;
+  const bool share = sign == 0 && spec.back() == '%';
+  const std::string digits = spec.substr(sign != 0 ? 1 : 0, spec.size() - (sign != 0 || share));
+  if (digits.empty() || digits.size() > 9 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  const std::size_t n = std::stoul(digits);
+  std::size_t slots = n;
+  if (sign == '+') slots = usable + n;
+  if (sign == '-') slots = usable > n ? usable - n : 1;
+  if (share) slots = std::max<std::size_t>(1, usable * n / 100);
+  if (slots == 0 || slots > most_job_slots) return std::nullopt;
+  return slots;
+}
 
 run_words split_run_words(const CLI::App& run, const std::vector<std::string>& words) {
   run_words out;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
@@ -54,7 +55,7 @@ struct run_args {
   /// --progress, --json, --journal, --retry-failed, --lock-timeout); the rest below is
   /// checked and turned into runner options by run_run.
   run::run_options options;
-  unsigned jobs = 0;  ///< 0: one per usable CPU
+  std::string jobs;  ///< -j as given (see job_slots()); empty: one per usable CPU
   std::string bind = "none";
   std::string halt = "never";
   bool dry_run = false;
@@ -62,6 +63,15 @@ struct run_args {
   std::vector<std::string> arg_files;
   std::vector<std::string> words;  ///< the command template and its input sources
 };
+
+/// The most job slots -j may ask for.
+constexpr std::size_t most_job_slots = 100000;
+
+/// The job slots that -j `spec` asks for, on a machine whose usable CPUs are `usable`: N, or
+/// as with GNU parallel, +N and -N (the CPUs plus or minus N) and N% (a share of the CPUs),
+/// at least 1 for the last three.
+/// @return nullopt for none of those forms, for N = 0, and for more than most_job_slots
+[[nodiscard]] std::optional<std::size_t> job_slots(const std::string& spec, std::size_t usable);
 
 /// `polymap status` and `polymap watch`.
 struct status_args {

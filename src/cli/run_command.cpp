@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <exception>
 #include <stdexcept>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -44,7 +45,15 @@ bool joblog_is_stdout(const std::string& path) {
 int run_run(const run_args& args) {
   run::open_closed_standard_fds();  // before anything opens a descriptor (MPI too)
   run::run_options options = args.options;
-  options.jobs = args.jobs != 0 ? args.jobs : topology::current().usable_count();
+  const std::size_t usable = topology::current().usable_count();
+  const std::optional<std::size_t> asked = args.jobs.empty() ? usable
+                                                             : job_slots(args.jobs, usable);
+  if (!asked) {  // CLI11 admits only its forms: a +N past the most, on this machine's CPUs
+    fmt::print(stderr, "polymap run: -j {}: more than {} job slots with {} usable CPUs\n",
+               args.jobs, most_job_slots, usable);
+    return exit_usage;
+  }
+  options.jobs = *asked;
   // CLI11 admits only the policy names parse_bind knows.
   options.bind = polymap::parse_bind(args.bind).value_or(polymap::bind::none);
   // Under an MPI launcher, rank 0 runs the batch and the other ranks serve its jobs, before

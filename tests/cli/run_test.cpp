@@ -1163,6 +1163,42 @@ TEST(Run, EveryBindPolicyNarrowsOrKeepsTheJobsCpus) {
   }
 }
 
+/// The largest {%} of a run with `jobs` (-j's words) over `items` items: its job slots.
+std::size_t slots_of_a_run(const std::vector<std::string>& jobs, int items) {
+  temp_dir dir;
+  std::vector<std::string> args = {"run"};
+  args.insert(args.end(), jobs.begin(), jobs.end());
+  for (const char* word : {"--", "sh", "-c", "echo $1; sleep 0.2", "sh", "{%}", ":::"}) {
+    args.emplace_back(word);
+  }
+  for (int i = 0; i < items; ++i) args.push_back(std::to_string(i));
+  const cli_output r = run_polymap(args, dir);
+  EXPECT_EQ(r.status, 0) << r.err;
+  std::size_t most = 0;
+  for (const std::string& line : polymap::test::lines_of(r.out)) {
+    most = std::max<std::size_t>(most, std::stoul(line));
+  }
+  return most;
+}
+
+TEST(Run, JobsTakeGnuParallelsRelativeForms) {
+  temp_dir dir;
+  const cli_output info = run_polymap({"info", "--json"}, dir);
+  const std::size_t usable = nlohmann::json::parse(info.out)["topology"]["usable_count"];
+  const int items = static_cast<int>(usable) + 3;
+  EXPECT_EQ(slots_of_a_run({"-j", "+1"}, items), usable + 1);
+  EXPECT_EQ(slots_of_a_run({"-j", "-1"}, items), std::max<std::size_t>(1, usable - 1));
+  EXPECT_EQ(slots_of_a_run({"-j", "50%"}, items), std::max<std::size_t>(1, usable / 2));
+  EXPECT_EQ(slots_of_a_run({"-j", "200%"}, 2 * items), 2 * usable);
+  // An option given twice takes its last value.
+  EXPECT_EQ(slots_of_a_run({"-j", "3", "-j", "1"}, items), 1U);
+  for (const char* bad : {"0", "+", "1.5", "5x", "%", "-", "100001"}) {
+    const cli_output r = run_polymap({"run", "-j", bad, "--", "true", ":::", "a"}, dir);
+    EXPECT_EQ(r.status, 2) << bad;
+    EXPECT_NE(r.err.find("is no job count"), std::string::npos) << r.err;
+  }
+}
+
 TEST(Run, NiceSetsTheJobsNiceValue) {
   temp_dir dir;
   // Field 19 of /proc/self/stat is the nice value (the command name has no space here).
