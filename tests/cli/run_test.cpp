@@ -191,6 +191,17 @@ TEST(Run, PlaceholdersExpandAsGnuParallel) {
             "echo b b b . b 2 1\n");
 }
 
+TEST(Run, PlaceholdersOfAWholeItemOfSeveralColumnsTransformEachColumn) {
+  // As GNU parallel 20221122 gives them: {/} of d1/f1.txt ::: d2/f2.dat is "f1.txt f2.dat".
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "--dry-run", "--", "echo", "{/}", "{.}", "{//}",
+                                    "{/.}", "{}", ":::", "d1/f1.txt", ":::", "d2/f2.dat"},
+                                   dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out,
+            "echo 'f1.txt f2.dat' 'd1/f1 d2/f2' 'd1 d2' 'f1 f2' 'd1/f1.txt d2/f2.dat'\n");
+}
+
 // What GNU parallel 20221122 gives for paths with trailing, repeated or lone slashes, dots
 // and nothing at all: {//} is Perl's dirname (trailing slashes do not count), {/} what
 // follows the last slash, {.} and {/.} drop the last dot and what follows it there.

@@ -185,7 +185,16 @@ std::string command_template::shell_variable(std::size_t i) {
 
 std::string command_template::value(const piece& p, const std::vector<std::string>& item,
                                     std::size_t seq, std::size_t slot) const {
-  std::string raw;
+  const auto transformed = [&p](std::string_view raw) -> std::string_view {
+    switch (p.how) {
+      case transform::none: return raw;
+      case transform::no_ext: return without_ext(raw);
+      case transform::base: return base_name(raw);
+      case transform::dir: return dir_name(raw);
+      case transform::base_no_ext: return without_ext(base_name(raw));
+    }
+    return raw;
+  };
   switch (p.what) {
     case kind::text:
       return p.text;
@@ -194,28 +203,19 @@ std::string command_template::value(const piece& p, const std::vector<std::strin
     case kind::slot:
       return std::to_string(slot);
     case kind::column:
-      raw = item[p.column - 1];
-      break;
-    case kind::all:
+      return std::string(transformed(item[p.column - 1]));
+    case kind::all: {
+      // Each column transformed, then joined, as GNU parallel does ({/} of d1/a ::: d2/b
+      // is "a b").
+      std::string joined;
       for (std::size_t c = 0; c < item.size(); ++c) {
-        if (c > 0) raw += ' ';
-        raw += item[c];
+        if (c > 0) joined += ' ';
+        joined += transformed(item[c]);
       }
-      break;
+      return joined;
+    }
   }
-  switch (p.how) {
-    case transform::none:
-      return raw;
-    case transform::no_ext:
-      return std::string(without_ext(raw));
-    case transform::base:
-      return std::string(base_name(raw));
-    case transform::dir:
-      return std::string(dir_name(raw));
-    case transform::base_no_ext:
-      return std::string(without_ext(base_name(raw)));
-  }
-  return raw;
+  return {};
 }
 
 std::vector<std::string> command_template::expand(const std::vector<std::string>& item,
