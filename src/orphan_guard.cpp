@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -94,7 +95,8 @@ int spawn_launcher(int helper_end, pid_t& launcher) {
 }
 
 /// Reads the helper's first line ("r<pid>") within start_limit.
-/// @return its pid, or -1
+/// @return its pid, or -1 (errno: ETIMEDOUT when it said nothing in time, EPIPE when it
+///   ended first, or the error of poll or recv)
 pid_t read_started(int socket) {
   std::string line;
   const auto deadline = std::chrono::steady_clock::now() + start_limit;
@@ -105,14 +107,19 @@ pid_t read_started(int socket) {
     pollfd p{socket, POLLIN, 0};
     const int ready = poll(&p, 1, static_cast<int>(left.count()));
     if (ready < 0 && errno == EINTR) continue;
+    if (ready == 0) errno = ETIMEDOUT;
     if (ready <= 0) return -1;
     char buffer[32];
     const ssize_t got = recv(socket, buffer, sizeof buffer, 0);
     if (got < 0 && errno == EINTR) continue;
+    if (got == 0) errno = EPIPE;
     if (got <= 0) return -1;
     line.append(buffer, static_cast<std::size_t>(got));
   }
-  if (line.size() < 3 || line[0] != 'r') return -1;
+  if (line.size() < 3 || line[0] != 'r') {
+    errno = EPROTO;
+    return -1;
+  }
   return static_cast<pid_t>(std::strtol(line.c_str() + 1, nullptr, 10));
 }
 
@@ -137,8 +144,18 @@ orphan_guard::orphan_guard() {
   }
   pid_ = read_started(socket_);
   if (pid_ <= 0) {
+    int error = errno;
     close(socket_);
-    throw guard_error(ETIMEDOUT, "the helper did not start");
+    std::string what = error == EPIPE ? "the helper ended before it started"
+                                      : "the helper did not start";
+    // Its shell needs a few descriptors of its own.
+    rlimit files{};
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < 16) {
+      what += " (the open-file limit, ulimit -n " + std::to_string(files.rlim_cur) +
+              ", may be too low)";
+      if (error == EPIPE) error = EMFILE;
+    }
+    throw guard_error(error, what.c_str());
   }
 }
 

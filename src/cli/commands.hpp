@@ -4,7 +4,19 @@
 
 #include "cli/cli_args.hpp"
 
+#include <exception>
+#include <string_view>
+
 namespace polymap::cli {
+
+/// An error's text for a line that starts with "polymap: " or "polymap run: " itself: without
+/// the "polymap: " that the library's own errors start with.
+[[nodiscard]] inline std::string_view error_text(const std::exception& e) noexcept {
+  constexpr std::string_view prefix = "polymap: ";
+  std::string_view text = e.what();
+  if (text.starts_with(prefix)) text.remove_prefix(prefix.size());
+  return text;
+}
 
 /// `polymap info`: prints the topology, the backends and the environment.
 /// @return an exit status

@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
       words.insert(words.end(), split.options.begin(), split.options.end());
       command_words = std::move(split.command);
     } catch (const std::runtime_error& e) {
-      fmt::print(stderr, "polymap run: {}\n", e.what());
+      fmt::print(stderr, "polymap run: {}\n", error_text(e));
       return exit_usage;
     }
   }
@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
       // fmt's own text ("cannot write to file") does not say which.
       fmt::print(stderr, "polymap: cannot write to standard output: {}\n", e.what());
     } else {
-      fmt::print(stderr, "polymap: {}\n", e.what());
+      fmt::print(stderr, "polymap: {}\n", error_text(e));
     }
     return exit_failure;
   }

@@ -63,7 +63,7 @@ int run_run(const run_args& args) {
   try {
     role = run::join_ranks();
   } catch (const std::exception& e) {
-    fmt::print(stderr, "polymap run: {}\n", e.what());
+    fmt::print(stderr, "polymap run: {}\n", error_text(e));
     return exit_failure;
   }
   if (role.serve) return run::serve_jobs(options, role.inherited);
@@ -72,7 +72,7 @@ int run_run(const run_args& args) {
     line = run::split_command_line(args.words, args.arg_files);
     options.halt = run::parse_halt(args.halt);
   } catch (const std::runtime_error& e) {
-    fmt::print(stderr, "polymap run: {}\n", e.what());
+    fmt::print(stderr, "polymap run: {}\n", error_text(e));
     return exit_usage;
   }
   if (options.json && joblog_is_stdout(options.joblog)) {
@@ -90,14 +90,14 @@ int run_run(const run_args& args) {
     command = std::make_unique<run::command_template>(line.command, line.sources.size(),
                                                       args.shell);
   } catch (const std::runtime_error& e) {
-    fmt::print(stderr, "polymap run: {}\n", e.what());
+    fmt::print(stderr, "polymap run: {}\n", error_text(e));
     return exit_usage;
   }
   std::vector<std::vector<std::string>> items;
   try {
     items = run::cartesian_product(line.sources);
   } catch (const std::runtime_error& e) {
-    fmt::print(stderr, "polymap run: {}\n", e.what());
+    fmt::print(stderr, "polymap run: {}\n", error_text(e));
     return exit_usage;
   }
   if (args.dry_run) {
@@ -110,7 +110,7 @@ int run_run(const run_args& args) {
                                              .read_only = true})
                        .states();
       } catch (const journal_error& e) {
-        fmt::print(stderr, "polymap run: {}\n", e.what());
+        fmt::print(stderr, "polymap run: {}\n", error_text(e));
         return exit_failure;
       }
     }
@@ -136,7 +136,7 @@ int run_run(const run_args& args) {
     try {
       run::prepare_results_dir(options.results);
     } catch (const std::runtime_error& e) {
-      fmt::print(stderr, "polymap run: {}\n", e.what());
+      fmt::print(stderr, "polymap run: {}\n", error_text(e));
       return exit_usage;
     }
   }

@@ -1459,6 +1459,20 @@ TEST(Run, JobPastTheFileSizeLimitDiesOfSigxfszAsFromAShell) {
   EXPECT_NE(err.find("item 1 failed (killed by signal SIGXFSZ)"), std::string::npos) << err;
 }
 
+TEST(Run, AnOpenFileLimitTooLowForTheOrphanGuardIsNamed) {
+  temp_dir dir;
+  // The redirections first: the shell itself needs descriptors above 8 for them.
+  std::string command = "exec >" + shell_quote(dir / "out") + " 2>" + shell_quote(dir / "err");
+  command += "; ulimit -n 8; exec " + polymap_command({"run", "--", "true", ":::", "a"});
+  const int status = std::system(command.c_str());
+  const std::string err = read_file(dir / "err");
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1) << err;
+  EXPECT_NE(err.find("ulimit -n 8"), std::string::npos) << err;
+  EXPECT_EQ(err.find("polymap: polymap:"), std::string::npos) << err;
+  EXPECT_EQ(err.find("timed out"), std::string::npos) << err;
+}
+
 /// Runs 30 items under `-j 100` and `option` (-k or --json: each job's output captured in two
 /// descriptors) with an open-file limit of 40, which 100 jobs cannot fit in, and the shell's
 /// `redirect`ions. @return std::system's status
