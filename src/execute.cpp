@@ -230,12 +230,18 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose,
   if (stops_or_caps(o) || requested == backend_kind::processes) {
     may_sample = false;
   }
+  // Binding and nice apply to pool threads and worker processes: the calling thread runs
+  // no item of such a call, not even to time it.
+  const bool placed = o.bind != bind::none || o.nice.has_value();
+  if (placed) may_sample = false;
 
   // The per-item cost: from history when there is one, else from a sample.
   double cost = stats.seconds_per_item.load(std::memory_order_relaxed);
   if (cost > 0) {
     if (verbose) {
-      p.cost_source = "history of " + std::to_string(stats.measured.load()) + " calls";
+      const std::uint32_t calls = stats.measured.load();
+      p.cost_source = calls != 0 ? "history of " + std::to_string(calls) + " calls"
+                                 : std::string("an earlier sample (no call measured yet)");
     }
   } else if (may_sample && job.begin < job.end) {
     std::size_t sampled = 0;
@@ -297,6 +303,12 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose,
     p.chosen = backend_kind::serial;
     if (verbose) {
       p.reason = p.items == 0 ? "no items" : "every item already ran while the cost was sampled";
+    }
+  } else if (placed && threads.usable) {
+    p.chosen = backend_kind::threads;
+    if (verbose) {
+      p.reason = std::string("options::") + (o.bind != bind::none ? "bind" : "nice") +
+                 " applies to pool threads: the calling thread runs none of the items";
     }
   } else if (threads.usable && threads.workers > 1 &&
              threads.seconds < parallel_margin * serial.seconds) {
@@ -368,10 +380,20 @@ std::size_t default_window(const options& opts) noexcept {
   return std::max<std::size_t>(64, 16 * workers);
 }
 
-plan make_plan(map_job& job, function_stats& stats) {
+plan make_plan(map_job& job, function_stats& stats, plan_sample how) {
   check_options(*job.opts);
   check_backend_available(*job.opts);
-  return decide(job, stats, true, true);
+  plan p = decide(job, stats, how != plan_sample::none, true);
+  if (p.cost_source.starts_with("sampled")) {
+    if (how == plan_sample::copies) p.cost_source += ", on copies of them";
+    if (const std::size_t failed = job.state->failed(); failed != 0) {
+      p.cost_source += " (" + std::to_string(failed) + " failed: the cost is theirs)";
+    }
+  } else if (how == plan_sample::none && p.cost_source == "unknown") {
+    p.cost_source = "unknown: explain runs no item of a function that takes its items by "
+                    "non-const reference when they cannot be copied";
+  }
+  return p;
 }
 
 namespace {
@@ -503,7 +525,13 @@ backend_kind execute(map_job& job, function_stats& stats) {
   const bool collective =
       requested == backend_kind::mpi && !in_item() && !in_worker() && !in_worker_process();
   if (!collective && (job.begin == job.end || state.stopping())) {
-    if (o.report != nullptr) o.report->backend = backend_kind::serial;
+    if (o.report != nullptr) {
+      o.report->backend = backend_kind::serial;
+      o.report->decision.items = job.end - job.begin;
+      o.report->decision.chosen = backend_kind::serial;
+      o.report->decision.reason = job.begin == job.end ? "no items: nothing ran"
+                                                       : "stopped before it started: nothing ran";
+    }
     return backend_kind::serial;
   }
 

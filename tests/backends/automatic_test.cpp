@@ -11,6 +11,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <memory>
+#include <stdexcept>
 #include <numeric>
 #include <thread>
 #include <span>
@@ -191,6 +193,78 @@ TEST(AutomaticBackend, ExplainRunsNoItemOnTheCallerForTheProcessesBackend) {
                                   {.backend = backend::processes});
   EXPECT_EQ(ran.load(), 0);
   EXPECT_EQ(p.chosen, backend::processes);
+}
+
+TEST(AutomaticBackend, ACallWithBindOrNiceRunsNoItemOnTheCallingThread) {
+  // Binding and nice apply to pool threads alone: sampling on the caller, or a choice of
+  // serial (one worker, cheap items), ran items unbound and not niced.
+  const std::thread::id caller = std::this_thread::get_id();
+  const int own = this_thread_nice().value_or(0);
+  for (const options& asked :
+       {options{.bind = bind::core}, options{.nice = own}, options{.workers = 1, .nice = own},
+        options{.workers = 1, .bind = bind::pu}}) {
+    std::atomic<int> on_caller{0};
+    // One lambda type: once its history says that the items are cheap, serial was chosen.
+    auto cheap = [&](int x) {
+      if (std::this_thread::get_id() == caller) on_caller.fetch_add(1);
+      return x;
+    };
+    const std::vector<int> xs(64, 1);
+    run_report report;
+    options o = asked;
+    o.report = &report;
+    for (int call = 0; call < 3; ++call) EXPECT_EQ(polymap::map(xs, cheap, o), xs);
+    EXPECT_EQ(on_caller.load(), 0) << report.decision.reason;
+    EXPECT_EQ(report.backend, backend::threads) << report.decision.reason;
+    EXPECT_NE(report.decision.reason.find("calling thread runs none"), std::string::npos)
+        << report.decision.reason;
+  }
+}
+
+TEST(AutomaticBackend, ExplainChangesNoItem) {
+  // A function that takes its items by reference is timed on copies of them.
+  std::vector<int> xs(1000, 1);
+  std::atomic<int> ran{0};
+  const plan p = polymap::explain(xs, [&](int& x) {
+    ran.fetch_add(1);
+    x = 42;
+  });
+  EXPECT_GT(ran.load(), 0);
+  EXPECT_EQ(xs, std::vector<int>(1000, 1));
+  EXPECT_NE(p.cost_source.find("on copies of them"), std::string::npos) << p.cost_source;
+  // Items that cannot be copied are not run at all.
+  std::vector<std::unique_ptr<int>> owned(100);
+  const plan q = polymap::explain(owned,
+                                  [](std::unique_ptr<int>& x) { x = std::make_unique<int>(1); });
+  for (const auto& x : owned) EXPECT_EQ(x, nullptr);
+  EXPECT_NE(q.cost_source.find("unknown: explain runs no item"), std::string::npos)
+      << q.cost_source;
+  // Items that fail while they are timed say so.
+  const plan r = polymap::explain(std::vector<int>(100, 1), [](int) -> int {
+    throw std::runtime_error("no");
+  });
+  EXPECT_NE(r.cost_source.find("failed: the cost is theirs"), std::string::npos) << r.cost_source;
+}
+
+TEST(AutomaticBackend, ReportsSayWhatBindAndNiceDidNotReach) {
+  const int own = this_thread_nice().value_or(0);
+  run_report report;
+  const int other = own < 19 ? own + 1 : 18;
+  polymap::for_each(10, [](std::size_t) {},
+                    {.backend = backend::serial, .nice = other, .report = &report});
+  ASSERT_EQ(report.worker_reports.size(), 1U);
+  EXPECT_EQ(report.worker_reports[0].nice, std::optional<int>(own));
+  EXPECT_FALSE(report.worker_reports[0].nice_applied);
+  EXPECT_NE(report.note.find("ran on the calling thread"), std::string::npos) << report.note;
+  // A call nested in an item says so, not that another call held the pool.
+  polymap::for_each(4, [&](std::size_t i) {
+    if (i != 0) return;
+    polymap::for_each(10, [](std::size_t) {}, {.backend = backend::threads, .report = &report});
+  }, {.backend = backend::threads, .workers = 2});
+  EXPECT_NE(report.note.find("nested in an item"), std::string::npos) << report.note;
+  // A call with no items says why nothing ran.
+  polymap::for_each(0, [](std::size_t) {}, {.backend = backend::threads, .report = &report});
+  EXPECT_EQ(report.decision.reason, "no items: nothing ran");
 }
 
 TEST(AutomaticBackend, ATimeoutOrACapWithAnyBackendButProcessesIsAnOptionError) {

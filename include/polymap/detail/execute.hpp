@@ -189,9 +189,17 @@ backend_kind execute(map_job& job, function_stats& stats);
 /// @throws option_error before `body` runs; whatever `body` throws
 void run_watched(run_state& state, const options& o, const std::function<void()>& body);
 
-/// Decides where a call would run, sampling items [job.begin, ...) when the cost is unknown.
+/// What explain() may run to measure a function whose cost is not known.
+enum class plan_sample {
+  items,   ///< the items themselves (the function cannot change them)
+  copies,  ///< copies of them (it takes them by non-const reference)
+  none,    ///< nothing (it would change items that cannot be copied)
+};
+
+/// Decides where a call would run, sampling items [job.begin, ...) as `how` says when the
+/// cost is unknown.
 /// @throws option_error
-[[nodiscard]] plan make_plan(map_job& job, function_stats& stats);
+[[nodiscard]] plan make_plan(map_job& job, function_stats& stats, plan_sample how);
 
 /// Whether a call's items need to be stopped or capped (options::timeout, memory_limit),
 /// which only worker processes allow.

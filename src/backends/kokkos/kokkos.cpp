@@ -87,9 +87,14 @@ class kokkos_executor_impl final : public executor {
         });
     host_space().fence();
     if (report != nullptr) {
+      const options& o = *job.opts;
       report->backend = backend_kind::kokkos;
-      report->workers = parallelism(*job.opts);
+      report->workers = parallelism(o);
       report->note = std::string("Kokkos host execution space ") + host_space::name();
+      if (o.bind != bind::none || o.nice || o.workers > report->workers) {
+        report->note += ": options::bind, nice and workers beyond its concurrency do not apply "
+                        "(Kokkos places and counts its own threads)";
+      }
     }
   }
 

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <polymap/detail/execute.hpp>
 #include <polymap/options.hpp>
+#include <polymap/topology.hpp>
 
 #include "chunk_sizer.hpp"
 #include "executor.hpp"
@@ -27,9 +28,19 @@ class serial_executor_impl final : public executor {
     chunk_sizer(job).run_all(job, job.begin, job.end, w);
     w.flush();
     if (report != nullptr) {
+      const options& o = *job.opts;
       report->backend = backend_kind::serial;
       report->workers = 1;
-      report->worker_reports = {worker_report{.worker = 0}};
+      worker_report caller{.worker = 0};
+      if (o.nice) {  // the nice it ran at, which is not the one asked for unless by chance
+        caller.nice = this_thread_nice();
+        caller.nice_applied = caller.nice == o.nice;
+      }
+      report->worker_reports = {caller};
+      if (o.bind != bind::none || o.nice) {
+        report->note = "ran on the calling thread: options::bind and nice apply to pool threads "
+                       "and worker processes alone";
+      }
     }
   }
 };

@@ -1,5 +1,6 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
+#include <polymap/detail/execute.hpp>
 #include <polymap/options.hpp>
 #include <polymap/topology.hpp>
 
@@ -41,7 +42,11 @@ class threads_executor_impl final : public executor {
     if (pool.try_run(job, participants, report)) return;
     serial_executor().run(job, report);
     if (report != nullptr) {
-      report->note = "the thread pool was busy with another call: ran on the calling thread";
+      const options& o = *job.opts;
+      report->note = std::string(in_item() ? "nested in an item of another call"
+                                           : "the thread pool was busy with another call") +
+                     ": ran on the calling thread";
+      if (o.bind != bind::none || o.nice) report->note += ", without options::bind and nice";
     }
   }
 };
