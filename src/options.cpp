@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <string>
+#include <string_view>
 
 namespace polymap {
 
@@ -117,6 +118,29 @@ void check_options(const options& o) {
                        "none in a sanitizer build: ASan and TSan reserve terabytes of address "
                        "space, so an address-space cap cannot single out an item");
   }
+}
+
+void check_kernel_options(const options& o, std::string_view call) {
+  check_options(o);
+  const auto refuse = [call](const char* name, const std::string& value) {
+    throw option_error(name, value,
+                       "the default with " + std::string(call) +
+                           ", which runs one Kokkos kernel as Kokkos schedules it on its space "
+                           "(options::stop is looked at before it starts, and report is filled)");
+  };
+  if (o.backend != backend_kind::automatic && o.backend != backend_kind::kokkos) {
+    refuse("backend", std::string(to_string(o.backend)));
+  }
+  if (o.workers != 0) refuse("workers", std::to_string(o.workers));
+  if (o.bind != bind::none) refuse("bind", std::string(to_string(o.bind)));
+  if (o.nice) refuse("nice", std::to_string(*o.nice));
+  if (o.timeout.count() > 0) refuse("timeout", std::to_string(o.timeout.count()) + " s");
+  if (o.memory_limit != 0) refuse("memory_limit", std::to_string(o.memory_limit) + " bytes");
+  if (o.retries != 0) refuse("retries", std::to_string(o.retries));
+  if (o.on_error == on_error::collect) refuse("on_error", "collect");
+  if (o.chunk != 0) refuse("chunk", std::to_string(o.chunk));
+  if (o.progress) refuse("progress", "true");
+  if (o.on_progress) refuse("on_progress", "a callback");
 }
 
 }  // namespace detail

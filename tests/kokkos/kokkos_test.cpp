@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdint>
 #include <numeric>
+#include <stop_token>
 #include <vector>
 
 // The KOKKOS_LAMBDAs are in functions of their own: with Kokkos on CUDA they are extended
@@ -38,6 +39,14 @@ void saxpy(std::size_t n, float a, const Kokkos::View<float*>& x, const Kokkos::
 /// s[i] = i + x for i in [0, n), on the default space (which must read host memory).
 void count_from(int x, std::size_t n, int* s) {
   polymap::kokkos::for_each(n, KOKKOS_LAMBDA(std::size_t i) { s[i] = static_cast<int>(i) + x; });
+}
+
+}  // namespace polymap::kokkos_test
+
+namespace polymap::kokkos_test {
+
+std::vector<int> plus_one_with(const std::vector<int>& xs, const options& o) {
+  return polymap::kokkos::map(xs, KOKKOS_LAMBDA(int y) { return y + 1; }, o);
 }
 
 }  // namespace polymap::kokkos_test
@@ -73,6 +82,29 @@ TEST(KokkosBackend, ForEachRunsTheBuiltInKernels) {
   kokkos_test::saxpy(n, 0.5F, x, y);
   auto host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), y);
   for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(host(i), 2.0F);
+}
+
+TEST(KokkosBackend, KernelCallsTakeStopAndReportAndRefuseWhatAKernelCannotDo) {
+  const std::vector<int> xs(100, 1);
+  run_report report;
+  EXPECT_EQ(kokkos_test::plus_one_with(xs, {.report = &report}), std::vector<int>(100, 2));
+  EXPECT_EQ(report.backend, backend::kokkos);
+  EXPECT_NE(report.note.find("one kernel on the Kokkos execution space"), std::string::npos)
+      << report.note;
+  std::stop_source stop;
+  stop.request_stop();
+  EXPECT_THROW((void)kokkos_test::plus_one_with(xs, {.stop = stop.get_token()}), cancelled_error);
+  for (const options& o : {options{.workers = 2}, options{.bind = bind::core},
+                           options{.retries = 1}, options{.on_error = on_error::collect},
+                           options{.backend = backend::threads}}) {
+    try {
+      (void)kokkos_test::plus_one_with(xs, o);
+      ADD_FAILURE() << "no option_error";
+    } catch (const option_error& e) {
+      EXPECT_NE(std::string(e.what()).find("polymap::kokkos::map"), std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST(KokkosBackend, GenericPathReportsTheKokkosSpace) {

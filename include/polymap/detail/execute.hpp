@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 namespace polymap::detail {
@@ -137,6 +138,12 @@ inline void record_cost(function_stats& s, double seconds_per_item) noexcept {
 /// unless it throws).
 /// @throws option_error naming the first bad option
 void check_options(const options& o);
+
+/// Checks the options of `call`, a function of polymap::kokkos that runs one Kokkos kernel:
+/// beyond check_options(), none may ask for what such a kernel cannot do (workers, bind,
+/// nice, a timeout, retries, collect, a chunk, progress).
+/// @throws option_error naming the first option that does not apply
+void check_kernel_options(const options& o, std::string_view call);
 
 /// Checks that the backend a call asks for (options::backend, else POLYMAP_BACKEND) is
 /// built and usable here, for calls that start before they run (map_async, imap).

@@ -36,6 +36,7 @@
 #include <mutex>
 #include <ranges>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -97,8 +98,10 @@ inline std::string why_kokkos_cannot_start() {
 
 /// Initialises Kokkos unless the program already has (then finalises it at exit); call it
 /// before making Views for polymap::kokkos calls in a program that does not own Kokkos.
-/// @throws backend_unavailable when the program has finalized Kokkos already, or when Kokkos
-///   cannot start here (built with CUDA, and no CUDA device)
+/// @throws backend_unavailable when the program has finalized Kokkos already (seen from
+///   Kokkos 3.7 on; an older Kokkos cannot say whether a program that finalized it before
+///   polymap's first call did, and is initialised again), or when Kokkos cannot start here
+///   (built with CUDA, and no CUDA device)
 inline void ensure_initialized() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -119,30 +122,57 @@ inline void ensure_initialized() {
   }
 }
 
+namespace detail {
+
+/// The start of a polymap::kokkos `call` of `n` items on `Space`: its options checked, a
+/// stop already requested thrown as a cancel, Kokkos initialised (unless the call runs
+/// inline) and the report filled (one kernel, as Kokkos runs it).
+template <class Space>
+void start_kernel(const options& opts, std::string_view call, std::size_t n) {
+  polymap::detail::check_kernel_options(opts, call);
+  if (opts.stop.stop_requested()) throw cancelled_error(0, n);
+  if (!runs_inline<Space>()) ensure_initialized();
+  if (opts.report != nullptr) {
+    *opts.report = {};
+    opts.report->backend = backend_kind::kokkos;
+    opts.report->workers = runs_inline<Space>() ? 1 : static_cast<std::size_t>(
+                                                          Space().concurrency());
+    opts.report->note = std::string(call) + ": one kernel on the Kokkos execution space " +
+                        Space::name() +
+                        (runs_inline<Space>() ? ", inline on the item's thread" : "");
+  }
+}
+
+}  // namespace detail
+
 /// Applies `fn` to every item of the host-resident contiguous range `xs` on `Space` and
 /// returns the results in input order. The items go to the space through a View and its
 /// host mirror (no copy when the space reads host memory).
 /// @tparam Space a Kokkos execution space; the default one unless named
-/// @param fn a KOKKOS_FUNCTION-callable function object of one item
-/// @throws backend_unavailable when Kokkos was finalized, or inside a worker process of the
-///   processes backend for a space that cannot read host memory
+/// @param fn a KOKKOS_FUNCTION-callable function object of one item, which must not throw
+///   (it may run on a device)
+/// @param opts `stop` (looked at before the kernel starts) and `report`; any other option
+///   that asks for what one kernel cannot do is refused (see check_kernel_options)
+/// @throws option_error, cancelled_error for a stop before the start; backend_unavailable
+///   when Kokkos was finalized, or inside a worker process of the processes backend for a
+///   space that cannot read host memory
 /// (The return type is spelled out: nvcc refuses an extended __host__ __device__ lambda,
 /// which KOKKOS_LAMBDA is with Kokkos on CUDA, in a function with a deduced return type.)
 template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_range Range,
           class Fn, class T = std::ranges::range_value_t<Range>,
           class R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>>
   requires std::ranges::sized_range<Range>
-[[nodiscard]] std::vector<R> map(const Range& xs, Fn fn, const options& = {}) {
+[[nodiscard]] std::vector<R> map(const Range& xs, Fn fn, const options& opts = {}) {
   static_assert(std::is_trivially_copyable_v<T> && std::is_trivially_copyable_v<R>,
                 "polymap::kokkos::map: items and results must be trivially copyable");
   const std::size_t n = std::ranges::size(xs);
+  detail::start_kernel<Space>(opts, "polymap::kokkos::map", n);
   std::vector<R> out(n);
   if (detail::runs_inline<Space>()) {
     const T* in = std::ranges::data(xs);
     for (std::size_t i = 0; i < n; ++i) out[i] = fn(in[i]);
     return out;
   }
-  ensure_initialized();
   if (n == 0) return out;
   using memory = typename Space::memory_space;
   using unmanaged = Kokkos::MemoryTraits<Kokkos::Unmanaged>;
@@ -174,16 +204,18 @@ template <class Space = Kokkos::DefaultExecutionSpace, std::ranges::contiguous_r
 
 /// Calls `fn(i)` for every i in [0, n) on `Space`; `fn` must only touch memory `Space`
 /// reads.
-/// @throws option_error for a negative n, backend_unavailable when Kokkos was finalized or
-///   (for a space that cannot read host memory) inside a worker process
+/// `opts` as for map().
+/// @throws option_error for a negative n or an option that does not apply, cancelled_error
+///   for a stop before the start, backend_unavailable when Kokkos was finalized or (for a
+///   space that cannot read host memory) inside a worker process
 template <class Space = Kokkos::DefaultExecutionSpace, std::integral Index, class Fn>
-void for_each(Index n, Fn fn, const options& = {}) {
+void for_each(Index n, Fn fn, const options& opts = {}) {
   if (std::cmp_less(n, 0)) throw option_error("n", std::to_string(n), "a count of zero or more");
+  detail::start_kernel<Space>(opts, "polymap::kokkos::for_each", static_cast<std::size_t>(n));
   if (detail::runs_inline<Space>()) {
     for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) fn(i);
     return;
   }
-  ensure_initialized();
   Kokkos::parallel_for("polymap::kokkos::for_each",
                        detail::whole_range<Space>(static_cast<std::size_t>(n)),
                        KOKKOS_LAMBDA(const std::int64_t i) { fn(static_cast<std::size_t>(i)); });
