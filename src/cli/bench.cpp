@@ -9,6 +9,7 @@
 #include <polymap/plan.hpp>
 #include <polymap/shared_memory.hpp>
 #include <polymap/topology.hpp>
+#include <polymap/version.hpp>
 
 #include "cli/commands.hpp"
 #include "cpu/kernels.hpp"
@@ -501,6 +502,10 @@ std::string seconds_text(double s) {
   return fmt::format("{:.3f} s", s);
 }
 
+/// How each backend's results are compared with serial's.
+constexpr const char* checked_against_serial =
+    "bitwise for mandelbrot and pi, within 1e-12 relative for the floating-point kernels";
+
 nlohmann::ordered_json to_json(const result_row& r, const std::string& size, unsigned repeat) {
   nlohmann::ordered_json j;
   j["kernel"] = r.kernel;
@@ -519,6 +524,7 @@ nlohmann::ordered_json to_json(const result_row& r, const std::string& size, uns
     }
     j["repeat"] = 0;
     j["seconds"] = nlohmann::ordered_json::array();
+    j["workers"] = nullptr;
     return j;
   }
   // A backend that failed before its first timed run has no numbers: null, not 0.
@@ -608,9 +614,7 @@ void print_table(const std::vector<result_row>& rows, const backend_plan& backen
     fmt::print("\nnotes\n");
     for (const std::string& n : notes) fmt::print("{}\n", n);
   }
-  fmt::print(
-      "\nresults checked against serial: bitwise for mandelbrot and pi, within 1e-12 "
-      "relative for the floating-point kernels\n");
+  fmt::print("\nresults checked against serial: {}\n", checked_against_serial);
   for (const std::string& s : summaries) fmt::print("{}\n", s);
 }
 
@@ -639,6 +643,7 @@ int run_bench(const bench_args& args) {
   std::vector<result_row> rows;
   std::vector<std::string> errors;
   std::vector<std::string> summaries;
+  nlohmann::ordered_json results = nlohmann::ordered_json::object();  // kernel: its summary
   for (const std::string& name : selected) {
     std::unique_ptr<workload> w = make_workload(name, size);
     // The reference: an untimed serial run, which also faults in every page of the outputs
@@ -646,7 +651,10 @@ int run_bench(const bench_args& args) {
     w->reset();
     w->run(options{.backend = backend_kind::serial});
     w->keep_reference();
-    if (std::string s = w->summary(); !s.empty()) summaries.push_back(std::move(s));
+    if (std::string s = w->summary(); !s.empty()) {
+      results[name] = s;
+      summaries.push_back(std::move(s));
+    }
 
     const std::size_t first = rows.size();
     for (backend_kind kind : backends.run) rows.push_back(measure(*w, kind, args.repeat, errors));
@@ -676,8 +684,19 @@ int run_bench(const bench_args& args) {
   }
 
   if (args.json) {
-    nlohmann::ordered_json out = nlohmann::ordered_json::array();
-    for (const result_row& r : rows) out.push_back(to_json(r, args.size, args.repeat));
+    // What the table's head and foot say, then its rows.
+    const topology& topo = topology::current();
+    nlohmann::ordered_json out;
+    out["polymap"] = std::string(polymap::version);
+    out["size"] = args.size;
+    out["repeat"] = args.repeat;
+    out["usable_cpus"] = topo.usable_count();
+    out["usable_cpu_list"] = detail::format_cpu_list(topo.usable_pus());
+    out["topology_source"] = topo.source();
+    out["checked"] = checked_against_serial;
+    out["results"] = results;
+    out["rows"] = nlohmann::ordered_json::array();
+    for (const result_row& r : rows) out["rows"].push_back(to_json(r, args.size, args.repeat));
     fmt::print("{}\n", out.dump(2));
   } else {
     print_table(rows, backends, args, summaries);

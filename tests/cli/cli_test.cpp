@@ -95,7 +95,14 @@ TEST(Cli, InfoJsonMatchesTopology) {
 TEST(Cli, BenchJsonListsEveryKernelOnEveryBackend) {
   const cli_result r = run_cli({"bench", "--json", "--size", "small", "--repeat", "1"}, false);
   ASSERT_EQ(r.status, 0) << r.out;
-  const nlohmann::json rows = nlohmann::json::parse(r.out);
+  const nlohmann::json out = nlohmann::json::parse(r.out);
+  // The run's context, as the table's head and foot give it.
+  EXPECT_EQ(out.at("size"), "small");
+  EXPECT_EQ(out.at("repeat"), 1);
+  EXPECT_GE(out.at("usable_cpus").get<int>(), 1);
+  EXPECT_FALSE(out.at("topology_source").get<std::string>().empty());
+  EXPECT_EQ(out.at("results").at("pi").get<std::string>().rfind("pi ~ 3.1", 0), 0U) << out;
+  const nlohmann::json& rows = out.at("rows");
   ASSERT_TRUE(rows.is_array());
 
   std::map<std::string, std::set<std::string>> ran;  // kernel -> backends that ran
@@ -106,6 +113,11 @@ TEST(Cli, BenchJsonListsEveryKernelOnEveryBackend) {
   for (const nlohmann::json& row : rows) {
     const auto kernel = row.at("kernel").get<std::string>();
     const auto backend = row.at("backend").get<std::string>();
+    // Every row has every key.
+    for (const char* key : {"kernel", "backend", "skipped", "items", "seconds", "median_seconds",
+                            "workers", "ran_on", "result_matches_serial", "automatic_choice"}) {
+      EXPECT_TRUE(row.contains(key)) << key << ": " << row.dump();
+    }
     if (row.at("skipped").get<bool>()) {
       EXPECT_FALSE(row.at("reason").get<std::string>().empty()) << row.dump();
       continue;
@@ -145,7 +157,8 @@ TEST(Cli, BenchWarmsUpEachBackendOnceBeforeTheTimedRuns) {
                               " bench --json --size small --repeat 2 --kernel saxpy >" +
                               shell_quote(dir / "out") + " 2>" + shell_quote(dir / "err");
   ASSERT_EQ(std::system(command.c_str()), 0) << polymap::test::read_file(dir / "err");
-  const nlohmann::json rows = nlohmann::json::parse(polymap::test::read_file(dir / "out"));
+  const nlohmann::json rows =
+      nlohmann::json::parse(polymap::test::read_file(dir / "out")).at("rows");
   const std::string err = polymap::test::read_file(dir / "err");
   int checked = 0;
   for (const nlohmann::json& row : rows) {
@@ -183,7 +196,8 @@ TEST(Cli, BenchKernelOptionSelectsKernels) {
       {"bench", "--json", "--size", "small", "--repeat", "1", "--kernel", "pi,saxpy"}, false);
   ASSERT_EQ(r.status, 0) << r.out;
   std::set<std::string> seen;
-  for (const nlohmann::json& row : nlohmann::json::parse(r.out)) {
+  const nlohmann::json out = nlohmann::json::parse(r.out);
+  for (const nlohmann::json& row : out.at("rows")) {
     seen.insert(row.at("kernel").get<std::string>());
   }
   EXPECT_EQ(seen, (std::set<std::string>{"pi", "saxpy"}));
