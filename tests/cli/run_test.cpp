@@ -1261,6 +1261,46 @@ void expect_stop_signal_ends_every_job(int sig) {
   EXPECT_TRUE(polymap::test::survivors_after(marker + ".job", 1.0).empty());
 }
 
+/// The state letter of process `pid` ('T' when stopped), '?' when it is gone.
+char process_state(pid_t pid) {
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const std::size_t comm_end = stat.rfind(')');
+  return comm_end == std::string::npos || comm_end + 2 >= stat.size() ? '?' : stat[comm_end + 2];
+}
+
+/// Waits up to `seconds` for `done()`.
+template <class Done>
+bool within(double seconds, Done done) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+TEST(Run, CtrlZStopsTheJobsWithTheRunAndTheContinueContinuesThem) {
+  // The jobs are in sessions of their own, out of the terminal's reach: polymap stops them.
+  temp_dir dir;
+  const std::string ticks = dir / "ticks";
+  cli_process p({"run", "-j", "2", "--timeout", "30", "--", "sh", "-c",
+                 "while :; do echo x >> \"$0.$1\"; sleep 0.02; done", ticks, "{}", ":::", "a",
+                 "b"},
+                dir);
+  const auto size = [&] { return read_file(ticks + ".a").size() + read_file(ticks + ".b").size(); };
+  ASSERT_TRUE(within(30, [&] { return size() > 0; })) << p.err();
+  p.signal(SIGTSTP);
+  ASSERT_TRUE(within(30, [&] { return process_state(p.pid()) == 'T'; })) << p.err();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // a write under way ends
+  const std::size_t stopped_at = size();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_EQ(size(), stopped_at) << "a job ran on while polymap was stopped";
+  p.signal(SIGCONT);
+  EXPECT_TRUE(within(30, [&] { return size() > stopped_at; })) << "the jobs were not continued";
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait(), 128 + SIGTERM) << p.err();
+}
+
 TEST(Run, SigtermTerminatesEveryJobAndExits143) { expect_stop_signal_ends_every_job(SIGTERM); }
 
 TEST(Run, SigintTerminatesEveryJobAndExits130) { expect_stop_signal_ends_every_job(SIGINT); }

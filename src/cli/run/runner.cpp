@@ -310,6 +310,8 @@ class batch_runner final : public output_host {
   void check_deadlines(double now);
   void handle_signals(double now);
   void read_signals(int fd, double now);
+  /// Ctrl-Z (SIGTSTP): stops the local jobs and the runner, and continues them together.
+  void suspend(double now);
   void stopping_signal(int sig, double now, bool from_elsewhere = false);
   void add_rank_slots();
   void renew_lease_if_due(double now);
@@ -1206,8 +1208,30 @@ void batch_runner::read_signals(int fd, double now) {
   signalfd_siginfo info{};
   while (read(fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
     const int sig = static_cast<int>(info.ssi_signo);
-    if (sig == SIGCHLD) continue;
+    if (sig == SIGCHLD || sig == SIGCONT) continue;  // a continue is taken in suspend()
+    if (sig == SIGTSTP) {
+      suspend(now);
+      now = mono_now();
+      continue;
+    }
     stopping_signal(sig, now);  // SIGINT, SIGTERM or SIGHUP (the terminal went away)
+  }
+}
+
+void batch_runner::suspend(double now) {
+  // As a shell's Ctrl-Z stops a pipeline: every job here, then the runner, with SIGSTOP
+  // (which no job can ignore). Jobs on other ranks run on.
+  for (const job& j : jobs_) {
+    if (j.busy && !j.remote && j.pid > 0 && !j.exited && !j.held) kill(-j.pid, SIGSTOP);
+  }
+  raise(SIGSTOP);  // returns once continued (fg, bg, kill -CONT)
+  const double paused = mono_now() - now;
+  for (job& j : jobs_) {
+    if (!j.busy || j.remote) continue;
+    if (j.pid > 0 && !j.exited && !j.held) kill(-j.pid, SIGCONT);
+    // Time spent stopped is no job's run time: a --timeout counts what it ran.
+    if (j.deadline > 0) j.deadline += paused;
+    if (j.kill_at > 0) j.kill_at += paused;
   }
 }
 
@@ -1358,7 +1382,11 @@ int batch_runner::run() {
   // The guard is forked first, before SQLite opens anything.
   guard_ = std::make_unique<detail::orphan_guard>();
   null_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  const sigset_t handled = runner_signals();
+  sigset_t handled = runner_signals();
+  // Ctrl-Z, and the continue after it: the jobs, in sessions of their own, are out of the
+  // terminal's reach, so the runner pauses them (suspend()).
+  sigaddset(&handled, SIGTSTP);
+  sigaddset(&handled, SIGCONT);
   sigprocmask(SIG_BLOCK, &handled, nullptr);
   signal_fd_ = signalfd(-1, &handled, SFD_NONBLOCK | SFD_CLOEXEC);
   if (signal_fd_ < 0) {
