@@ -93,9 +93,9 @@ int run_run(const run_args& args) {
     fmt::print(stderr, "polymap run: {}\n", error_text(e));
     return exit_usage;
   }
-  std::vector<std::vector<std::string>> items;
+  run::item_product items;
   try {
-    items = run::cartesian_product(line.sources);
+    items = run::item_product(std::move(line.sources));
   } catch (const std::runtime_error& e) {
     fmt::print(stderr, "polymap run: {}\n", error_text(e));
     return exit_usage;

@@ -96,44 +96,40 @@ command_line split_command_line(const std::vector<std::string>& words,
   return result;
 }
 
-std::vector<std::vector<std::string>> cartesian_product(
-    const std::vector<std::vector<std::string>>& given) {
-  std::vector<std::vector<std::string>> items;
+item_product::item_product(std::vector<std::vector<std::string>> sources) {
   // GNU parallel's rule: beside a source with values, an empty one is one empty value.
-  const bool any = std::any_of(given.begin(), given.end(),
+  const bool any = std::any_of(sources.begin(), sources.end(),
                                [](const std::vector<std::string>& s) { return !s.empty(); });
-  if (!any) return items;
-  const std::vector<std::string> one_empty{std::string()};
-  std::vector<const std::vector<std::string>*> sources;
-  for (const auto& source : given) sources.push_back(source.empty() ? &one_empty : &source);
+  if (!any) return;
+  for (std::vector<std::string>& source : sources) {
+    if (source.empty()) source.emplace_back();
+  }
   std::size_t total = 1;
-  // Every item holds one value per column in memory: at most max_values in all.
   const std::size_t limit = max_values / sources.size();
-  for (const auto* source : sources) {
+  for (const std::vector<std::string>& source : sources) {
     // Checked before the multiplication: 64 sources of two values must not wrap to 0 items.
-    if (total > limit / source->size()) {
+    if (total > limit / source.size()) {
       throw std::runtime_error((sources.size() == 1 ? std::string("the input has")
                                                     : "the " + std::to_string(sources.size()) +
                                                           " input sources combine into") +
                                " more than " + std::to_string(limit) +
-                               " items (the most polymap run holds): give fewer sources or values");
+                               " items (the most polymap run takes): give fewer sources or values");
     }
-    total *= source->size();
+    total *= source.size();
   }
-  items.reserve(total);
-  std::vector<std::size_t> at(sources.size(), 0);
-  for (std::size_t n = 0; n < total; ++n) {
-    std::vector<std::string> item;
-    item.reserve(sources.size());
-    for (std::size_t s = 0; s < sources.size(); ++s) item.push_back((*sources[s])[at[s]]);
-    items.push_back(std::move(item));
-    // Odometer: the last source turns fastest.
-    for (std::size_t s = sources.size(); s-- > 0;) {
-      if (++at[s] < sources[s]->size()) break;
-      at[s] = 0;
-    }
+  sources_ = std::move(sources);
+  size_ = total;
+}
+
+std::vector<std::string> item_product::operator[](std::size_t i) const {
+  // A number in mixed radix, the last source its lowest digit.
+  std::vector<std::string> item(sources_.size());
+  for (std::size_t s = sources_.size(); s-- > 0;) {
+    const std::size_t n = sources_[s].size();
+    item[s] = sources_[s][i % n];
+    i /= n;
   }
-  return items;
+  return item;
 }
 
 }  // namespace polymap::cli::run

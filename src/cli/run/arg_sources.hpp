@@ -24,14 +24,28 @@ struct command_line {
 [[nodiscard]] command_line split_command_line(const std::vector<std::string>& words,
                                               const std::vector<std::string>& arg_files);
 
-/// The most values (items times columns) a batch may have: all are held in memory.
+/// The most values (items times columns) a batch may have.
 inline constexpr std::size_t max_values = 100'000'000;
 
-/// Every combination of one value from each source, the last source varying fastest (GNU
-/// parallel's order): each item has one column per source. As in GNU parallel, an empty
-/// source beside one with values gives one empty value; when all are empty there is none.
-/// @throws std::runtime_error when the combinations hold more than max_values values
-[[nodiscard]] std::vector<std::vector<std::string>> cartesian_product(
-    const std::vector<std::vector<std::string>>& sources);
+/// The items of a batch: every combination of one value from each source, the last source
+/// varying fastest (GNU parallel's order), each with one column per source. As in GNU
+/// parallel, an empty source beside one with values gives one empty value; when all are
+/// empty there is none. Each item is made when it is asked for: only the sources are held,
+/// not their product.
+class item_product {
+ public:
+  item_product() = default;
+  /// @throws std::runtime_error when the combinations hold more than max_values values
+  explicit item_product(std::vector<std::vector<std::string>> sources);
+
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  /// Item i (i < size()): one value from each source.
+  [[nodiscard]] std::vector<std::string> operator[](std::size_t i) const;
+
+ private:
+  std::vector<std::vector<std::string>> sources_;
+  std::size_t size_ = 0;
+};
 
 }  // namespace polymap::cli::run

@@ -267,9 +267,8 @@ enum class line_kind {
 class batch_runner final : public output_host {
  public:
   batch_runner(const run_options& options, const command_template& command,
-               const std::vector<std::vector<std::string>>& items, rank_link* ranks)
-      : options_(options), command_(command), items_(items), ranks_(ranks),
-        status_(items.size()) {}
+               const item_product& items, rank_link* ranks)
+      : options_(options), command_(command), items_(items), ranks_(ranks) {}
 
   int run();
 
@@ -332,7 +331,7 @@ class batch_runner final : public output_host {
 
   const run_options& options_;
   const command_template& command_;
-  const std::vector<std::vector<std::string>>& items_;
+  const item_product& items_;
   rank_link* ranks_;  // the other ranks of an MPI job, whose slots follow this one's; or null
   std::size_t local_slots_ = 0;  // the slots of this machine, before the other ranks'
   std::vector<std::string> environment_;  // of the jobs, over ranks (job_environment())
@@ -340,7 +339,9 @@ class batch_runner final : public output_host {
   std::string rank_stop_note_;  // another rank's stopping signal, to be said (handle_signals())
   bool launcher_gone_ = false;  // mpirun, or what started this rank, is gone (a stop)
   bool same_stop_due_ = false;  // the stop came from another rank: see stopping_signal()
-  std::vector<item_status> status_;
+  // The items started or claimed, until their end: a batch of millions of items holds only
+  // what runs (an item not in it has never started).
+  std::unordered_map<std::size_t, item_status> status_;
   std::vector<job> jobs_;
   std::vector<std::vector<int>> slot_cpus_;
   std::unordered_map<pid_t, std::size_t> slot_of_;
@@ -394,7 +395,7 @@ class batch_runner final : public output_host {
 }  // namespace
 
 std::vector<std::string> journal_keys(const command_template& command,
-                                      const std::vector<std::vector<std::string>>& items) {
+                                      const item_product& items) {
   // Its parts are kept apart by \x01, which no word or value holds as itself: \x02 escapes
   // a \x01 (\x02\x03) or \x02 (\x02\x04) of theirs, so that no two batches share a key.
   const auto escaped = [](std::string& key, const std::string& text) {
@@ -412,10 +413,10 @@ std::vector<std::string> journal_keys(const command_template& command,
   std::vector<std::string> keys;
   keys.reserve(items.size());
   std::unordered_map<std::string, std::size_t> seen;
-  for (const std::vector<std::string>& item : items) {
+  for (std::size_t i = 0; i < items.size(); ++i) {
     std::string key = identity;
     key += '\x01';
-    for (const std::string& column : item) {
+    for (const std::string& column : items[i]) {
       escaped(key, column);
       key += '\0';
     }
@@ -868,7 +869,9 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_outcome end
   }
   // The halt before the output: a write that waits for a slow reader must not delay it.
   check_halt();
-  out_.emit(st.order, std::move(record));
+  const std::size_t order = st.order;
+  status_.erase(item);  // nothing reads it after its end
+  out_.emit(order, std::move(record));
 }
 
 output_record batch_runner::take_output(const item_outcome& end) const {
@@ -947,12 +950,12 @@ std::string batch_runner::end_event(std::size_t item, std::size_t slot, const it
                           {"state", state_name(end.state)},
                           {"exit", end.exit_code},
                           {"signal", end.signal},
-                          {"attempts", status_[item].attempts},
+                          {"attempts", status_.at(item).attempts},
                           {"duration", end.runtime},
                           {"command", command_.expand(items_[item], item + 1, slot + 1)}};
   if (ranks_ != nullptr) event["rank"] = rank_of(slot);
   // Its id in the journal, which names its --results folder there.
-  if (journal_) event["id"] = status_[item].journal_id;
+  if (journal_) event["id"] = status_.at(item).journal_id;
   if (!end.reason.empty()) event["reason"] = end.reason;
   // Absent where it is elsewhere (--results) or not written at all (dropped): not empty.
   if (options_.results.empty()) {
@@ -1581,7 +1584,7 @@ void prepare_results_dir(const std::string& dir) {
 }
 
 int run_batch(const run_options& options, const command_template& command,
-              const std::vector<std::vector<std::string>>& items, rank_link* ranks) {
+              const item_product& items, rank_link* ranks) {
   const signals_ignored ignored;
   batch_runner runner(options, command, items, ranks);
   return runner.run();

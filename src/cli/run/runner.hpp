@@ -4,6 +4,7 @@
 
 #include <polymap/options.hpp>
 
+#include "cli/run/arg_sources.hpp"
 #include "cli/run/halt.hpp"
 #include "cli/run/placeholders.hpp"
 
@@ -79,12 +80,12 @@ void prepare_results_dir(const std::string& dir);
 /// machine's: their jobs start there, and their ends and output come back here, to be
 /// written, recorded and retried as this machine's are.
 int run_batch(const run_options& options, const command_template& command,
-              const std::vector<std::vector<std::string>>& items, rank_link* ranks = nullptr);
+              const item_product& items, rank_link* ranks = nullptr);
 
 /// Each item's key in a journal: the command template and the item's bytes, plus how many
 /// identical items came before it (stable when the input is reordered or extended, unlike a
 /// sequence number).
 [[nodiscard]] std::vector<std::string> journal_keys(
-    const command_template& command, const std::vector<std::vector<std::string>>& items);
+    const command_template& command, const item_product& items);
 
 }  // namespace polymap::cli::run
