@@ -221,6 +221,7 @@ TEST(RunRanks, ACommandThatCannotStartOnAnotherRankSaysWhere) {
             std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find("cannot run 'no-such-command-b' on "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(" (rank 1): No such file or directory"), std::string::npos) << r.err;
 }
 
 TEST(RunRanks, InputIsReadOnceByRankZero) {

@@ -577,7 +577,10 @@ void batch_runner::cannot_run(std::size_t item, std::size_t slot, const std::str
   // The shell's codes: 127 for a program that is not there, 126 for one that is and
   // cannot run (no permission, not an executable, no process to be had).
   end.exit_code = error == ENOENT || error == ENOTDIR ? 127 : 126;
-  const std::string where = j.remote ? " on " + ranks_->host(slot - local_slots_) : "";
+  const std::string where =
+      j.remote ? " on " + ranks_->host(slot - local_slots_) + " (rank " +
+                     std::to_string(rank_of(slot)) + ")"
+               : "";
   end.reason = "cannot run '" + program + "'" + where + ": " + std::strerror(error);
   end.start_wall = wall;
   end.out_fd = j.out_fd;
