@@ -13,6 +13,7 @@
 #include "journal/journal.hpp"
 
 #include <fmt/core.h>
+#include <nlohmann/json.hpp>
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -126,8 +127,16 @@ int run_run(const run_args& args) {
                               (found->second == item_state::failed && !options.retry_failed));
         if (skipped) continue;
       }
-      fmt::print("{}\n",
-                 run::display_command(command->expand(items[i], i + 1, i % slots + 1)));
+      const std::vector<std::string> argv = command->expand(items[i], i + 1, i % slots + 1);
+      if (options.json) {
+        // As the run's events are, one a line; bytes that are not UTF-8 become U+FFFD.
+        const nlohmann::json event = {
+            {"event", "dry-run"}, {"seq", i + 1}, {"slot", i % slots + 1}, {"command", argv}};
+        fmt::print("{}\n",
+                   event.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+      } else {
+        fmt::print("{}\n", run::display_command(argv));
+      }
     }
     return exit_ok;
   }

@@ -202,6 +202,25 @@ TEST(Run, PlaceholdersOfAWholeItemOfSeveralColumnsTransformEachColumn) {
             "echo 'f1.txt f2.dat' 'd1/f1 d2/f2' 'd1 d2' 'f1 f2' 'd1/f1.txt d2/f2.dat'\n");
 }
 
+TEST(Run, DryRunWithJsonPrintsOneEventAnItem) {
+  temp_dir dir;
+  const cli_output r = run_polymap(
+      {"run", "--dry-run", "--json", "-j", "2", "--", "echo", "{}", ":::", "a", "b c", "\xff"},
+      dir);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::vector<std::string> lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 3U) << r.out;
+  const std::vector<std::vector<std::string>> argvs = {{"echo", "a"}, {"echo", "b c"},
+                                                       {"echo", "\xef\xbf\xbd"}};
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const nlohmann::json event = nlohmann::json::parse(lines[i]);
+    EXPECT_EQ(event.at("event"), "dry-run");
+    EXPECT_EQ(event.at("seq"), i + 1);
+    EXPECT_EQ(event.at("slot"), i % 2 + 1);
+    EXPECT_EQ(event.at("command").get<std::vector<std::string>>(), argvs[i]);
+  }
+}
+
 // What GNU parallel 20221122 gives for paths with trailing, repeated or lone slashes, dots
 // and nothing at all: {//} is Perl's dirname (trailing slashes do not count), {/} what
 // follows the last slash, {.} and {/.} drop the last dot and what follows it there.
