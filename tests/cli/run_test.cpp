@@ -754,6 +754,24 @@ TEST(Run, JoblogThatCannotBeWrittenIsAWarningOnce) {
   EXPECT_LT(lines.size(), 61U);
 }
 
+TEST(Run, AStdoutThatCannotBeWrittenIsSaidOnceNamingWhatWasLost) {
+  temp_dir dir;
+  for (const bool joblog : {false, true}) {
+    std::vector<std::string> args = {"run", "-k"};
+    if (joblog) args.insert(args.end(), {"--joblog", "-"});
+    args.insert(args.end(), {"--", "echo", ":::", "a", "b"});
+    const std::string command = polymap_command(args) + " >/dev/full 2>" + shell_quote(dir / "err");
+    const int status = std::system(command.c_str());
+    const std::string err = read_file(dir / "err");
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 1) << err;
+    const std::string said = joblog ? "cannot write the output or joblog line of item 1 to stdout"
+                                    : "cannot write the output of item 1 to stdout";
+    EXPECT_NE(err.find(said + ": No space left on device"), std::string::npos) << err;
+    EXPECT_EQ(lines_of(err).size(), 1U) << err;
+  }
+}
+
 TEST(Run, JoblogExitvalOfAJobKilledByASignalIsZero) {
   temp_dir dir;
   const std::string script = "kill -9 $$";

@@ -1147,8 +1147,10 @@ void batch_runner::stop_for_lost_output(int error, std::size_t item, int fd) {
   }
   if (!output_failure_.empty()) return;
   // Most likely a full disk under a stdout or stderr redirected to a file.
-  output_failure_ = "cannot write the output of item " + std::to_string(item + 1) + " to " +
-                    stream + ": " + std::strerror(error);
+  const bool log_here = fd == 1 && joblog_ && joblog_->on_stdout();  // --joblog -
+  output_failure_ = std::string("cannot write the output ") + (log_here ? "or joblog line " : "") +
+                    "of item " + std::to_string(item + 1) + " to " + stream + ": " +
+                    std::strerror(error);
   say(line_kind::error, output_failure_ + "; stopping");  // not on a stderr that failed: say()
   stop_jobs(SIGTERM, mono_now());
 }
@@ -1534,7 +1536,9 @@ int batch_runner::run() {
     return 1;
   }
   const bool write_failed = !results_failure_.empty() || !output_failure_.empty();
-  if (write_failed) {
+  if (write_failed && !options_.journal.empty()) {
+    // Said when it happened; said again with what a rerun does (without a journal, the
+    // same line twice).
     const std::string& why = results_failure_.empty() ? output_failure_ : results_failure_;
     say(line_kind::error, "stopped: " + why + rerun_note());
   }
