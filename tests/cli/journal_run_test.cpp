@@ -302,6 +302,25 @@ TEST(JournalRun, BatchesWhoseWordsAndValuesJoinToTheSameBytesHaveTheirOwnItems) 
   EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "2");
 }
 
+TEST(JournalRun, TheSameWordsAsAShellLineAreAnotherBatch) {
+  // Without --shell, `echo {}; echo more` is one word: a program of that name, which does not
+  // exist, so the item fails; as a --shell line it runs. It is not the first run's item.
+  temp_dir dir;
+  const std::vector<std::string> words = {"--", "echo {}; echo more", ":::", "x"};
+  std::vector<std::string> plain = {"run", "--journal", dir / "j.db"};
+  plain.insert(plain.end(), words.begin(), words.end());
+  const cli_output first = run_polymap(plain, dir);
+  EXPECT_EQ(first.status, 1) << first.err;
+  std::vector<std::string> shell = {"run", "--journal", dir / "j.db", "--shell"};
+  shell.insert(shell.end(), words.begin(), words.end());
+  const cli_output second = run_polymap(shell, dir);
+  EXPECT_EQ(second.status, 0) << second.err;
+  EXPECT_EQ(second.out, "x\nmore\n");
+  // Each batch resumes as itself.
+  EXPECT_EQ(run_polymap(shell, dir).out, "");
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items"), "2");
+}
+
 TEST(JournalRun, DryRunListsWhatARerunWouldRunAndChangesNothing) {
   temp_dir dir;
   const auto args = [&](std::vector<std::string> extra) {

@@ -35,6 +35,8 @@ class command_template {
 
   /// The template as given, words joined by NUL: part of each item's journal key.
   [[nodiscard]] const std::string& identity() const noexcept { return identity_; }
+  /// Whether the template is a --shell line.
+  [[nodiscard]] bool shell() const noexcept { return shell_; }
 
  private:
   enum class kind { text, all, column, seq, slot };

@@ -410,6 +410,9 @@ std::vector<std::string> journal_keys(const command_template& command,
   };
   std::string identity;
   escaped(identity, command.identity());
+  // The same words as a --shell line are another command: an \x01 that no escaped word
+  // holds keeps them apart (keys without --shell are as they were before it).
+  if (command.shell()) identity += "\x01shell";
   std::vector<std::string> keys;
   keys.reserve(items.size());
   std::unordered_map<std::string, std::size_t> seen;
