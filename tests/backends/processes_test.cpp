@@ -974,7 +974,7 @@ TEST(Processes, AnItemThatClosesOrReplacesTheWorkersDescriptorsCostsOnlyWhatWasN
 /// worker, and the results that came back.
 template <class R>
 std::pair<std::vector<int>, std::vector<std::optional<R>>> run_counts_around_a_crash(
-    on_error mode) {
+    on_error mode, const std::set<int>& crashing = {7}) {
   shared_vector<std::atomic<int>> runs(1000);
   std::vector<int> xs(1000);
   std::iota(xs.begin(), xs.end(), 0);
@@ -985,9 +985,9 @@ std::pair<std::vector<int>, std::vector<std::optional<R>>> run_counts_around_a_c
   try {
     (void)polymap::map(
         xs,
-        [&runs](int i) {
+        [&runs, &crashing](int i) {
           runs[static_cast<std::size_t>(i)].fetch_add(1);
-          if (i == 7) raise(SIGSEGV);
+          if (crashing.contains(i)) raise(SIGSEGV);
           return R(std::to_string(i));
         },
         o);
@@ -1018,6 +1018,23 @@ TEST(Processes, EncodedResultsOfItemsThatEndedBeforeACrashInTheirChunkAreKept) {
   for (std::size_t i = 0; i < 7; ++i) {
     EXPECT_EQ(fast_counts[i], 1) << i;
     EXPECT_EQ(fast_results[i].value_or("-"), std::to_string(i)) << i;
+  }
+}
+
+TEST(Processes, WorkersForkedIntoTheSlotOfDeadOnesStartWithNothingKept) {
+  // Four crashes, each worker's replacement forked into a slot where a dead one kept its
+  // messages: it must not read or send them again.
+  const std::set<int> crashing = {7, 150, 420, 777};
+  const auto [counts, results] = run_counts_around_a_crash<std::string>(on_error::collect,
+                                                                         crashing);
+  ASSERT_EQ(results.size(), 1000U);
+  for (std::size_t i = 0; i < 1000; ++i) {
+    EXPECT_EQ(counts[i], 1) << i;
+    if (!crashing.contains(static_cast<int>(i))) {
+      EXPECT_EQ(results[i].value_or("-"), std::to_string(i)) << i;
+    } else {
+      EXPECT_FALSE(results[i].has_value()) << i;
+    }
   }
 }
 
