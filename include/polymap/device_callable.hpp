@@ -38,4 +38,15 @@ inline constexpr bool is_device_callable_v =
 #endif
     is_device_callable<std::remove_cvref_t<Fn>>::value;
 
+/// True for an extended `[] __device__` lambda (nvcc --extended-lambda), which runs on a
+/// GPU alone: what `polymap::cuda::for_each`, which never runs its function on the host,
+/// takes beside the device-callable functions above.
+template <class Fn>
+inline constexpr bool is_device_lambda_v =
+#if defined(__CUDACC__) && defined(__CUDACC_EXTENDED_LAMBDA__)
+    __nv_is_extended_device_lambda_closure_type(std::remove_cvref_t<Fn>);
+#else
+    false;
+#endif
+
 }  // namespace polymap

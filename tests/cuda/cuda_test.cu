@@ -146,6 +146,27 @@ inline void affine_into(std::span<const float> xs, std::span<double> out, const 
   cuda::map_into(xs, out, [] __host__ __device__(float x) { return 2.0 * x + 1.0; }, o);
 }
 
+/// Counts every index of [0, n) into `c` with an extended __device__ lambda (device code
+/// alone: for_each never runs its function on the host).
+inline void count_each_on_device(std::size_t n, int* c) {
+  auto f = [=] __device__(std::size_t i) { atomicAdd(c + i, 1); };
+  static_assert(is_device_lambda_v<decltype(f)> && !is_device_callable_v<decltype(f)>);
+  cuda::for_each(n, f);
+}
+
+/// Whether each element is positive: bool results, which a std::vector<bool> holds packed.
+inline std::vector<bool> positive(const std::vector<float>& xs, const options& o) {
+  return cuda::map(xs, [] __host__ __device__(float x) { return x > 0.0F; }, o);
+}
+
+// A span over device memory that is not const is read on the GPU, in place, as a const one
+// is: the result stays on the device.
+static_assert(std::is_same_v<decltype(cuda::map(std::declval<std::span<float>>(), hd_plus_one{})),
+                             cuda::device_buffer<float>>);
+static_assert(
+    std::is_same_v<decltype(cuda::map(std::declval<std::span<const float>>(), hd_plus_one{})),
+                   cuda::device_buffer<float>>);
+
 // Compile-time proofs: they hold with or without a GPU.
 static_assert(is_device_callable_v<hd_plus_one>);
 static_assert(is_device_callable_v<marked_scale>);
@@ -480,6 +501,30 @@ TEST_F(CudaDevice, ForEachRunsEveryIndexOnce) {
     thrust::copy(counts.begin(), counts.end(), host.begin());
     for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(host[i], 1) << i;
   }
+}
+
+TEST_F(CudaDevice, ForEachTakesADeviceLambda) {
+  thrust::device_vector<int> counts(odd, 0);
+  cuda_test::count_each_on_device(odd, thrust::raw_pointer_cast(counts.data()));
+  std::vector<int> host(odd);
+  thrust::copy(counts.begin(), counts.end(), host.begin());
+  for (std::size_t i = 0; i < odd; ++i) ASSERT_EQ(host[i], 1) << i;
+}
+
+TEST_F(CudaDevice, BoolResultsComeBackInAVectorOfBool) {
+  const std::vector<float> xs = random_floats(odd, 11);
+  for (const backend_kind b : {backend::cuda, backend::automatic}) {
+    const std::vector<bool> got = cuda_test::positive(xs, {.backend = b});
+    ASSERT_EQ(got.size(), xs.size());
+    for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(got[i], xs[i] > 0.0F) << i;
+  }
+}
+
+TEST_F(CudaDevice, ASpanOfNonConstDeviceMemoryIsReadInPlace) {
+  const std::vector<float> xs = random_floats(odd, 13);
+  cuda::device_buffer<float> d{std::span<const float>(xs)};
+  const std::vector<float> ys = cuda::map(d.span(), marked_scale{3.0F}).to_host();
+  for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(ys[i], 3.0F * xs[i]) << i;
 }
 
 TEST_F(CudaDevice, AsyncMapReportsProgressAndResults) {

@@ -55,6 +55,9 @@ struct host_map_costs {
   double seconds_per_byte = default_seconds_per_byte;
   bool measured = false;    ///< false: the defaults above
   std::string source = {};  ///< how they were found, or why they were not measured
+  /// Why the GPU is not to be chosen by `automatic` in this process (empty: it may be): it
+  /// failed when it was used (its context could not be made, a copy or a launch failed).
+  std::string unusable = {};
 
   /// The predicted seconds of a call that moves `bytes` (in and out together).
   [[nodiscard]] double seconds(std::size_t bytes) const noexcept {
@@ -82,6 +85,10 @@ enum class if_unknown {
 /// why.
 [[nodiscard]] host_map_costs host_map_costs_on(int device,
                                                if_unknown unknown = if_unknown::measure);
+
+/// Marks `device` as one that `automatic` does not choose in this process any more, for
+/// `why` (what failed when it was used): host_map_costs_on then says so in `unusable`.
+void mark_failed(int device, const std::string& why);
 
 /// Measures the costs of host-resident maps on `device` now, with polymap's own streamed
 /// map: the best of several calls of one item, of one chunk (8 MiB each way) and of eight

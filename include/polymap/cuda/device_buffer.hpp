@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <new>
+#include <memory>
 #include <span>
 #include <type_traits>
 #include <utility>
@@ -101,15 +102,25 @@ class device_buffer {
   /// The contents, copied to the host.
   /// @throws cuda_error
   [[nodiscard]] std::vector<T> to_host() const {
-    std::vector<T> out(size_);
-    if (size_ != 0) {
-      device_guard on(device_);
-      POLYMAP_CUDA_CHECK(cudaMemcpy(out.data(), data_, size_ * sizeof(T), cudaMemcpyDeviceToHost));
+    if constexpr (std::is_same_v<T, bool>) {
+      // A std::vector<bool> packs its bits: the bools come through a buffer of their own.
+      const std::unique_ptr<bool[]> staged(new bool[size_]);  // NOLINT(modernize-avoid-c-arrays)
+      copy_out(staged.get());
+      return std::vector<bool>(staged.get(), staged.get() + size_);
+    } else {
+      std::vector<T> out(size_);
+      copy_out(out.data());
+      return out;
     }
-    return out;
   }
 
  private:
+  /// Copies the contents to host memory at `to`. @throws cuda_error
+  void copy_out(T* to) const {
+    if (size_ == 0) return;
+    device_guard on(device_);
+    POLYMAP_CUDA_CHECK(cudaMemcpy(to, data_, size_ * sizeof(T), cudaMemcpyDeviceToHost));
+  }
   void release() noexcept {
     if (data_ == nullptr) return;
     // Freed on its own device, whichever is current; cudaFree may report an earlier sticky

@@ -122,7 +122,7 @@ enum class gpu_obstacle {
 /// What keeps a call of `Fn` with `o` off the GPU, or none. `copyable`: its items and
 /// results can be copied to the GPU byte for byte (or stay there).
 /// @throws option_error when options::device names no device that is here
-template <class Fn, bool copyable>
+template <class Fn, bool copyable, bool device_only = false>
 gpu_obstacle obstacle_to_gpu(const options& o) {
   check_device(o);
   if (polymap::detail::stops_or_caps(o)) return gpu_obstacle::stop_or_cap;
@@ -130,7 +130,7 @@ gpu_obstacle obstacle_to_gpu(const options& o) {
   if (o.backend == backend_kind::automatic && polymap::detail::in_worker()) {
     return gpu_obstacle::nested;
   }
-  if constexpr (!is_device_callable_v<Fn>) {
+  if constexpr (!(is_device_callable_v<Fn> || (device_only && is_device_lambda_v<Fn>))) {
     return gpu_obstacle::not_device_callable;
   } else if constexpr (!copyable) {
     return gpu_obstacle::not_trivially_copyable;
@@ -160,10 +160,10 @@ inline std::string why_not_gpu(gpu_obstacle obstacle) {
 /// for an explicit cuda, always, or it is refused. Other backends: never.
 /// @throws option_error for a bad device index, or a timeout or memory cap with backend cuda;
 ///   backend_unavailable when backend cuda meets any other obstacle
-template <class Fn, bool copyable = true>
+template <class Fn, bool copyable = true, bool device_only = false>
 bool wants_gpu(const options& o) {
   if (o.backend != backend_kind::automatic && o.backend != backend_kind::cuda) return false;
-  const gpu_obstacle obstacle = obstacle_to_gpu<Fn, copyable>(o);
+  const gpu_obstacle obstacle = obstacle_to_gpu<Fn, copyable, device_only>(o);
   if (obstacle == gpu_obstacle::none) return true;
   if (o.backend == backend_kind::automatic) return false;
   if (obstacle == gpu_obstacle::stop_or_cap) polymap::detail::refuse_stop_or_cap(o, "cuda");
@@ -449,6 +449,48 @@ void watched_stream_map(const In* in, R* out, std::size_t n, Fn& fn, const optio
   polymap::detail::throw_if_failed<R>(*state);
 }
 
+/// Runs `gpu`, a host-resident map that the options put on the GPU. When the GPU fails it
+/// (a cuda_error: a device held by another process, out of memory, a fault) under
+/// `automatic`, which chose the GPU itself, the device is marked unusable for `automatic` in
+/// this process and false is returned: the caller runs the call on the CPU (its items may
+/// then run twice). A call that asked for cuda throws.
+/// @return whether the map ran on the GPU
+template <class Gpu>
+bool ran_on_gpu(const options& opts, Gpu&& gpu) {
+  try {
+    gpu();
+    return true;
+  } catch (const cuda_error& e) {
+    if (opts.backend != backend_kind::automatic) throw;
+    polymap::cuda::mark_failed(opts.device, e.what());
+    return false;
+  }
+}
+
+/// Says in the report of a call that ran on the CPU after the GPU failed it, why.
+inline void note_gpu_failed(const options& opts) {
+  if (opts.report == nullptr) return;
+  const host_map_costs costs = host_map_costs_on(opts.device, if_unknown::use_defaults);
+  if (!opts.report->note.empty()) opts.report->note += "; ";
+  opts.report->note += "ran on the CPU: the GPU that automatic chose failed (" +
+                       costs.unusable + "), and is not chosen again in this process";
+}
+
+/// A vector of `n` results that a GPU writes through a plain pointer, filled by `fill(R*)`;
+/// a `std::vector<bool>` (packed bits, no data()) is filled through a buffer of bools.
+template <class R, class Fill>
+std::vector<R> gpu_results(std::size_t n, Fill&& fill) {
+  if constexpr (std::is_same_v<R, bool>) {
+    const std::unique_ptr<bool[]> staged(new bool[n]);  // NOLINT(modernize-avoid-c-arrays)
+    fill(staged.get());
+    return std::vector<bool>(staged.get(), staged.get() + n);
+  } else {
+    std::vector<R> out = polymap::detail::make_large_vector<R>(n);
+    fill(out.data());
+    return out;
+  }
+}
+
 /// Device-resident map: `in` and `out` are device pointers; nothing is copied.
 template <class In, class R, class Fn>
 void device_map(const In* in, R* out, std::size_t n, Fn& fn, int device) {
@@ -534,6 +576,10 @@ backend_estimate gpu_estimate(std::size_t n, const options& o, const plan& cpu,
       o.device, worth_measuring ? if_unknown::measure : if_unknown::use_defaults);
   if (device_count() == 0) {  // the context was lost while measuring
     e.why_not = device_status();
+    return e;
+  }
+  if (!costs.unusable.empty()) {
+    e.why_not = "the GPU failed when it was used in this process: " + costs.unusable;
     return e;
   }
   e.usable = true;
@@ -644,6 +690,14 @@ template <class T, class Fn>
   return out;
 }
 
+/// The same for a span of non-const elements (a device_buffer's span(), a span over
+/// cudaMalloc'd memory), which the overload above does not deduce.
+template <class T, class Fn>
+  requires(!std::is_const_v<T>)
+[[nodiscard]] auto map(std::span<T> xs, Fn fn, const options& opts = {}) {
+  return polymap::cuda::map(std::span<const T>(xs), std::move(fn), opts);
+}
+
 /// The same for a device_buffer.
 template <class T, class Fn>
 [[nodiscard]] auto map(const device_buffer<T>& xs, Fn fn, const options& opts = {}) {
@@ -706,13 +760,24 @@ void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opt
   }
   if constexpr (detail::gpu_mappable_v<T, R, Fn>) {
     detail::host_choice c = detail::host_decision<T, R>(xs, fn, opts);
-    if (c.decision.chosen == backend_kind::cuda) {
-      detail::watched_stream_map(xs.data(), into.data(), xs.size(), fn, opts);
+    if (c.decision.chosen != backend_kind::cuda) {
+      polymap::detail::map_into(xs, into, fn, opts, &c.decision);
+    } else if (detail::ran_on_gpu(opts, [&] {
+                 detail::watched_stream_map(xs.data(), into.data(), xs.size(), fn, opts);
+               })) {
       detail::note_gpu(opts, std::move(c.decision));
     } else {
-      polymap::detail::map_into(xs, into, fn, opts, &c.decision);
+      polymap::map_into(xs, into, fn, opts);
+      detail::note_gpu_failed(opts);
     }
   }
+}
+
+/// map_into of a span of non-const elements, which the overload above does not deduce.
+template <class T, class R, class Fn>
+  requires(!std::is_const_v<T>)
+void map_into(std::span<T> xs, std::span<R> out, Fn fn, const options& opts = {}) {
+  polymap::cuda::map_into(std::span<const T>(xs), out, std::move(fn), opts);
 }
 
 /// Applies `fn` to every item of the host-resident contiguous range `xs` and returns the
@@ -743,8 +808,15 @@ template <std::ranges::contiguous_range Range, class Fn>
     if (c.decision.chosen != backend_kind::cuda) {
       return polymap::detail::map_n(in, n, fn, opts, nullptr, &c.decision);
     }
-    std::vector<R> out = polymap::detail::make_large_vector<R>(n);
-    detail::watched_stream_map(in, out.data(), n, fn, opts);
+    bool on_gpu = false;
+    std::vector<R> out = detail::gpu_results<R>(n, [&](R* into) {
+      on_gpu = detail::ran_on_gpu(opts, [&] { detail::watched_stream_map(in, into, n, fn, opts); });
+    });
+    if (!on_gpu) {
+      std::vector<R> ys = polymap::map(xs, fn, opts);
+      detail::note_gpu_failed(opts);
+      return ys;
+    }
     detail::note_gpu(opts, std::move(c.decision));
     return out;
   }
@@ -787,8 +859,9 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
   }
   options o = opts;
   o.backend = backend_kind::cuda;  // its pointers are device pointers: the CPU cannot go on
-  (void)detail::wants_gpu<Fn>(o);
-  if constexpr (is_device_callable_v<Fn>) {
+  // A [=] __device__ lambda will do: nothing here runs it on the host.
+  (void)detail::wants_gpu<Fn, true, true>(o);
+  if constexpr (is_device_callable_v<Fn> || is_device_lambda_v<Fn>) {
     const auto count = static_cast<std::size_t>(n);
     if (count == 0) return;
     device_guard on(o.device);
@@ -835,11 +908,21 @@ auto map_async(Range&& xs, Fn fn, options opts = {}) {
             detail::host_choice c =
                 detail::host_decision<T, R>(std::span<const T>(items), fn, opts);
             if (c.decision.chosen == backend_kind::cuda) {
-              std::vector<R> out = polymap::detail::make_large_vector<R>(items.size());
-              detail::watched_stream_map(items.data(), out.data(), items.size(), fn, opts,
-                                         state.get());
-              detail::note_gpu(opts, std::move(c.decision));
-              return out;
+              bool on_gpu = false;
+              std::vector<R> out = detail::gpu_results<R>(items.size(), [&](R* into) {
+                on_gpu = detail::ran_on_gpu(opts, [&] {
+                  detail::watched_stream_map(items.data(), into, items.size(), fn, opts,
+                                             state.get());
+                });
+              });
+              if (on_gpu) {
+                detail::note_gpu(opts, std::move(c.decision));
+                return out;
+              }
+              std::vector<R> ys = polymap::detail::map_n(items.begin(), items.size(), fn, opts,
+                                                         state.get());
+              detail::note_gpu_failed(opts);
+              return ys;
             }
             return polymap::detail::map_n(items.begin(), items.size(), fn, opts, state.get(),
                                           &c.decision);

@@ -319,13 +319,27 @@ host_map_costs host_map_costs_on(int device, if_unknown unknown) {
         c = measure_and_keep(device, id, f.file, f.lock.held, f.lock.why_not);
       }
     }
+  } catch (const cuda_error& e) {
+    // The device itself failed (no context to be had, held by another process, no memory):
+    // automatic must not choose it for every later call, each to fail the same way.
+    c = defaults(std::string("measuring failed: ") + e.what());
+    c.unusable = e.what();
   } catch (const std::exception& e) {
-    // Remembered, so that later calls do not pay for a failing measurement again; a lost
-    // context shows in device_count() anyway.
+    // Remembered, so that later calls do not pay for a failing measurement again (timings
+    // of a busy machine: the defaults stand in).
     c = defaults(std::string("measuring failed: ") + e.what());
   }
   const std::lock_guard lock(k.mutex);
   return remember(k, device, std::move(c));
+}
+
+void mark_failed(int device, const std::string& why) {
+  known_costs& k = known();
+  const std::lock_guard lock(k.mutex);
+  host_map_costs c;
+  if (const auto it = k.by_device.find(device); it != k.by_device.end()) c = it->second;
+  c.unusable = why;
+  k.by_device[device] = std::move(c);
 }
 
 host_map_costs measure_host_map_costs(int device) {
