@@ -90,7 +90,6 @@ constexpr double parallel_margin = 0.8;
 
 /// Time budget for sampling an unknown function on the calling thread.
 constexpr double sample_budget = 2e-6;
-constexpr std::size_t sample_max_items = 64;
 
 /// Runs items from job.begin on the calling thread in batches of 1, 1, 2, 4, ... until about
 /// `sample_budget` has passed (and at least two batches ran, since the first item of a
@@ -385,13 +384,13 @@ plan make_plan(map_job& job, function_stats& stats, plan_sample how) {
   check_backend_available(*job.opts);
   plan p = decide(job, stats, how != plan_sample::none, true);
   if (p.cost_source.starts_with("sampled")) {
-    if (how == plan_sample::copies) p.cost_source += ", on copies of them";
+    p.cost_source += ", on copies of them";
     if (const std::size_t failed = job.state->failed(); failed != 0) {
       p.cost_source += " (" + std::to_string(failed) + " failed: the cost is theirs)";
     }
   } else if (how == plan_sample::none && p.cost_source == "unknown") {
-    p.cost_source = "unknown: explain runs no item of a function that takes its items by "
-                    "non-const reference when they cannot be copied";
+    p.cost_source = "unknown: explain runs the function on copies of items, and these cannot "
+                    "be copied";
   }
   return p;
 }

@@ -141,6 +141,9 @@ void check_kernel_options(const options& o, std::string_view call) {
   if (o.chunk != 0) refuse("chunk", std::to_string(o.chunk));
   if (o.progress) refuse("progress", "true");
   if (o.on_progress) refuse("on_progress", "a callback");
+  if (o.core_dumps) refuse("core_dumps", "true");
+  // Kokkos picks its device at its initialisation (--kokkos-device-id), not per call.
+  if (o.device != 0) refuse("device", std::to_string(o.device));
 }
 
 }  // namespace detail

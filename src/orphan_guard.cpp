@@ -47,8 +47,14 @@ constexpr const char* launcher_script = R"(sh -c "$0" polymap-guard &)";
 constexpr auto start_limit = std::chrono::seconds(5);
 
 [[nodiscard]] std::system_error guard_error(int error, const char* what) {
-  return std::system_error(error, std::generic_category(),
-                           std::string("polymap: orphan guard: ") + what);
+  std::string text = std::string("polymap: orphan guard: ") + what;
+  rlimit files{};
+  if (error == EMFILE && getrlimit(RLIMIT_NOFILE, &files) == 0 &&
+      text.find("ulimit -n") == std::string::npos) {
+    text += " (the open-file limit, ulimit -n " + std::to_string(files.rlim_cur) +
+            ", is too low)";
+  }
+  return std::system_error(error, std::generic_category(), text);
 }
 
 /// `fd` moved to 10 or above (close-on-exec): never a standard descriptor, nor the 3 that

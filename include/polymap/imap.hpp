@@ -190,7 +190,8 @@ class stream {
     const bool fail_fast = policy_ == on_error::fail_fast;
     for (;;) {
       if (st.error) std::rethrow_exception(st.error);
-      if (stop_.stop_requested()) {
+      // A stop after the last result stops nothing: the stream ends as it would have.
+      if (stop_.stop_requested() && st.yielded < st.run.total()) {
         // Results the workers finished ahead of the consumer are not yielded either: the
         // stream ends where the stop found its consumer, as a job's get() would.
         st.run.cancel();

@@ -310,33 +310,11 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
                                                       stats, {});
 }
 
-namespace detail {
-
-/// Applies `fn` to a copy of item i of `first`, for its cost alone: what a function that
-/// takes its items by reference changes is the copy's.
-template <class It, class Fn>
-struct apply_to_copy_ctx {
-  using result_type = void;
-  static constexpr bool fixed_results = true;
-  It first;
-  Fn* fn;
-
-  static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
-    const auto& c = *static_cast<const apply_to_copy_ctx*>(p);
-    run_items<true>(b, e, w, [&c](std::size_t i) {
-      std::iter_value_t<It> item(c.first[static_cast<std::iter_difference_t<It>>(i)]);
-      (void)std::invoke(*c.fn, item);
-    });
-  }
-};
-
-}  // namespace detail
-
 /// Where `map(xs, fn, opts)` would run and why, with the predicted time of each backend.
-/// When the function's cost is not known yet, runs it on a few items (up to about 2 us of
-/// work, at most 64 items) on the calling thread to measure it, as the call itself would;
-/// those results are discarded, and a function that takes its items by non-const reference
-/// gets copies of them (no sample when they cannot be copied). What else the function does
+/// When the function's cost is not known yet, runs it on copies of the first few items (up
+/// to about 2 us of work, at most 64 items) on the calling thread to measure it, as the call
+/// itself would on the items; the copies and the results are discarded, so the items are
+/// never changed (no sample when they cannot be copied). What else the function does
 /// (output, files) happens.
 /// @throws option_error for a bad option, backend_unavailable for a backend asked for by
 ///   name that cannot run here (as map() would)
@@ -347,15 +325,17 @@ template <std::ranges::input_range Range, class Fn>
     using Item = std::iter_value_t<It>;
     detail::function_stats& stats = detail::stats_for<Item>(fn);
     detail::run_state state(n);
-    if constexpr (std::invocable<Fn&, const Item&>) {
-      const detail::apply_ctx<It, Fn> ctx{first, &fn};
+    if constexpr (std::copy_constructible<Item>) {
+      // Sampling reads only the first items: copied here, before any clock runs.
+      std::vector<Item> copies;
+      copies.reserve(std::min(n, detail::sample_max_items));
+      for (std::size_t i = 0; i < std::min(n, detail::sample_max_items); ++i) {
+        copies.push_back(first[static_cast<std::iter_difference_t<It>>(i)]);
+      }
+      using Copies = typename std::vector<Item>::iterator;
+      const detail::apply_ctx<Copies, Fn> ctx{copies.begin(), &fn};
       detail::map_job job = detail::make_job(
-          n, &detail::apply_ctx<It, Fn>::template chunk<true>, &ctx, state, opts);
-      return detail::make_plan(job, stats, detail::plan_sample::items);
-    } else if constexpr (std::copy_constructible<Item>) {
-      const detail::apply_to_copy_ctx<It, Fn> ctx{first, &fn};
-      detail::map_job job =
-          detail::make_job(n, &detail::apply_to_copy_ctx<It, Fn>::chunk, &ctx, state, opts);
+          n, &detail::apply_ctx<Copies, Fn>::template chunk<true>, &ctx, state, opts);
       return detail::make_plan(job, stats, detail::plan_sample::copies);
     } else {
       const detail::apply_ctx<It, Fn> ctx{first, &fn};

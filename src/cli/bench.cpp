@@ -507,45 +507,39 @@ constexpr const char* checked_against_serial =
     "bitwise for mandelbrot and pi, within 1e-12 relative for the floating-point kernels";
 
 nlohmann::ordered_json to_json(const result_row& r, const std::string& size, unsigned repeat) {
+  // Every row has every key, null where it has no value.
+  const auto or_null = [](bool has, auto value) {
+    return has ? nlohmann::ordered_json(value) : nlohmann::ordered_json(nullptr);
+  };
+  // A backend skipped, or failed before its first timed run, has no numbers: null, not 0.
+  const bool timed = !r.skipped && !r.seconds.empty();
+  const auto number = [timed](std::optional<double> v) {
+    return timed && v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
+  };
+  const std::optional<backend_kind> ran_on = r.skipped ? std::nullopt : mostly_ran_on(r);
   nlohmann::ordered_json j;
   j["kernel"] = r.kernel;
   j["backend"] = std::string(to_string(r.backend));
   j["skipped"] = r.skipped;
+  j["reason"] = or_null(r.skipped, r.skip_reason);
   j["size"] = size;
   j["unit"] = r.unit;
   j["items"] = r.items;
   j["tasks"] = r.tasks;
   j["automatic_choice"] = r.automatic_choice;
-  if (r.skipped) {
-    j["reason"] = r.skip_reason;
-    for (const char* key : {"median_seconds", "items_per_second", "gb_per_second",
-                            "speedup_vs_serial", "ran_on", "result_matches_serial"}) {
-      j[key] = nullptr;
-    }
-    j["repeat"] = 0;
-    j["seconds"] = nlohmann::ordered_json::array();
-    j["workers"] = nullptr;
-    return j;
-  }
-  // A backend that failed before its first timed run has no numbers: null, not 0.
-  const bool timed = !r.seconds.empty();
-  auto number = [timed](std::optional<double> v) {
-    return timed && v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json(nullptr);
-  };
-  j["repeat"] = repeat;
-  j["seconds"] = r.seconds;
+  j["repeat"] = r.skipped ? 0U : repeat;
+  j["seconds"] = r.skipped ? std::vector<double>{} : r.seconds;
   j["median_seconds"] = number(r.median);
   j["items_per_second"] = number(r.items_per_second);
   j["gb_per_second"] = number(r.gb_per_second);
   j["speedup_vs_serial"] = number(r.speedup > 0 ? std::optional<double>(r.speedup) : std::nullopt);
-  j["workers"] = r.workers;
-  const std::optional<backend_kind> ran_on = mostly_ran_on(r);
+  j["workers"] = or_null(!r.skipped, r.workers);
   j["ran_on"] = ran_on ? nlohmann::ordered_json(std::string(to_string(*ran_on)))
                        : nlohmann::ordered_json(nullptr);
-  j["result_matches_serial"] = r.matches_serial;
-  if (!r.error.empty()) j["error"] = r.error;
-  if (r.backend == backend_kind::automatic) j["decision"] = r.decision;
-  if (!r.note.empty()) j["note"] = r.note;
+  j["result_matches_serial"] = or_null(!r.skipped, r.matches_serial);
+  j["error"] = or_null(!r.error.empty(), r.error);
+  j["decision"] = or_null(!r.skipped && r.backend == backend_kind::automatic, r.decision);
+  j["note"] = or_null(!r.note.empty(), r.note);
   return j;
 }
 

@@ -65,8 +65,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // CLI11 has an exit code per kind of error (105 for a validation error, 109 for an
     // unexpected argument...); every usage error of polymap is 2, as with most tools.
-    const int code = app.exit(e);
-    return code == 0 ? exit_ok : exit_usage;
+    const int code = app.exit(e);  // --help and --version print here, and exit 0
+    return flushed(code == 0 ? exit_ok : exit_usage);
   }
 
   try {
@@ -77,7 +77,8 @@ int main(int argc, char** argv) {
         return flushed(run_bench(args.bench));
       case command::run:
         args.run.words.insert(args.run.words.end(), command_words.begin(), command_words.end());
-        return run_run(args.run);  // writes its output itself, and says when it cannot
+        // A batch writes its jobs' output itself, and says when it cannot; --dry-run prints.
+        return flushed(run_run(args.run));
       case command::status:
         return flushed(run_status(args.status, false));
       case command::watch:

@@ -12,7 +12,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 namespace polymap::cli {
@@ -127,8 +129,13 @@ int run_status(const status_args& args, bool watch) {
       if (watch && isatty(1) != 0) fmt::print("\x1b[H\x1b[2J");
       print_summary(args.journal, s);
     }
-    // A watch whose output cannot be written ends (the caller says why).
-    if (std::fflush(stdout) != 0 || std::ferror(stdout) != 0) return exit_failure;
+    // A watch whose output cannot be written ends, saying why.
+    if (std::fflush(stdout) != 0 || std::ferror(stdout) != 0) {
+      const int error = errno != 0 ? errno : EIO;
+      std::fprintf(stderr, "polymap: cannot write to standard output: %s\n", std::strerror(error));
+      std::clearerr(stdout);  // said: not again at the exit
+      return exit_failure;
+    }
     const int status = s.count(item_state::failed) > 0 ? exit_failure : exit_ok;
     if (!watch) return status;
     const bool live = std::any_of(s.runners.begin(), s.runners.end(),

@@ -231,6 +231,15 @@ bool runner_alive(const std::string& runner_host, std::int64_t pid, double start
   return !began || *began <= started + slack;
 }
 
+/// `seconds` as SQLite's busy timeout: milliseconds in an int, the most it holds for a
+/// longer wait (some 24.8 days; a wrapped, negative one would not wait at all).
+int busy_milliseconds(double seconds) {
+  const double ms = std::round(seconds * 1000);
+  return ms >= static_cast<double>(std::numeric_limits<int>::max())
+             ? std::numeric_limits<int>::max()
+             : static_cast<int>(ms);
+}
+
 /// Whether the journal's runners have `start_ticks` (journals of format 1 written before
 /// it was added have not, until a runner opens them).
 bool has_start_ticks(sqlite3* db) {
@@ -386,7 +395,7 @@ void journal::open_reader(bool copy) {
     // reader's user and could lock the runners of another out.
     db_ = std::make_unique<database>(journal_detail::file_uri(file_, "mode=ro&readonly_shm=1"),
                                      flags, journal_detail::reader_vfs());
-    db_->busy_timeout(static_cast<int>(std::lround(lock_timeout_ * 1000)));
+    db_->busy_timeout(busy_milliseconds(lock_timeout_));
   } else {
     read_mode_ = read_mode::copy;
     copy_ = std::make_unique<journal_detail::private_copy>(file_, has_log);
@@ -496,7 +505,7 @@ journal::journal(std::string path, const journal_options& options)
     for (int attempt = 1;; ++attempt) {
       try {
         db_ = std::make_unique<database>(file_, false, options.read_only);
-        db_->busy_timeout(static_cast<int>(std::lround(lock_timeout_ * 1000)));
+        db_->busy_timeout(busy_milliseconds(lock_timeout_));
         const std::int64_t found = checked_format();
         // NORMAL in WAL mode: durable across crashes of the process (kill -9), not across
         // power loss, where the last few ends may roll back and those items run again.

@@ -237,8 +237,21 @@ TEST(AutomaticBackend, ExplainChangesNoItem) {
   const plan q = polymap::explain(owned,
                                   [](std::unique_ptr<int>& x) { x = std::make_unique<int>(1); });
   for (const auto& x : owned) EXPECT_EQ(x, nullptr);
-  EXPECT_NE(q.cost_source.find("unknown: explain runs no item"), std::string::npos)
+  EXPECT_NE(q.cost_source.find("unknown: explain runs the function on copies"),
+            std::string::npos)
       << q.cost_source;
+  // A generic lambda, and a functor whose non-const overload changes its item: copies too.
+  std::vector<int> ys(100, 1);
+  (void)polymap::explain(ys, [](auto& x) {
+    x += 100;
+    return x;
+  });
+  struct overloaded {
+    int operator()(int& x) const { return x = 7; }
+    int operator()(const int& x) const { return x; }
+  };
+  (void)polymap::explain(ys, overloaded{});
+  EXPECT_EQ(ys, std::vector<int>(100, 1));
   // Items that fail while they are timed say so.
   const plan r = polymap::explain(std::vector<int>(100, 1), [](int) -> int {
     throw std::runtime_error("no");

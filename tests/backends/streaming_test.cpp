@@ -95,6 +95,16 @@ void a_stop_ends_the_stream(backend_kind backend) {
 
 TEST_P(Streaming, AStopEndsTheStreamHoweverFarTheWorkersGotAhead) {
   a_stop_ends_the_stream(GetParam());
+  // One after the last result stops nothing.
+  std::vector<int> xs(5, 1);
+  std::stop_source stop;
+  std::size_t taken = 0;
+  for (auto&& [index, value] :
+       polymap::imap(xs, [](int x) { return x; }, {.backend = GetParam(), .stop = stop.get_token()})) {
+    EXPECT_EQ(value, xs[index]);
+    if (++taken == xs.size()) stop.request_stop();
+  }
+  EXPECT_EQ(taken, xs.size());
 }
 
 TEST(StreamingProcesses, AStopEndsTheStreamHoweverFarTheWorkersGotAhead) {

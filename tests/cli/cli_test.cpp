@@ -114,8 +114,9 @@ TEST(Cli, BenchJsonListsEveryKernelOnEveryBackend) {
     const auto kernel = row.at("kernel").get<std::string>();
     const auto backend = row.at("backend").get<std::string>();
     // Every row has every key.
-    for (const char* key : {"kernel", "backend", "skipped", "items", "seconds", "median_seconds",
-                            "workers", "ran_on", "result_matches_serial", "automatic_choice"}) {
+    for (const char* key : {"kernel", "backend", "skipped", "reason", "items", "seconds",
+                            "median_seconds", "workers", "ran_on", "result_matches_serial",
+                            "automatic_choice", "error", "decision", "note"}) {
       EXPECT_TRUE(row.contains(key)) << key << ": " << row.dump();
     }
     if (row.at("skipped").get<bool>()) {
@@ -354,7 +355,8 @@ TEST(Cli, OutputThatCannotBeWrittenFailsTheCommand) {
   // Output smaller than stdio's buffer is written at exit, where a failure went unseen.
   for (const std::vector<std::string>& args :
        {std::vector<std::string>{"info"}, {"info", "--json"}, {"calibrate", "--json"},
-        {"bench", "--size", "small", "--kernel", "saxpy", "--repeat", "1"}}) {
+        {"bench", "--size", "small", "--kernel", "saxpy", "--repeat", "1"}, {"--help"},
+        {"--version"}, {"run", "--dry-run", "--", "echo", ":::", "a"}}) {
     std::string command = polymap::test::polymap_command(args);
     command += " 2>&1 >/dev/full";
     const cli_result result = run_shell(command);

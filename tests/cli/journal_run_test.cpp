@@ -489,6 +489,19 @@ TEST(JournalRun, LockedJournalFailsAfterTheLockTimeout) {
   EXPECT_EQ(lines_of(read_file(dir / "side")).size(), 2U);
 }
 
+TEST(JournalRun, ALockTimeoutLongerThanSQLiteHoldsStillWaits) {
+  // 3e6 s is more milliseconds than an int holds: wrapped, it waited for nothing.
+  temp_dir dir;
+  ASSERT_EQ(run_polymap(journal_run(dir, record_script, numbers(2), 1), dir).status, 0);
+  journal_lock holder(dir / "j.db");
+  cli_process p(journal_run(dir, record_script, numbers(3), 1, {"--lock-timeout", "3000000"}),
+                dir);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  holder.release();
+  EXPECT_EQ(p.wait(), 0) << p.err();
+  EXPECT_EQ(lines_of(read_file(dir / "side")).size(), 3U);
+}
+
 TEST(JournalRun, ReadOnlyJournalIsRefused) {
   temp_dir dir;
   ASSERT_EQ(run_polymap(journal_run(dir, record_script, numbers(2), 1), dir).status, 0);
@@ -539,6 +552,25 @@ TEST(JournalRun, SighupedItemsAreInterruptedAndRunAgainOnResume) {
   write_file(dir / "side.go", "");
   EXPECT_EQ(run_polymap(args, dir).status, 0);
   EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 2"), "6");
+}
+
+TEST(JournalRun, AnInterruptedItemKeepsNoResultsFolderUntilItsRerunEnds) {
+  temp_dir dir;
+  // Each job prints, then waits for the go file (60 s at most).
+  const std::string script = "echo partial-$1; echo said >&2; i=0; while [ ! -e \"$2.go\" ] && "
+                             "[ $i -lt 1200 ]; do sh -c 'sleep 0.05; :' \"$0\"; i=$((i+1)); done";
+  std::vector<std::string> args = journal_run(dir, script, numbers(1), 1);
+  args.insert(args.begin() + 1, {"--results", dir / "res"});
+  cli_process p(args, dir);
+  ASSERT_TRUE(polymap::test::wait_for_processes(dir / "m.job", 1, 60)) << p.err();
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait(), 128 + SIGTERM);
+  EXPECT_EQ(scalar(dir / "j.db", "SELECT count(*) FROM items WHERE state = 4"), "1");
+  // A folder with a stdout cut off would look like a finished item's.
+  EXPECT_FALSE(std::filesystem::exists(dir / "res/1")) << p.err();
+  write_file(dir / "side.go", "");
+  ASSERT_EQ(run_polymap(args, dir).status, 0);
+  EXPECT_EQ(read_file(dir / "res/1/stdout"), "partial-1\n");
 }
 
 TEST(JournalRun, StatusAndWatchJsonCarryBytesThatAreNotUtf8) {

@@ -94,9 +94,13 @@ TEST(KokkosBackend, KernelCallsTakeStopAndReportAndRefuseWhatAKernelCannotDo) {
   std::stop_source stop;
   stop.request_stop();
   EXPECT_THROW((void)kokkos_test::plus_one_with(xs, {.stop = stop.get_token()}), cancelled_error);
+  // A stop with nothing to run stops nothing, as with polymap::map.
+  EXPECT_TRUE(kokkos_test::plus_one_with({}, {.stop = stop.get_token()}).empty());
+  EXPECT_EQ(report.decision.chosen, backend::kokkos);
   for (const options& o : {options{.workers = 2}, options{.bind = bind::core},
                            options{.retries = 1}, options{.on_error = on_error::collect},
-                           options{.backend = backend::threads}}) {
+                           options{.backend = backend::threads}, options{.core_dumps = true},
+                           options{.device = 1}}) {
     try {
       (void)kokkos_test::plus_one_with(xs, o);
       ADD_FAILURE() << "no option_error";

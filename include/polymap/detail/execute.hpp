@@ -196,11 +196,14 @@ backend_kind execute(map_job& job, function_stats& stats);
 /// @throws option_error before `body` runs; whatever `body` throws
 void run_watched(run_state& state, const options& o, const std::function<void()>& body);
 
+/// The most items a call (or explain()) runs on the calling thread to measure a function
+/// whose cost is not known: the first ones.
+inline constexpr std::size_t sample_max_items = 64;
+
 /// What explain() may run to measure a function whose cost is not known.
 enum class plan_sample {
-  items,   ///< the items themselves (the function cannot change them)
-  copies,  ///< copies of them (it takes them by non-const reference)
-  none,    ///< nothing (it would change items that cannot be copied)
+  copies,  ///< copies of the first items (what the function does to them stays there)
+  none,    ///< nothing (items that cannot be copied)
 };
 
 /// Decides where a call would run, sampling items [job.begin, ...) as `how` says when the

@@ -130,7 +130,7 @@ namespace detail {
 template <class Space>
 void start_kernel(const options& opts, std::string_view call, std::size_t n) {
   polymap::detail::check_kernel_options(opts, call);
-  if (opts.stop.stop_requested()) throw cancelled_error(0, n);
+  if (n != 0 && opts.stop.stop_requested()) throw cancelled_error(0, n);  // as polymap::map
   if (!runs_inline<Space>()) ensure_initialized();
   if (opts.report != nullptr) {
     *opts.report = {};
@@ -140,6 +140,10 @@ void start_kernel(const options& opts, std::string_view call, std::size_t n) {
     opts.report->note = std::string(call) + ": one kernel on the Kokkos execution space " +
                         Space::name() +
                         (runs_inline<Space>() ? ", inline on the item's thread" : "");
+    opts.report->decision.items = n;
+    opts.report->decision.chosen = backend_kind::kokkos;
+    opts.report->decision.requested = true;
+    opts.report->decision.reason = std::string(call) + " runs on Kokkos";
   }
 }
 

@@ -263,7 +263,7 @@ class job_server {
         const std::string refused = refused_placement(request, spawned);
         placement_refused_ = !refused.empty();
         if (placement_refused_) {
-          fmt::print(stderr, "polymap run: warning: rank {}: {}\n", comm_.rank(), refused);
+          fmt::print(stderr, "polymap: warning: rank {}: {}\n", comm_.rank(), refused);
         }
       }
     } catch (const std::system_error& failure) {
@@ -341,7 +341,7 @@ int serve_jobs(const run_options& options, const std::vector<int>& inherited) {
     }
     if (fit.jobs < options.jobs) {
       fmt::print(stderr,
-                 "polymap run: warning: rank {}: -j {} needs more file descriptors than the "
+                 "polymap: warning: rank {}: -j {} needs more file descriptors than the "
                  "open-file limit (ulimit -n {}) allows: running {} jobs at a time\n",
                  comm.rank(), options.jobs, fit.limit, fit.jobs);
     }

@@ -838,7 +838,10 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_outcome end
   }
   // Not a retry cancelled before it started: that one has no output.
   const bool ran = end.out_fd >= 0 || end.err_fd >= 0;
-  if (!options_.results.empty() && ran) keep_results(item, record, end);
+  // An item a journal's rerun runs again keeps no folder now: one with a stdout cut off
+  // would look like a finished item's.
+  const bool runs_again = journal_ && end.state == item_state::interrupted;
+  if (!options_.results.empty() && ran && !runs_again) keep_results(item, record, end);
   record.state = end.state;
   // Counted, --halt looked at and a failure said now, at the end of the job, not once -k
   // lets its output out: a halt must not wait for the order. An item whose output is then
