@@ -772,6 +772,44 @@ TEST(Run, AStdoutThatCannotBeWrittenIsSaidOnceNamingWhatWasLost) {
   }
 }
 
+TEST(Run, NoProcessToBeHadMakesJobsWaitNotTheRunFail) {
+  // As user nobody under `ulimit -u 4`: polymap and its orphan guard take two processes, so
+  // two of -j 4's jobs run at a time and the others' starts fail with EAGAIN. They wait and
+  // start when a process is free (the whole run stopped, its -k output lost, before).
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run polymap as nobody";
+  if (std::system("setpriv --version >/dev/null 2>&1") != 0) GTEST_SKIP() << "no setpriv";
+  if (std::system("id nobody >/dev/null 2>&1") != 0) GTEST_SKIP() << "no user nobody";
+  temp_dir dir;
+  chmod(dir.path().c_str(), 0777);
+  std::string command = "cd " + shell_quote(dir.path()) +
+                        " && setpriv --reuid=nobody --regid=nogroup --clear-groups bash -c " +
+                        shell_quote("ulimit -u 4; exec " +
+                                    polymap_command({"run", "-j", "4", "-k", "--", "sh", "-c",
+                                                     "echo $1; exec sleep 0.2", "sh", "{}", ":::",
+                                                     "1", "2", "3", "4", "5", "6"}));
+  command += " >" + shell_quote(dir / "out") + " 2>" + shell_quote(dir / "err");
+  const int status = std::system(command.c_str());
+  const std::string err = read_file(dir / "err");
+  if (err.find("orphan guard") != std::string::npos) GTEST_SKIP() << err;
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << err;
+  EXPECT_EQ(read_file(dir / "out"), "1\n2\n3\n4\n5\n6\n") << err;
+}
+
+TEST(Run, ACommandThatCannotStartIsRetriedAsAFailedOne) {
+  // The program appears a moment after the first attempt (a build that writes it, a file
+  // system that mounts late): --retries takes it, as for a job that failed.
+  temp_dir dir;
+  const std::string program = dir / "later.sh";
+  cli_process p({"run", "--retries", "8", "--", program, ":::", "a"}, dir);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  write_file(program + ".new", "#!/bin/sh\necho ran $1\n");
+  chmod((program + ".new").c_str(), 0755);
+  std::filesystem::rename(program + ".new", program);
+  EXPECT_EQ(p.wait(), 0) << p.err();
+  EXPECT_EQ(p.out(), "ran a\n");
+}
+
 TEST(Run, JoblogExitvalOfAJobKilledByASignalIsZero) {
   temp_dir dir;
   const std::string script = "kill -9 $$";

@@ -52,6 +52,9 @@ namespace {
 
 constexpr double lease_interval = 10.0;   // seconds between lease renewals (lease: 60 s)
 constexpr double progress_interval = 0.2;
+/// Seconds with no job running and every start failing for want of a process before an item
+/// fails of it (start_later()).
+constexpr double spawn_give_up = 60.0;
 // Seconds a job that died of SIGTERM, SIGINT or SIGHUP from elsewhere keeps its end and its
 // slot waiting for the runner's own stopping signal (see batch_runner::job_exited).
 constexpr double foreign_stop_grace = 0.3;
@@ -284,6 +287,11 @@ class batch_runner final : public output_host {
   bool fill_slots(double now);
   void start(std::size_t item, std::size_t slot, double now);
   void take_slot(std::size_t slot, std::size_t item, pid_t pid, double wall, double now);
+  /// A job of `item` could not be started for want of a process or a descriptor (`error`):
+  /// puts the item back to start a moment later, and says so once.
+  /// @return false when nothing has started for too long with no job running: the item
+  ///   fails instead
+  bool start_later(std::size_t item, int error, double now);
   void cannot_run(std::size_t item, std::size_t slot, const std::string& program, int error,
                   double wall);
   void signal_job(std::size_t slot, int sig);
@@ -370,6 +378,13 @@ class batch_runner final : public output_host {
   int signal_fd_ = -1;  // SIGCHLD and the stopping signals
   int null_fd_ = -1;
   bool placement_refused_ = false;  // the OS refused a job's --bind or --nice: said once
+  // No process (or no descriptor for a capture) to be had for a job (ulimit -u, a pids
+  // cgroup, pid_max): since when the starts fail in a row, how long the next waits, and
+  // until when no job starts.
+  double spawn_failing_since_ = 0;
+  double spawn_backoff_ = 0;
+  double spawn_blocked_until_ = 0;
+  bool spawn_failure_said_ = false;
   int stop_signal_ = 0;    // SIGINT, SIGTERM or SIGHUP received
   double stop_signal_at_ = 0;  // monotonic: when the first came; 0: none
   int stops_ = 0;  // how many stopping signals came (stop()): a second means "now"
@@ -492,6 +507,7 @@ void batch_runner::commit_journal() {
 bool batch_runner::fill_slots(double now) {
   bool started = false;
   for (std::size_t slot = 0; slot < jobs_.size() && !draining_; ++slot) {
+    if (now < spawn_blocked_until_) break;  // no process to be had a moment ago
     if (jobs_[slot].busy) continue;
     std::size_t item = items_.size();
     if (!retries_.empty() && retries_.top().first <= now) {
@@ -526,17 +542,28 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
   } else {
     const bool capture_out = options_.keep_order || options_.json || !options_.results.empty();
     const bool capture_err = capture_out || journal_ != nullptr;
-    j.out_fd = capture_out ? make_capture() : -1;
-    j.err_fd = capture_err ? make_capture() : -1;
+    j.out_fd = j.err_fd = -1;
     spawn_request request;
     request.argv = &argv;
     request.stdin_fd = null_fd_;
-    request.stdout_fd = j.out_fd;
-    request.stderr_fd = j.err_fd;
     request.cpus = &slot_cpus_[slot];
     request.nice = options_.nice;
     request.envp = envp_.empty() ? nullptr : envp_.data();
-    spawned = spawn_job(request);
+    try {
+      if (capture_out) j.out_fd = make_capture();
+      if (capture_err) j.err_fd = make_capture();
+      request.stdout_fd = j.out_fd;
+      request.stderr_fd = j.err_fd;
+      spawned = spawn_job(request);
+      spawn_failing_since_ = 0;
+      spawn_backoff_ = 0;
+    } catch (const std::system_error& e) {
+      if (j.out_fd >= 0) close(j.out_fd);
+      if (j.err_fd >= 0) close(j.err_fd);
+      j.out_fd = j.err_fd = -1;
+      if (start_later(item, e.code().value(), now)) return;
+      spawned.error = e.code().value();  // long enough: the item cannot run
+    }
     if (!placement_refused_ && spawned.pid >= 0) {
       const std::string refused = refused_placement(request, spawned);
       placement_refused_ = !refused.empty();
@@ -569,17 +596,49 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
   if (event_error != 0) stop_for_lost_output(event_error, item, 1);
 }
 
+bool batch_runner::start_later(std::size_t item, int error, double now) {
+  // A failure of the machine, not of the item: it waits and starts again, with the jobs
+  // that run meanwhile as the only ones. With none running for a minute, nothing will free
+  // a process: the item fails.
+  if (spawn_failing_since_ == 0) spawn_failing_since_ = now;
+  if (busy_count() == 0 && now - spawn_failing_since_ >= spawn_give_up) return false;
+  spawn_backoff_ = std::min(1.0, spawn_backoff_ == 0 ? 0.05 : 2 * spawn_backoff_);
+  spawn_blocked_until_ = now + spawn_backoff_;
+  retries_.emplace(spawn_blocked_until_, item);
+  if (!spawn_failure_said_) {
+    spawn_failure_said_ = true;
+    say(line_kind::warning, std::string("cannot start a job now (") + std::strerror(error) +
+                                "): fewer jobs run at a time until one can start");
+  }
+  return true;
+}
+
 void batch_runner::cannot_run(std::size_t item, std::size_t slot, const std::string& program,
                               int error, double wall) {
   // Reported once per item, as a failure of that item (end_item says it): the run goes on.
   job& j = jobs_[slot];
   j.busy = false;
+  // The shell's codes: 127 for a program that is not there, 126 for one that is and
+  // cannot run (no permission, not an executable, no process to be had).
+  const int exit_code = error == ENOENT || error == ENOTDIR ? 127 : 126;
+  item_status& st = status_[item];
+  if (!draining_ && st.attempts <= static_cast<int>(options_.retries)) {
+    // As a job that failed: its retry (a program busy being written, no process to be had
+    // on another rank, all pass).
+    if (j.out_fd >= 0) close(j.out_fd);
+    if (j.err_fd >= 0) close(j.err_fd);
+    j.out_fd = j.err_fd = -1;
+    st.phase = item_phase::waiting_retry;
+    st.last_exit = exit_code;
+    st.last_signal = 0;
+    st.last_runtime = 0;
+    retries_.emplace(mono_now() + backoff(st.attempts), item);
+    return;
+  }
   item_outcome end;
   end.state = item_state::failed;
   end.started = false;
-  // The shell's codes: 127 for a program that is not there, 126 for one that is and
-  // cannot run (no permission, not an executable, no process to be had).
-  end.exit_code = error == ENOENT || error == ENOTDIR ? 127 : 126;
+  end.exit_code = exit_code;
   const std::string where =
       j.remote ? " on " + ranks_->host(slot - local_slots_) + " (rank " +
                      std::to_string(rank_of(slot)) + ")"
@@ -1279,6 +1338,7 @@ double batch_runner::next_wakeup(double now) const {
     if (j.busy && j.exited) wake = now;  // collected during a write: reap() takes it
   }
   if (!draining_ && !retries_.empty()) wake = std::min(wake, retries_.top().first);
+  if (!draining_ && spawn_blocked_until_ > now) wake = std::min(wake, spawn_blocked_until_);
   if (tty_progress_) wake = std::min(wake, now + progress_interval);
   // No descriptor tells of a message from another rank: looked for now and then.
   if (ranks_ != nullptr) wake = std::min(wake, now + ranks_->poll_interval());
