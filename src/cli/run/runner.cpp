@@ -1297,7 +1297,12 @@ void batch_runner::suspend(double now) {
   for (const job& j : jobs_) {
     if (j.busy && !j.remote && j.pid > 0 && !j.exited && !j.held) kill(-j.pid, SIGSTOP);
   }
-  raise(SIGSTOP);  // returns once continued (fg, bg, kill -CONT)
+  // A continue that came meanwhile (it waits, blocked, in the signalfd) would be undone by
+  // the stop: there is nothing left to wait for.
+  sigset_t pending;
+  if (sigpending(&pending) != 0 || sigismember(&pending, SIGCONT) != 1) {
+    raise(SIGSTOP);  // returns once continued (fg, bg, kill -CONT)
+  }
   const double paused = mono_now() - now;
   for (job& j : jobs_) {
     if (!j.busy || j.remote) continue;
