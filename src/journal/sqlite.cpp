@@ -4,11 +4,21 @@
 
 #include <sqlite3.h>
 
+#include <cstring>
 #include <string>
 
 namespace polymap::journal_detail {
 
 namespace {
+
+/// What the system said of a file SQLite could not open or read (EMFILE for a too-low
+/// `ulimit -n`, EACCES...), for errors that come from it; "" otherwise.
+std::string system_cause(sqlite3* db, int code) {
+  const int primary = code & 0xff;
+  if (db == nullptr || (primary != SQLITE_CANTOPEN && primary != SQLITE_IOERR)) return {};
+  const int error = sqlite3_system_errno(db);
+  return error != 0 ? std::string(" (") + std::strerror(error) + ")" : std::string();
+}
 
 sqlite3_vfs* base_vfs = nullptr;
 
@@ -66,6 +76,7 @@ void check(sqlite3* db, int code, std::string_view doing) {
   std::string what(doing);
   what += ": ";
   what += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(code);
+  what += system_cause(db, code);
   throw sqlite_error(code & 0xff, what);
 }
 
@@ -146,7 +157,8 @@ database::database(const std::string& path, bool create, bool read_only)
 database::database(const std::string& name, int flags, const char* vfs) {
   const int code = sqlite3_open_v2(name.c_str(), &db_, flags | SQLITE_OPEN_NOMUTEX, vfs);
   if (code != SQLITE_OK) {
-    const std::string message = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(code);
+    const std::string message =
+        (db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(code)) + system_cause(db_, code);
     sqlite3_close(db_);
     db_ = nullptr;
     throw sqlite_error(code & 0xff, "opening: " + message);
@@ -161,7 +173,8 @@ void database::exec(std::string_view sql) {
   const std::string text(sql);
   const int code = sqlite3_exec(db_, text.c_str(), nullptr, nullptr, &message);
   if (code != SQLITE_OK) {
-    const std::string what = message != nullptr ? message : sqlite3_errstr(code);
+    const std::string what =
+        (message != nullptr ? message : sqlite3_errstr(code)) + system_cause(db_, code);
     sqlite3_free(message);
     throw sqlite_error(code & 0xff, what);
   }
