@@ -1555,8 +1555,8 @@ TEST(Run, ItemsAreMadeAsTheyRunNotHeldAsAProductOfTheSources) {
   std::string lines;
   for (int i = 0; i < 5000; ++i) lines += std::to_string(i) + "\n";
   write_file(dir / "values", lines);
-  cli_process p({"run", "--halt", "now,fail=1", "--", "false", "::::", dir / "values", "::::",
-                 dir / "values"},
+  cli_process p({"run", "-j", "1", "--halt", "now,fail=1", "--", "false", "::::",
+                 dir / "values", "::::", dir / "values"},
                 dir);
   rusage usage{};
   EXPECT_EQ(p.wait(usage), 1) << p.err();
