@@ -231,7 +231,7 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose,
   }
   // Binding and nice apply to pool threads and worker processes: the calling thread runs
   // no item of such a call, not even to time it.
-  const bool placed = o.bind != bind::none || o.nice.has_value();
+  const bool placed = places_workers(o);
   if (placed) may_sample = false;
 
   // The per-item cost: from history when there is one, else from a sample.

@@ -217,6 +217,12 @@ enum class plan_sample {
   return o.timeout.count() > 0 || o.memory_limit != 0;
 }
 
+/// Whether `o` places the workers (`bind`, `nice`): what pool threads and worker processes
+/// take, and the calling thread never does.
+[[nodiscard]] inline bool places_workers(const options& o) noexcept {
+  return o.bind != bind::none || o.nice.has_value();
+}
+
 /// The option that makes `stops_or_caps(o)` true ("timeout" before "memory_limit").
 [[nodiscard]] inline const char* stop_or_cap_option(const options& o) noexcept {
   return o.timeout.count() > 0 ? "timeout" : "memory_limit";

@@ -91,7 +91,7 @@ class kokkos_executor_impl final : public executor {
       report->backend = backend_kind::kokkos;
       report->workers = parallelism(o);
       report->note = std::string("Kokkos host execution space ") + host_space::name();
-      if (o.bind != bind::none || o.nice || o.workers > report->workers) {
+      if (places_workers(o) || o.workers > report->workers) {
         report->note += ": options::bind, nice and workers beyond its concurrency do not apply "
                         "(Kokkos places and counts its own threads)";
       }

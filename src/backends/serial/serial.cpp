@@ -37,7 +37,7 @@ class serial_executor_impl final : public executor {
         caller.nice_applied = caller.nice == o.nice;
       }
       report->worker_reports = {caller};
-      if (o.bind != bind::none || o.nice) {
+      if (places_workers(o)) {
         report->note = "ran on the calling thread: options::bind and nice apply to pool threads "
                        "and worker processes alone";
       }

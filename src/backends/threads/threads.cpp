@@ -46,7 +46,7 @@ class threads_executor_impl final : public executor {
       report->note = std::string(in_item() ? "nested in an item of another call"
                                            : "the thread pool was busy with another call") +
                      ": ran on the calling thread";
-      if (o.bind != bind::none || o.nice) report->note += ", without options::bind and nice";
+      if (places_workers(o)) report->note += ", without options::bind and nice";
     }
   }
 };

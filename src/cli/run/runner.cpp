@@ -287,6 +287,10 @@ class batch_runner final : public output_host {
   bool fill_slots(double now);
   void start(std::size_t item, std::size_t slot, double now);
   void take_slot(std::size_t slot, std::size_t item, pid_t pid, double wall, double now);
+  /// An attempt of `item` failed (`exit_code`, `signal`, after `runtime` s) with retries
+  /// left: its captured output (closed here) is dropped, and it runs again after a backoff.
+  void retry_later(std::size_t item, int out_fd, int err_fd, int exit_code, int signal,
+                   double runtime);
   /// A job of `item` could not be started for want of a process or a descriptor (`error`):
   /// puts the item back to start a moment later, and says so once.
   /// @return false when nothing has started for too long with no job running: the item
@@ -596,6 +600,19 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
   if (event_error != 0) stop_for_lost_output(event_error, item, 1);
 }
 
+void batch_runner::retry_later(std::size_t item, int out_fd, int err_fd, int exit_code,
+                               int signal, double runtime) {
+  // Its output is that of a failed attempt: the retry's replaces it.
+  if (out_fd >= 0) close(out_fd);
+  if (err_fd >= 0) close(err_fd);
+  item_status& st = status_[item];
+  st.phase = item_phase::waiting_retry;
+  st.last_exit = exit_code;
+  st.last_signal = signal;
+  st.last_runtime = runtime;
+  retries_.emplace(mono_now() + backoff(st.attempts), item);
+}
+
 bool batch_runner::start_later(std::size_t item, int error, double now) {
   // A failure of the machine, not of the item: it waits and starts again, with the jobs
   // that run meanwhile as the only ones. With none running for a minute, nothing will free
@@ -625,14 +642,8 @@ void batch_runner::cannot_run(std::size_t item, std::size_t slot, const std::str
   if (!draining_ && st.attempts <= static_cast<int>(options_.retries)) {
     // As a job that failed: its retry (a program busy being written, no process to be had
     // on another rank, all pass).
-    if (j.out_fd >= 0) close(j.out_fd);
-    if (j.err_fd >= 0) close(j.err_fd);
+    retry_later(item, j.out_fd, j.err_fd, exit_code, 0, 0);
     j.out_fd = j.err_fd = -1;
-    st.phase = item_phase::waiting_retry;
-    st.last_exit = exit_code;
-    st.last_signal = 0;
-    st.last_runtime = 0;
-    retries_.emplace(mono_now() + backoff(st.attempts), item);
     return;
   }
   item_outcome end;
@@ -858,14 +869,7 @@ void batch_runner::end_job(std::size_t slot, int wait_status, double runtime) {
     end.state = item_state::interrupted;
     end.reason = "interrupted before its retry";
   } else if (st.attempts <= static_cast<int>(options_.retries)) {
-    // Its output is that of a failed attempt: the retry's replaces it.
-    if (end.out_fd >= 0) close(end.out_fd);
-    if (end.err_fd >= 0) close(end.err_fd);
-    st.phase = item_phase::waiting_retry;
-    st.last_exit = exit_code;
-    st.last_signal = signal;
-    st.last_runtime = runtime;
-    retries_.emplace(mono_now() + backoff(st.attempts), j.item);
+    retry_later(j.item, end.out_fd, end.err_fd, exit_code, signal, runtime);
     return;
   } else {
     end.state = item_state::failed;
