@@ -204,9 +204,9 @@ backend_estimate estimate(backend_kind kind, const options& o, std::size_t left,
 /// report) carries its reasons and every backend's estimate: building that text would cost
 /// more than the fork-join of a small call. `here`: a share of a call that another backend
 /// (mpi) spreads over machines, which runs on this machine's own backends whatever the
-/// call asked for.
+/// call asked for. `sampled`, when given, is set to the number of items sampled.
 plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose,
-            bool here = false) {
+            bool here = false, std::size_t* sampled = nullptr) {
   const options& o = *job.opts;
   plan p;
   p.items = job.end - job.begin;
@@ -243,10 +243,11 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose,
                                  : std::string("an earlier sample (no call measured yet)");
     }
   } else if (may_sample && job.begin < job.end) {
-    std::size_t sampled = 0;
-    cost = sample(job, sampled);
+    std::size_t count = 0;
+    cost = sample(job, count);
+    if (sampled != nullptr) *sampled = count;
     if (verbose) {
-      p.cost_source = "sampled " + std::to_string(sampled) + " items on the calling thread";
+      p.cost_source = "sampled " + std::to_string(count) + " items on the calling thread";
     }
     if (stats.seconds_per_item.load(std::memory_order_relaxed) <= 0) {
       stats.seconds_per_item.store(cost, std::memory_order_relaxed);
@@ -382,13 +383,14 @@ std::size_t default_window(const options& opts) noexcept {
 plan make_plan(map_job& job, function_stats& stats, plan_sample how) {
   check_options(*job.opts);
   check_backend_available(*job.opts);
-  plan p = decide(job, stats, how != plan_sample::none, true);
-  if (p.cost_source.starts_with("sampled")) {
+  std::size_t sampled = 0;
+  plan p = decide(job, stats, how == plan_sample::copies, true, false, &sampled);
+  if (sampled != 0) {
     p.cost_source += ", on copies of them";
     if (const std::size_t failed = job.state->failed(); failed != 0) {
       p.cost_source += " (" + std::to_string(failed) + " failed: the cost is theirs)";
     }
-  } else if (how == plan_sample::none && p.cost_source == "unknown") {
+  } else if (how == plan_sample::uncopyable && p.cost_source == "unknown") {
     p.cost_source = "unknown: explain runs the function on copies of items, and these cannot "
                     "be copied";
   }

@@ -221,6 +221,34 @@ TEST(AutomaticBackend, ACallWithBindOrNiceRunsNoItemOnTheCallingThread) {
   }
 }
 
+TEST(AutomaticBackend, ExplainCopiesNoItemOnceTheCostIsKnown) {
+  // Copies are made only to time an unknown function: after a call has measured it,
+  // explain() copies nothing (a large item would make that a real cost).
+  struct counted {
+    std::atomic<int>* copies;
+    int value = 1;
+    counted(std::atomic<int>* c, int v) : copies(c), value(v) {}
+    counted(const counted& other) : copies(other.copies), value(other.value) {
+      copies->fetch_add(1);
+    }
+    counted& operator=(const counted&) = default;
+  };
+  std::atomic<int> copies{0};
+  std::vector<counted> xs;
+  for (int i = 0; i < 200; ++i) xs.emplace_back(&copies, i);
+  const auto fn = [](const counted& c) { return c.value * 2; };
+  const plan first = polymap::explain(xs, fn);
+  EXPECT_GT(copies.load(), 0) << "the first explain samples copies: " << first.cost_source;
+  options o;
+  o.backend = backend::serial;
+  (void)polymap::map(xs, fn, o);
+  copies = 0;
+  const plan known = polymap::explain(xs, fn);
+  EXPECT_EQ(copies.load(), 0) << known.cost_source;
+  EXPECT_EQ(known.cost_source.find("sampled"), std::string::npos) << known.cost_source;
+  EXPECT_GT(known.seconds_per_item, 0);
+}
+
 TEST(AutomaticBackend, ExplainChangesNoItem) {
   // A function that takes its items by reference is timed on copies of them.
   std::vector<int> xs(1000, 1);

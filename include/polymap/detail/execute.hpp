@@ -202,8 +202,9 @@ inline constexpr std::size_t sample_max_items = 64;
 
 /// What explain() may run to measure a function whose cost is not known.
 enum class plan_sample {
-  copies,  ///< copies of the first items (what the function does to them stays there)
-  none,    ///< nothing (items that cannot be copied)
+  copies,      ///< copies of the first items (what the function does to them stays there)
+  known,       ///< nothing: the function's cost is already known
+  uncopyable,  ///< nothing: the items cannot be copied
 };
 
 /// Decides where a call would run, sampling items [job.begin, ...) as `how` says when the
