@@ -261,11 +261,11 @@ auto map(Range&& xs, Fn fn, const options& opts = {}) {
 
 namespace detail {
 
-/// map_into() with `decided` as for run_call.
+/// map_into() with `external` and `decided` as for run_call.
 template <std::ranges::random_access_range In, std::ranges::random_access_range Out, class Fn>
   requires std::ranges::sized_range<In> && std::ranges::sized_range<Out>
 void map_into(const In& xs, Out&& out, Fn& fn, const options& opts,
-              const plan* decided = nullptr) {
+              run_state* external = nullptr, const plan* decided = nullptr) {
   static_assert(!std::is_same_v<std::ranges::range_value_t<Out>, bool> ||
                     std::is_lvalue_reference_v<std::ranges::range_reference_t<Out>>,
                 "polymap::map_into: a std::vector<bool> packs its elements into shared words, "
@@ -282,7 +282,7 @@ void map_into(const In& xs, Out&& out, Fn& fn, const options& opts,
   using Ctx = map_ctx<std::ranges::iterator_t<const In>, Fn, std::ranges::iterator_t<Out>>;
   function_stats& stats = stats_for<std::ranges::range_value_t<In>>(fn);
   const Ctx ctx{std::ranges::begin(xs), &fn, std::ranges::begin(out)};
-  run_call<typename Ctx::result_type, Ctx, char>(ctx, n, opts, stats, {}, nullptr, decided);
+  run_call<typename Ctx::result_type, Ctx, char>(ctx, n, opts, stats, {}, external, decided);
 }
 
 }  // namespace detail

@@ -476,7 +476,7 @@ TEST(AutomaticBackend, ACallersDecisionIsRunAsItIsAndReported) {
 
   std::vector<double> into(xs.size(), -1.0);
   run_report into_report;
-  detail::map_into(xs, into, twice, {.report = &into_report}, &decided);
+  detail::map_into(xs, into, twice, {.report = &into_report}, nullptr, &decided);
   EXPECT_EQ(into, ys);
   EXPECT_EQ(into_report.backend, backend::processes);
   EXPECT_EQ(into_report.decision.reason, "weighed by the caller");

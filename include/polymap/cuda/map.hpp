@@ -452,28 +452,20 @@ void watched_stream_map(const In* in, R* out, std::size_t n, Fn& fn, const optio
 /// Runs `gpu`, a host-resident map that the options put on the GPU. When the GPU fails it
 /// (a cuda_error: a device held by another process, out of memory, a fault) under
 /// `automatic`, which chose the GPU itself, the device is marked unusable for `automatic` in
-/// this process and false is returned: the caller runs the call on the CPU (its items may
-/// then run twice). A call that asked for cuda throws.
+/// this process, `failure` is set to the error and false is returned: the caller runs the
+/// call on the CPU (its items may then run twice). A call that asked for cuda throws.
 /// @return whether the map ran on the GPU
 template <class Gpu>
-bool ran_on_gpu(const options& opts, Gpu&& gpu) {
+bool ran_on_gpu(const options& opts, Gpu&& gpu, std::string& failure) {
   try {
     gpu();
     return true;
   } catch (const cuda_error& e) {
     if (opts.backend != backend_kind::automatic) throw;
-    polymap::cuda::mark_failed(opts.device, e.what());
+    failure = e.what();
+    polymap::cuda::mark_failed(opts.device, failure);
     return false;
   }
-}
-
-/// Says in the report of a call that ran on the CPU after the GPU failed it, why.
-inline void note_gpu_failed(const options& opts) {
-  if (opts.report == nullptr) return;
-  const host_map_costs costs = host_map_costs_on(opts.device, if_unknown::use_defaults);
-  if (!opts.report->note.empty()) opts.report->note += "; ";
-  opts.report->note += "ran on the CPU: the GPU that automatic chose failed (" +
-                       costs.unusable + "), and is not chosen again in this process";
 }
 
 /// A vector of `n` results that a GPU writes through a plain pointer, filled by `fill(R*)`;
@@ -658,6 +650,24 @@ inline void note_gpu(const options& o, std::size_t items, const char* reason) {
   if (o.report != nullptr) note_gpu(o, gpu_plan(items, reason));
 }
 
+/// The host-resident map of the `n` items at `in` into `into` (host memory) that `decision`
+/// put on the GPU; when the GPU fails it under `automatic` (see ran_on_gpu), the call runs on
+/// the CPU into the same place, and the report says why. `state` as for watched_stream_map.
+template <class T, class R, class Fn>
+void host_map_on_gpu(const T* in, R* into, std::size_t n, Fn& fn, const options& opts,
+                     plan decision, polymap::detail::run_state* state = nullptr) {
+  std::string failure;
+  if (ran_on_gpu(opts, [&] { watched_stream_map(in, into, n, fn, opts, state); }, failure)) {
+    note_gpu(opts, std::move(decision));
+    return;
+  }
+  polymap::detail::map_into(std::span<const T>(in, n), std::span<R>(into, n), fn, opts, state);
+  if (opts.report == nullptr) return;
+  if (!opts.report->note.empty()) opts.report->note += "; ";
+  opts.report->note += "ran on the CPU: the GPU that automatic chose failed (" + failure +
+                       "), and is not chosen again in this process";
+}
+
 }  // namespace detail
 
 /// Applies `fn` to every element of device-resident `xs` on the GPU; nothing is copied.
@@ -761,14 +771,10 @@ void map_into(std::span<const T> xs, std::span<R> out, Fn fn, const options& opt
   if constexpr (detail::gpu_mappable_v<T, R, Fn>) {
     detail::host_choice c = detail::host_decision<T, R>(xs, fn, opts);
     if (c.decision.chosen != backend_kind::cuda) {
-      polymap::detail::map_into(xs, into, fn, opts, &c.decision);
-    } else if (detail::ran_on_gpu(opts, [&] {
-                 detail::watched_stream_map(xs.data(), into.data(), xs.size(), fn, opts);
-               })) {
-      detail::note_gpu(opts, std::move(c.decision));
+      polymap::detail::map_into(xs, into, fn, opts, nullptr, &c.decision);
     } else {
-      polymap::map_into(xs, into, fn, opts);
-      detail::note_gpu_failed(opts);
+      detail::host_map_on_gpu(xs.data(), into.data(), xs.size(), fn, opts,
+                              std::move(c.decision));
     }
   }
 }
@@ -808,17 +814,9 @@ template <std::ranges::contiguous_range Range, class Fn>
     if (c.decision.chosen != backend_kind::cuda) {
       return polymap::detail::map_n(in, n, fn, opts, nullptr, &c.decision);
     }
-    bool on_gpu = false;
-    std::vector<R> out = detail::gpu_results<R>(n, [&](R* into) {
-      on_gpu = detail::ran_on_gpu(opts, [&] { detail::watched_stream_map(in, into, n, fn, opts); });
+    return detail::gpu_results<R>(n, [&](R* into) {
+      detail::host_map_on_gpu(in, into, n, fn, opts, std::move(c.decision));
     });
-    if (!on_gpu) {
-      std::vector<R> ys = polymap::map(xs, fn, opts);
-      detail::note_gpu_failed(opts);
-      return ys;
-    }
-    detail::note_gpu(opts, std::move(c.decision));
-    return out;
   }
 }
 
@@ -908,21 +906,10 @@ auto map_async(Range&& xs, Fn fn, options opts = {}) {
             detail::host_choice c =
                 detail::host_decision<T, R>(std::span<const T>(items), fn, opts);
             if (c.decision.chosen == backend_kind::cuda) {
-              bool on_gpu = false;
-              std::vector<R> out = detail::gpu_results<R>(items.size(), [&](R* into) {
-                on_gpu = detail::ran_on_gpu(opts, [&] {
-                  detail::watched_stream_map(items.data(), into, items.size(), fn, opts,
-                                             state.get());
-                });
+              return detail::gpu_results<R>(items.size(), [&](R* into) {
+                detail::host_map_on_gpu(items.data(), into, items.size(), fn, opts,
+                                        std::move(c.decision), state.get());
               });
-              if (on_gpu) {
-                detail::note_gpu(opts, std::move(c.decision));
-                return out;
-              }
-              std::vector<R> ys = polymap::detail::map_n(items.begin(), items.size(), fn, opts,
-                                                         state.get());
-              detail::note_gpu_failed(opts);
-              return ys;
             }
             return polymap::detail::map_n(items.begin(), items.size(), fn, opts, state.get(),
                                           &c.decision);
