@@ -208,27 +208,29 @@ std::optional<double> process_start(std::int64_t pid) {
   return boot + static_cast<double>(status->start_ticks) / static_cast<double>(ticks);
 }
 
-/// Whether a runner that has not finished still runs, seen from `host` at time `t`. Its
-/// lease must not have run out, wherever it runs (a live runner renews it every 10 s). On
-/// the same host its pid also says so at once, unless that pid is a zombie (the runner died
-/// and nobody reaped it) or now belongs to another process: one that started at another
-/// tick since boot than the runner did (`start_ticks`, which a step of the wall clock does
-/// not move), or, for a runner of a journal written before polymap recorded ticks, one that
-/// started after the runner registered.
+/// Whether a runner that has not finished still runs, seen from `host` at time `t`. On
+/// another host its lease says so: it must not have run out (a live runner renews it every
+/// 10 s). On the same host its pid says so, at once: the runner is dead when that pid is
+/// gone, a zombie (the runner died and nobody reaped it) or now belongs to another process,
+/// one that started at another tick since boot than the runner did (`start_ticks`, which a
+/// step of the wall clock does not move); while the pid is its own, the runner lives even
+/// past its lease (stopped by Ctrl-Z or a Slurm suspend, it renews nothing). Where /proc
+/// cannot say, or for a runner of a journal written before polymap recorded ticks, the lease
+/// must hold too, and such a runner's pid must have started before the runner registered.
 bool runner_alive(const std::string& runner_host, std::int64_t pid, double started,
                   std::optional<std::int64_t> start_ticks, double heartbeat,
                   const std::string& host, double t) {
-  if (heartbeat < t - journal::lease_seconds) return false;
-  if (runner_host != host) return true;
+  const bool leased = heartbeat >= t - journal::lease_seconds;
+  if (runner_host != host) return leased;
   if (!pid_alive(pid)) return false;
   const std::optional<process_status> status = process_status_of(pid);
-  if (!status) return true;  // no /proc: the pid's life is all there is
+  if (!status) return leased;  // no /proc: the pid's life and the lease are all there is
   if (status->state == 'Z' || status->state == 'X') return false;
   if (start_ticks) return status->start_ticks == *start_ticks;
   // btime has a resolution of a second: allow for it, and a little clock adjustment.
   constexpr double slack = 2;
   const std::optional<double> began = process_start(pid);
-  return !began || *began <= started + slack;
+  return leased && (!began || *began <= started + slack);
 }
 
 /// `seconds` as SQLite's busy timeout: milliseconds in an int, the most it holds for a

@@ -341,23 +341,25 @@ TEST_F(JournalTest, RunnerWhoseProcessIsAZombieIsDead) {
   EXPECT_EQ(here.commit({}, 5).size(), 2U);
 }
 
-TEST_F(JournalTest, RunnerOnThisHostIsDeadOnceItsLeaseLapses) {
-  journal stalled(path_);
+TEST_F(JournalTest, RunnerOnThisHostWhosePidIsItsOwnKeepsItsItemsPastItsLease) {
+  journal stopped(path_);
   journal here(path_);
-  share_two_items(stalled, here);
-  // Its pid is alive and its own, but it has not renewed its lease for longer than the lease.
-  lapse_lease(stalled);
-  for (const polymap::journal_runner& r : here.summary(1).runners) {
-    EXPECT_EQ(r.alive, r.id == here.runner_id()) << r.id;
-  }
-  EXPECT_EQ(here.reclaim_dead(), 1);
-  EXPECT_EQ(here.commit({}, 5).size(), 2U);
+  share_two_items(stopped, here);
+  // Its pid is alive and its own, but it has not renewed its lease for longer than the
+  // lease: stopped (Ctrl-Z, a Slurm suspend), not dead. Its items must not run twice.
+  lapse_lease(stopped);
+  for (const polymap::journal_runner& r : here.summary(1).runners) EXPECT_TRUE(r.alive) << r.id;
+  EXPECT_EQ(here.reclaim_dead(), 0);
+  EXPECT_EQ(here.commit({}, 5).size(), 1U);  // its own item alone
 }
 
 TEST_F(JournalTest, RunnerTakenForDeadIsLiveAgainOnceItRenewsItsLease) {
   journal stalled(path_);
   journal here(path_);
   share_two_items(stalled, here);
+  // On another host (a pid there says nothing here), silent for longer than the lease.
+  const std::string id = std::to_string(stalled.runner_id());
+  sql("UPDATE runners SET host = 'elsewhere.invalid' WHERE id = " + id);
   lapse_lease(stalled);
   EXPECT_EQ(here.reclaim_dead(), 1);
   stalled.renew_lease();
