@@ -242,14 +242,16 @@ int busy_milliseconds(double seconds) {
              : static_cast<int>(ms);
 }
 
-/// Whether the journal's runners have `start_ticks` (journals of format 1 written before
-/// it was added have not, until a runner opens them).
-bool has_start_ticks(sqlite3* db) {
-  statement column(db, "SELECT count(*) FROM pragma_table_info('runners') "
-                       "WHERE name = 'start_ticks'");
-  column.step();
-  return column.integer(0) != 0;
+/// Whether `table` has `column` (journals of format 1 written before it was added have not,
+/// until a runner opens them).
+bool has_column(sqlite3* db, const char* table, const char* column) {
+  statement found(db, std::string("SELECT count(*) FROM pragma_table_info('") + table +
+                          "') WHERE name = '" + column + "'");
+  found.step();
+  return found.integer(0) != 0;
 }
+
+bool has_start_ticks(sqlite3* db) { return has_column(db, "runners", "start_ticks"); }
 
 std::optional<std::int64_t> start_ticks_of(const statement& row, int column) {
   if (row.is_null(column)) return std::nullopt;
@@ -265,7 +267,8 @@ CREATE TABLE items(
   id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, seq INTEGER NOT NULL, command TEXT NOT NULL,
   state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
   interruptions INTEGER NOT NULL DEFAULT 0, runner INTEGER, worker INTEGER, start REAL,
-  end REAL, exit INTEGER, signal INTEGER, duration REAL, reason TEXT, stderr_tail BLOB);
+  end REAL, exit INTEGER, signal INTEGER, duration REAL, reason TEXT, stderr_tail BLOB,
+  failures INTEGER NOT NULL DEFAULT 0 /* failed attempts, which --retries counts; format 1 */);
 -- The claim walks this partial index in input order: O(log n) per claim however many are done.
 CREATE INDEX items_claimable ON items(seq) WHERE state = 0 OR state = 4;
 CREATE INDEX items_running ON items(runner) WHERE state = 1;
@@ -516,7 +519,7 @@ journal::journal(std::string path, const journal_options& options)
           create_schema();
         } else {
           check_schema();
-          add_start_ticks();
+          if (!options.read_only) add_columns();
         }
         return;
       } catch (const sqlite_error& e) {
@@ -561,17 +564,21 @@ void journal::check_schema() {
   }
 }
 
-void journal::add_start_ticks() {
-  if (has_start_ticks(db_->handle())) {
-    start_ticks_ = true;
-    return;
+void journal::add_columns() {
+  const auto missing = [&] {
+    return !has_start_ticks(db_->handle()) || !has_column(db_->handle(), "items", "failures");
+  };
+  if (missing()) {
+    db_->transaction("BEGIN IMMEDIATE", [&] {
+      // Another runner may have added them meanwhile.
+      if (!has_start_ticks(db_->handle())) {
+        db_->exec("ALTER TABLE runners ADD COLUMN start_ticks INTEGER");
+      }
+      if (!has_column(db_->handle(), "items", "failures")) {
+        db_->exec("ALTER TABLE items ADD COLUMN failures INTEGER NOT NULL DEFAULT 0");
+      }
+    });
   }
-  db_->transaction("BEGIN IMMEDIATE", [&] {
-    // Another runner may have added it meanwhile.
-    if (!has_start_ticks(db_->handle())) {
-      db_->exec("ALTER TABLE runners ADD COLUMN start_ticks INTEGER");
-    }
-  });
   start_ticks_ = true;
 }
 
@@ -624,7 +631,7 @@ void journal::add_items(const std::vector<journal_item>& items) {
 std::int64_t journal::retry_failed() {
   return guarded("resetting failed items", [&] {
     statement update(db_->handle(),
-                     "UPDATE items SET state = 0 WHERE state = 3 AND key IN temp.batch");
+                     "UPDATE items SET state = 0, failures = 0 WHERE state = 3 AND key IN temp.batch");
     update.step();
     return db_->changes();
   });
@@ -681,7 +688,7 @@ std::vector<claimed_item> journal::commit(const std::vector<item_end>& ends, std
           db_->handle(),
           "UPDATE items SET state = ?1, attempts = attempts + ?2, worker = ?3, start = ?4, "
           "end = ?5, exit = ?6, signal = ?7, duration = ?5 - ?4, reason = ?8, stderr_tail = ?9, "
-          "interruptions = interruptions + ?10, "
+          "interruptions = interruptions + ?10, failures = failures + ?13, "
           "runner = CASE WHEN ?1 = 0 THEN NULL ELSE runner END "
           "WHERE id = ?11 AND state = 1 AND runner = ?12");
       // INDEXED BY: left to itself the planner walks the whole batch and sorts it, which
@@ -690,7 +697,7 @@ std::vector<claimed_item> journal::commit(const std::vector<item_end>& ends, std
           db_->handle(),
           "UPDATE items SET state = 1, runner = ?1 WHERE id IN (SELECT id FROM items "
           "INDEXED BY items_claimable WHERE (state = 0 OR state = 4) "
-          "AND key IN temp.batch ORDER BY seq LIMIT ?2) RETURNING id, key");
+          "AND key IN temp.batch ORDER BY seq LIMIT ?2) RETURNING id, key, failures");
     }
     begin_->step();
     begin_->reset();
@@ -716,14 +723,18 @@ std::vector<claimed_item> journal::commit(const std::vector<item_end>& ends, std
         }
         end.bind(10, static_cast<std::int64_t>(e.state == item_state::interrupted ? 1 : 0))
             .bind(11, e.id)
-            .bind(12, runner_);
+            .bind(12, runner_)
+            .bind(13, static_cast<std::int64_t>(e.failures));
         end.step();
         end.reset();
       }
       std::vector<claimed_item> claimed;
       if (claim > 0) {
         take_->bind(1, runner_).bind(2, static_cast<std::int64_t>(claim));
-        while (take_->step()) claimed.push_back({take_->integer(0), take_->text(1)});
+        while (take_->step()) {
+          claimed.push_back(
+              {take_->integer(0), take_->text(1), static_cast<int>(take_->integer(2))});
+        }
         take_->reset();
       }
       commit_->step();

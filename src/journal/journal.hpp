@@ -51,13 +51,17 @@ struct journal_item {
 struct claimed_item {
   std::int64_t id = 0;
   std::string key;
+  int failures = 0;  ///< its failed attempts recorded by earlier runs (--retries counts them)
 };
 
 /// What a runner records about an item it had claimed.
 struct item_end {
   std::int64_t id = 0;
-  item_state state = item_state::done;  ///< done, failed, interrupted, or pending to give it back
-  int attempts = 0;                     ///< attempts made by this runner
+  /// done, failed, interrupted, or pending to give it back; running records an attempt that
+  /// failed and waits for its retry, which the item keeps
+  item_state state = item_state::done;
+  int attempts = 0;                     ///< attempts made by this runner since it last recorded
+  int failures = 0;                     ///< of which failed (ended on their own, not stopped)
   int worker = 0;                       ///< the job slot that ran it (1-based)
   double start = 0;                     ///< Unix time of the first attempt's start
   double end = 0;                       ///< Unix time of the last attempt's end
@@ -207,8 +211,9 @@ class journal {
   std::int64_t checked_format();
   void create_schema();
   void check_schema();
-  /// Gives a journal of format 1 written before runners had `start_ticks` that column.
-  void add_start_ticks();
+  /// Gives a journal of format 1 written before runners had `start_ticks`, or items
+  /// `failures`, those columns.
+  void add_columns();
   /// The runners' `start_ticks` in a query, NULL in a journal without them.
   std::string start_ticks_column();
   /// Items of the batch whose state is in `states`, an SQL list such as "(3)".
@@ -229,7 +234,7 @@ class journal {
   std::unique_ptr<journal_detail::statement> end_;
   std::unique_ptr<journal_detail::statement> take_;
   std::int64_t runner_ = 0;
-  bool start_ticks_ = false;  ///< runners have `start_ticks` (see add_start_ticks())
+  bool start_ticks_ = false;  ///< runners have `start_ticks` (see add_columns())
 };
 
 /// Whether `path`'s directory is on a network file system (NFS, SMB/CIFS, Ceph, Lustre,

@@ -1350,6 +1350,34 @@ TEST(JournalRun, JsonEventOfARetryCancelledWhileItWaitsHasNoStdout) {
   EXPECT_EQ(items_in_state(dir, 4), "1");
 }
 
+// --retries counts the failed attempts of earlier runs: a runner killed between two
+// attempts does not give the item a fresh count on the next run (each failed attempt is
+// recorded as it fails), and --retry-failed does. The second attempt kills the runner.
+TEST(JournalRun, RetriesCountTheFailedAttemptsOfEarlierRuns) {
+  temp_dir dir;
+  const std::string script =
+      record_script + "; [ \"$(wc -l < \"$2\")\" -eq 2 ] && { kill -KILL $PPID; exec sleep 30; }; "
+                      "exit 3";
+  const std::vector<std::string> args = journal_run(dir, script, numbers(1), 1, {"--retries", "2"});
+  const cli_output killed = run_polymap(args, dir);
+  EXPECT_EQ(killed.status, 128 + SIGKILL) << killed.err;
+  EXPECT_EQ(lines_of(read_file(dir / "side")).size(), 2U);
+  // One attempt failed, one was the runner's death: two failed attempts are left.
+  const cli_output rerun = run_polymap(args, dir);
+  EXPECT_EQ(rerun.status, 1) << rerun.err;
+  EXPECT_EQ(lines_of(read_file(dir / "side")).size(), 4U) << rerun.err;
+  EXPECT_NE(rerun.err.find("after 3 attempts"), std::string::npos) << rerun.err;
+  EXPECT_EQ(items_in_state(dir, 3), "1");
+  // Failed: a rerun runs it no more, --retry-failed runs it with --retries afresh.
+  EXPECT_EQ(run_polymap(args, dir).status, 1);
+  EXPECT_EQ(lines_of(read_file(dir / "side")).size(), 4U);
+  std::vector<std::string> again = args;
+  again.insert(again.begin() + 1, "--retry-failed");
+  const cli_output retried = run_polymap(again, dir);
+  EXPECT_EQ(retried.status, 1) << retried.err;
+  EXPECT_EQ(lines_of(read_file(dir / "side")).size(), 7U) << retried.err;
+}
+
 // An attempt that fails once the run has begun to stop its jobs, with retries left, is not a
 // failed item: its retry is cancelled, it is interrupted, and a rerun runs it. (The runner is
 // stopped while the job fails, so that it takes that end after its own SIGTERM.)

@@ -204,7 +204,9 @@ enum class item_phase { todo, waiting_retry, running, ended };
 
 struct item_status {
   item_phase phase = item_phase::todo;
-  int attempts = 0;
+  int attempts = 0;             // made by this runner
+  int earlier_failures = 0;     // failed attempts that earlier runs recorded in the journal
+  int recorded_attempts = 0;    // of `attempts`, those the journal has (failed, then retried)
   double first_start = 0;
   std::size_t order = 0;        // position in start order, for --keep-order
   std::int64_t journal_id = 0;  // 0 without a journal
@@ -213,6 +215,10 @@ struct item_status {
   int last_signal = 0;
   double last_runtime = 0;
 };
+
+/// An item's attempts as the run counts them against --retries: the failed ones of earlier
+/// runs (a journal's) and this run's.
+int attempts_of(const item_status& st) { return st.earlier_failures + st.attempts; }
 
 struct job {
   bool busy = false;
@@ -256,6 +262,7 @@ struct item_outcome {
   int out_fd = -1;  // the captures of its stdout and stderr, handed over; -1: none
   int err_fd = -1;
   bool stdout_dropped = false;  // its captured stdout is not written (see end_item())
+  bool attempt_failed = false;  // its last attempt failed (also when it ends interrupted)
 };
 
 /// What a line that polymap itself writes on stderr is. That decides what becomes of it when
@@ -287,8 +294,13 @@ class batch_runner final : public output_host {
   bool fill_slots(double now);
   void start(std::size_t item, std::size_t slot, double now);
   void take_slot(std::size_t slot, std::size_t item, pid_t pid, double wall, double now);
+  /// Whether an item whose attempt just failed has --retries left.
+  [[nodiscard]] bool retry_left(const item_status& st) const {
+    return attempts_of(st) <= static_cast<int>(options_.retries);
+  }
   /// An attempt of `item` failed (`exit_code`, `signal`, after `runtime` s) with retries
   /// left: its captured output (closed here) is dropped, and it runs again after a backoff.
+  /// A journal records the failed attempt at once.
   void retry_later(std::size_t item, int out_fd, int err_fd, int exit_code, int signal,
                    double runtime);
   /// A job of `item` could not be started for want of a process or a descriptor (`error`):
@@ -503,7 +515,9 @@ void batch_runner::commit_journal() {
   for (const claimed_item& c : claimed) {
     const auto found = item_of_key_.find(c.key);
     if (found == item_of_key_.end()) continue;  // cannot happen: claims join the batch
-    status_[found->second].journal_id = c.id;
+    item_status& st = status_[found->second];
+    st.journal_id = c.id;
+    st.earlier_failures = c.failures;
     queue_.push_back(found->second);
   }
 }
@@ -589,7 +603,7 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
     nlohmann::json event = {{"event", "start"},
                             {"seq", item + 1},
                             {"slot", slot + 1},
-                            {"attempt", st.attempts},
+                            {"attempt", st.earlier_failures + st.attempts},
                             {"command", argv}};
     if (ranks_ != nullptr) event["rank"] = rank_of(slot);
     event_error = out_.put(1, json_text(event));
@@ -610,6 +624,22 @@ void batch_runner::retry_later(std::size_t item, int out_fd, int err_fd, int exi
   st.last_exit = exit_code;
   st.last_signal = signal;
   st.last_runtime = runtime;
+  if (journal_) {
+    // Recorded now: a runner killed before the retry ends must not give the item a fresh
+    // count of --retries on the next run.
+    item_end e;
+    e.id = st.journal_id;
+    e.state = item_state::running;
+    e.attempts = st.attempts - st.recorded_attempts;
+    e.failures = 1;
+    e.worker = static_cast<int>(st.slot + 1);
+    e.start = st.first_start;
+    e.end = wall_now();
+    e.exit_code = exit_code;
+    e.signal = signal;
+    ends_.push_back(std::move(e));
+    st.recorded_attempts = st.attempts;
+  }
   retries_.emplace(mono_now() + backoff(st.attempts), item);
 }
 
@@ -639,7 +669,7 @@ void batch_runner::cannot_run(std::size_t item, std::size_t slot, const std::str
   // cannot run (no permission, not an executable, no process to be had).
   const int exit_code = error == ENOENT || error == ENOTDIR ? 127 : 126;
   item_status& st = status_[item];
-  if (!draining_ && st.attempts <= static_cast<int>(options_.retries)) {
+  if (!draining_ && retry_left(st)) {
     // As a job that failed: its retry (a program busy being written, no process to be had
     // on another rank, all pass).
     retry_later(item, j.out_fd, j.err_fd, exit_code, 0, 0);
@@ -862,13 +892,14 @@ void batch_runner::end_job(std::size_t slot, int wait_status, double runtime) {
     end.reason = "interrupted";
   } else if (exit_code == 0 && !j.timed_out) {
     end.state = item_state::done;
-  } else if (st.attempts <= static_cast<int>(options_.retries) && draining_) {
+  } else if (retry_left(st) && draining_) {
     // Failed with retries left once the run stops or halts, which starts no retry: the
     // item is interrupted before it, as a waiting retry is then (release_unstarted()), and
     // runs again on the next run. Its output is written as an interrupted item's is.
     end.state = item_state::interrupted;
     end.reason = "interrupted before its retry";
-  } else if (st.attempts <= static_cast<int>(options_.retries)) {
+    end.attempt_failed = true;
+  } else if (retry_left(st)) {
     retry_later(j.item, end.out_fd, end.err_fd, exit_code, signal, runtime);
     return;
   } else {
@@ -929,7 +960,8 @@ void batch_runner::end_item(std::size_t item, std::size_t slot, item_outcome end
     item_end e;
     e.id = st.journal_id;
     e.state = end.state;
-    e.attempts = st.attempts;
+    e.attempts = st.attempts - st.recorded_attempts;
+    e.failures = end.state == item_state::failed || end.attempt_failed ? 1 : 0;
     e.worker = static_cast<int>(slot + 1);
     e.start = st.first_start;
     e.end = end.start_wall + end.runtime;
@@ -1022,7 +1054,7 @@ std::string batch_runner::end_event(std::size_t item, std::size_t slot, const it
                           {"state", state_name(end.state)},
                           {"exit", end.exit_code},
                           {"signal", end.signal},
-                          {"attempts", status_.at(item).attempts},
+                          {"attempts", attempts_of(status_.at(item))},
                           {"duration", end.runtime},
                           {"command", command_.expand(items_[item], item + 1, slot + 1)}};
   if (ranks_ != nullptr) event["rank"] = rank_of(slot);
@@ -1087,7 +1119,7 @@ void batch_runner::report_failure(std::size_t item, std::size_t slot, const item
   } else {
     why = "exit status " + std::to_string(end.exit_code);
   }
-  const int attempts = status_[item].attempts;
+  const int attempts = attempts_of(status_[item]);
   if (attempts > 1) why += ", after " + std::to_string(attempts) + " attempts";
   const std::string command = display_command(command_.expand(items_[item], item + 1, slot + 1));
   say(line_kind::summed,
