@@ -19,8 +19,9 @@ namespace polymap {
 
 /// How a result crosses from a worker process to the caller, as bytes.
 ///
-/// The processes backend writes trivially copyable results straight into shared memory;
-/// any other result type needs a codec. Built in for `std::string`, `std::vector` of a
+/// The processes backend writes trivially copyable results straight into shared memory
+/// (unless they have a codec: one that holds a pointer needs it); any other result type
+/// needs a codec. Built in for `std::string`, `std::vector` of a
 /// trivially copyable type (`bool` too), and `std::pair` and `std::tuple` whose members are
 /// trivially copyable or have a codec (libstdc++'s pair and tuple are not trivially
 /// copyable); give your own type one by specialising this template:
@@ -33,6 +34,13 @@ namespace polymap {
 template <class T>
 struct codec;
 
+/// Whether `T` has a usable `codec<T>`.
+template <class T>
+concept has_codec = requires(const T& value, std::string& out, std::string_view bytes) {
+  codec<T>::encode(value, out);
+  { codec<T>::decode(bytes) } -> std::same_as<T>;
+};
+
 template <>
 struct codec<std::string> {
   static void encode(const std::string& value, std::string& out) { out.append(value); }
@@ -40,7 +48,7 @@ struct codec<std::string> {
 };
 
 template <class T>
-requires(std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>)
+requires(std::is_trivially_copyable_v<T> && !has_codec<T> && !std::is_same_v<T, bool>)
 struct codec<std::vector<T>> {
   static void encode(const std::vector<T>& value, std::string& out) {
     out.append(reinterpret_cast<const char*>(value.data()), value.size() * sizeof(T));
@@ -65,14 +73,16 @@ struct codec<std::vector<bool>> {
   }
 };
 
-/// Whether `T` has a usable `codec<T>`.
-template <class T>
-concept has_codec = requires(const T& value, std::string& out, std::string_view bytes) {
-  codec<T>::encode(value, out);
-  { codec<T>::decode(bytes) } -> std::same_as<T>;
-};
-
 namespace detail {
+
+/// Whether values of `T` cross between processes as their own bytes: trivially copyable,
+/// and with no codec of the user's, which says how otherwise (a struct holding a pointer).
+template <class T>
+concept crosses_as_bytes = std::is_trivially_copyable_v<T> && !has_codec<T>;
+
+/// Whether `codec<T>` is specialised (the primary template is only declared).
+template <class T>
+concept codec_specialised = requires { sizeof(codec<T>); };
 
 /// A member of a pair or tuple that a codec can carry: trivially copyable (its bytes), or
 /// with a codec of its own (its size, then its bytes).
@@ -81,7 +91,7 @@ concept codec_member = std::is_trivially_copyable_v<T> || has_codec<T>;
 
 template <class T>
 void encode_member(const T& value, std::string& out) {
-  if constexpr (std::is_trivially_copyable_v<T>) {
+  if constexpr (crosses_as_bytes<T>) {
     out.append(reinterpret_cast<const char*>(&value), sizeof(T));
   } else {
     const std::size_t at = out.size();
@@ -106,7 +116,7 @@ template <class T>
     bytes.remove_prefix(n);
     return front;
   };
-  if constexpr (std::is_trivially_copyable_v<T>) {
+  if constexpr (crosses_as_bytes<T>) {
     alignas(T) std::byte raw[sizeof(T)];
     std::memcpy(raw, take(sizeof(T)).data(), sizeof(T));
     return std::move(*std::launder(reinterpret_cast<T*>(raw)));  // a move-only type too

@@ -1452,6 +1452,59 @@ struct codec<sample> {
 
 namespace {
 
+// A trivially copyable result that holds a pointer: its bytes would point into the worker.
+struct name_ref {
+  const char* text;
+  std::size_t size;
+};
+
+// A codec whose decode takes the wrong parameter: specialised, yet no codec to polymap (a
+// result of this type stops the build with a static_assert that says what is expected).
+struct misdeclared {
+  int value;
+};
+
+}  // namespace
+
+template <>
+struct codec<name_ref> {
+  static void encode(const name_ref& r, std::string& out) { out.append(r.text, r.size); }
+  static name_ref decode(std::string_view bytes) {
+    // Kept for the program's life, as a result's text must be (a test's few).
+    static std::vector<std::unique_ptr<std::string>> kept;
+    static std::mutex kept_lock;
+    const std::lock_guard<std::mutex> lock(kept_lock);
+    kept.push_back(std::make_unique<std::string>(bytes));
+    return {kept.back()->data(), kept.back()->size()};
+  }
+};
+
+template <>
+struct codec<misdeclared> {
+  static void encode(const misdeclared& m, std::string& out) { out.append(std::to_string(m.value)); }
+  static misdeclared decode(const std::string& bytes) { return {std::stoi(bytes)}; }
+};
+
+static_assert(polymap::detail::codec_specialised<misdeclared> && !polymap::has_codec<misdeclared>);
+static_assert(!polymap::detail::codec_specialised<name_ref*>);
+
+namespace {
+
+TEST(Processes, AUserCodecOfATriviallyCopyableTypeIsUsedNotItsBytes) {
+  std::vector<int> xs(200);
+  for (int i = 0; i < 200; ++i) xs[static_cast<std::size_t>(i)] = i;
+  const auto name = [](int i) {
+    // Text in the worker's heap: its address means nothing in the caller.
+    auto* text = new std::string("item-" + std::to_string(i));  // NOLINT: the worker exits
+    return name_ref{text->data(), text->size()};
+  };
+  const std::vector<name_ref> ys = polymap::map(xs, name, processes());
+  ASSERT_EQ(ys.size(), xs.size());
+  for (std::size_t i = 0; i < ys.size(); ++i) {
+    ASSERT_EQ(std::string_view(ys[i].text, ys[i].size), "item-" + std::to_string(i));
+  }
+}
+
 sample make_sample(int i) {
   return {"sample-" + std::to_string(i),
           std::vector<double>(static_cast<std::size_t>(i % 17), 0.5 * i)};

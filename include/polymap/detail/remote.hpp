@@ -154,7 +154,7 @@ class remote_channel {
   /// Item `i` succeeded with result `r`.
   template <class R>
   void put(std::size_t i, const R& r) {
-    if constexpr (std::is_trivially_copyable_v<R>) {
+    if constexpr (crosses_as_bytes<R>) {
       if (target_.fixed_size != 0) {
         stage<sizeof(R)>(i, &r);
         return;
@@ -288,7 +288,7 @@ struct result_transfer {
 /// Appends the bytes of result `r` to `out`: its object representation, or its codec's.
 template <class R>
 void encode_result(const R& r, std::string& out) {
-  if constexpr (std::is_trivially_copyable_v<R>) {
+  if constexpr (crosses_as_bytes<R>) {
     out.append(reinterpret_cast<const char*>(&r), sizeof(R));
   } else {
     codec<R>::encode(r, out);
@@ -298,7 +298,7 @@ void encode_result(const R& r, std::string& out) {
 /// Decodes one result of type `R`, encoded by remote_channel::put.
 template <class R>
 [[nodiscard]] R decode_result(std::string_view bytes) {
-  if constexpr (std::is_trivially_copyable_v<R>) {
+  if constexpr (crosses_as_bytes<R>) {
     // The memcpy into aligned storage creates the R (implicit object creation); the R is
     // then moved out, not copied: a trivially copyable R may be move-only (copy constructor
     // deleted), and its move is the same copy of bytes.
@@ -333,10 +333,14 @@ template <class Ctx, class R, bool Fixed = true>
   if constexpr (std::is_void_v<R>) {
     return t;
   } else if constexpr (!transferable_v<R>) {
+    static_assert(!codec_specialised<R>,
+                  "polymap::codec<R> is specialised for this result type, but not as polymap "
+                  "needs it: static void encode(const R&, std::string& out) and static R "
+                  "decode(std::string_view bytes)");
     t.unsupported = results_refused<R>();
     return t;
   } else {
-    if constexpr (Fixed && std::is_trivially_copyable_v<R>) {
+    if constexpr (Fixed && crosses_as_bytes<R>) {
       t.fixed_size = sizeof(R);
       t.deliver_fixed = [](const void* p, std::size_t b, std::size_t e, const std::byte* first) {
         const auto& c = *static_cast<const Ctx*>(p);
