@@ -27,6 +27,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <new>
@@ -1197,6 +1198,26 @@ TEST(Processes, TinyMemoryLimitLeavesTheWorkersTheirOwnMemory) {
   const std::vector<block> got = polymap::map(xs, fill, o);
   ASSERT_EQ(got.size(), 1000u);
   for (std::size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], fill(i)) << "item " << i;
+}
+
+// A cap as large as a size_t holds ("no cap") must not wrap past the worker's own size to a
+// tiny one that fails every allocation.
+TEST(Processes, TheLargestMemoryLimitCapsNothing) {
+  options o = processes();
+  o.memory_limit = std::numeric_limits<std::size_t>::max();
+  if (sanitizer_build) {
+    EXPECT_THROW((void)polymap::map(std::vector<int>(4), [](int x) { return x; }, o),
+                 option_error);
+    GTEST_SKIP() << "sanitizer builds refuse memory_limit (their shadow memory fills any cap)";
+  }
+  const std::vector<std::size_t> got = polymap::map(
+      std::vector<int>(4, 1),
+      [](int x) {
+        std::vector<char> block(std::size_t{64} << 20, static_cast<char>(x));
+        return static_cast<std::size_t>(block[block.size() - 1]) + block.size();
+      },
+      o);
+  EXPECT_EQ(got, std::vector<std::size_t>(4, (std::size_t{64} << 20) + 1));
 }
 
 TEST(Processes, ThousandMapsGiveBackWhatTheyTook) {

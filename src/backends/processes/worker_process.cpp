@@ -54,7 +54,10 @@ void place(const worker_setup& s) {
     (void)setrlimit(RLIMIT_CORE, &core);
   }
   if (s.memory_limit != 0) {
-    const rlim_t limit = virtual_size() + s.memory_limit;
+    // A cap past what the address space can hold (SIZE_MAX as "no cap") must not wrap.
+    const rlim_t size = virtual_size();
+    const rlim_t limit =
+        s.memory_limit >= RLIM_INFINITY - size ? RLIM_INFINITY : size + s.memory_limit;
     const rlimit r{limit, limit};
     (void)setrlimit(RLIMIT_AS, &r);
   }
