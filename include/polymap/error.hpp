@@ -9,7 +9,6 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
-#include <typeinfo>
 #include <vector>
 
 namespace polymap {
@@ -109,7 +108,7 @@ class map_error : public error {
                   "(map_into wrote them to its output, imap handed them out, for_each and a "
                   "void function have none)");
     }
-    if (*results_type_ != typeid(std::vector<std::optional<T>>)) {
+    if (results_type_ != &results_tag<T>) {
       throw error("map_error::results<T>: T is not the result type of the failed call");
     }
     return *static_cast<const std::vector<std::optional<T>>*>(results_.get());
@@ -119,7 +118,7 @@ class map_error : public error {
   template <class T>
   void set_results(std::vector<std::optional<T>> results) {
     results_ = std::make_shared<std::vector<std::optional<T>>>(std::move(results));
-    results_type_ = &typeid(std::vector<std::optional<T>>);
+    results_type_ = &results_tag<T>;
   }
 
  private:
@@ -128,7 +127,11 @@ class map_error : public error {
   std::vector<item_failure> failures_;
   std::size_t total_;
   std::shared_ptr<const void> results_;
-  const std::type_info* results_type_ = nullptr;
+  /// One object per result type, whose address names the type (no RTTI needed: a program
+  /// built with -fno-rtti has none).
+  template <class T>
+  static constexpr char results_tag = 0;
+  const char* results_type_ = nullptr;
 };
 
 }  // namespace polymap

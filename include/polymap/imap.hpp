@@ -82,7 +82,7 @@ struct stream_ctx {
   static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
     const auto& c = *static_cast<const stream_ctx*>(p);
     auto compute = [&c](std::size_t i) -> R {
-      return std::invoke(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
+      return apply_item(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
     };
     if (w.remote != nullptr) {
       // In a worker process: the results go to the caller, which keeps the stream.

@@ -22,9 +22,10 @@ namespace polymap {
 /// A map running in the background: the handle `map_async` returns.
 /// @tparam T what `get()` returns (`std::vector<R>`, or void)
 /// Thread safety: `progress()`, `cancel()` and `ready()` may be called from any thread;
-/// `get()` once, from one thread.
+/// `get()` once, from one thread. Dropping a job cancels it (its destructor stops the call
+/// and waits for it), so a job left unnamed does nothing: hence [[nodiscard]].
 template <class T>
-class job {
+class [[nodiscard]] job {
  public:
   job(std::shared_ptr<detail::run_state> state, std::future<T> result,
       std::chrono::steady_clock::time_point start)
@@ -115,7 +116,7 @@ class job {
 ///   here (both checked before the job starts)
 template <std::ranges::input_range Range, class Fn>
   requires std::ranges::sized_range<Range>
-auto map_async(Range&& xs, Fn fn, options opts = {}) {
+[[nodiscard]] auto map_async(Range&& xs, Fn fn, options opts = {}) {
   using Items = std::remove_cvref_t<Range>;
   using R = detail::item_result_t<Fn, std::ranges::iterator_t<Items&>>;
   (void)detail::check_call_start(opts, static_cast<std::size_t>(std::ranges::size(xs)),

@@ -41,9 +41,33 @@ template <class Range>
 concept indexable_range =
     std::ranges::random_access_range<Range> && std::ranges::sized_range<Range>;
 
-/// The result type of `fn` on one item of `It`.
+/// A function's result as a map keeps it: a std::vector<bool>'s bit reference (what a
+/// generic lambda returns for an item of one) as the bool it refers to; anything else as
+/// it is.
+template <class R>
+struct kept_result {
+  using type = R;
+};
+template <>
+struct kept_result<std::vector<bool>::reference> {
+  using type = bool;
+};
+
+/// The result type of `fn` on one item of `It`, as a map keeps it.
 template <class Fn, class It>
-using item_result_t = std::remove_cvref_t<std::invoke_result_t<Fn&, std::iter_reference_t<It>>>;
+using item_result_t = typename kept_result<
+    std::remove_cvref_t<std::invoke_result_t<Fn&, std::iter_reference_t<It>>>>::type;
+
+/// `fn(item)`, as a map keeps it (see kept_result).
+template <class Fn, class Item>
+decltype(auto) apply_item(Fn& fn, Item&& item) {
+  using raw = std::remove_cvref_t<std::invoke_result_t<Fn&, Item&&>>;
+  if constexpr (std::is_same_v<raw, typename kept_result<raw>::type>) {
+    return std::invoke(fn, std::forward<Item>(item));
+  } else {
+    return typename kept_result<raw>::type(std::invoke(fn, std::forward<Item>(item)));
+  }
+}
 
 /// Applies `fn` to item i of `first` and stores the result at `out[i]`. `Private`: `out` is
 /// the call's own memory, which no item can reach.
@@ -85,7 +109,7 @@ struct map_ctx {
   static void chunk(const void* p, std::size_t b, std::size_t e, worker_context& w) {
     const auto& c = *static_cast<const map_ctx*>(p);
     auto compute = [&c](std::size_t i) -> decltype(auto) {
-      return std::invoke(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
+      return apply_item(*c.fn, c.first[static_cast<std::iter_difference_t<It>>(i)]);
     };
     if (w.remote != nullptr) {
       run_remote(b, e, w, compute);

@@ -222,6 +222,20 @@ TEST_P(BackendConformance, BoolResults) {
   for (std::size_t i = 0; i < xs.size(); ++i) ASSERT_EQ(even[i], i % 2 == 0) << i;
 }
 
+TEST_P(BackendConformance, BitReferencesOfAVectorOfBoolComeBackAsBools) {
+  // A generic lambda over a std::vector<bool> gets, and may return, its bit references:
+  // the results are the bools they refer to (a slot of bit references wrote through null).
+  std::vector<bool> bits(100'000);
+  for (std::size_t i = 0; i < bits.size(); ++i) bits[i] = i % 3 == 0;
+  const std::vector<bool> same = polymap::map(bits, [](auto bit) { return bit; }, opts());
+  EXPECT_EQ(same, bits);
+  std::vector<bool> streamed(bits.size());
+  for (auto&& [index, value] : polymap::imap(bits, [](auto bit) { return bit; }, opts())) {
+    streamed[index] = value;
+  }
+  EXPECT_EQ(streamed, bits);
+}
+
 TEST_P(BackendConformance, ResultWithAConstMember) {
   struct fixed {
     const int value;

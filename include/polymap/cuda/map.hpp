@@ -879,7 +879,7 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
 ///   items on the host first); the rest from `get()`
 template <std::ranges::contiguous_range Range, class Fn>
   requires std::ranges::sized_range<Range>
-auto map_async(Range&& xs, Fn fn, options opts = {}) {
+[[nodiscard]] auto map_async(Range&& xs, Fn fn, options opts = {}) {
   using T = std::ranges::range_value_t<Range>;
   using R = std::remove_cvref_t<std::invoke_result_t<Fn&, const T&>>;
   polymap::detail::check_options(opts);

@@ -55,6 +55,8 @@ std::size_t run_span(std::size_t begin, std::size_t end, worker_context& w, Invo
       return state.stopping() ||
              (caller_stop != nullptr && caller_stop->load(std::memory_order_relaxed));
     } else {
+      (void)state;  // used with CheckEach alone (clang's -Wunused-lambda-capture)
+      (void)caller_stop;
       return false;
     }
   };
