@@ -563,6 +563,54 @@ TEST(Processes, WorkersThatNeverStartFailTheCall) {
             mix(99));
 }
 
+// Makes the next `n` worker processes hang in a fork handler, as one that waits for a lock
+// the fork left held does: they never become ready. Shared memory counts, as above.
+void hang_next_fork_children(int n) {
+  static std::atomic<int>* const left = [] {
+    void* p = mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    EXPECT_NE(p, MAP_FAILED);
+    auto* count = new (p) std::atomic<int>(0);
+    const int registered = pthread_atfork(nullptr, nullptr, [] {
+      if (left->fetch_sub(1) > 0) {
+        for (;;) pause();
+      }
+      left->fetch_add(1);
+    });
+    EXPECT_EQ(registered, 0);
+    return count;
+  }();
+  left->store(n);
+}
+
+// Under a timeout, a worker that hangs before its first item is killed (after the timeout,
+// and at least 2 s) and replaced: one such worker costs the call nothing, and workers that
+// all hang fail it, saying why, instead of hanging it for ever.
+TEST(Processes, AWorkerThatHangsBeforeItsFirstItemIsReplacedUnderATimeout) {
+  options o = processes();
+  o.timeout = 100ms;
+  o.workers = 4;
+  const auto xs = std::views::iota(std::size_t{0}, std::size_t{100});
+  hang_next_fork_children(1);
+  const std::vector<std::uint64_t> ys = polymap::map(xs, mix, o);
+  hang_next_fork_children(0);
+  ASSERT_EQ(ys.size(), 100U);
+  for (std::size_t i = 0; i < ys.size(); ++i) ASSERT_EQ(ys[i], mix(i)) << i;
+  hang_next_fork_children(1000);
+  try {
+    (void)polymap::map(xs, mix, o);
+    hang_next_fork_children(0);
+    FAIL() << "the call succeeded";
+  } catch (const polymap::error& e) {
+    hang_next_fork_children(0);
+    const std::string what = e.what();
+    EXPECT_NE(what.find("in a row ended before they could run an item"), std::string::npos)
+        << what;
+    EXPECT_NE(what.find("without becoming ready"), std::string::npos) << what;
+  }
+  EXPECT_EQ(polymap::map(xs, mix, o)[99], mix(99));
+}
+
 // A crash leaves the rest of its chunk to a fresh worker; when that worker dies before it
 // begins, the items go to the next one, not nowhere.
 TEST(Processes, ItemsOfAWorkerThatDiedBeforeBeginningThemRunElsewhere) {

@@ -213,6 +213,7 @@ void supervisor::spawn(std::size_t slot, std::optional<index_range> first) {
   w.pipe = fds[0];
   w.slot = slot;
   w.first = first;
+  w.forked = clock::now();
   w.pidfd = pidfd_open(pid);
   (void)fcntl(w.pipe, F_SETFL, O_NONBLOCK);
   live_.push_back(std::move(w));
@@ -468,7 +469,14 @@ void supervisor::count_stillborn(const worker& w, pid_t got, int status) {
   const std::size_t limit = std::max<std::size_t>(8, 2 * workers_);
   if (++stillborn_ < limit) return;
   std::string last = "status unknown";
-  if (got >= 0 && WIFSIGNALED(status)) {
+  if (w.hung_at_start) {
+    char took[32];
+    std::snprintf(took, sizeof took, "%g",
+                  std::chrono::duration<double>(start_limit()).count());
+    last = std::string("killed after ") + took +
+           " s without becoming ready, more than options::timeout allows: a fork handler "
+           "(pthread_atfork) or a lock that the fork left held may hang every new process";
+  } else if (got >= 0 && WIFSIGNALED(status)) {
     const int sig = WTERMSIG(status);
     last = "signal " + std::to_string(sig) + " (" + signal_text(sig) + ")";
   } else if (got >= 0 && WIFEXITED(status)) {
@@ -507,6 +515,16 @@ void supervisor::check_timeouts(clock::time_point now) {
     }
     if (timeout_ <= 0 || w.killed || w.cancelled) continue;
     const remote_slot& s = shared_.slot(w.slot);
+    if (s.ready.load(std::memory_order_acquire) == 0) {
+      // Not an item's timeout: no item has started. Killed at once (a fork handler may
+      // ignore SIGTERM too), it counts as a worker that ended before it could run an item.
+      if (!w.hung_at_start && now - w.forked >= start_limit()) {
+        w.hung_at_start = true;
+        kill(-w.pid, SIGKILL);
+        kill(w.pid, SIGKILL);
+      }
+      continue;
+    }
     const std::size_t current = s.current.load(std::memory_order_relaxed);
     const std::int64_t started = s.started_ns.load(std::memory_order_relaxed);
     if (current == remote_slot::none || started == 0) continue;
@@ -525,6 +543,10 @@ std::int64_t supervisor::timeout_ns() const noexcept {
   return static_cast<std::int64_t>(std::min(timeout_ * 1e9, most_ns));
 }
 
+supervisor::clock::duration supervisor::start_limit() const noexcept {
+  return std::max<clock::duration>(std::chrono::nanoseconds(timeout_ns()), std::chrono::seconds(2));
+}
+
 timespec supervisor::wait_time(clock::time_point now) const {
   clock::duration wait = max_wait;
   auto until = [&](clock::time_point t) {
@@ -533,8 +555,12 @@ timespec supervisor::wait_time(clock::time_point now) const {
   for (const worker& w : live_) {
     if (w.kill_at) until(*w.kill_at);
     if (timeout_ <= 0 || w.killed || w.cancelled) continue;
-    // The running item's deadline.
     const remote_slot& s = shared_.slot(w.slot);
+    if (s.ready.load(std::memory_order_acquire) == 0 && !w.hung_at_start) {
+      until(w.forked + start_limit());  // see check_timeouts
+      continue;
+    }
+    // The running item's deadline.
     const std::int64_t started = s.started_ns.load(std::memory_order_relaxed);
     if (s.current.load(std::memory_order_relaxed) != remote_slot::none && started != 0) {
       until(clock::time_point(clock::duration(started + timeout_ns())));

@@ -74,6 +74,8 @@ class supervisor {
     bool pipe_closed = false;                  // its pipe is at EOF: it is ending
     std::optional<clock::time_point> kill_at;  // SIGKILL after the TERM's grace
     std::optional<index_range> first;          // what it was forked to run first
+    clock::time_point forked{};                // when: see start_limit()
+    bool hung_at_start = false;                // killed for passing start_limit() unready
     // Items whose failure it reported (or whose result did not decode): their outcome is
     // recorded, whatever its slot still shows (see settle).
     std::vector<std::size_t> failed;
@@ -124,6 +126,10 @@ class supervisor {
   [[nodiscard]] timespec wait_time(clock::time_point now) const;
   /// The timeout in steady-clock nanoseconds, as workers stamp their items.
   [[nodiscard]] std::int64_t timeout_ns() const noexcept;
+  /// How long a worker of a call with a timeout may take to become ready for its first
+  /// item: the timeout, and at least 2 s (a fork and a start on a busy machine). One that
+  /// takes longer hangs (a fork handler waiting for a lock that the fork left held).
+  [[nodiscard]] clock::duration start_limit() const noexcept;
 
   const map_job& job_;
   run_state& state_;
