@@ -27,6 +27,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <limits>
 #include <map>
 #include <memory>
@@ -609,6 +610,59 @@ TEST(Processes, AWorkerThatHangsBeforeItsFirstItemIsReplacedUnderATimeout) {
     EXPECT_NE(what.find("without becoming ready"), std::string::npos) << what;
   }
   EXPECT_EQ(polymap::map(xs, mix, o)[99], mix(99));
+}
+
+// What items print reaches the program's stdout once each: printf's buffer and, in a
+// program that unsynchronised the C++ streams (std::ios::sync_with_stdio(false)), std::cout's
+// too, neither lost when a later item of the same worker crashes nor written again by
+// workers that the fork gave a copy of what the caller had not written yet.
+TEST(Processes, WhatItemsPrintComesOutOnceThroughACrash) {
+  std::FILE* file = std::tmpfile();
+  ASSERT_NE(file, nullptr);
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (dup2(fileno(file), STDOUT_FILENO) < 0) _exit(2);
+    std::ios::sync_with_stdio(false);
+    std::cout << "before\n";  // left in std::cout's own buffer at the forks
+    options o = processes();
+    o.workers = 1;
+    o.on_error = on_error::collect;
+    try {
+      polymap::for_each(
+          10,
+          [](std::size_t i) {
+            std::cout << "cout " << i << "\n";
+            std::printf("printf %zu\n", i);
+            if (i == 7) {
+              std::signal(SIGSEGV, SIG_DFL);
+              std::raise(SIGSEGV);
+            }
+          },
+          o);
+      _exit(3);
+    } catch (const map_error& e) {
+      if (e.failures().size() != 1) _exit(4);
+    }
+    std::cout << "after" << std::endl;
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  std::rewind(file);
+  std::map<std::string, int> seen;
+  char line[256];
+  while (std::fgets(line, sizeof line, file) != nullptr) ++seen[line];
+  std::fclose(file);
+  EXPECT_EQ(seen["before\n"], 1);
+  EXPECT_EQ(seen["after\n"], 1);
+  for (int i = 0; i < 10; ++i) {
+    if (i == 7) continue;  // what the crashing item printed dies with it
+    EXPECT_EQ(seen["cout " + std::to_string(i) + "\n"], 1) << i;
+    EXPECT_EQ(seen["printf " + std::to_string(i) + "\n"], 1) << i;
+  }
 }
 
 // A crash leaves the rest of its chunk to a fresh worker; when that worker dies before it

@@ -142,7 +142,13 @@ class remote_channel {
   /// (flush() and then send() at a chunk's end) costs nothing.
   void check_descriptors() noexcept;
 
+  /// Writes out what the items printed to stdout and not written yet (stdio's buffer, which
+  /// std::cout shares in a worker: see worker_main), so that a later item's crash does not
+  /// lose it. Before each item: a check when nothing is pending.
+  static void write_printed() noexcept;
+
   void start(std::size_t i) noexcept {
+    write_printed();
     items_since_check_ = true;
     slot_->current.store(i, std::memory_order_relaxed);
     if (timed_) {

@@ -1,5 +1,6 @@
 // SPDX-FileCopyrightText: polymap contributors
 // SPDX-License-Identifier: Apache-2.0
+#include <stdio_ext.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -7,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <polymap/detail/remote.hpp>
 
@@ -41,6 +43,12 @@ void write_all(int fd, const std::string& data) noexcept {
 }
 
 }  // namespace
+
+void remote_channel::write_printed() noexcept {
+  // __fpending reads the buffer's fill without the stream's lock: the worker's items run on
+  // its one thread.
+  if (__fpending(stdout) != 0) (void)std::fflush(stdout);
+}
 
 void remote_channel::send() noexcept {
   if (buffer_->empty()) return;

@@ -6,12 +6,18 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#if defined(__GLIBCXX__)
+#include <ext/stdio_filebuf.h>
+#include <ext/stdio_sync_filebuf.h>
+#endif
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <iostream>
 #include <new>
 #include <polymap/detail/execute.hpp>
 #include <polymap/topology.hpp>
@@ -63,6 +69,40 @@ void place(const worker_setup& s) {
   }
 }
 
+/// Has std::cout and std::clog write through stdio, which the worker flushes (before each
+/// item, see remote_channel::write_printed, and after each chunk). They do already, unless
+/// the program called std::ios::sync_with_stdio(false): then each has a buffer of its own,
+/// which the fork copied with what the caller had not written yet. The caller writes that
+/// itself; the worker's copy is left unused, or it would come out twice, and the items'
+/// output would stay in a buffer that no one flushes at the worker's _exit.
+void route_streams_through_stdio() noexcept {
+#if defined(__GLIBCXX__)
+  using own_buffer = __gnu_cxx::stdio_filebuf<char>;
+  using through_stdio = __gnu_cxx::stdio_sync_filebuf<char>;
+  static through_stdio out(stdout);
+  static through_stdio log(stderr);
+  // Only the unsynchronised default, on the standard descriptor: a stream the program
+  // pointed at a file of its own stays there.
+  const auto owns = [](std::ostream& stream, int fd) {
+    auto* buffer = dynamic_cast<own_buffer*>(stream.rdbuf());
+    return buffer != nullptr && buffer->fd() == fd;
+  };
+  if (owns(std::cout, STDOUT_FILENO)) std::cout.rdbuf(&out);
+  if (owns(std::clog, STDERR_FILENO)) std::clog.rdbuf(&log);
+#endif
+}
+
+/// Writes out what the items printed: the C++ streams (one the program pointed at a file of
+/// its own too) and every stdio stream.
+void write_printed() noexcept {
+  try {
+    std::cout.flush();
+    std::clog.flush();
+  } catch (...) {  // a stream with exceptions() set: what it could not write is lost
+  }
+  (void)std::fflush(nullptr);
+}
+
 }  // namespace
 
 void encode_failure(std::string& out, const item_failure& f) {
@@ -96,6 +136,7 @@ void worker_main(worker_setup& s) noexcept {
     setpgid(0, 0);  // the worker's own children share its fate (timeouts kill
                     // the group)
     mark_worker_process();
+    route_streams_through_stdio();
 
     const map_job& job = *s.job;
     run_state& state = *job.state;
@@ -126,6 +167,7 @@ void worker_main(worker_setup& s) noexcept {
       slot.chunk_end.store(e, std::memory_order_release);
       const double busy_before = w.busy_seconds;
       sizer.run(job, b, e, w);
+      write_printed();
       channel.flush();
       // Between chunks no item runs: the caller's timeout clock must not tick.
       slot.current.store(remote_slot::none, std::memory_order_relaxed);
@@ -171,8 +213,7 @@ void worker_main(worker_setup& s) noexcept {
     // winds down.
     out.push_back(static_cast<char>(remote_tag::idle));
     channel.send();
-    std::fflush(nullptr);  // what the items printed; the caller flushed its own
-                           // before the fork
+    write_printed();  // what the items printed; the caller flushed its stdio before the fork
   } catch (const std::bad_alloc&) {
     // The worker's own bookkeeping found no memory left under the cap (an item that threw
     // something else after it leaked): as for an item's bad_alloc, the item in `current`
