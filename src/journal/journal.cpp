@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <limits>
 #include <optional>
@@ -612,26 +613,38 @@ void journal::add_items(const std::vector<journal_item>& items) {
     // The batch lives in a temporary table of this connection: claims join against it, so
     // that runners of other commands sharing the file never take each other's items.
     db_->exec("CREATE TEMP TABLE IF NOT EXISTS batch(key BLOB PRIMARY KEY) WITHOUT ROWID");
-    db_->transaction("BEGIN IMMEDIATE", [&] {
-      statement insert(db_->handle(),
-                       "INSERT OR IGNORE INTO items(key, seq, command) VALUES(?1, ?2, ?3)");
-      statement mine(db_->handle(), "INSERT OR IGNORE INTO temp.batch(key) VALUES(?1)");
-      for (const journal_item& item : items) {
-        insert.bind_blob(1, item.key).bind(2, item.seq).bind_text(3, item.command);
-        insert.step();
-        insert.reset();
-        mine.bind_blob(1, item.key);
-        mine.step();
-        mine.reset();
-      }
-    });
+    statement insert(db_->handle(),
+                     "INSERT OR IGNORE INTO items(key, seq, command) VALUES(?1, ?2, ?3)");
+    statement mine(db_->handle(), "INSERT OR IGNORE INTO temp.batch(key) VALUES(?1)");
+    // In parts, with a pause between them: a batch of millions takes seconds to add, which
+    // in one transaction would hold the lock from every other runner of the file (one
+    // that starts at the same moment, one that records its ends) for longer than its
+    // --lock-timeout.
+    constexpr std::size_t part = 10'000;
+    constexpr timespec pause{.tv_sec = 0, .tv_nsec = 5'000'000L};
+    for (std::size_t from = 0; from < items.size(); from += part) {
+      if (from != 0) (void)nanosleep(&pause, nullptr);
+      const std::size_t to = std::min(items.size(), from + part);
+      db_->transaction("BEGIN IMMEDIATE", [&] {
+        for (std::size_t i = from; i < to; ++i) {
+          const journal_item& item = items[i];
+          insert.bind_blob(1, item.key).bind(2, item.seq).bind_text(3, item.command);
+          insert.step();
+          insert.reset();
+          mine.bind_blob(1, item.key);
+          mine.step();
+          mine.reset();
+        }
+      });
+    }
   });
 }
 
 std::int64_t journal::retry_failed() {
   return guarded("resetting failed items", [&] {
     statement update(db_->handle(),
-                     "UPDATE items SET state = 0, failures = 0 WHERE state = 3 AND key IN temp.batch");
+                     "UPDATE items SET state = 0, failures = 0 WHERE state = 3 AND key IN "
+                     "temp.batch");
     update.step();
     return db_->changes();
   });

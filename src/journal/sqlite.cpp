@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 
 #include <cstring>
+#include <ctime>
 #include <string>
 
 namespace polymap::journal_detail {
@@ -184,7 +185,24 @@ void database::rollback() noexcept {
   if (sqlite3_get_autocommit(db_) == 0) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
 }
 
-void database::busy_timeout(int milliseconds) noexcept { sqlite3_busy_timeout(db_, milliseconds); }
+namespace {
+
+/// SQLite's busy handler for busy_timeout: waits 2 ms before each new try, until the tries
+/// have waited the limit (at least: a sleep may last longer).
+int try_again_soon(void* limit_ms, int tries) {
+  constexpr int step_ms = 2;
+  if (static_cast<long long>(tries) * step_ms >= *static_cast<const int*>(limit_ms)) return 0;
+  const timespec step{.tv_sec = 0, .tv_nsec = step_ms * 1'000'000L};
+  (void)nanosleep(&step, nullptr);
+  return 1;
+}
+
+}  // namespace
+
+void database::busy_timeout(int milliseconds) noexcept {
+  busy_limit_ms_ = milliseconds;
+  sqlite3_busy_handler(db_, try_again_soon, &busy_limit_ms_);
+}
 
 std::int64_t database::changes() const noexcept { return sqlite3_changes64(db_); }
 

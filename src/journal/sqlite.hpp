@@ -96,7 +96,10 @@ class database {
       throw;
     }
   }
-  /// How long a write waits for another connection's lock before SQLITE_BUSY.
+  /// How long a write waits for another connection's lock before SQLITE_BUSY. It tries
+  /// again every 2 ms meanwhile: SQLite's own handler waits up to 100 ms between tries, and
+  /// so misses the short gaps between the transactions of a runner that adds a large batch
+  /// in parts (journal::add_items).
   void busy_timeout(int milliseconds) noexcept;
   /// Rows changed by the last statement.
   [[nodiscard]] std::int64_t changes() const noexcept;
@@ -104,6 +107,7 @@ class database {
 
  private:
   sqlite3* db_ = nullptr;
+  int busy_limit_ms_ = 0;  // busy_timeout's, which the busy handler reads
 };
 
 /// The name of a VFS for readers that must leave nothing behind: the default VFS, except

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -24,6 +25,7 @@
 #include <iterator>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -247,6 +249,43 @@ TEST_F(JournalTest, DeadRunnersItemsAreReclaimedAndItsLateEndIsNotRecorded) {
   const polymap::journal_summary s = alive.summary(10);
   EXPECT_EQ(s.counts[static_cast<int>(item_state::done)], 3);
   for (const polymap::journal_row& r : s.slowest) EXPECT_EQ(r.attempts, 1) << r.seq;
+}
+
+TEST_F(JournalTest, AddingALargeBatchLetsOtherRunnersWriteMeanwhile) {
+  // A large batch goes in parts, each its own transaction: another runner that writes
+  // meanwhile (registers, renews its lease) waits for a part, not for the whole batch, and
+  // sees the batch grow part by part.
+  constexpr int total = 100'000;
+  journal adder(path_);
+  journal other(path_, {.lock_timeout = 5});
+  adder.register_runner();
+  other.register_runner();
+  const std::vector<journal_item> batch = items(total);
+  std::atomic<bool> added{false};
+  std::thread adding([&] {
+    adder.add_items(batch);
+    added = true;
+  });
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  bool saw_part = false;
+  int writes = 0;
+  while (!added) {
+    EXPECT_NO_THROW(other.renew_lease());
+    ++writes;
+    sqlite3_stmt* count = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM items", -1, &count, nullptr),
+              SQLITE_OK);
+    if (sqlite3_step(count) == SQLITE_ROW) {
+      const std::int64_t n = sqlite3_column_int64(count, 0);
+      saw_part = saw_part || (n > 0 && n < total);
+    }
+    sqlite3_finalize(count);
+  }
+  adding.join();
+  sqlite3_close(db);
+  EXPECT_TRUE(saw_part) << "after " << writes << " writes";
+  EXPECT_EQ(adder.summary(1).counts[static_cast<int>(item_state::pending)], total);
 }
 
 TEST_F(JournalTest, RunnerOnAnotherHostIsDeadOnlyOnceItsLeaseLapses) {
