@@ -19,8 +19,8 @@ packages=(
   libopenmpi-dev openmpi-bin
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
-  # peers measured by the benchmarks
-  libtbb-dev parallel
+  # peers measured by the benchmarks, and the script that summarises their runs
+  libtbb-dev parallel python3
 )
 
 missing=()

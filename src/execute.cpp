@@ -324,7 +324,10 @@ plan decide(map_job& job, function_stats& stats, bool may_sample, bool verbose,
       // More workers than CPUs take turns on them: one usable CPU runs nothing in parallel.
       p.reason = threads.workers <= 1 || topology::current().usable_count() <= 1
                      ? "one usable CPU (or one item): nothing to run in parallel"
-                     : "too little work to repay a fork-join of the thread pool";
+                 : cost <= 0 ? "the cost is unknown (nothing was sampled), so no work is "
+                               "predicted; the call itself times its first items, and may "
+                               "choose otherwise"
+                             : "too little work to repay a fork-join of the thread pool";
     }
   }
   return p;

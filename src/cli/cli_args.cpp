@@ -253,7 +253,8 @@ void add_commands(CLI::App& app, cli_args& args) {
       "Run the built-in kernels on every available backend and on automatic; check that every "
       "backend's results equal serial's");
   bench->add_flag("--json", args.bench.json,
-                  "Print a JSON array of result rows instead of a table");
+                  "Print one JSON object (the run's context and its result rows) instead of a "
+                  "table");
   bench
       ->add_option("--size", args.bench.size,
                    "Problem size: small (well under a second), medium (a few seconds on 2 cores), "

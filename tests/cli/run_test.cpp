@@ -913,8 +913,8 @@ TEST(Run, ProgressDrawsCountsRateAndEtaOnATerminalOnly) {
   }
   close(terminal);
   EXPECT_EQ(p.wait(), 1);
-  EXPECT_NE(drawn.find("3/3 done 2 failed 1 running 0 "), std::string::npos) << drawn;
-  EXPECT_NE(drawn.find("/s ETA "), std::string::npos) << drawn;
+  EXPECT_NE(drawn.find("3/3 ended: 2 done, 1 failed, 0 running, "), std::string::npos) << drawn;
+  EXPECT_NE(drawn.find("/s, ETA "), std::string::npos) << drawn;
   // Not a terminal: no bar in a log file, only the failed item and the count.
   const cli_output r = run_polymap(args, dir);
   EXPECT_EQ(r.status, 1);

@@ -143,7 +143,44 @@ thread_pool::thread_pool() {
       // has, and each call that needs more tries again (and says so if it cannot).
     }
   }
-  fork_join_seconds_ = measure_fork_join();
+  fork_join_seconds_.store(measure_fork_join().value_or(0), std::memory_order_relaxed);
+}
+
+namespace {
+
+/// An empty fork-join above this was inflated by a busy machine: see fork_join_seconds().
+constexpr double suspect_fork_join = 200e-6;
+constexpr std::int64_t remeasure_interval_ns = 5'000'000'000;
+
+std::int64_t steady_ns() noexcept {
+  return std::chrono::steady_clock::now().time_since_epoch().count();
+}
+
+}  // namespace
+
+double thread_pool::fork_join_seconds() noexcept {
+  const double seconds = fork_join_seconds_.load(std::memory_order_relaxed);
+  // Never from inside a call: the calling thread of a pool call holds the pool's lock.
+  if (seconds <= suspect_fork_join || in_worker() || in_item()) return seconds;
+  const std::int64_t now = steady_ns();
+  std::int64_t due = next_measure_ns_.load(std::memory_order_relaxed);
+  if (now < due ||
+      !next_measure_ns_.compare_exchange_strong(due, now + remeasure_interval_ns)) {
+    return seconds;
+  }
+  try {
+    if (const std::optional<double> again = measure_fork_join(); again && *again < seconds) {
+      fork_join_seconds_.store(*again, std::memory_order_relaxed);
+      return *again;
+    }
+  } catch (...) {  // no thread to be had: the old figure stands
+  }
+  return seconds;
+}
+
+void thread_pool::assume_fork_join(double seconds) noexcept {
+  fork_join_seconds_.store(seconds, std::memory_order_relaxed);
+  next_measure_ns_.store(0, std::memory_order_relaxed);
 }
 
 namespace {
@@ -473,8 +510,8 @@ bool thread_pool::try_run(const map_job& job, std::size_t participants, run_repo
   return true;
 }
 
-double thread_pool::measure_fork_join() {
-  if (workers_.empty()) return 0;
+std::optional<double> thread_pool::measure_fork_join() {
+  if (workers_.empty()) return 0.0;
   // Two items that wait for each other: the call ends only once a worker has really woken,
   // joined and run one, which is what a parallel call pays. (Two empty items would let the
   // caller run both before the worker looks, and measure nothing.)
@@ -498,7 +535,7 @@ double thread_pool::measure_fork_join() {
     job.seconds_per_item = 1;
     job.max_chunk = 1;
     const auto start = std::chrono::steady_clock::now();
-    (void)try_run(job, 2, nullptr);
+    if (!try_run(job, 2, nullptr)) return std::nullopt;  // another call holds the pool
     times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   std::nth_element(times.begin(), times.begin() + rounds / 2, times.end());

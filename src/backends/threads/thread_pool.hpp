@@ -59,8 +59,15 @@ class thread_pool {
   /// @throws whatever escaped a worker's chunk (item failures do not: they are recorded)
   bool try_run(const map_job& job, std::size_t participants, run_report* report);
 
-  /// Median time of an empty fork-join over two workers, measured at start.
-  [[nodiscard]] double fork_join_seconds() const noexcept { return fork_join_seconds_; }
+  /// Median time of an empty fork-join over two workers, measured at start. A figure that
+  /// a busy machine inflated then (over 200 us, where an idle one takes a few) is measured
+  /// again, at most every 5 s, and the lowest kept: otherwise `automatic` would run every
+  /// call of up to some ms of work serially for the whole life of the process.
+  /// Thread safety: any thread.
+  [[nodiscard]] double fork_join_seconds() noexcept;
+
+  /// Takes `seconds` as the measured fork-join, due to be measured again (tests).
+  void assume_fork_join(double seconds) noexcept;
 
 
  private:
@@ -81,7 +88,8 @@ class thread_pool {
   void apply_settings(worker& self, std::size_t slot_index);
   void wait_done(bool closed);
   void signal_done() noexcept;
-  double measure_fork_join();
+  /// The median of the rounds that ran; nothing when another call held the pool.
+  std::optional<double> measure_fork_join();
 
   std::mutex run_mutex_;
   std::vector<std::unique_ptr<worker>> workers_;
@@ -109,7 +117,8 @@ class thread_pool {
   std::atomic<std::size_t> finished_{0};
   std::atomic<bool> caller_sleeping_{false};
 
-  double fork_join_seconds_ = 0;
+  std::atomic<double> fork_join_seconds_{0};
+  std::atomic<std::int64_t> next_measure_ns_{0};  // steady clock: when it may be measured again
 };
 
 }  // namespace polymap::detail

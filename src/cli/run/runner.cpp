@@ -1443,7 +1443,8 @@ void batch_runner::draw_progress(bool last) {
   bar.resize(width, '.');
   char line[256];
   const int length = std::snprintf(
-      line, sizeof line, "\r[%s] %zu/%zu done %zu failed %zu running %zu %.1f/s ETA %.0fs \x1b[K%s",
+      line, sizeof line,
+      "\r[%s] %zu/%zu ended: %zu done, %zu failed, %zu running, %.1f/s, ETA %.0fs \x1b[K%s",
       bar.c_str(), ended, total_, done_, failed_, busy_count(), rate, eta, last ? "\n" : "");
   // Through the output's writes: a terminal paused with Ctrl-S holds it, not the run.
   if (length > 0) {
