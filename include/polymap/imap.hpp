@@ -258,10 +258,13 @@ class stream {
 ///   here (both before anything runs); iterating throws
 ///   map_error for failed items
 template <std::ranges::random_access_range Range, class Fn>
-  requires std::ranges::sized_range<Range>
+  requires std::ranges::sized_range<Range> && detail::callable_on_items<Fn, Range&>
 [[nodiscard]] auto imap(Range& xs, Fn fn, const options& opts = {}) {
   using It = std::ranges::iterator_t<Range>;
   using R = detail::item_result_t<Fn, It>;
+  static_assert(!std::is_void_v<R>,
+                "polymap::imap: the function returns nothing, so there is nothing to stream: "
+                "use polymap::for_each or polymap::map");
   (void)detail::check_call_start(opts, static_cast<std::size_t>(std::ranges::size(xs)),
                                  detail::results_refused<R>());
   const auto n = static_cast<std::size_t>(std::ranges::size(xs));

@@ -16,6 +16,7 @@
 #include <thread>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace polymap {
 
@@ -114,10 +115,27 @@ class [[nodiscard]] job {
 /// the job).
 /// @throws option_error for a bad option, backend_unavailable for a backend that cannot run
 ///   here (both checked before the job starts)
+namespace detail {
+
+/// `xs` as the `Items` a job keeps: moved or copied, or a C array's items in a vector.
+template <class Items, class Range>
+Items owned_items(Range&& xs) {
+  if constexpr (std::is_array_v<std::remove_cvref_t<Range>>) {
+    return Items(std::ranges::begin(xs), std::ranges::end(xs));
+  } else {
+    return Items(std::forward<Range>(xs));
+  }
+}
+
+}  // namespace detail
+
 template <std::ranges::input_range Range, class Fn>
-  requires std::ranges::sized_range<Range>
+  requires std::ranges::sized_range<Range> && detail::callable_on_items<Fn, Range>
 [[nodiscard]] auto map_async(Range&& xs, Fn fn, options opts = {}) {
-  using Items = std::remove_cvref_t<Range>;
+  // A C array cannot be copied as one: its items go into a vector.
+  using Items = std::conditional_t<std::is_array_v<std::remove_cvref_t<Range>>,
+                                   std::vector<std::ranges::range_value_t<Range>>,
+                                   std::remove_cvref_t<Range>>;
   using R = detail::item_result_t<Fn, std::ranges::iterator_t<Items&>>;
   (void)detail::check_call_start(opts, static_cast<std::size_t>(std::ranges::size(xs)),
                                  detail::results_refused<R>());
@@ -126,12 +144,13 @@ template <std::ranges::input_range Range, class Fn>
   auto state = std::make_shared<detail::run_state>(n);
   const auto start = std::chrono::steady_clock::now();
   std::future<Result> result =
-      std::async(std::launch::async, [state, items = Items(std::forward<Range>(xs)),
-                                      fn = std::move(fn), opts = std::move(opts)]() mutable {
-        return detail::with_indexable(items, [&](auto first, std::size_t count) {
-          return detail::map_n(first, count, fn, opts, state.get());
-        });
-      });
+      std::async(std::launch::async,
+                 [state, items = detail::owned_items<Items>(std::forward<Range>(xs)),
+                  fn = std::move(fn), opts = std::move(opts)]() mutable {
+                   return detail::with_indexable(items, [&](auto first, std::size_t count) {
+                     return detail::map_n(first, count, fn, opts, state.get());
+                   });
+                 });
   return job<Result>(std::move(state), std::move(result), start);
 }
 

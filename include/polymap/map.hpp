@@ -223,6 +223,18 @@ auto map_n(It first, std::size_t n, Fn& fn, const options& opts, run_state* exte
   }
 }
 
+/// The reference a map's function is given for an item of `Range` (see with_indexable):
+/// the range's own, or for a range that can be read only once, its copied item.
+template <class Range>
+using item_reference_t =
+    std::conditional_t<std::ranges::forward_range<Range>, std::ranges::range_reference_t<Range>,
+                       std::ranges::range_value_t<Range>&>;
+
+/// Whether a map can call `Fn` on the items of `Range`: the constraint of map(), explain(),
+/// imap() and map_async(), which a function of the wrong parameter fails at the call.
+template <class Fn, class Range>
+concept callable_on_items = std::invocable<Fn&, item_reference_t<Range>>;
+
 /// Calls `body(first, n)` on the range itself when it can be indexed; on its items where
 /// they are, through a vector of their iterators, when it can be read more than once (a
 /// std::list, a filter view: a function that takes an item by reference sees the range's
@@ -277,6 +289,7 @@ struct index_ctx {
 /// @throws option_error for a bad option, backend_unavailable for a backend that is not
 ///   here, map_error when items failed, cancelled_error when the call was cancelled
 template <std::ranges::input_range Range, class Fn>
+  requires detail::callable_on_items<Fn, Range>
 auto map(Range&& xs, Fn fn, const options& opts = {}) {
   return detail::with_indexable(std::forward<Range>(xs), [&](auto first, std::size_t n) {
     return detail::map_n(first, n, fn, opts);
@@ -343,6 +356,7 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
 /// @throws option_error for a bad option, backend_unavailable for a backend asked for by
 ///   name that cannot run here (as map() would)
 template <std::ranges::input_range Range, class Fn>
+  requires detail::callable_on_items<Fn, Range>
 [[nodiscard]] plan explain(Range&& xs, Fn fn, const options& opts = {}) {
   return detail::with_indexable(std::forward<Range>(xs), [&](auto first, std::size_t n) {
     using It = decltype(first);

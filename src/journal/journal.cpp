@@ -804,6 +804,15 @@ std::int64_t journal::unfinished() { return count_in_batch("(0, 1, 4)"); }
 
 std::int64_t journal::failed() { return count_in_batch("(3)"); }
 
+std::int64_t journal::not_done_elsewhere() {
+  return guarded("counting items", [&] {
+    statement count(db_->handle(), "SELECT count(*) FROM items WHERE state IN (0, 3, 4) AND "
+                                   "key NOT IN temp.batch");
+    count.step();
+    return count.integer(0);
+  });
+}
+
 std::unordered_map<std::string, item_state> journal::states() {
   const auto read = [&] {
     return db_->transaction("BEGIN", [&] {

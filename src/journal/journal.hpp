@@ -188,6 +188,9 @@ class journal {
   [[nodiscard]] std::int64_t unfinished();
   /// Failed items of the batch. @throws journal_error
   [[nodiscard]] std::int64_t failed();
+  /// Items of other batches (other commands, other arguments) that are pending, failed or
+  /// interrupted. @throws journal_error
+  [[nodiscard]] std::int64_t not_done_elsewhere();
 
   /// Counts, up to `top` failures and slowest items, and the runners: one consistent
   /// snapshot, the latest one for a journal opened `read_only`. @throws journal_error

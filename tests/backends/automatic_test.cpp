@@ -221,6 +221,40 @@ TEST(AutomaticBackend, ACallWithBindOrNiceRunsNoItemOnTheCallingThread) {
   }
 }
 
+// A function that cannot take the items fails the call's constraint (a short "constraints
+// not satisfied" at the call, not pages from inside the library), for every entry point.
+template <class Range, class Fn>
+concept mappable = requires(Range&& r, Fn f) { polymap::map(std::forward<Range>(r), f); };
+template <class Range, class Fn>
+concept explainable = requires(Range&& r, Fn f) { polymap::explain(std::forward<Range>(r), f); };
+template <class Range, class Fn>
+concept streamable = requires(Range& r, Fn f) { polymap::imap(r, f); };
+template <class Range, class Fn>
+concept startable = requires(Range&& r, Fn f) { polymap::map_async(std::forward<Range>(r), f); };
+
+struct takes_string {
+  int operator()(const std::string& s) const { return static_cast<int>(s.size()); }
+};
+struct takes_int {
+  int operator()(int x) const { return x; }
+};
+struct takes_rvalue {
+  int operator()(int&& x) const { return x; }
+};
+static_assert(mappable<std::vector<int>&, takes_int>);
+static_assert(!mappable<std::vector<int>&, takes_string>);
+static_assert(!mappable<std::vector<int>&, takes_rvalue>);  // items are lvalues
+static_assert(!explainable<std::vector<int>&, takes_string>);
+static_assert(!streamable<std::vector<int>, takes_string>);
+static_assert(!startable<std::vector<int>, takes_string>);
+static_assert(startable<std::vector<int>, takes_int>);
+
+TEST(AutomaticBackend, MapAsyncTakesACArray) {
+  int xs[5] = {1, 2, 3, 4, 5};
+  auto job = polymap::map_async(xs, [](int x) { return x * 10; });
+  EXPECT_EQ(job.get(), (std::vector<int>{10, 20, 30, 40, 50}));
+}
+
 TEST(AutomaticBackend, ExplainCopiesNoItemOnceTheCostIsKnown) {
   // Copies are made only to time an unknown function: after a call has measured it,
   // explain() copies nothing (a large item would make that a real cost).

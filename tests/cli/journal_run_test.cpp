@@ -1378,6 +1378,36 @@ TEST(JournalRun, RetriesCountTheFailedAttemptsOfEarlierRuns) {
   EXPECT_EQ(lines_of(read_file(dir / "side")).size(), 7U) << retried.err;
 }
 
+// status text shows an item's control bytes (a CR and an escape sequence that would redraw
+// the line) as '?', in its command line and its stderr tail (--json has the bytes).
+TEST(JournalRun, StatusShowsControlBytesEscaped) {
+  temp_dir dir;
+  const std::string item = "\r\x1b[2Kfake";
+  const cli_output r = run_polymap({"run", "--journal", dir / "j.db", "--", "sh", "-c",
+                                    "printf '%s\\n' \"$1\" >&2; exit 3", "sh", "{}", ":::", item},
+                                   dir);
+  EXPECT_EQ(r.status, 1) << r.err;
+  const cli_output text = run_polymap({"status", "--journal", dir / "j.db"}, dir);
+  EXPECT_EQ(text.out.find('\r'), std::string::npos) << text.out;
+  EXPECT_EQ(text.out.find('\x1b'), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("'??[2Kfake'"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("      ??[2Kfake"), std::string::npos) << text.out;
+}
+
+// A journal reused with another command (a fixed typo) gets a batch of new items; the run
+// says that the old batch's items that are not done stay behind.
+TEST(JournalRun, ARunWithAnotherCommandSaysWhatTheJournalLeavesBehind) {
+  temp_dir dir;
+  const cli_output first = run_polymap(journal_run(dir, "exit 3", numbers(2), 1), dir);
+  EXPECT_EQ(first.status, 1) << first.err;
+  EXPECT_EQ(first.err.find("items of other commands"), std::string::npos) << first.err;
+  const cli_output other = run_polymap(journal_run(dir, record_script, numbers(2), 1), dir);
+  EXPECT_EQ(other.status, 0) << other.err;
+  EXPECT_NE(other.err.find("also holds 2 items of other commands"), std::string::npos)
+      << other.err;
+  EXPECT_EQ(lines_of(read_file(dir / "side")).size(), 2U);
+}
+
 // An attempt that fails once the run has begun to stop its jobs, with retries left, is not a
 // failed item: its retry is cancelled, it is interrupted, and a rerun runs it. (The runner is
 // stopped while the job fails, so that it takes that end after its own SIGTERM.)

@@ -484,6 +484,14 @@ void batch_runner::open_journal() {
   }
   journal_->reclaim_dead();
   total_ = static_cast<std::size_t>(journal_->unfinished());
+  // A changed command (a typo fixed, ./sim become /abs/sim) is a batch of new items: the
+  // old batch's items stay behind, and would be forgotten unseen.
+  if (const std::int64_t elsewhere = journal_->not_done_elsewhere(); elsewhere > 0) {
+    say(line_kind::warning,
+        "journal " + options_.journal + " also holds " + std::to_string(elsewhere) +
+            " items of other commands (another command template, or other arguments) that "
+            "are not done; this run runs its own items only (`polymap status` lists them all)");
+  }
 }
 
 int batch_runner::rank_of(std::size_t slot) const {
