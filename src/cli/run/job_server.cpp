@@ -259,12 +259,8 @@ class job_server {
       const spawn_result spawned = spawn_job(request);
       e.spawn_error = spawned.error;
       j.pid = spawned.pid;
-      if (!placement_refused_ && spawned.pid >= 0) {
-        const std::string refused = refused_placement(request, spawned);
-        placement_refused_ = !refused.empty();
-        if (placement_refused_) {
-          fmt::print(stderr, "polymap: warning: rank {}: {}\n", comm_.rank(), refused);
-        }
+      if (const std::string refused = placement_.once(request, spawned); !refused.empty()) {
+        fmt::print(stderr, "polymap: warning: rank {}: {}\n", comm_.rank(), refused);
       }
     } catch (const std::system_error& failure) {
       e.spawn_error = failure.code().value();  // no process or no memfd to be had: EAGAIN, EMFILE
@@ -324,7 +320,7 @@ class job_server {
   int null_fd_ = -1;
   bool stopped_ = false;
   bool finished_ = false;
-  bool placement_refused_ = false;  // the OS refused a job's --bind or --nice: said once
+  placement_warning placement_;
 };
 
 }  // namespace

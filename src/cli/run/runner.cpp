@@ -393,7 +393,7 @@ class batch_runner final : public output_host {
   std::vector<std::pair<pid_t, double>> lingering_;
   int signal_fd_ = -1;  // SIGCHLD and the stopping signals
   int null_fd_ = -1;
-  bool placement_refused_ = false;  // the OS refused a job's --bind or --nice: said once
+  placement_warning placement_;
   // No process (or no descriptor for a capture) to be had for a job (ulimit -u, a pids
   // cgroup, pid_max): since when the starts fail in a row, how long the next waits, and
   // until when no job starts.
@@ -590,10 +590,8 @@ void batch_runner::start(std::size_t item, std::size_t slot, double now) {
       if (start_later(item, e.code().value(), now)) return;
       spawned.error = e.code().value();  // long enough: the item cannot run
     }
-    if (!placement_refused_ && spawned.pid >= 0) {
-      const std::string refused = refused_placement(request, spawned);
-      placement_refused_ = !refused.empty();
-      if (placement_refused_) say(line_kind::warning, refused);
+    if (const std::string refused = placement_.once(request, spawned); !refused.empty()) {
+      say(line_kind::warning, refused);
     }
   }
   if (st.attempts == 0) {

@@ -131,4 +131,11 @@ std::string refused_placement(const spawn_request& request, const spawn_result& 
   return refused;
 }
 
+std::string placement_warning::once(const spawn_request& request, const spawn_result& result) {
+  if (said_ || result.pid < 0) return {};
+  std::string refused = refused_placement(request, result);
+  said_ = !refused.empty();
+  return refused;
+}
+
 }  // namespace polymap::cli::run

@@ -43,6 +43,18 @@ struct spawn_result {
 [[nodiscard]] std::string refused_placement(const spawn_request& request,
                                             const spawn_result& result);
 
+/// The warning that the OS refused the jobs' --bind or --nice, said once a run: every job
+/// asks the same.
+class placement_warning {
+ public:
+  /// refused_placement() of a job that started, the first time it refuses anything; empty
+  /// otherwise.
+  [[nodiscard]] std::string once(const spawn_request& request, const spawn_result& result);
+
+ private:
+  bool said_ = false;
+};
+
 /// Starts a job as posix_spawn does (a vfork-style clone: no copy of the runner's memory),
 /// in its own process group, with SIGKILL as its parent-death signal so that it cannot
 /// outlive a runner killed with SIGKILL, with the signal mask and dispositions reset.
