@@ -6,6 +6,7 @@
 #include <polymap/detail/remote.hpp>
 #include <polymap/detail/results.hpp>
 #include <polymap/detail/run_items.hpp>
+#include <polymap/detail/through_iterator.hpp>
 #include <polymap/error.hpp>
 #include <polymap/options.hpp>
 #include <polymap/plan.hpp>
@@ -248,9 +249,7 @@ decltype(auto) with_indexable(Range&& xs, Body&& body) {
     using iterator = std::ranges::iterator_t<Range>;
     std::vector<iterator> at;
     for (iterator it = std::ranges::begin(xs); it != std::ranges::end(xs); ++it) at.push_back(it);
-    using reference = std::iter_reference_t<iterator>;
-    auto items = at | std::views::transform([](const iterator& it) -> reference { return *it; });
-    return body(items.begin(), at.size());
+    return body(through_iterator<iterator>(at.data()), at.size());
   } else {
     std::vector<std::ranges::range_value_t<Range>> items;
     for (auto&& x : xs) items.push_back(std::forward<decltype(x)>(x));
