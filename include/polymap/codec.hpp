@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -21,8 +22,8 @@ namespace polymap {
 ///
 /// The processes backend writes trivially copyable results straight into shared memory
 /// (unless they have a codec: one that holds a pointer needs it); any other result type
-/// needs a codec. Built in for `std::string`, `std::vector` of a
-/// trivially copyable type (`bool` too), and `std::pair` and `std::tuple` whose members are
+/// needs a codec. Built in for `std::string`, `std::vector` of a trivially copyable type
+/// (`bool` too) or of a type with a codec, and `std::pair` and `std::tuple` whose members are
 /// trivially copyable or have a codec (libstdc++'s pair and tuple are not trivially
 /// copyable); give your own type one by specialising this template:
 /// @code
@@ -129,6 +130,32 @@ template <class T>
 
 }  // namespace detail
 
+/// A std::vector of a type with a codec (a std::string, a pair, a type of the user's): its
+/// count, then each element as a pair's member is (its size, then its bytes).
+template <class T>
+  requires has_codec<T>
+struct codec<std::vector<T>> {
+  static void encode(const std::vector<T>& value, std::string& out) {
+    const std::uint64_t count = value.size();
+    out.append(reinterpret_cast<const char*>(&count), sizeof count);
+    for (const T& element : value) detail::encode_member(element, out);
+  }
+  /// @throws std::length_error for bytes that encode did not write
+  [[nodiscard]] static std::vector<T> decode(std::string_view bytes) {
+    std::uint64_t count = 0;
+    if (bytes.size() < sizeof count) {
+      throw std::length_error("polymap::codec of a std::vector: no element count");
+    }
+    std::memcpy(&count, bytes.data(), sizeof count);
+    bytes.remove_prefix(sizeof count);
+    std::vector<T> value;
+    // Each element takes at least its size's 8 bytes: a count past that is not encode's.
+    value.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(count, bytes.size() / 8)));
+    for (std::uint64_t i = 0; i < count; ++i) value.push_back(detail::decode_member<T>(bytes));
+    return value;
+  }
+};
+
 /// A pair whose members are trivially copyable or have a codec: one member after the other.
 template <detail::codec_member First, detail::codec_member Second>
 struct codec<std::pair<First, Second>> {
@@ -169,8 +196,8 @@ namespace detail {
 /// list of the codecs built in above.
 inline constexpr char transferable_results[] =
     "trivially copyable, or with a polymap::codec<T> (built in for std::string, std::vector of "
-    "a trivially copyable type or of bool, and std::pair and std::tuple of such members; "
-    "specialise polymap::codec for your own type)";
+    "a trivially copyable type, of bool or of a type with a codec, and std::pair and "
+    "std::tuple of such members; specialise polymap::codec for your own type)";
 
 }  // namespace detail
 

@@ -5,10 +5,12 @@
 #include <polymap/backend.hpp>
 
 #include <cstddef>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
 namespace polymap {
@@ -108,7 +110,7 @@ class map_error : public error {
                   "(map_into wrote them to its output, imap handed them out, for_each and a "
                   "void function have none)");
     }
-    if (results_type_ != &results_tag<T>) {
+    if (!holds<T>()) {
       throw error("map_error::results<T>: T is not the result type of the failed call");
     }
     return *static_cast<const std::vector<std::optional<T>>*>(results_.get());
@@ -118,7 +120,7 @@ class map_error : public error {
   template <class T>
   void set_results(std::vector<std::optional<T>> results) {
     results_ = std::make_shared<std::vector<std::optional<T>>>(std::move(results));
-    results_type_ = &results_tag<T>;
+    results_type_ = type_name<T>();
   }
 
  private:
@@ -127,10 +129,27 @@ class map_error : public error {
   std::vector<item_failure> failures_;
   std::size_t total_;
   std::shared_ptr<const void> results_;
-  /// One object per result type, whose address names the type (no RTTI needed: a program
-  /// built with -fno-rtti has none).
+  /// What names result type T: its type_info's name, which is the same in every shared
+  /// object of a program (a library built with hidden visibility too); without RTTI
+  /// (-fno-rtti), the address of an object of T's own, which is the same in one binary.
   template <class T>
-  static constexpr char results_tag = 0;
+  static const char* type_name() noexcept {
+#if defined(__GXX_RTTI) || defined(__cpp_rtti)
+    return typeid(std::vector<std::optional<T>>).name();
+#else
+    static constexpr char tag = 0;
+    return &tag;
+#endif
+  }
+  template <class T>
+  [[nodiscard]] bool holds() const noexcept {
+#if defined(__GXX_RTTI) || defined(__cpp_rtti)
+    // Names, not addresses: each shared object may have a copy of the name.
+    return results_type_ != nullptr && std::strcmp(results_type_, type_name<T>()) == 0;
+#else
+    return results_type_ == type_name<T>();
+#endif
+  }
   const char* results_type_ = nullptr;
 };
 

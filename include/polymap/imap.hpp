@@ -195,6 +195,7 @@ class stream {
         // Results the workers finished ahead of the consumer are not yielded either: the
         // stream ends where the stop found its consumer, as a job's get() would.
         st.run.cancel();
+        st.changed.notify_all();  // workers waiting for room in the window see the stop
         st.changed.wait(lock, [&] { return st.finished; });
         if (st.error) std::rethrow_exception(st.error);
         if (st.run.has_failures()) throw_failures(lock);

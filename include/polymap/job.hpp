@@ -117,6 +117,14 @@ class [[nodiscard]] job {
 ///   here (both checked before the job starts)
 namespace detail {
 
+/// What a map_async job keeps of a range `Range`, and maps (its own copy, not const): the
+/// range moved or copied, or for a C array, which cannot be copied as one, its items in a
+/// vector.
+template <class Range>
+using async_items_t =
+    std::conditional_t<std::is_array_v<std::remove_cvref_t<Range>>,
+                       std::vector<std::ranges::range_value_t<Range>>, std::remove_cvref_t<Range>>;
+
 /// `xs` as the `Items` a job keeps: moved or copied, or a C array's items in a vector.
 template <class Items, class Range>
 Items owned_items(Range&& xs) {
@@ -130,12 +138,10 @@ Items owned_items(Range&& xs) {
 }  // namespace detail
 
 template <std::ranges::input_range Range, class Fn>
-  requires std::ranges::sized_range<Range> && detail::callable_on_items<Fn, Range>
+  requires std::ranges::sized_range<Range> &&
+           detail::callable_on_items<Fn, detail::async_items_t<Range>&>
 [[nodiscard]] auto map_async(Range&& xs, Fn fn, options opts = {}) {
-  // A C array cannot be copied as one: its items go into a vector.
-  using Items = std::conditional_t<std::is_array_v<std::remove_cvref_t<Range>>,
-                                   std::vector<std::ranges::range_value_t<Range>>,
-                                   std::remove_cvref_t<Range>>;
+  using Items = detail::async_items_t<Range>;
   using R = detail::item_result_t<Fn, std::ranges::iterator_t<Items&>>;
   (void)detail::check_call_start(opts, static_cast<std::size_t>(std::ranges::size(xs)),
                                  detail::results_refused<R>());

@@ -355,7 +355,8 @@ void for_each(Index n, Fn fn, const options& opts = {}) {
 /// @throws option_error for a bad option, backend_unavailable for a backend asked for by
 ///   name that cannot run here (as map() would)
 template <std::ranges::input_range Range, class Fn>
-  requires detail::callable_on_items<Fn, Range>
+  requires detail::callable_on_items<Fn, Range> ||
+           std::invocable<Fn&, std::ranges::range_value_t<Range>&>  // its copies
 [[nodiscard]] plan explain(Range&& xs, Fn fn, const options& opts = {}) {
   return detail::with_indexable(std::forward<Range>(xs), [&](auto first, std::size_t n) {
     using It = decltype(first);
@@ -363,27 +364,28 @@ template <std::ranges::input_range Range, class Fn>
     detail::function_stats& stats = detail::stats_for<Item>(fn);
     detail::run_state state(n);
     if constexpr (std::copy_constructible<Item>) {
-      // A cost known from earlier calls needs no sample, and no copies.
-      if (stats.seconds_per_item.load(std::memory_order_relaxed) <= 0) {
-        // Sampling reads only the first items: copied here, before any clock runs.
-        std::vector<Item> copies;
+      // Sampling reads only the first items: copied here, before any clock runs; none when
+      // the function's cost is known from earlier calls, and nothing is sampled.
+      const bool known = stats.seconds_per_item.load(std::memory_order_relaxed) > 0;
+      std::vector<Item> copies;
+      if (!known) {
         copies.reserve(std::min(n, detail::sample_max_items));
         for (std::size_t i = 0; i < std::min(n, detail::sample_max_items); ++i) {
           copies.push_back(first[static_cast<std::iter_difference_t<It>>(i)]);
         }
-        using Copies = typename std::vector<Item>::iterator;
-        const detail::apply_ctx<Copies, Fn> ctx{copies.begin(), &fn};
-        detail::map_job job = detail::make_job(
-            n, &detail::apply_ctx<Copies, Fn>::template chunk<true>, &ctx, state, opts);
-        return detail::make_plan(job, stats, detail::plan_sample::copies);
       }
+      using Copies = typename std::vector<Item>::iterator;
+      const detail::apply_ctx<Copies, Fn> ctx{copies.begin(), &fn};
+      detail::map_job job = detail::make_job(
+          n, &detail::apply_ctx<Copies, Fn>::template chunk<true>, &ctx, state, opts);
+      return detail::make_plan(job, stats,
+                               known ? detail::plan_sample::known : detail::plan_sample::copies);
+    } else {
+      const detail::apply_ctx<It, Fn> ctx{first, &fn};
+      detail::map_job job = detail::make_job(
+          n, &detail::apply_ctx<It, Fn>::template chunk<true>, &ctx, state, opts);
+      return detail::make_plan(job, stats, detail::plan_sample::uncopyable);
     }
-    const detail::apply_ctx<It, Fn> ctx{first, &fn};
-    detail::map_job job = detail::make_job(
-        n, &detail::apply_ctx<It, Fn>::template chunk<true>, &ctx, state, opts);
-    return detail::make_plan(job, stats,
-                             std::copy_constructible<Item> ? detail::plan_sample::known
-                                                           : detail::plan_sample::uncopyable);
   });
 }
 

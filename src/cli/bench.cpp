@@ -695,7 +695,7 @@ int run_bench(const bench_args& args) {
   } else {
     print_table(rows, backends, args, summaries);
   }
-  for (const std::string& e : errors) fmt::print(stderr, "polymap bench: {}\n", e);
+  for (const std::string& e : errors) print_error("polymap bench: {}\n", e);
   return errors.empty() ? exit_ok : exit_failure;
 }
 

@@ -122,7 +122,7 @@ int run_calibrate(const calibrate_args& args) {
   }
   for (const int d : devices) {
     if (d < 0 || d >= count) {
-      fmt::print(stderr, "polymap calibrate: --device {}: there is no such CUDA device ({})\n", d,
+      print_error("polymap calibrate: --device {}: there is no such CUDA device ({})\n", d,
                  cuda::device_status());
       return exit_usage;
     }
@@ -149,7 +149,7 @@ int run_calibrate(const calibrate_args& args) {
     share = std::nullopt;
   }
   if (share && *share < busy_share) {
-    fmt::print(stderr,
+    print_error(
                "polymap calibrate: this process got {:.0f}% of its CPUs while measuring (other "
                "work runs on them): these figures are a busy machine's; measure again when it "
                "is idle\n",

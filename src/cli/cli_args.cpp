@@ -45,6 +45,24 @@ CLI::Validator seconds(double min, double max = 0) {
       "SECONDS " + allowed);
 }
 
+/// A whole number, in decimal, from `min` to `max`: CLI11's own reading takes "1e2" and
+/// "0x5" too, and CLI::Range then says "not in range" of a value that is in it.
+CLI::Validator whole_number(long long min, long long max) {
+  const std::string allowed = fmt::format("a whole number from {} to {}", min, max);
+  return CLI::Validator(
+      [allowed, min, max](std::string& value) -> std::string {
+        const std::size_t digits = !value.empty() && (value[0] == '-' || value[0] == '+');
+        const bool whole = value.size() > digits && value.size() - digits <= 18 &&
+                           value.find_first_not_of("0123456789", digits) == std::string::npos;
+        if (whole) {
+          const long long v = std::stoll(value);
+          if (v >= min && v <= max) return {};
+        }
+        return "'" + value + "' is not " + allowed;
+      },
+      fmt::format("INT in [{} - {}]", min, max));
+}
+
 /// A -j value: job_slots() says which.
 CLI::Validator job_count() {
   return CLI::Validator(
@@ -87,7 +105,8 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
   sub->add_option("--bind", run.bind, "Pin each job slot: none, core, pu, numa or package")
       ->check(CLI::IsMember({"none", "core", "pu", "numa", "package"}))
       ->capture_default_str();
-  sub->add_option("--nice", run.options.nice, "Nice value of the jobs")->check(CLI::Range(-20, 19));
+  sub->add_option("--nice", run.options.nice, "Nice value of the jobs")
+      ->check(whole_number(-20, 19));
   sub->add_option("--timeout", run.options.timeout,
                   "Seconds an attempt may run before its process group gets SIGTERM, then "
                   "SIGKILL 1 s later (0: none)")
@@ -95,7 +114,7 @@ void add_run_command(CLI::App& app, run_args& run, cli_args& args) {
   sub->add_option("--retries", run.options.retries,
                   "Run a failed item up to N more times, waiting 0.1 s, 0.2 s, 0.4 s... "
                   "(at most 10 s) between attempts")
-      ->check(CLI::Range(0U, 1000U));
+      ->check(whole_number(0, 1000));
   sub->add_option("--halt", run.halt,
                   "Stop after failures: now,fail=N (kill running jobs) or soon,fail=N (let "
                   "them finish), where N is a count of failed items or a share P% of the "
@@ -148,7 +167,7 @@ void add_status_command(CLI::App& app, status_args& status, cli_args& args,
       ->check(a_path());
   sub->add_flag("--json", status.json, "One JSON object (watch: one per refresh)");
   sub->add_option("--top", status.top, "Failures and slowest items to show")
-      ->check(CLI::Range(0U, 100000U))
+      ->check(whole_number(0, 100000))
       ->capture_default_str();
   sub->add_option("--lock-timeout", status.lock_timeout,
                   "Seconds to wait for a journal locked by another process")
@@ -264,7 +283,7 @@ void add_commands(CLI::App& app, cli_args& args) {
   bench
       ->add_option("--repeat", args.bench.repeat,
                    "Timed runs per kernel and backend (median), after one untimed warm-up run")
-      ->check(CLI::Range(1U, 1000U))
+      ->check(whole_number(1, 1000))
       ->capture_default_str();
   bench
       ->add_option("--kernel", args.bench.kernels,

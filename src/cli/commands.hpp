@@ -4,8 +4,13 @@
 
 #include "cli/cli_args.hpp"
 
+#include <fmt/core.h>
+
+#include <cstdio>
 #include <exception>
+#include <string>
 #include <string_view>
+#include <utility>
 
 namespace polymap::cli {
 
@@ -16,6 +21,19 @@ namespace polymap::cli {
   std::string_view text = e.what();
   if (text.starts_with(prefix)) text.remove_prefix(prefix.size());
   return text;
+}
+
+/// Prints to stderr as fmt::print(stderr, ...) does, but never throws: a stderr that cannot
+/// be written (a full disk, a closed descriptor) loses the message, not the exit status
+/// (fmt's exception, thrown while an error is said, would end in abort()).
+template <class... Args>
+void print_error(fmt::format_string<Args...> format, Args&&... args) noexcept {
+  try {
+    const std::string text = fmt::format(format, std::forward<Args>(args)...);
+    (void)std::fwrite(text.data(), 1, text.size(), stderr);
+    (void)std::fflush(stderr);
+  } catch (...) {  // no memory for the text: nothing can be said
+  }
 }
 
 /// `polymap info`: prints the topology, the backends and the environment.

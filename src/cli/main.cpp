@@ -30,7 +30,7 @@ int flushed(int code) {
   errno = 0;
   if (std::fflush(stdout) == 0 && std::ferror(stdout) == 0) return code;
   const int e = errno != 0 ? errno : EIO;
-  fmt::print(stderr, "polymap: cannot write to standard output: {}\n", std::strerror(e));
+  polymap::cli::print_error("polymap: cannot write to standard output: {}\n", std::strerror(e));
   return code == polymap::cli::exit_ok ? polymap::cli::exit_failure : code;
 }
 
@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
       words.insert(words.end(), split.options.begin(), split.options.end());
       command_words = std::move(split.command);
     } catch (const std::runtime_error& e) {
-      fmt::print(stderr, "polymap run: {}\n", error_text(e));
+      print_error("polymap run: {}\n", error_text(e));
       return exit_usage;
     }
   }
@@ -93,9 +93,9 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     if (std::ferror(stdout) != 0) {
       // fmt's own text ("cannot write to file") does not say which.
-      fmt::print(stderr, "polymap: cannot write to standard output: {}\n", e.what());
+      print_error("polymap: cannot write to standard output: {}\n", e.what());
     } else {
-      fmt::print(stderr, "polymap: {}\n", error_text(e));
+      print_error("polymap: {}\n", error_text(e));
     }
     return exit_failure;
   }

@@ -50,7 +50,7 @@ int run_run(const run_args& args) {
   const std::optional<std::size_t> asked = args.jobs.empty() ? usable
                                                              : job_slots(args.jobs, usable);
   if (!asked) {  // CLI11 admits only its forms: a +N past the most, on this machine's CPUs
-    fmt::print(stderr, "polymap run: -j {}: more than {} job slots with {} usable CPUs\n",
+    print_error("polymap run: -j {}: more than {} job slots with {} usable CPUs\n",
                args.jobs, most_job_slots, usable);
     return exit_usage;
   }
@@ -64,7 +64,7 @@ int run_run(const run_args& args) {
   try {
     role = run::join_ranks();
   } catch (const std::exception& e) {
-    fmt::print(stderr, "polymap run: {}\n", error_text(e));
+    print_error("polymap run: {}\n", error_text(e));
     return exit_failure;
   }
   if (role.serve) return run::serve_jobs(options, role.inherited);
@@ -73,17 +73,17 @@ int run_run(const run_args& args) {
     line = run::split_command_line(args.words, args.arg_files);
     options.halt = run::parse_halt(args.halt);
   } catch (const std::runtime_error& e) {
-    fmt::print(stderr, "polymap run: {}\n", error_text(e));
+    print_error("polymap run: {}\n", error_text(e));
     return exit_usage;
   }
   if (options.json && joblog_is_stdout(options.joblog)) {
-    fmt::print(stderr, "polymap run: --joblog {} and --json would both write to stdout: give "
+    print_error("polymap run: --joblog {} and --json would both write to stdout: give "
                        "--joblog another file\n",
                options.joblog);
     return exit_usage;
   }
   if (options.retry_failed && options.journal.empty()) {
-    fmt::print(stderr, "polymap run: --retry-failed needs --journal\n");
+    print_error("polymap run: --retry-failed needs --journal\n");
     return exit_usage;
   }
   std::unique_ptr<run::command_template> command;
@@ -91,14 +91,14 @@ int run_run(const run_args& args) {
     command = std::make_unique<run::command_template>(line.command, line.sources.size(),
                                                       args.shell);
   } catch (const std::runtime_error& e) {
-    fmt::print(stderr, "polymap run: {}\n", error_text(e));
+    print_error("polymap run: {}\n", error_text(e));
     return exit_usage;
   }
   run::item_product items;
   try {
     items = run::item_product(std::move(line.sources));
   } catch (const std::runtime_error& e) {
-    fmt::print(stderr, "polymap run: {}\n", error_text(e));
+    print_error("polymap run: {}\n", error_text(e));
     return exit_usage;
   }
   if (args.dry_run) {
@@ -111,7 +111,7 @@ int run_run(const run_args& args) {
                                              .read_only = true})
                        .states();
       } catch (const journal_error& e) {
-        fmt::print(stderr, "polymap run: {}\n", error_text(e));
+        print_error("polymap run: {}\n", error_text(e));
         return exit_failure;
       }
     }
@@ -145,7 +145,7 @@ int run_run(const run_args& args) {
     try {
       run::prepare_results_dir(options.results);
     } catch (const std::runtime_error& e) {
-      fmt::print(stderr, "polymap run: {}\n", error_text(e));
+      print_error("polymap run: {}\n", error_text(e));
       return exit_usage;
     }
   }

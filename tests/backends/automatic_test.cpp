@@ -248,6 +248,14 @@ static_assert(!explainable<std::vector<int>&, takes_string>);
 static_assert(!streamable<std::vector<int>, takes_string>);
 static_assert(!startable<std::vector<int>, takes_string>);
 static_assert(startable<std::vector<int>, takes_int>);
+// A job maps its own copy of the items, and explain() times copies: a function that takes
+// a non-const reference can be given a const range there.
+struct takes_ref {
+  int operator()(int& x) const { return ++x; }
+};
+static_assert(startable<const std::vector<int>&, takes_ref>);
+static_assert(explainable<const std::vector<int>&, takes_ref>);
+static_assert(!mappable<const std::vector<int>&, takes_ref>);
 
 TEST(AutomaticBackend, MapAsyncTakesACArray) {
   int xs[5] = {1, 2, 3, 4, 5};

@@ -665,6 +665,65 @@ TEST(Processes, WhatItemsPrintComesOutOnceThroughACrash) {
   }
 }
 
+// The same for the wide stream of a program that unsynchronised the C++ streams.
+TEST(Processes, WhatItemsPrintToWcoutComesOutOnce) {
+  std::FILE* file = std::tmpfile();
+  ASSERT_NE(file, nullptr);
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (dup2(fileno(file), STDOUT_FILENO) < 0) _exit(2);
+    std::ios::sync_with_stdio(false);
+    options o = processes();
+    o.workers = 1;
+    polymap::for_each(6, [](std::size_t i) { std::wcout << L"wide " << i << L"\n"; }, o);
+    std::wcout << L"after" << std::endl;
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  std::rewind(file);
+  std::map<std::string, int> seen;
+  char line[256];
+  while (std::fgets(line, sizeof line, file) != nullptr) ++seen[line];
+  std::fclose(file);
+  for (int i = 0; i < 6; ++i) {
+    std::string expected = "wide ";
+    expected += std::to_string(i);
+    expected += '\n';
+    EXPECT_EQ(seen[expected], 1) << i;
+  }
+  EXPECT_EQ(seen["after\n"], 1);
+}
+
+// Items that threw earlier in a chunk are not run again when a later item of the chunk
+// crashes its worker: their failures are kept as they happen, as results are.
+TEST(Processes, ItemsThatThrewBeforeACrashInTheirChunkRunOnce) {
+  shared_vector<std::atomic<int>> runs(100);
+  options o = processes();
+  o.workers = 1;
+  o.on_error = on_error::collect;
+  try {
+    polymap::for_each(
+        100,
+        [&runs](std::size_t i) {
+          runs[i].fetch_add(1);
+          if (i % 10 == 3) throw std::runtime_error("three");
+          if (i == 50) {
+            std::signal(SIGSEGV, SIG_DFL);
+            std::raise(SIGSEGV);
+          }
+        },
+        o);
+    FAIL() << "no map_error";
+  } catch (const map_error& e) {
+    EXPECT_EQ(e.failures().size(), 11U);
+  }
+  for (std::size_t i = 0; i < 100; ++i) EXPECT_EQ(runs[i].load(), 1) << "item " << i;
+}
+
 // A crash leaves the rest of its chunk to a fresh worker; when that worker dies before it
 // begins, the items go to the next one, not nowhere.
 TEST(Processes, ItemsOfAWorkerThatDiedBeforeBeginningThemRunElsewhere) {
@@ -1604,7 +1663,9 @@ struct codec<name_ref> {
 
 template <>
 struct codec<misdeclared> {
-  static void encode(const misdeclared& m, std::string& out) { out.append(std::to_string(m.value)); }
+  static void encode(const misdeclared& m, std::string& out) {
+    out.append(std::to_string(m.value));
+  }
   static misdeclared decode(const std::string& bytes) { return {std::stoi(bytes)}; }
 };
 
@@ -1612,6 +1673,36 @@ static_assert(polymap::detail::codec_specialised<misdeclared> && !polymap::has_c
 static_assert(!polymap::detail::codec_specialised<name_ref*>);
 
 namespace {
+
+TEST(Processes, VectorsOfTypesWithACodecCarryResults) {
+  // Element by element: strings, a user's type with a codec, vectors of vectors.
+  std::vector<int> xs(300);
+  for (int i = 0; i < 300; ++i) xs[static_cast<std::size_t>(i)] = i;
+  const auto words = [](int i) {
+    std::vector<std::string> w(static_cast<std::size_t>(i % 5));
+    for (std::size_t k = 0; k < w.size(); ++k) {
+      w[k] = std::string(k + 1, static_cast<char>('a' + i % 26));
+    }
+    return w;
+  };
+  const options serial{.backend = backend::serial};
+  EXPECT_EQ(polymap::map(xs, words, processes()), polymap::map(xs, words, serial));
+  const auto nested = [&](int i) {
+    return std::vector<std::vector<std::string>>{words(i), {}, words(i + 1)};
+  };
+  EXPECT_EQ(polymap::map(xs, nested, processes()), polymap::map(xs, nested, serial));
+  const auto names = [](int i) {
+    auto* text = new std::string(std::to_string(i));  // NOLINT: the worker exits
+    return std::vector<name_ref>{{text->data(), text->size()}, {text->data(), 1}};
+  };
+  const std::vector<std::vector<name_ref>> got = polymap::map(xs, names, processes());
+  ASSERT_EQ(got.size(), xs.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(got[i].size(), 2U);
+    ASSERT_EQ(std::string_view(got[i][0].text, got[i][0].size), std::to_string(i));
+    ASSERT_EQ(std::string_view(got[i][1].text, got[i][1].size), std::to_string(i).substr(0, 1));
+  }
+}
 
 TEST(Processes, AUserCodecOfATriviallyCopyableTypeIsUsedNotItsBytes) {
   std::vector<int> xs(200);

@@ -107,6 +107,29 @@ TEST_P(Streaming, AStopEndsTheStreamHoweverFarTheWorkersGotAhead) {
   EXPECT_EQ(taken, xs.size());
 }
 
+// A stop while the workers wait for room in a small window: they are woken, and the stream
+// ends with cancelled_error (the consumer waited for them for ever).
+TEST_P(Streaming, AStopWhileTheWorkersWaitForRoomEndsTheStream) {
+  std::vector<int> xs(1000);
+  std::iota(xs.begin(), xs.end(), 0);
+  std::stop_source stop;
+  std::size_t taken = 0;
+  auto results = polymap::imap(xs, [](int x) { return x; },
+                               {.backend = GetParam(), .window = 4, .stop = stop.get_token()});
+  try {
+    for (auto&& [index, value] : results) {
+      EXPECT_EQ(value, xs[index]);
+      if (++taken == 2) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // they fill the window
+        stop.request_stop();
+      }
+    }
+    ADD_FAILURE() << "no cancelled_error: " << taken << " results";
+  } catch (const cancelled_error& e) {
+    EXPECT_EQ(taken, 2U);
+  }
+}
+
 TEST(StreamingProcesses, AStopEndsTheStreamHoweverFarTheWorkersGotAhead) {
   a_stop_ends_the_stream(backend_kind::processes);
 }

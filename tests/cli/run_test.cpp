@@ -1267,6 +1267,26 @@ std::size_t slots_of_a_run(const std::vector<std::string>& jobs, int items) {
   return most;
 }
 
+// A count that is not a whole number is refused as such, not as "not in range" of a value
+// that is in it (1e2 is 100); nor is 0x5 read as 5.
+TEST(Run, CountsMustBeWholeNumbers) {
+  temp_dir dir;
+  for (const char* value : {"1e2", "0x5", "1.5", "", "+"}) {
+    const cli_output r =
+        run_polymap({"run", "--retries", value, "--dry-run", "echo", ":::", "a"}, dir);
+    EXPECT_EQ(r.status, 2) << value;
+    EXPECT_NE(r.err.find("is not a whole number from 0 to 1000"), std::string::npos) << r.err;
+  }
+  const cli_output nice =
+      run_polymap({"run", "--nice", "-21", "--dry-run", "echo", ":::", "a"}, dir);
+  EXPECT_NE(nice.err.find("'-21' is not a whole number from -20 to 19"), std::string::npos)
+      << nice.err;
+  EXPECT_EQ(run_polymap({"run", "--retries", "+3", "--nice", "-5", "--dry-run", "echo", ":::", "a"},
+                        dir)
+                .status,
+            0);
+}
+
 TEST(Run, JobsTakeGnuParallelsRelativeForms) {
   temp_dir dir;
   const cli_output info = run_polymap({"info", "--json"}, dir);
@@ -1501,6 +1521,33 @@ TEST(Run, ResultsDirectoryThatCannotBeWrittenFailsBeforeAnyItemRuns) {
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.err.find("cannot write in --results directory"), std::string::npos) << r.err;
   EXPECT_FALSE(std::filesystem::exists(dir / "side"));
+}
+
+// A --results folder whose modes let root write, but where no folder can be made (/proc),
+// fails before any item runs too: a folder is made there to see.
+TEST(Run, ResultsDirectoryWhereNoFolderCanBeMadeFailsBeforeAnyItemRuns) {
+  temp_dir dir;
+  const cli_output r = run_polymap({"run", "--results", "/proc", "--", "sh", "-c",
+                                    "echo ran >> \"$0\"", dir / "side", ":::", "a"},
+                                   dir);
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("--results directory '/proc'"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "side"));
+}
+
+// An error said to a stderr that cannot be written (full, closed) loses the message, not
+// the exit status: polymap aborted (134) when its error message could not be written.
+TEST(Run, AnErrorToAStderrThatCannotBeWrittenKeepsItsExitStatus) {
+  const std::string polymap = shell_quote(POLYMAP_CLI_PATH);
+  const auto status_of = [](const std::string& command) {
+    const int raw = std::system(command.c_str());
+    return WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+  };
+  EXPECT_EQ(status_of(polymap + " run --bogus echo ::: a 2>/dev/full"), 2);
+  EXPECT_EQ(status_of(polymap + " run --bogus echo ::: a 2>&-"), 2);
+  EXPECT_EQ(status_of(polymap + " run echo {0} ::: a 2>/dev/full"), 2);
+  EXPECT_EQ(status_of(polymap + " status --journal /nonexistent/j.db 2>/dev/full"), 1);
+  EXPECT_EQ(status_of(polymap + " info >/dev/full 2>&1"), 1);
 }
 
 TEST(Run, ResultsFileThatCannotBeWrittenIsAnErrorNamingIt) {

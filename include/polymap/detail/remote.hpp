@@ -142,6 +142,12 @@ class remote_channel {
   /// (flush() and then send() at a chunk's end) costs nothing.
   void check_descriptors() noexcept;
 
+  /// Adds the items that failed since the last call (their exceptions, as `state` recorded
+  /// them) to the messages, kept in shared memory at once like the results: a crash later in
+  /// the chunk must not lose them, or they would run again. Before each item, and at the end
+  /// of a chunk.
+  void keep_failures(run_state& state);
+
   /// Writes out what the items printed to stdout and not written yet (stdio's buffer, which
   /// std::cout shares in a worker: see worker_main), so that a later item's crash does not
   /// lose it. Before each item: a check when nothing is pending.
@@ -259,6 +265,7 @@ class remote_channel {
   bool flags_dirty_ = true;  ///< some ring flag is not 1 (a failure, or a new ring)
   bool stored_ = false;      ///< direct writes were refused: results go to the store
   bool memory_capped_;
+  std::size_t failures_kept_ = 0;  ///< run_state::failed() when keep_failures() last looked
   bool items_since_check_ = true;  ///< an item ran since check_descriptors() last looked
 };
 
@@ -338,11 +345,14 @@ template <class Ctx, class R, bool Fixed = true>
   result_transfer t;
   if constexpr (std::is_void_v<R>) {
     return t;
-  } else if constexpr (!transferable_v<R>) {
+  } else if constexpr (codec_specialised<R> && !has_codec<R>) {
+    // A trivially copyable R would otherwise cross as its bytes, the codec silently left out.
     static_assert(!codec_specialised<R>,
                   "polymap::codec<R> is specialised for this result type, but not as polymap "
                   "needs it: static void encode(const R&, std::string& out) and static R "
                   "decode(std::string_view bytes)");
+    return t;
+  } else if constexpr (!transferable_v<R>) {
     t.unsupported = results_refused<R>();
     return t;
   } else {
@@ -383,7 +393,8 @@ template <class Ctx, class R, bool Fixed = true>
 template <class Compute>
 void run_remote(std::size_t b, std::size_t e, worker_context& w, Compute&& compute) {
   remote_channel& ch = *w.remote;
-  run_items<true>(b, e, w, [&ch, &compute](std::size_t i) {
+  run_items<true>(b, e, w, [&ch, &compute, &w](std::size_t i) {
+    ch.keep_failures(*w.state);
     ch.start(i);
     try {
       if constexpr (std::is_void_v<std::invoke_result_t<Compute&, std::size_t>>) {

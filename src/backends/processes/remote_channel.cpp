@@ -44,6 +44,16 @@ void write_all(int fd, const std::string& data) noexcept {
 
 }  // namespace
 
+void remote_channel::keep_failures(run_state& state) {
+  if (state.failed() == failures_kept_) return;
+  for (item_failure& f : state.take_failures()) {
+    f.backend = backend_kind::processes;
+    encode_failure(*buffer_, f);
+  }
+  failures_kept_ = state.failed();
+  keep();
+}
+
 void remote_channel::write_printed() noexcept {
   // __fpending reads the buffer's fill without the stream's lock: the worker's items run on
   // its one thread.

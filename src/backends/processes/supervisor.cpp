@@ -394,10 +394,11 @@ void supervisor::settle(worker& w, pid_t got, int status) {
   if (!mid_chunk) return;
   std::vector<std::uint8_t> done(e - b);
   shared_.read_flags(w.slot, b, e, done.data());
-  // A worker sends a chunk's failures once the chunk is over, and shows its next chunk only
-  // after it claimed it: one killed in between (from outside) still shows the chunk it
-  // finished. The chunk's failures arrived; their items have no done flag, but must be
-  // neither blamed nor run again (their outcome would be recorded twice).
+  // A worker keeps each failure in shared memory before its next item starts (and sends
+  // them at the chunk's end), and shows its next chunk only after it claimed it: whether it
+  // crashed later in the chunk or was killed between chunks (from outside), the failures
+  // arrived above. Their items have no done flag, but must be neither blamed nor run again
+  // (their outcome would be recorded twice).
   for (const std::size_t i : w.failed) {
     if (i >= b && i < e) done[i - b] = 1;
   }

@@ -77,18 +77,18 @@ void place(const worker_setup& s) {
 /// output would stay in a buffer that no one flushes at the worker's _exit.
 void route_streams_through_stdio() noexcept {
 #if defined(__GLIBCXX__)
-  using own_buffer = __gnu_cxx::stdio_filebuf<char>;
-  using through_stdio = __gnu_cxx::stdio_sync_filebuf<char>;
-  static through_stdio out(stdout);
-  static through_stdio log(stderr);
   // Only the unsynchronised default, on the standard descriptor: a stream the program
   // pointed at a file of its own stays there.
-  const auto owns = [](std::ostream& stream, int fd) {
-    auto* buffer = dynamic_cast<own_buffer*>(stream.rdbuf());
-    return buffer != nullptr && buffer->fd() == fd;
+  const auto route = []<class Char>(std::basic_ostream<Char>& stream, std::FILE* file) {
+    auto* own = dynamic_cast<__gnu_cxx::stdio_filebuf<Char>*>(stream.rdbuf());
+    if (own == nullptr || own->fd() != fileno(file)) return;
+    // Never destroyed: a worker ends with _exit.
+    stream.rdbuf(new __gnu_cxx::stdio_sync_filebuf<Char>(file));  // NOLINT
   };
-  if (owns(std::cout, STDOUT_FILENO)) std::cout.rdbuf(&out);
-  if (owns(std::clog, STDERR_FILENO)) std::clog.rdbuf(&log);
+  route(std::cout, stdout);
+  route(std::clog, stderr);
+  route(std::wcout, stdout);
+  route(std::wclog, stderr);
 #endif
 }
 
@@ -98,6 +98,8 @@ void write_printed() noexcept {
   try {
     std::cout.flush();
     std::clog.flush();
+    std::wcout.flush();
+    std::wclog.flush();
   } catch (...) {  // a stream with exceptions() set: what it could not write is lost
   }
   (void)std::fflush(nullptr);
@@ -176,10 +178,7 @@ void worker_main(worker_setup& s) noexcept {
       slot.busy_items.fetch_add(e - b, std::memory_order_relaxed);
       w.first = {};
       w.ranges.clear();
-      for (item_failure& f : state.take_failures()) {
-        f.backend = backend_kind::processes;
-        encode_failure(out, f);
-      }
+      channel.keep_failures(state);
       const bool stopping = state.stopping();
       if (stopping) {
         out.push_back(static_cast<char>(state.cancelled() ? remote_tag::cancel : remote_tag::stop));

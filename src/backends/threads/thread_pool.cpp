@@ -143,7 +143,8 @@ thread_pool::thread_pool() {
       // has, and each call that needs more tries again (and says so if it cannot).
     }
   }
-  fork_join_seconds_.store(measure_fork_join().value_or(0), std::memory_order_relaxed);
+  fork_join_seconds_.store(workers_.empty() ? 0 : measure_fork_join().value_or(0),
+                           std::memory_order_relaxed);
 }
 
 namespace {
@@ -511,7 +512,7 @@ bool thread_pool::try_run(const map_job& job, std::size_t participants, run_repo
 }
 
 std::optional<double> thread_pool::measure_fork_join() {
-  if (workers_.empty()) return 0.0;
+  // try_run grows the pool to two workers if it has fewer (workers_ is the run lock's).
   // Two items that wait for each other: the call ends only once a worker has really woken,
   // joined and run one, which is what a parallel call pays. (Two empty items would let the
   // caller run both before the worker looks, and measure nothing.)

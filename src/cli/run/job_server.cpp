@@ -5,6 +5,7 @@
 #include <polymap/config.hpp>
 #include <polymap/topology.hpp>
 
+#include "cli/commands.hpp"
 #include "cli/run/rank_link.hpp"
 #include "cli/run/runner.hpp"
 
@@ -260,7 +261,7 @@ class job_server {
       e.spawn_error = spawned.error;
       j.pid = spawned.pid;
       if (const std::string refused = placement_.once(request, spawned); !refused.empty()) {
-        fmt::print(stderr, "polymap: warning: rank {}: {}\n", comm_.rank(), refused);
+        print_error("polymap: warning: rank {}: {}\n", comm_.rank(), refused);
       }
     } catch (const std::system_error& failure) {
       e.spawn_error = failure.code().value();  // no process or no memfd to be had: EAGAIN, EMFILE
@@ -336,7 +337,7 @@ int serve_jobs(const run_options& options, const std::vector<int>& inherited) {
                                ") leaves no file descriptor for a job's output: raise it");
     }
     if (fit.jobs < options.jobs) {
-      fmt::print(stderr,
+      print_error(
                  "polymap: warning: rank {}: -j {} needs more file descriptors than the "
                  "open-file limit (ulimit -n {}) allows: running {} jobs at a time\n",
                  comm.rank(), options.jobs, fit.limit, fit.jobs);
@@ -354,7 +355,7 @@ int serve_jobs(const run_options& options, const std::vector<int>& inherited) {
 
 int serve_jobs(const run_options& /*options*/, const std::vector<int>& /*inherited*/) {
   // join_ranks() never asks for it in a build without MPI.
-  fmt::print(stderr, "polymap run: this polymap was built without MPI\n");
+  print_error("polymap run: this polymap was built without MPI\n");
   return 1;
 }
 

@@ -1702,6 +1702,14 @@ void prepare_results_dir(const std::string& dir) {
     throw std::runtime_error("cannot write in --results directory '" + dir +
                              "': " + std::strerror(errno));
   }
+  // What access() says is not the last word (root may write anywhere by its modes, yet not
+  // in /proc, on a read-only mount or a full disk): a folder is made there, as items' are.
+  std::string probe = dir + "/.polymap-check-XXXXXX";
+  if (mkdtemp(probe.data()) == nullptr) {
+    throw std::runtime_error("cannot make folders in --results directory '" + dir +
+                             "': " + std::strerror(errno));
+  }
+  (void)rmdir(probe.c_str());
 }
 
 int run_batch(const run_options& options, const command_template& command,
