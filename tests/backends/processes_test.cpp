@@ -27,6 +27,7 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <limits>
 #include <map>
@@ -527,61 +528,56 @@ TEST(Processes, RunningOutOfDescriptorsIsAClearError) {
   EXPECT_GE(refused, 3U) << "a call needs shared memory, a pipe and a pidfd per worker";
 }
 
-// The next `n` children this program forks die at once, in a fork handler, before a
+enum class fork_fate { dies, hangs };
+
+// The next `n` children this program forks die at once (exit status 7), or hang for ever (as
+// one whose fork handler waits for a lock the fork left held), in a fork handler, before a
 // worker can run anything. The count lives in shared memory: each child takes one.
-void kill_next_fork_children(int n) {
-  static std::atomic<int>* const left = [] {
-    void* p = mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+void doom_next_fork_children(int n, fork_fate fate = fork_fate::dies) {
+  struct doom {
+    std::atomic<int> left{0};
+    std::atomic<bool> hang{false};
+  };
+  static doom* const shared = [] {
+    void* p = mmap(nullptr, sizeof(doom), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                   -1, 0);
     EXPECT_NE(p, MAP_FAILED);
-    auto* count = new (p) std::atomic<int>(0);
+    auto* d = new (p) doom;
     const int registered = pthread_atfork(nullptr, nullptr, [] {
-      if (left->fetch_sub(1) > 0) _exit(7);
-      left->fetch_add(1);
+      if (shared->left.fetch_sub(1) > 0) {
+        while (shared->hang.load()) pause();
+        _exit(7);
+      }
+      shared->left.fetch_add(1);
     });
     EXPECT_EQ(registered, 0);
-    return count;
+    return d;
   }();
-  left->store(n);
+  shared->hang.store(fate == fork_fate::hangs);
+  shared->left.store(n);
 }
 
-// Workers that die before they can run anything are not replaced for ever: after a few
-// in a row the call fails and says why.
-TEST(Processes, WorkersThatNeverStartFailTheCall) {
-  kill_next_fork_children(1000);
+// Workers that never start (every new one doomed as `fate` says) are not replaced for ever:
+// after a few in a row the call fails and says why (`why`); the next call works.
+void expect_a_call_without_workers_fails(fork_fate fate, const options& o, const std::string& why) {
+  const auto xs = std::views::iota(std::size_t{0}, std::size_t{100});
+  doom_next_fork_children(1000, fate);
   try {
-    (void)polymap::map(std::views::iota(std::size_t{0}, std::size_t{100}), mix, processes());
-    kill_next_fork_children(0);
-    FAIL() << "the call succeeded";
+    (void)polymap::map(xs, mix, o);
+    doom_next_fork_children(0);
+    ADD_FAILURE() << "the call succeeded";
   } catch (const polymap::error& e) {
-    kill_next_fork_children(0);
+    doom_next_fork_children(0);
     const std::string what = e.what();
     EXPECT_NE(what.find("in a row ended before they could run an item"), std::string::npos)
         << what;
-    EXPECT_NE(what.find("exit status 7"), std::string::npos) << what;
+    EXPECT_NE(what.find(why), std::string::npos) << what;
   }
-  EXPECT_EQ(polymap::map(std::views::iota(std::size_t{0}, std::size_t{100}), mix, processes())[99],
-            mix(99));
+  EXPECT_EQ(polymap::map(xs, mix, o)[99], mix(99));
 }
 
-// Makes the next `n` worker processes hang in a fork handler, as one that waits for a lock
-// the fork left held does: they never become ready. Shared memory counts, as above.
-void hang_next_fork_children(int n) {
-  static std::atomic<int>* const left = [] {
-    void* p = mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    EXPECT_NE(p, MAP_FAILED);
-    auto* count = new (p) std::atomic<int>(0);
-    const int registered = pthread_atfork(nullptr, nullptr, [] {
-      if (left->fetch_sub(1) > 0) {
-        for (;;) pause();
-      }
-      left->fetch_add(1);
-    });
-    EXPECT_EQ(registered, 0);
-    return count;
-  }();
-  left->store(n);
+TEST(Processes, WorkersThatNeverStartFailTheCall) {
+  expect_a_call_without_workers_fails(fork_fate::dies, processes(), "exit status 7");
 }
 
 // Under a timeout, a worker that hangs before its first item is killed (after the timeout,
@@ -591,137 +587,13 @@ TEST(Processes, AWorkerThatHangsBeforeItsFirstItemIsReplacedUnderATimeout) {
   options o = processes();
   o.timeout = 100ms;
   o.workers = 4;
-  const auto xs = std::views::iota(std::size_t{0}, std::size_t{100});
-  hang_next_fork_children(1);
-  const std::vector<std::uint64_t> ys = polymap::map(xs, mix, o);
-  hang_next_fork_children(0);
+  doom_next_fork_children(1, fork_fate::hangs);
+  const std::vector<std::uint64_t> ys =
+      polymap::map(std::views::iota(std::size_t{0}, std::size_t{100}), mix, o);
+  doom_next_fork_children(0);
   ASSERT_EQ(ys.size(), 100U);
   for (std::size_t i = 0; i < ys.size(); ++i) ASSERT_EQ(ys[i], mix(i)) << i;
-  hang_next_fork_children(1000);
-  try {
-    (void)polymap::map(xs, mix, o);
-    hang_next_fork_children(0);
-    FAIL() << "the call succeeded";
-  } catch (const polymap::error& e) {
-    hang_next_fork_children(0);
-    const std::string what = e.what();
-    EXPECT_NE(what.find("in a row ended before they could run an item"), std::string::npos)
-        << what;
-    EXPECT_NE(what.find("without becoming ready"), std::string::npos) << what;
-  }
-  EXPECT_EQ(polymap::map(xs, mix, o)[99], mix(99));
-}
-
-// What items print reaches the program's stdout once each: printf's buffer and, in a
-// program that unsynchronised the C++ streams (std::ios::sync_with_stdio(false)), std::cout's
-// too, neither lost when a later item of the same worker crashes nor written again by
-// workers that the fork gave a copy of what the caller had not written yet.
-TEST(Processes, WhatItemsPrintComesOutOnceThroughACrash) {
-  std::FILE* file = std::tmpfile();
-  ASSERT_NE(file, nullptr);
-  std::fflush(nullptr);
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    if (dup2(fileno(file), STDOUT_FILENO) < 0) _exit(2);
-    std::ios::sync_with_stdio(false);
-    std::cout << "before\n";  // left in std::cout's own buffer at the forks
-    options o = processes();
-    o.workers = 1;
-    o.on_error = on_error::collect;
-    try {
-      polymap::for_each(
-          10,
-          [](std::size_t i) {
-            std::cout << "cout " << i << "\n";
-            std::printf("printf %zu\n", i);
-            if (i == 7) {
-              std::signal(SIGSEGV, SIG_DFL);
-              std::raise(SIGSEGV);
-            }
-          },
-          o);
-      _exit(3);
-    } catch (const map_error& e) {
-      if (e.failures().size() != 1) _exit(4);
-    }
-    std::cout << "after" << std::endl;
-    _exit(0);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
-  std::rewind(file);
-  std::map<std::string, int> seen;
-  char line[256];
-  while (std::fgets(line, sizeof line, file) != nullptr) ++seen[line];
-  std::fclose(file);
-  EXPECT_EQ(seen["before\n"], 1);
-  EXPECT_EQ(seen["after\n"], 1);
-  for (int i = 0; i < 10; ++i) {
-    if (i == 7) continue;  // what the crashing item printed dies with it
-    EXPECT_EQ(seen["cout " + std::to_string(i) + "\n"], 1) << i;
-    EXPECT_EQ(seen["printf " + std::to_string(i) + "\n"], 1) << i;
-  }
-}
-
-// The same for the wide stream of a program that unsynchronised the C++ streams.
-TEST(Processes, WhatItemsPrintToWcoutComesOutOnce) {
-  std::FILE* file = std::tmpfile();
-  ASSERT_NE(file, nullptr);
-  std::fflush(nullptr);
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    if (dup2(fileno(file), STDOUT_FILENO) < 0) _exit(2);
-    std::ios::sync_with_stdio(false);
-    options o = processes();
-    o.workers = 1;
-    polymap::for_each(6, [](std::size_t i) { std::wcout << L"wide " << i << L"\n"; }, o);
-    std::wcout << L"after" << std::endl;
-    _exit(0);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
-  std::rewind(file);
-  std::map<std::string, int> seen;
-  char line[256];
-  while (std::fgets(line, sizeof line, file) != nullptr) ++seen[line];
-  std::fclose(file);
-  for (int i = 0; i < 6; ++i) {
-    std::string expected = "wide ";
-    expected += std::to_string(i);
-    expected += '\n';
-    EXPECT_EQ(seen[expected], 1) << i;
-  }
-  EXPECT_EQ(seen["after\n"], 1);
-}
-
-// Items that threw earlier in a chunk are not run again when a later item of the chunk
-// crashes its worker: their failures are kept as they happen, as results are.
-TEST(Processes, ItemsThatThrewBeforeACrashInTheirChunkRunOnce) {
-  shared_vector<std::atomic<int>> runs(100);
-  options o = processes();
-  o.workers = 1;
-  o.on_error = on_error::collect;
-  try {
-    polymap::for_each(
-        100,
-        [&runs](std::size_t i) {
-          runs[i].fetch_add(1);
-          if (i % 10 == 3) throw std::runtime_error("three");
-          if (i == 50) {
-            std::signal(SIGSEGV, SIG_DFL);
-            std::raise(SIGSEGV);
-          }
-        },
-        o);
-    FAIL() << "no map_error";
-  } catch (const map_error& e) {
-    EXPECT_EQ(e.failures().size(), 11U);
-  }
-  for (std::size_t i = 0; i < 100; ++i) EXPECT_EQ(runs[i].load(), 1) << "item " << i;
+  expect_a_call_without_workers_fails(fork_fate::hangs, o, "without becoming ready");
 }
 
 // A crash leaves the rest of its chunk to a fresh worker; when that worker dies before it
@@ -731,22 +603,22 @@ TEST(Processes, ItemsOfAWorkerThatDiedBeforeBeginningThemRunElsewhere) {
   constexpr std::size_t crash = 500;  // chunks of 10 from 0: the crash leaves 501-509
   const auto item = [](std::size_t i) {
     if (i == crash) {
-      kill_next_fork_children(1);  // the replacement, which would run 501-509
+      doom_next_fork_children(1);  // the replacement, which would run 501-509
       std::signal(SIGSEGV, SIG_DFL);
       std::raise(SIGSEGV);
     }
     return mix(i);
   };
-  kill_next_fork_children(0);  // set up here, in the caller, not first in a worker
+  doom_next_fork_children(0);  // set up here, in the caller, not first in a worker
   options o = processes();
   o.chunk = 10;
   o.on_error = on_error::collect;
   try {
     (void)polymap::map(std::views::iota(std::size_t{0}, n), item, o);
-    kill_next_fork_children(0);
+    doom_next_fork_children(0);
     FAIL() << "the crash was not reported";
   } catch (const map_error& e) {
-    kill_next_fork_children(0);
+    doom_next_fork_children(0);
     ASSERT_EQ(e.failures().size(), 1U);
     EXPECT_EQ(e.failures()[0].index, crash);
     const auto& results = e.results<std::uint64_t>();
