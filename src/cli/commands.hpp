@@ -23,6 +23,16 @@ namespace polymap::cli {
   return text;
 }
 
+/// `text` as a terminal may show it: its control bytes (a CR, an escape sequence, which would
+/// move the cursor or redraw lines) as '?', but those in `keep` (a tail's newlines and tabs).
+[[nodiscard]] inline std::string printable(std::string text, std::string_view keep = {}) {
+  for (char& c : text) {
+    const bool control = static_cast<unsigned char>(c) < 0x20 || c == '\x7f';
+    if (control && keep.find(c) == std::string_view::npos) c = '?';
+  }
+  return text;
+}
+
 /// Prints to stderr as fmt::print(stderr, ...) does, but never throws: a stderr that cannot
 /// be written (a full disk, a closed descriptor) loses the message, not the exit status
 /// (fmt's exception, thrown while an error is said, would end in abort()).

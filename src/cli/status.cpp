@@ -58,26 +58,11 @@ nlohmann::json summary_json(const journal_summary& s) {
   return j;
 }
 
-/// Whether `c` is a control byte that would move the cursor or redraw a terminal's lines (a
-/// CR, an escape sequence), shown as '?' in text; `keep` is let through.
-bool redraws(char c, std::string_view keep) {
-  return (static_cast<unsigned char>(c) < 0x20 || c == '\x7f') &&
-         keep.find(c) == std::string_view::npos;
-}
-
-/// A command line as text shows it: its control bytes as '?' (--json has them all).
-std::string visible(std::string text) {
-  for (char& c : text) {
-    if (redraws(c, "")) c = '?';
-  }
-  return text;
-}
-
 /// A failed item's stderr tail, indented, its control bytes but newlines and tabs as '?'.
 std::string indent_tail(const std::string& tail) {
   std::string out = "      ";
-  for (char c : tail) {
-    out += redraws(c, "\n\t") ? '?' : c;
+  for (char c : printable(tail, "\n\t")) {
+    out += c;
     if (c == '\n') out += "      ";
   }
   while (!out.empty() && (out.back() == ' ' || out.back() == '\n')) out.pop_back();
@@ -106,14 +91,14 @@ void print_summary(const std::string& path, const journal_summary& s) {
       const std::string how = r.signal != 0 ? fmt::format("signal {}", r.signal)
                                             : fmt::format("exit {}", r.exit_code);
       fmt::print("  #{} {} after {} attempt(s){}: {}\n", r.id, how, r.attempts,
-                 r.reason.empty() ? "" : " (" + r.reason + ")", visible(r.command));
+                 r.reason.empty() ? "" : " (" + r.reason + ")", printable(r.command));
       if (!r.stderr_tail.empty()) fmt::print("{}\n", indent_tail(r.stderr_tail));
     }
   }
   if (!s.slowest.empty()) {
     fmt::print("slowest\n");
     for (const journal_row& r : s.slowest) {
-      fmt::print("  {:10.3f} s  #{} {}\n", r.duration, r.id, visible(r.command));
+      fmt::print("  {:10.3f} s  #{} {}\n", r.duration, r.id, printable(r.command));
     }
   }
   fmt::print("runners\n");

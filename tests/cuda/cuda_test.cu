@@ -494,21 +494,16 @@ TEST_F(CudaDevice, DeviceResidentInputIsNotCopiedAndOutputIsWritten) {
 }
 
 TEST_F(CudaDevice, ForEachRunsEveryIndexOnce) {
-  for (std::size_t n : {std::size_t{0}, std::size_t{1}, odd}) {
-    thrust::device_vector<int> counts(n, 0);
-    cuda_test::count_each(n, thrust::raw_pointer_cast(counts.data()));
-    std::vector<int> host(n);
-    thrust::copy(counts.begin(), counts.end(), host.begin());
-    for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(host[i], 1) << i;
+  // A POLYMAP_HD functor, and a [=] __device__ lambda, the natural way to write its body.
+  for (auto* launch : {&cuda_test::count_each, &cuda_test::count_each_on_device}) {
+    for (std::size_t n : {std::size_t{0}, std::size_t{1}, odd}) {
+      thrust::device_vector<int> counts(n, 0);
+      launch(n, thrust::raw_pointer_cast(counts.data()));
+      std::vector<int> host(n);
+      thrust::copy(counts.begin(), counts.end(), host.begin());
+      for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(host[i], 1) << i;
+    }
   }
-}
-
-TEST_F(CudaDevice, ForEachTakesADeviceLambda) {
-  thrust::device_vector<int> counts(odd, 0);
-  cuda_test::count_each_on_device(odd, thrust::raw_pointer_cast(counts.data()));
-  std::vector<int> host(odd);
-  thrust::copy(counts.begin(), counts.end(), host.begin());
-  for (std::size_t i = 0; i < odd; ++i) ASSERT_EQ(host[i], 1) << i;
 }
 
 TEST_F(CudaDevice, BoolResultsComeBackInAVectorOfBool) {

@@ -2,6 +2,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cli/run/runner.hpp"
 
+#include "cli/commands.hpp"
+
 #include <polymap/config.hpp>
 #include <polymap/topology.hpp>
 
@@ -184,10 +186,7 @@ std::string signal_text(int sig) {
 /// A command line for a one-line message: control characters (a newline in an item) shown
 /// as '?', and a long one cut to about `width` bytes, not inside a UTF-8 character.
 std::string one_line(const std::string& command, std::size_t width = 100) {
-  std::string line = command;
-  for (char& c : line) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == '\x7f') c = '?';
-  }
+  std::string line = printable(command);
   if (line.size() <= width) return line;
   std::size_t cut = width - 3;
   while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
